@@ -1,0 +1,57 @@
+"""Decorator policy for every CPU kernel: the only place where numba options live.
+
+Kernels say ``@jit`` or ``@jit(parallel=True)``; caching, nopython mode and the
+fastmath policy are decided here once (the pattern of sgkit's ``accelerate.py``).
+
+fastmath is off by default. A kernel that earns it asks for ``fastmath=True``
+and gets the safe flag set below: no ``nnan``/``ninf``, so NaN and inf still
+propagate and training divergence stays detectable.
+"""
+import os
+
+from numba import njit
+from numba.extending import register_jitable
+
+SAFE_FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
+
+# Kernels below these sizes run serially: numba's thread pool costs a few
+# microseconds per parallel region, more than the whole loop on tiny layers.
+# Module constants are frozen into numba's cache; never change them at run time.
+PARALLEL_MIN_ELEMENTS = 1 << 15
+
+_CACHE = os.environ.get("FASTBP_NO_CACHE", "") not in ("1", "true", "yes")
+
+# Every scalar function of _scalar.py, in definition order, so that the CUDA
+# backend can register the very same Python functions for its own target.
+SCALAR_FUNCTIONS = []
+
+
+def jit(func=None, *, parallel=False, fastmath=False, inline="never"):
+    """Compile a CPU kernel with the project's policy.
+
+    Usable bare (``@jit``) or with options (``@jit(parallel=True)``).
+    """
+    options = dict(
+        nogil=True,
+        cache=_CACHE,
+        parallel=parallel,
+        fastmath=SAFE_FASTMATH if fastmath else False,
+        inline=inline,
+        error_model="numpy",
+        boundscheck=False,
+    )
+
+    def decorate(f):
+        return njit(**options)(f)
+
+    return decorate if func is None else decorate(func)
+
+
+def scalar(func):
+    """Register a scalar function for CPU jit code; callable from Python too.
+
+    The function is recorded in ``SCALAR_FUNCTIONS`` so the CUDA backend can
+    compile the same source as a device function.
+    """
+    SCALAR_FUNCTIONS.append(func)
+    return register_jitable(inline="always")(func)

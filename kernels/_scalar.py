@@ -1,0 +1,191 @@
+"""Scalar math written once and compiled for both CPU and GPU.
+
+Every function here is plain Python over scalars. ``@scalar`` registers it for
+numba's CPU target (inlined into the kernels that call it); the CUDA backend
+registers the same functions for its own target, so the CPU and GPU kernels
+share one source of truth for every formula. They are also callable from plain
+Python, which the tests use.
+
+Activation derivatives are written in terms of the forward *output* y = f(z)
+wherever the output determines the derivative, so backward passes need no
+second copy of the pre-activation (as in scikit-learn's
+``neural_network/_base.py``):
+
+    relu        y = max(z, 0)                  dy/dz = [y > 0]
+    leaky_relu  y = z if z > 0 else a z        dy/dz = 1 if y > 0 else a     (a >= 0)
+    elu         y = z if z > 0 else a(e^z - 1) dy/dz = 1 if y > 0 else y + a (a > 0)
+    sigmoid     y = 1 / (1 + e^-z)             dy/dz = y (1 - y)
+    tanh        y = tanh z                     dy/dz = 1 - y^2
+    softplus    y = log(1 + e^z)               dy/dz = sigmoid(z) = 1 - e^-y
+    gelu        y = z Phi(z)                   dy/dz = Phi(z) + z phi(z)     (needs z)
+
+GELU is not invertible (it dips below zero), so its backward takes the input.
+"""
+import math
+
+import numpy as np
+
+from ._jit import scalar
+
+# Activation codes, shared by the fused dense kernels on CPU and GPU.
+IDENTITY = 0
+RELU = 1
+LEAKY_RELU = 2
+ELU = 3
+SIGMOID = 4
+TANH = 5
+SOFTPLUS = 6
+GELU = 7
+
+ACTIVATION_CODES = {
+    "identity": IDENTITY,
+    "relu": RELU,
+    "leaky_relu": LEAKY_RELU,
+    "elu": ELU,
+    "sigmoid": SIGMOID,
+    "tanh": TANH,
+    "softplus": SOFTPLUS,
+    "gelu": GELU,
+}
+# Activations whose derivative is a function of their output alone: these can
+# be fused into dense_act_backward.
+OUTPUT_DERIVABLE = frozenset(range(IDENTITY, GELU))
+
+_INV_SQRT2 = 0.7071067811865476
+_INV_SQRT2PI = 0.3989422804014327
+
+
+@scalar
+def relu(z):
+    return z if z > 0.0 else 0.0 * z
+
+
+@scalar
+def relu_grad(y):
+    return 1.0 if y > 0.0 else 0.0
+
+
+@scalar
+def leaky_relu(z, slope):
+    return z if z > 0.0 else slope * z
+
+
+@scalar
+def leaky_relu_grad(y, slope):
+    return 1.0 if y > 0.0 else slope
+
+
+@scalar
+def elu(z, alpha):
+    return z if z > 0.0 else alpha * math.expm1(z)
+
+
+@scalar
+def elu_grad(y, alpha):
+    return 1.0 if y > 0.0 else y + alpha
+
+
+@scalar
+def sigmoid(z):
+    # Two branches so that exp never overflows: exp(-|z|) <= 1.
+    if z >= 0.0:
+        return 1.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)
+    return e / (1.0 + e)
+
+
+@scalar
+def sigmoid_grad(y):
+    return y * (1.0 - y)
+
+
+@scalar
+def tanh(z):
+    return math.tanh(z)
+
+
+@scalar
+def tanh_grad(y):
+    return 1.0 - y * y
+
+
+@scalar
+def softplus(z):
+    # log(1 + e^z) = max(z, 0) + log1p(e^-|z|): no overflow for large |z|.
+    return max(z, 0.0) + math.log1p(math.exp(-abs(z)))
+
+
+@scalar
+def softplus_grad(y):
+    # sigmoid(z) = 1 - e^-softplus(z); expm1 keeps precision when y is tiny.
+    return -math.expm1(-y)
+
+
+@scalar
+def gelu(z):
+    return 0.5 * z * (1.0 + math.erf(z * _INV_SQRT2))
+
+
+@scalar
+def gelu_grad(z):
+    # d/dz [z Phi(z)] = Phi(z) + z phi(z), from the input z.
+    cdf = 0.5 * (1.0 + math.erf(z * _INV_SQRT2))
+    return cdf + z * _INV_SQRT2PI * math.exp(-0.5 * z * z)
+
+
+@scalar
+def activate(code, z, alpha):
+    """f(z) for the activation ``code``; ``alpha`` is the leaky slope or ELU alpha."""
+    if code == RELU:
+        return relu(z)
+    if code == LEAKY_RELU:
+        return leaky_relu(z, alpha)
+    if code == ELU:
+        return elu(z, alpha)
+    if code == SIGMOID:
+        return sigmoid(z)
+    if code == TANH:
+        return tanh(z)
+    if code == SOFTPLUS:
+        return softplus(z)
+    if code == GELU:
+        return gelu(z)
+    return z
+
+
+@scalar
+def activate_grad(code, y, alpha):
+    """f'(z) from the output y = f(z); valid for codes in OUTPUT_DERIVABLE."""
+    if code == RELU:
+        return relu_grad(y)
+    if code == LEAKY_RELU:
+        return leaky_relu_grad(y, alpha)
+    if code == ELU:
+        return elu_grad(y, alpha)
+    if code == SIGMOID:
+        return sigmoid_grad(y)
+    if code == TANH:
+        return tanh_grad(y)
+    if code == SOFTPLUS:
+        return softplus_grad(y)
+    return 1.0
+
+
+@scalar
+def log1p_exp(z):
+    """log(1 + e^z), stable for any z (the softplus, used by the BCE loss)."""
+    return max(z, 0.0) + math.log1p(math.exp(-abs(z)))
+
+
+@scalar
+def hash_uniform(seed, i):
+    """A uniform draw in [0, 1) from (seed, i): splitmix64 of a counter.
+
+    Counter-based, so every element's draw is independent of thread order and
+    the CPU and GPU produce the same dropout mask for the same seed.
+    """
+    z = np.uint64(seed) + np.uint64(i) * np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return np.float64(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)

@@ -1,0 +1,236 @@
+"""Activation kernels, each a ``*_forward(out, x, ...)`` / ``*_backward(dx, dout, ...)`` pair.
+
+Elementwise activations accept C-contiguous arrays of any shape (typically
+(N, O)); out and dx are overwritten and may alias their input. Backward
+passes take the forward output y where it determines the derivative (see
+``fastbp.kernels._scalar``); GELU's backward takes the forward input x.
+
+Softmax and log-softmax are row-wise over the last axis of an (N, O) array and
+subtract the row maximum first, so no exponent can overflow.
+"""
+import math
+
+from numba import prange
+
+from .._jit import PARALLEL_MIN_ELEMENTS, jit
+from .._scalar import (
+    ELU,
+    GELU,
+    IDENTITY,
+    LEAKY_RELU,
+    RELU,
+    SIGMOID,
+    SOFTPLUS,
+    TANH,
+    activate,
+    activate_grad,
+    gelu_grad,
+)
+
+
+@jit(inline="always")
+def _map_forward(out, x, code, alpha):
+    o = out.ravel()
+    v = x.ravel()
+    if v.size < PARALLEL_MIN_ELEMENTS:
+        for i in range(v.size):
+            o[i] = activate(code, v[i], alpha)
+    else:
+        for i in prange(v.size):
+            o[i] = activate(code, v[i], alpha)
+
+
+@jit(inline="always")
+def _map_backward(dx, dout, y, code, alpha):
+    d = dx.ravel()
+    g = dout.ravel()
+    v = y.ravel()
+    if v.size < PARALLEL_MIN_ELEMENTS:
+        for i in range(v.size):
+            d[i] = g[i] * activate_grad(code, v[i], alpha)
+    else:
+        for i in prange(v.size):
+            d[i] = g[i] * activate_grad(code, v[i], alpha)
+
+
+@jit(parallel=True)
+def identity_forward(out, x):
+    """out = x."""
+    _map_forward(out, x, IDENTITY, 0.0)
+
+
+@jit(parallel=True)
+def identity_backward(dx, dout):
+    """dx = dout."""
+    _map_backward(dx, dout, dout, IDENTITY, 0.0)
+
+
+@jit(parallel=True)
+def relu_forward(out, x):
+    """out = max(x, 0)."""
+    _map_forward(out, x, RELU, 0.0)
+
+
+@jit(parallel=True)
+def relu_backward(dx, dout, out):
+    """dx = dout * [out > 0], from the forward output."""
+    _map_backward(dx, dout, out, RELU, 0.0)
+
+
+@jit(parallel=True)
+def leaky_relu_forward(out, x, slope):
+    """out = x if x > 0 else slope * x (slope >= 0)."""
+    _map_forward(out, x, LEAKY_RELU, slope)
+
+
+@jit(parallel=True)
+def leaky_relu_backward(dx, dout, out, slope):
+    """dx = dout * (1 if out > 0 else slope), from the forward output."""
+    _map_backward(dx, dout, out, LEAKY_RELU, slope)
+
+
+@jit(parallel=True)
+def elu_forward(out, x, alpha):
+    """out = x if x > 0 else alpha * (exp(x) - 1) (alpha > 0)."""
+    _map_forward(out, x, ELU, alpha)
+
+
+@jit(parallel=True)
+def elu_backward(dx, dout, out, alpha):
+    """dx = dout * (1 if out > 0 else out + alpha): alpha e^x = out + alpha for x <= 0."""
+    _map_backward(dx, dout, out, ELU, alpha)
+
+
+@jit(parallel=True)
+def sigmoid_forward(out, x):
+    """out = 1 / (1 + exp(-x)), without overflow for any x."""
+    _map_forward(out, x, SIGMOID, 0.0)
+
+
+@jit(parallel=True)
+def sigmoid_backward(dx, dout, out):
+    """dx = dout * out * (1 - out)."""
+    _map_backward(dx, dout, out, SIGMOID, 0.0)
+
+
+@jit(parallel=True)
+def tanh_forward(out, x):
+    """out = tanh(x)."""
+    _map_forward(out, x, TANH, 0.0)
+
+
+@jit(parallel=True)
+def tanh_backward(dx, dout, out):
+    """dx = dout * (1 - out^2)."""
+    _map_backward(dx, dout, out, TANH, 0.0)
+
+
+@jit(parallel=True)
+def softplus_forward(out, x):
+    """out = log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|))."""
+    _map_forward(out, x, SOFTPLUS, 0.0)
+
+
+@jit(parallel=True)
+def softplus_backward(dx, dout, out):
+    """dx = dout * sigmoid(x), with sigmoid(x) = 1 - exp(-out) from the output."""
+    _map_backward(dx, dout, out, SOFTPLUS, 0.0)
+
+
+@jit(parallel=True)
+def gelu_forward(out, x):
+    """out = x * Phi(x), the exact (erf) GELU."""
+    _map_forward(out, x, GELU, 0.0)
+
+
+@jit(parallel=True)
+def gelu_backward(dx, dout, x):
+    """dx = dout * (Phi(x) + x phi(x)), from the forward *input* x."""
+    d = dx.ravel()
+    g = dout.ravel()
+    v = x.ravel()
+    if v.size < PARALLEL_MIN_ELEMENTS:
+        for i in range(v.size):
+            d[i] = g[i] * gelu_grad(v[i])
+    else:
+        for i in prange(v.size):
+            d[i] = g[i] * gelu_grad(v[i])
+
+
+@jit(inline="always")
+def _softmax_row(out, x, n, log):
+    n_out = x.shape[1]
+    m = x[n, 0]
+    for j in range(1, n_out):
+        if x[n, j] > m:
+            m = x[n, j]
+    s = 0.0
+    for j in range(n_out):
+        e = math.exp(x[n, j] - m)
+        s += e
+        if not log:
+            out[n, j] = e
+    if log:
+        lse = m + math.log(s)
+        for j in range(n_out):
+            out[n, j] = x[n, j] - lse
+    else:
+        inv = 1.0 / s
+        for j in range(n_out):
+            out[n, j] *= inv
+
+
+@jit(parallel=True)
+def softmax_forward(out, x):
+    """Row-wise softmax: out[n, j] = exp(x[n, j] - m_n) / sum_k exp(x[n, k] - m_n).
+
+    x (N, O) -> out (N, O), overwritten; m_n is the row maximum.
+    """
+    if x.size < PARALLEL_MIN_ELEMENTS:
+        for n in range(x.shape[0]):
+            _softmax_row(out, x, n, False)
+    else:
+        for n in prange(x.shape[0]):
+            _softmax_row(out, x, n, False)
+
+
+@jit(parallel=True)
+def softmax_backward(dx, dout, out):
+    """Backward of row-wise softmax from its output y: dx = y * (dout - sum_j dout y).
+
+    The Jacobian is dy_j/dx_k = y_j ([j == k] - y_k), so
+    dx_k = sum_j dout_j y_j ([j == k] - y_k) = y_k (dout_k - <dout, y>).
+    """
+    n_rows, n_out = out.shape
+    for n in prange(n_rows):
+        s = 0.0
+        for j in range(n_out):
+            s += dout[n, j] * out[n, j]
+        for j in range(n_out):
+            dx[n, j] = out[n, j] * (dout[n, j] - s)
+
+
+@jit(parallel=True)
+def log_softmax_forward(out, x):
+    """Row-wise log-softmax: out[n, j] = x[n, j] - m_n - log sum_k exp(x[n, k] - m_n)."""
+    if x.size < PARALLEL_MIN_ELEMENTS:
+        for n in range(x.shape[0]):
+            _softmax_row(out, x, n, True)
+    else:
+        for n in prange(x.shape[0]):
+            _softmax_row(out, x, n, True)
+
+
+@jit(parallel=True)
+def log_softmax_backward(dx, dout, out):
+    """Backward of row-wise log-softmax from its output y: dx = dout - exp(y) sum_j dout_j.
+
+    dy_j/dx_k = [j == k] - softmax_k and softmax = exp(y).
+    """
+    n_rows, n_out = out.shape
+    for n in prange(n_rows):
+        s = 0.0
+        for j in range(n_out):
+            s += dout[n, j]
+        for j in range(n_out):
+            dx[n, j] = dout[n, j] - math.exp(out[n, j]) * s

@@ -1,0 +1,48 @@
+"""Inverted dropout with an explicit mask and a counter-based seeded generator.
+
+Forward draws u_i = hash_uniform(seed, i) for every element and keeps it when
+u_i >= rate, scaling kept values by 1 / (1 - rate) so that the expectation of
+out equals x and inference needs no rescaling. The mask holds that factor (0 or
+1 / (1 - rate)), so backward is dx = dout * mask. The draw depends only on
+(seed, i), so the mask is the same whatever the thread count, and the CUDA
+kernel draws the same mask.
+"""
+from numba import prange
+
+from .._jit import PARALLEL_MIN_ELEMENTS, jit
+from .._scalar import hash_uniform
+
+
+@jit(parallel=True)
+def dropout_forward(out, mask, x, rate, seed):
+    """out = x * mask with mask_i = [u_i >= rate] / (1 - rate).
+
+    x (N, O) -> out (N, O) and mask (N, O), both overwritten; 0 <= rate < 1,
+    seed >= 0. The caller passes a fresh seed per step.
+    """
+    o = out.ravel()
+    m = mask.ravel()
+    v = x.ravel()
+    keep = 1.0 / (1.0 - rate)
+    if v.size < PARALLEL_MIN_ELEMENTS:
+        for i in range(v.size):
+            m[i] = keep if hash_uniform(seed, i) >= rate else 0.0
+            o[i] = v[i] * m[i]
+    else:
+        for i in prange(v.size):
+            m[i] = keep if hash_uniform(seed, i) >= rate else 0.0
+            o[i] = v[i] * m[i]
+
+
+@jit(parallel=True)
+def dropout_backward(dx, dout, mask):
+    """dx = dout * mask (N, O), overwritten; the mask already holds 1 / (1 - rate)."""
+    d = dx.ravel()
+    g = dout.ravel()
+    m = mask.ravel()
+    if d.size < PARALLEL_MIN_ELEMENTS:
+        for i in range(d.size):
+            d[i] = g[i] * m[i]
+    else:
+        for i in prange(d.size):
+            d[i] = g[i] * m[i]

@@ -1,0 +1,130 @@
+"""Loss kernels: ``*_forward`` writes the mean loss, ``*_backward`` its gradient.
+
+The batch mean is taken here and only here, so every other backward kernel is
+a plain sum over the batch. With per-sample weights s_n the mean is the
+weighted mean sum_n s_n l_n / sum_n s_n; a zero-size ``weight`` array means
+unweighted (s_n = 1). Elementwise losses (MSE, BCE) also average over the O
+outputs, as PyTorch's and Keras's default reductions do.
+
+Forward kernels write into ``loss``, a one-element array, instead of returning
+a value, so that the CPU and GPU kernels share one signature and the GPU can
+keep the loss on the device.
+"""
+import math
+
+from .._jit import jit
+from .._scalar import log1p_exp, sigmoid
+
+
+@jit
+def _weight_total(weight, n_rows):
+    if weight.size == 0:
+        return float(n_rows)
+    total = 0.0
+    for n in range(n_rows):
+        total += weight[n]
+    return total
+
+
+@jit
+def mse_forward(loss, pred, target, weight):
+    """Mean squared error: loss[0] = sum_n s_n sum_o (pred - target)^2 / (O sum_n s_n).
+
+    pred (N, O), target (N, O), weight (N,) or empty.
+    """
+    n_rows, n_out = pred.shape
+    total = 0.0
+    for n in range(n_rows):
+        row = 0.0
+        for j in range(n_out):
+            d = pred[n, j] - target[n, j]
+            row += d * d
+        total += row * (weight[n] if weight.size else 1.0)
+    loss[0] = total / (n_out * _weight_total(weight, n_rows))
+
+
+@jit
+def mse_backward(dpred, pred, target, weight):
+    """dpred (N, O) = 2 s_n (pred - target) / (O sum_n s_n), overwritten."""
+    n_rows, n_out = pred.shape
+    scale = 2.0 / (n_out * _weight_total(weight, n_rows))
+    for n in range(n_rows):
+        s = scale * (weight[n] if weight.size else 1.0)
+        for j in range(n_out):
+            dpred[n, j] = s * (pred[n, j] - target[n, j])
+
+
+@jit
+def softmax_cross_entropy_forward(loss, probs, logits, labels, weight):
+    """Softmax cross-entropy from logits with integer labels, fused and stable.
+
+    logits (N, O), labels (N,) integers in [0, O), weight (N,) or empty ->
+    probs (N, O) = softmax(logits) (kept for the backward pass) and
+    loss[0] = sum_n s_n (logsumexp(logits_n) - logits_n[labels_n]) / sum_n s_n.
+    The log-sum-exp subtracts the row maximum, so logits of +-1e4 give a
+    finite loss.
+    """
+    n_rows, n_out = logits.shape
+    total = 0.0
+    for n in range(n_rows):
+        m = logits[n, 0]
+        for j in range(1, n_out):
+            if logits[n, j] > m:
+                m = logits[n, j]
+        s = 0.0
+        for j in range(n_out):
+            e = math.exp(logits[n, j] - m)
+            probs[n, j] = e
+            s += e
+        inv = 1.0 / s
+        for j in range(n_out):
+            probs[n, j] *= inv
+        nll = m + math.log(s) - logits[n, labels[n]]
+        total += nll * (weight[n] if weight.size else 1.0)
+    loss[0] = total / _weight_total(weight, n_rows)
+
+
+@jit
+def softmax_cross_entropy_backward(dlogits, probs, labels, weight):
+    """dlogits (N, O) = s_n (probs - onehot(labels)) / sum_n s_n, overwritten.
+
+    d/dz_k [logsumexp(z) - z_y] = softmax(z)_k - [k == y]: the softmax Jacobian
+    and the log cancel, which is why the two are fused. dlogits may alias probs.
+    """
+    n_rows, n_out = probs.shape
+    scale = 1.0 / _weight_total(weight, n_rows)
+    for n in range(n_rows):
+        s = scale * (weight[n] if weight.size else 1.0)
+        for j in range(n_out):
+            dlogits[n, j] = s * probs[n, j]
+        dlogits[n, labels[n]] -= s
+
+
+@jit
+def binary_cross_entropy_forward(loss, logits, target, weight):
+    """Binary cross-entropy from logits, stable for any logit.
+
+    logits (N, O), target (N, O) in [0, 1], weight (N,) or empty ->
+    loss[0] = sum_n s_n sum_o [log(1 + e^z) - t z] / (O sum_n s_n), with
+    log(1 + e^z) = max(z, 0) + log1p(e^-|z|).
+    """
+    n_rows, n_out = logits.shape
+    total = 0.0
+    for n in range(n_rows):
+        row = 0.0
+        for j in range(n_out):
+            z = logits[n, j]
+            row += log1p_exp(z) - target[n, j] * z
+        total += row * (weight[n] if weight.size else 1.0)
+    loss[0] = total / (n_out * _weight_total(weight, n_rows))
+
+
+@jit
+def binary_cross_entropy_backward(dlogits, logits, target, weight):
+    """dlogits (N, O) = s_n (sigmoid(z) - t) / (O sum_n s_n), overwritten."""
+    n_rows, n_out = logits.shape
+    scale = 1.0 / (n_out * _weight_total(weight, n_rows))
+    for n in range(n_rows):
+        s = scale * (weight[n] if weight.size else 1.0)
+        for j in range(n_out):
+            dlogits[n, j] = s * (sigmoid(logits[n, j]) - target[n, j])

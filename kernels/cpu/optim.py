@@ -1,0 +1,79 @@
+"""Optimizer updates, in place on a parameter array and its state.
+
+Parameters, gradients and state are arrays of one shape (usually the flat
+vector holding every parameter of a model, so one call updates a whole
+network). Each element is independent, so the loops run in parallel with no
+shared writes.
+"""
+import math
+
+from numba import prange
+
+from .._jit import PARALLEL_MIN_ELEMENTS, jit
+
+
+@jit(parallel=True)
+def sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay):
+    """SGD with momentum, Nesterov and L2 weight decay (PyTorch's formulation).
+
+    g = grad + weight_decay * param; if momentum: v = momentum * v + g and
+    g = g + momentum * v (nesterov) or g = v; then param -= lr * g.
+    Updates param and velocity in place (velocity is untouched when momentum is 0).
+    """
+    p = param.ravel()
+    gr = grad.ravel()
+    v = velocity.ravel()
+    if p.size < PARALLEL_MIN_ELEMENTS:
+        for i in range(p.size):
+            _sgd_one(p, gr, v, i, lr, momentum, nesterov, weight_decay)
+    else:
+        for i in prange(p.size):
+            _sgd_one(p, gr, v, i, lr, momentum, nesterov, weight_decay)
+
+
+@jit(inline="always")
+def _sgd_one(p, gr, v, i, lr, momentum, nesterov, weight_decay):
+    g = gr[i] + weight_decay * p[i]
+    if momentum != 0.0:
+        vi = momentum * v[i] + g
+        v[i] = vi
+        g = g + momentum * vi if nesterov else vi
+    p[i] -= lr * g
+
+
+@jit(parallel=True)
+def adam_update(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay, decoupled):
+    """Adam / AdamW update for step number ``step`` (1 for the first update).
+
+    L2 (decoupled=False): g = grad + weight_decay * param.
+    AdamW (decoupled=True): param *= 1 - lr * weight_decay before the step.
+    m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2;
+    param -= lr * (m / (1 - beta1^step)) / (sqrt(v / (1 - beta2^step)) + eps).
+    Updates param, m and v in place.
+    """
+    p = param.ravel()
+    gr = grad.ravel()
+    mm = m.ravel()
+    vv = v.ravel()
+    c1 = 1.0 / (1.0 - beta1**step)
+    c2 = 1.0 / (1.0 - beta2**step)
+    if p.size < PARALLEL_MIN_ELEMENTS:
+        for i in range(p.size):
+            _adam_one(p, gr, mm, vv, i, lr, beta1, beta2, eps, c1, c2, weight_decay, decoupled)
+    else:
+        for i in prange(p.size):
+            _adam_one(p, gr, mm, vv, i, lr, beta1, beta2, eps, c1, c2, weight_decay, decoupled)
+
+
+@jit(inline="always")
+def _adam_one(p, gr, mm, vv, i, lr, beta1, beta2, eps, c1, c2, weight_decay, decoupled):
+    g = gr[i]
+    if decoupled:
+        p[i] *= 1.0 - lr * weight_decay
+    else:
+        g += weight_decay * p[i]
+    mi = beta1 * mm[i] + (1.0 - beta1) * g
+    vi = beta2 * vv[i] + (1.0 - beta2) * g * g
+    mm[i] = mi
+    vv[i] = vi
+    p[i] -= lr * (mi * c1) / (math.sqrt(vi * c2) + eps)
