@@ -1,2 +1,18 @@
-"""fastbp: hand-derived backpropagation compiled just in time with numba."""
+"""fastbp: hand-derived backpropagation compiled just in time with numba.
+
+Build a ``Sequential`` of ``Dense`` (and activation, ``Dropout``) layers, ``fit``
+it with ``SGD`` or ``Adam``, then ``predict``, ``evaluate``, ``save`` and
+``fastbp.load``. The kernels are in ``fastbp.kernels``; scikit-learn style
+estimators are ``fastbp.MLPClassifier`` and ``fastbp.MLPRegressor``.
+Importing fastbp compiles nothing.
+"""
 __version__ = "0.1.0"
+
+from . import callbacks, datasets, layers, losses, optimizers, schedules  # noqa: E402
+from .callbacks import Callback, EarlyStopping, History, LearningRateLogger, ModelCheckpoint  # noqa: E402
+from .layers import (ELU, GELU, Activation, Dense, Dropout, LeakyReLU, LogSoftmax, ReLU,  # noqa: E402
+                     Sigmoid, Softmax, Softplus, Tanh)
+from .model import DivergenceError, Sequential, load  # noqa: E402
+from .optimizers import SGD, Adam  # noqa: E402
+from .schedules import CosineDecay, ExponentialDecay, ReduceLROnPlateau, StepDecay  # noqa: E402
+from ._threads import get_num_threads, set_num_threads  # noqa: E402

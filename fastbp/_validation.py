@@ -1,0 +1,64 @@
+"""Input checks at the public boundary: once per call, with messages that name the argument."""
+import numbers
+
+import numpy as np
+
+
+def check_features(X, n_features, dtype, argument="X"):
+    """X as a C-contiguous (n_samples, n_features) array of ``dtype``, finite and non-empty."""
+    if hasattr(X, "__cuda_array_interface__") and not isinstance(X, np.ndarray):
+        raise TypeError(f"{argument} must be host data (a NumPy array or array-like); got a device "
+                        f"array of type {type(X).__name__}: copy it to the host first")
+    try:
+        arr = np.asarray(X)
+    except Exception as err:  # ragged lists and the like
+        raise ValueError(f"{argument} must be a 2-D numeric array; could not convert: {err}") from err
+    if arr.dtype.kind not in "iufb":
+        raise ValueError(f"{argument} must be numeric; got dtype {arr.dtype}")
+    if arr.ndim == 1 and n_features == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise ValueError(f"{argument} must be 2-D of shape (n_samples, {n_features}); got shape {arr.shape}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{argument} is empty: it has 0 samples (shape {arr.shape})")
+    if arr.shape[1] != n_features:
+        raise ValueError(f"{argument} must have {n_features} features (columns) for this model; "
+                         f"got shape {arr.shape}")
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    if not np.all(np.isfinite(arr)):
+        bad = np.argwhere(~np.isfinite(arr))[0]
+        raise ValueError(f"{argument} contains NaN or inf (first at row {bad[0]}, column {bad[1]})")
+    return arr
+
+
+def check_sample_weight(sample_weight, n_samples, dtype, argument="sample_weight"):
+    """A (n_samples,) array of finite non-negative weights with a positive sum, or an empty one."""
+    if sample_weight is None:
+        return np.empty(0, dtype=dtype)
+    w = np.asarray(sample_weight, dtype=np.float64)
+    if w.ndim != 1 or w.shape[0] != n_samples:
+        raise ValueError(f"{argument} must have shape ({n_samples},), one weight per sample; "
+                         f"got shape {w.shape}")
+    if not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise ValueError(f"{argument} must be finite and non-negative")
+    if not w.sum() > 0:
+        raise ValueError(f"{argument} must have a positive sum; got all zeros")
+    return np.ascontiguousarray(w, dtype=dtype)
+
+
+def check_int(value, argument, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{argument} must be an integer >= {minimum}; got {value!r}")
+    return int(value)
+
+
+def check_fraction(value, argument, low=0.0, high=1.0):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not low <= value < high:
+        raise ValueError(f"{argument} must be a number in [{low}, {high}); got {value!r}")
+    return float(value)
+
+
+def check_same_length(X, y, x_name="X", y_name="y"):
+    if len(X) != len(y):
+        raise ValueError(f"{x_name} and {y_name} must have the same number of samples; got "
+                         f"{len(X)} and {len(y)}")

@@ -1,0 +1,169 @@
+"""Callbacks: hooks into ``Sequential.fit``, and the History it returns.
+
+Subclass ``Callback`` and override any of ``on_train_begin(logs)``,
+``on_epoch_begin(epoch, logs)``, ``on_epoch_end(epoch, logs)`` and
+``on_train_end(logs)``. ``self.model`` is the model being trained; set
+``self.model.stop_training = True`` to stop after the current epoch.
+"""
+import math
+
+import numpy as np
+
+
+class Callback:
+    model = None
+
+    def set_model(self, model):
+        self.model = model
+
+    def on_train_begin(self, logs=None):
+        pass
+
+    def on_epoch_begin(self, epoch, logs=None):
+        pass
+
+    def on_epoch_end(self, epoch, logs=None):
+        pass
+
+    def on_train_end(self, logs=None):
+        pass
+
+
+def _monitored(logs, monitor, owner):
+    if monitor in logs:
+        return logs[monitor]
+    raise KeyError(f"{owner} monitors {monitor!r}, which the epoch logs lack; they have "
+                   f"{sorted(logs)} (val_* entries need validation_data or validation_split)")
+
+
+class _Improvement:
+    """Tracks the best value of a monitored quantity."""
+
+    def __init__(self, mode, min_delta):
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max'; got {mode!r}")
+        self.sign = 1.0 if mode == "min" else -1.0
+        self.min_delta = float(min_delta)
+        self.best = math.inf
+
+    def improved(self, value):
+        if self.sign * value < self.best - self.min_delta:
+            self.best = self.sign * value
+            return True
+        return False
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs.
+
+    With ``restore_best_weights`` the model ends with the weights of its best epoch.
+    """
+
+    def __init__(self, monitor="val_loss", patience=5, min_delta=0.0, mode="min",
+                 restore_best_weights=False):
+        self.monitor, self.patience, self.mode = monitor, int(patience), mode
+        self.min_delta = float(min_delta)
+        self.restore_best_weights = restore_best_weights
+        _Improvement(mode, min_delta)  # validates mode
+
+    def on_train_begin(self, logs=None):
+        self.tracker = _Improvement(self.mode, self.min_delta)
+        self.wait = 0
+        self.best_weights = None
+        self.best_epoch = None
+        self.stopped_epoch = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = _monitored(logs, self.monitor, "EarlyStopping")
+        if self.tracker.improved(value):
+            self.wait = 0
+            self.best_epoch = epoch
+            if self.restore_best_weights:
+                self.best_weights = self.model.get_flat_weights()
+        else:
+            self.wait += 1
+            if self.wait >= self.patience:
+                self.stopped_epoch = epoch
+                self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.restore_best_weights and self.best_weights is not None:
+            self.model.set_flat_weights(self.best_weights)
+
+
+class ModelCheckpoint(Callback):
+    """Save the model to ``path`` after each epoch, or only when ``monitor`` improves."""
+
+    def __init__(self, path, monitor="val_loss", save_best_only=True, mode="min"):
+        self.path, self.monitor, self.save_best_only, self.mode = path, monitor, save_best_only, mode
+        _Improvement(mode, 0.0)
+
+    def on_train_begin(self, logs=None):
+        self.tracker = _Improvement(self.mode, 0.0)
+        self.saved_epochs = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.save_best_only and not self.tracker.improved(_monitored(logs, self.monitor, "ModelCheckpoint")):
+            return
+        self.model.save(self.path)
+        self.saved_epochs.append(epoch)
+
+
+class LearningRateLogger(Callback):
+    """Record (and optionally print) the learning rate of every epoch in ``self.rates``."""
+
+    def __init__(self, print_rates=False):
+        self.print_rates = print_rates
+        self.rates = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.rates.append(logs["lr"])
+        if self.print_rates:
+            print(f"epoch {epoch + 1}: lr = {logs['lr']:.6g}")
+
+
+class History(Callback):
+    """Per-epoch logs of a fit: ``history.history['loss']`` etc., ``epochs``, ``plot()``."""
+
+    def on_train_begin(self, logs=None):
+        self.epoch = []
+        self.history = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch.append(epoch)
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(value)
+
+    def __getitem__(self, key):
+        return self.history[key]
+
+    def __repr__(self):
+        last = {k: v[-1] for k, v in self.history.items()} if self.epoch else {}
+        return f"History(epochs={len(self.epoch)}, last={last})"
+
+    def plot(self, path=None, keys=None):
+        """Draw learning curves (matplotlib, an optional extra); save to ``path`` if given."""
+        try:
+            import matplotlib
+
+            if path is not None:
+                matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError as err:
+            raise ImportError("History.plot needs matplotlib: pip install 'fastbp[plot]'") from err
+        keys = keys or [k for k in self.history if not k.startswith("val_")
+                        and k not in ("lr", "seconds", "samples_per_second")]
+        fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.5), squeeze=False)
+        epochs = np.asarray(self.epoch) + 1
+        for ax, key in zip(axes[0], keys):
+            ax.plot(epochs, self.history[key], label=key)
+            if "val_" + key in self.history:
+                ax.plot(epochs, self.history["val_" + key], label="val_" + key)
+            ax.set_xlabel("epoch")
+            ax.set_title(key)
+            ax.legend()
+        fig.tight_layout()
+        if path is not None:
+            fig.savefig(path, dpi=100)
+            plt.close(fig)
+        return fig

@@ -1,0 +1,158 @@
+"""Layers of a ``Sequential`` model: Dense, activation layers and Dropout.
+
+Layers describe the network; they hold no math. ``Sequential`` lowers them to
+the op arrays of ``fastbp._loop`` and the kernels do the work.
+"""
+import math
+
+import numpy as np
+
+from .kernels._scalar import ACTIVATION_CODES, OUTPUT_DERIVABLE
+from . import _loop
+
+# Every activation a layer can name, with its code in the compiled loop.
+ACTIVATIONS = dict(ACTIVATION_CODES, softmax=_loop.SOFTMAX, log_softmax=_loop.LOG_SOFTMAX)
+_ALIASES = {None: "identity", "linear": "identity", "none": "identity", "logistic": "sigmoid"}
+# Default parameter of parametrized activations.
+_DEFAULT_ALPHA = {"leaky_relu": 0.01, "elu": 1.0}
+INITIALIZERS = ("he_uniform", "he_normal", "glorot_uniform", "glorot_normal", "zeros")
+
+
+def activation_name(activation, argument="activation"):
+    """The canonical name of an activation, or a ValueError naming the argument."""
+    name = _ALIASES.get(activation, activation)
+    if not isinstance(name, str) or name not in ACTIVATIONS:
+        raise ValueError(f"unknown {argument} {activation!r}; expected one of "
+                         f"{sorted(ACTIVATIONS)} (or None/'linear')")
+    return name
+
+
+def _check_positive_int(value, argument):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{argument} must be a positive integer; got {value!r}")
+    return int(value)
+
+
+class Layer:
+    """Base class: a layer knows its config and, if it has any, its parameter shapes."""
+
+    def get_config(self):
+        raise NotImplementedError
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class Dense(Layer):
+    """Fully connected layer out = f(x @ W + b), W (in_features, out_features).
+
+    ``activation`` is fused into the dense kernels when its derivative follows
+    from the output (every activation but GELU, softmax and log-softmax, which
+    run as a separate pass). ``init`` chooses the weight initializer; the
+    default is He for the ReLU family and Glorot otherwise. Biases start at
+    ``bias_init`` (0).
+    """
+
+    def __init__(self, in_features, out_features, activation=None, init=None, alpha=None,
+                 bias_init=0.0):
+        self.in_features = _check_positive_int(in_features, "in_features")
+        self.out_features = _check_positive_int(out_features, "out_features")
+        self.activation = activation_name(activation)
+        self.alpha = float(_DEFAULT_ALPHA.get(self.activation, 0.0) if alpha is None else alpha)
+        if init is None:
+            init = "he_uniform" if self.activation in ("relu", "leaky_relu", "elu", "gelu") else "glorot_uniform"
+        if init not in INITIALIZERS:
+            raise ValueError(f"unknown init {init!r}; expected one of {INITIALIZERS}")
+        self.init = init
+        self.bias_init = float(bias_init)
+
+    @property
+    def fused(self):
+        return ACTIVATIONS[self.activation] in OUTPUT_DERIVABLE
+
+    def initial_weights(self, rng, dtype):
+        fan_in, fan_out = self.in_features, self.out_features
+        shape = (fan_in, fan_out)
+        if self.init == "zeros":
+            w = np.zeros(shape)
+        elif self.init == "he_uniform":
+            limit = math.sqrt(6.0 / fan_in)
+            w = rng.uniform(-limit, limit, shape)
+        elif self.init == "he_normal":
+            w = rng.normal(0.0, math.sqrt(2.0 / fan_in), shape)
+        elif self.init == "glorot_uniform":
+            limit = math.sqrt(6.0 / (fan_in + fan_out))
+            w = rng.uniform(-limit, limit, shape)
+        else:
+            w = rng.normal(0.0, math.sqrt(2.0 / (fan_in + fan_out)), shape)
+        return w.astype(dtype), np.full(fan_out, self.bias_init, dtype=dtype)
+
+    def get_config(self):
+        return dict(in_features=self.in_features, out_features=self.out_features,
+                    activation=self.activation, init=self.init, alpha=self.alpha,
+                    bias_init=self.bias_init)
+
+
+class Activation(Layer):
+    """A standalone activation layer: any name of ``fastbp.layers.ACTIVATIONS``."""
+
+    def __init__(self, activation, alpha=None):
+        self.activation = activation_name(activation)
+        self.alpha = float(_DEFAULT_ALPHA.get(self.activation, 0.0) if alpha is None else alpha)
+
+    def get_config(self):
+        return dict(activation=self.activation, alpha=self.alpha)
+
+
+def _activation_class(name):
+    def __init__(self, alpha=None):
+        Activation.__init__(self, name, alpha)
+
+    def get_config(self):
+        return {"alpha": self.alpha} if name in _DEFAULT_ALPHA else {}
+
+    cls_name = "".join(part.capitalize() for part in name.split("_"))
+    cls_name = {"Relu": "ReLU", "LeakyRelu": "LeakyReLU", "Elu": "ELU", "Gelu": "GELU",
+                "LogSoftmax": "LogSoftmax"}.get(cls_name, cls_name)
+    doc = f"The {name} activation as a layer."
+    return type(cls_name, (Activation,), {"__init__": __init__, "get_config": get_config,
+                                          "__doc__": doc, "__module__": __name__})
+
+
+ReLU = _activation_class("relu")
+LeakyReLU = _activation_class("leaky_relu")
+ELU = _activation_class("elu")
+Sigmoid = _activation_class("sigmoid")
+Tanh = _activation_class("tanh")
+Softplus = _activation_class("softplus")
+GELU = _activation_class("gelu")
+Softmax = _activation_class("softmax")
+LogSoftmax = _activation_class("log_softmax")
+
+
+class Dropout(Layer):
+    """Inverted dropout: zeroes each input with probability ``rate`` while training."""
+
+    def __init__(self, rate):
+        if isinstance(rate, bool) or not isinstance(rate, (int, float, np.floating)) or not 0.0 <= rate < 1.0:
+            raise ValueError(f"Dropout rate must be a number in [0, 1); got {rate!r}")
+        self.rate = float(rate)
+
+    def get_config(self):
+        return dict(rate=self.rate)
+
+
+LAYER_TYPES = {cls.__name__: cls for cls in
+               (Dense, Activation, Dropout, ReLU, LeakyReLU, ELU, Sigmoid, Tanh, Softplus, GELU,
+                Softmax, LogSoftmax)}
+
+
+def layer_from_config(kind, config):
+    if kind not in LAYER_TYPES:
+        raise ValueError(f"unknown layer type {kind!r} in the saved architecture")
+    return LAYER_TYPES[kind].from_config(config)

@@ -1,0 +1,122 @@
+"""Losses by name or object: what targets they take and how outputs map to predictions.
+
+The math is in ``fastbp.kernels`` (``*_forward``/``*_backward``); a loss object
+here validates targets, names its metrics and knows its output link (the
+softmax or sigmoid that turns logits into probabilities).
+"""
+import numpy as np
+
+from . import _loop
+
+
+class Loss:
+    name = ""
+    kind = -1
+    link = None  # activation fused into the loss: 'softmax', 'sigmoid' or None
+    metrics = ()
+    classification = False
+
+    def get_config(self):
+        return {"name": self.name}
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+    def __eq__(self, other):
+        return type(self) is type(other)
+
+    def __hash__(self):
+        return hash(type(self))
+
+
+class SoftmaxCrossEntropy(Loss):
+    """Softmax cross-entropy from logits with integer class labels in [0, O)."""
+
+    name = "softmax_cross_entropy"
+    kind = _loop.LOSS_SCE
+    link = "softmax"
+    metrics = ("accuracy",)
+    classification = True
+
+    def prepare_targets(self, y, n_outputs, argument="y"):
+        y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.ndim != 1:
+            raise ValueError(f"{argument} must be a 1-D array of integer class labels for "
+                             f"{self.name}; got shape {y.shape}")
+        if y.dtype.kind == "f":
+            if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
+                raise ValueError(f"{argument} must hold integer class labels for {self.name}; "
+                                 f"got non-integer values such as {y[y != np.round(y)][:3]}")
+        elif y.dtype.kind not in "iub":
+            raise ValueError(f"{argument} must hold integer class labels for {self.name}; "
+                             f"got dtype {y.dtype}")
+        y = y.astype(np.int64)
+        if y.size and (y.min() < 0 or y.max() >= n_outputs):
+            bad = y.min() if y.min() < 0 else y.max()
+            raise ValueError(f"{argument} holds label {bad}, outside [0, {n_outputs}) for a "
+                             f"network with {n_outputs} outputs")
+        return y
+
+
+class BinaryCrossEntropy(Loss):
+    """Binary cross-entropy from logits with 0/1 targets of shape (N, O) (or (N,) when O = 1)."""
+
+    name = "binary_cross_entropy"
+    kind = _loop.LOSS_BCE
+    link = "sigmoid"
+    metrics = ("accuracy",)
+    classification = True
+
+    def prepare_targets(self, y, n_outputs, argument="y"):
+        y = _as_2d_targets(y, n_outputs, self.name, argument)
+        if np.any((y < 0) | (y > 1)):
+            raise ValueError(f"{argument} must hold targets in [0, 1] for {self.name}; got values "
+                             f"in [{y.min()}, {y.max()}]")
+        return y
+
+
+class MeanSquaredError(Loss):
+    """Mean squared error over all outputs; targets (N, O) (or (N,) when O = 1)."""
+
+    name = "mse"
+    kind = _loop.LOSS_MSE
+    metrics = ("mse", "mae")
+
+    def prepare_targets(self, y, n_outputs, argument="y"):
+        return _as_2d_targets(y, n_outputs, self.name, argument)
+
+
+def _as_2d_targets(y, n_outputs, loss_name, argument):
+    y = np.asarray(y)
+    if y.dtype.kind not in "iufb":
+        raise ValueError(f"{argument} must be numeric for {loss_name}; got dtype {y.dtype}")
+    if y.ndim == 1 and n_outputs == 1:
+        y = y[:, None]
+    if y.ndim != 2 or y.shape[1] != n_outputs:
+        raise ValueError(f"{argument} must have shape (n_samples, {n_outputs}) for {loss_name} on a "
+                         f"network with {n_outputs} outputs; got shape {y.shape}")
+    y = y.astype(np.float64)
+    if not np.all(np.isfinite(y)):
+        raise ValueError(f"{argument} contains NaN or inf")
+    return y
+
+
+_BY_NAME = {}
+for _cls, _names in ((SoftmaxCrossEntropy, ("softmax_cross_entropy", "cross_entropy",
+                                            "sparse_categorical_crossentropy", "categorical_cross_entropy",
+                                            "log_loss")),
+                     (BinaryCrossEntropy, ("binary_cross_entropy", "binary_crossentropy", "bce")),
+                     (MeanSquaredError, ("mse", "mean_squared_error", "squared_error"))):
+    for _n in _names:
+        _BY_NAME[_n] = _cls
+
+
+def get(loss):
+    """A Loss from a name or a Loss instance; ValueError naming the choices otherwise."""
+    if isinstance(loss, Loss):
+        return loss
+    if isinstance(loss, str) and loss.lower() in _BY_NAME:
+        return _BY_NAME[loss.lower()]()
+    raise ValueError(f"unknown loss {loss!r}; expected a fastbp.losses.Loss or one of {sorted(_BY_NAME)}")
