@@ -35,7 +35,8 @@ def jit(func=None, *, parallel=False, fastmath=False, inline="never"):
         nogil=True,
         cache=_CACHE,
         parallel=parallel,
-        fastmath=SAFE_FASTMATH if fastmath else False,
+        # numba accepts a set or dict here, not a frozenset: hand it a fresh copy.
+        fastmath=set(SAFE_FASTMATH) if fastmath else False,
         inline=inline,
         error_model="numpy",
         boundscheck=False,

@@ -1,0 +1,217 @@
+"""The ``fastbp`` command line: train, evaluate, predict, info.
+
+``fastbp train`` with no arguments trains a 64-256-10 ReLU network (dropout 0.2) on the
+bundled UCI digits and reports train and test accuracy and throughput.
+"""
+import argparse
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+
+def _load_data(path, dtype, argument="--data"):
+    """(X, y) from a .npz (arrays X and y), a .csv (label in the last column) or an MNIST IDX folder."""
+    from . import datasets
+
+    if path is None:
+        return datasets.load_digits(dtype=dtype)
+    if os.path.isdir(path):
+        return datasets.load_mnist(path, kind="train", dtype=dtype)
+    if not os.path.exists(path):
+        raise SystemExit(f"fastbp: {argument} {path!r} does not exist")
+    lower = path.lower()
+    if lower.endswith(".npz"):
+        X, y = datasets.load_npz(path)
+    elif lower.endswith((".csv", ".csv.gz", ".txt")):
+        X, y = datasets.load_csv(path)
+    else:
+        raise SystemExit(f"fastbp: {argument} {path!r}: expected a .npz file with arrays X and y, "
+                         f"a .csv file with the label in the last column, or a folder of MNIST IDX files")
+    return np.asarray(X, dtype=dtype), np.asarray(y)
+
+
+def _mnist_test(path, dtype):
+    from . import datasets
+
+    try:
+        return datasets.load_mnist(path, kind="test", dtype=dtype)
+    except FileNotFoundError:
+        return None
+
+
+def _sizes(text):
+    try:
+        sizes = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated layer sizes such as 128,64; got {text!r}")
+    if any(s < 1 for s in sizes):
+        raise argparse.ArgumentTypeError(f"layer sizes must be positive; got {text!r}")
+    return sizes
+
+
+def _parser():
+    parser = argparse.ArgumentParser(prog="fastbp", description="Train dense networks with hand-derived, "
+                                     "numba-compiled backpropagation.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a network (default: the bundled 8x8 digits)")
+    train.add_argument("--data", help="a .npz (X, y), a .csv (label last) or an MNIST IDX folder; "
+                       "default: the bundled UCI digits")
+    train.add_argument("--hidden", type=_sizes, default=[256], help="hidden layer sizes, e.g. 256,128 (default 256)")
+    train.add_argument("--activation", default="relu", help="hidden activation (default relu)")
+    train.add_argument("--dropout", type=float, default=0.2, help="dropout rate after each hidden layer "
+                       "(default 0.2; 0 for none)")
+    train.add_argument("--loss", default=None, help="softmax_cross_entropy (default for integer labels), "
+                       "binary_cross_entropy or mse (default for real targets)")
+    train.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default="sgd")
+    train.add_argument("--lr", type=float, default=None, help="learning rate (default 0.1 for sgd, 0.001 for adam)")
+    train.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    train.add_argument("--weight-decay", type=float, default=0.0)
+    train.add_argument("--epochs", type=int, default=30)
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--test-size", type=float, default=0.2, help="held-out fraction when the data has "
+                       "no test part (default 0.2)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    train.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+    train.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    train.add_argument("--output", "-o", help="save the trained model to this .npz path")
+    train.add_argument("--quiet", "-q", action="store_true", help="no per-epoch output")
+
+    evaluate = sub.add_parser("evaluate", help="loss and metrics of a saved model on data")
+    evaluate.add_argument("model")
+    evaluate.add_argument("data")
+
+    predict = sub.add_parser("predict", help="predictions of a saved model, one per line")
+    predict.add_argument("model")
+    predict.add_argument("data")
+    predict.add_argument("--output", "-o", help="write predictions to this file instead of stdout")
+    predict.add_argument("--proba", action="store_true", help="print class probabilities")
+
+    sub.add_parser("info", help="versions, threads and whether a CUDA GPU is usable")
+    return parser
+
+
+def _train(args):
+    import fastbp
+    from fastbp import datasets
+
+    if args.threads is not None:
+        fastbp.set_num_threads(args.threads)
+    dtype = np.dtype(args.dtype)
+    X, y = _load_data(args.data, dtype)
+    test = _mnist_test(args.data, dtype) if args.data and os.path.isdir(args.data) else None
+    y = np.asarray(y)
+    integral = y.dtype.kind in "iu" or (y.dtype.kind == "f" and np.all(y == np.round(y)) and y.ndim == 1)
+    loss = args.loss or ("softmax_cross_entropy" if integral else "mse")
+    if test is not None:
+        X_train, y_train = X, y
+        X_test, y_test = test
+    else:
+        stratify = y if loss == "softmax_cross_entropy" else None
+        X_train, X_test, y_train, y_test = datasets.train_test_split(
+            X, y, test_size=args.test_size, seed=args.seed, stratify=stratify)
+    if loss == "softmax_cross_entropy":
+        n_out = int(max(y_train.max(), y_test.max())) + 1
+    else:
+        n_out = 1 if y.ndim == 1 else y.shape[1]
+    sizes = [X.shape[1]] + args.hidden + [n_out]
+    layers = []
+    for i, o in zip(sizes[:-2], sizes[1:-1]):
+        layers.append(fastbp.Dense(i, o, activation=args.activation))
+        if args.dropout > 0:
+            layers.append(fastbp.Dropout(args.dropout))
+    layers.append(fastbp.Dense(sizes[-2], sizes[-1]))
+    model = fastbp.Sequential(layers, dtype=args.dtype, seed=args.seed, device=args.device)
+    if args.optimizer == "sgd":
+        optimizer = fastbp.SGD(lr=args.lr or 0.1, momentum=args.momentum, weight_decay=args.weight_decay)
+    else:
+        optimizer = fastbp.Adam(lr=args.lr or 0.001, weight_decay=args.weight_decay,
+                                decoupled=args.optimizer == "adamw")
+    where = args.data or "bundled UCI digits"
+    print(f"fastbp {fastbp.__version__}: training {'-'.join(map(str, sizes))} ({args.activation}, {loss}, "
+          f"{args.optimizer}) on {where}: {len(X_train)} train / {len(X_test)} test samples, "
+          f"{fastbp.get_num_threads()} threads, {args.device}")
+    start = time.perf_counter()
+    history = model.fit(X_train, y_train, epochs=args.epochs, batch_size=args.batch_size, loss=loss,
+                        optimizer=optimizer, seed=args.seed, validation_data=(X_test, y_test),
+                        verbose=0 if args.quiet else 2)
+    wall = time.perf_counter() - start
+    rates = history.history["samples_per_second"]
+    train_metrics = model.evaluate(X_train, y_train)
+    test_metrics = model.evaluate(X_test, y_test)
+    metric = "accuracy" if "accuracy" in test_metrics else "mse"
+    print(f"train {metric}: {train_metrics[metric]:.4f}   test {metric}: {test_metrics[metric]:.4f}   "
+          f"test loss: {test_metrics['loss']:.4f}")
+    print(f"throughput: {np.median(rates[1:] if len(rates) > 1 else rates):,.0f} samples/s (median epoch), "
+          f"{wall:.2f} s for {len(rates)} epochs including compilation")
+    if args.output:
+        model.save(args.output)
+        print(f"saved model to {args.output}")
+    return 0
+
+
+def _evaluate(args):
+    import fastbp
+
+    model = fastbp.load(args.model)
+    X, y = _load_data(args.data, model.dtype, "DATA")
+    for key, value in model.evaluate(X, y).items():
+        print(f"{key}: {value:.6g}")
+    return 0
+
+
+def _predict(args):
+    import fastbp
+
+    model = fastbp.load(args.model)
+    X, _ = _load_data(args.data, model.dtype, "DATA")
+    out = model.predict_proba(X) if args.proba else model.predict(X)
+    out = out.reshape(len(out), -1)
+    fmt = "%.6g" if out.dtype.kind == "f" else "%d"
+    if args.output:
+        np.savetxt(args.output, out, fmt=fmt, delimiter=",")
+    else:
+        np.savetxt(sys.stdout, out, fmt=fmt, delimiter=",")
+    return 0
+
+
+def _info(args):
+    import numba
+
+    import fastbp
+
+    print(f"fastbp {fastbp.__version__}")
+    print(f"python {platform.python_version()} on {platform.platform()}")
+    print(f"numpy {np.__version__}, numba {numba.__version__}")
+    print(f"threads: {fastbp.get_num_threads()} (numba, of {numba.config.NUMBA_NUM_THREADS}; "
+          f"set with fastbp.set_num_threads or NUMBA_NUM_THREADS)")
+    try:
+        import numba_cuda  # noqa: F401
+        from numba import cuda
+
+        usable = cuda.is_available()
+        detail = f"numba-cuda {numba_cuda.__version__}"
+        if usable:
+            detail += f", device: {cuda.get_current_device().name}"
+    except ImportError:
+        usable, detail = False, "numba-cuda not installed (pip install 'fastbp[cuda]')"
+    print(f"cuda: {'usable' if usable else 'not usable'} ({detail})")
+    return 0
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    handler = {"train": _train, "evaluate": _evaluate, "predict": _predict, "info": _info}[args.command]
+    try:
+        return handler(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        print(f"fastbp {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
