@@ -224,9 +224,9 @@ class Sequential:
             self.device = "cpu"
             return self
         if device == "cuda":
-            from . import _cuda
+            from ._cuda import require_gpu
 
-            _cuda.require_gpu()
+            require_gpu()
             self.device = "cuda"
             return self
         raise ValueError(f"device must be 'cpu' or 'cuda'; got {device!r}")
@@ -288,8 +288,8 @@ class Sequential:
             sw = np.ascontiguousarray(sw)
 
         rng = np.random.default_rng(seed) if seed is not None else self._rng
-        return self._fit_cpu(X, y_int, y_float, sw, val, epochs, batch_size, shuffle, rng,
-                             callbacks, verbose)
+        return self._fit_loop((X, y_int, y_float, sw), val, epochs, batch_size, shuffle, rng,
+                              callbacks, verbose)
 
     def _prepare(self, X, y, sample_weight, x_name, y_name, w_name):
         X = check_features(X, self.n_features, self.dtype, x_name)
@@ -305,33 +305,22 @@ class Sequential:
         sw = check_sample_weight(sample_weight, len(X), self.dtype, w_name)
         return X, y_int, y_float, sw
 
-    def _fit_cpu(self, X, y_int, y_float, sw, val, epochs, batch_size, shuffle, rng, callbacks, verbose):
+    def _fit_loop(self, data, val, epochs, batch_size, shuffle, rng, callbacks, verbose):
         ops = self._ops()
-        n = len(X)
+        n = len(data[0])
         batch_size = min(batch_size, n)
-        n_batches = -(-n // batch_size)
-        acts, dacts, masks = ops.buffers(batch_size, self.n_features, self.dtype, True, True)
-        grad = np.zeros_like(self.theta)
-        weights, biases, dweights, dbiases = List(), List(), List(), List()
-        for (w, b), (dw, db) in zip(self._param_views(self.theta), self._param_views(grad)):
-            weights.append(w)
-            biases.append(b)
-            dweights.append(dw)
-            dbiases.append(db)
-        probs = np.zeros((batch_size, self.n_outputs) if self.loss.kind == _loop.LOSS_SCE else (0, 0),
-                         dtype=self.dtype)
-        yb_int = np.zeros(batch_size if y_int.size else 0, dtype=np.int64)
-        yb_float = np.zeros((batch_size, y_float.shape[1]), dtype=self.dtype)
-        swb = np.zeros(batch_size if sw.size else 0, dtype=self.dtype)
-        loss_buf = np.zeros(1, dtype=self.dtype)
         opt = self.optimizer
         opt.init_state(self.theta.size, self.dtype)
-        state1 = opt.state[0]
-        state2 = opt.state[1] if len(opt.state) > 1 else opt.state[0]
-        counters = np.array([opt.steps], dtype=np.int64)
-        stats = np.zeros(_loop.N_STATS)
-        order = np.arange(n, dtype=np.int64)
         seed = int(rng.integers(0, 2**40))
+        if self.device == "cuda":
+            from ._cuda import GPUTrainer
+
+            trainer = GPUTrainer(self, ops, data, batch_size, seed)
+        else:
+            trainer = _CPUTrainer(self, ops, data, batch_size, seed)
+        n_batches = trainer.n_batches
+        order = np.arange(n, dtype=np.int64)
+        stats = np.zeros(_loop.N_STATS)
 
         history = History()
         self.history = history
@@ -342,32 +331,30 @@ class Sequential:
         first_epoch = self.epochs_trained
         for epoch in range(first_epoch, first_epoch + epochs):
             lr = opt.schedule.lr_at(epoch)
-            hyper = opt.hyper(lr)
             for cb in callbacks:
                 cb.on_epoch_begin(epoch, {})
             if shuffle:
                 rng.shuffle(order)
-            stats[:] = 0.0
             progress = _progress.EpochProgress(verbose, epoch - first_epoch, epochs, n_batches)
             chunk = n_batches if verbose != 1 else max(1, n_batches // 40)
             start = time.perf_counter()
+            trainer.begin_epoch(order, opt.hyper(lr))
+            status, stopped = _loop.OK, 0
             batch = 0
-            while batch < n_batches:
+            while batch < n_batches and status == _loop.OK:
                 last = min(n_batches, batch + chunk)
-                status, stopped = _loop.train_batches(
-                    X, y_int, y_float, sw, order, batch_size, batch, last, *ops.args(),
-                    weights, biases, dweights, dbiases, acts, dacts, masks, probs,
-                    yb_int, yb_float, swb, loss_buf, self.theta, grad, state1, state2,
-                    self._n_weights, opt.kind, hyper, counters, self.loss.kind, seed, stats)
-                opt.steps = int(counters[0])
-                if status != _loop.OK:
-                    what = "loss" if status == _loop.NONFINITE_LOSS else "gradient"
-                    message = (f"training diverged: non-finite {what} at epoch {epoch + 1}, batch "
-                               f"{stopped + 1} of {n_batches} (lr {lr:g}); the model keeps its weights "
-                               f"from before that step. Try a smaller learning rate.")
-                    raise DivergenceError(message, epoch, stopped, history)
-                progress.update(last, last * batch_size, stats[_loop.S_LOSS] / max(stats[_loop.S_WEIGHT], 1e-300))
+                status, stopped = trainer.run(batch, last)
+                if status == _loop.OK and last < n_batches:
+                    progress.update(last, last * batch_size, trainer.running_loss(last))
                 batch = last
+            if status == _loop.OK:
+                status, stopped = trainer.end_epoch(stats)
+            if status != _loop.OK:
+                what = "loss" if status == _loop.NONFINITE_LOSS else "gradient"
+                message = (f"training diverged: non-finite {what} at epoch {epoch + 1}, batch "
+                           f"{stopped + 1} of {n_batches} (lr {lr:g}); the model keeps its weights "
+                           f"from before that step. Try a smaller learning rate.")
+                raise DivergenceError(message, epoch, stopped, history)
             seconds = time.perf_counter() - start
             logs = self._logs(stats)
             if val is not None:
@@ -402,6 +389,17 @@ class Sequential:
     def _evaluate_arrays(self, X, y_int, y_float, sw, ops=None, batch_size=1024):
         ops = ops or self._ops()
         batch_size = min(batch_size, len(X))
+        if self.device == "cuda":
+            # Outputs from the device, loss and metrics from the same compiled code as the CPU.
+            from ._cuda import predict
+
+            out = predict(self, ops, X, batch_size)
+            probs = np.zeros(out.shape if self.loss.kind == _loop.LOSS_SCE else (0, 0), dtype=self.dtype)
+            loss = np.zeros(1, dtype=self.dtype)
+            stats = np.zeros(_loop.N_STATS)
+            _loop.loss_forward(loss, probs, out, y_int, y_float, sw, self.loss.kind)
+            _loop.accumulate_stats(stats, loss[0], out, y_int, y_float, sw, self.loss.kind)
+            return self._logs(stats)
         acts, _, masks = ops.buffers(batch_size, self.n_features, self.dtype, False, False)
         weights, biases = self._typed_params()
         probs = np.zeros((batch_size, self.n_outputs) if self.loss.kind == _loop.LOSS_SCE else (0, 0),
@@ -411,9 +409,9 @@ class Sequential:
                                acts, masks, probs, np.zeros(1, dtype=self.dtype), self.loss.kind, stats)
         return self._logs(stats)
 
-    def _typed_params(self):
+    def _typed_params(self, flat=None):
         weights, biases = List(), List()
-        for w, b in self._param_views(self.theta):
+        for w, b in self._param_views(self.theta if flat is None else flat):
             weights.append(w)
             biases.append(b)
         return weights, biases
@@ -431,6 +429,10 @@ class Sequential:
         X = check_features(X, self.n_features, self.dtype)
         batch_size = min(check_int(batch_size, "batch_size"), len(X))
         ops = self._ops()
+        if self.device == "cuda":
+            from ._cuda import predict
+
+            return predict(self, ops, X, batch_size)
         acts, _, masks = ops.buffers(batch_size, self.n_features, self.dtype, False, False)
         weights, biases = self._typed_params()
         out = np.empty((len(X), self.n_outputs), dtype=self.dtype)
@@ -488,6 +490,54 @@ class Sequential:
                 arrays[f"optimizer_state_{i}"] = s
         with open(path, "wb") as fh:
             np.savez(fh, **arrays)
+
+
+class _CPUTrainer:
+    """The CPU backend of fit: buffers for one batch size around ``_loop.train_batches``."""
+
+    def __init__(self, model, ops, data, batch_size, seed):
+        self.model, self.ops, self.batch_size, self.seed = model, ops, batch_size, seed
+        self.X, self.y_int, self.y_float, self.sw = data
+        self.n_batches = -(-len(self.X) // batch_size)
+        dtype = model.dtype
+        self.acts, self.dacts, self.masks = ops.buffers(batch_size, model.n_features, dtype, True, True)
+        self.grad = np.zeros_like(model.theta)
+        self.weights, self.biases = model._typed_params()
+        self.dweights, self.dbiases = model._typed_params(self.grad)
+        sce = model.loss.kind == _loop.LOSS_SCE
+        self.probs = np.zeros((batch_size, model.n_outputs) if sce else (0, 0), dtype=dtype)
+        self.yb_int = np.zeros(batch_size if self.y_int.size else 0, dtype=np.int64)
+        self.yb_float = np.zeros((batch_size, self.y_float.shape[1]), dtype=dtype)
+        self.swb = np.zeros(batch_size if self.sw.size else 0, dtype=dtype)
+        self.loss_buf = np.zeros(1, dtype=dtype)
+        opt = model.optimizer
+        self.state1 = opt.state[0]
+        self.state2 = opt.state[1] if len(opt.state) > 1 else opt.state[0]
+        self.counters = np.zeros(1, dtype=np.int64)
+        self.stats = np.zeros(_loop.N_STATS)
+
+    def begin_epoch(self, order, hyper):
+        self.order, self.hyper = order, hyper
+        self.stats[:] = 0.0
+
+    def run(self, first, last):
+        model, opt = self.model, self.model.optimizer
+        self.counters[0] = opt.steps
+        status, stopped = _loop.train_batches(
+            self.X, self.y_int, self.y_float, self.sw, self.order, self.batch_size, first, last,
+            *self.ops.args(), self.weights, self.biases, self.dweights, self.dbiases, self.acts,
+            self.dacts, self.masks, self.probs, self.yb_int, self.yb_float, self.swb, self.loss_buf,
+            model.theta, self.grad, self.state1, self.state2, model._n_weights, opt.kind, self.hyper,
+            self.counters, model.loss.kind, self.seed, self.stats)
+        opt.steps = int(self.counters[0])
+        return status, stopped
+
+    def running_loss(self, done):
+        return self.stats[_loop.S_LOSS] / max(self.stats[_loop.S_WEIGHT], 1e-300)
+
+    def end_epoch(self, stats):
+        stats[:] = self.stats
+        return _loop.OK, self.n_batches
 
 
 def _missing(what):
