@@ -1,0 +1,245 @@
+"""Loss kernels on the GPU: ``*_forward`` writes the mean loss, ``*_backward`` its gradient.
+
+Same names, arguments and conventions as ``fastbp.kernels.cpu.losses``: the
+batch mean is taken here and only here; with per-sample weights s_n the mean
+is sum_n s_n l_n / sum_n s_n and a zero-size ``weight`` means unweighted;
+elementwise losses (MSE, BCE) also average over the O outputs.
+
+Forward kernels write the mean into ``loss``, a device array of shape (1,),
+so the loss stays on the device: no copy, no host synchronization. They run
+a single block of up to LOSS_THREADS threads that strides over the batch and
+ends with a shared-memory tree: a loss is O(N O) work, microseconds at
+training batch sizes, and one block sums in a fixed order with neither
+atomics nor a scratch buffer, so the loss is bit-for-bit reproducible. Sums are float64
+whatever the dtype, as on the CPU: the loss is one number that users watch,
+and the accumulator costs nothing here.
+
+Backward kernels are elementwise over the N x O gradient (grid-stride). With
+weights, each block first reduces sum_n s_n itself (the same tree, so every
+block gets the same value); that is why weighted launches are capped at
+WEIGHTED_MAX_BLOCKS blocks. The per-row scale is float64 as on the CPU;
+these kernels are memory-bound, so that costs nothing either.
+
+Labels are never used as an address without a bounds check: an out-of-range
+label makes the loss NaN and takes no part in the gradient, instead of
+reading or writing outside the arrays (the checked entry points reject such
+labels before launching).
+"""
+import math
+
+import numpy as np
+
+from .._scalar import log1p_exp, sigmoid
+from ._launch import MAX_BLOCKS, cdiv, dev, fixed, pow2_threads
+from ._numba_cuda import cuda, device, kernel
+from ._reduce import block_reduce
+
+# Most threads of a loss block (a power of two, for the reduction tree);
+# small batches get fewer, down to one warp.
+LOSS_THREADS = 256
+# A weighted backward block reduces all N weights first, so fewer blocks do
+# more elements each: about one block per SM on an H100.
+WEIGHTED_MAX_BLOCKS = 128
+
+
+@device
+def _weight_total(buf, weight, n_rows):
+    """sum_n s_n over the whole batch (N when unweighted), as float64, in every thread of the block."""
+    if weight.size == 0:
+        return float(n_rows)
+    w = 0.0
+    for n in range(cuda.threadIdx.x, n_rows, cuda.blockDim.x):
+        w += weight[n]
+    return block_reduce(buf, w, False)
+
+
+@kernel
+def _mse_forward_kernel(loss, pred, target, weight):
+    """One block: loss[0] = sum_n s_n sum_o (pred - target)^2 / (O sum_n s_n)."""
+    buf = cuda.shared.array(LOSS_THREADS, np.float64)
+    n_rows, n_cols = pred.shape
+    weighted = weight.size > 0
+    total = 0.0
+    # Flat index over (n, o): consecutive threads read consecutive elements.
+    for e in range(cuda.threadIdx.x, n_rows * n_cols, cuda.blockDim.x):
+        n = e // n_cols
+        j = e - n * n_cols
+        d = pred[n, j] - target[n, j]
+        total += d * d * weight[n] if weighted else d * d
+    total = block_reduce(buf, total, False)
+    w = _weight_total(buf, weight, n_rows)
+    if cuda.threadIdx.x == 0:
+        loss[0] = total / (n_cols * w)
+
+
+@kernel
+def _mse_backward_kernel(dpred, pred, target, weight):
+    """dpred[n, o] = 2 s_n (pred - target) / (O sum_n s_n), one element per thread."""
+    buf = cuda.shared.array(LOSS_THREADS, np.float64)
+    n_rows, n_cols = pred.shape
+    weighted = weight.size > 0
+    scale = 2.0 / (n_cols * _weight_total(buf, weight, n_rows))
+    for e in range(cuda.grid(1), n_rows * n_cols, cuda.gridsize(1)):
+        n = e // n_cols
+        j = e - n * n_cols
+        s = scale * weight[n] if weighted else scale
+        dpred[n, j] = s * (pred[n, j] - target[n, j])
+
+
+@kernel
+def _softmax_cross_entropy_forward_kernel(loss, probs, logits, labels, weight):
+    """One block, one thread per row: probs = softmax(logits), loss[0] = weighted mean NLL.
+
+    Each thread owns whole rows (n = t, t + blockDim.x, ...) and follows the
+    CPU kernel's row loop, so probs has a single writer per row.
+    """
+    buf = cuda.shared.array(LOSS_THREADS, np.float64)
+    n_rows, n_cols = logits.shape
+    weighted = weight.size > 0
+    total = 0.0
+    for n in range(cuda.threadIdx.x, n_rows, cuda.blockDim.x):
+        m = logits[n, 0]
+        for j in range(1, n_cols):
+            if logits[n, j] > m:
+                m = logits[n, j]
+        s = 0.0
+        for j in range(n_cols):
+            e = math.exp(logits[n, j] - m)
+            probs[n, j] = e
+            s += e
+        inv = 1.0 / s
+        for j in range(n_cols):
+            probs[n, j] *= inv
+        label = labels[n]
+        if 0 <= label < n_cols:
+            nll = m + math.log(s) - logits[n, label]
+        else:
+            nll = math.nan
+        total += nll * weight[n] if weighted else nll
+    total = block_reduce(buf, total, False)
+    w = _weight_total(buf, weight, n_rows)
+    if cuda.threadIdx.x == 0:
+        loss[0] = total / w
+
+
+@kernel
+def _softmax_cross_entropy_backward_kernel(dlogits, probs, labels, weight):
+    """dlogits[n, o] = s_n (probs - [o == label_n]) / sum_n s_n, one element per thread.
+
+    Written as s p, then minus s at the label, through the stored value: the
+    same two roundings as the CPU kernel. Each element is read and written by
+    its one owner, so dlogits may alias probs.
+    """
+    buf = cuda.shared.array(LOSS_THREADS, np.float64)
+    n_rows, n_cols = probs.shape
+    weighted = weight.size > 0
+    scale = 1.0 / _weight_total(buf, weight, n_rows)
+    for e in range(cuda.grid(1), n_rows * n_cols, cuda.gridsize(1)):
+        n = e // n_cols
+        j = e - n * n_cols
+        s = scale * weight[n] if weighted else scale
+        dlogits[n, j] = s * probs[n, j]
+        if j == labels[n]:
+            dlogits[n, j] -= s
+
+
+@kernel
+def _binary_cross_entropy_forward_kernel(loss, logits, target, weight):
+    """One block: loss[0] = sum_n s_n sum_o [log(1 + e^z) - t z] / (O sum_n s_n)."""
+    buf = cuda.shared.array(LOSS_THREADS, np.float64)
+    n_rows, n_cols = logits.shape
+    weighted = weight.size > 0
+    total = 0.0
+    for e in range(cuda.threadIdx.x, n_rows * n_cols, cuda.blockDim.x):
+        n = e // n_cols
+        j = e - n * n_cols
+        z = logits[n, j]
+        term = log1p_exp(z) - target[n, j] * z
+        total += term * weight[n] if weighted else term
+    total = block_reduce(buf, total, False)
+    w = _weight_total(buf, weight, n_rows)
+    if cuda.threadIdx.x == 0:
+        loss[0] = total / (n_cols * w)
+
+
+@kernel
+def _binary_cross_entropy_backward_kernel(dlogits, logits, target, weight):
+    """dlogits[n, o] = s_n (sigmoid(z) - t) / (O sum_n s_n), one element per thread."""
+    buf = cuda.shared.array(LOSS_THREADS, np.float64)
+    n_rows, n_cols = logits.shape
+    weighted = weight.size > 0
+    scale = 1.0 / (n_cols * _weight_total(buf, weight, n_rows))
+    for e in range(cuda.grid(1), n_rows * n_cols, cuda.gridsize(1)):
+        n = e // n_cols
+        j = e - n * n_cols
+        s = scale * weight[n] if weighted else scale
+        dlogits[n, j] = s * (sigmoid(logits[n, j]) - target[n, j])
+
+
+def _single_block(kernel_, work):
+    return fixed(kernel_, 1, pow2_threads(work, LOSS_THREADS))
+
+
+def _gradient(kernel_, shape, weight):
+    size = shape[0] * shape[1]
+    threads = pow2_threads(size, LOSS_THREADS)
+    cap = WEIGHTED_MAX_BLOCKS if weight.size else MAX_BLOCKS
+    return fixed(kernel_, max(1, min(cdiv(size, threads), cap)), threads)
+
+
+def mse_forward(loss, pred, target, weight):
+    """Mean squared error: loss[0] = sum_n s_n sum_o (pred - target)^2 / (O sum_n s_n).
+
+    pred (N, O), target (N, O), weight (N,) or empty; loss (1,) on the device.
+    """
+    loss, pred, target, weight = dev(loss), dev(pred), dev(target), dev(weight)
+    _single_block(_mse_forward_kernel, pred.size)(loss, pred, target, weight)
+
+
+def mse_backward(dpred, pred, target, weight):
+    """dpred (N, O) = 2 s_n (pred - target) / (O sum_n s_n), overwritten."""
+    dpred, pred, target, weight = dev(dpred), dev(pred), dev(target), dev(weight)
+    _gradient(_mse_backward_kernel, pred.shape, weight)(dpred, pred, target, weight)
+
+
+def softmax_cross_entropy_forward(loss, probs, logits, labels, weight):
+    """Softmax cross-entropy from logits with integer labels, fused and stable.
+
+    logits (N, O), labels (N,) integers in [0, O), weight (N,) or empty ->
+    probs (N, O) = softmax(logits) (kept for the backward pass) and
+    loss[0] = sum_n s_n (logsumexp(logits_n) - logits_n[labels_n]) / sum_n s_n.
+    The log-sum-exp subtracts the row maximum, so logits of +-1e4 give a
+    finite loss.
+    """
+    loss, probs, logits, labels, weight = (dev(a) for a in (loss, probs, logits, labels, weight))
+    launch = _single_block(_softmax_cross_entropy_forward_kernel, logits.shape[0])
+    launch(loss, probs, logits, labels, weight)
+
+
+def softmax_cross_entropy_backward(dlogits, probs, labels, weight):
+    """dlogits (N, O) = s_n (probs - onehot(labels)) / sum_n s_n, overwritten.
+
+    d/dz_k [logsumexp(z) - z_y] = softmax(z)_k - [k == y]: the softmax Jacobian
+    and the log cancel, which is why the two are fused. dlogits may alias probs.
+    """
+    dlogits, probs, labels, weight = dev(dlogits), dev(probs), dev(labels), dev(weight)
+    launch = _gradient(_softmax_cross_entropy_backward_kernel, probs.shape, weight)
+    launch(dlogits, probs, labels, weight)
+
+
+def binary_cross_entropy_forward(loss, logits, target, weight):
+    """Binary cross-entropy from logits, stable for any logit.
+
+    logits (N, O), target (N, O) in [0, 1], weight (N,) or empty ->
+    loss[0] = sum_n s_n sum_o [log(1 + e^z) - t z] / (O sum_n s_n), with
+    log(1 + e^z) = max(z, 0) + log1p(e^-|z|).
+    """
+    loss, logits, target, weight = dev(loss), dev(logits), dev(target), dev(weight)
+    _single_block(_binary_cross_entropy_forward_kernel, logits.size)(loss, logits, target, weight)
+
+
+def binary_cross_entropy_backward(dlogits, logits, target, weight):
+    """dlogits (N, O) = s_n (sigmoid(z) - t) / (O sum_n s_n), overwritten."""
+    dlogits, logits, target, weight = dev(dlogits), dev(logits), dev(target), dev(weight)
+    launch = _gradient(_binary_cross_entropy_backward_kernel, logits.shape, weight)
+    launch(dlogits, logits, target, weight)

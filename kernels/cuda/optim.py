@@ -1,0 +1,75 @@
+"""Optimizer updates on the GPU, in place on a parameter array and its state.
+
+Same names, arguments and formulas as ``fastbp.kernels.cpu.optim``.
+Parameters, gradients and state are device arrays of one shape (usually the
+flat vector of all of a model's parameters). Each element is independent: one
+thread per element with a grid-stride loop, no shared writes.
+
+The hyperparameters, and the bias corrections and factors derived from them,
+are computed once per call on the host in float64 and passed as the arrays'
+dtype, so a float32 update runs in float32 arithmetic throughout (no float64
+literal in the kernel promotes it).
+"""
+import math
+
+from ._launch import dev, elementwise, flat
+from ._numba_cuda import cuda, kernel
+
+
+@kernel
+def _sgd_kernel(p, gr, v, lr, momentum, nesterov, weight_decay, use_momentum):
+    for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
+        g = gr[i] + weight_decay * p[i]
+        if use_momentum:
+            vi = momentum * v[i] + g
+            v[i] = vi
+            g = g + momentum * vi if nesterov else vi
+        p[i] -= lr * g
+
+
+@kernel
+def _adam_kernel(p, gr, m, v, lr, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, c1, c2,
+                 weight_decay, decay, decoupled):
+    for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
+        g = gr[i]
+        if decoupled:
+            p[i] *= decay
+        else:
+            g += weight_decay * p[i]
+        mi = beta1 * m[i] + one_minus_beta1 * g
+        vi = beta2 * v[i] + one_minus_beta2 * g * g
+        m[i] = mi
+        v[i] = vi
+        p[i] -= lr * (mi * c1) / (math.sqrt(vi * c2) + eps)
+
+
+def sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay):
+    """SGD with momentum, Nesterov and L2 weight decay (PyTorch's formulation).
+
+    g = grad + weight_decay * param; if momentum: v = momentum * v + g and
+    g = g + momentum * v (nesterov) or g = v; then param -= lr * g.
+    Updates param and velocity in place (velocity is untouched when momentum is 0).
+    """
+    p, gr, v = flat(dev(param)), flat(dev(grad)), flat(dev(velocity))
+    t = p.dtype.type
+    elementwise(_sgd_kernel, p.size)(p, gr, v, t(lr), t(momentum), bool(nesterov), t(weight_decay),
+                                     float(momentum) != 0.0)
+
+
+def adam_update(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay, decoupled):
+    """Adam / AdamW update for step number ``step`` (1 for the first update).
+
+    L2 (decoupled=False): g = grad + weight_decay * param.
+    AdamW (decoupled=True): param *= 1 - lr * weight_decay before the step.
+    m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2;
+    param -= lr * (m / (1 - beta1^step)) / (sqrt(v / (1 - beta2^step)) + eps).
+    Updates param, m and v in place.
+    """
+    p, gr, mm, vv = flat(dev(param)), flat(dev(grad)), flat(dev(m)), flat(dev(v))
+    t = p.dtype.type
+    lr, beta1, beta2, weight_decay = float(lr), float(beta1), float(beta2), float(weight_decay)
+    c1 = 1.0 / (1.0 - beta1**step)
+    c2 = 1.0 / (1.0 - beta2**step)
+    elementwise(_adam_kernel, p.size)(
+        p, gr, mm, vv, t(lr), t(beta1), t(1.0 - beta1), t(beta2), t(1.0 - beta2), t(eps), t(c1), t(c2),
+        t(weight_decay), t(1.0 - lr * weight_decay), bool(decoupled))

@@ -1,0 +1,120 @@
+"""The CUDA backend of Sequential: GPU-resident training agrees with the CPU.
+
+On a machine without a GPU these run under numba's CUDA simulator (set up in
+conftest.py), where every GPU thread is a Python thread: the networks and
+data are tiny and each fit is one or two steps.
+"""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastbp
+from backends import BACKENDS, CUDA_SIMULATOR
+
+pytestmark = pytest.mark.skipif("cuda" not in BACKENDS, reason="numba-cuda is not installed")
+
+# float32 products summed in another order (tiles on the GPU, BLAS or loop
+# nests on the CPU) agree to a few ulps per step.
+RTOL32 = 2e-5
+
+
+def _blobs(n=24):
+    X, y = fastbp.datasets.make_blobs(n_samples=n, n_features=5, centers=3, cluster_std=0.6, seed=3)
+    return X, y
+
+
+def _model(device, dtype="float32"):
+    layers = [fastbp.Dense(5, 6, activation="tanh"), fastbp.Dropout(0.25), fastbp.Dense(6, 4, activation="gelu"),
+              fastbp.ReLU(), fastbp.Dense(4, 3)]
+    return fastbp.Sequential(layers, seed=7, dtype=dtype, device=device)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_training_on_cuda_matches_cpu(optimizer):
+    X, y = _blobs()
+    models = {}
+    for device in ("cpu", "cuda"):
+        model = _model(device)
+        opt = fastbp.SGD(0.2, momentum=0.9, weight_decay=1e-3) if optimizer == "sgd" else fastbp.Adam(0.05)
+        history = model.fit(X, y, epochs=1, batch_size=12, loss="softmax_cross_entropy", optimizer=opt,
+                            seed=11, verbose=0)
+        models[device] = (model, history)
+    cpu, cuda = models["cpu"][0], models["cuda"][0]
+    assert cuda.optimizer.steps == cpu.optimizer.steps == 2
+    # Dropout masks come from the same counter-based hash on both devices, so
+    # the two runs take the same steps: parameters agree to float32 rounding.
+    np.testing.assert_allclose(cuda.theta, cpu.theta, rtol=RTOL32, atol=1e-6)
+    assert not np.array_equal(cuda.theta, _model("cpu").theta)  # training moved them
+    for key in ("loss", "accuracy"):
+        np.testing.assert_allclose(models["cuda"][1].history[key], models["cpu"][1].history[key], rtol=1e-5)
+    np.testing.assert_allclose(cuda.predict_proba(X), cpu.predict_proba(X), rtol=1e-5, atol=1e-6)
+    assert np.array_equal(cuda.predict(X), cpu.predict(X))
+    assert cuda.evaluate(X, y)["accuracy"] == pytest.approx(cpu.evaluate(X, y)["accuracy"])
+
+
+def test_regression_with_sample_weights_on_cuda_matches_cpu():
+    X, y = fastbp.datasets.make_regression(n_samples=10, n_features=3, n_targets=2, seed=0)
+    w = np.linspace(0.5, 2.0, 10)
+    thetas = {}
+    for device in ("cpu", "cuda"):
+        model = fastbp.Sequential([fastbp.Dense(3, 4, activation="elu"), fastbp.Dense(4, 2)], seed=1,
+                                  dtype="float64", device=device)
+        history = model.fit(X, y, epochs=1, batch_size=5, loss="mse", optimizer=fastbp.SGD(0.05), seed=2,
+                            verbose=0, sample_weight=w)
+        thetas[device] = (model.theta.copy(), history.history)
+    np.testing.assert_allclose(thetas["cuda"][0], thetas["cpu"][0], rtol=1e-12, atol=1e-14)
+    for key in ("loss", "mse", "mae"):
+        np.testing.assert_allclose(thetas["cuda"][1][key], thetas["cpu"][1][key], rtol=1e-12)
+
+
+def test_model_trained_on_cuda_loads_on_cpu(tmp_path):
+    X, y = _blobs(12)
+    model = _model("cuda")
+    model.fit(X, y, epochs=1, batch_size=12, loss="softmax_cross_entropy", optimizer="adam", seed=0, verbose=0)
+    path = tmp_path / "gpu.npz"
+    model.save(path)
+    loaded = fastbp.load(path)
+    assert loaded.device == "cpu"
+    np.testing.assert_array_equal(loaded.theta, model.theta)
+    np.testing.assert_allclose(loaded.predict_proba(X), model.predict_proba(X), rtol=1e-5, atol=1e-6)
+    loaded.to("cuda")
+    np.testing.assert_allclose(loaded.predict_proba(X), model.predict_proba(X), rtol=1e-6, atol=1e-7)
+
+
+def test_divergence_on_cuda_restores_the_step_before():
+    X, y = fastbp.datasets.make_regression(n_samples=6, n_features=3, seed=0)
+    y = y * 1e3
+    model = fastbp.Sequential([fastbp.Dense(3, 4, activation="relu"), fastbp.Dense(4, 1)], seed=0,
+                              device="cuda")
+    start = model.theta.copy()
+    with pytest.raises(fastbp.DivergenceError, match=r"epoch 1, batch \d+ of 3") as info:
+        model.fit(X, y, epochs=1, batch_size=2, loss="mse", optimizer=fastbp.SGD(1e6), verbose=0, shuffle=False)
+    batch = info.value.batch
+    assert np.all(np.isfinite(model.theta))
+    # The same run on the CPU stops at the same batch with the same weights.
+    cpu = fastbp.Sequential([fastbp.Dense(3, 4, activation="relu"), fastbp.Dense(4, 1)], seed=0)
+    np.testing.assert_array_equal(cpu.theta, start)
+    with pytest.raises(fastbp.DivergenceError) as cpu_info:
+        cpu.fit(X, y, epochs=1, batch_size=2, loss="mse", optimizer=fastbp.SGD(1e6), verbose=0, shuffle=False)
+    assert cpu_info.value.batch == batch
+    np.testing.assert_allclose(model.theta, cpu.theta, rtol=1e-4)
+
+
+@pytest.mark.skipif(not CUDA_SIMULATOR, reason="checks the error on a machine without a GPU")
+def test_cuda_without_a_gpu_is_a_clear_error():
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    code = ("import fastbp\n"
+            "try:\n"
+            "    fastbp.Sequential([fastbp.Dense(2, 2)], device='cuda')\n"
+            "except RuntimeError as e:\n"
+            "    print('ERR', e)\n")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert "ERR device='cuda' needs" in out.stdout, out.stdout + out.stderr
+
+
+def test_unknown_device_is_rejected():
+    with pytest.raises(ValueError, match="device must be 'cpu' or 'cuda'"):
+        fastbp.Sequential([fastbp.Dense(2, 2)], device="tpu")
