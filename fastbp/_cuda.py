@@ -102,8 +102,10 @@ class GPUNetwork:
                     backward(dx, dout, out, alpha)
                 else:
                     backward(dx, dout, out)
-            else:
+            elif ops.rates[i] > 0:
                 self.R.dropout_backward(self.dacts[i][:nb], dout, self.masks[i][:nb])
+            else:
+                self.A.identity_backward(self.dacts[i][:nb], dout)
 
     def loss_forward(self, loss, out, yi, yf, w, loss_kind):
         if loss_kind == _loop.LOSS_SCE:

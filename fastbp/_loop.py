@@ -120,7 +120,7 @@ def forward(acts, masks, weights, biases, kinds, codes, alphas, rates, params_of
 
 
 @jit
-def _backward(dacts, acts, masks, weights, dweights, dbiases, kinds, codes, alphas, params_of, nb):
+def _backward(dacts, acts, masks, weights, dweights, dbiases, kinds, codes, alphas, rates, params_of, nb):
     """Backpropagate dacts[-1] through every op; fills dweights and dbiases."""
     no_input_grad = dacts[0][:0]
     for i in range(kinds.size - 1, -1, -1):
@@ -138,8 +138,10 @@ def _backward(dacts, acts, masks, weights, dweights, dbiases, kinds, codes, alph
             break
         elif kind == OP_ACTIVATION:
             _activation_backward(dacts[i][:nb], dout, out, x, codes[i], alphas[i])
-        else:
+        elif rates[i] > 0.0:
             R.dropout_backward(dacts[i][:nb], dout, masks[i][:nb])
+        else:
+            A.identity_backward(dacts[i][:nb], dout)  # forward copied x: no mask was drawn
 
 
 @jit
@@ -274,7 +276,7 @@ def train_batches(X, y_int, y_float, sw, order, batch_size, first, last,
         if not np.isfinite(loss_buf[0]):
             return NONFINITE_LOSS, batch
         _loss_backward(dacts[n_ops][:nb], pb, out, yi, yf, w, loss_kind)
-        _backward(dacts, acts, masks, weights, dweights, dbiases, kinds, codes, alphas, params_of, nb)
+        _backward(dacts, acts, masks, weights, dweights, dbiases, kinds, codes, alphas, rates, params_of, nb)
         if not _all_finite(grad):
             return NONFINITE_GRADIENT, batch
         counters[0] += 1

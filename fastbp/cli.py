@@ -195,7 +195,10 @@ def _info(args):
 
         usable = cuda.is_available()
         detail = f"numba-cuda {numba_cuda.__version__}"
-        if usable:
+        if usable and numba.config.ENABLE_CUDASIM:
+            # The simulator's fake device has no name.
+            detail += ", the CUDA simulator (NUMBA_ENABLE_CUDASIM=1): kernels run in Python"
+        elif usable:
             detail += f", device: {cuda.get_current_device().name}"
     except ImportError:
         usable, detail = False, "numba-cuda not installed (pip install 'fastbp[cuda]')"

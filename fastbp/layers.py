@@ -48,6 +48,16 @@ class Layer:
         return f"{type(self).__name__}({args})"
 
 
+def _check_alpha(activation, alpha):
+    """The activation parameter, checked where the output-based derivative depends on it."""
+    alpha = float(_DEFAULT_ALPHA.get(activation, 0.0) if alpha is None else alpha)
+    if activation == "leaky_relu" and not alpha >= 0.0:
+        raise ValueError(f"alpha (the leaky_relu slope) must be >= 0; got {alpha!r}")
+    if activation == "elu" and not alpha > 0.0:
+        raise ValueError(f"alpha (the elu scale) must be > 0; got {alpha!r}")
+    return alpha
+
+
 class Dense(Layer):
     """Fully connected layer out = f(x @ W + b), W (in_features, out_features).
 
@@ -63,7 +73,7 @@ class Dense(Layer):
         self.in_features = _check_positive_int(in_features, "in_features")
         self.out_features = _check_positive_int(out_features, "out_features")
         self.activation = activation_name(activation)
-        self.alpha = float(_DEFAULT_ALPHA.get(self.activation, 0.0) if alpha is None else alpha)
+        self.alpha = _check_alpha(self.activation, alpha)
         if init is None:
             init = "he_uniform" if self.activation in ("relu", "leaky_relu", "elu", "gelu") else "glorot_uniform"
         if init not in INITIALIZERS:
@@ -103,7 +113,7 @@ class Activation(Layer):
 
     def __init__(self, activation, alpha=None):
         self.activation = activation_name(activation)
-        self.alpha = float(_DEFAULT_ALPHA.get(self.activation, 0.0) if alpha is None else alpha)
+        self.alpha = _check_alpha(self.activation, alpha)
 
     def get_config(self):
         return dict(activation=self.activation, alpha=self.alpha)

@@ -40,6 +40,8 @@ def _dtype(dtype):
     return np.dtype(_DTYPES[name])
 
 
+
+
 class _Ops:
     """A network lowered to the op arrays of the compiled loop."""
 
@@ -64,6 +66,8 @@ class _Ops:
             elif isinstance(layer, Activation):
                 self._append_act(kinds, codes, alphas, rates, params_of, widths,
                                  ACTIVATIONS[layer.activation], layer.alpha, width)
+            elif layer.rate == 0.0:
+                continue  # Dropout(0) is the identity: no op, no copy
             else:
                 kinds.append(_loop.OP_DROPOUT)
                 codes.append(0)
@@ -373,6 +377,54 @@ class Sequential:
             cb.on_train_end({})
         return history
 
+    def objective(self, X, y, sample_weight=None):
+        """The full-batch training loss as a function of the flat parameter vector.
+
+        Returns ``f(theta) -> (loss, grad)`` for full-batch optimizers such as
+        ``scipy.optimize.minimize(f, model.get_flat_weights(), jac=True)``. ``f``
+        loads ``theta`` (laid out like ``self.theta``: all weights, then all
+        biases) into the model and returns the mean loss over (X, y), as ``fit``
+        defines it and without weight decay, and its gradient as a new float64
+        vector of the same layout; (inf, zeros) where the loss or gradient is
+        not finite. The data is checked and the buffers allocated once, here.
+        Runs on the CPU.
+        """
+        if self.loss is None:
+            raise RuntimeError("objective needs a loss: call compile(loss=...) first")
+        X, y_int, y_float, sw = self._prepare(X, y, sample_weight, "X", "y", "sample_weight")
+        n = len(X)
+        ops = self._ops()
+        acts, dacts, masks = ops.buffers(n, self.n_features, self.dtype, True, True)
+        grad = np.zeros_like(self.theta)
+        weights, biases = self._typed_params()
+        dweights, dbiases = self._typed_params(grad)
+        probs = np.zeros((n, self.n_outputs) if self.loss.kind == _loop.LOSS_SCE else (0, 0), dtype=self.dtype)
+        yb_int = np.zeros(n if y_int.size else 0, dtype=np.int64)
+        yb_float = np.zeros((n, y_float.shape[1]), dtype=self.dtype)
+        swb = np.zeros(n if sw.size else 0, dtype=self.dtype)
+        loss_buf = np.zeros(1, dtype=self.dtype)
+        velocity = np.zeros_like(self.theta)
+        order = np.arange(n, dtype=np.int64)
+        # One step of the compiled training loop with a zero learning rate: the
+        # same forward and backward code as fit, no second compiled entry point,
+        # and an SGD update that leaves theta exactly as it was.
+        hyper = optimizers.SGD().hyper(0.0)
+        counters = np.zeros(1, dtype=np.int64)
+        stats = np.zeros(_loop.N_STATS)
+
+        def f(theta):
+            self.theta[...] = theta
+            status, _ = _loop.train_batches(
+                X, y_int, y_float, sw, order, n, 0, 1, *ops.args(),
+                weights, biases, dweights, dbiases, acts, dacts, masks, probs,
+                yb_int, yb_float, swb, loss_buf, self.theta, grad, velocity, velocity,
+                self._n_weights, _loop.OPT_SGD, hyper, counters, self.loss.kind, 0, stats)
+            if status != _loop.OK:
+                return math.inf, np.zeros(grad.size)
+            return float(loss_buf[0]), grad.astype(np.float64)
+
+        return f
+
     def _logs(self, stats):
         logs = {"loss": stats[_loop.S_LOSS] / stats[_loop.S_WEIGHT]}
         if self.loss.kind == _loop.LOSS_SCE:
@@ -545,39 +597,53 @@ def _missing(what):
 
 
 def load(path):
-    """Load a model written by ``Sequential.save``; it predicts bit for bit as saved."""
+    """Load a model written by ``Sequential.save``; it predicts bit for bit as saved.
+
+    A file that is not such a model, or a damaged one, raises a ValueError that names it.
+    """
     try:
         data = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise
     except Exception as err:
         raise ValueError(f"{path!r} is not a fastbp model file (not a readable .npz archive: {err})") from err
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path!r} is not a fastbp model file (a single .npy array, not a .npz archive)")
     with data:
-        keys = set(data.files)
-        if "format" not in keys or str(data["format"]) != FORMAT:
-            raise ValueError(f"{path!r} is not a fastbp model file (no '{FORMAT}' marker; keys: {sorted(keys)})")
-        version = int(data["format_version"])
-        if version > FORMAT_VERSION:
-            raise ValueError(f"{path!r} has model format version {version}; this fastbp reads up to "
-                             f"{FORMAT_VERSION}: upgrade fastbp")
         try:
-            config = json.loads(str(data["architecture"]))
-            layers = [layer_from_config(entry["type"], entry["config"]) for entry in config["layers"]]
-        except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(f"{path!r} has a corrupt architecture record: {err}") from err
+            # Read every member now: a damaged one (bad CRC, cut short) fails here, with the path.
+            arrays = {key: data[key] for key in data.files}
+        except Exception as err:
+            raise ValueError(f"{path!r} is a damaged .npz archive: {err}") from err
+    if "format" not in arrays or str(arrays["format"]) != FORMAT:
+        raise ValueError(f"{path!r} is not a fastbp model file (no '{FORMAT}' marker; keys: {sorted(arrays)})")
+    missing = [key for key in ("format_version", "architecture", "theta") if key not in arrays]
+    if missing:
+        raise ValueError(f"{path!r} is corrupt: it lacks the arrays {missing}")
+    version = int(arrays["format_version"])
+    if version > FORMAT_VERSION:
+        raise ValueError(f"{path!r} has model format version {version}; this fastbp reads up to "
+                         f"{FORMAT_VERSION}: upgrade fastbp")
+    try:
+        config = json.loads(str(arrays["architecture"]))
+        layers = [layer_from_config(entry["type"], entry["config"]) for entry in config["layers"]]
         model = Sequential(layers, dtype=config["dtype"], seed=config.get("seed"))
-        theta = data["theta"]
-        if theta.shape != model.theta.shape or theta.dtype != model.theta.dtype:
-            raise ValueError(f"{path!r} is corrupt: its parameters have shape {theta.shape} and dtype "
-                             f"{theta.dtype}; the architecture needs {model.theta.shape} {model.theta.dtype}")
-        model.theta[...] = theta
-        model.epochs_trained = config.get("epochs_trained", 0)
-        if config.get("loss"):
-            model.loss = losses.get(config["loss"])
-        if config.get("optimizer"):
-            model.optimizer = optimizers.from_config(config["optimizer"], config["schedule"])
-            states = [data[k] for k in sorted(keys) if k.startswith("optimizer_state_")]
-            if states:
-                model.optimizer.state = [np.array(s) for s in states]
-                model.optimizer.steps = int(config.get("optimizer_steps", 0))
+        loss = losses.get(config["loss"]) if config.get("loss") else None
+        optimizer = (optimizers.from_config(config["optimizer"], config["schedule"])
+                     if config.get("optimizer") else None)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{path!r} has a corrupt architecture record: {err!r}") from err
+    theta = arrays["theta"]
+    if theta.shape != model.theta.shape or theta.dtype != model.theta.dtype:
+        raise ValueError(f"{path!r} is corrupt: its parameters have shape {theta.shape} and dtype "
+                         f"{theta.dtype}; the architecture needs {model.theta.shape} {model.theta.dtype}")
+    model.theta[...] = theta
+    model.epochs_trained = config.get("epochs_trained", 0)
+    model.loss = loss
+    if optimizer is not None:
+        model.optimizer = optimizer
+        states = [arrays[k] for k in sorted(arrays) if k.startswith("optimizer_state_")]
+        if states:
+            optimizer.state = states
+            optimizer.steps = int(config.get("optimizer_steps", 0))
     return model

@@ -73,7 +73,13 @@ class CosineDecay(Schedule):
 
 
 class ReduceLROnPlateau(Schedule):
-    """Multiply the rate by ``factor`` when ``monitor`` has not improved for ``patience`` epochs."""
+    """Multiply the rate by ``factor`` when ``monitor`` stops improving.
+
+    PyTorch's convention: ``patience`` epochs without an improvement of more than
+    ``min_delta`` are tolerated, the next one multiplies the rate (floored at
+    ``min_lr``) from the following epoch on, and the count starts over.
+    (``EarlyStopping`` follows Keras instead: it stops after ``patience`` such epochs.)
+    """
 
     def __init__(self, lr, monitor="val_loss", factor=0.1, patience=10, min_delta=1e-4,
                  min_lr=0.0, mode="min"):

@@ -9,6 +9,7 @@ propagate and training divergence stays detectable.
 """
 import os
 
+import numba
 from numba import njit
 from numba.extending import register_jitable
 
@@ -56,3 +57,12 @@ def scalar(func):
     """
     SCALAR_FUNCTIONS.append(func)
     return register_jitable(inline="always")(func)
+
+
+# Start numba's thread pool now, before any kernel runs. numba 0.68 starts it
+# when it compiles or loads a parallel function itself, but a cached plain
+# function (the model's loop, or a user's @njit(cache=True) code) that calls
+# parallel kernels which themselves came from the cache does not record that
+# dependency, loads without starting the pool, and crashes on its first call.
+# Starting threads compiles nothing.
+numba.get_num_threads()

@@ -3,7 +3,8 @@
 The batch mean is taken here and only here, so every other backward kernel is
 a plain sum over the batch. With per-sample weights s_n the mean is the
 weighted mean sum_n s_n l_n / sum_n s_n; a zero-size ``weight`` array means
-unweighted (s_n = 1). Elementwise losses (MSE, BCE) also average over the O
+unweighted (s_n = 1), and a batch whose weights are all 0 has loss 0 and
+gradient 0 (it carries no information, and 0/0 must not pass for divergence). Elementwise losses (MSE, BCE) also average over the O
 outputs, as PyTorch's and Keras's default reductions do.
 
 Forward kernels write into ``loss``, a one-element array, instead of returning
@@ -17,13 +18,14 @@ from .._scalar import log1p_exp, sigmoid
 
 
 @jit
-def _weight_total(weight, n_rows):
+def _inverse_total(weight, n_rows):
+    """1 / sum_n s_n, or 0 when every weight is 0: such a batch contributes no loss and no gradient."""
     if weight.size == 0:
-        return float(n_rows)
+        return 1.0 / n_rows
     total = 0.0
     for n in range(n_rows):
         total += weight[n]
-    return total
+    return 1.0 / total if total > 0.0 else 0.0
 
 
 @jit
@@ -40,14 +42,14 @@ def mse_forward(loss, pred, target, weight):
             d = pred[n, j] - target[n, j]
             row += d * d
         total += row * (weight[n] if weight.size else 1.0)
-    loss[0] = total / (n_out * _weight_total(weight, n_rows))
+    loss[0] = total * _inverse_total(weight, n_rows) / n_out
 
 
 @jit
 def mse_backward(dpred, pred, target, weight):
     """dpred (N, O) = 2 s_n (pred - target) / (O sum_n s_n), overwritten."""
     n_rows, n_out = pred.shape
-    scale = 2.0 / (n_out * _weight_total(weight, n_rows))
+    scale = 2.0 * _inverse_total(weight, n_rows) / n_out
     for n in range(n_rows):
         s = scale * (weight[n] if weight.size else 1.0)
         for j in range(n_out):
@@ -81,7 +83,7 @@ def softmax_cross_entropy_forward(loss, probs, logits, labels, weight):
             probs[n, j] *= inv
         nll = m + math.log(s) - logits[n, labels[n]]
         total += nll * (weight[n] if weight.size else 1.0)
-    loss[0] = total / _weight_total(weight, n_rows)
+    loss[0] = total * _inverse_total(weight, n_rows)
 
 
 @jit
@@ -92,7 +94,7 @@ def softmax_cross_entropy_backward(dlogits, probs, labels, weight):
     and the log cancel, which is why the two are fused. dlogits may alias probs.
     """
     n_rows, n_out = probs.shape
-    scale = 1.0 / _weight_total(weight, n_rows)
+    scale = _inverse_total(weight, n_rows)
     for n in range(n_rows):
         s = scale * (weight[n] if weight.size else 1.0)
         for j in range(n_out):
@@ -116,14 +118,14 @@ def binary_cross_entropy_forward(loss, logits, target, weight):
             z = logits[n, j]
             row += log1p_exp(z) - target[n, j] * z
         total += row * (weight[n] if weight.size else 1.0)
-    loss[0] = total / (n_out * _weight_total(weight, n_rows))
+    loss[0] = total * _inverse_total(weight, n_rows) / n_out
 
 
 @jit
 def binary_cross_entropy_backward(dlogits, logits, target, weight):
     """dlogits (N, O) = s_n (sigmoid(z) - t) / (O sum_n s_n), overwritten."""
     n_rows, n_out = logits.shape
-    scale = 1.0 / (n_out * _weight_total(weight, n_rows))
+    scale = _inverse_total(weight, n_rows) / n_out
     for n in range(n_rows):
         s = scale * (weight[n] if weight.size else 1.0)
         for j in range(n_out):

@@ -43,14 +43,18 @@ WEIGHTED_MAX_BLOCKS = 128
 
 
 @device
-def _weight_total(buf, weight, n_rows):
-    """sum_n s_n over the whole batch (N when unweighted), as float64, in every thread of the block."""
+def _inverse_total(buf, weight, n_rows):
+    """1 / sum_n s_n over the whole batch (1 / N when unweighted), in every thread of the block.
+
+    0 when every weight is 0, as on the CPU: the batch has loss 0 and gradient 0.
+    """
     if weight.size == 0:
-        return float(n_rows)
+        return 1.0 / n_rows
     w = 0.0
     for n in range(cuda.threadIdx.x, n_rows, cuda.blockDim.x):
         w += weight[n]
-    return block_reduce(buf, w, False)
+    w = block_reduce(buf, w, False)
+    return 1.0 / w if w > 0.0 else 0.0
 
 
 @kernel
@@ -67,9 +71,9 @@ def _mse_forward_kernel(loss, pred, target, weight):
         d = pred[n, j] - target[n, j]
         total += d * d * weight[n] if weighted else d * d
     total = block_reduce(buf, total, False)
-    w = _weight_total(buf, weight, n_rows)
+    inv_total = _inverse_total(buf, weight, n_rows)
     if cuda.threadIdx.x == 0:
-        loss[0] = total / (n_cols * w)
+        loss[0] = total * inv_total / n_cols
 
 
 @kernel
@@ -78,7 +82,7 @@ def _mse_backward_kernel(dpred, pred, target, weight):
     buf = cuda.shared.array(LOSS_THREADS, np.float64)
     n_rows, n_cols = pred.shape
     weighted = weight.size > 0
-    scale = 2.0 / (n_cols * _weight_total(buf, weight, n_rows))
+    scale = 2.0 * _inverse_total(buf, weight, n_rows) / n_cols
     for e in range(cuda.grid(1), n_rows * n_cols, cuda.gridsize(1)):
         n = e // n_cols
         j = e - n * n_cols
@@ -117,9 +121,9 @@ def _softmax_cross_entropy_forward_kernel(loss, probs, logits, labels, weight):
             nll = math.nan
         total += nll * weight[n] if weighted else nll
     total = block_reduce(buf, total, False)
-    w = _weight_total(buf, weight, n_rows)
+    inv_total = _inverse_total(buf, weight, n_rows)
     if cuda.threadIdx.x == 0:
-        loss[0] = total / w
+        loss[0] = total * inv_total
 
 
 @kernel
@@ -133,7 +137,7 @@ def _softmax_cross_entropy_backward_kernel(dlogits, probs, labels, weight):
     buf = cuda.shared.array(LOSS_THREADS, np.float64)
     n_rows, n_cols = probs.shape
     weighted = weight.size > 0
-    scale = 1.0 / _weight_total(buf, weight, n_rows)
+    scale = _inverse_total(buf, weight, n_rows)
     for e in range(cuda.grid(1), n_rows * n_cols, cuda.gridsize(1)):
         n = e // n_cols
         j = e - n * n_cols
@@ -157,9 +161,9 @@ def _binary_cross_entropy_forward_kernel(loss, logits, target, weight):
         term = log1p_exp(z) - target[n, j] * z
         total += term * weight[n] if weighted else term
     total = block_reduce(buf, total, False)
-    w = _weight_total(buf, weight, n_rows)
+    inv_total = _inverse_total(buf, weight, n_rows)
     if cuda.threadIdx.x == 0:
-        loss[0] = total / (n_cols * w)
+        loss[0] = total * inv_total / n_cols
 
 
 @kernel
@@ -168,7 +172,7 @@ def _binary_cross_entropy_backward_kernel(dlogits, logits, target, weight):
     buf = cuda.shared.array(LOSS_THREADS, np.float64)
     n_rows, n_cols = logits.shape
     weighted = weight.size > 0
-    scale = 1.0 / (n_cols * _weight_total(buf, weight, n_rows))
+    scale = _inverse_total(buf, weight, n_rows) / n_cols
     for e in range(cuda.grid(1), n_rows * n_cols, cuda.gridsize(1)):
         n = e // n_cols
         j = e - n * n_cols

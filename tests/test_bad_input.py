@@ -1,0 +1,474 @@
+"""Bad input is refused at the public boundary with a message that names the argument.
+
+Every check below uses ``match=`` on the argument's name and, where the message
+promises it, on the expected and the given value. The last tests cover training
+that diverges: ``DivergenceError`` names the epoch and batch, and the model keeps
+its weights from before the failing step.
+"""
+import re
+
+import numpy as np
+import pytest
+
+import fastbp
+from fastbp import Dense, Dropout, Sequential
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((24, 4)).astype(np.float32)
+    y = rng.integers(0, 3, 24)
+    return X, y
+
+
+def classifier(dtype="float32"):
+    return Sequential([Dense(4, 6, activation="relu"), Dense(6, 3)], dtype=dtype, seed=0)
+
+
+def fit(model, X, y, **kwargs):
+    kwargs.setdefault("loss", "softmax_cross_entropy")
+    kwargs.setdefault("verbose", 0)
+    return model.fit(X, y, **kwargs)
+
+
+# ----- X ------------------------------------------------------------------------------
+
+
+def test_x_with_three_dimensions(data):
+    X, y = data
+    with pytest.raises(ValueError, match=r"X must be 2-D of shape \(n_samples, 4\); got shape \(24, 2, 2\)"):
+        fit(classifier(), X.reshape(24, 2, 2), y)
+
+
+def test_x_one_dimensional_for_a_multi_feature_model(data):
+    X, y = data
+    with pytest.raises(ValueError, match=r"X must be 2-D .* got shape \(96,\)"):
+        fit(classifier(), X.ravel(), np.zeros(96, dtype=int))
+
+
+def test_wrong_feature_count(data):
+    X, y = data
+    with pytest.raises(ValueError, match=r"X must have 4 features .* got shape \(24, 3\)"):
+        fit(classifier(), X[:, :3], y)
+
+
+def test_wrong_feature_count_at_predict_and_evaluate(data):
+    X, y = data
+    model = classifier()
+    fit(model, X, y)
+    with pytest.raises(ValueError, match=r"X must have 4 features .* got shape \(24, 5\)"):
+        model.predict(np.hstack([X, X[:, :1]]))
+    with pytest.raises(ValueError, match=r"X must have 4 features"):
+        model.evaluate(X[:, :2], y)
+
+
+def test_mismatched_lengths(data):
+    X, y = data
+    with pytest.raises(ValueError, match="X and y must have the same number of samples; got 24 and 23"):
+        fit(classifier(), X, y[:-1])
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_x(data, bad):
+    X, y = data
+    X = X.copy()
+    X[5, 2] = bad
+    with pytest.raises(ValueError, match=r"X contains NaN or inf \(first at row 5, column 2\)"):
+        fit(classifier(), X, y)
+
+
+def test_non_finite_validation_features_name_validation_data(data):
+    X, y = data
+    Xv = X.copy()
+    Xv[0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"validation_data\[0\] contains NaN or inf"):
+        fit(classifier(), X, y, validation_data=(Xv, y))
+
+
+def test_empty_x():
+    with pytest.raises(ValueError, match=r"X is empty: it has 0 samples \(shape \(0, 4\)\)"):
+        fit(classifier(), np.zeros((0, 4)), np.zeros(0, dtype=int))
+
+
+def test_non_numeric_x(data):
+    _, y = data
+    with pytest.raises(ValueError, match="X must be numeric; got dtype <U"):
+        fit(classifier(), np.full((24, 4), "a"), y)
+
+
+def test_ragged_x():
+    with pytest.raises(ValueError, match="X must be a 2-D numeric array; could not convert"):
+        fit(classifier(), [[1, 2, 3, 4], [1, 2]], [0, 1])
+
+
+def test_array_likes_and_integer_features_are_accepted(data):
+    X, y = data
+    model = classifier()
+    history = fit(model, np.round(X * 4).astype(np.int32).tolist(), y.tolist(), epochs=2)
+    assert np.isfinite(history["loss"]).all()
+    assert model.predict(X.astype(np.float64)).shape == (24,)
+
+
+# ----- y ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad, shown", [(3, "3"), (-1, "-1")])
+def test_labels_out_of_range(data, bad, shown):
+    X, y = data
+    y = y.copy()
+    y[7] = bad
+    with pytest.raises(ValueError, match=rf"y holds label {shown}, outside \[0, 3\) for a network with 3 outputs"):
+        fit(classifier(), X, y)
+
+
+def test_non_integer_labels_for_softmax_cross_entropy(data):
+    X, y = data
+    y = y.astype(np.float64)
+    y[3] = 0.5
+    with pytest.raises(ValueError, match="y must hold integer class labels for softmax_cross_entropy; "
+                                         r"got non-integer values such as \[0.5\]"):
+        fit(classifier(), X, y)
+
+
+def test_string_labels(data):
+    X, _ = data
+    with pytest.raises(ValueError, match="y must hold integer class labels .* got dtype <U"):
+        fit(classifier(), X, np.array(["cat"] * 24))
+
+
+def test_one_hot_labels_for_softmax_cross_entropy(data):
+    X, y = data
+    with pytest.raises(ValueError, match=r"y must be a 1-D array of integer class labels .* shape \(24, 3\)"):
+        fit(classifier(), X, np.eye(3)[y])
+
+
+def test_float_labels_that_are_whole_numbers_are_accepted(data):
+    X, y = data
+    history = fit(classifier(), X, y.astype(np.float32), epochs=1)
+    assert np.isfinite(history["loss"][0])
+
+
+@pytest.mark.parametrize("bad", [1.5, -0.25])
+def test_bce_targets_outside_unit_interval(data, bad):
+    X, _ = data
+    t = np.zeros((24, 3))
+    t[2, 1] = bad
+    with pytest.raises(ValueError, match=r"y must hold targets in \[0, 1\] for binary_cross_entropy"):
+        fit(classifier(), X, t, loss="binary_cross_entropy")
+
+
+def test_bce_targets_of_wrong_width(data):
+    X, _ = data
+    with pytest.raises(ValueError, match=r"y must have shape \(n_samples, 3\) for binary_cross_entropy .* "
+                                         r"got shape \(24, 2\)"):
+        fit(classifier(), X, np.zeros((24, 2)), loss="binary_cross_entropy")
+
+
+def test_non_finite_regression_targets(data):
+    X, _ = data
+    t = np.zeros((24, 3))
+    t[4, 0] = np.nan
+    with pytest.raises(ValueError, match="y contains NaN or inf"):
+        fit(classifier(), X, t, loss="mse")
+
+
+def test_scalar_y(data):
+    X, _ = data
+    with pytest.raises(ValueError, match="y must be an array with one target per sample; got a scalar"):
+        fit(classifier(), X, 1)
+
+
+def test_softmax_cross_entropy_needs_two_outputs(data):
+    X, _ = data
+    model = Sequential([Dense(4, 1)], seed=0)
+    with pytest.raises(ValueError, match="softmax_cross_entropy needs a final layer with at least 2 outputs"):
+        fit(model, X, np.zeros(24, dtype=int))
+
+
+# ----- fit arguments ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [0, -3, 2.5, True, "8"])
+def test_batch_size(data, value):
+    X, y = data
+    with pytest.raises(ValueError, match=rf"batch_size must be an integer >= 1; got {re.escape(repr(value))}"):
+        fit(classifier(), X, y, batch_size=value)
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.0])
+def test_epochs(data, value):
+    X, y = data
+    with pytest.raises(ValueError, match=rf"epochs must be an integer >= 1; got {re.escape(repr(value))}"):
+        fit(classifier(), X, y, epochs=value)
+
+
+def test_batch_size_of_evaluate_and_predict(data):
+    X, y = data
+    model = classifier()
+    fit(model, X, y)
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1; got 0"):
+        model.evaluate(X, y, batch_size=0)
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1; got -2"):
+        model.predict(X, batch_size=-2)
+
+
+def test_unknown_loss(data):
+    X, y = data
+    with pytest.raises(ValueError, match=r"unknown loss 'hinge'; expected .*'mse'"):
+        fit(classifier(), X, y, loss="hinge")
+
+
+def test_missing_loss(data):
+    X, y = data
+    with pytest.raises(ValueError, match="fit needs a loss: pass loss=... or call compile first"):
+        classifier().fit(X, y, verbose=0)
+
+
+@pytest.mark.parametrize("name", ["rmsprop", 3])
+def test_unknown_optimizer(data, name):
+    X, y = data
+    with pytest.raises(ValueError, match=rf"unknown optimizer {re.escape(repr(name))}; expected fastbp.SGD"):
+        fit(classifier(), X, y, optimizer=name)
+
+
+def test_bad_verbose(data):
+    X, y = data
+    with pytest.raises(ValueError, match="verbose must be 'auto', 0, 1 or 2; got 3"):
+        fit(classifier(), X, y, verbose=3)
+
+
+def test_bad_callback(data):
+    X, y = data
+    with pytest.raises(TypeError, match="callbacks must be fastbp.callbacks.Callback instances; got function"):
+        fit(classifier(), X, y, callbacks=[lambda epoch: None])
+
+
+@pytest.mark.parametrize("split", [1.0, -0.1, 1.5, "0.2"])
+def test_validation_split_out_of_range(data, split):
+    X, y = data
+    shown = re.escape(repr(split))
+    with pytest.raises(ValueError, match=rf"validation_split must be a number in \[0.0, 1.0\); got {shown}"):
+        fit(classifier(), X, y, validation_split=split)
+
+
+def test_validation_split_that_leaves_no_validation_sample(data):
+    X, y = data
+    with pytest.raises(ValueError, match=r"validation_split=0.01 of 24 samples leaves 0 for validation"):
+        fit(classifier(), X, y, validation_split=0.01)
+
+
+def test_validation_data_of_wrong_form(data):
+    X, y = data
+    with pytest.raises(ValueError, match=r"validation_data must be \(X_val, y_val\)"):
+        fit(classifier(), X, y, validation_data=(X,))
+    with pytest.raises(ValueError, match=r"validation_data\[0\] must have 4 features"):
+        fit(classifier(), X, y, validation_data=(X[:, :2], y))
+    with pytest.raises(ValueError, match=r"validation_data\[0\] and validation_data\[1\] must have the same"):
+        fit(classifier(), X, y, validation_data=(X, y[:5]))
+    with pytest.raises(ValueError, match=r"validation_data\[2\] must have shape \(24,\)"):
+        fit(classifier(), X, y, validation_data=(X, y, np.ones(3)))
+
+
+# ----- sample_weight ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("weights, message", [
+    (np.ones(23), r"sample_weight must have shape \(24,\), one weight per sample; got shape \(23,\)"),
+    (np.ones((24, 1)), r"sample_weight must have shape \(24,\), one weight per sample; got shape \(24, 1\)"),
+    (np.r_[-1.0, np.ones(23)], "sample_weight must be finite and non-negative"),
+    (np.r_[np.nan, np.ones(23)], "sample_weight must be finite and non-negative"),
+    (np.zeros(24), "sample_weight must have a positive sum; got all zeros"),
+])
+def test_bad_sample_weight(data, weights, message):
+    X, y = data
+    with pytest.raises(ValueError, match=message):
+        fit(classifier(), X, y, sample_weight=weights)
+
+
+# Zero weights are valid input (check_sample_weight only needs a positive sum over the
+# whole set), so a batch whose weights are all zero must not pass for a divergence (0/0):
+# it has loss 0 and gradient 0.
+def test_a_batch_of_zero_weights_is_not_a_divergence(data):
+    X, y = data
+    w = np.ones(24)
+    w[:4] = 0.0
+    model = classifier()
+    history = fit(model, X, y, sample_weight=w, batch_size=4, shuffle=False)
+    assert np.isfinite(history["loss"][0])
+
+
+# ----- models, layers, optimizers, schedules --------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["int32", "float16", np.complex64, "double precision"])
+def test_bad_dtype(dtype):
+    with pytest.raises((ValueError, TypeError), match="dtype"):
+        Sequential([Dense(4, 3)], dtype=dtype)
+    if dtype in ("int32", "float16"):
+        with pytest.raises(ValueError, match=rf"dtype must be 'float32' or 'float64'; got '{dtype}'"):
+            Sequential([Dense(4, 3)], dtype=dtype)
+
+
+def test_dense_sizes_that_do_not_chain():
+    with pytest.raises(ValueError, match=r"layer 2 \(Dense\) expects 5 inputs but the Dense layer before it "
+                                         r"gives 6"):
+        Sequential([Dense(4, 6, activation="relu"), Dropout(0.1), Dense(5, 3)])
+
+
+def test_empty_and_foreign_layer_lists():
+    with pytest.raises(ValueError, match="layers must hold at least one layer"):
+        Sequential([])
+    with pytest.raises(TypeError, match=r"layers\[1\] must be a fastbp layer .* got str"):
+        Sequential([Dense(4, 3), "relu"])
+    with pytest.raises(ValueError, match="layers must include at least one Dense layer"):
+        Sequential([fastbp.ReLU()])
+
+
+@pytest.mark.parametrize("argument, kwargs", [
+    ("in_features", dict(in_features=0, out_features=3)),
+    ("out_features", dict(in_features=4, out_features=2.0)),
+    ("in_features", dict(in_features=True, out_features=3)),
+])
+def test_dense_sizes(argument, kwargs):
+    with pytest.raises(ValueError, match=f"{argument} must be a positive integer"):
+        Dense(**kwargs)
+
+
+def test_unknown_activation_names():
+    with pytest.raises(ValueError, match=r"unknown activation 'swish'; expected one of \['elu', 'gelu'"):
+        Dense(4, 3, activation="swish")
+    with pytest.raises(ValueError, match="unknown activation 'Relu'"):
+        fastbp.Activation("Relu")
+    with pytest.raises(ValueError, match="unknown init 'orthogonal'"):
+        Dense(4, 3, init="orthogonal")
+
+
+@pytest.mark.parametrize("rate", [1.0, -0.1, "0.5", True])
+def test_dropout_rate(rate):
+    shown = re.escape(repr(rate))
+    with pytest.raises(ValueError, match=rf"Dropout rate must be a number in \[0, 1\); got {shown}"):
+        Dropout(rate)
+
+
+def test_optimizer_arguments():
+    with pytest.raises(ValueError, match="momentum must be in"):
+        fastbp.SGD(lr=0.1, momentum=1.0)
+    with pytest.raises(ValueError, match="momentum must be a finite number >= 0"):
+        fastbp.SGD(lr=0.1, momentum=-0.5)
+    with pytest.raises(ValueError, match="nesterov=True needs momentum > 0"):
+        fastbp.SGD(lr=0.1, nesterov=True)
+    with pytest.raises(ValueError, match="weight_decay must be a finite number >= 0"):
+        fastbp.SGD(weight_decay=np.inf)
+    with pytest.raises(ValueError, match="betas must be two numbers in"):
+        fastbp.Adam(betas=(0.9, 1.0))
+    with pytest.raises(ValueError, match="eps must be > 0"):
+        fastbp.Adam(eps=0.0)
+    for lr in (0, -0.1, np.nan, "0.1"):
+        with pytest.raises(ValueError, match="lr must be"):
+            fastbp.SGD(lr=lr)
+
+
+def test_schedule_arguments():
+    with pytest.raises(ValueError, match="step_size must be a positive integer"):
+        fastbp.StepDecay(0.1, step_size=0)
+    with pytest.raises(ValueError, match=r"gamma must be in \(0, 1\]"):
+        fastbp.ExponentialDecay(0.1, gamma=1.5)
+    with pytest.raises(ValueError, match="t_max must be a positive integer"):
+        fastbp.CosineDecay(0.1, t_max=0)
+    with pytest.raises(ValueError, match=r"factor must be in \(0, 1\)"):
+        fastbp.ReduceLROnPlateau(0.1, factor=1.0)
+    with pytest.raises(ValueError, match="mode must be 'min' or 'max'"):
+        fastbp.EarlyStopping(mode="up")
+
+
+def test_learning_rate_function_returning_a_bad_rate(data):
+    X, y = data
+    opt = fastbp.SGD(lr=lambda epoch: 0.1 if epoch < 1 else -1.0)
+    with pytest.raises(ValueError, match="the learning-rate function returned -1.0 for epoch 1"):
+        fit(classifier(), X, y, optimizer=opt, epochs=3)
+
+
+def test_set_weights_of_wrong_count_or_shape():
+    model = classifier()
+    weights = model.get_weights()
+    with pytest.raises(ValueError, match=r"weights must hold 4 arrays \(W and b per Dense layer\); got 3"):
+        model.set_weights(weights[:3])
+    weights[2] = weights[2].T
+    with pytest.raises(ValueError, match=r"weights\[2\] must have shape \(6, 3\); got \(3, 6\)"):
+        model.set_weights(weights)
+
+
+def test_evaluate_and_predict_proba_need_a_loss(data):
+    X, y = data
+    with pytest.raises(RuntimeError, match=r"evaluate needs a loss: call compile\(loss=...\)"):
+        classifier().evaluate(X, y)
+    model = classifier().compile("mse")
+    with pytest.raises(RuntimeError, match="predict_proba needs a classification loss"):
+        model.predict_proba(X)
+
+
+def test_unknown_device():
+    with pytest.raises(ValueError, match="device must be 'cpu' or 'cuda'; got 'tpu'"):
+        Sequential([Dense(4, 3)], device="tpu")
+
+
+# ----- divergence ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def regression():
+    X, y = fastbp.datasets.make_regression(64, 5, noise=0.1, nonlinear=False, seed=3)
+    return X, y
+
+
+def regressor(dtype):
+    return Sequential([Dense(5, 16, activation="tanh"), Dense(16, 1)], dtype=dtype, seed=0)
+
+
+class ThetaAtEpochBegin(fastbp.Callback):
+    def __init__(self):
+        self.copies = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.copies.append(self.model.get_flat_weights())
+
+
+DIVERGING = dict(loss="mse", batch_size=8, shuffle=False, seed=0, verbose=0)
+
+
+# Where these fail (float32: epoch 1, batch 5; float64: epoch 4, batch 5) depends on the
+# numbers, so the test reads it from the error and checks it from there.
+@pytest.mark.parametrize("dtype, lr", [("float32", 2e4), ("float64", 2e4)])
+def test_divergence_names_epoch_and_batch_and_keeps_weights_from_before_the_step(regression, dtype, lr):
+    X, y = regression
+    model = regressor(dtype)
+    spy = ThetaAtEpochBegin()
+    with pytest.raises(fastbp.DivergenceError) as info:
+        model.fit(X, y, epochs=5, optimizer=fastbp.SGD(lr=lr), callbacks=[spy], **DIVERGING)
+    err = info.value
+    message = str(err)
+    assert re.search(rf"training diverged: non-finite (loss|gradient) at epoch {err.epoch + 1}, "
+                     rf"batch {err.batch + 1} of 8 \(lr {lr:g}\)", message), message
+    assert "keeps its weights from before that step" in message
+    assert np.all(np.isfinite(model.theta))
+    # The run must take some steps first, or "before the failing step" is the initial
+    # theta and proves little.
+    assert err.epoch * 8 + err.batch >= 2
+    assert model.optimizer.steps == err.epoch * 8 + err.batch
+    assert len(err.history.epoch) == err.epoch
+    assert len(spy.copies) == err.epoch + 1
+
+    # Replay the same steps and stop right before the failing one: the whole epochs
+    # before it, then the first err.batch batches of the failing epoch, which
+    # shuffle=False makes the first err.batch * 8 samples.
+    replay = regressor(dtype)
+    opt = fastbp.SGD(lr=lr)
+    if err.epoch:
+        replay.fit(X, y, epochs=err.epoch, optimizer=opt, **DIVERGING)
+    # The replay is on track: theta as the failing epoch began, seen by the callback.
+    np.testing.assert_array_equal(replay.theta, spy.copies[-1])
+    if err.batch:
+        replay.fit(X[:err.batch * 8], y[:err.batch * 8], epochs=1, optimizer=opt, **DIVERGING)
+    assert opt.steps == model.optimizer.steps
+    np.testing.assert_array_equal(model.theta, replay.theta)

@@ -1,0 +1,238 @@
+"""The command line, run as users run it: ``python -m fastbp ...`` in a fresh process."""
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastbp
+from fastbp import datasets as ds
+from fastbp.cli import main as cli_main
+
+
+def cli(*args, cwd, env=None, timeout=600):
+    return subprocess.run([sys.executable, "-m", "fastbp", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env=dict(os.environ) if env is None else env)
+
+
+def ok(proc):
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    return proc.stdout
+
+
+def failed(proc, *fragments):
+    assert proc.returncode != 0, proc.stdout
+    assert "Traceback" not in proc.stderr, proc.stderr
+    for fragment in fragments:
+        assert fragment in proc.stderr, proc.stderr
+    return proc.stderr
+
+
+def metric(out, name):
+    match = re.search(rf"{name}: (\d+\.\d+)", out)
+    assert match, out
+    return float(match.group(1))
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("cli")
+
+
+@pytest.fixture(scope="module")
+def blobs_npz(workdir):
+    X, y = ds.make_blobs(150, 5, centers=3, cluster_std=1.5, seed=0)
+    path = workdir / "blobs.npz"
+    np.savez(path, X=X, y=y)
+    return path, X, y
+
+
+@pytest.fixture(scope="module")
+def trained(workdir, blobs_npz):
+    path, _, _ = blobs_npz
+    out = ok(cli("train", "--data", path.name, "--hidden", "16", "--epochs", "3", "-o", "model.npz", cwd=workdir))
+    return out, workdir / "model.npz"
+
+
+@pytest.mark.slow
+def test_train_with_the_defaults_reaches_97_percent_on_digits(tmp_path):
+    out = ok(cli("train", cwd=tmp_path))
+    lines = out.splitlines()
+    assert re.match(r"fastbp \S+: training 64-256-10 \(relu, softmax_cross_entropy, sgd\) on bundled UCI digits: "
+                    r"1437 train / 360 test samples", lines[0]), lines[0]
+    assert sum(line.startswith("epoch ") for line in lines) == 30
+    assert metric(out, "test accuracy") >= 0.97
+    assert metric(out, "train accuracy") >= 0.98
+    match = re.search(r"throughput: ([\d,]+) samples/s \(median epoch\), [\d.]+ s for 30 epochs", out)
+    assert match and int(match.group(1).replace(",", "")) > 0, out
+
+
+def test_train_on_npz_and_save(trained):
+    out, model_path = trained
+    lines = out.splitlines()
+    assert ("training 5-16-3 (relu, softmax_cross_entropy, sgd) on blobs.npz: "
+            "120 train / 30 test samples") in lines[0]
+    assert sum(line.startswith("epoch ") for line in lines) == 3
+    assert metric(out, "test accuracy") > 0.8
+    assert lines[-1] == "saved model to model.npz"
+    model = fastbp.load(model_path)
+    assert [type(layer).__name__ for layer in model.layers] == ["Dense", "Dropout", "Dense"]
+    assert model.epochs_trained == 3 and model.seed == 0
+
+
+def test_evaluate(trained, blobs_npz):
+    _, model_path = trained
+    path, X, y = blobs_npz
+    out = ok(cli("evaluate", model_path.name, path.name, cwd=path.parent))
+    expected = fastbp.load(model_path).evaluate(X, y)
+    assert out.splitlines() == [f"loss: {expected['loss']:.6g}", f"accuracy: {expected['accuracy']:.6g}"]
+
+
+def test_predict(trained, blobs_npz):
+    _, model_path = trained
+    path, X, _ = blobs_npz
+    out = ok(cli("predict", model_path, path, cwd=path.parent))
+    lines = out.splitlines()
+    assert len(lines) == len(X)
+    np.testing.assert_array_equal(np.array(lines, dtype=int), fastbp.load(model_path).predict(X))
+
+
+def test_predict_probabilities_to_a_file(trained, blobs_npz, workdir):
+    _, model_path = trained
+    path, X, _ = blobs_npz
+    assert ok(cli("predict", model_path, path, "--proba", "-o", "proba.csv", cwd=workdir)) == ""
+    p = np.loadtxt(workdir / "proba.csv", delimiter=",")
+    assert p.shape == (len(X), 3)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(p, fastbp.load(model_path).predict_proba(X), atol=1e-6)
+
+
+def test_train_on_csv(tmp_path):
+    X, y = ds.make_blobs(120, 3, centers=2, seed=1)
+    header = "a,b,c,label"
+    np.savetxt(tmp_path / "data.csv", np.column_stack([X, y]), delimiter=",", header=header, comments="")
+    out = ok(cli("train", "--data", "data.csv", "--hidden", "8", "--epochs", "2", "--quiet", cwd=tmp_path))
+    assert "training 3-8-2 " in out and "96 train / 24 test samples" in out
+    assert not any(line.startswith("epoch ") for line in out.splitlines())
+    assert 0.0 <= metric(out, "test accuracy") <= 1.0
+
+
+def test_train_a_regressor_on_csv(tmp_path):
+    X, y = ds.make_regression(100, 3, seed=2)
+    np.savetxt(tmp_path / "reg.csv", np.column_stack([X, y]), delimiter=",")
+    out = ok(cli("train", "--data", "reg.csv", "--hidden", "8", "--epochs", "2", "-q", cwd=tmp_path))
+    assert "(relu, mse, sgd)" in out
+    assert metric(out, "test mse") >= 0.0
+
+
+def test_train_on_an_mnist_folder(tmp_path):
+    rng = np.random.default_rng(0)
+
+    def images(n):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        pixels = rng.integers(0, 40, (n, 28, 28)).astype(np.uint8)
+        for i, label in enumerate(labels):  # each digit lights its own band of rows
+            pixels[i, 2 * label + 4:2 * label + 7, 6:22] = 230
+        return pixels, labels
+
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    for prefix, n in (("train", 200), ("t10k", 50)):
+        pixels, labels = images(n)
+        ds.save_idx(folder / f"{prefix}-images-idx3-ubyte", pixels)
+        ds.save_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    out = ok(cli("train", "--data", "mnist", "--hidden", "16", "--epochs", "2", "-q", cwd=tmp_path))
+    assert "training 784-16-10 " in out and "200 train / 50 test samples" in out
+    assert 0.0 <= metric(out, "test accuracy") <= 1.0
+
+
+@pytest.mark.parametrize("simulator", [False, True])
+def test_info(tmp_path, simulator):
+    import numba
+
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    if simulator:
+        env["NUMBA_ENABLE_CUDASIM"] = "1"
+    lines = ok(cli("info", cwd=tmp_path, env=env)).splitlines()
+    assert lines[0] == f"fastbp {fastbp.__version__}"
+    assert f"numpy {np.__version__}, numba {numba.__version__}" in lines
+    assert any(line.startswith("threads: ") for line in lines)
+    assert re.match(r"cuda: (usable|not usable) \(.+\)$", lines[-1]), lines[-1]
+    if simulator:
+        assert "CUDA simulator" in lines[-1]
+
+
+# ----- bad input: a message on stderr, a non-zero status, no traceback -----------------------
+# Two cases run as subprocesses, as users meet them; the rest call main() in this process
+# (starting Python and importing numba costs seconds each), where a traceback would be an
+# exception escaping main().
+
+
+def test_missing_data_file(tmp_path):
+    failed(cli("train", "--data", "nowhere.npz", cwd=tmp_path), "--data 'nowhere.npz' does not exist")
+
+
+def test_unknown_loss(blobs_npz):
+    path, _, _ = blobs_npz
+    failed(cli("train", "--data", path.name, "--loss", "hinge", "--epochs", "1", cwd=path.parent),
+           "fastbp train: error: unknown loss 'hinge'")
+
+
+def main(*args, capsys):
+    """(exit status, stderr) of the command line run in this process."""
+    try:
+        status = cli_main(list(map(str, args)))
+    except SystemExit as exit:  # argparse errors, and messages raised as SystemExit(text)
+        status = exit.code
+    err = capsys.readouterr().err
+    if isinstance(status, str):  # Python prints such a message to stderr and exits with 1
+        err, status = err + status, 1
+    return status, err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--activation", "swish"], "fastbp train: error: unknown activation 'swish'"),
+    (["--hidden", "16,0"], "argument --hidden: layer sizes must be positive; got '16,0'"),
+    (["--dropout", "1.5"], "fastbp train: error: Dropout rate must be a number in [0, 1); got 1.5"),
+    (["--batch-size", "0"], "fastbp train: error: batch_size must be an integer >= 1; got 0"),
+    (["--optimizer", "rmsprop"], "argument --optimizer: invalid choice: 'rmsprop'"),
+    (["--lr", "1e30", "--epochs", "2"], "fastbp train: error: training diverged: non-finite"),
+])
+def test_bad_training_arguments(blobs_npz, capsys, monkeypatch, args, message):
+    path, _, _ = blobs_npz
+    monkeypatch.chdir(path.parent)
+    status, err = main("train", "--data", path.name, "-q", *args, capsys=capsys)
+    assert status != 0 and message in err, err
+
+
+def test_unsupported_data_file(tmp_path, capsys):
+    (tmp_path / "data.json").write_text("{}")
+    status, err = main("train", "--data", tmp_path / "data.json", capsys=capsys)
+    assert status != 0 and "expected a .npz file with arrays X and y" in err, err
+
+
+def test_folder_without_mnist_files(tmp_path, capsys):
+    status, err = main("train", "--data", tmp_path, capsys=capsys)
+    assert status != 0 and "fastbp train: error: no MNIST train images in" in err, err
+
+
+def test_evaluate_with_a_file_that_is_not_a_model(blobs_npz, capsys):
+    path, _, _ = blobs_npz
+    status, err = main("evaluate", path, path, capsys=capsys)
+    assert status != 0 and f"fastbp evaluate: error: {str(path)!r} is not a fastbp model file" in err, err
+
+
+def test_evaluate_with_data_that_does_not_fit_the_model(trained, workdir, capsys):
+    _, model_path = trained
+    np.savez(workdir / "narrow.npz", X=np.zeros((4, 3)), y=np.zeros(4, dtype=int))
+    status, err = main("evaluate", model_path, workdir / "narrow.npz", capsys=capsys)
+    assert status != 0 and "fastbp evaluate: error: X must have 5 features (columns) for this model" in err, err
+
+
+def test_predict_with_missing_data(trained, capsys):
+    _, model_path = trained
+    status, err = main("predict", model_path, "absent.csv", capsys=capsys)
+    assert status != 0 and "DATA 'absent.csv' does not exist" in err, err
