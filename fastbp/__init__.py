@@ -16,3 +16,13 @@ from .model import DivergenceError, Sequential, load  # noqa: E402
 from .optimizers import SGD, Adam  # noqa: E402
 from .schedules import CosineDecay, ExponentialDecay, ReduceLROnPlateau, StepDecay  # noqa: E402
 from ._threads import get_num_threads, set_num_threads  # noqa: E402
+
+
+def __getattr__(name):
+    # The scikit-learn estimators load on first use, so that importing fastbp never
+    # imports scikit-learn (an optional extra).
+    if name in ("MLPClassifier", "MLPRegressor"):
+        from . import estimators
+
+        return getattr(estimators, name)
+    raise AttributeError(f"module 'fastbp' has no attribute {name!r}")

@@ -4,59 +4,51 @@ Shapes: x (N, I), w (I, O), b (O,), out (N, O). Gradients are *overwritten*,
 never accumulated (one rule for the whole package). The batch mean lives in
 the loss backward, so these are plain sums over the batch.
 
-Products go to BLAS (``np.dot`` with an ``out`` argument, which numba lowers to
-?gemm without allocating) once a layer is big enough to amortize the call;
-below that, hand-written loop nests win because the call overhead dominates.
-The loop nests run in n-k-j order so the innermost loop walks a contiguous row
-with independent iterations, which LLVM vectorizes without reassociation.
+Products go to BLAS (``np.dot`` with an ``out`` argument, which numba lowers
+to ?gemm without allocating) from a few thousand multiply-adds up: measured
+side by side, single-threaded sgemm beats the loop nests below from about
+(32, 32, 10) on, and it brings its own threads for large layers. Below that,
+the call overhead dominates and the loop nests win; they run in n-k-j order so
+the innermost loop walks contiguous rows with independent iterations.
+
+Bias and activation (forward), activation derivative and bias gradient
+(backward) are each one serial pass over the (N, O) output, fused. They stay
+serial on purpose: they cost O(N O) against the O(N I O) of the product, and a
+parallel region would wake numba's thread pool between BLAS calls, whose own
+threads then compete with it for the cores.
 """
 import numpy as np
-from numba import prange
 
-from .._jit import PARALLEL_MIN_ELEMENTS, jit
-from .._scalar import activate, activate_grad
+from .._jit import jit
+from .._scalar import IDENTITY, activate, activate_grad
 
-# Products of fewer multiply-adds than this use the loop nests below.
-BLAS_MIN_FLOPS = 1 << 16
+# Products of fewer multiply-adds (N I O) than this use the loop nests.
+BLAS_MIN_FLOPS = 2048
 
 
-@jit(parallel=True)
+@jit
 def _bias_act_rows(out, b, activation, alpha):
-    """out[n, :] = f(out[n, :] + b), rows in parallel (each thread owns rows)."""
+    """out[n, :] = f(out[n, :] + b): one pass over the BLAS product."""
     n_rows, n_out = out.shape
-    if n_rows * n_out < PARALLEL_MIN_ELEMENTS:
-        for n in range(n_rows):
-            for j in range(n_out):
-                out[n, j] = activate(activation, out[n, j] + b[j], alpha)
-    else:
-        for n in prange(n_rows):
-            for j in range(n_out):
-                out[n, j] = activate(activation, out[n, j] + b[j], alpha)
+    for n in range(n_rows):
+        for j in range(n_out):
+            out[n, j] = activate(activation, out[n, j] + b[j], alpha)
 
 
-@jit(parallel=True)
+@jit(fastmath=True)
 def _small_forward(out, x, w, b, activation, alpha):
-    """Loop-nest forward for small layers, bias and activation fused per row."""
+    """Loop-nest forward for tiny layers, bias and activation fused per row."""
     n_rows, n_in = x.shape
     n_out = w.shape[1]
-    if n_rows * n_in * n_out < PARALLEL_MIN_ELEMENTS * 8:
-        for n in range(n_rows):
-            _forward_row(out, x, w, b, activation, alpha, n, n_in, n_out)
-    else:
-        for n in prange(n_rows):
-            _forward_row(out, x, w, b, activation, alpha, n, n_in, n_out)
-
-
-@jit(inline="always")
-def _forward_row(out, x, w, b, activation, alpha, n, n_in, n_out):
-    for j in range(n_out):
-        out[n, j] = b[j]
-    for k in range(n_in):
-        xv = x[n, k]
+    for n in range(n_rows):
         for j in range(n_out):
-            out[n, j] += xv * w[k, j]
-    for j in range(n_out):
-        out[n, j] = activate(activation, out[n, j], alpha)
+            out[n, j] = b[j]
+        for k in range(n_in):
+            xv = x[n, k]
+            for j in range(n_out):
+                out[n, j] += xv * w[k, j]
+        for j in range(n_out):
+            out[n, j] = activate(activation, out[n, j], alpha)
 
 
 @jit
@@ -83,80 +75,58 @@ def dense_forward(out, x, w, b):
 
     x (N, I), w (I, O), b (O,) -> out (N, O), overwritten.
     """
-    dense_act_forward(out, x, w, b, 0, 0.0)
-
-
-@jit(parallel=True)
-def _act_grad_rows(dz, dout, y, activation, alpha):
-    """dz = dout * f'(z), with f'(z) computed from the output y; dz may be dout."""
-    n_rows, n_out = dz.shape
-    if n_rows * n_out < PARALLEL_MIN_ELEMENTS:
-        for n in range(n_rows):
-            for j in range(n_out):
-                dz[n, j] = dout[n, j] * activate_grad(activation, y[n, j], alpha)
-    else:
-        for n in prange(n_rows):
-            for j in range(n_out):
-                dz[n, j] = dout[n, j] * activate_grad(activation, y[n, j], alpha)
+    # np.int64(IDENTITY), not a bare 0: numba types a literal 0 as Literal[int](0)
+    # and would compile (and cache) a second copy of dense_act_forward and its
+    # helpers specialized to that constant.
+    dense_act_forward(out, x, w, b, np.int64(IDENTITY), 0.0)
 
 
 @jit
-def _bias_grad(db, dz):
-    """db = dz.sum(0): rows accumulated in order, so the sum is deterministic."""
+def _act_grad_and_bias(dz, db, dout, y, activation, alpha):
+    """dz = dout * f'(z) from the output y, and db = dz.sum(0), in one pass; dz may be dout.
+
+    Rows are accumulated into db in order, so the sum is deterministic.
+    """
     n_rows, n_out = dz.shape
     for j in range(n_out):
         db[j] = 0.0
     for n in range(n_rows):
         for j in range(n_out):
-            db[j] += dz[n, j]
+            g = dout[n, j] * activate_grad(activation, y[n, j], alpha)
+            dz[n, j] = g
+            db[j] += g
 
 
-@jit(parallel=True, fastmath=True)
+@jit(fastmath=True)
 def _small_input_grad(dx, dz, w):
     """dx = dz @ w.T as loop nests: each (n, i) is a dot of two contiguous rows.
 
     The dot product is a reduction, which vectorizes only with reassociation:
-    this is the one place where the safe fastmath set pays off.
+    this is where the safe fastmath set pays off.
     """
     n_rows, n_out = dz.shape
     n_in = w.shape[0]
-    if n_rows * n_in * n_out < PARALLEL_MIN_ELEMENTS * 8:
-        for n in range(n_rows):
-            for i in range(n_in):
-                acc = 0.0
-                for j in range(n_out):
-                    acc += dz[n, j] * w[i, j]
-                dx[n, i] = acc
-    else:
-        for n in prange(n_rows):
-            for i in range(n_in):
-                acc = 0.0
-                for j in range(n_out):
-                    acc += dz[n, j] * w[i, j]
-                dx[n, i] = acc
+    for n in range(n_rows):
+        for i in range(n_in):
+            acc = 0.0
+            for j in range(n_out):
+                acc += dz[n, j] * w[i, j]
+            dx[n, i] = acc
 
 
-@jit(parallel=True)
+@jit(fastmath=True)
 def _small_weight_grad(dw, x, dz):
-    """dw = x.T @ dz as loop nests; in parallel each thread owns rows of dw."""
+    """dw = x.T @ dz as loop nests: a rank-1 update of dw per sample, rows contiguous."""
     n_rows, n_in = x.shape
     n_out = dz.shape[1]
-    if n_rows * n_in * n_out < PARALLEL_MIN_ELEMENTS * 8:
-        for i in range(n_in):
-            _weight_grad_row(dw, x, dz, i, n_rows, n_out)
-    else:
-        for i in prange(n_in):
-            _weight_grad_row(dw, x, dz, i, n_rows, n_out)
-
-
-@jit(inline="always")
-def _weight_grad_row(dw, x, dz, i, n_rows, n_out):
-    for j in range(n_out):
-        dw[i, j] = 0.0
-    for n in range(n_rows):
-        xv = x[n, i]
+    for i in range(n_in):
         for j in range(n_out):
-            dw[i, j] += xv * dz[n, j]
+            dw[i, j] = 0.0
+    for n in range(n_rows):
+        for i in range(n_in):
+            xv = x[n, i]
+            for j in range(n_out):
+                dw[i, j] += xv * dz[n, j]
 
 
 @jit
@@ -182,7 +152,12 @@ def dense_backward(dx, dw, db, dout, x, w):
     Pass a zero-size dx (e.g. ``np.empty((0, 0))``) to skip the input gradient,
     as the first layer of a network does.
     """
-    _bias_grad(db, dout)
+    n_rows, n_out = dout.shape
+    for j in range(n_out):
+        db[j] = 0.0
+    for n in range(n_rows):
+        for j in range(n_out):
+            db[j] += dout[n, j]
     _products_backward(dx, dw, dout, x, w)
 
 
@@ -196,6 +171,5 @@ def dense_act_backward(dx, dw, db, dz, dout, out, x, w, activation, alpha):
     as dout (the gradient is then transformed in place). A zero-size dx skips
     the input gradient. Not valid for GELU, whose derivative needs z.
     """
-    _act_grad_rows(dz, dout, out, activation, alpha)
-    _bias_grad(db, dz)
+    _act_grad_and_bias(dz, db, dout, out, activation, alpha)
     _products_backward(dx, dw, dz, x, w)

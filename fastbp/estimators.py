@@ -1,0 +1,768 @@
+"""scikit-learn estimators on fastbp: ``MLPClassifier`` and ``MLPRegressor``.
+
+They take scikit-learn's constructor parameters with its defaults, expose its
+fitted attributes and follow its fitting rules; the network is a fastbp
+``Sequential`` trained by one ``fit`` call of ``max_iter`` epochs, with
+scikit-learn's per-epoch logic (loss curve, ``tol``/``n_iter_no_change``
+convergence, early stopping on a validation score, the 'invscaling' and
+'adaptive' learning rates) in a callback and a schedule. Two parameters are
+fastbp's own: ``dtype`` ('float32' by default) and ``device``.
+
+How scikit-learn's math maps onto fastbp's, so that the same hyperparameters
+follow the same trajectory:
+
+- Weights start as scikit-learn starts them (Glorot uniform, biases too),
+  drawn from ``random_state`` in the same order.
+- scikit-learn's gradient of the data term is (p - y) / N per output unit. The
+  fastbp losses average over the O outputs of binary cross-entropy and take
+  2 (p - y) / (N O) for squared error, so scikit-learn's gradient is ``c``
+  times fastbp's, c = O for logistic outputs and O / 2 for squared error (1
+  for softmax). SGD runs at ``c * learning_rate_init``; Adam, invariant to the
+  gradient's scale, gets ``epsilon / c``.
+- The L2 penalty adds alpha W / n_batch to the weight gradient (biases are not
+  penalized, as in fastbp): weight decay alpha / (c * batch_size), with
+  batch_size counted in sample weight. The last, smaller batch of an epoch is
+  decayed as a full one, a small departure.
+- scikit-learn's momentum v = mu v - lr g equals fastbp's PyTorch-style
+  v = mu v + g at a constant rate; when the rate changes ('invscaling',
+  'adaptive') fastbp applies the new rate to the whole velocity at once.
+- scikit-learn's Adam adds epsilon to the uncorrected sqrt(v), fastbp's
+  kernel to the corrected one: the estimator sets fastbp's epsilon per epoch
+  to what scikit-learn's amounts to (``_SklearnAdam``).
+- ``loss_`` and ``loss_curve_`` are scikit-learn's: log-loss summed over
+  logistic outputs, half the squared error, plus the L2 penalty, which
+  scikit-learn sums over the batches of an epoch and fastbp interpolates from
+  the weights at the epoch's start and end (exact with one batch per epoch).
+
+``solver='lbfgs'`` runs scipy's L-BFGS-B on ``Sequential.objective`` (on the
+CPU whatever ``device``), minimizing c times fastbp's loss plus the penalty,
+the objective whose gradient scikit-learn computes. For several regression
+outputs scikit-learn hands L-BFGS that gradient with a loss averaged over the
+outputs instead; both have the same stationary points, and ``loss_`` is
+reported as scikit-learn defines it. Sparse X is accepted and densified once
+per call (the kernels are dense).
+"""
+import numbers
+import warnings
+
+import numpy as np
+import scipy.optimize
+import scipy.sparse
+import scipy.special
+
+try:
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.metrics import accuracy_score, r2_score
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import LabelBinarizer
+    from sklearn.utils import check_random_state
+    from sklearn.utils._param_validation import Interval, Options, StrOptions
+    from sklearn.utils.metaestimators import available_if
+    from sklearn.utils.multiclass import type_of_target, unique_labels
+    from sklearn.utils.validation import (_check_sample_weight, check_is_fitted, column_or_1d,
+                                          validate_data)
+except ImportError as err:  # sklearn missing, or older than 1.6 (validate_data, __sklearn_tags__)
+    raise ImportError("fastbp.MLPClassifier and fastbp.MLPRegressor need scikit-learn >= 1.6: "
+                      f"pip install 'fastbp[sklearn]' ({err})") from err
+
+from . import _loop
+from .callbacks import Callback
+from .layers import Dense
+from .model import DivergenceError, Sequential, _dtype
+from .optimizers import SGD, Adam
+from .schedules import Schedule
+
+__all__ = ["MLPClassifier", "MLPRegressor"]
+
+_STOCHASTIC_SOLVERS = ("sgd", "adam")
+_NO_Y = object()  # validate X alone (y=None must still reach validate_data, which names it)
+# scikit-learn's activation names -> fastbp's.
+_HIDDEN = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
+
+
+class _SklearnLearningRate(Schedule):
+    """scikit-learn's learning-rate policy (its SGDOptimizer) as a fastbp schedule.
+
+    ``current`` is scikit-learn's learning rate; fastbp's optimizer runs at
+    ``current * scale`` (the gradient-scale factor c of the module docstring).
+    The estimator's epoch callback drives it in scikit-learn's order:
+    ``iteration_ends`` after every epoch, ``trigger_stopping`` when the loss
+    has stalled.
+    """
+
+    def __init__(self, lr, policy="constant", power_t=0.5, scale=1.0):
+        super().__init__(lr)
+        self.policy, self.power_t, self.scale = policy, float(power_t), float(scale)
+        self.current = self.lr
+
+    def lr_at(self, epoch):
+        return self.current * self.scale
+
+    def iteration_ends(self, time_step):
+        if self.policy == "invscaling":
+            self.current = self.lr / (time_step + 1) ** self.power_t
+
+    def trigger_stopping(self, msg, verbose):
+        """True to stop; 'adaptive' divides the rate by 5 instead while it is above 1e-6."""
+        if self.policy != "adaptive":
+            if verbose:
+                print(msg + " Stopping.")
+            return True
+        if self.current <= 1e-6:
+            if verbose:
+                print(msg + " Learning rate too small. Stopping.")
+            return True
+        self.current /= 5.0
+        if verbose:
+            print(msg + " Setting learning rate to %f" % self.current)
+        return False
+
+    def get_config(self):
+        # Saved with the model (Sequential.save), it reloads as the rate reached.
+        return {"type": "Constant", "lr": self.current * self.scale}
+
+
+class _SklearnAdam(Adam):
+    """Adam with epsilon where scikit-learn puts it.
+
+    scikit-learn (like the efficient form in Kingma and Ba's paper) adds
+    epsilon to the uncorrected sqrt(v) and corrects the step size instead;
+    fastbp's kernel adds it to the corrected sqrt(v_hat). The two agree when
+    fastbp's epsilon is eps / sqrt(1 - beta_2^t) at step t, up to 30 times eps
+    in the first steps. That matters where a gradient is as small as eps: a
+    dead ReLU unit's weights, which only the L2 penalty moves. The kernel takes
+    one epsilon per epoch, so it is evaluated at the epoch's middle step
+    (exact for one batch per epoch).
+    """
+
+    steps_per_epoch = 1
+
+    def hyper(self, lr):
+        h = super().hyper(lr)
+        t = self.steps + (self.steps_per_epoch + 1) / 2.0
+        h[_loop.H_EPS] = self.eps / np.sqrt(1.0 - self.betas[1] ** t)
+        return h
+
+
+class _SklearnEpochs(Callback):
+    """scikit-learn's end-of-epoch bookkeeping of ``_fit_stochastic``, in its order."""
+
+    def __init__(self, estimator, n_samples, n_batches, weight_total, validation, incremental):
+        self.estimator = estimator
+        self.n_samples, self.n_batches, self.weight_total = n_samples, n_batches, weight_total
+        self.validation = validation
+        self.incremental = incremental
+
+    def on_train_begin(self, logs=None):
+        self.squared_before = self.estimator._squared_weights()
+
+    def penalty(self):
+        """scikit-learn's L2 term of the epoch loss: alpha / (2 N) * sum over batches of ||W||^2.
+
+        ||W||^2 is known at the epoch's start and end, not at each batch: the
+        sum over the B batches interpolates linearly between them (exact for
+        one batch per epoch).
+        """
+        before, after = self.squared_before, self.estimator._squared_weights()
+        self.squared_before = after
+        total = ((self.n_batches + 1) * before + (self.n_batches - 1) * after) / 2.0
+        return 0.5 * self.estimator.alpha * total / self.weight_total
+
+    def on_epoch_end(self, epoch, logs=None):
+        est = self.estimator
+        est.n_iter_ += 1
+        est.loss_ = float(logs["loss"]) * est._loss_scale + self.penalty()
+        est.t_ += self.n_samples
+        est.loss_curve_.append(est.loss_)
+        if est.verbose:
+            print("Iteration %d, loss = %.8f" % (est.n_iter_, est.loss_))
+        est._update_no_improvement_count(self.validation)
+        est._lr.iteration_ends(est.t_)
+        if est._no_improvement_count > est.n_iter_no_change:
+            what = ("Validation score did not improve" if self.validation is not None
+                    else "Training loss did not improve")
+            msg = "%s more than tol=%f for %d consecutive epochs." % (what, est.tol, est.n_iter_no_change)
+            if est._lr.trigger_stopping(msg, est.verbose):
+                self.model.stop_training = True
+                return
+            est._no_improvement_count = 0
+        if not self.incremental and est.n_iter_ == est.max_iter:
+            warnings.warn("Stochastic Optimizer: Maximum iterations (%d) reached and the optimization "
+                          "hasn't converged yet." % est.max_iter, ConvergenceWarning)
+
+
+class _BaseMLP(BaseEstimator):
+    """What MLPClassifier and MLPRegressor share; scikit-learn's BaseMultilayerPerceptron."""
+
+    _parameter_constraints = {
+        "hidden_layer_sizes": ["array-like", Interval(numbers.Integral, 1, None, closed="left")],
+        "activation": [StrOptions({"identity", "logistic", "tanh", "relu"})],
+        "solver": [StrOptions({"lbfgs", "sgd", "adam"})],
+        "alpha": [Interval(numbers.Real, 0, None, closed="left")],
+        "batch_size": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None, closed="left")],
+        "learning_rate": [StrOptions({"constant", "invscaling", "adaptive"})],
+        "learning_rate_init": [Interval(numbers.Real, 0, None, closed="neither")],
+        "power_t": [Interval(numbers.Real, 0, None, closed="left")],
+        "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state"],
+        "tol": [Interval(numbers.Real, 0, None, closed="left")],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+        # scikit-learn allows momentum=1, which never forgets a gradient; fastbp's SGD needs < 1.
+        "momentum": [Interval(numbers.Real, 0, 1, closed="left")],
+        "nesterovs_momentum": ["boolean"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(numbers.Real, 0, 1, closed="left")],
+        "beta_1": [Interval(numbers.Real, 0, 1, closed="left")],
+        "beta_2": [Interval(numbers.Real, 0, 1, closed="left")],
+        "epsilon": [Interval(numbers.Real, 0, None, closed="neither")],
+        "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left"), Options(numbers.Real, {np.inf})],
+        "max_fun": [Interval(numbers.Integral, 1, None, closed="left")],
+        # Checked with fastbp's own messages when the model is built.
+        "dtype": "no_validation",
+        "device": [StrOptions({"cpu", "cuda"})],
+    }
+
+    # ----- fitting ----------------------------------------------------------------------
+
+    def _fit(self, X, y, sample_weight, incremental):
+        self._validate_params()
+        dtype = _dtype(self.dtype)
+        sizes = self.hidden_layer_sizes
+        sizes = list(sizes) if hasattr(sizes, "__iter__") else [sizes]
+        if any(not isinstance(s, numbers.Integral) or s <= 0 for s in sizes):
+            raise ValueError("hidden_layer_sizes must be > 0, got %s." % sizes)
+        sizes = [int(s) for s in sizes]
+        first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
+
+        X, Y = self._validate_input(X, y, incremental, reset=first_pass, dtype=dtype)
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X, dtype=dtype, ensure_non_negative=True,
+                                                 copy=True)
+        if Y.ndim == 1:
+            Y = Y.reshape(-1, 1)
+        layer_units = [X.shape[1]] + sizes + [Y.shape[1]]
+        self._random_state = check_random_state(self.random_state)
+        if first_pass:
+            self._initialize(Y, layer_units, dtype)
+        elif self._layer_units() != layer_units:
+            raise ValueError(f"the fitted network has layer sizes {self._layer_units()}, this data and "
+                             f"hidden_layer_sizes need {layer_units}: warm_start and partial_fit "
+                             f"continue the same network")
+        elif self._model.dtype != dtype:
+            raise ValueError(f"the fitted network is {self._model.dtype.name}; dtype={self.dtype!r} "
+                             f"needs a new fit (warm_start=False)")
+        self.n_outputs_ = Y.shape[1]
+        self._sync_params()
+        if self.solver == "lbfgs":
+            self._fit_lbfgs(X, Y, sample_weight)
+        else:
+            self._fit_stochastic(X, Y, sample_weight, incremental)
+        return self
+
+    def _initialize(self, Y, layer_units, dtype):
+        self.n_iter_ = 0
+        self.t_ = 0
+        self.n_outputs_ = Y.shape[1]
+        self.n_layers_ = len(layer_units)
+        self.out_activation_ = self._output_activation()
+        n_out = self.n_outputs_
+        # c of the module docstring: scikit-learn's gradient over fastbp's, and
+        # scikit-learn's reported loss over fastbp's mean loss.
+        if self.out_activation_ == "identity":
+            self._grad_scale, self._loss_scale = n_out / 2.0, 0.5
+        elif self.out_activation_ == "logistic":
+            self._grad_scale, self._loss_scale = float(n_out), float(n_out)
+        else:
+            self._grad_scale, self._loss_scale = 1.0, 1.0
+
+        hidden = _HIDDEN[self.activation]
+        layers = [Dense(fan_in, fan_out, activation=hidden if i < len(layer_units) - 2 else None)
+                  for i, (fan_in, fan_out) in enumerate(zip(layer_units, layer_units[1:]))]
+        model = Sequential(layers, dtype=dtype.name, seed=0, device=self.device)
+        # scikit-learn's initialization, drawn from random_state in its order.
+        factor = 2.0 if self.activation == "logistic" else 6.0
+        weights = []
+        for fan_in, fan_out in zip(layer_units, layer_units[1:]):
+            bound = np.sqrt(factor / (fan_in + fan_out))
+            weights.append(self._random_state.uniform(-bound, bound, (fan_in, fan_out)))
+            weights.append(self._random_state.uniform(-bound, bound, fan_out))
+        model.set_weights(weights)
+        model.compile(self._loss_name(), "sgd")
+        self._model = model
+        self._bind_params()
+        self._best_weights = model.get_flat_weights()
+        self._lr = None
+        if self.solver in _STOCHASTIC_SOLVERS:
+            self.loss_curve_ = []
+            self._no_improvement_count = 0
+            if self.early_stopping:
+                self.validation_scores_ = []
+                self.best_validation_score_ = -np.inf
+                self.best_loss_ = None
+            else:
+                self.best_loss_ = np.inf
+                self.validation_scores_ = None
+                self.best_validation_score_ = None
+
+    def _fit_stochastic(self, X, Y, sample_weight, incremental):
+        model = self._model
+        c = self._grad_scale
+        if not incremental or self._lr is None:
+            if self.solver == "sgd":
+                self._lr = _SklearnLearningRate(self.learning_rate_init, self.learning_rate, self.power_t, c)
+                optimizer = SGD(lr=self._lr, momentum=self.momentum,
+                                nesterov=self.nesterovs_momentum and self.momentum > 0)
+            else:
+                self._lr = _SklearnLearningRate(self.learning_rate_init)
+                optimizer = _SklearnAdam(lr=self._lr, betas=(self.beta_1, self.beta_2), eps=self.epsilon / c)
+            model.compile(self._loss_name(), optimizer)
+
+        if self.early_stopping and incremental:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        validation = None
+        if self.early_stopping:
+            # As scikit-learn: stratified for single-output classification only.
+            stratify = Y if (self._is_classifier() and self.n_outputs_ == 1) else None
+            arrays = (X, Y) if sample_weight is None else (X, Y, sample_weight)
+            parts = train_test_split(*arrays, random_state=self._random_state,
+                                     test_size=self.validation_fraction, stratify=stratify)
+            X, X_val, Y, Y_val = parts[:4]
+            sample_weight, sw_val = (parts[4], parts[5]) if sample_weight is not None else (None, None)
+            if X_val.shape[0] < 2:
+                raise ValueError("The validation set is too small. Increase 'validation_fraction' "
+                                 "or the size of your dataset.")
+            validation = (np.ascontiguousarray(X_val), self._validation_targets(Y_val), sw_val)
+            X = np.ascontiguousarray(X)
+
+        n_samples = X.shape[0]
+        if self.batch_size == "auto":
+            batch_size = min(200, n_samples)
+        else:
+            if self.batch_size > n_samples:
+                warnings.warn("Got `batch_size` less than 1 or larger than sample size. "
+                              "It is going to be clipped")
+            batch_size = int(np.clip(self.batch_size, 1, n_samples))
+        weight_total = float(n_samples if sample_weight is None else sample_weight.sum())
+        # alpha W / (weight of a batch), in fastbp's gradient units.
+        model.optimizer.weight_decay = self.alpha * n_samples / (batch_size * weight_total * c)
+        n_batches = -(-n_samples // batch_size)
+        model.optimizer.steps_per_epoch = n_batches
+        callback = _SklearnEpochs(self, n_samples, n_batches, weight_total, validation, incremental)
+
+        self.n_iter_ = 0
+        try:
+            model.fit(X, self._fastbp_targets(Y), epochs=1 if incremental else self.max_iter,
+                      batch_size=batch_size, shuffle=self.shuffle,
+                      seed=int(self._random_state.randint(np.iinfo(np.int32).max)),
+                      callbacks=[callback], verbose=0, sample_weight=sample_weight)
+        except DivergenceError as err:
+            raise ValueError(f"Solver produced non-finite parameter weights: {err} The input data "
+                             f"may contain large values and need to be preprocessed.") from err
+        except KeyboardInterrupt:
+            warnings.warn("Training interrupted by user.")
+        if self.early_stopping:
+            model.set_flat_weights(self._best_weights)
+
+    def _update_no_improvement_count(self, validation):
+        """scikit-learn's rule, on the validation score or on the training loss."""
+        if validation is not None:
+            score = self._score_validated(*validation)
+            if self.validation_scores_ is None:  # a warm start after a fit without early stopping
+                self.validation_scores_, self.best_validation_score_ = [], -np.inf
+            self.validation_scores_.append(score)
+            if self.verbose:
+                print("Validation score: %f" % score)
+            if score < self.best_validation_score_ + self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if score > self.best_validation_score_:
+                self.best_validation_score_ = score
+                self._best_weights = self._model.get_flat_weights()
+        else:
+            if self.best_loss_ is None:
+                self.best_loss_ = np.inf
+            if self.loss_curve_[-1] > self.best_loss_ - self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if self.loss_curve_[-1] < self.best_loss_:
+                self.best_loss_ = self.loss_curve_[-1]
+
+    def _fit_lbfgs(self, X, Y, sample_weight):
+        model = self._model
+        objective = model.objective(X, self._fastbp_targets(Y), sample_weight)
+        n_weights = model._n_weights
+        weight_total = float(X.shape[0] if sample_weight is None else sample_weight.sum())
+        c, loss_scale, alpha = self._grad_scale, self._loss_scale, self.alpha
+        last = {"loss": np.nan, "iteration": 0}
+
+        # scikit-learn's L-BFGS objective: c * the data loss (whose gradient is
+        # scikit-learn's, (p - y) / N per output) plus alpha ||W||^2 / (2 N).
+        def fun(theta):
+            loss, grad = objective(theta)
+            w = theta[:n_weights]
+            penalty = 0.5 * alpha * np.dot(w, w) / weight_total
+            grad *= c
+            grad[:n_weights] += alpha * w / weight_total
+            last["loss"] = loss * loss_scale + penalty
+            return c * loss + penalty, grad
+
+        def report(theta):
+            last["iteration"] += 1
+            print("Iteration %d, loss = %.8f" % (last["iteration"], last["loss"]))
+
+        result = scipy.optimize.minimize(
+            fun, model.get_flat_weights().astype(np.float64), method="L-BFGS-B", jac=True,
+            callback=report if self.verbose else None,
+            options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol})
+        self.n_iter_ = min(result.nit, self.max_iter)
+        if result.status != 0:
+            warnings.warn(f"lbfgs failed to converge after {self.n_iter_} iteration(s) (status="
+                          f"{result.status}):\n{result.message}\n\nIncrease the number of iterations "
+                          f"(max_iter) or the number of function evaluations (max_fun), or scale the "
+                          f"data; with dtype='float32' the line search can also stop at float32 "
+                          f"precision: dtype='float64' goes further.", ConvergenceWarning)
+        fun(result.x)  # leaves the optimum in the model and its loss in last
+        self.loss_ = last["loss"]
+
+    def _is_classifier(self):
+        return isinstance(self, ClassifierMixin)
+
+    # ----- the network behind the fitted attributes -------------------------------------
+
+    def _bind_params(self):
+        """coefs_ and intercepts_ as views of the model's parameters: one copy of the weights."""
+        views = self._model._param_views(self._model.theta)
+        self.coefs_ = [w for w, _ in views]
+        self.intercepts_ = [b for _, b in views]
+        self._bound = (list(self.coefs_), list(self.intercepts_))
+
+    def _sync_params(self):
+        """Load coefs_ and intercepts_ into the model if they were replaced rather than edited."""
+        bound_c, bound_i = self._bound
+        same = (len(self.coefs_) == len(bound_c) and len(self.intercepts_) == len(bound_i)
+                and all(a is b for a, b in zip(self.coefs_, bound_c))
+                and all(a is b for a, b in zip(self.intercepts_, bound_i)))
+        if not same:
+            self._model.set_weights([a for pair in zip(self.coefs_, self.intercepts_) for a in pair])
+            self._bind_params()
+
+    def _layer_units(self):
+        return [self.coefs_[0].shape[0]] + [b.size for b in self.intercepts_]
+
+    def _squared_weights(self):
+        return sum(float(np.dot(w.ravel(), w.ravel())) for w in self.coefs_)
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        # The views are rebuilt from the model's parameters when unpickled.
+        for key in ("coefs_", "intercepts_", "_bound"):
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if "_model" in state:
+            # Loaded from a read-only memory map (joblib), the parameters and optimizer
+            # state get writable copies, so that the estimator can train on.
+            model = self._model
+            if not model.theta.flags.writeable:
+                model.theta = np.array(model.theta)
+            if model.optimizer is not None and model.optimizer.state is not None:
+                model.optimizer.state = [s if s.flags.writeable else np.array(s) for s in model.optimizer.state]
+            self._bind_params()
+
+    # ----- prediction -------------------------------------------------------------------
+
+    def _check_X(self, X, reset, dtype, y=_NO_Y, **kwargs):
+        """validate_data, then densify: fastbp's kernels take dense C-ordered arrays."""
+        if y is _NO_Y:
+            X = validate_data(self, X, accept_sparse=["csr", "csc"], dtype=dtype, order="C", reset=reset)
+        else:
+            X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], dtype=dtype, order="C",
+                                 multi_output=True, reset=reset, **kwargs)
+        if scipy.sparse.issparse(X):
+            X = np.ascontiguousarray(X.toarray())
+        elif not X.flags.writeable:
+            X = X.copy()  # numba compiles read-only arrays as another type: copy, don't compile twice
+        return X if y is _NO_Y else (X, y)
+
+    def _forward(self, X):
+        """The network's raw outputs (logits for classifiers) on X, validated here."""
+        check_is_fitted(self)
+        X = self._check_X(X, reset=False, dtype=self._model.dtype)
+        self._sync_params()
+        return self._model.decision_function(X)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+
+def _stochastic(estimator):
+    if estimator.solver not in _STOCHASTIC_SOLVERS:
+        raise AttributeError("partial_fit is only available for stochastic optimizers. "
+                             "%s is not stochastic." % estimator.solver)
+    return True
+
+
+class MLPClassifier(ClassifierMixin, _BaseMLP):
+    """Multi-layer perceptron classifier: scikit-learn's MLPClassifier on fastbp.
+
+    Parameters and fitted attributes are scikit-learn's (see
+    ``sklearn.neural_network.MLPClassifier``); the output layer is a softmax
+    for multiclass targets and logistic for binary and multilabel ones. Also:
+
+    dtype : {'float32', 'float64'}, default='float32'
+        Precision of the parameters and of the training arithmetic.
+    device : {'cpu', 'cuda'}, default='cpu'
+        Where the network trains ('cuda' needs numba-cuda and an NVIDIA GPU).
+
+    >>> clf = MLPClassifier(hidden_layer_sizes=(64,), random_state=0).fit(X, y)
+    >>> clf.predict_proba(X[:2])
+    """
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=0.0001,
+                 batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5,
+                 max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False,
+                 warm_start=False, momentum=0.9, nesterovs_momentum=True, early_stopping=False,
+                 validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
+                 n_iter_no_change=10, max_fun=15000, dtype="float32", device="cpu"):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.dtype = dtype
+        self.device = device
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit the network to X and class labels y (1-D, or a label indicator matrix)."""
+        return self._fit(X, y, sample_weight, incremental=False)
+
+    @available_if(_stochastic)
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
+        """One epoch over (X, y); ``classes`` (all labels) is required on the first call."""
+        if _partial_fit_first_call(self, classes):
+            self._label_binarizer = LabelBinarizer()
+            self._label_binarizer.fit(y if type_of_target(y).startswith("multilabel") else classes)
+        return self._fit(X, y, sample_weight, incremental=True)
+
+    def _validate_input(self, X, y, incremental, reset, dtype):
+        X, y = self._check_X(X, reset, dtype, y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        # scikit-learn's rules: a new fit defines classes_, warm_start must keep
+        # them, partial_fit must stay within them.
+        if not hasattr(self, "classes_") or (not self.warm_start and not incremental):
+            self._label_binarizer = LabelBinarizer()
+            self._label_binarizer.fit(y)
+            self.classes_ = self._label_binarizer.classes_
+        else:
+            classes = unique_labels(y)
+            if self.warm_start:
+                if set(classes) != set(self.classes_):
+                    raise ValueError("warm_start can only be used where `y` has the same classes as in "
+                                     f"the previous call to fit. Previously got {self.classes_}, `y` has "
+                                     f"{classes}")
+            elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
+                raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has "
+                                 f"{self.classes_}. 'y' has {classes}.")
+        return X, self._label_binarizer.transform(y).astype(dtype)
+
+    def _output_activation(self):
+        return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
+
+    def _loss_name(self):
+        return "softmax_cross_entropy" if self.out_activation_ == "softmax" else "binary_cross_entropy"
+
+    def _fastbp_targets(self, Y):
+        # Softmax cross-entropy takes class indices; binary cross-entropy the 0/1 matrix.
+        return np.argmax(Y, axis=1) if self.out_activation_ == "softmax" else Y
+
+    def _validation_targets(self, Y_val):
+        return self._label_binarizer.inverse_transform(Y_val)
+
+    def _proba(self, logits):
+        logits = logits.astype(np.float64)
+        if self.out_activation_ == "softmax":
+            return scipy.special.softmax(logits, axis=1)
+        return scipy.special.expit(logits)
+
+    def _labels(self, proba):
+        return self._label_binarizer.inverse_transform(proba.ravel() if self.n_outputs_ == 1 else proba)
+
+    def _score_validated(self, X, y, sample_weight):
+        proba = self._proba(self._model.decision_function(X))
+        if not np.isfinite(proba).all():
+            return np.nan
+        return accuracy_score(y, self._labels(proba), sample_weight=sample_weight)
+
+    def predict(self, X):
+        """Class labels (or a label indicator matrix for multilabel targets)."""
+        return self._labels(self._proba(self._forward(X)))
+
+    def predict_proba(self, X):
+        """Probabilities (n_samples, n_classes), classes ordered as in ``classes_``.
+
+        Binary targets get two columns, P(classes_[0]) and P(classes_[1]);
+        multilabel targets one probability per label.
+        """
+        proba = self._proba(self._forward(X))
+        if self.n_outputs_ == 1:
+            return np.column_stack([1.0 - proba[:, 0], proba[:, 0]])
+        return proba
+
+    def predict_log_proba(self, X):
+        """log(predict_proba(X))."""
+        proba = self.predict_proba(X)
+        return np.log(proba, out=proba)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
+
+class MLPRegressor(RegressorMixin, _BaseMLP):
+    """Multi-layer perceptron regressor: scikit-learn's MLPRegressor on fastbp.
+
+    Parameters and fitted attributes are scikit-learn's (see
+    ``sklearn.neural_network.MLPRegressor``), with an identity output layer
+    and one output per target column. ``loss='squared_error'`` is the one loss
+    fastbp implements ('poisson' raises ValueError). Also:
+
+    dtype : {'float32', 'float64'}, default='float32'
+        Precision of the parameters and of the training arithmetic (predictions
+        are returned as float64, as scikit-learn's checks expect of a regressor).
+    device : {'cpu', 'cuda'}, default='cpu'
+        Where the network trains ('cuda' needs numba-cuda and an NVIDIA GPU).
+    """
+
+    _parameter_constraints = {
+        **_BaseMLP._parameter_constraints,
+        "loss": [StrOptions({"squared_error", "poisson"})],
+    }
+
+    def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *,
+                 solver="adam", alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 dtype="float32", device="cpu"):
+        self.loss = loss
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.dtype = dtype
+        self.device = device
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit the network to X and targets y, (n_samples,) or (n_samples, n_outputs)."""
+        self._check_loss()
+        return self._fit(X, y, sample_weight, incremental=False)
+
+    @available_if(_stochastic)
+    def partial_fit(self, X, y, sample_weight=None):
+        """One epoch over (X, y), continuing the network of the previous calls."""
+        self._check_loss()
+        return self._fit(X, y, sample_weight, incremental=True)
+
+    def _check_loss(self):
+        if self.loss == "poisson":
+            raise ValueError("loss='poisson' is not supported by fastbp.MLPRegressor (fastbp has no "
+                             "Poisson loss); use loss='squared_error', or "
+                             "sklearn.neural_network.MLPRegressor for the Poisson deviance")
+
+    def _validate_input(self, X, y, incremental, reset, dtype):
+        X, y = self._check_X(X, reset, dtype, y, y_numeric=True)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        return X, y.astype(dtype)
+
+    def _output_activation(self):
+        return "identity"
+
+    def _loss_name(self):
+        return "mse"
+
+    def _fastbp_targets(self, Y):
+        return Y
+
+    def _validation_targets(self, Y_val):
+        return Y_val
+
+    def _score_validated(self, X, y, sample_weight):
+        pred = self._model.decision_function(X)
+        if not np.isfinite(pred).all():
+            return np.nan
+        return r2_score(y, pred, sample_weight=sample_weight)
+
+    def predict(self, X):
+        """Predicted targets as float64, (n_samples,) for one output, (n_samples, n_outputs) otherwise."""
+        out = self._forward(X).astype(np.float64)
+        return out.ravel() if out.shape[1] == 1 else out
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+
+def _partial_fit_first_call(estimator, classes):
+    """scikit-learn's rule: classes is required on the first call and fixed afterwards."""
+    if getattr(estimator, "classes_", None) is None and classes is None:
+        raise ValueError("classes must be passed on the first call to partial_fit.")
+    if classes is not None:
+        if getattr(estimator, "classes_", None) is not None:
+            if not np.array_equal(estimator.classes_, unique_labels(classes)):
+                raise ValueError("`classes=%r` is not the same as on last call to partial_fit, was: %r"
+                                 % (classes, estimator.classes_))
+        else:
+            estimator.classes_ = unique_labels(classes)
+            return True
+    return False
