@@ -1,0 +1,34 @@
+"""Shared fixtures. Decides, before anything imports numba, where CUDA kernels run.
+
+Without an NVIDIA device node, numba's CUDA simulator runs the CUDA kernels in
+Python (slowly: tests/backends.py keeps the shapes small there). An explicit
+NUMBA_ENABLE_CUDASIM in the environment wins either way.
+"""
+import os
+
+if not (os.path.exists("/dev/nvidiactl") or os.path.exists("/dev/nvidia0")):
+    os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from backends import BACKENDS, DTYPES  # noqa: E402
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    """Each kernel test runs once per backend: "cpu", and "cuda" when it imports."""
+    return request.param
+
+
+@pytest.fixture(params=DTYPES, ids=lambda d: np.dtype(d).name)
+def dtype(request):
+    return np.dtype(request.param)
+
+
+def pytest_configure(config):
+    # Under the simulator the scalar splitmix64 of kernels/_scalar.py runs on
+    # NumPy uint64 scalars, which warn when they wrap; wrapping is the point.
+    config.addinivalue_line(
+        "filterwarnings",
+        "ignore:overflow encountered in scalar:RuntimeWarning:fastbp.kernels._scalar")

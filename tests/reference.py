@@ -1,0 +1,303 @@
+"""Slow, obvious NumPy versions of every kernel in ``fastbp.kernels``.
+
+Same names as the kernels, but each returns its results instead of writing
+into output arguments, and computes in float64 whatever dtype it is given.
+Written for a reader checking the math, not for speed: one formula per line,
+no fusion, library functions (``np.logaddexp``, ``scipy.special``) wherever
+they state the definition more directly than the kernels do.
+
+Conventions (as the kernels): x (N, I), w (I, O), b (O,), out (N, O); losses
+return the batch (weighted) mean and their backward the gradient of that mean;
+``weight`` may be None or empty for unweighted.
+"""
+import numpy as np
+from scipy import special
+
+from fastbp.kernels import ACTIVATIONS
+
+_CODE_NAMES = {code: name for name, code in ACTIVATIONS.items()}
+
+
+def _f64(*arrays):
+    return [np.asarray(a, dtype=np.float64) for a in arrays]
+
+
+# ----------------------------------------------------------------------------
+# Activations: forward f(x), backward dout * f'(x) given what the kernel gets.
+# ----------------------------------------------------------------------------
+
+def identity_forward(x):
+    return np.array(x, dtype=np.float64)
+
+
+def identity_backward(dout):
+    return np.array(dout, dtype=np.float64)
+
+
+def relu_forward(x):
+    (x,) = _f64(x)
+    return np.maximum(x, 0.0)
+
+
+def relu_backward(dout, out):
+    dout, out = _f64(dout, out)
+    return dout * (out > 0)
+
+
+def leaky_relu_forward(x, slope):
+    (x,) = _f64(x)
+    return np.where(x > 0, x, slope * x)
+
+
+def leaky_relu_backward(dout, out, slope):
+    dout, out = _f64(dout, out)
+    return dout * np.where(out > 0, 1.0, slope)
+
+
+def elu_forward(x, alpha):
+    (x,) = _f64(x)
+    return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0.0)))
+
+
+def elu_backward(dout, out, alpha):
+    # For x <= 0: d/dx alpha (e^x - 1) = alpha e^x = out + alpha.
+    dout, out = _f64(dout, out)
+    return dout * np.where(out > 0, 1.0, out + alpha)
+
+
+def sigmoid_forward(x):
+    (x,) = _f64(x)
+    return special.expit(x)
+
+
+def sigmoid_backward(dout, out):
+    dout, out = _f64(dout, out)
+    return dout * out * (1.0 - out)
+
+
+def tanh_forward(x):
+    (x,) = _f64(x)
+    return np.tanh(x)
+
+
+def tanh_backward(dout, out):
+    dout, out = _f64(dout, out)
+    return dout * (1.0 - out**2)
+
+
+def softplus_forward(x):
+    (x,) = _f64(x)
+    return np.logaddexp(0.0, x)
+
+
+def softplus_backward(dout, out):
+    # softplus'(x) = sigmoid(x), and e^-out = 1 / (1 + e^x) = 1 - sigmoid(x).
+    dout, out = _f64(dout, out)
+    return dout * (1.0 - np.exp(-out))
+
+
+def gelu_forward(x):
+    (x,) = _f64(x)
+    return x * special.ndtr(x)
+
+
+def gelu_backward(dout, x):
+    dout, x = _f64(dout, x)
+    pdf = np.exp(-0.5 * x**2) / np.sqrt(2.0 * np.pi)
+    return dout * (special.ndtr(x) + x * pdf)
+
+
+def softmax_forward(x):
+    (x,) = _f64(x)
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def softmax_backward(dout, out):
+    # Explicit Jacobian per row: J[j, k] = y_j ([j == k] - y_k); dx = J^T dout.
+    dout, out = _f64(dout, out)
+    dx = np.empty_like(dout)
+    for n in range(out.shape[0]):
+        y = out[n]
+        jac = np.diag(y) - np.outer(y, y)
+        dx[n] = jac.T @ dout[n]
+    return dx
+
+
+def log_softmax_forward(x):
+    (x,) = _f64(x)
+    return x - special.logsumexp(x, axis=1, keepdims=True)
+
+
+def log_softmax_backward(dout, out):
+    # J[j, k] = [j == k] - softmax_k, with softmax = exp(out).
+    dout, out = _f64(dout, out)
+    dx = np.empty_like(dout)
+    for n in range(out.shape[0]):
+        p = np.exp(out[n])
+        jac = np.eye(p.size) - p[None, :]
+        dx[n] = jac.T @ dout[n]
+    return dx
+
+
+def activate(activation, z, alpha=0.0):
+    """f(z) for an activation code of ``fastbp.kernels.ACTIVATIONS``."""
+    name = _CODE_NAMES[activation]
+    if name in ("leaky_relu", "elu"):
+        return globals()[f"{name}_forward"](z, alpha)
+    return globals()[f"{name}_forward"](z)
+
+
+def activate_backward(activation, dout, out, alpha=0.0):
+    """dout * f'(z) from the output, for codes other than GELU."""
+    name = _CODE_NAMES[activation]
+    if name == "gelu":
+        raise ValueError("GELU's derivative needs its input")
+    if name == "identity":
+        return identity_backward(dout)
+    if name in ("leaky_relu", "elu"):
+        return globals()[f"{name}_backward"](dout, out, alpha)
+    return globals()[f"{name}_backward"](dout, out)
+
+
+# ----------------------------------------------------------------------------
+# Dense layers
+# ----------------------------------------------------------------------------
+
+def dense_forward(x, w, b):
+    x, w, b = _f64(x, w, b)
+    return x @ w + b
+
+
+def dense_backward(dout, x, w):
+    """(dx, dw, db) of out = x @ w + b: plain sums over the batch."""
+    dout, x, w = _f64(dout, x, w)
+    return dout @ w.T, x.T @ dout, dout.sum(axis=0)
+
+
+def dense_act_forward(x, w, b, activation, alpha):
+    return activate(activation, dense_forward(x, w, b), alpha)
+
+
+def dense_act_backward(dout, out, x, w, activation, alpha):
+    """(dx, dw, db, dz) of out = f(x @ w + b), in the kernel's output order."""
+    dz = activate_backward(activation, dout, out, alpha)
+    dx, dw, db = dense_backward(dz, x, w)
+    return dx, dw, db, dz
+
+
+# ----------------------------------------------------------------------------
+# Losses: the (weighted) batch mean and its gradient
+# ----------------------------------------------------------------------------
+
+def _sample_weights(weight, n_rows):
+    if weight is None or np.size(weight) == 0:
+        return np.ones(n_rows)
+    return np.asarray(weight, dtype=np.float64)
+
+
+def mse_forward(pred, target, weight=None):
+    pred, target = _f64(pred, target)
+    s = _sample_weights(weight, pred.shape[0])
+    per_sample = ((pred - target) ** 2).mean(axis=1)
+    return float(np.sum(s * per_sample) / np.sum(s))
+
+
+def mse_backward(pred, target, weight=None):
+    pred, target = _f64(pred, target)
+    s = _sample_weights(weight, pred.shape[0])
+    n_out = pred.shape[1]
+    return 2.0 * (pred - target) * s[:, None] / (n_out * np.sum(s))
+
+
+def softmax_cross_entropy_forward(logits, labels, weight=None):
+    """(loss, probs): mean of -log softmax(logits)[label]."""
+    (logits,) = _f64(logits)
+    s = _sample_weights(weight, logits.shape[0])
+    rows = np.arange(logits.shape[0])
+    nll = -log_softmax_forward(logits)[rows, labels]
+    return float(np.sum(s * nll) / np.sum(s)), softmax_forward(logits)
+
+
+def softmax_cross_entropy_backward(probs, labels, weight=None):
+    (probs,) = _f64(probs)
+    s = _sample_weights(weight, probs.shape[0])
+    onehot = np.eye(probs.shape[1])[labels]
+    return (probs - onehot) * s[:, None] / np.sum(s)
+
+
+def binary_cross_entropy_forward(logits, target, weight=None):
+    """Mean of -[t log sigmoid(z) + (1 - t) log(1 - sigmoid(z))], from logits."""
+    logits, target = _f64(logits, target)
+    s = _sample_weights(weight, logits.shape[0])
+    # -log sigmoid(z) = log(1 + e^-z), -log(1 - sigmoid(z)) = log(1 + e^z).
+    per_element = target * np.logaddexp(0.0, -logits) + (1.0 - target) * np.logaddexp(0.0, logits)
+    return float(np.sum(s * per_element.mean(axis=1)) / np.sum(s))
+
+
+def binary_cross_entropy_backward(logits, target, weight=None):
+    logits, target = _f64(logits, target)
+    s = _sample_weights(weight, logits.shape[0])
+    n_out = logits.shape[1]
+    return (special.expit(logits) - target) * s[:, None] / (n_out * np.sum(s))
+
+
+# ----------------------------------------------------------------------------
+# Dropout
+# ----------------------------------------------------------------------------
+
+def hash_uniform(seed, size):
+    """splitmix64 of the counters 0..size-1 offset by ``seed``, as floats in [0, 1).
+
+    Vectorized over uint64 arrays, whose arithmetic wraps modulo 2**64 as the
+    kernel's does.
+    """
+    i = np.arange(size, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        z = np.uint64(seed) + i * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) / 2.0**53
+
+
+def dropout_forward(x, rate, seed):
+    """(out, mask): keep element i when hash_uniform(seed, i) >= rate, scaled by 1/(1-rate)."""
+    (x,) = _f64(x)
+    u = hash_uniform(seed, x.size).reshape(x.shape)
+    mask = np.where(u >= rate, 1.0 / (1.0 - rate), 0.0)
+    return x * mask, mask
+
+
+def dropout_backward(dout, mask):
+    dout, mask = _f64(dout, mask)
+    return dout * mask
+
+
+# ----------------------------------------------------------------------------
+# Optimizers: return the new state instead of updating in place
+# ----------------------------------------------------------------------------
+
+def sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay):
+    """(param, velocity) after one step of PyTorch-style SGD."""
+    param, grad, velocity = _f64(param, grad, velocity)
+    g = grad + weight_decay * param
+    if momentum != 0.0:
+        velocity = momentum * velocity + g
+        g = g + momentum * velocity if nesterov else velocity
+    return param - lr * g, velocity
+
+
+def adam_update(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay, decoupled):
+    """(param, m, v) after Adam step number ``step`` (L2) or AdamW (decoupled)."""
+    param, grad, m, v = _f64(param, grad, m, v)
+    if decoupled:
+        param = param * (1.0 - lr * weight_decay)
+        g = grad
+    else:
+        g = grad + weight_decay * param
+    m = beta1 * m + (1.0 - beta1) * g
+    v = beta2 * v + (1.0 - beta2) * g**2
+    m_hat = m / (1.0 - beta1**step)
+    v_hat = v / (1.0 - beta2**step)
+    return param - lr * m_hat / (np.sqrt(v_hat) + eps), m, v

@@ -1,0 +1,246 @@
+"""Loss kernels: the (weighted) batch mean and its gradient, the only place the batch mean is taken."""
+import numpy as np
+import pytest
+
+import reference as ref
+from backends import DTYPES, assert_close, call, check_gradients, grad_matrix_shapes, matrix_shapes
+from fastbp.kernels import (
+    KernelArgumentError,
+    binary_cross_entropy_forward,
+    mse_forward,
+    softmax_cross_entropy_backward,
+    softmax_cross_entropy_forward,
+)
+
+LOSSES = ["mse", "softmax_cross_entropy", "binary_cross_entropy"]
+WEIGHTING = ["unweighted", "weighted"]
+
+
+def _problem(rng, loss, shape, dtype, weighting):
+    """(prediction or logits, target or labels, weight) for ``loss``; weight is empty if unweighted."""
+    n, o = shape
+    pred = (2 * rng.standard_normal(shape)).astype(dtype)
+    if loss == "softmax_cross_entropy":
+        target = rng.integers(0, o, size=n)
+    elif loss == "binary_cross_entropy":
+        target = rng.uniform(0, 1, size=shape).astype(dtype)  # soft targets are allowed
+        target[rng.uniform(size=shape) < 0.5] = 1.0
+    else:
+        target = rng.standard_normal(shape).astype(dtype)
+    if weighting == "weighted":
+        weight = rng.uniform(0.2, 3.0, size=n).astype(dtype)
+        weight[0] = 0.0  # a zero weight removes a sample from both the loss and the gradient
+        if n == 1:
+            weight[0] = 2.5
+    else:
+        weight = np.empty(0, dtype)
+    return pred, target, weight
+
+
+def _forward(backend, loss, pred, target, weight):
+    """Run the forward kernel; returns the loss (and writes probs for softmax CE)."""
+    out = np.full(1, np.nan, pred.dtype)
+    if loss == "softmax_cross_entropy":
+        probs = np.full(pred.shape, np.nan, pred.dtype)
+        call(backend, f"{loss}_forward", out, probs, pred, target, weight)
+        return out[0], probs
+    call(backend, f"{loss}_forward", out, pred, target, weight)
+    return out[0], None
+
+
+def _backward(backend, loss, pred, target, weight, probs):
+    grad = np.full(pred.shape, np.nan, pred.dtype)
+    first = probs if loss == "softmax_cross_entropy" else pred
+    call(backend, f"{loss}_backward", grad, first, target, weight)
+    return grad
+
+
+@pytest.mark.parametrize("weighting", WEIGHTING)
+@pytest.mark.parametrize("loss", LOSSES)
+def test_matches_reference(backend, dtype, loss, weighting):
+    rng = np.random.default_rng(20)
+    rotate = 4 * LOSSES.index(loss) + 2 * WEIGHTING.index(weighting) + DTYPES.index(dtype)
+    for shape in matrix_shapes(backend, rotate=rotate):
+        pred, target, weight = _problem(rng, loss, shape, dtype, weighting)
+        value, probs = _forward(backend, loss, pred, target, weight)
+        grad = _backward(backend, loss, pred, target, weight, probs)
+        if loss == "softmax_cross_entropy":
+            want_value, want_probs = ref.softmax_cross_entropy_forward(pred, target, weight)
+            assert_close(probs, want_probs, dtype, err_msg=f"probs {shape}")
+            want_grad = ref.softmax_cross_entropy_backward(probs, target, weight)
+        else:
+            want_value = getattr(ref, f"{loss}_forward")(pred, target, weight)
+            want_grad = getattr(ref, f"{loss}_backward")(pred, target, weight)
+        assert_close(value, want_value, dtype, err_msg=f"loss {shape}")
+        # Gradients are O(1 / N): judge them on that scale, not on 1.
+        scale = max(np.abs(want_grad).max(), 1.0 / shape[0])
+        assert_close(grad, want_grad, dtype, scale=scale, err_msg=f"grad {shape}")
+        if weighting == "weighted" and shape[0] > 1:
+            np.testing.assert_array_equal(grad[0], 0.0)
+
+
+@pytest.mark.parametrize("weighting", WEIGHTING)
+@pytest.mark.parametrize("loss", LOSSES)
+def test_gradient_check(backend, loss, weighting):
+    rng = np.random.default_rng(21)
+    for shape in grad_matrix_shapes(backend):
+        pred, target, weight = _problem(rng, loss, shape, np.float64, weighting)
+
+        # N times the mean, whose derivatives are O(1) rather than O(1 / N).
+        def value():
+            return shape[0] * _forward(backend, loss, pred, target, weight)[0]
+
+        probs = _forward(backend, loss, pred, target, weight)[1]
+        grad = _backward(backend, loss, pred, target, weight, probs)
+        # Softmax cross-entropy over one class is log(1) = 0 whatever the logit.
+        degenerate = loss == "softmax_cross_entropy" and shape[1] == 1
+        check_gradients(backend, value, [("pred", pred, shape[0] * grad)], rng,
+                        err_msg=f"{loss} {weighting} {shape}", degenerate=degenerate)
+
+
+def test_weighted_mean_by_hand(backend):
+    # Two samples with per-sample losses l = (1, 4) (MSE over one output),
+    # weights (3, 1): mean = (3 * 1 + 1 * 4) / (3 + 1) = 1.75, and
+    # dpred = 2 s (pred - target) / sum(s) = (2 * 3 * 1 / 4, 2 * 1 * 2 / 4) = (1.5, 1.0).
+    pred = np.array([[1.0], [2.0]])
+    target = np.array([[0.0], [0.0]])
+    weight = np.array([3.0, 1.0])
+    value, _ = _forward(backend, "mse", pred, target, weight)
+    assert value == 1.75
+    np.testing.assert_array_equal(_backward(backend, "mse", pred, target, weight, None), [[1.5], [1.0]])
+    # Unweighted: (1 + 4) / 2 = 2.5; dpred = 2 (pred - target) / 2 = (1, 2).
+    value, _ = _forward(backend, "mse", pred, target, np.empty(0))
+    assert value == 2.5
+    np.testing.assert_array_equal(_backward(backend, "mse", pred, target, np.empty(0), None), [[1.0], [2.0]])
+    # MSE averages over outputs too: ((1 - 0)^2 + (3 - 1)^2) / 2 = 2.5 for one sample.
+    value, _ = _forward(backend, "mse", np.array([[1.0, 3.0]]), np.array([[0.0, 1.0]]), np.empty(0))
+    assert value == 2.5
+
+
+def test_softmax_cross_entropy_by_hand(backend):
+    # Logits (0, log 3) -> probs (1/4, 3/4). Label 1: loss = -log(3/4);
+    # dlogits = probs - onehot = (1/4, -1/4).
+    logits = np.array([[0.0, np.log(3.0)]])
+    value, probs = _forward(backend, "softmax_cross_entropy", logits, np.array([1]), np.empty(0))
+    np.testing.assert_allclose(probs, [[0.25, 0.75]], rtol=1e-14)
+    assert value == pytest.approx(-np.log(0.75), rel=1e-14)
+    grad = _backward(backend, "softmax_cross_entropy", logits, np.array([1]), np.empty(0), probs)
+    np.testing.assert_allclose(grad, [[0.25, -0.25]], rtol=1e-14)
+
+
+# ----------------------------------------------------------------------------
+# Extreme inputs
+# ----------------------------------------------------------------------------
+
+def test_softmax_cross_entropy_of_huge_logits(backend, dtype):
+    logits = np.array([[1e4, -1e4, 0.0], [1e4, -1e4, 0.0], [-1e4, -1e4, -1e4]], dtype)
+    labels = np.array([0, 1, 2])
+    value, probs = _forward(backend, "softmax_cross_entropy", logits, labels, np.empty(0, dtype))
+    # Row losses: 0 (right and certain), 2e4 (wrong by 2e4), log 3 (uniform).
+    assert np.isfinite(value)
+    assert value == pytest.approx((0.0 + 2e4 + np.log(3.0)) / 3, rel=1e-6)
+    want_value, want_probs = ref.softmax_cross_entropy_forward(logits, labels)
+    assert value == pytest.approx(want_value, rel=1e-6)
+    np.testing.assert_array_equal(probs[:2], [[1.0, 0.0, 0.0]] * 2)
+    grad = _backward(backend, "softmax_cross_entropy", logits, labels, np.empty(0, dtype), probs)
+    assert np.isfinite(grad).all()
+    # The limit of (probs - onehot) / N.
+    assert_close(grad[:2], np.array([[0.0, 0.0, 0.0], [1.0, -1.0, 0.0]]) / 3, dtype, scale=1.0)
+    assert_close(grad, ref.softmax_cross_entropy_backward(want_probs, labels), dtype, scale=1.0)
+
+
+def test_binary_cross_entropy_of_huge_logits(backend, dtype):
+    logits = np.array([[1e4, -1e4, 1e4, -1e4]], dtype)
+    target = np.array([[1.0, 0.0, 0.0, 1.0]], dtype)
+    value, _ = _forward(backend, "binary_cross_entropy", logits, target, np.empty(0, dtype))
+    # Element losses: 0, 0 (right and certain), 1e4, 1e4 (wrong by 1e4); mean over 4 outputs.
+    assert value == 5e3
+    assert value == pytest.approx(ref.binary_cross_entropy_forward(logits, target), rel=1e-12)
+    grad = _backward(backend, "binary_cross_entropy", logits, target, np.empty(0, dtype), None)
+    # (sigmoid(z) - t) / O, with sigmoid saturated to exactly 1 and 0.
+    np.testing.assert_array_equal(grad, [[0.0, 0.0, 0.25, -0.25]])
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_nan_propagates(backend, loss):
+    rng = np.random.default_rng(22)
+    pred, target, weight = _problem(rng, loss, (4, 3), np.float64, "unweighted")
+    pred[2, 1] = np.nan
+    value, probs = _forward(backend, loss, pred, target, weight)
+    assert np.isnan(value)
+    grad = _backward(backend, loss, pred, target, weight, probs)
+    assert np.isnan(grad[2, 1])
+    assert np.isfinite(grad[[0, 1, 3]]).all()
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_unchecked_kernels_give_zero_for_an_all_zero_weight_batch(loss):
+    # The checked names reject such weights; the unchecked kernels (a training
+    # loop's last, fully masked batch) must give 0, not 0 / 0 = NaN.
+    import fastbp.kernels.cpu as unchecked
+
+    rng = np.random.default_rng(24)
+    pred, target, _ = _problem(rng, loss, (4, 3), np.float64, "unweighted")
+    weight, value, grad = np.zeros(4), np.full(1, np.nan), np.full((4, 3), np.nan)
+    if loss == "softmax_cross_entropy":
+        probs = np.empty_like(pred)
+        unchecked.softmax_cross_entropy_forward(value, probs, pred, target, weight)
+        unchecked.softmax_cross_entropy_backward(grad, probs, target, weight)
+    else:
+        getattr(unchecked, f"{loss}_forward")(value, pred, target, weight)
+        getattr(unchecked, f"{loss}_backward")(grad, pred, target, weight)
+    assert value[0] == 0.0
+    np.testing.assert_array_equal(grad, 0.0)
+
+
+def test_int32_labels(backend):
+    rng = np.random.default_rng(23)
+    logits, labels, weight = _problem(rng, "softmax_cross_entropy", (5, 7), np.float64, "weighted")
+    value64, probs = _forward(backend, "softmax_cross_entropy", logits, labels, weight)
+    value32, _ = _forward(backend, "softmax_cross_entropy", logits, labels.astype(np.int32), weight)
+    assert value32 == value64
+    grad64 = _backward(backend, "softmax_cross_entropy", logits, labels, weight, probs)
+    grad32 = _backward(backend, "softmax_cross_entropy", logits, labels.astype(np.int32), weight, probs)
+    np.testing.assert_array_equal(grad32, grad64)
+
+
+# ----------------------------------------------------------------------------
+# Argument checking at the public boundary
+# ----------------------------------------------------------------------------
+
+def _sce_args():
+    logits = np.zeros((4, 3))
+    return np.empty(1), np.empty((4, 3)), logits, np.array([0, 1, 2, 0]), np.empty(0)
+
+
+def test_labels_out_of_range_are_rejected():
+    loss, probs, logits, _, weight = _sce_args()
+    with pytest.raises(KernelArgumentError, match=r"argument 'labels' must be class labels in \[0, 3\); got label 3"):
+        softmax_cross_entropy_forward(loss, probs, logits, np.array([0, 1, 3, 0]), weight)
+    with pytest.raises(KernelArgumentError, match=r"argument 'labels' must be class labels in \[0, 3\); got label -1"):
+        softmax_cross_entropy_backward(probs, probs, np.array([0, -1, 2, 0]), weight)
+    with pytest.raises(KernelArgumentError, match=r"argument 'labels' must be an integer array"):
+        softmax_cross_entropy_forward(loss, probs, logits, np.array([0.0, 1.0, 2.0, 0.0]), weight)
+    with pytest.raises(KernelArgumentError, match=r"argument 'labels' must be of size 4 on axis 0 \(N"):
+        softmax_cross_entropy_forward(loss, probs, logits, np.array([0, 1, 2]), weight)
+
+
+def test_bad_weights_are_rejected():
+    loss, probs, logits, labels, _ = _sce_args()
+    with pytest.raises(KernelArgumentError, match=r"argument 'weight' must be finite and non-negative"):
+        softmax_cross_entropy_forward(loss, probs, logits, labels, np.array([1.0, -0.5, 1.0, 1.0]))
+    with pytest.raises(KernelArgumentError, match=r"argument 'weight' must be finite and non-negative"):
+        mse_forward(loss, logits, logits, np.array([1.0, np.nan, 1.0, 1.0]))
+    with pytest.raises(KernelArgumentError, match=r"argument 'weight' must be sample weights with a positive sum"):
+        binary_cross_entropy_forward(loss, logits, logits, np.zeros(4))
+    with pytest.raises(KernelArgumentError, match=r"argument 'weight' must be of size 4 on axis 0 \(N"):
+        mse_forward(loss, logits, logits, np.ones(3))
+
+
+def test_zero_size_batch_and_bad_loss_buffer_are_rejected():
+    with pytest.raises(KernelArgumentError, match=r"argument 'pred' must be non-empty \(empty batch"):
+        mse_forward(np.empty(1), np.empty((0, 3)), np.empty((0, 3)), np.empty(0))
+    with pytest.raises(KernelArgumentError, match=r"argument 'loss' must be a one-element array of shape \(1,\)"):
+        mse_forward(np.empty(()), np.zeros((2, 3)), np.zeros((2, 3)), np.empty(0))
+    with pytest.raises(KernelArgumentError, match=r"argument 'target' must be float64 like the arrays"):
+        mse_forward(np.empty(1), np.zeros((2, 3)), np.zeros((2, 3), np.float32), np.empty(0))

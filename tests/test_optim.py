@@ -1,0 +1,172 @@
+"""Optimizer updates: worked steps computed by hand, then random arrays against the reference."""
+import numpy as np
+import pytest
+
+import reference as ref
+from backends import CUDA_SIMULATOR, assert_close, call
+from fastbp.kernels import KernelArgumentError, adam_update, sgd_update
+from fastbp.kernels._jit import PARALLEL_MIN_ELEMENTS
+
+# Hand arithmetic is exact to about 1e-16 in float64; float32 state rounds each step.
+HAND_RTOL = {np.dtype(np.float32): 1e-6, np.dtype(np.float64): 1e-13}
+
+
+def _sgd_two_steps(backend, dtype, momentum, nesterov, weight_decay):
+    """param 1.0, lr 0.1, grads 0.5 then 0.25; returns [(param, velocity)] after each step."""
+    param = np.array([1.0], dtype)
+    velocity = np.array([0.0 if momentum else 7.0], dtype)  # 7.0: must stay untouched
+    history = []
+    for g in (0.5, 0.25):
+        call(backend, "sgd_update", param, np.array([g], dtype), velocity, 0.1, momentum, nesterov,
+             weight_decay)
+        history.append((float(param[0]), float(velocity[0])))
+    return history
+
+
+# Each case: (momentum, nesterov, weight_decay), then (param, velocity) after steps 1 and 2.
+SGD_BY_HAND = {
+    # p = 1 - 0.1 * 0.5 = 0.95;  p = 0.95 - 0.1 * 0.25 = 0.925.
+    "plain": ((0.0, False, 0.0), [(0.95, 7.0), (0.925, 7.0)]),
+    # v = 0.5, p = 1 - 0.1 * 0.5 = 0.95;  v = 0.9 * 0.5 + 0.25 = 0.7, p = 0.95 - 0.07 = 0.88.
+    "momentum": ((0.9, False, 0.0), [(0.95, 0.5), (0.88, 0.7)]),
+    # v = 0.5, g = 0.5 + 0.9 * 0.5 = 0.95, p = 1 - 0.095 = 0.905;
+    # v = 0.7, g = 0.25 + 0.9 * 0.7 = 0.88, p = 0.905 - 0.088 = 0.817.
+    "nesterov": ((0.9, True, 0.0), [(0.905, 0.5), (0.817, 0.7)]),
+    # g = 0.5 + 0.1 * 1 = 0.6, v = 0.6, p = 1 - 0.06 = 0.94;
+    # g = 0.25 + 0.1 * 0.94 = 0.344, v = 0.9 * 0.6 + 0.344 = 0.884, p = 0.94 - 0.0884 = 0.8516.
+    "momentum+weight_decay": ((0.9, False, 0.1), [(0.94, 0.6), (0.8516, 0.884)]),
+    # Without momentum, weight decay alone: g = 0.6, p = 0.94; g = 0.25 + 0.094, p = 0.94 - 0.0344.
+    "weight_decay": ((0.0, False, 0.1), [(0.94, 7.0), (0.9056, 7.0)]),
+}
+
+
+@pytest.mark.parametrize("case", list(SGD_BY_HAND))
+def test_sgd_steps_by_hand(backend, dtype, case):
+    (momentum, nesterov, weight_decay), expected = SGD_BY_HAND[case]
+    got = _sgd_two_steps(backend, dtype, momentum, nesterov, weight_decay)
+    np.testing.assert_allclose(got, expected, rtol=HAND_RTOL[dtype])
+    # The reference agrees with the same hand numbers.
+    p, v = np.array([1.0]), np.array([0.0 if momentum else 7.0])
+    for g, (want_p, want_v) in zip((0.5, 0.25), expected):
+        p, v = ref.sgd_update(p, np.array([g]), v, 0.1, momentum, nesterov, weight_decay)
+        np.testing.assert_allclose([p[0], v[0]], [want_p, want_v], rtol=1e-13)
+
+
+# beta1 = beta2 = 0.5 and eps = 0.5 keep the hand arithmetic short while every
+# term matters: eps is added after the square root of the bias-corrected v.
+# param 1.0, lr 0.1, grads 0.5 then -0.5. Each case: (weight_decay, decoupled),
+# then (param, m, v) after steps 1 and 2.
+ADAM_BY_HAND = {
+    # m = 0.5 * 0.5 = 0.25, v = 0.5 * 0.25 = 0.125; m_hat = 0.25 / (1 - 0.5) = 0.5,
+    # v_hat = 0.125 / 0.5 = 0.25; p = 1 - 0.1 * 0.5 / (sqrt(0.25) + 0.5) = 0.95.
+    # m = 0.5 * 0.25 - 0.25 = -0.125, v = 0.0625 + 0.125 = 0.1875; m_hat = -0.125 / 0.75 = -1/6,
+    # v_hat = 0.1875 / 0.75 = 0.25; p = 0.95 - 0.1 * (-1/6) / 1.0 = 0.95 + 1/60.
+    "adam": ((0.0, False), [(0.95, 0.25, 0.125), (0.9666666666666667, -0.125, 0.1875)]),
+    # L2: g = 0.5 + 0.1 * 1 = 0.6, m = 0.3, v = 0.18, m_hat = 0.6, v_hat = 0.36,
+    # p = 1 - 0.1 * 0.6 / (0.6 + 0.5) = 0.9454545454545454.
+    # g = -0.5 + 0.1 * 0.9454545454545454 = -0.40545454545454546,
+    # m = 0.15 + 0.5 g = -0.052727272727272734, v = 0.09 + 0.5 g^2 = 0.17219669421487604,
+    # m_hat = m / 0.75 = -0.07030303030303031, v_hat = v / 0.75 = 0.2295955922865014,
+    # p = 0.9454545454545454 + 0.1 * 0.07030303030303031 / (sqrt(0.2295955922865014) + 0.5).
+    "adam_l2": ((0.1, False), [(0.9454545454545454, 0.3, 0.18),
+                               (0.9526344684397642, -0.052727272727272734, 0.17219669421487604)]),
+    # AdamW: p = 1 * (1 - 0.1 * 0.1) = 0.99 first, then the plain step: p = 0.99 - 0.05 = 0.94.
+    # p = 0.94 * 0.99 = 0.9306, then p = 0.9306 + 1/60.
+    "adamw": ((0.1, True), [(0.94, 0.25, 0.125), (0.9472666666666667, -0.125, 0.1875)]),
+}
+
+
+@pytest.mark.parametrize("case", list(ADAM_BY_HAND))
+def test_adam_steps_by_hand(backend, dtype, case):
+    (weight_decay, decoupled), expected = ADAM_BY_HAND[case]
+    param, m, v = np.array([1.0], dtype), np.zeros(1, dtype), np.zeros(1, dtype)
+    for step, (g, want) in enumerate(zip((0.5, -0.5), expected), start=1):
+        call(backend, "adam_update", param, np.array([g], dtype), m, v, 0.1, 0.5, 0.5, 0.5, step,
+             weight_decay, decoupled)
+        np.testing.assert_allclose([param[0], m[0], v[0]], want, rtol=HAND_RTOL[dtype],
+                                   err_msg=f"step {step}")
+    p, m, v = np.array([1.0]), np.zeros(1), np.zeros(1)
+    for step, (g, want) in enumerate(zip((0.5, -0.5), expected), start=1):
+        p, m, v = ref.adam_update(p, np.array([g]), m, v, 0.1, 0.5, 0.5, 0.5, step, weight_decay,
+                                  decoupled)
+        np.testing.assert_allclose([p[0], m[0], v[0]], want, rtol=1e-13)
+
+
+def test_first_adam_step_moves_by_lr(backend):
+    # With the usual betas, step 1 is lr * sign(g) up to eps:
+    # m_hat = 0.05 / 0.1 = 0.5, v_hat = 0.00025 / 0.001 = 0.25,
+    # p = 1 - 0.1 * 0.5 / (0.5 + 1e-8) = 0.900000002.
+    param, m, v = np.array([1.0]), np.zeros(1), np.zeros(1)
+    call(backend, "adam_update", param, np.array([0.5]), m, v, 0.1, 0.9, 0.999, 1e-8, 1, 0.0, False)
+    np.testing.assert_allclose([param[0], m[0], v[0]], [0.900000002, 0.05, 0.00025], rtol=1e-12)
+
+
+# Sizes below and above PARALLEL_MIN_ELEMENTS (2**15), odd so no vector width
+# divides them; under the CUDA simulator, where every GPU thread is a Python
+# thread, one block's worth.
+SIZES = {"cpu": [1, 37, 40001], "cuda": [1, 37] if CUDA_SIMULATOR else [1, 37, 40001]}
+
+
+def test_sizes_cover_both_sides_of_the_parallel_threshold():
+    assert min(SIZES["cpu"]) < PARALLEL_MIN_ELEMENTS <= max(SIZES["cpu"])
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_sgd_matches_reference(backend, dtype, nesterov):
+    rng = np.random.default_rng(40)
+    for size in SIZES[backend]:
+        param, velocity = rng.standard_normal(size).astype(dtype), np.zeros(size, dtype)
+        want_p, want_v = param.astype(np.float64), velocity.astype(np.float64)
+        for _ in range(3):
+            grad = rng.standard_normal(size).astype(dtype)
+            call(backend, "sgd_update", param, grad, velocity, 0.05, 0.9, nesterov, 1e-3)
+            want_p, want_v = ref.sgd_update(want_p, grad, want_v, 0.05, 0.9, nesterov, 1e-3)
+            assert_close(param, want_p, dtype, err_msg=str(size))
+            assert_close(velocity, want_v, dtype, err_msg=str(size))
+
+
+@pytest.mark.parametrize("decoupled", [False, True])
+def test_adam_matches_reference(backend, dtype, decoupled):
+    rng = np.random.default_rng(41)
+    for size in SIZES[backend]:
+        param = rng.standard_normal(size).astype(dtype)
+        m, v = np.zeros(size, dtype), np.zeros(size, dtype)
+        want = (param.astype(np.float64), m.astype(np.float64), v.astype(np.float64))
+        for step in range(1, 4):
+            grad = rng.standard_normal(size).astype(dtype)
+            call(backend, "adam_update", param, grad, m, v, 1e-2, 0.9, 0.999, 1e-8, step, 0.01, decoupled)
+            want = ref.adam_update(*want[:1], grad, *want[1:], 1e-2, 0.9, 0.999, 1e-8, step, 0.01,
+                                   decoupled)
+            for got, expected, what in zip((param, m, v), want, ("param", "m", "v")):
+                # m and v are O(|g|) and O(g^2): judged on their own scale.
+                assert_close(got, expected, dtype, scale=np.abs(expected).max(),
+                             err_msg=f"{what} {size} step {step}")
+
+
+def test_nan_gradient_propagates(backend):
+    grad = np.array([0.5, np.nan, -0.5])
+    param, velocity = np.ones(3), np.zeros(3)
+    call(backend, "sgd_update", param, grad, velocity, 0.1, 0.9, False, 0.0)
+    assert np.isnan(param[1]) and np.isnan(velocity[1]) and np.isfinite(param[[0, 2]]).all()
+    param, m, v = np.ones(3), np.zeros(3), np.zeros(3)
+    call(backend, "adam_update", param, grad, m, v, 0.1, 0.9, 0.999, 1e-8, 1, 0.0, False)
+    assert np.isnan(param[1]) and np.isnan(m[1]) and np.isnan(v[1])
+    assert np.isfinite(param[[0, 2]]).all()
+
+
+def test_argument_errors_name_the_argument():
+    p, g, s = np.ones(3), np.ones(3), np.zeros(3)
+    with pytest.raises(KernelArgumentError, match=r"argument 'lr' must be >= 0"):
+        sgd_update(p, g, s, -0.1, 0.9, False, 0.0)
+    with pytest.raises(KernelArgumentError, match=r"argument 'nesterov' must be a bool"):
+        sgd_update(p, g, s, 0.1, 0.9, 1, 0.0)
+    with pytest.raises(KernelArgumentError, match=r"argument 'velocity' must be of shape \(3,\) like the first"):
+        sgd_update(p, g, np.zeros(4), 0.1, 0.9, False, 0.0)
+    with pytest.raises(KernelArgumentError, match=r"argument 'step' must be >= 1"):
+        adam_update(p, g, s, s.copy(), 0.1, 0.9, 0.999, 1e-8, 0, 0.0, False)
+    with pytest.raises(KernelArgumentError, match=r"argument 'beta2' must be in \[0, 1\)"):
+        adam_update(p, g, s, s.copy(), 0.1, 0.9, 1.0, 1e-8, 1, 0.0, False)
+    with pytest.raises(KernelArgumentError, match=r"argument 'eps' must be > 0"):
+        adam_update(p, g, s, s.copy(), 0.1, 0.9, 0.999, 0.0, 1, 0.0, False)
+    with pytest.raises(KernelArgumentError, match=r"argument 'm' must be float64 like the arrays"):
+        adam_update(p, g, s.astype(np.float32), s.copy(), 0.1, 0.9, 0.999, 1e-8, 1, 0.0, False)
