@@ -1,0 +1,546 @@
+"""Train the same network with fastbp and its peers, side by side, and report against the targets.
+
+    python benchmarks/compare.py                                  # everything, full configurations
+    python benchmarks/compare.py --samples-scale 0.05 --repeats 1 # a quick look
+    python benchmarks/compare.py --configs mnist --peers fastbp,torch --threads 1
+
+Peers: fastbp.Sequential, a plain NumPy hand-written backprop (below), PyTorch on the CPU,
+scikit-learn's MLPClassifier and fastbp.MLPClassifier; one that is not installed is skipped
+with a note. Every one trains the configurations of configs.py in float32 with the same
+batch size, ReLU hidden layers, softmax cross-entropy and SGD with momentum 0.9 (learning
+rate configs.LEARNING_RATE), on the same synthetic data, with the same thread count.
+
+Each (implementation, configuration) runs in its own fresh process with NUMBA_NUM_THREADS,
+OPENBLAS_NUM_THREADS, OMP_NUM_THREADS and MKL_NUM_THREADS set before any import (BLAS reads
+them once), and torch.set_num_threads too. That process imports its library, makes the data,
+trains one warm-up epoch (not timed; it compiles or loads numba's cache), then --repeats timed
+epochs; the median is reported. Memory (Linux) is the process's peak resident set (VmHWM):
+its growth over the resident set once the library is imported and the data made, through
+the set-up and the first epoch ("fit MB": what a fit costs), and the peak overall. For the MLPClassifier rows an epoch is one ``fit`` call
+with max_iter=1 and warm_start=True (argument checks included); for fastbp.Sequential one
+``fit(epochs=1)``; for NumPy and PyTorch one pass of their training loop.
+
+GFLOP/s counts 6 flops per weight per sample (2 forward, 4 backward; configs.Config.epoch_flops)
+and is compared with this machine's SGEMM rate: a float32 NumPy matrix product of --sgemm-size.
+Results: a markdown table (compare.md), the raw figures (compare.json) and a bar chart
+(compare.png) in --out-dir.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+if __package__ in (None, ""):
+    sys.path.append(str(Path(__file__).resolve().parents[1]))  # the repository, for benchmarks.configs
+from benchmarks.configs import (CONFIGS, LEARNING_RATE, MOMENTUM, allocations_per_step,  # noqa: E402
+                                build_fastbp, fit_epoch, make_data)
+
+THREAD_VARIABLES = ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+EVAL_SAMPLES = 4096
+
+
+# ----------------------------------------------------------------------------- the plain NumPy peer
+
+
+def softmax(z):
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    return p / p.sum(axis=1, keepdims=True)
+
+
+class NumpyMLP:
+    """Backpropagation written out in plain NumPy, float32: the reference a user would write.
+
+    Forward z_k = a_{k-1} W_k + b_k, a_k = relu(z_k) (no ReLU on the logits). Softmax
+    cross-entropy averaged over the batch gives dL/dz_last = (softmax(z) - onehot(y)) / nb; then
+    for each layer dW_k = a_{k-1}.T @ delta, db_k = sum(delta), and
+    delta <- (delta @ W_k.T) * [a_{k-1} > 0] for the layer below. SGD with momentum in
+    PyTorch's form: v = momentum v + g, p -= lr v.
+    """
+
+    def __init__(self, sizes, seed=0):
+        rng = np.random.default_rng(seed)
+        self.W = [rng.uniform(-np.sqrt(6 / i), np.sqrt(6 / i), (i, o)).astype(np.float32)
+                  for i, o in zip(sizes, sizes[1:])]
+        self.b = [np.zeros(o, np.float32) for o in sizes[1:]]
+        self.vW = [np.zeros_like(w) for w in self.W]
+        self.vb = [np.zeros_like(b) for b in self.b]
+
+    def forward(self, x):
+        acts = [x]
+        for k, (w, b) in enumerate(zip(self.W, self.b)):
+            z = acts[-1] @ w + b
+            acts.append(np.maximum(z, 0) if k < len(self.W) - 1 else z)
+        return acts
+
+    def predict_proba(self, X):
+        return softmax(self.forward(X)[-1])
+
+    def train_epoch(self, X, y, batch_size, rng):
+        order = rng.permutation(len(X))
+        for start in range(0, len(X), batch_size):
+            idx = order[start:start + batch_size]
+            acts = self.forward(X[idx])
+            delta = softmax(acts[-1])
+            delta[np.arange(len(idx)), y[idx]] -= 1
+            delta /= len(idx)
+            for k in reversed(range(len(self.W))):
+                grad_w, grad_b = acts[k].T @ delta, delta.sum(axis=0)
+                if k:  # the input needs no gradient
+                    delta = (delta @ self.W[k].T) * (acts[k] > 0)
+                for param, velocity, grad in ((self.W[k], self.vW[k], grad_w), (self.b[k], self.vb[k], grad_b)):
+                    velocity *= MOMENTUM
+                    velocity += grad
+                    param -= LEARNING_RATE * velocity
+
+
+# ----------------------------------------------------------------------------- the implementations
+# Each set-up takes (config, X, y, threads) and returns (one_epoch, predict_proba, weights_dtype),
+# the last a function giving the dtype the weights are trained in.
+
+
+def _setup_fastbp(config, X, y, threads):
+    model = build_fastbp(config)
+    return (lambda: fit_epoch(model, X, y, config)), model.predict_proba, lambda: model.dtype.name
+
+
+def _setup_numpy(config, X, y, threads):
+    model, rng = NumpyMLP(config.layers), np.random.default_rng(0)
+    return (lambda: model.train_epoch(X, y, config.batch_size, rng)), model.predict_proba, lambda: "float32"
+
+
+def _setup_torch(config, X, y, threads):
+    import torch
+    from torch import nn
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    sizes = config.layers
+    layers = []
+    for i, o in zip(sizes[:-2], sizes[1:-1]):
+        layers += [nn.Linear(i, o), nn.ReLU()]
+    model = nn.Sequential(*layers, nn.Linear(sizes[-2], sizes[-1]))
+    # He-uniform weights and zero biases, as fastbp and the NumPy peer start: same start, comparable losses.
+    for layer in model[::2]:
+        nn.init.kaiming_uniform_(layer.weight, nonlinearity="relu")
+        nn.init.zeros_(layer.bias)
+    optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
+    loss_fn = nn.CrossEntropyLoss()
+    X_t, y_t = torch.from_numpy(X), torch.from_numpy(y)  # created once, sharing NumPy's memory
+    generator = torch.Generator().manual_seed(0)
+
+    def epoch():
+        order = torch.randperm(len(X_t), generator=generator)
+        for start in range(0, len(X_t), config.batch_size):
+            idx = order[start:start + config.batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            loss_fn(model(X_t[idx]), y_t[idx]).backward()
+            optimizer.step()
+
+    def predict_proba(X_eval):
+        with torch.no_grad():
+            return torch.softmax(model(torch.from_numpy(X_eval)), dim=1).numpy()
+
+    return epoch, predict_proba, lambda: str(model[0].weight.dtype).removeprefix("torch.")
+
+
+def _mlp_classifier(cls, config, X, y):
+    """scikit-learn's parameters for exactly one epoch of plain SGD with momentum per fit call."""
+    clf = cls(hidden_layer_sizes=config.layers[1:-1], activation="relu", solver="sgd", alpha=0.0,
+              batch_size=config.batch_size, learning_rate="constant", learning_rate_init=LEARNING_RATE,
+              momentum=MOMENTUM, nesterovs_momentum=False, max_iter=1, shuffle=True, tol=0.0,
+              n_iter_no_change=10**9, early_stopping=False, warm_start=True, random_state=0)
+
+    def epoch():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "maximum iterations (1) reached"
+            clf.fit(X, y)
+
+    return epoch, clf.predict_proba, lambda: clf.coefs_[0].dtype.name
+
+
+def _setup_sklearn(config, X, y, threads):
+    from sklearn.neural_network import MLPClassifier
+
+    return _mlp_classifier(MLPClassifier, config, X, y)
+
+
+def _setup_fastbp_mlp(config, X, y, threads):
+    from fastbp import MLPClassifier
+
+    return _mlp_classifier(MLPClassifier, config, X, y)
+
+
+# name: (label, the module it needs, imported before the memory baseline; set-up)
+# fastbp.Sequential, NumPy and PyTorch start from He-uniform weights; the two MLPClassifiers from
+# scikit-learn's Glorot-uniform: losses are compared within these groups.
+IMPLEMENTATIONS = {
+    "fastbp": ("fastbp.Sequential", "fastbp", _setup_fastbp),
+    "numpy": ("NumPy (hand-written)", "numpy", _setup_numpy),
+    "torch": ("PyTorch (CPU)", "torch", _setup_torch),
+    "sklearn": ("scikit-learn MLPClassifier", "sklearn.neural_network", _setup_sklearn),
+    "fastbp-mlp": ("fastbp.MLPClassifier", "fastbp", _setup_fastbp_mlp),
+}
+SAME_START = (("fastbp", "numpy", "torch"), ("sklearn", "fastbp-mlp"))
+
+
+# ----------------------------------------------------------------------------- measurements (child processes)
+
+
+def _memory_mb(field):
+    """VmRSS (resident now) or VmHWM (peak resident) of this process, in MB (Linux)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise OSError(f"no {field} in /proc/self/status")
+
+
+def _start_peak_window():
+    """Reset the peak-RSS mark to the current RSS (Linux's clear_refs) and return it in MB,
+    so that the next VmHWM is the peak of what runs from here, not of making the data."""
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+    return _memory_mb("VmRSS")
+
+
+def measure_training(impl, config_name, n_samples, repeats, threads, allocations=False):
+    """Run in a fresh process: warm-up epoch, ``repeats`` timed epochs, loss, memory."""
+    import importlib
+
+    label, module, setup = IMPLEMENTATIONS[impl]
+    config = CONFIGS[config_name]
+    try:
+        importlib.import_module(module)
+        X, y = make_data(config, n_samples)
+        baseline = _start_peak_window()
+        epoch, predict_proba, weights_dtype = setup(config, X, y, threads)
+    except ImportError as err:
+        return {"skipped": f"{label} not available ({err})"}
+    except TypeError as err:  # e.g. an estimator that lacks one of scikit-learn's parameters
+        return {"skipped": f"{label} could not be set up ({err})"}
+    epoch()
+    first_fit = _memory_mb("VmHWM")
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        epoch()
+        seconds.append(time.perf_counter() - start)
+    p = np.asarray(predict_proba(X[:EVAL_SAMPLES]))
+    loss = float(-np.mean(np.log(np.maximum(p[np.arange(len(p)), y[:EVAL_SAMPLES]], 1e-12))))
+    result = {"seconds": statistics.median(seconds), "all_seconds": seconds, "loss": loss, "dtype": weights_dtype(),
+              "baseline_mb": baseline, "peak_mb": _memory_mb("VmHWM"), "fit_mb": first_fit - baseline}
+    if allocations and impl == "fastbp":
+        model = build_fastbp(config)
+        fit_epoch(model, X[:2 * config.batch_size], y[:2 * config.batch_size], config)  # warm-up
+        result["allocations_per_step"] = allocations_per_step(model, X, y, config,
+                                                              min(8, len(X) // (2 * config.batch_size)))
+    return result
+
+
+def measure_sgemm(size, repeats):
+    """Median GFLOP/s of a float32 (size x size) @ (size x size) NumPy product, after one warm-up."""
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((size, size), dtype=np.float32) for _ in range(2))
+    c = np.empty_like(a)
+    np.matmul(a, b, out=c)
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        np.matmul(a, b, out=c)
+        seconds.append(time.perf_counter() - start)
+    return {"gflops": 2 * size**3 / statistics.median(seconds) / 1e9}
+
+
+def in_child(job, threads):
+    """Run ``job`` (a dict naming a measure_* function and its keyword arguments) in a fresh
+    interpreter whose thread variables are all ``threads``; returns its result dict."""
+    env = dict(os.environ, **{v: str(threads) for v in THREAD_VARIABLES})
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(job)],
+                          env=env, capture_output=True, text=True)
+    if done.returncode:
+        return {"skipped": f"failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}",
+                "stderr": done.stderr}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _versions():
+    names = ["numpy", "numba", "scipy", "torch", "scikit-learn", "threadpoolctl", "fastbp"]
+    found = {"python": platform.python_version()}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _fmt(value, spec):
+    return "" if value is None else format(value, spec)
+
+
+def _target_rows(results, threads_table, startup, sgemm):
+    """(target, measured, met) for every target of the issue that this run measured."""
+    def sps(config, impl):
+        r = results.get(config, {}).get(impl, {})
+        return r.get("samples_per_second")
+
+    def ratio(config, impl, peer):
+        a, b = sps(config, impl), sps(config, peer)
+        return a / b if a and b else None
+
+    rows = []
+    for config, peer, goal in (("small", "torch", 30), ("small", "numpy", 8), ("mnist", "torch", 1.2),
+                               ("wide", "torch", 1.0), ("mnist", "fastbp-mlp/sklearn", 5),
+                               ("small", "fastbp-mlp/sklearn", 10)):
+        impl, peer = ("fastbp-mlp", "sklearn") if "/" in peer else ("fastbp", peer)
+        value = ratio(config, impl, peer)
+        if value is not None:
+            rows.append((f"{config}: {IMPLEMENTATIONS[impl][0]} >= {goal}x {IMPLEMENTATIONS[peer][0]}",
+                         f"{value:.3g}x", value >= goal))
+    mnist = results.get("mnist", {}).get("fastbp", {})
+    if mnist.get("gflops") and sgemm:
+        fraction = mnist["gflops"] / sgemm
+        rows.append(("mnist: fastbp at ~85% of SGEMM peak", f"{fraction:.0%}", fraction >= 0.85))
+    for config, r in results.items():
+        if "allocations_per_step" in r.get("fastbp", {}):
+            n = r["fastbp"]["allocations_per_step"]
+            rows.append((f"{config}: no allocation per training step", f"{n:g} per step", n == 0))
+    torch_mnist = results.get("mnist", {}).get("torch", {})
+    if mnist.get("fit_mb") is not None and torch_mnist.get("fit_mb") is not None:
+        rows.append(("mnist: fit memory no larger than PyTorch's",
+                     f"{mnist['fit_mb']:.0f} MB vs {torch_mnist['fit_mb']:.0f} MB",
+                     mnist["fit_mb"] <= torch_mnist["fit_mb"]))
+    if startup:
+        rows.append(("fresh process, warm cache: import + first digits epoch < 2 s",
+                     f"{startup['digits_warm']:.2f} s (cold cache: {startup['digits_cold']:.1f} s)",
+                     startup["digits_warm"] < 2.0))
+    for config, (one, two) in threads_table.items():
+        if one and two:
+            goal = "never slower" if config == "small" else "faster"
+            met = two >= one if config == "small" else two > one
+            rows.append((f"{config}: 2 threads {goal} than 1", f"{two / one:.3g}x", met))
+    return rows
+
+
+def write_report(out_dir, meta, results, threads_table, startup, notes):
+    sgemm = meta["sgemm_gflops"]
+    lines = [
+        "# fastbp side-by-side comparison", "",
+        f"- date: {meta['date']}",
+        f"- CPU: {meta['cpu']} ({os.cpu_count()} logical CPUs); threads: {meta['threads']}",
+        f"- load average at start / end: {meta['load_start']} / {meta['load_end']}",
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
+        f"- samples scale {meta['samples_scale']}, {meta['repeats']} timed epoch(s) after one warm-up "
+        f"(median), float32, SGD momentum {MOMENTUM}, lr {LEARNING_RATE}",
+        f"- SGEMM peak (NumPy float32 {meta['sgemm_size']}^3, median): {_fmt(sgemm, '.1f')} GFLOP/s",
+        "- GFLOP/s = 6 x weights x samples / epoch seconds (2 forward + 4 backward flops per weight)",
+        "- fit MB: growth of the peak resident set over the resident set once the library is imported "
+        "and the data made, through the model's set-up and first epoch; peak RSS MB: the process's peak",
+        "- fastbp.Sequential, NumPy and PyTorch start He-uniform, the MLPClassifiers Glorot-uniform "
+        "(scikit-learn's): compare losses within each group", "",
+        "| config | implementation | dtype | samples | samples/s | GFLOP/s | % SGEMM peak "
+        "| fastbp.Sequential ÷ this | loss after | peak RSS MB | fit MB |",
+        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for config, by_impl in results.items():
+        base = by_impl.get("fastbp", {}).get("samples_per_second")
+        for impl, r in by_impl.items():
+            label = IMPLEMENTATIONS[impl][0]
+            if "skipped" in r:
+                lines.append(f"| {config} | {label} | | | skipped: {r['skipped']} | | | | | | |")
+                continue
+            speedup = base / r["samples_per_second"] if base and impl != "fastbp" else None
+            lines.append(
+                f"| {config} | {label} | {r['dtype']} | {r['n_samples']:,} | {r['samples_per_second']:,.0f} | {r['gflops']:.1f} "
+                f"| {_fmt(r['gflops'] / sgemm if sgemm else None, '.0%')} | {_fmt(speedup, '.2f')} "
+                f"| {r['loss']:.3f} | {r['peak_mb']:.0f} | {r['fit_mb']:.0f} |")
+    if threads_table:
+        lines += ["", "fastbp.Sequential, samples/s by thread count (each in a fresh process):", "",
+                  "| config | 1 thread | 2 threads | 2 ÷ 1 |", "|---|--:|--:|--:|"]
+        for config, (one, two) in threads_table.items():
+            lines.append(f"| {config} | {_fmt(one, ',.0f')} | {_fmt(two, ',.0f')} "
+                         f"| {_fmt(two / one if one and two else None, '.2f')} |")
+    if startup:
+        lines += ["", "Start-up, each in a fresh process (NUMBA_CACHE_DIR a new temporary directory):", "",
+                  "| figure | seconds |", "|---|--:|",
+                  f"| core kernels, first calls, cold cache | {startup['kernels_cold']:.2f} |",
+                  f"| first digits epoch (fit alone), cold cache | {startup['training_loop_cold']:.2f} |",
+                  f"| whole process: import + digits + first epoch, cold cache | {startup['digits_cold']:.2f} |",
+                  f"| whole process: import + digits + first epoch, warm cache | {startup['digits_warm']:.2f} |"]
+    targets = _target_rows(results, threads_table, startup, sgemm)
+    if targets:
+        lines += ["", "Targets:", "", "| target | measured | met |", "|---|--:|:-:|"]
+        lines += [f"| {t} | {m} | {'yes' if ok else 'no'} |" for t, m, ok in targets]
+    if notes:
+        lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]
+    text = "\n".join(lines) + "\n"
+    (out_dir / "compare.md").write_text(text)
+    (out_dir / "compare.json").write_text(json.dumps(
+        {"meta": meta, "results": results, "threads": threads_table, "startup": startup}, indent=1))
+    return text
+
+
+def plot(out_dir, results, meta):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib not installed: no compare.png"
+    configs = list(results)
+    impls = [i for i in IMPLEMENTATIONS if any("samples_per_second" in results[c].get(i, {}) for c in configs)]
+    width = 0.8 / max(len(impls), 1)
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for k, impl in enumerate(impls):
+        values = [results[c].get(impl, {}).get("samples_per_second", 0) for c in configs]
+        ax.bar(np.arange(len(configs)) + (k - (len(impls) - 1) / 2) * width, values, width,
+               label=IMPLEMENTATIONS[impl][0])
+    ax.set_xticks(np.arange(len(configs)), configs)
+    ax.set_yscale("log")
+    ax.set_ylabel("training samples per second (log)")
+    ax.set_title(f"One epoch, float32, SGD momentum {MOMENTUM}, {meta['threads']} threads\n"
+                 f"{meta['cpu']}, {meta['date'][:10]}", fontsize="medium")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(out_dir / "compare.png", dpi=120)
+    plt.close(fig)
+    return None
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def train(impl, config_name, n_samples, repeats, threads, allocations=False):
+    """measure_training in a fresh process, with samples/s and GFLOP/s added; prints one line."""
+    r = in_child({"measure": "measure_training", "impl": impl, "config_name": config_name,
+                  "n_samples": n_samples, "repeats": repeats, "threads": threads, "allocations": allocations},
+                 threads)
+    label = f"{config_name:6} {IMPLEMENTATIONS[impl][0]:27} {threads} thread(s)"
+    if "seconds" not in r:
+        print(f"{label} skipped: {r['skipped']}")
+        return {"skipped": r["skipped"]}
+    r.update(n_samples=n_samples, samples_per_second=n_samples / r["seconds"],
+             gflops=CONFIGS[config_name].epoch_flops(n_samples) / r["seconds"] / 1e9)
+    print(f"{label} {r['samples_per_second']:>12,.0f} samples/s {r['gflops']:7.1f} GFLOP/s  "
+          f"loss {r['loss']:.3f}  fit {r['fit_mb']:.0f} MB")
+    return r
+
+
+def _positive(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1; got {value}")
+    return value
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated, from %(default)s")
+    parser.add_argument("--peers", default=",".join(IMPLEMENTATIONS), help="comma-separated, from %(default)s")
+    parser.add_argument("--repeats", type=_positive, default=5, help="timed epochs after the warm-up (median)")
+    parser.add_argument("--threads", type=_positive, default=os.cpu_count(), help="threads for every library")
+    parser.add_argument("--samples-scale", type=float, default=1.0,
+                        help="fraction of each configuration's samples (for quick runs)")
+    parser.add_argument("--sgemm-size", type=int, default=4096)
+    parser.add_argument("--no-threads", action="store_true", help="skip fastbp's 1-vs-2 thread runs")
+    parser.add_argument("--no-startup", action="store_true", help="skip the cold/warm start-up runs")
+    parser.add_argument("--out-dir", type=Path, default=Path(__file__).resolve().parent / "results")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        job = json.loads(args.child)
+        print(json.dumps(globals()[job.pop("measure")](**job)))
+        return
+
+    configs = args.configs.split(",")
+    peers = args.peers.split(",")
+    for name, known in ((configs, CONFIGS), (peers, IMPLEMENTATIONS)):
+        unknown = set(name) - set(known)
+        if unknown:
+            parser.error(f"unknown {sorted(unknown)}; expected some of {list(known)}")
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    meta = {"date": datetime.datetime.now().isoformat(timespec="minutes"), "cpu": _cpu_model(),
+            "threads": args.threads, "load_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+            "versions": _versions(), "samples_scale": args.samples_scale, "repeats": args.repeats,
+            "sgemm_size": args.sgemm_size}
+    print(f"{meta['cpu']}, {args.threads} threads, load average {meta['load_start']}")
+    print(", ".join(f"{k} {v}" for k, v in meta["versions"].items()))
+    notes = []
+
+    n_samples = {name: max(2 * CONFIGS[name].batch_size, round(CONFIGS[name].n_samples * args.samples_scale))
+                 for name in configs}
+
+    # Fill numba's cache first, so that no measured process pays for compiling.
+    for impl in ("fastbp", "fastbp-mlp"):
+        if impl in peers:
+            in_child({"measure": "measure_training", "impl": impl, "config_name": configs[0],
+                      "n_samples": 2 * CONFIGS[configs[0]].batch_size, "repeats": 1, "threads": args.threads},
+                     args.threads)
+
+    sgemm = in_child({"measure": "measure_sgemm", "size": args.sgemm_size, "repeats": max(3, args.repeats)},
+                     args.threads)
+    meta["sgemm_gflops"] = sgemm.get("gflops")
+    print(f"SGEMM peak: {_fmt(meta['sgemm_gflops'], '.1f')} GFLOP/s")
+
+    results = {name: {impl: train(impl, name, n_samples[name], args.repeats, args.threads, allocations=True)
+                      for impl in peers}
+               for name in configs}
+    for name, by_impl in results.items():
+        for group in SAME_START:
+            losses = {i: by_impl[i]["loss"] for i in group if "loss" in by_impl.get(i, {})}
+            if len(losses) > 1 and max(losses.values()) > 1.5 * min(losses.values()):
+                notes.append(f"{name}: losses after the timed epochs differ by more than 1.5x between peers "
+                             f"that start alike ({', '.join(f'{i} {v:.3f}' for i, v in losses.items())}): "
+                             f"check that they learn the same problem")
+
+    threads_table = {}
+    if not args.no_threads and "fastbp" in peers:
+        for name in configs:
+            threads_table[name] = [
+                (results[name]["fastbp"] if t == args.threads else
+                 train("fastbp", name, n_samples[name], args.repeats, t)).get("samples_per_second")
+                for t in (1, 2)]
+
+    startup = None
+    if not args.no_startup:
+        from benchmarks.bench_compile import startup_figures
+
+        startup = startup_figures()
+        print("start-up (s): " + ", ".join(f"{k} {v:.2f}" for k, v in startup.items()))
+
+    meta["load_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    problem = plot(args.out_dir, results, meta)
+    if problem:
+        notes.append(problem)
+    print()
+    print(write_report(args.out_dir, meta, results, threads_table, startup, notes))
+    print(f"written: {args.out_dir / 'compare.md'}, compare.json, compare.png")
+
+
+if __name__ == "__main__":
+    main()
