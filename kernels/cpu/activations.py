@@ -194,6 +194,19 @@ def softmax_forward(out, x):
             _softmax_row(out, x, n, False)
 
 
+@jit(inline="always")
+def _softmax_backward_row(dx, dout, out, n, log):
+    n_out = out.shape[1]
+    s = 0.0
+    for j in range(n_out):
+        s += dout[n, j] if log else dout[n, j] * out[n, j]
+    for j in range(n_out):
+        if log:
+            dx[n, j] = dout[n, j] - math.exp(out[n, j]) * s
+        else:
+            dx[n, j] = out[n, j] * (dout[n, j] - s)
+
+
 @jit(parallel=True)
 def softmax_backward(dx, dout, out):
     """Backward of row-wise softmax from its output y: dx = y * (dout - sum_j dout y).
@@ -201,13 +214,12 @@ def softmax_backward(dx, dout, out):
     The Jacobian is dy_j/dx_k = y_j ([j == k] - y_k), so
     dx_k = sum_j dout_j y_j ([j == k] - y_k) = y_k (dout_k - <dout, y>).
     """
-    n_rows, n_out = out.shape
-    for n in prange(n_rows):
-        s = 0.0
-        for j in range(n_out):
-            s += dout[n, j] * out[n, j]
-        for j in range(n_out):
-            dx[n, j] = out[n, j] * (dout[n, j] - s)
+    if out.size < PARALLEL_MIN_ELEMENTS:
+        for n in range(out.shape[0]):
+            _softmax_backward_row(dx, dout, out, n, False)
+    else:
+        for n in prange(out.shape[0]):
+            _softmax_backward_row(dx, dout, out, n, False)
 
 
 @jit(parallel=True)
@@ -227,10 +239,9 @@ def log_softmax_backward(dx, dout, out):
 
     dy_j/dx_k = [j == k] - softmax_k and softmax = exp(y).
     """
-    n_rows, n_out = out.shape
-    for n in prange(n_rows):
-        s = 0.0
-        for j in range(n_out):
-            s += dout[n, j]
-        for j in range(n_out):
-            dx[n, j] = dout[n, j] - math.exp(out[n, j]) * s
+    if out.size < PARALLEL_MIN_ELEMENTS:
+        for n in range(out.shape[0]):
+            _softmax_backward_row(dx, dout, out, n, True)
+    else:
+        for n in prange(out.shape[0]):
+            _softmax_backward_row(dx, dout, out, n, True)
