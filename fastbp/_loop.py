@@ -17,7 +17,7 @@ reported back.
 import numpy as np
 
 from .kernels._jit import jit
-from .kernels._scalar import ELU, GELU, IDENTITY, LEAKY_RELU, RELU, SIGMOID, SOFTPLUS, TANH
+from .kernels._scalar import GELU, IDENTITY
 from .kernels.cpu import activations as A
 from .kernels.cpu import dense as D
 from .kernels.cpu import dropout as R
@@ -54,50 +54,26 @@ N_STATS = 7
 
 @jit
 def _activation_forward(out, x, code, alpha):
-    if code == RELU:
-        A.relu_forward(out, x)
-    elif code == LEAKY_RELU:
-        A.leaky_relu_forward(out, x, alpha)
-    elif code == ELU:
-        A.elu_forward(out, x, alpha)
-    elif code == SIGMOID:
-        A.sigmoid_forward(out, x)
-    elif code == TANH:
-        A.tanh_forward(out, x)
-    elif code == SOFTPLUS:
-        A.softplus_forward(out, x)
-    elif code == GELU:
+    if code == GELU:
         A.gelu_forward(out, x)
     elif code == SOFTMAX:
         A.softmax_forward(out, x)
     elif code == LOG_SOFTMAX:
         A.log_softmax_forward(out, x)
     else:
-        A.identity_forward(out, x)
+        A.activation_forward(out, x, code, alpha)
 
 
 @jit
 def _activation_backward(dx, dout, out, x, code, alpha):
-    if code == RELU:
-        A.relu_backward(dx, dout, out)
-    elif code == LEAKY_RELU:
-        A.leaky_relu_backward(dx, dout, out, alpha)
-    elif code == ELU:
-        A.elu_backward(dx, dout, out, alpha)
-    elif code == SIGMOID:
-        A.sigmoid_backward(dx, dout, out)
-    elif code == TANH:
-        A.tanh_backward(dx, dout, out)
-    elif code == SOFTPLUS:
-        A.softplus_backward(dx, dout, out)
-    elif code == GELU:
+    if code == GELU:
         A.gelu_backward(dx, dout, x)
     elif code == SOFTMAX:
         A.softmax_backward(dx, dout, out)
     elif code == LOG_SOFTMAX:
         A.log_softmax_backward(dx, dout, out)
     else:
-        A.identity_backward(dx, dout)
+        A.activation_backward(dx, dout, out, code, alpha)
 
 
 @jit
@@ -116,7 +92,7 @@ def forward(acts, masks, weights, biases, kinds, codes, alphas, rates, params_of
             # A distinct stream per step and per layer.
             R.dropout_forward(out, masks[i][:nb], x, rates[i], seed + i)
         else:
-            A.identity_forward(out, x)
+            A.activation_forward(out, x, np.int64(IDENTITY), 0.0)
 
 
 @jit
@@ -141,7 +117,8 @@ def _backward(dacts, acts, masks, weights, dweights, dbiases, kinds, codes, alph
         elif rates[i] > 0.0:
             R.dropout_backward(dacts[i][:nb], dout, masks[i][:nb])
         else:
-            A.identity_backward(dacts[i][:nb], dout)  # forward copied x: no mask was drawn
+            # Forward copied x and drew no mask: the gradient passes through.
+            A.activation_backward(dacts[i][:nb], dout, dout, np.int64(IDENTITY), 0.0)
 
 
 @jit

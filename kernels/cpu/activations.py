@@ -54,6 +54,22 @@ def _map_backward(dx, dout, y, code, alpha):
 
 
 @jit(parallel=True)
+def activation_forward(out, x, code, alpha):
+    """out = f(x) for the elementwise activation ``code`` (any but GELU's backward needs).
+
+    One compiled kernel for every code: a training loop that dispatches on the
+    code at run time compiles this once instead of one kernel per activation.
+    """
+    _map_forward(out, x, code, alpha)
+
+
+@jit(parallel=True)
+def activation_backward(dx, dout, out, code, alpha):
+    """dx = dout * f'(x) from the forward output, for the codes in OUTPUT_DERIVABLE."""
+    _map_backward(dx, dout, out, code, alpha)
+
+
+@jit(parallel=True)
 def identity_forward(out, x):
     """out = x."""
     _map_forward(out, x, IDENTITY, 0.0)
