@@ -5,11 +5,18 @@ Elementwise activations accept C-contiguous arrays of any shape (typically
 passes take the forward output y where it determines the derivative (see
 ``fastbp.kernels._scalar``); GELU's backward takes the forward input x.
 
+The named elementwise kernels are thin entry points into two parallel kernels,
+``activation_forward`` and ``activation_backward``, which take the activation
+code: one compiled parallel loop per dtype instead of one per activation,
+which keeps the cold compile short. (The code is passed as ``np.int64`` so
+that numba does not compile a copy specialized to each literal.)
+
 Softmax and log-softmax are row-wise over the last axis of an (N, O) array and
 subtract the row maximum first, so no exponent can overflow.
 """
 import math
 
+import numpy as np
 from numba import prange
 
 from .._jit import PARALLEL_MIN_ELEMENTS, jit
@@ -69,94 +76,94 @@ def activation_backward(dx, dout, out, code, alpha):
     _map_backward(dx, dout, out, code, alpha)
 
 
-@jit(parallel=True)
+@jit
 def identity_forward(out, x):
     """out = x."""
-    _map_forward(out, x, IDENTITY, 0.0)
+    activation_forward(out, x, np.int64(IDENTITY), 0.0)
 
 
-@jit(parallel=True)
+@jit
 def identity_backward(dx, dout):
     """dx = dout."""
-    _map_backward(dx, dout, dout, IDENTITY, 0.0)
+    activation_backward(dx, dout, dout, np.int64(IDENTITY), 0.0)
 
 
-@jit(parallel=True)
+@jit
 def relu_forward(out, x):
     """out = max(x, 0)."""
-    _map_forward(out, x, RELU, 0.0)
+    activation_forward(out, x, np.int64(RELU), 0.0)
 
 
-@jit(parallel=True)
+@jit
 def relu_backward(dx, dout, out):
     """dx = dout * [out > 0], from the forward output."""
-    _map_backward(dx, dout, out, RELU, 0.0)
+    activation_backward(dx, dout, out, np.int64(RELU), 0.0)
 
 
-@jit(parallel=True)
+@jit
 def leaky_relu_forward(out, x, slope):
     """out = x if x > 0 else slope * x (slope >= 0)."""
-    _map_forward(out, x, LEAKY_RELU, slope)
+    activation_forward(out, x, np.int64(LEAKY_RELU), slope)
 
 
-@jit(parallel=True)
+@jit
 def leaky_relu_backward(dx, dout, out, slope):
     """dx = dout * (1 if out > 0 else slope), from the forward output."""
-    _map_backward(dx, dout, out, LEAKY_RELU, slope)
+    activation_backward(dx, dout, out, np.int64(LEAKY_RELU), slope)
 
 
-@jit(parallel=True)
+@jit
 def elu_forward(out, x, alpha):
     """out = x if x > 0 else alpha * (exp(x) - 1) (alpha > 0)."""
-    _map_forward(out, x, ELU, alpha)
+    activation_forward(out, x, np.int64(ELU), alpha)
 
 
-@jit(parallel=True)
+@jit
 def elu_backward(dx, dout, out, alpha):
     """dx = dout * (1 if out > 0 else out + alpha): alpha e^x = out + alpha for x <= 0."""
-    _map_backward(dx, dout, out, ELU, alpha)
+    activation_backward(dx, dout, out, np.int64(ELU), alpha)
 
 
-@jit(parallel=True)
+@jit
 def sigmoid_forward(out, x):
     """out = 1 / (1 + exp(-x)), without overflow for any x."""
-    _map_forward(out, x, SIGMOID, 0.0)
+    activation_forward(out, x, np.int64(SIGMOID), 0.0)
 
 
-@jit(parallel=True)
+@jit
 def sigmoid_backward(dx, dout, out):
     """dx = dout * out * (1 - out)."""
-    _map_backward(dx, dout, out, SIGMOID, 0.0)
+    activation_backward(dx, dout, out, np.int64(SIGMOID), 0.0)
 
 
-@jit(parallel=True)
+@jit
 def tanh_forward(out, x):
     """out = tanh(x)."""
-    _map_forward(out, x, TANH, 0.0)
+    activation_forward(out, x, np.int64(TANH), 0.0)
 
 
-@jit(parallel=True)
+@jit
 def tanh_backward(dx, dout, out):
     """dx = dout * (1 - out^2)."""
-    _map_backward(dx, dout, out, TANH, 0.0)
+    activation_backward(dx, dout, out, np.int64(TANH), 0.0)
 
 
-@jit(parallel=True)
+@jit
 def softplus_forward(out, x):
     """out = log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|))."""
-    _map_forward(out, x, SOFTPLUS, 0.0)
+    activation_forward(out, x, np.int64(SOFTPLUS), 0.0)
 
 
-@jit(parallel=True)
+@jit
 def softplus_backward(dx, dout, out):
     """dx = dout * sigmoid(x), with sigmoid(x) = 1 - exp(-out) from the output."""
-    _map_backward(dx, dout, out, SOFTPLUS, 0.0)
+    activation_backward(dx, dout, out, np.int64(SOFTPLUS), 0.0)
 
 
-@jit(parallel=True)
+@jit
 def gelu_forward(out, x):
     """out = x * Phi(x), the exact (erf) GELU."""
-    _map_forward(out, x, GELU, 0.0)
+    activation_forward(out, x, np.int64(GELU), 0.0)
 
 
 @jit(parallel=True)
