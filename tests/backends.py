@@ -56,9 +56,9 @@ GRAD_DENSE_SHAPES = [(1, 23, 7), (5, 23, 7), (5, 23, 1), (40, 50, 40)]
 
 # Under the simulator every CUDA thread is a Python thread: one launch of a
 # 256-thread GEMM block costs about half a second of CPU whatever the shape.
-# The same awkward cases, small; and a test parametrized over activations or
-# dtypes passes ``rotate`` (its parameter's index) to get one of them in turn,
-# so that the parametrization as a whole still covers all three.
+# The same awkward cases, small. (Tests pass ``rotate``, their parameter's
+# index, which spread these shapes over the two dtypes; now that conftest.py
+# runs only float32 there, shapes() gives every test all three and ignores it.)
 SMALL_DENSE_SHAPES = [(1, 3, 2), (5, 23, 7), (4, 6, 1)]
 SMALL_GRAD_DENSE_SHAPES = [(5, 23, 7)]
 
