@@ -56,9 +56,10 @@ GRAD_DENSE_SHAPES = [(1, 23, 7), (5, 23, 7), (5, 23, 1), (40, 50, 40)]
 
 # Under the simulator every CUDA thread is a Python thread: one launch of a
 # 256-thread GEMM block costs about half a second of CPU whatever the shape.
-# The same awkward cases, small. (Tests pass ``rotate``, their parameter's
-# index, which spread these shapes over the two dtypes; now that conftest.py
-# runs only float32 there, shapes() gives every test all three and ignores it.)
+# The same awkward cases, small; a test parametrized over activations or losses
+# passes ``rotate`` (its parameters' index) to get one of them in turn, so that
+# the parametrization as a whole covers all three. Tests parametrized over the
+# dtype alone take all three: the simulator runs float32 only (conftest.py).
 SMALL_DENSE_SHAPES = [(1, 3, 2), (5, 23, 7), (4, 6, 1)]
 SMALL_GRAD_DENSE_SHAPES = [(5, 23, 7)]
 
@@ -85,9 +86,9 @@ def shapes(backend, rotate=None):
     """Dense shapes (N, I, O) to test on ``backend``; see SMALL_DENSE_SHAPES for ``rotate``."""
     if not _simulated(backend):
         return DENSE_SHAPES
-    # conftest.py runs only float32 on the simulator, so every small shape runs there;
-    # ``rotate`` spread them over the dtypes when both ran.
-    return SMALL_DENSE_SHAPES
+    if rotate is None:
+        return SMALL_DENSE_SHAPES
+    return [SMALL_DENSE_SHAPES[rotate % len(SMALL_DENSE_SHAPES)]]
 
 
 def grad_shapes(backend):
