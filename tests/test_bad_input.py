@@ -472,3 +472,19 @@ def test_divergence_names_epoch_and_batch_and_keeps_weights_from_before_the_step
         replay.fit(X[:err.batch * 8], y[:err.batch * 8], epochs=1, optimizer=opt, **DIVERGING)
     assert opt.steps == model.optimizer.steps
     np.testing.assert_array_equal(model.theta, replay.theta)
+
+
+# The divergence check on the gradient: every position of a vectorized loop (body and tail)
+# and every dtype, since a fastmath formulation once folded the check away for float64.
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_the_gradient_check_finds_every_non_finite_value(dtype, bad):
+    from fastbp._loop import _all_finite
+
+    grad = np.linspace(-1e30, 1e30, 37).astype(dtype)
+    assert _all_finite(grad)
+    assert _all_finite(grad[:0])
+    for i in range(grad.size):
+        spoiled = grad.copy()
+        spoiled[i] = bad
+        assert not _all_finite(spoiled), i

@@ -20,19 +20,38 @@ threads then compete with it for the cores.
 import numpy as np
 
 from .._jit import jit
-from .._scalar import IDENTITY, activate, activate_grad
+from .._scalar import ELU, IDENTITY, LEAKY_RELU, RELU, SIGMOID, TANH, activate, activate_grad
 
 # Products of fewer multiply-adds (N I O) than this use the loop nests.
 BLAS_MIN_FLOPS = 2048
 
 
-@jit
-def _bias_act_rows(out, b, activation, alpha):
-    """out[n, :] = f(out[n, :] + b): one pass over the BLAS product."""
+@jit(inline="always")
+def _bias_act_loop(out, b, activation, alpha):
     n_rows, n_out = out.shape
     for n in range(n_rows):
         for j in range(n_out):
             out[n, j] = activate(activation, out[n, j] + b[j], alpha)
+
+
+@jit
+def _bias_act_rows(out, b, activation, alpha):
+    """out[n, :] = f(out[n, :] + b): one pass over the BLAS product.
+
+    The code is tested once here, outside the loop, and each branch inlines the
+    loop with its code as a constant: a loop with a single formula vectorizes,
+    one that switches on the code per element does not (ReLU on (32, 32)
+    float32: 2.45 -> 0.15 us). Activations with a transcendental function are
+    scalar library calls either way and share the generic loop.
+    """
+    if activation == IDENTITY:
+        _bias_act_loop(out, b, IDENTITY, alpha)
+    elif activation == RELU:
+        _bias_act_loop(out, b, RELU, alpha)
+    elif activation == LEAKY_RELU:
+        _bias_act_loop(out, b, LEAKY_RELU, alpha)
+    else:
+        _bias_act_loop(out, b, activation, alpha)
 
 
 @jit(fastmath=True)
@@ -81,12 +100,8 @@ def dense_forward(out, x, w, b):
     dense_act_forward(out, x, w, b, np.int64(IDENTITY), 0.0)
 
 
-@jit
-def _act_grad_and_bias(dz, db, dout, y, activation, alpha):
-    """dz = dout * f'(z) from the output y, and db = dz.sum(0), in one pass; dz may be dout.
-
-    Rows are accumulated into db in order, so the sum is deterministic.
-    """
+@jit(inline="always")
+def _act_grad_and_bias_loop(dz, db, dout, y, activation, alpha):
     n_rows, n_out = dz.shape
     for j in range(n_out):
         db[j] = 0.0
@@ -95,6 +110,31 @@ def _act_grad_and_bias(dz, db, dout, y, activation, alpha):
             g = dout[n, j] * activate_grad(activation, y[n, j], alpha)
             dz[n, j] = g
             db[j] += g
+
+
+@jit
+def _act_grad_and_bias(dz, db, dout, y, activation, alpha):
+    """dz = dout * f'(z) from the output y, and db = dz.sum(0), in one pass; dz may be dout.
+
+    Rows are accumulated into db in order, so the sum is deterministic. As in
+    ``_bias_act_rows``, one branch per code with the code a constant in its
+    loop, so that the loop vectorizes; only softplus's derivative needs a
+    library call.
+    """
+    if activation == IDENTITY:
+        _act_grad_and_bias_loop(dz, db, dout, y, IDENTITY, alpha)
+    elif activation == RELU:
+        _act_grad_and_bias_loop(dz, db, dout, y, RELU, alpha)
+    elif activation == LEAKY_RELU:
+        _act_grad_and_bias_loop(dz, db, dout, y, LEAKY_RELU, alpha)
+    elif activation == ELU:
+        _act_grad_and_bias_loop(dz, db, dout, y, ELU, alpha)
+    elif activation == SIGMOID:
+        _act_grad_and_bias_loop(dz, db, dout, y, SIGMOID, alpha)
+    elif activation == TANH:
+        _act_grad_and_bias_loop(dz, db, dout, y, TANH, alpha)
+    else:
+        _act_grad_and_bias_loop(dz, db, dout, y, activation, alpha)
 
 
 @jit(fastmath=True)
