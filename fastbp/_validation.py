@@ -3,6 +3,8 @@ import numbers
 
 import numpy as np
 
+from ._loop import _all_finite
+
 
 def check_features(X, n_features, dtype, argument="X"):
     """X as a C-contiguous (n_samples, n_features) array of ``dtype``, finite and non-empty."""
@@ -25,7 +27,8 @@ def check_features(X, n_features, dtype, argument="X"):
         raise ValueError(f"{argument} must have {n_features} features (columns) for this model; "
                          f"got shape {arr.shape}")
     arr = np.ascontiguousarray(arr, dtype=dtype)
-    if not np.all(np.isfinite(arr)):
+    # The compiled check of the training loop: one pass, no temporary array.
+    if not _all_finite(arr.ravel()):
         bad = np.argwhere(~np.isfinite(arr))[0]
         raise ValueError(f"{argument} contains NaN or inf (first at row {bad[0]}, column {bad[1]})")
     return arr

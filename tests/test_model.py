@@ -312,3 +312,18 @@ def test_a_final_softmax_is_kept_for_mse(blobs):
     X, y = blobs
     model = Sequential([Dense(4, 3, activation="softmax")], dtype="float64", seed=0).compile("mse")
     np.testing.assert_allclose(model.predict(X).sum(axis=1), 1.0, rtol=1e-12)
+
+
+def test_threads_predicting_with_one_model_share_no_buffers():
+    # The model keeps its inference buffers between calls, one set per thread: the
+    # compiled kernels release the GIL, so threads sharing a set would mix their rows.
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = Sequential([Dense(16, 64, activation="relu"), Dense(64, 5)], seed=0)
+    inputs = [np.random.default_rng(i).standard_normal((4096, 16)).astype(np.float32) for i in range(8)]
+    expected = [model.decision_function(X, batch_size=64) for X in inputs]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(3):
+            got = list(pool.map(lambda X: model.decision_function(X, batch_size=64), inputs))
+            for e, g in zip(expected, got):
+                np.testing.assert_array_equal(g, e)
