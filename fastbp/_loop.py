@@ -98,8 +98,15 @@ def forward(acts, masks, weights, biases, kinds, codes, alphas, rates, params_of
 
 
 @jit
-def _backward(dacts, acts, masks, weights, dweights, dbiases, kinds, codes, alphas, rates, params_of, nb):
-    """Backpropagate dacts[-1] through every op; fills dweights and dbiases."""
+def _backward(dacts, scratch, acts, masks, weights, dweights, dbiases, kinds, codes, alphas, rates,
+              params_of, nb):
+    """Backpropagate dacts[-1] through every op; fills dweights and dbiases.
+
+    A dense layer's dz = dout * f'(z) goes to ``scratch`` (at least nb times the
+    widest layer), not over dout: LLVM cannot vectorize the pass when its
+    input and output are the same memory, and the mnist configuration's step
+    was 20% slower for it.
+    """
     no_input_grad = dacts[0][:0]
     for i in range(kinds.size - 1, -1, -1):
         dout = dacts[i + 1][:nb]
@@ -110,7 +117,8 @@ def _backward(dacts, acts, masks, weights, dweights, dbiases, kinds, codes, alph
             p = params_of[i]
             # The first layer needs no input gradient: a zero-size dx skips it.
             dx = dacts[i][:nb] if i > 0 else no_input_grad
-            D.dense_act_backward(dx, dweights[p], dbiases[p], dout, dout, out, x, weights[p],
+            dz = scratch[:dout.size].reshape(dout.shape)
+            D.dense_act_backward(dx, dweights[p], dbiases[p], dz, dout, out, x, weights[p],
                                  codes[i], alphas[i])
         elif i == 0:
             break
@@ -237,7 +245,7 @@ def _update(theta, grad, state1, state2, n_weights, opt_kind, hyper, step):
 @jit
 def train_batches(X, y_int, y_float, sw, order, batch_size, first, last,
                   kinds, codes, alphas, rates, params_of,
-                  weights, biases, dweights, dbiases, acts, dacts, masks, probs,
+                  weights, biases, dweights, dbiases, acts, dacts, scratch, masks, probs,
                   yb_int, yb_float, swb, loss_buf,
                   theta, grad, state1, state2, n_weights, opt_kind, hyper, counters,
                   loss_kind, seed, stats):
@@ -271,7 +279,8 @@ def train_batches(X, y_int, y_float, sw, order, batch_size, first, last,
         if not np.isfinite(loss_buf[0]):
             return NONFINITE_LOSS, batch
         _loss_backward(dacts[n_ops][:nb], pb, out, yi, yf, w, loss_kind)
-        _backward(dacts, acts, masks, weights, dweights, dbiases, kinds, codes, alphas, rates, params_of, nb)
+        _backward(dacts, scratch, acts, masks, weights, dweights, dbiases, kinds, codes, alphas, rates,
+                  params_of, nb)
         if not _all_finite(grad):
             return NONFINITE_GRADIENT, batch
         counters[0] += 1

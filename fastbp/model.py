@@ -397,6 +397,7 @@ class Sequential:
         n = len(X)
         ops = self._ops()
         acts, dacts, masks = self._buffers(ops, n, True, True)
+        scratch = np.empty(n * max(ops.widths), dtype=self.dtype)
         grad = self._gradient_buffer()
         weights, biases = self._typed_params()
         dweights, dbiases = self._typed_params(grad)
@@ -418,7 +419,7 @@ class Sequential:
             self.theta[...] = theta
             status, _ = _loop.train_batches(
                 X, y_int, y_float, sw, order, n, 0, 1, *ops.args(),
-                weights, biases, dweights, dbiases, acts, dacts, masks, probs,
+                weights, biases, dweights, dbiases, acts, dacts, scratch, masks, probs,
                 yb_int, yb_float, swb, loss_buf, self.theta, grad, velocity, velocity,
                 self._n_weights, _loop.OPT_SGD, hyper, counters, self.loss.kind, 0, stats)
             if status != _loop.OK:
@@ -595,6 +596,7 @@ class _CPUTrainer:
         self.n_batches = -(-len(self.X) // batch_size)
         dtype = model.dtype
         self.acts, self.dacts, self.masks = model._buffers(ops, batch_size, True, True)
+        self.scratch = np.empty(batch_size * max(ops.widths), dtype=dtype)
         self.grad = model._gradient_buffer()
         self.weights, self.biases = model._typed_params()
         self.dweights, self.dbiases = model._typed_params(self.grad)
@@ -620,7 +622,7 @@ class _CPUTrainer:
         status, stopped = _loop.train_batches(
             self.X, self.y_int, self.y_float, self.sw, self.order, self.batch_size, first, last,
             *self.ops.args(), self.weights, self.biases, self.dweights, self.dbiases, self.acts,
-            self.dacts, self.masks, self.probs, self.yb_int, self.yb_float, self.swb, self.loss_buf,
+            self.dacts, self.scratch, self.masks, self.probs, self.yb_int, self.yb_float, self.swb, self.loss_buf,
             model.theta, self.grad, self.state1, self.state2, model._n_weights, opt.kind, self.hyper,
             self.counters, model.loss.kind, self.seed, self.stats)
         opt.steps = int(self.counters[0])
