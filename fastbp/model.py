@@ -9,12 +9,9 @@ batches) in compiled code.
 """
 import json
 import math
-import threading
 import time
-import weakref
 
 import numpy as np
-from numba.typed import List
 
 from . import _loop, _progress, losses, optimizers
 from ._validation import (check_features, check_fraction, check_int, check_same_length,
@@ -105,19 +102,19 @@ class _Ops:
         params_of.append(-1)
         widths.append(width)
 
-    def args(self):
-        return self.kinds, self.codes, self.alphas, self.rates, self.params_of
+    def args(self, n_features):
+        """The op arrays of the compiled loop, ``layout`` (running sum of the widths) last."""
+        layout = np.cumsum([0, n_features] + self.widths, dtype=np.int64)
+        return self.kinds, self.codes, self.alphas, self.rates, self.params_of, layout
 
     def buffers(self, batch_size, n_features, dtype, with_grads, with_masks):
-        acts, dacts, masks = List(), List(), List()
-        empty = np.empty((0, 0), dtype=dtype)
-        for width in [n_features] + self.widths:
-            acts.append(np.zeros((batch_size, width), dtype=dtype))
-            if with_grads:
-                dacts.append(np.zeros((batch_size, width), dtype=dtype))
-        for kind, width in zip(self.kinds, self.widths):
-            use = with_masks and kind == _loop.OP_DROPOUT
-            masks.append(np.zeros((batch_size, width), dtype=dtype) if use else empty)
+        """Flat activation, gradient and mask buffers with room for batch_size rows of each
+        activation (see ``fastbp._loop``); the ones not asked for are empty."""
+        size = batch_size * (n_features + sum(self.widths))
+        acts = np.zeros(size, dtype=dtype)
+        dacts = np.zeros(size if with_grads else 0, dtype=dtype)
+        use_masks = with_masks and bool(np.any(self.kinds == _loop.OP_DROPOUT))
+        masks = np.zeros(size if use_masks else 0, dtype=dtype)
         return acts, dacts, masks
 
 
@@ -178,6 +175,16 @@ class Sequential:
                                                                      for l in dense)):
             w[...] = w0
             b[...] = b0
+
+    def _param_table(self):
+        """One row (weight offset, bias offset, fan-in, fan-out) per Dense layer, into theta."""
+        rows = []
+        w_at, b_at = 0, self._n_weights
+        for i, o in self._shapes:
+            rows.append((w_at, b_at, i, o))
+            w_at += i * o
+            b_at += o
+        return np.array(rows, dtype=np.int64).reshape(len(rows), 4)
 
     def _param_views(self, flat):
         """(weight, bias) views of a flat vector laid out like theta, one pair per Dense layer."""
@@ -396,11 +403,10 @@ class Sequential:
         X, y_int, y_float, sw = self._prepare(X, y, sample_weight, "X", "y", "sample_weight")
         n = len(X)
         ops = self._ops()
-        acts, dacts, masks = self._buffers(ops, n, True, True)
+        acts, dacts, masks = ops.buffers(n, self.n_features, self.dtype, True, True)
         scratch = np.empty(n * max(ops.widths), dtype=self.dtype)
-        grad = self._gradient_buffer()
-        weights, biases = self._typed_params()
-        dweights, dbiases = self._typed_params(grad)
+        grad = np.zeros_like(self.theta)
+        args = ops.args(self.n_features) + (self._param_table(),)
         probs = np.zeros((n, self.n_outputs) if self.loss.kind == _loop.LOSS_SCE else (0, 0), dtype=self.dtype)
         yb_int = np.zeros(n if y_int.size else 0, dtype=np.int64)
         yb_float = np.zeros((n, y_float.shape[1]), dtype=self.dtype)
@@ -418,8 +424,7 @@ class Sequential:
         def f(theta):
             self.theta[...] = theta
             status, _ = _loop.train_batches(
-                X, y_int, y_float, sw, order, n, 0, 1, *ops.args(),
-                weights, biases, dweights, dbiases, acts, dacts, scratch, masks, probs,
+                X, y_int, y_float, sw, order, n, 0, 1, *args, acts, dacts, scratch, masks, probs,
                 yb_int, yb_float, swb, loss_buf, self.theta, grad, velocity, velocity,
                 self._n_weights, _loop.OPT_SGD, hyper, counters, self.loss.kind, 0, stats)
             if status != _loop.OK:
@@ -455,54 +460,13 @@ class Sequential:
             _loop.loss_forward(loss, probs, out, y_int, y_float, sw, self.loss.kind)
             _loop.accumulate_stats(stats, loss[0], out, y_int, y_float, sw, self.loss.kind)
             return self._logs(stats)
-        acts, _, masks = self._buffers(ops, batch_size, False, False)
-        weights, biases = self._typed_params()
+        acts, _, masks = ops.buffers(batch_size, self.n_features, self.dtype, False, False)
         probs = np.zeros((batch_size, self.n_outputs) if self.loss.kind == _loop.LOSS_SCE else (0, 0),
                          dtype=self.dtype)
         stats = np.zeros(_loop.N_STATS)
-        _loop.evaluate_batches(X, y_int, y_float, sw, batch_size, *ops.args(), weights, biases,
-                               acts, masks, probs, np.zeros(1, dtype=self.dtype), self.loss.kind, stats)
+        _loop.evaluate_batches(X, y_int, y_float, sw, batch_size, *ops.args(self.n_features),
+                               self._param_table(), self.theta, acts, masks, probs, np.zeros(1, dtype=self.dtype), self.loss.kind, stats)
         return self._logs(stats)
-
-    def _workspace(self):
-        return _WORKSPACES.setdefault(self, {})
-
-    def _typed_params(self, flat=None):
-        """Typed lists of the per-layer weight and bias views into ``flat`` (default theta).
-
-        Kept for the array they view (checked by identity), see ``_WORKSPACES``.
-        """
-        flat = self.theta if flat is None else flat
-        workspace = self._workspace()
-        key = ("params", id(flat))
-        hit = workspace.get(key)
-        if hit is None or hit[0] is not flat:
-            weights, biases = List(), List()
-            for w, b in self._param_views(flat):
-                weights.append(w)
-                biases.append(b)
-            hit = workspace[key] = (flat, weights, biases)
-        return hit[1], hit[2]
-
-    def _gradient_buffer(self):
-        """A gradient vector laid out like theta, kept with the model between fits."""
-        workspace = self._workspace()
-        hit = workspace.get("gradient")
-        if hit is None or hit[0] is not self.theta:
-            hit = workspace["gradient"] = (self.theta, np.zeros_like(self.theta))
-        return hit[1]
-
-    def _buffers(self, ops, batch_size, with_grads, with_masks):
-        """``ops.buffers`` kept between calls, one set per shape and per thread (so that
-        two threads predicting with one model never share a buffer)."""
-        key = ("buffers", batch_size, tuple(ops.widths), np.asarray(ops.kinds).tobytes(),
-               with_grads, with_masks, threading.get_ident())
-        workspace = self._workspace()
-        if key not in workspace:
-            if len(workspace) > 32:
-                workspace.clear()
-            workspace[key] = ops.buffers(batch_size, self.n_features, self.dtype, with_grads, with_masks)
-        return workspace[key]
 
     def evaluate(self, X, y, sample_weight=None, batch_size=1024):
         """Loss and metrics on (X, y) in inference mode, as a dict."""
@@ -521,10 +485,10 @@ class Sequential:
             from ._cuda import predict
 
             return predict(self, ops, X, batch_size)
-        acts, _, masks = self._buffers(ops, batch_size, False, False)
-        weights, biases = self._typed_params()
+        acts, _, masks = ops.buffers(batch_size, self.n_features, self.dtype, False, False)
         out = np.empty((len(X), self.n_outputs), dtype=self.dtype)
-        _loop.predict_batches(out, X, batch_size, *ops.args(), weights, biases, acts, masks)
+        _loop.predict_batches(out, X, batch_size, *ops.args(self.n_features), self._param_table(),
+                              self.theta, acts, masks)
         return out
 
     def predict_proba(self, X, batch_size=1024):
@@ -580,13 +544,6 @@ class Sequential:
             np.savez(fh, **arrays)
 
 
-# Typed lists and buffers of each model, kept between calls of fit, predict and
-# evaluate: building a numba typed list costs about 0.1 ms per element, which was
-# 1.5 ms of every fit of the small benchmark network (a one-epoch fit: 20 ms).
-# Weakly keyed, so that they go with the model and stay out of its pickled state.
-_WORKSPACES = weakref.WeakKeyDictionary()
-
-
 class _CPUTrainer:
     """The CPU backend of fit: buffers for one batch size around ``_loop.train_batches``."""
 
@@ -595,11 +552,10 @@ class _CPUTrainer:
         self.X, self.y_int, self.y_float, self.sw = data
         self.n_batches = -(-len(self.X) // batch_size)
         dtype = model.dtype
-        self.acts, self.dacts, self.masks = model._buffers(ops, batch_size, True, True)
+        self.acts, self.dacts, self.masks = ops.buffers(batch_size, model.n_features, dtype, True, True)
         self.scratch = np.empty(batch_size * max(ops.widths), dtype=dtype)
-        self.grad = model._gradient_buffer()
-        self.weights, self.biases = model._typed_params()
-        self.dweights, self.dbiases = model._typed_params(self.grad)
+        self.grad = np.zeros_like(model.theta)
+        self.args = ops.args(model.n_features) + (model._param_table(),)
         sce = model.loss.kind == _loop.LOSS_SCE
         self.probs = np.zeros((batch_size, model.n_outputs) if sce else (0, 0), dtype=dtype)
         self.yb_int = np.zeros(batch_size if self.y_int.size else 0, dtype=np.int64)
@@ -621,8 +577,7 @@ class _CPUTrainer:
         self.counters[0] = opt.steps
         status, stopped = _loop.train_batches(
             self.X, self.y_int, self.y_float, self.sw, self.order, self.batch_size, first, last,
-            *self.ops.args(), self.weights, self.biases, self.dweights, self.dbiases, self.acts,
-            self.dacts, self.scratch, self.masks, self.probs, self.yb_int, self.yb_float, self.swb, self.loss_buf,
+            *self.args, self.acts, self.dacts, self.scratch, self.masks, self.probs, self.yb_int, self.yb_float, self.swb, self.loss_buf,
             model.theta, self.grad, self.state1, self.state2, model._n_weights, opt.kind, self.hyper,
             self.counters, model.loss.kind, self.seed, self.stats)
         opt.steps = int(self.counters[0])
