@@ -21,7 +21,8 @@ from ._scalar import ACTIVATION_CODES as ACTIVATIONS
 _N_I, _N_O, _I_O = "NI", "NO", "IO"
 
 _SPECS = {
-    # name: (outputs, inputs and scalars...), with the number of outputs
+    # name: (outputs, inputs and scalars...), with the number of outputs (the first ones)
+    # or, where an input comes between them, their names
     "dense_forward": ([("out", _N_O), ("x", _N_I), ("w", _I_O), ("b", "O")], 1),
     "dense_backward": ([("dx", "NI?"), ("dw", _I_O), ("db", "O"), ("dout", _N_O), ("x", _N_I),
                         ("w", _I_O)], 3),
@@ -51,10 +52,11 @@ _SPECS = {
     "dropout_forward": ([("out", "*"), ("mask", "*"), ("x", "*"), ("rate", "rate"), ("seed", "seed")], 2),
     "dropout_backward": ([("dx", "*"), ("dout", "*"), ("mask", "*")], 1),
     "sgd_update": ([("param", "*"), ("grad", "*"), ("velocity", "*"), ("lr", "nonneg"),
-                    ("momentum", "nonneg"), ("nesterov", "bool"), ("weight_decay", "nonneg")], 3),
+                    ("momentum", "nonneg"), ("nesterov", "bool"), ("weight_decay", "nonneg")],
+                   ("param", "velocity")),
     "adam_update": ([("param", "*"), ("grad", "*"), ("m", "*"), ("v", "*"), ("lr", "nonneg"),
                      ("beta1", "rate"), ("beta2", "rate"), ("eps", "positive"), ("step", "step"),
-                     ("weight_decay", "nonneg"), ("decoupled", "bool")], 4),
+                     ("weight_decay", "nonneg"), ("decoupled", "bool")], ("param", "m", "v")),
 }
 # Activations with a parameter, and those whose backward takes the output.
 for _act, _param in (("relu", None), ("leaky_relu", ("slope", "nonneg")), ("elu", ("alpha", "positive")),

@@ -44,61 +44,99 @@ def _check_array(kernel, name, a, output):
         _fail(kernel, name, "writeable (it is an output)", "a read-only array")
 
 
-def check_call(kernel, spec, n_outputs, args):
-    """Validate ``args`` of ``kernel`` against ``spec``; raise KernelArgumentError."""
+SCALAR_KINDS = frozenset({"float", "rate", "positive", "nonneg", "bool", "seed", "step", "act",
+                          "act_fused"})
+
+
+def output_names(spec, outputs):
+    """The names of the arguments a kernel writes: ``outputs`` is a count (the first ones
+    in ``spec``) or the names themselves, for kernels that also read arguments before
+    their last output (the optimizer updates read ``grad`` between param and state)."""
+    if isinstance(outputs, int):
+        return frozenset(name for name, _ in spec[:outputs])
+    return frozenset(outputs)
+
+
+def check_arrays(kernel, spec, outputs, args, as_array, describe):
+    """The argument walk shared by the CPU and CUDA entry points.
+
+    Checks the count, every scalar, and every array's dtype and shape against
+    ``spec``: dimension letters that agree across arguments, the (1,) loss,
+    optional (empty) weights, same-shape ``*`` arrays. ``as_array(kernel, name,
+    a, output)`` checks what the backend needs of an array argument (kind of
+    array, layout, writeable) and returns it as an object with ``dtype``,
+    ``shape`` and ``size``; ``describe(a)`` words an argument for messages.
+    Returns (the arguments with each array as ``as_array`` returned it, the sizes
+    of the dimension letters).
+    """
     if len(args) != len(spec):
         names = ", ".join(name for name, _ in spec)
         raise TypeError(f"{kernel}({names}) takes {len(spec)} arguments; got {len(args)}")
     dims = {}
     dtype = None
     same_shape = None
+    converted = list(args)
     for position, ((name, kind), a) in enumerate(zip(spec, args)):
-        output = position < n_outputs
-        if kind in ("float", "rate", "positive", "nonneg", "bool", "seed", "step", "act", "act_fused"):
+        if kind in SCALAR_KINDS:
             _check_scalar(kernel, name, kind, a)
             continue
-        _check_array(kernel, name, a, output)
+        d = converted[position] = as_array(kernel, name, a, name in outputs)
+        shape = tuple(d.shape)
         if kind == "labels":
-            if a.dtype.kind not in "iu":
-                _fail(kernel, name, "an integer array of class labels", _describe(a))
+            if d.dtype.kind not in "iu":
+                _fail(kernel, name, "an integer array of class labels", describe(a))
             letters = "N"
         else:
-            if a.dtype not in FLOAT_DTYPES:
-                _fail(kernel, name, "float32 or float64", _describe(a))
+            if d.dtype not in FLOAT_DTYPES:
+                _fail(kernel, name, "float32 or float64", describe(a))
             if dtype is None:
-                dtype = a.dtype
-            elif a.dtype != dtype:
-                _fail(kernel, name, f"{dtype} like the arrays before it", _describe(a))
+                dtype = d.dtype
+            elif d.dtype != dtype:
+                _fail(kernel, name, f"{dtype} like the arrays before it", describe(a))
             optional = kind.endswith("?")
             letters = kind.rstrip("?")
-            if optional and a.size == 0:
+            if optional and d.size == 0:
                 continue
         if letters == "L":
-            if a.shape != (1,):
+            if shape != (1,):
                 _fail(kernel, name, "a one-element array of shape (1,) to receive the mean loss",
-                      _describe(a))
+                      describe(a))
             continue
         if letters == "*":
             if same_shape is None:
-                if a.size == 0:
-                    _fail(kernel, name, "non-empty", _describe(a))
-                same_shape = a.shape
-            elif a.shape != same_shape:
-                _fail(kernel, name, f"of shape {same_shape} like the first array", _describe(a))
+                if d.size == 0:
+                    _fail(kernel, name, "non-empty", describe(a))
+                same_shape = shape
+            elif shape != same_shape:
+                _fail(kernel, name, f"of shape {same_shape} like the first array", describe(a))
             continue
-        if a.ndim != len(letters):
+        if len(shape) != len(letters):
             expected = "(" + ", ".join(letters) + (",)" if len(letters) == 1 else ")")
-            _fail(kernel, name, f"{len(letters)}-D of shape {expected}", _describe(a))
-        for axis, (letter, size) in enumerate(zip(letters, a.shape)):
+            _fail(kernel, name, f"{len(letters)}-D of shape {expected}", describe(a))
+        for axis, (letter, size) in enumerate(zip(letters, shape)):
             if size == 0:
                 what = "batch" if letter == "N" else "axis"
-                _fail(kernel, name, f"non-empty (empty {what} on axis {axis})", _describe(a))
+                _fail(kernel, name, f"non-empty (empty {what} on axis {axis})", describe(a))
             if letter in dims and dims[letter][0] != size:
                 other, other_name = dims[letter]
                 _fail(kernel, name, f"of size {other} on axis {axis} ({letter}, as in '{other_name}')",
-                      _describe(a))
+                      describe(a))
             dims.setdefault(letter, (size, name))
-    _check_values(kernel, spec, args, dims)
+    return converted, dims
+
+
+def _host_array(kernel, name, a, output):
+    _check_array(kernel, name, a, output)
+    return a
+
+
+def check_call(kernel, spec, outputs, args):
+    """Validate ``args`` of ``kernel`` against ``spec``; raise KernelArgumentError.
+
+    ``outputs`` is the set of argument names the kernel writes (``output_names``).
+    """
+    _, dims = check_arrays(kernel, spec, outputs, args, _host_array, _describe)
+    check_values(kernel, spec, args, dims)
 
 
 def _check_scalar(kernel, name, kind, a):
@@ -133,7 +171,8 @@ def _check_scalar(kernel, name, kind, a):
         _fail(kernel, name, ">= 0", a)
 
 
-def _check_values(kernel, spec, args, dims):
+def check_values(kernel, spec, args, dims):
+    """Label ranges and sample weights: the checks that read values, on host arrays."""
     for (name, kind), a in zip(spec, args):
         if kind == "labels" and a.size:
             n_classes = dims["O"][0]
@@ -156,9 +195,10 @@ def public(kernel, spec, n_outputs):
     unchecked kernel itself, so user-compiled code pays nothing.
     """
     name = kernel.py_func.__name__
+    outputs = output_names(spec, n_outputs)
 
     def wrapper(*args):
-        check_call(name, spec, n_outputs, args)
+        check_call(name, spec, outputs, args)
         kernel(*args)
 
     functools.update_wrapper(wrapper, kernel.py_func)

@@ -3,8 +3,8 @@
 ``call(backend, name, *args)`` takes NumPy arrays whatever the backend: on
 "cpu" it calls the checked ``fastbp.kernels.<name>``; on "cuda" it copies the
 arrays to the device, calls ``fastbp.kernels.cuda.<name>`` with the same
-argument order, and copies the outputs (the first ``n_outputs`` arguments of
-the kernel's spec) back into the host arrays. The "cuda" backend is listed only
+argument order, and copies the outputs (the arguments the kernel's spec
+names as written) back into the host arrays. The "cuda" backend is listed only
 when ``fastbp.kernels.cuda`` imports; it runs on a GPU when the machine has one
 and under numba's CUDA simulator otherwise (tests/conftest.py decides which,
 before numba is imported), where each GPU thread is a Python thread and shapes
@@ -21,6 +21,7 @@ import pytest
 
 import fastbp.kernels
 from fastbp.kernels import _SPECS
+from fastbp.kernels._checks import output_names
 
 
 def _import_cuda_kernels():
@@ -114,7 +115,8 @@ def call(backend, name, *args):
         raise ValueError(f"unknown backend {backend!r}")
     from numba import cuda
 
-    n_outputs = _SPECS[name][1]
+    spec, outputs = _SPECS[name]
+    outputs = output_names(spec, outputs)
     on_device = {}  # by id, so that an array passed twice (dz is dout) stays one array
     device_args = []
     for a in args:
@@ -126,8 +128,8 @@ def call(backend, name, *args):
             device_args.append(a)
     getattr(_CUDA, name)(*device_args)
     cuda.synchronize()
-    for host, device in zip(args[:n_outputs], device_args[:n_outputs]):
-        if isinstance(host, np.ndarray) and host.size:
+    for (arg, _), host, device in zip(spec, args, device_args):
+        if arg in outputs and isinstance(host, np.ndarray) and host.size:
             device.copy_to_host(host)
 
 

@@ -31,6 +31,7 @@ pytest.importorskip("numba_cuda")
 import fastbp.kernels as cpu  # noqa: E402
 import fastbp.kernels.cuda as gpu  # noqa: E402
 from fastbp.kernels import ACTIVATIONS, KernelArgumentError  # noqa: E402
+from fastbp.kernels._checks import output_names  # noqa: E402
 from fastbp.kernels._scalar import OUTPUT_DERIVABLE  # noqa: E402
 from fastbp.kernels.cuda import _launch, activations, dense, dropout  # noqa: E402
 from numba import cuda  # noqa: E402
@@ -54,7 +55,9 @@ def close(got, want, dtype, what=""):
 
 
 def _outputs(name, args):
-    return args[:cpu._SPECS[name][1]]
+    spec, outputs = cpu._SPECS[name]
+    outputs = output_names(spec, outputs)
+    return [a for (arg, _), a in zip(spec, args) if arg in outputs]
 
 
 def _copied(args, copy):

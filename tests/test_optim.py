@@ -170,3 +170,24 @@ def test_argument_errors_name_the_argument():
         adam_update(p, g, s, s.copy(), 0.1, 0.9, 0.999, 0.0, 1, 0.0, False)
     with pytest.raises(KernelArgumentError, match=r"argument 'm' must be float64 like the arrays"):
         adam_update(p, g, s.astype(np.float32), s.copy(), 0.1, 0.9, 0.999, 1e-8, 1, 0.0, False)
+
+
+def test_updates_only_need_write_access_to_what_they_write():
+    # The gradient is read, never written: a read-only gradient is fine; read-only state is not.
+    p = np.ones(5)
+    grad = np.full(5, 0.5)
+    grad.flags.writeable = False
+    velocity = np.zeros(5)
+    sgd_update(p, grad, velocity, 0.1, 0.9, False, 0.0)
+    np.testing.assert_allclose(p, 0.95)
+    m, v = np.zeros(5), np.zeros(5)
+    adam_update(p, grad, m, v, 0.1, 0.9, 0.999, 1e-8, 1, 0.0, False)
+    np.testing.assert_allclose(p, 0.85, rtol=1e-6)
+    for name, frozen in (("velocity", velocity), ("param", p)):
+        frozen.flags.writeable = False
+        with pytest.raises(KernelArgumentError, match=rf"argument '{name}' must be writeable"):
+            sgd_update(p, grad, velocity, 0.1, 0.9, False, 0.0)
+        frozen.flags.writeable = True
+    v.flags.writeable = False
+    with pytest.raises(KernelArgumentError, match=r"argument 'v' must be writeable"):
+        adam_update(p, grad, m, v, 0.1, 0.9, 0.999, 1e-8, 1, 0.0, False)
