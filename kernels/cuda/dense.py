@@ -50,8 +50,6 @@ TN = 4
 THREADS_M = BM // TM  # 16 thread rows
 THREADS_N = BN // TN  # 16 thread columns
 THREADS = THREADS_M * THREADS_N  # 256
-A_LOADS = BM * BK // THREADS  # slab elements each thread copies per step: 4
-B_LOADS = BK * BN // THREADS  # 4
 # One extra column in each slab row so that the column-wise slab writes of a
 # warp (consecutive threads, consecutive k) fall in different banks.
 PAD = 1
@@ -67,63 +65,31 @@ PARTIALS = (LANES, COLS)
 
 
 @device
-def _load_a(a_tile, a, row0, k0, n_rows, depth, transposed):
-    """Copy A[row0:row0+BM, k0:k0+BK] into a_tile[k, m], zero outside the matrix.
+def _load_slab(tile, src, outer0, k0, n_outer, depth, k_major, width):
+    """Copy M[outer0:outer0+width, k0:k0+BK] into tile[k, o], zero outside the matrix.
 
-    A is ``a`` (n_rows x depth) or, transposed, a.T with ``a`` (depth x n_rows).
+    M[o, k] is ``src[k, o]`` when ``k_major`` (src is depth x n_outer: a row of
+    src runs along o, so o is the fast index) and ``src[o, k]`` otherwise (k the
+    fast index), so that consecutive threads read consecutive elements either
+    way. The A slab of A = a is M = a (k fast), of A = a.T is M with src = a
+    (k-major); the B slab of B = b is M = b.T, i.e. src = b k-major, and of
+    B = b.T it is src = b with k fast.
     """
     tid = cuda.threadIdx.x
-    for s in range(A_LOADS):
+    for s in range(width * BK // THREADS):
         e = tid + s * THREADS
-        if transposed:
-            # A[m, k] = a[k, m]: a row of `a` runs along m, so m is the fast index.
-            kk = e // BM
-            mm = e - kk * BM
-            m = row0 + mm
-            k = k0 + kk
-            if m < n_rows and k < depth:
-                a_tile[kk, mm] = a[k, m]
-            else:
-                a_tile[kk, mm] = 0
+        if k_major:
+            kk = e // width
+            oo = e - kk * width
         else:
-            mm = e // BK
-            kk = e - mm * BK
-            m = row0 + mm
-            k = k0 + kk
-            if m < n_rows and k < depth:
-                a_tile[kk, mm] = a[m, k]
-            else:
-                a_tile[kk, mm] = 0
-
-
-@device
-def _load_b(b_tile, b, k0, col0, depth, n_cols, transposed):
-    """Copy B[k0:k0+BK, col0:col0+BN] into b_tile[k, n], zero outside the matrix.
-
-    B is ``b`` (depth x n_cols) or, transposed, b.T with ``b`` (n_cols x depth).
-    """
-    tid = cuda.threadIdx.x
-    for s in range(B_LOADS):
-        e = tid + s * THREADS
-        if transposed:
-            # B[k, n] = b[n, k]: a row of `b` runs along k, so k is the fast index.
-            nn = e // BK
-            kk = e - nn * BK
-            n = col0 + nn
-            k = k0 + kk
-            if n < n_cols and k < depth:
-                b_tile[kk, nn] = b[n, k]
-            else:
-                b_tile[kk, nn] = 0
+            oo = e // BK
+            kk = e - oo * BK
+        o = outer0 + oo
+        k = k0 + kk
+        if o < n_outer and k < depth:
+            tile[kk, oo] = src[k, o] if k_major else src[o, k]
         else:
-            kk = e // BN
-            nn = e - kk * BN
-            n = col0 + nn
-            k = k0 + kk
-            if n < n_cols and k < depth:
-                b_tile[kk, nn] = b[k, n]
-            else:
-                b_tile[kk, nn] = 0
+            tile[kk, oo] = 0
 
 
 @device
@@ -151,8 +117,8 @@ def _tile_product(acc, a_tile, b_tile, a, b, n_rows, n_cols, depth, a_transposed
         for c in range(TN):
             acc[r, c] = 0
     for k0 in range(0, depth, BK):
-        _load_a(a_tile, a, row0, k0, n_rows, depth, a_transposed)
-        _load_b(b_tile, b, k0, col0, depth, n_cols, b_transposed)
+        _load_slab(a_tile, a, row0, k0, n_rows, depth, a_transposed, BM)
+        _load_slab(b_tile, b, col0, k0, n_cols, depth, not b_transposed, BN)
         cuda.syncthreads()  # slabs complete before anyone reads them
         for kk in range(BK):
             for r in range(TM):
