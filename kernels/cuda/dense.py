@@ -159,42 +159,38 @@ def _forward_kernel(out, x, w, b, activation, alpha):
                     out[n, j] = activate(activation, acc[r, c] + b[j], alpha)
 
 
+@device
+def _plain_product(c, a, b, depth, a_transposed, b_transposed):
+    """c = A @ B, no epilogue: A is a or a.T and B is b or b.T, both read in place.
+
+    The kernels below call it with literal flags, which NVVM propagates into
+    the inlined slab loads, as when each kernel had its own copy of this body.
+    """
+    a_tile = cuda.shared.array(A_SLAB, c.dtype)
+    b_tile = cuda.shared.array(B_SLAB, c.dtype)
+    acc = cuda.local.array(ACC, c.dtype)
+    n_rows, n_cols = c.shape
+    _tile_product(acc, a_tile, b_tile, a, b, n_rows, n_cols, depth, a_transposed, b_transposed)
+    row, col = _first_output()
+    for r in range(TM):
+        i = row + r * THREADS_M
+        if i < n_rows:
+            for k in range(TN):
+                j = col + k * THREADS_N
+                if j < n_cols:
+                    c[i, j] = acc[r, k]
+
+
 @kernel
 def _input_grad_kernel(dx, dz, w):
     """dx (N, I) = dz (N, O) @ w.T, reading w (I, O) in place."""
-    a_tile = cuda.shared.array(A_SLAB, dz.dtype)
-    b_tile = cuda.shared.array(B_SLAB, dz.dtype)
-    acc = cuda.local.array(ACC, dz.dtype)
-    n_rows, depth = dz.shape
-    n_cols = w.shape[0]
-    _tile_product(acc, a_tile, b_tile, dz, w, n_rows, n_cols, depth, False, True)
-    row, col = _first_output()
-    for r in range(TM):
-        n = row + r * THREADS_M
-        if n < n_rows:
-            for c in range(TN):
-                i = col + c * THREADS_N
-                if i < n_cols:
-                    dx[n, i] = acc[r, c]
+    _plain_product(dx, dz, w, dz.shape[1], False, True)
 
 
 @kernel
 def _weight_grad_kernel(dw, x, dz):
     """dw (I, O) = x.T @ dz (N, O), reading x (N, I) in place; a plain sum over the batch."""
-    a_tile = cuda.shared.array(A_SLAB, x.dtype)
-    b_tile = cuda.shared.array(B_SLAB, x.dtype)
-    acc = cuda.local.array(ACC, x.dtype)
-    depth, n_rows = x.shape
-    n_cols = dz.shape[1]
-    _tile_product(acc, a_tile, b_tile, x, dz, n_rows, n_cols, depth, True, False)
-    row, col = _first_output()
-    for r in range(TM):
-        i = row + r * THREADS_M
-        if i < n_rows:
-            for c in range(TN):
-                j = col + c * THREADS_N
-                if j < n_cols:
-                    dw[i, j] = acc[r, c]
+    _plain_product(dw, x, dz, x.shape[0], True, False)
 
 
 @kernel
