@@ -13,14 +13,14 @@ import numba
 from numba import njit
 from numba.extending import register_jitable
 
+from . import _cache
+
 SAFE_FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
 
 # Kernels below these sizes run serially: numba's thread pool costs a few
 # microseconds per parallel region, more than the whole loop on tiny layers.
 # Module constants are frozen into numba's cache; never change them at run time.
 PARALLEL_MIN_ELEMENTS = 1 << 15
-
-_CACHE = os.environ.get("FASTBP_NO_CACHE", "") not in ("1", "true", "yes")
 
 # Every scalar function of _scalar.py, in definition order, so that the CUDA
 # backend can register the very same Python functions for its own target.
@@ -34,7 +34,10 @@ def jit(func=None, *, parallel=False, fastmath=False, inline="never"):
     """
     options = dict(
         nogil=True,
-        cache=_CACHE,
+        # Cached, but not by numba's cache=True, which writes beside the sources
+        # (inside site-packages) and keys each function on its own file only:
+        # _cache gives every kernel a per-user folder keyed on the whole kernel tree.
+        cache=False,
         parallel=parallel,
         # numba accepts a set or dict here, not a frozenset: hand it a fresh copy.
         fastmath=set(SAFE_FASTMATH) if fastmath else False,
@@ -44,7 +47,7 @@ def jit(func=None, *, parallel=False, fastmath=False, inline="never"):
     )
 
     def decorate(f):
-        return njit(**options)(f)
+        return _cache.enable_cpu(njit(**options)(f))
 
     return decorate if func is None else decorate(func)
 

@@ -32,24 +32,27 @@ except ImportError as exc:  # numba-cuda present but broken, e.g. no CUDA Python
         "reinstall it with: pip install fastbp[cuda]"
     ) from exc
 
-from .._jit import _CACHE, SCALAR_FUNCTIONS
+from .. import _cache
+from .._jit import SCALAR_FUNCTIONS
 
 # True under numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1), where every GPU
 # thread runs as Python: what the tests use on machines without a GPU.
 SIMULATOR = bool(_config.ENABLE_CUDASIM)
 
 # Decorator policy, as _jit.py is for the CPU. Kernels are cached on disk like
-# the CPU ones (FASTBP_NO_CACHE=1 turns both off). fastmath is off, so NaN and
+# the CPU ones, in the same per-user folder (kernels/_cache.py; FASTBP_NO_CACHE=1
+# turns both off). fastmath is off, so NaN and
 # inf propagate and divergence stays visible. Device functions are inlined at
 # the NVVM level, so that the small per-thread arrays they fill (the GEMM
 # accumulators) become registers. The simulator's jit takes none of these.
-_KERNEL_OPTIONS = {} if SIMULATOR else dict(cache=_CACHE, fastmath=False)
+_KERNEL_OPTIONS = {} if SIMULATOR else dict(fastmath=False)
 _DEVICE_OPTIONS = {} if SIMULATOR else dict(forceinline=True, fastmath=False)
 
 
 def kernel(func):
     """Compile a ``@cuda.jit`` kernel with the project's policy."""
-    return cuda.jit(**_KERNEL_OPTIONS)(func)
+    compiled = cuda.jit(**_KERNEL_OPTIONS)(func)
+    return compiled if SIMULATOR else _cache.enable_cuda(compiled)
 
 
 def device(func):
