@@ -4,7 +4,11 @@ The file holds the architecture, loss, optimizer and schedule as a JSON record,
 the flat parameter vector ``theta`` and the optimizer's state arrays.
 ``Sequential.save`` and ``fastbp.load`` are these functions.
 """
+import contextlib
 import json
+import os
+import stat
+import tempfile
 
 import numpy as np
 
@@ -16,7 +20,17 @@ FORMAT_VERSION = 1
 
 
 def save_model(model, path):
-    """Write ``model`` to one .npz file: architecture as JSON, parameters, optimizer state."""
+    """Write ``model`` to one .npz file: architecture as JSON, parameters, optimizer state.
+
+    The file gets exactly the name given (NumPy's ".npz" suffix is not added).
+    It is written whole under a temporary name in the same folder and then
+    renamed over ``path``, so a crash, a kill or a full disk during a save
+    leaves the file that was there before intact, never half a file. A failed
+    save raises an OSError that names the path and the cause. A process killed
+    mid-save can leave its temporary file, ``.<name>.<random>.tmp``, beside the
+    target; later saves neither use nor remove it (another process might be
+    writing it): delete it by hand.
+    """
     from . import __version__
 
     arrays = {
@@ -29,8 +43,78 @@ def save_model(model, path):
     if model.optimizer is not None and model.optimizer.state is not None:
         for i, s in enumerate(model.optimizer.state):
             arrays[f"optimizer_state_{i}"] = s
-    with open(path, "wb") as fh:
-        np.savez(fh, **arrays)
+    _write_whole(path, lambda fh: np.savez(fh, **arrays))
+
+
+def _write_whole(path, write):
+    """Call ``write(fh)`` on a temporary file beside ``path``, make it durable, then rename
+    it over ``path``. Until the rename, a reader of ``path`` sees the old file, whole."""
+    # Through a symbolic link, as open(path, "wb") would write: replace the file it
+    # points to, not the link.
+    target = os.path.realpath(os.fsdecode(os.fspath(path)))
+    folder, name = os.path.split(target)
+    try:
+        # The new file keeps the permissions of the one it replaces, as writing in place did.
+        mode = stat.S_IMODE(os.stat(target).st_mode)
+    except OSError:
+        mode = 0o666 & ~_umask()
+    try:
+        fd, temporary = tempfile.mkstemp(dir=folder, prefix="." + name + ".", suffix=".tmp")
+    except OSError as err:
+        raise _save_error(path, folder, err) from err
+    renamed = False
+    try:
+        with open(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        # Best effort: a file system without Unix permissions (FAT, some network mounts)
+        # refuses chmod, and that is no reason to fail the save.
+        with contextlib.suppress(OSError):
+            os.chmod(temporary, mode)
+        os.replace(temporary, target)
+        renamed = True
+    except OSError as err:
+        raise _save_error(path, folder, err) from err
+    finally:
+        # Any failure, KeyboardInterrupt included, removes the temporary file.
+        if not renamed:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+    _fsync_folder(folder)
+
+
+def _save_error(path, folder, err):
+    cause = err.strerror or str(err)
+    if isinstance(err, FileNotFoundError) and not os.path.isdir(folder):
+        cause = f"the folder {folder!r} does not exist"
+    message = f"could not save the model to {os.fsdecode(path)!r}: {cause}; a file already there is left as it was"
+    # OSError(errno, message) is the errno's subclass: PermissionError, FileNotFoundError, ...
+    return OSError(err.errno, message) if err.errno is not None else OSError(message)
+
+
+def _umask():
+    # os.umask reads the mask only by setting it; it is set back at once.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_folder(folder):
+    """Make the rename durable too. Windows cannot open a folder for this, and some file
+    systems refuse it: the save has happened by then, so neither is an error."""
+    if os.name == "nt":
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def load_model(path):
