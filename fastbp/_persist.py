@@ -1,7 +1,10 @@
 """Saving and loading a Sequential: one .npz file that NumPy reads without pickle.
 
 The file holds the architecture, loss, optimizer and schedule as a JSON record,
-the flat parameter vector ``theta`` and the optimizer's state arrays.
+the flat parameter vector ``theta``, the optimizer's state arrays and the state of
+the model's random generator (JSON). A reader ignores arrays it does not know, so
+the random state, a later addition, needed no new format version: files without
+it load, and a reader from before it reads files with it.
 ``Sequential.save`` and ``fastbp.load`` are these functions.
 """
 import contextlib
@@ -20,7 +23,8 @@ FORMAT_VERSION = 1
 
 
 def save_model(model, path):
-    """Write ``model`` to one .npz file: architecture as JSON, parameters, optimizer state.
+    """Write ``model`` to one .npz file: architecture as JSON, parameters, optimizer state,
+    random state.
 
     The file gets exactly the name given (NumPy's ".npz" suffix is not added).
     It is written whole under a temporary name in the same folder and then
@@ -39,6 +43,9 @@ def save_model(model, path):
         "fastbp_version": np.array(__version__),
         "architecture": np.array(json.dumps(model.get_config())),
         "theta": model.theta,
+        # The generator that shuffles and seeds dropout in fit, so that training goes on
+        # after a load as it would have without one. Its state is a dict of ints: JSON.
+        "rng_state": np.array(json.dumps(model._rng.bit_generator.state)),
     }
     if model.optimizer is not None and model.optimizer.state is not None:
         for i, s in enumerate(model.optimizer.state):
@@ -162,6 +169,14 @@ def load_model(path):
         raise ValueError(f"{path!r} is corrupt: its parameters have shape {theta.shape} and dtype "
                          f"{theta.dtype}; the architecture needs {model.theta.shape} {model.theta.dtype}")
     model.theta[...] = theta
+    if "rng_state" in arrays:
+        try:
+            model._rng.bit_generator.state = json.loads(str(arrays["rng_state"]))
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{path!r} has a corrupt random-state record: {err!r}") from err
+    # A file written before the record existed leaves the generator the constructor made:
+    # fresh from the saved seed (past the draws of the initial weights), not where the
+    # saved model's was, so training after such a load takes other shuffles and masks.
     model.epochs_trained = config.get("epochs_trained", 0)
     model.loss = loss
     if optimizer is not None:
