@@ -366,6 +366,10 @@ class Sequential:
                 message = (f"training diverged: non-finite {what} at epoch {epoch + 1}, batch "
                            f"{stopped + 1} of {n_batches} (lr {lr:g}); the model keeps its weights "
                            f"from before that step. Try a smaller learning rate.")
+                # Training ends here too: History and the callbacks (EarlyStopping's restore, a
+                # user's clean-up) see it before the error propagates.
+                for cb in [history] + callbacks:
+                    cb.on_train_end({})
                 raise DivergenceError(message, epoch, stopped, history)
             seconds = time.perf_counter() - start
             logs = self._logs(stats)

@@ -269,6 +269,32 @@ def test_a_user_callback_sees_every_event_and_can_stop(data):
     assert m.fit(X, y, epochs=2, verbose=0).epoch == [3, 4]
 
 
+def test_train_end_runs_after_divergence_before_the_error(data):
+    # A learning rate this large sends this MSE fit to inf after a few whole epochs.
+    X, y = fastbp.datasets.make_regression(64, 5, noise=0.1, nonlinear=False, seed=3)
+    events = []
+
+    class Recorder(fastbp.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            events.append(f"end {epoch}")
+
+        def on_train_end(self, logs=None):
+            events.append("train_end")
+            self.history_then = list(self.model.history.epoch)
+
+    recorder = Recorder()
+    m = Sequential([Dense(5, 16, activation="tanh"), Dense(16, 1)], dtype="float64", seed=0)
+    with pytest.raises(fastbp.DivergenceError) as info:
+        m.fit(X, y, epochs=5, batch_size=8, loss="mse", optimizer=fastbp.SGD(lr=2e4), shuffle=False,
+              callbacks=[recorder], verbose=0)
+    err = info.value
+    assert err.epoch >= 1
+    assert events == [f"end {e}" for e in range(err.epoch)] + ["train_end"]
+    # At train end the model's History holds the epochs completed, the same the error carries.
+    assert recorder.history_then == err.history.epoch == list(range(err.epoch))
+    assert m.history is err.history
+
+
 # ----- History ------------------------------------------------------------------------------
 
 
