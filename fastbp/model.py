@@ -299,6 +299,9 @@ class Sequential:
             X, y_int, y_float = (np.ascontiguousarray(a) for a in (X, y_int, y_float))
             sw = np.ascontiguousarray(sw)
 
+        # A schedule or callback that watches val_* needs validation data: say so before any epoch.
+        for watcher in [self.optimizer.schedule] + callbacks:
+            watcher.check_logs(val is not None)
         rng = np.random.default_rng(seed) if seed is not None else self._rng
         return self._fit_loop((X, y_int, y_float, sw), val, epochs, batch_size, shuffle, rng,
                               callbacks, verbose)
