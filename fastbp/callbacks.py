@@ -4,6 +4,8 @@ Subclass ``Callback`` and override any of ``on_train_begin(logs)``,
 ``on_epoch_begin(epoch, logs)``, ``on_epoch_end(epoch, logs)`` and
 ``on_train_end(logs)``. ``self.model`` is the model being trained; set
 ``self.model.stop_training = True`` to stop after the current epoch.
+``check_logs(validation)`` runs first, before any epoch, to refuse a fit that
+cannot work (a val_* quantity watched without validation data).
 """
 import math
 
@@ -15,6 +17,10 @@ class Callback:
 
     def set_model(self, model):
         self.model = model
+
+    def check_logs(self, validation):
+        """Called by fit before training; ``validation`` says whether the fit has validation
+        data, and so val_* entries in its epoch logs. Raise to refuse the fit."""
 
     def on_train_begin(self, logs=None):
         pass
@@ -29,11 +35,33 @@ class Callback:
         pass
 
 
+class MonitorError(KeyError, ValueError):
+    """A callback or schedule watches a quantity that the epoch logs lack.
+
+    A ValueError, since it is a fit that cannot work as asked; also a KeyError, which it
+    was before fit checked val_* quantities up front (as NumPy's AxisError is both a
+    ValueError and an IndexError).
+    """
+
+    def __str__(self):
+        return str(self.args[0])  # the message, not KeyError's repr of it
+
+
+def _check_monitor(monitor, validation, owner):
+    """At the start of fit: a val_* quantity needs validation data, or it never appears."""
+    if monitor.startswith("val_") and not validation:
+        raise MonitorError(f"{owner} monitors {monitor!r}, which the epoch logs lack; this fit has no "
+                           f"validation data, and val_* entries need validation_data or validation_split: "
+                           f"pass one of them to fit, or monitor a training quantity such as 'loss'")
+
+
 def _monitored(logs, monitor, owner):
+    """At the end of an epoch: the monitored value. A quantity that neither fit nor an
+    earlier callback wrote into the logs is an error."""
     if monitor in logs:
         return logs[monitor]
-    raise KeyError(f"{owner} monitors {monitor!r}, which the epoch logs lack; they have "
-                   f"{sorted(logs)} (val_* entries need validation_data or validation_split)")
+    raise MonitorError(f"{owner} monitors {monitor!r}, which the epoch logs lack; they have "
+                       f"{sorted(logs)} (val_* entries need validation_data or validation_split)")
 
 
 class _Improvement:
@@ -66,6 +94,9 @@ class EarlyStopping(Callback):
         self.restore_best_weights = restore_best_weights
         _Improvement(mode, min_delta)  # validates mode
 
+    def check_logs(self, validation):
+        _check_monitor(self.monitor, validation, "EarlyStopping")
+
     def on_train_begin(self, logs=None):
         self.tracker = _Improvement(self.mode, self.min_delta)
         self.wait = 0
@@ -97,6 +128,10 @@ class ModelCheckpoint(Callback):
     def __init__(self, path, monitor="val_loss", save_best_only=True, mode="min"):
         self.path, self.monitor, self.save_best_only, self.mode = path, monitor, save_best_only, mode
         _Improvement(mode, 0.0)
+
+    def check_logs(self, validation):
+        if self.save_best_only:
+            _check_monitor(self.monitor, validation, "ModelCheckpoint")
 
     def on_train_begin(self, logs=None):
         self.tracker = _Improvement(self.mode, 0.0)

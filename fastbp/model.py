@@ -7,20 +7,19 @@ is one array. ``fit`` converts and checks the data once, allocates every
 buffer once, and then runs whole epochs (or, with a progress bar, runs of
 batches) in compiled code.
 """
-import json
 import math
 import time
 
 import numpy as np
 
 from . import _loop, _progress, losses, optimizers
+from ._persist import load_model as load  # noqa: F401 (fastbp.load is model.load)
+from ._persist import save_model
 from ._validation import (check_features, check_fraction, check_int, check_same_length,
                           check_sample_weight)
 from .callbacks import Callback, History
-from .layers import ACTIVATIONS, Activation, Dense, Dropout, Layer, layer_from_config
+from .layers import ACTIVATIONS, Activation, Dense, Dropout, Layer
 
-FORMAT = "fastbp-model"
-FORMAT_VERSION = 1
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
@@ -300,6 +299,9 @@ class Sequential:
             X, y_int, y_float = (np.ascontiguousarray(a) for a in (X, y_int, y_float))
             sw = np.ascontiguousarray(sw)
 
+        # A schedule or callback that watches val_* needs validation data: say so before any epoch.
+        for watcher in [self.optimizer.schedule] + callbacks:
+            watcher.check_logs(val is not None)
         rng = np.random.default_rng(seed) if seed is not None else self._rng
         return self._fit_loop((X, y_int, y_float, sw), val, epochs, batch_size, shuffle, rng,
                               callbacks, verbose)
@@ -367,6 +369,10 @@ class Sequential:
                 message = (f"training diverged: non-finite {what} at epoch {epoch + 1}, batch "
                            f"{stopped + 1} of {n_batches} (lr {lr:g}); the model keeps its weights "
                            f"from before that step. Try a smaller learning rate.")
+                # Training ends here too: History and the callbacks (EarlyStopping's restore, a
+                # user's clean-up) see it before the error propagates.
+                for cb in [history] + callbacks:
+                    cb.on_train_end({})
                 raise DivergenceError(message, epoch, stopped, history)
             seconds = time.perf_counter() - start
             logs = self._logs(stats)
@@ -528,20 +534,7 @@ class Sequential:
 
     def save(self, path):
         """Write the model to one .npz file: architecture as JSON, parameters, optimizer state."""
-        from . import __version__
-
-        arrays = {
-            "format": np.array(FORMAT),
-            "format_version": np.array(FORMAT_VERSION),
-            "fastbp_version": np.array(__version__),
-            "architecture": np.array(json.dumps(self.get_config())),
-            "theta": self.theta,
-        }
-        if self.optimizer is not None and self.optimizer.state is not None:
-            for i, s in enumerate(self.optimizer.state):
-                arrays[f"optimizer_state_{i}"] = s
-        with open(path, "wb") as fh:
-            np.savez(fh, **arrays)
+        save_model(self, path)
 
 
 class _CPUTrainer:
@@ -593,56 +586,3 @@ class _CPUTrainer:
 
 def _missing(what):
     raise ValueError(f"fit needs a {what}: pass {what}=... or call compile first")
-
-
-def load(path):
-    """Load a model written by ``Sequential.save``; it predicts bit for bit as saved.
-
-    A file that is not such a model, or a damaged one, raises a ValueError that names it.
-    """
-    try:
-        data = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise
-    except Exception as err:
-        raise ValueError(f"{path!r} is not a fastbp model file (not a readable .npz archive: {err})") from err
-    if not isinstance(data, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path!r} is not a fastbp model file (a single .npy array, not a .npz archive)")
-    with data:
-        try:
-            # Read every member now: a damaged one (bad CRC, cut short) fails here, with the path.
-            arrays = {key: data[key] for key in data.files}
-        except Exception as err:
-            raise ValueError(f"{path!r} is a damaged .npz archive: {err}") from err
-    if "format" not in arrays or str(arrays["format"]) != FORMAT:
-        raise ValueError(f"{path!r} is not a fastbp model file (no '{FORMAT}' marker; keys: {sorted(arrays)})")
-    missing = [key for key in ("format_version", "architecture", "theta") if key not in arrays]
-    if missing:
-        raise ValueError(f"{path!r} is corrupt: it lacks the arrays {missing}")
-    version = int(arrays["format_version"])
-    if version > FORMAT_VERSION:
-        raise ValueError(f"{path!r} has model format version {version}; this fastbp reads up to "
-                         f"{FORMAT_VERSION}: upgrade fastbp")
-    try:
-        config = json.loads(str(arrays["architecture"]))
-        layers = [layer_from_config(entry["type"], entry["config"]) for entry in config["layers"]]
-        model = Sequential(layers, dtype=config["dtype"], seed=config.get("seed"))
-        loss = losses.get(config["loss"]) if config.get("loss") else None
-        optimizer = (optimizers.from_config(config["optimizer"], config["schedule"])
-                     if config.get("optimizer") else None)
-    except (KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"{path!r} has a corrupt architecture record: {err!r}") from err
-    theta = arrays["theta"]
-    if theta.shape != model.theta.shape or theta.dtype != model.theta.dtype:
-        raise ValueError(f"{path!r} is corrupt: its parameters have shape {theta.shape} and dtype "
-                         f"{theta.dtype}; the architecture needs {model.theta.shape} {model.theta.dtype}")
-    model.theta[...] = theta
-    model.epochs_trained = config.get("epochs_trained", 0)
-    model.loss = loss
-    if optimizer is not None:
-        model.optimizer = optimizer
-        states = [arrays[k] for k in sorted(arrays) if k.startswith("optimizer_state_")]
-        if states:
-            optimizer.state = states
-            optimizer.steps = int(config.get("optimizer_steps", 0))
-    return model

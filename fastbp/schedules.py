@@ -6,6 +6,8 @@ logs through ``on_epoch_end``.
 """
 import math
 
+from .callbacks import _check_monitor, _monitored
+
 
 class Schedule:
     """Base class: ``lr_at(epoch)`` gives the rate for an epoch."""
@@ -17,6 +19,9 @@ class Schedule:
 
     def lr_at(self, epoch):
         raise NotImplementedError
+
+    def check_logs(self, validation):
+        """Called by fit before training, as ``Callback.check_logs``."""
 
     def on_epoch_end(self, epoch, logs):
         pass
@@ -97,11 +102,12 @@ class ReduceLROnPlateau(Schedule):
     def lr_at(self, epoch):
         return self.current
 
+    def check_logs(self, validation):
+        # val_loss without validation data used to fall back to the training loss, silently.
+        _check_monitor(self.monitor, validation, "ReduceLROnPlateau")
+
     def on_epoch_end(self, epoch, logs):
-        value = logs.get(self.monitor, logs.get("loss") if self.monitor == "val_loss" else None)
-        if value is None:
-            raise KeyError(f"ReduceLROnPlateau monitors {self.monitor!r}, which the epoch logs "
-                           f"lack; they have {sorted(logs)}")
+        value = _monitored(logs, self.monitor, "ReduceLROnPlateau")
         sign = 1.0 if self.mode == "min" else -1.0
         if self.best is None or sign * (self.best - value) > self.min_delta:
             self.best, self.wait = value, 0

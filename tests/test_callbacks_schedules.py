@@ -181,6 +181,67 @@ def test_callbacks_that_watch_a_missing_quantity(data):
         fit_with(data, [fastbp.EarlyStopping()], epochs=2)
 
 
+class Events(fastbp.Callback):
+    def __init__(self):
+        self.events = []
+
+    def on_train_begin(self, logs=None):
+        self.events.append("train_begin")
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.events.append(f"end {epoch}")
+
+
+@pytest.mark.parametrize("owner", ["ReduceLROnPlateau", "EarlyStopping", "ModelCheckpoint"])
+def test_a_val_monitor_without_validation_data_fails_before_the_first_epoch(data, tmp_path, owner):
+    # Each watches val_loss by default. ReduceLROnPlateau used to fall back to the training
+    # loss without a word; EarlyStopping and ModelCheckpoint failed after the first epoch.
+    X, y = data
+    optimizer, callbacks = fastbp.SGD(0.1), []
+    if owner == "ReduceLROnPlateau":
+        optimizer = fastbp.SGD(fastbp.ReduceLROnPlateau(0.1, patience=0))
+    elif owner == "EarlyStopping":
+        callbacks = [fastbp.EarlyStopping(patience=1)]
+    else:
+        callbacks = [fastbp.ModelCheckpoint(tmp_path / "best.npz")]
+    events = Events()
+    m = model()
+    theta = m.get_flat_weights()
+    with pytest.raises(ValueError, match=rf"^{owner} monitors 'val_loss', which the epoch logs lack; this fit has "
+                                         r"no validation data, and val_\* entries need validation_data or "
+                                         r"validation_split: pass one of them to fit") as info:
+        m.fit(X, y, epochs=3, batch_size=16, loss=SCE, optimizer=optimizer, callbacks=callbacks + [events], verbose=0)
+    assert isinstance(info.value, KeyError)  # what it raised before, after an epoch
+    assert events.events == [] and m.epochs_trained == 0 and m.optimizer.steps == 0
+    np.testing.assert_array_equal(m.theta, theta)
+    assert list(tmp_path.iterdir()) == []
+    # With validation data the same fit runs.
+    history = m.fit(X, y, epochs=3, batch_size=16, callbacks=callbacks + [events], validation_split=0.25, verbose=0)
+    assert events.events[:2] == ["train_begin", "end 0"] and "val_loss" in history.history
+
+
+def test_only_val_monitors_are_checked_before_training(data, tmp_path):
+    # A quantity that a callback writes can only be looked for at the end of an epoch:
+    # without validation data, ModelCheckpoint(save_best_only=False) ignores its monitor,
+    # and a val_* entry that a callback adds is fine once there is validation data.
+    X, y = data
+    checkpoint = fastbp.ModelCheckpoint(tmp_path / "every.npz", save_best_only=False)  # monitor="val_loss"
+    fit_with(data, [checkpoint], epochs=2)
+    assert checkpoint.saved_epochs == [0, 1]
+
+    class ValScore(Script):
+        def on_epoch_end(self, epoch, logs=None):
+            logs["val_score"] = self.scores[epoch]
+
+    stop = fastbp.EarlyStopping(monitor="val_score", patience=1)
+    _, history = fit_with(data, [ValScore([3, 2, 2.5, 1]), stop], epochs=4, validation_split=0.25)
+    assert history.epoch == [0, 1, 2] and stop.best_epoch == 1
+    plateau = fastbp.ReduceLROnPlateau(0.05, monitor="score")
+    with pytest.raises(KeyError, match=r"ReduceLROnPlateau monitors 'score', which the epoch logs lack; they have "
+                                       r"\['accuracy', 'loss', 'lr', 'samples_per_second', 'seconds'\]"):
+        model().fit(X, y, epochs=2, loss=SCE, optimizer=fastbp.SGD(plateau), verbose=0)
+
+
 class FileDigests(fastbp.Callback):
     """Records a digest of the checkpoint file after each epoch (runs after ModelCheckpoint)."""
 
@@ -267,6 +328,32 @@ def test_a_user_callback_sees_every_event_and_can_stop(data):
     # stop_training is reset by the next fit.
     X, y = data
     assert m.fit(X, y, epochs=2, verbose=0).epoch == [3, 4]
+
+
+def test_train_end_runs_after_divergence_before_the_error(data):
+    # A learning rate this large sends this MSE fit to inf after a few whole epochs.
+    X, y = fastbp.datasets.make_regression(64, 5, noise=0.1, nonlinear=False, seed=3)
+    events = []
+
+    class Recorder(fastbp.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            events.append(f"end {epoch}")
+
+        def on_train_end(self, logs=None):
+            events.append("train_end")
+            self.history_then = list(self.model.history.epoch)
+
+    recorder = Recorder()
+    m = Sequential([Dense(5, 16, activation="tanh"), Dense(16, 1)], dtype="float64", seed=0)
+    with pytest.raises(fastbp.DivergenceError) as info:
+        m.fit(X, y, epochs=5, batch_size=8, loss="mse", optimizer=fastbp.SGD(lr=2e4), shuffle=False,
+              callbacks=[recorder], verbose=0)
+    err = info.value
+    assert err.epoch >= 1
+    assert events == [f"end {e}" for e in range(err.epoch)] + ["train_end"]
+    # At train end the model's History holds the epochs completed, the same the error carries.
+    assert recorder.history_then == err.history.epoch == list(range(err.epoch))
+    assert m.history is err.history
 
 
 # ----- History ------------------------------------------------------------------------------

@@ -129,6 +129,51 @@ def test_plateau_schedule_state_is_saved(tmp_path, blobs):
     assert b.history["lr"] == [0.05, 0.025]
 
 
+def fit_save_load_fit(tmp_path, blobs, dtype, drop=()):
+    """A trains 2 + 2 epochs in two fits; B is A's save after the first fit, loaded, then
+    fitted 2 epochs. No seed is passed to fit: both draw from the model's own generator
+    (shuffling, and the seed of the dropout masks). ``drop`` lists arrays to strip from
+    the file before loading it."""
+    X, y = blobs
+    a = classifier(dtype)
+    a.fit(X, y, epochs=2, batch_size=16, loss="softmax_cross_entropy", optimizer=fastbp.Adam(0.01), verbose=0)
+    path = tmp_path / "a.npz"
+    a.save(path)
+    if drop:
+        path = rewrite(path, tmp_path, "old.npz", **{key: None for key in drop})
+    b = fastbp.load(path)
+    history_a = a.fit(X, y, epochs=2, batch_size=16, verbose=0)
+    history_b = b.fit(X, y, epochs=2, batch_size=16, verbose=0)
+    return a, b, history_a, history_b
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_models_random_state_is_saved(tmp_path, blobs, dtype):
+    a, b, history_a, history_b = fit_save_load_fit(tmp_path, blobs, dtype)
+    assert np.array_equal(a.theta, b.theta)
+    assert history_b["loss"] == history_a["loss"] and history_b.epoch == [2, 3]
+    assert a._rng.bit_generator.state == b._rng.bit_generator.state
+
+
+def test_a_file_without_the_random_state_loads_with_a_fresh_generator(tmp_path, blobs):
+    # Files written before the random state was saved still load; their generator is the
+    # one a model built from the saved seed has, so training goes on along other shuffles
+    # and dropout masks (which shows that the test above can fail).
+    a, b, _, _ = fit_save_load_fit(tmp_path, blobs, "float64", drop=["rng_state"])
+    assert not np.array_equal(a.theta, b.theta)
+    old = fastbp.load(rewrite(tmp_path / "a.npz", tmp_path, "old2.npz", rng_state=None))
+    assert old._rng.bit_generator.state == classifier("float64")._rng.bit_generator.state
+
+
+def test_the_random_state_is_json(tmp_path):
+    model = classifier()
+    model._rng.random(3)  # somewhere other than where the constructor left it
+    model.save(tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as data:
+        assert json.loads(str(data["rng_state"])) == model._rng.bit_generator.state
+    assert fastbp.load(tmp_path / "m.npz")._rng.random(4).tolist() == model._rng.random(4).tolist()
+
+
 def test_loading_without_the_state_would_differ(tmp_path, blobs):
     # The exact-continuation tests above must be able to fail: dropping the Adam state
     # (a fresh optimizer with the same settings) changes the result.
@@ -251,6 +296,13 @@ def test_corrupt_architecture(saved, tmp_path):
     path = rewrite(saved, tmp_path, "conv.npz", architecture=np.array(json.dumps(config)))
     with pytest.raises(ValueError, match=rf"{named(path)}.* corrupt architecture record: .*unknown layer type"):
         fastbp.load(path)
+
+
+def test_corrupt_random_state(saved, tmp_path):
+    for name, record in [("rng1.npz", "{not json"), ("rng2.npz", json.dumps({"bit_generator": "MT19937"}))]:
+        path = rewrite(saved, tmp_path, name, rng_state=np.array(record))
+        with pytest.raises(ValueError, match=rf"{named(path)}.* has a corrupt random-state record"):
+            fastbp.load(path)
 
 
 def test_newer_format_version(saved, tmp_path):
