@@ -27,29 +27,10 @@ import numpy as np
 
 from ._jit import scalar
 
-# Activation codes, shared by the fused dense kernels on CPU and GPU.
-IDENTITY = 0
-RELU = 1
-LEAKY_RELU = 2
-ELU = 3
-SIGMOID = 4
-TANH = 5
-SOFTPLUS = 6
-GELU = 7
-
-ACTIVATION_CODES = {
-    "identity": IDENTITY,
-    "relu": RELU,
-    "leaky_relu": LEAKY_RELU,
-    "elu": ELU,
-    "sigmoid": SIGMOID,
-    "tanh": TANH,
-    "softplus": SOFTPLUS,
-    "gelu": GELU,
-}
-# Activations whose derivative is a function of their output alone: these can
-# be fused into dense_act_backward.
-OUTPUT_DERIVABLE = frozenset(range(IDENTITY, GELU))
+# Activation codes and their properties live in the registry; the formulas here
+# dispatch on them.
+from .registry import (ELEMENTWISE_CODES as ACTIVATION_CODES, ELU, GELU, IDENTITY,  # noqa: E402,F401
+                       LEAKY_RELU, OUTPUT_DERIVABLE, RELU, SIGMOID, SOFTPLUS, TANH)
 
 _INV_SQRT2 = 0.7071067811865476
 _INV_SQRT2PI = 0.3989422804014327

@@ -1,0 +1,113 @@
+"""Every code and layout that the kernels, the compiled loop and the backends share, defined once.
+
+Compiled code cannot look names up in dicts, so activations, losses,
+optimizers, op kinds, status codes and the layouts of the ``hyper`` and
+``stats`` arrays travel as small integers. Each is defined here and nowhere
+else; every table of names (the layers' activation names, the checked kernels'
+codes, the CUDA dispatch) derives from the tables below. numba freezes these
+module globals into the machine code it caches, and the cache is keyed on the
+content of this file (``kernels/_cache.py``), so an edit here recompiles.
+
+Adding an activation: a code and a row in ``ACTIVATION_TABLE``, its scalar
+formulas in ``_scalar.py`` (a branch in ``activate`` and ``activate_grad``, or
+a row-wise kernel pair for a non-elementwise one), and its tests. Nothing
+else names it.
+"""
+from collections import namedtuple
+
+# ----- activations --------------------------------------------------------------------
+
+IDENTITY = 0
+RELU = 1
+LEAKY_RELU = 2
+ELU = 3
+SIGMOID = 4
+TANH = 5
+SOFTPLUS = 6
+GELU = 7
+SOFTMAX = 8
+LOG_SOFTMAX = 9
+
+Activation = namedtuple("Activation", "name code alpha alpha_rule backward_from")
+"""One activation.
+
+alpha: the default of its parameter (leaky slope, ELU scale), or None when it has none;
+alpha_rule: 'nonneg' or 'positive', what the parameter must be for the backward to hold;
+backward_from: what its backward needs besides dout: 'output' (elementwise, from
+y = f(z); these fuse into the dense kernels), 'input' (elementwise, from z), or 'rows'
+(row-wise over the last axis, from the output).
+"""
+
+ACTIVATION_TABLE = (
+    Activation("identity", IDENTITY, None, None, "output"),
+    Activation("relu", RELU, None, None, "output"),
+    Activation("leaky_relu", LEAKY_RELU, 0.01, "nonneg", "output"),
+    Activation("elu", ELU, 1.0, "positive", "output"),
+    Activation("sigmoid", SIGMOID, None, None, "output"),
+    Activation("tanh", TANH, None, None, "output"),
+    Activation("softplus", SOFTPLUS, None, None, "output"),
+    Activation("gelu", GELU, None, None, "input"),
+    Activation("softmax", SOFTMAX, None, None, "rows"),
+    Activation("log_softmax", LOG_SOFTMAX, None, None, "rows"),
+)
+
+# Every activation by name (layers, the model's lowering).
+ACTIVATIONS = {a.name: a.code for a in ACTIVATION_TABLE}
+# The elementwise ones, which the fused dense kernels and activation_forward take.
+ELEMENTWISE_CODES = {a.name: a.code for a in ACTIVATION_TABLE if a.backward_from != "rows"}
+# Elementwise activations whose derivative follows from their output: fusable into dense backward.
+OUTPUT_DERIVABLE = frozenset(a.code for a in ACTIVATION_TABLE if a.backward_from == "output")
+ACTIVATION_NAMES = {a.code: a.name for a in ACTIVATION_TABLE}
+ACTIVATION_BY_NAME = {a.name: a for a in ACTIVATION_TABLE}
+
+# ----- the ops of a lowered network ---------------------------------------------------
+
+OP_DENSE = 0
+OP_ACTIVATION = 1
+OP_DROPOUT = 2
+
+# ----- losses ---------------------------------------------------------------------------
+
+LOSS_SCE = 0
+LOSS_BCE = 1
+LOSS_MSE = 2
+
+Loss = namedtuple("Loss", "name code link")
+"""One loss; link is the activation it applies to the logits itself (fused and stable), or None."""
+
+LOSS_TABLE = (
+    Loss("softmax_cross_entropy", LOSS_SCE, "softmax"),
+    Loss("binary_cross_entropy", LOSS_BCE, "sigmoid"),
+    Loss("mse", LOSS_MSE, None),
+)
+
+# ----- optimizers and the layout of their ``hyper`` array --------------------------------
+
+OPT_SGD = 0
+OPT_ADAM = 1
+
+H_LR = 0
+H_MOMENTUM = 1
+H_NESTEROV = 2
+H_WEIGHT_DECAY = 3
+H_BETA1 = 4
+H_BETA2 = 5
+H_EPS = 6
+H_DECOUPLED = 7
+N_HYPER = 8
+
+# ----- what a run of training steps reports -----------------------------------------------
+
+OK = 0
+NONFINITE_LOSS = 1
+NONFINITE_GRADIENT = 2
+
+# Layout of the per-run statistics array: sums over the samples seen.
+S_LOSS = 0
+S_WEIGHT = 1
+S_CORRECT = 2
+S_SQUARED = 3
+S_ABSOLUTE = 4
+S_COUNT = 5
+S_ELEMENTS = 6
+N_STATS = 7
