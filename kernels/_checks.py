@@ -1,10 +1,13 @@
 """Argument checking for the Python-facing kernel entry points.
 
-Each public kernel is described by a spec: its arguments in order, each with a
-kind. Array kinds are strings of dimension letters (N batch, I inputs,
-O outputs) that must agree across arguments. The checks run once per call from
-Python; inside ``@njit`` code the public names compile straight to the
-unchecked kernels (see ``_public``).
+Each public kernel is described by an ``ArgSpec`` written just above it in its
+module (``DENSE_FORWARD_SPEC`` above ``cpu/dense.py``'s ``dense_forward``): its
+arguments in order, each with a kind, and the names of those it writes. The
+CPU and CUDA entry points of a kernel are made from that one object. Array
+kinds are strings of dimension letters (N batch, I inputs, O outputs) that must
+agree across arguments. The checks run once per call from Python; inside
+``@njit`` code the public names compile straight to the unchecked kernels (see
+``public``).
 """
 import functools
 import inspect
@@ -46,18 +49,62 @@ def _check_array(kernel, name, a, output):
 
 SCALAR_KINDS = frozenset({"float", "rate", "positive", "nonneg", "bool", "seed", "step", "act",
                           "act_fused"})
+# Array kinds other than dimension letters: class labels, the (1,) loss, same-shape arrays.
+NAMED_ARRAY_KINDS = frozenset({"labels", "L", "*"})
+DIMENSION_LETTERS = frozenset("NIO")
 
 
-def output_names(spec, outputs):
-    """The names of the arguments a kernel writes: ``outputs`` is a count (the first ones
-    in ``spec``) or the names themselves, for kernels that also read arguments before
-    their last output (the optimizer updates read ``grad`` between param and state)."""
-    if isinstance(outputs, int):
-        return frozenset(name for name, _ in spec[:outputs])
-    return frozenset(outputs)
+def _known_kind(kind):
+    letters = kind[:-1] if kind.endswith("?") else kind
+    return (kind in SCALAR_KINDS or kind in NAMED_ARRAY_KINDS
+            or (letters != "" and set(letters) <= DIMENSION_LETTERS))
 
 
-def check_arrays(kernel, spec, outputs, args, as_array, describe):
+class ArgSpec(tuple):
+    """A kernel's arguments in order, as (name, kind) pairs, and the names of those it writes.
+
+    Kinds: dimension letters for a float array ("NO" is (N, O)), with a
+    trailing "?" where a zero-size array means "absent" (no sample weights, no
+    input gradient); "L" the (1,) array that receives a loss; "*" float arrays
+    of one shape, whatever it is; "labels" integer class labels (N,); and the
+    scalar kinds of ``SCALAR_KINDS``. ``writes`` names the outputs: the first
+    arguments, except in the optimizer updates, which read ``grad`` between
+    ``param`` and their state.
+
+    It is the tuple of pairs (what a public kernel's ``.spec`` has always been),
+    with ``writes`` and ``names`` beside it. A typo in a kind or an output name
+    fails at import.
+    """
+
+    def __new__(cls, args, writes):
+        self = super().__new__(cls, ((name, kind) for name, kind in args))
+        self.writes = frozenset(writes)
+        unknown = [kind for _, kind in self if not _known_kind(kind)]
+        if unknown:
+            raise ValueError(f"ArgSpec {list(self)}: unknown argument kinds {unknown}")
+        if not self.writes <= set(self.names):
+            raise ValueError(f"ArgSpec {list(self)}: writes {sorted(self.writes)}, "
+                             "not all of them arguments")
+        return self
+
+    @property
+    def names(self):
+        return tuple(name for name, _ in self)
+
+    def __repr__(self):
+        writes = tuple(name for name in self.names if name in self.writes)
+        return f"ArgSpec({list(self)}, writes={writes})"
+
+
+def check_signature(function, spec):
+    """Raise TypeError unless ``function`` takes exactly the arguments of ``spec``, in order."""
+    names = tuple(inspect.signature(function).parameters)
+    if names != spec.names:
+        raise TypeError(f"{function.__qualname__}{names} does not take the arguments of its spec "
+                        f"{spec.names}")
+
+
+def check_arrays(kernel, spec, args, as_array, describe):
     """The argument walk shared by the CPU and CUDA entry points.
 
     Checks the count, every scalar, and every array's dtype and shape against
@@ -67,7 +114,8 @@ def check_arrays(kernel, spec, outputs, args, as_array, describe):
     array, layout, writeable) and returns it as an object with ``dtype``,
     ``shape`` and ``size``; ``describe(a)`` words an argument for messages.
     Returns (the arguments with each array as ``as_array`` returned it, the sizes
-    of the dimension letters).
+    of the dimension letters). ``spec`` is an ``ArgSpec``: its ``writes`` are the
+    outputs.
     """
     if len(args) != len(spec):
         names = ", ".join(name for name, _ in spec)
@@ -80,7 +128,7 @@ def check_arrays(kernel, spec, outputs, args, as_array, describe):
         if kind in SCALAR_KINDS:
             _check_scalar(kernel, name, kind, a)
             continue
-        d = converted[position] = as_array(kernel, name, a, name in outputs)
+        d = converted[position] = as_array(kernel, name, a, name in spec.writes)
         shape = tuple(d.shape)
         if kind == "labels":
             if d.dtype.kind not in "iu":
@@ -130,12 +178,9 @@ def _host_array(kernel, name, a, output):
     return a
 
 
-def check_call(kernel, spec, outputs, args):
-    """Validate ``args`` of ``kernel`` against ``spec``; raise KernelArgumentError.
-
-    ``outputs`` is the set of argument names the kernel writes (``output_names``).
-    """
-    _, dims = check_arrays(kernel, spec, outputs, args, _host_array, _describe)
+def check_call(kernel, spec, args):
+    """Validate ``args`` of ``kernel`` against its ``ArgSpec``; raise KernelArgumentError."""
+    _, dims = check_arrays(kernel, spec, args, _host_array, _describe)
     check_values(kernel, spec, args, dims)
 
 
@@ -187,25 +232,26 @@ def check_values(kernel, spec, args, dims):
                 _fail(kernel, name, "sample weights with a positive sum", "weights summing to 0")
 
 
-def public(kernel, spec, n_outputs):
+def public(kernel, spec):
     """Wrap an unchecked numba kernel as a checked Python entry point.
 
-    The wrapper validates its arguments when called from Python. Inside a
-    ``@njit`` function, numba resolves the wrapper through ``overload`` to the
-    unchecked kernel itself, so user-compiled code pays nothing.
+    ``spec`` is the kernel's ``ArgSpec``, the one defined beside it. The wrapper
+    validates its arguments when called from Python. Inside a ``@njit``
+    function, numba resolves the wrapper through ``overload`` to the unchecked
+    kernel itself, so user-compiled code pays nothing.
     """
     name = kernel.py_func.__name__
-    outputs = output_names(spec, n_outputs)
+    check_signature(kernel.py_func, spec)
 
     def wrapper(*args):
-        check_call(name, spec, outputs, args)
+        check_call(name, spec, args)
         kernel(*args)
 
     functools.update_wrapper(wrapper, kernel.py_func)
     wrapper.__signature__ = inspect.signature(kernel.py_func)
     wrapper.__wrapped__ = kernel
     wrapper.unchecked = kernel
-    wrapper.spec = tuple(spec)
+    wrapper.spec = spec
 
     @overload(wrapper, strict=False)
     def _compiled(*args):
