@@ -334,11 +334,10 @@ def _check_label_values(kernel, name, labels, n_classes):
 
 
 def _check_weight_values(kernel, name, weight):
+    # All zero is allowed: the loss kernels give such a batch loss 0 and gradient 0.
     if not np.all(np.isfinite(weight)) or weight.min() < 0:
         _fail(kernel, name, "finite and non-negative sample weights",
               "a negative or non-finite weight")
-    if not weight.sum() > 0:
-        _fail(kernel, name, "sample weights with a positive sum", "weights summing to 0")
 
 
 def public(kernel, spec):
