@@ -11,62 +11,73 @@ names compile directly to the unchecked kernels. For a hot Python loop, call
 the unchecked dispatchers in ``fastbp.kernels.cpu`` (or ``f.unchecked``)
 after validating once.
 
+Each name below is defined on its own line from the unchecked kernel and the
+argument spec written just above that kernel (``cpu/dense.py`` holds
+``DENSE_FORWARD_SPEC`` and ``dense_forward``); ``fastbp.kernels.cuda`` makes
+its names from the same specs.
+
 Importing this package compiles nothing: numba compiles each kernel for a
 dtype on first call and caches the machine code on disk.
 """
 from . import cpu
 from ._checks import KernelArgumentError, public
 from ._scalar import ACTIVATION_CODES as ACTIVATIONS
+from .cpu import activations as _act, dense as _dense, dropout as _dropout, losses as _losses
+from .cpu import optim as _optim
 
-_N_I, _N_O, _I_O = "NI", "NO", "IO"
+dense_forward = public(_dense.dense_forward, _dense.DENSE_FORWARD_SPEC)
+dense_backward = public(_dense.dense_backward, _dense.DENSE_BACKWARD_SPEC)
+dense_act_forward = public(_dense.dense_act_forward, _dense.DENSE_ACT_FORWARD_SPEC)
+dense_act_backward = public(_dense.dense_act_backward, _dense.DENSE_ACT_BACKWARD_SPEC)
 
-_SPECS = {
-    # name: (outputs, inputs and scalars...), with the number of outputs (the first ones)
-    # or, where an input comes between them, their names
-    "dense_forward": ([("out", _N_O), ("x", _N_I), ("w", _I_O), ("b", "O")], 1),
-    "dense_backward": ([("dx", "NI?"), ("dw", _I_O), ("db", "O"), ("dout", _N_O), ("x", _N_I),
-                        ("w", _I_O)], 3),
-    "dense_act_forward": ([("out", _N_O), ("x", _N_I), ("w", _I_O), ("b", "O"),
-                           ("activation", "act"), ("alpha", "float")], 1),
-    "dense_act_backward": ([("dx", "NI?"), ("dw", _I_O), ("db", "O"), ("dz", _N_O), ("dout", _N_O),
-                            ("out", _N_O), ("x", _N_I), ("w", _I_O), ("activation", "act_fused"),
-                            ("alpha", "float")], 4),
-    "identity_forward": ([("out", "*"), ("x", "*")], 1),
-    "identity_backward": ([("dx", "*"), ("dout", "*")], 1),
-    "softmax_forward": ([("out", _N_O), ("x", _N_O)], 1),
-    "softmax_backward": ([("dx", _N_O), ("dout", _N_O), ("out", _N_O)], 1),
-    "log_softmax_forward": ([("out", _N_O), ("x", _N_O)], 1),
-    "log_softmax_backward": ([("dx", _N_O), ("dout", _N_O), ("out", _N_O)], 1),
-    "gelu_forward": ([("out", "*"), ("x", "*")], 1),
-    "gelu_backward": ([("dx", "*"), ("dout", "*"), ("x", "*")], 1),
-    "mse_forward": ([("loss", "L"), ("pred", _N_O), ("target", _N_O), ("weight", "N?")], 1),
-    "mse_backward": ([("dpred", _N_O), ("pred", _N_O), ("target", _N_O), ("weight", "N?")], 1),
-    "softmax_cross_entropy_forward": ([("loss", "L"), ("probs", _N_O), ("logits", _N_O),
-                                       ("labels", "labels"), ("weight", "N?")], 2),
-    "softmax_cross_entropy_backward": ([("dlogits", _N_O), ("probs", _N_O), ("labels", "labels"),
-                                        ("weight", "N?")], 1),
-    "binary_cross_entropy_forward": ([("loss", "L"), ("logits", _N_O), ("target", _N_O),
-                                      ("weight", "N?")], 1),
-    "binary_cross_entropy_backward": ([("dlogits", _N_O), ("logits", _N_O), ("target", _N_O),
-                                       ("weight", "N?")], 1),
-    "dropout_forward": ([("out", "*"), ("mask", "*"), ("x", "*"), ("rate", "rate"), ("seed", "seed")], 2),
-    "dropout_backward": ([("dx", "*"), ("dout", "*"), ("mask", "*")], 1),
-    "sgd_update": ([("param", "*"), ("grad", "*"), ("velocity", "*"), ("lr", "nonneg"),
-                    ("momentum", "nonneg"), ("nesterov", "bool"), ("weight_decay", "nonneg")],
-                   ("param", "velocity")),
-    "adam_update": ([("param", "*"), ("grad", "*"), ("m", "*"), ("v", "*"), ("lr", "nonneg"),
-                     ("beta1", "rate"), ("beta2", "rate"), ("eps", "positive"), ("step", "step"),
-                     ("weight_decay", "nonneg"), ("decoupled", "bool")], ("param", "m", "v")),
-}
-# Activations with a parameter, and those whose backward takes the output.
-for _act, _param in (("relu", None), ("leaky_relu", ("slope", "nonneg")), ("elu", ("alpha", "positive")),
-                     ("sigmoid", None), ("tanh", None), ("softplus", None)):
-    _extra = [_param] if _param else []
-    _SPECS[f"{_act}_forward"] = ([("out", "*"), ("x", "*")] + _extra, 1)
-    _SPECS[f"{_act}_backward"] = ([("dx", "*"), ("dout", "*"), ("out", "*")] + _extra, 1)
+identity_forward = public(_act.identity_forward, _act.IDENTITY_FORWARD_SPEC)
+identity_backward = public(_act.identity_backward, _act.IDENTITY_BACKWARD_SPEC)
+relu_forward = public(_act.relu_forward, _act.RELU_FORWARD_SPEC)
+relu_backward = public(_act.relu_backward, _act.RELU_BACKWARD_SPEC)
+leaky_relu_forward = public(_act.leaky_relu_forward, _act.LEAKY_RELU_FORWARD_SPEC)
+leaky_relu_backward = public(_act.leaky_relu_backward, _act.LEAKY_RELU_BACKWARD_SPEC)
+elu_forward = public(_act.elu_forward, _act.ELU_FORWARD_SPEC)
+elu_backward = public(_act.elu_backward, _act.ELU_BACKWARD_SPEC)
+sigmoid_forward = public(_act.sigmoid_forward, _act.SIGMOID_FORWARD_SPEC)
+sigmoid_backward = public(_act.sigmoid_backward, _act.SIGMOID_BACKWARD_SPEC)
+tanh_forward = public(_act.tanh_forward, _act.TANH_FORWARD_SPEC)
+tanh_backward = public(_act.tanh_backward, _act.TANH_BACKWARD_SPEC)
+softplus_forward = public(_act.softplus_forward, _act.SOFTPLUS_FORWARD_SPEC)
+softplus_backward = public(_act.softplus_backward, _act.SOFTPLUS_BACKWARD_SPEC)
+gelu_forward = public(_act.gelu_forward, _act.GELU_FORWARD_SPEC)
+gelu_backward = public(_act.gelu_backward, _act.GELU_BACKWARD_SPEC)
+softmax_forward = public(_act.softmax_forward, _act.SOFTMAX_FORWARD_SPEC)
+softmax_backward = public(_act.softmax_backward, _act.SOFTMAX_BACKWARD_SPEC)
+log_softmax_forward = public(_act.log_softmax_forward, _act.LOG_SOFTMAX_FORWARD_SPEC)
+log_softmax_backward = public(_act.log_softmax_backward, _act.LOG_SOFTMAX_BACKWARD_SPEC)
 
-for _name, (_spec, _n_out) in _SPECS.items():
-    globals()[_name] = public(getattr(cpu, _name), _spec, _n_out)
+mse_forward = public(_losses.mse_forward, _losses.MSE_FORWARD_SPEC)
+mse_backward = public(_losses.mse_backward, _losses.MSE_BACKWARD_SPEC)
+softmax_cross_entropy_forward = public(_losses.softmax_cross_entropy_forward,
+                                       _losses.SOFTMAX_CROSS_ENTROPY_FORWARD_SPEC)
+softmax_cross_entropy_backward = public(_losses.softmax_cross_entropy_backward,
+                                        _losses.SOFTMAX_CROSS_ENTROPY_BACKWARD_SPEC)
+binary_cross_entropy_forward = public(_losses.binary_cross_entropy_forward,
+                                      _losses.BINARY_CROSS_ENTROPY_FORWARD_SPEC)
+binary_cross_entropy_backward = public(_losses.binary_cross_entropy_backward,
+                                       _losses.BINARY_CROSS_ENTROPY_BACKWARD_SPEC)
 
-__all__ = ["ACTIVATIONS", "KernelArgumentError", "cpu", *_SPECS]
-del _name, _spec, _n_out, _act, _param, _extra
+dropout_forward = public(_dropout.dropout_forward, _dropout.DROPOUT_FORWARD_SPEC)
+dropout_backward = public(_dropout.dropout_backward, _dropout.DROPOUT_BACKWARD_SPEC)
+
+sgd_update = public(_optim.sgd_update, _optim.SGD_UPDATE_SPEC)
+adam_update = public(_optim.adam_update, _optim.ADAM_UPDATE_SPEC)
+
+__all__ = [
+    "ACTIVATIONS", "KernelArgumentError", "cpu",
+    "dense_forward", "dense_backward", "dense_act_forward", "dense_act_backward",
+    "identity_forward", "identity_backward", "relu_forward", "relu_backward",
+    "leaky_relu_forward", "leaky_relu_backward", "elu_forward", "elu_backward",
+    "sigmoid_forward", "sigmoid_backward", "tanh_forward", "tanh_backward",
+    "softplus_forward", "softplus_backward", "gelu_forward", "gelu_backward",
+    "softmax_forward", "softmax_backward", "log_softmax_forward", "log_softmax_backward",
+    "mse_forward", "mse_backward",
+    "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
+    "binary_cross_entropy_forward", "binary_cross_entropy_backward",
+    "dropout_forward", "dropout_backward", "sgd_update", "adam_update",
+]

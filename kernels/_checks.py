@@ -1,10 +1,13 @@
 """Argument checking for the Python-facing kernel entry points.
 
-Each public kernel is described by a spec: its arguments in order, each with a
-kind. Array kinds are strings of dimension letters (N batch, I inputs,
-O outputs) that must agree across arguments. The checks run once per call from
-Python; inside ``@njit`` code the public names compile straight to the
-unchecked kernels (see ``_public``).
+Each public kernel is described by an ``ArgSpec`` written just above it in its
+module (``DENSE_FORWARD_SPEC`` above ``cpu/dense.py``'s ``dense_forward``): its
+arguments in order, each with a kind, and the names of those it writes. The
+CPU and CUDA entry points of a kernel are made from that one object. Array
+kinds are strings of dimension letters (N batch, I inputs, O outputs) that must
+agree across arguments. The checks run once per call from Python; inside
+``@njit`` code the public names compile straight to the unchecked kernels (see
+``public``).
 """
 import functools
 import inspect
@@ -44,85 +47,83 @@ def _check_array(kernel, name, a, output):
         _fail(kernel, name, "writeable (it is an output)", "a read-only array")
 
 
-SCALAR_KINDS = frozenset({"float", "rate", "positive", "nonneg", "bool", "seed", "step", "act",
-                          "act_fused"})
+DIMENSION_LETTERS = frozenset("NIO")
 
 
-def output_names(spec, outputs):
-    """The names of the arguments a kernel writes: ``outputs`` is a count (the first ones
-    in ``spec``) or the names themselves, for kernels that also read arguments before
-    their last output (the optimizer updates read ``grad`` between param and state)."""
-    if isinstance(outputs, int):
-        return frozenset(name for name, _ in spec[:outputs])
-    return frozenset(outputs)
+def _known_kind(kind):
+    letters = kind[:-1] if kind.endswith("?") else kind
+    return (kind in SCALAR_CHECKS or kind in ARRAY_CHECKS
+            or (letters != "" and set(letters) <= DIMENSION_LETTERS))
 
 
-def check_arrays(kernel, spec, outputs, args, as_array, describe):
+class ArgSpec(tuple):
+    """A kernel's arguments in order, as (name, kind) pairs, and the names of those it writes.
+
+    Kinds: dimension letters for a float array ("NO" is (N, O)), with a
+    trailing "?" where a zero-size array means "absent" (no sample weights, no
+    input gradient); "L" the (1,) array that receives a loss; "*" float arrays
+    of one shape, whatever it is; "labels" integer class labels (N,); and the
+    scalar kinds of ``SCALAR_CHECKS``. ``writes`` names the outputs: the first
+    arguments, except in the optimizer updates, which read ``grad`` between
+    ``param`` and their state.
+
+    It is the tuple of pairs (what a public kernel's ``.spec`` has always been),
+    with ``writes`` and ``names`` beside it. A typo in a kind or an output name
+    fails at import.
+    """
+
+    def __new__(cls, args, writes):
+        self = super().__new__(cls, ((name, kind) for name, kind in args))
+        self.writes = frozenset(writes)
+        unknown = [kind for _, kind in self if not _known_kind(kind)]
+        if unknown:
+            raise ValueError(f"ArgSpec {list(self)}: unknown argument kinds {unknown}")
+        if not self.writes <= set(self.names):
+            raise ValueError(f"ArgSpec {list(self)}: writes {sorted(self.writes)}, "
+                             "not all of them arguments")
+        return self
+
+    @property
+    def names(self):
+        return tuple(name for name, _ in self)
+
+    def __repr__(self):
+        writes = tuple(name for name in self.names if name in self.writes)
+        return f"ArgSpec({list(self)}, writes={writes})"
+
+
+def check_signature(function, spec):
+    """Raise TypeError unless ``function`` takes exactly the arguments of ``spec``, in order."""
+    names = tuple(inspect.signature(function).parameters)
+    if names != spec.names:
+        raise TypeError(f"{function.__qualname__}{names} does not take the arguments of its spec "
+                        f"{spec.names}")
+
+
+def check_arrays(kernel, spec, args, as_array, describe):
     """The argument walk shared by the CPU and CUDA entry points.
 
-    Checks the count, every scalar, and every array's dtype and shape against
-    ``spec``: dimension letters that agree across arguments, the (1,) loss,
-    optional (empty) weights, same-shape ``*`` arrays. ``as_array(kernel, name,
-    a, output)`` checks what the backend needs of an array argument (kind of
-    array, layout, writeable) and returns it as an object with ``dtype``,
-    ``shape`` and ``size``; ``describe(a)`` words an argument for messages.
-    Returns (the arguments with each array as ``as_array`` returned it, the sizes
-    of the dimension letters).
+    Checks the count, then each argument with the checker of its kind
+    (``SCALAR_CHECKS``, ``ARRAY_CHECKS``, or dimension letters).
+    ``as_array(kernel, name, a, output)`` checks what the backend needs of an
+    array argument (kind of array, layout, writeable) and returns it as an
+    object with ``dtype``, ``shape`` and ``size``; ``describe(a)`` words an
+    argument for messages. ``spec`` is an ``ArgSpec``: its ``writes`` are the
+    outputs. Returns (the arguments with each array as ``as_array`` returned
+    it, the sizes of the dimension letters).
     """
     if len(args) != len(spec):
-        names = ", ".join(name for name, _ in spec)
+        names = ", ".join(spec.names)
         raise TypeError(f"{kernel}({names}) takes {len(spec)} arguments; got {len(args)}")
-    dims = {}
-    dtype = None
-    same_shape = None
+    walk = _Walk(kernel, describe)
     converted = list(args)
     for position, ((name, kind), a) in enumerate(zip(spec, args)):
-        if kind in SCALAR_KINDS:
-            _check_scalar(kernel, name, kind, a)
+        if kind in SCALAR_CHECKS:
+            SCALAR_CHECKS[kind](kernel, name, a)
             continue
-        d = converted[position] = as_array(kernel, name, a, name in outputs)
-        shape = tuple(d.shape)
-        if kind == "labels":
-            if d.dtype.kind not in "iu":
-                _fail(kernel, name, "an integer array of class labels", describe(a))
-            letters = "N"
-        else:
-            if d.dtype not in FLOAT_DTYPES:
-                _fail(kernel, name, "float32 or float64", describe(a))
-            if dtype is None:
-                dtype = d.dtype
-            elif d.dtype != dtype:
-                _fail(kernel, name, f"{dtype} like the arrays before it", describe(a))
-            optional = kind.endswith("?")
-            letters = kind.rstrip("?")
-            if optional and d.size == 0:
-                continue
-        if letters == "L":
-            if shape != (1,):
-                _fail(kernel, name, "a one-element array of shape (1,) to receive the mean loss",
-                      describe(a))
-            continue
-        if letters == "*":
-            if same_shape is None:
-                if d.size == 0:
-                    _fail(kernel, name, "non-empty", describe(a))
-                same_shape = shape
-            elif shape != same_shape:
-                _fail(kernel, name, f"of shape {same_shape} like the first array", describe(a))
-            continue
-        if len(shape) != len(letters):
-            expected = "(" + ", ".join(letters) + (",)" if len(letters) == 1 else ")")
-            _fail(kernel, name, f"{len(letters)}-D of shape {expected}", describe(a))
-        for axis, (letter, size) in enumerate(zip(letters, shape)):
-            if size == 0:
-                what = "batch" if letter == "N" else "axis"
-                _fail(kernel, name, f"non-empty (empty {what} on axis {axis})", describe(a))
-            if letter in dims and dims[letter][0] != size:
-                other, other_name = dims[letter]
-                _fail(kernel, name, f"of size {other} on axis {axis} ({letter}, as in '{other_name}')",
-                      describe(a))
-            dims.setdefault(letter, (size, name))
-    return converted, dims
+        d = converted[position] = as_array(kernel, name, a, name in spec.writes)
+        _array_check(kind)(walk, name, kind, d, a)
+    return converted, walk.dims
 
 
 def _host_array(kernel, name, a, output):
@@ -130,82 +131,235 @@ def _host_array(kernel, name, a, output):
     return a
 
 
-def check_call(kernel, spec, outputs, args):
-    """Validate ``args`` of ``kernel`` against ``spec``; raise KernelArgumentError.
-
-    ``outputs`` is the set of argument names the kernel writes (``output_names``).
-    """
-    _, dims = check_arrays(kernel, spec, outputs, args, _host_array, _describe)
+def check_call(kernel, spec, args):
+    """Validate ``args`` of ``kernel`` against its ``ArgSpec``; raise KernelArgumentError."""
+    _, dims = check_arrays(kernel, spec, args, _host_array, _describe)
     check_values(kernel, spec, args, dims)
 
 
-def _check_scalar(kernel, name, kind, a):
-    if kind == "bool":
-        if not isinstance(a, (bool, np.bool_)):
-            _fail(kernel, name, "a bool", _describe(a))
-        return
-    if kind in ("seed", "step", "act", "act_fused"):
-        if isinstance(a, (bool, np.bool_)) or not isinstance(a, numbers.Integral):
-            _fail(kernel, name, "an integer", _describe(a))
-        a = operator.index(a)
-        if kind == "seed" and not 0 <= a < 2**63:
-            _fail(kernel, name, "in [0, 2**63)", a)
-        if kind == "step" and a < 1:
-            _fail(kernel, name, ">= 1 (the first update is step 1)", a)
-        if kind in ("act", "act_fused") and a not in _CODE_NAMES:
-            _fail(kernel, name, f"an activation code from ACTIVATIONS {ACTIVATION_CODES}", a)
-        if kind == "act_fused" and a not in OUTPUT_DERIVABLE:
-            _fail(kernel, name, "an activation whose derivative follows from its output "
-                  "(GELU needs its input: use dense_backward and gelu_backward)", _CODE_NAMES[a])
-        return
+# ----- arrays: one checker per kind, given the walk so far -----------------------------
+
+class _Walk:
+    """What the arrays already checked in one call fix for those after them."""
+
+    def __init__(self, kernel, describe):
+        self.kernel = kernel
+        self.describe = describe
+        self.dims = {}  # letter -> (size, name of the first argument with that letter)
+        self.dtype = None  # of the first float array
+        self.shape = None  # of the first "*" array
+
+    def fail(self, name, expected, a):
+        _fail(self.kernel, name, expected, self.describe(a))
+
+
+def _check_float(walk, name, d, a):
+    """float32 or float64, and the dtype of every float array before it."""
+    if d.dtype not in FLOAT_DTYPES:
+        walk.fail(name, "float32 or float64", a)
+    if walk.dtype is None:
+        walk.dtype = d.dtype
+    elif d.dtype != walk.dtype:
+        walk.fail(name, f"{walk.dtype} like the arrays before it", a)
+
+
+def _check_letters(walk, name, letters, d, a):
+    """One non-empty axis per letter, each the size the letter had before."""
+    shape = tuple(d.shape)
+    if len(shape) != len(letters):
+        expected = "(" + ", ".join(letters) + (",)" if len(letters) == 1 else ")")
+        walk.fail(name, f"{len(letters)}-D of shape {expected}", a)
+    for axis, (letter, size) in enumerate(zip(letters, shape)):
+        _check_axis(walk, name, axis, letter, size, a)
+
+
+def _check_axis(walk, name, axis, letter, size, a):
+    if size == 0:
+        what = "batch" if letter == "N" else "axis"
+        walk.fail(name, f"non-empty (empty {what} on axis {axis})", a)
+    first_size, first_name = walk.dims.setdefault(letter, (size, name))
+    if size != first_size:
+        walk.fail(name, f"of size {first_size} on axis {axis} ({letter}, as in '{first_name}')", a)
+
+
+def _check_lettered(walk, name, kind, d, a):
+    """A float array with the dimensions of ``kind`` ("NO" is (N, O))."""
+    _check_float(walk, name, d, a)
+    _check_letters(walk, name, kind, d, a)
+
+
+def _check_optional(walk, name, kind, d, a):
+    """Letters and "?": a zero-size array stands for "none" (unweighted, no dx)."""
+    _check_float(walk, name, d, a)
+    if d.size:
+        _check_letters(walk, name, kind[:-1], d, a)
+
+
+def _check_labels(walk, name, kind, d, a):
+    """Integer class labels, one per sample: (N,)."""
+    if d.dtype.kind not in "iu":
+        walk.fail(name, "an integer array of class labels", a)
+    _check_letters(walk, name, "N", d, a)
+
+
+def _check_loss(walk, name, kind, d, a):
+    """"L": the (1,) array that receives the mean loss."""
+    _check_float(walk, name, d, a)
+    if tuple(d.shape) != (1,):
+        walk.fail(name, "a one-element array of shape (1,) to receive the mean loss", a)
+
+
+def _check_same_shape(walk, name, kind, d, a):
+    """"*": any shape, the same for every "*" array of the call; the first is non-empty."""
+    _check_float(walk, name, d, a)
+    if walk.shape is None and d.size == 0:
+        walk.fail(name, "non-empty", a)
+    if walk.shape is None:
+        walk.shape = tuple(d.shape)
+    elif tuple(d.shape) != walk.shape:
+        walk.fail(name, f"of shape {walk.shape} like the first array", a)
+
+
+# Array kinds by name; any other array kind is dimension letters, "?" if optional.
+ARRAY_CHECKS = {"labels": _check_labels, "L": _check_loss, "*": _check_same_shape}
+
+
+def _array_check(kind):
+    if kind in ARRAY_CHECKS:
+        return ARRAY_CHECKS[kind]
+    return _check_optional if kind.endswith("?") else _check_lettered
+
+
+# ----- scalars --------------------------------------------------------------------------
+
+def _real(kernel, name, a):
+    """A finite real number (not a bool), as a float."""
     if isinstance(a, (bool, np.bool_)) or not isinstance(a, numbers.Real):
         _fail(kernel, name, "a real number", _describe(a))
     a = float(a)
     if not np.isfinite(a):
         _fail(kernel, name, "finite", a)
-    if kind == "rate" and not 0.0 <= a < 1.0:
+    return a
+
+
+def _integer(kernel, name, a):
+    """An integer (not a bool), as a Python int."""
+    if isinstance(a, (bool, np.bool_)) or not isinstance(a, numbers.Integral):
+        _fail(kernel, name, "an integer", _describe(a))
+    return operator.index(a)
+
+
+def _check_bool(kernel, name, a):
+    if not isinstance(a, (bool, np.bool_)):
+        _fail(kernel, name, "a bool", _describe(a))
+
+
+def _check_real(kernel, name, a):
+    _real(kernel, name, a)
+
+
+def _check_rate(kernel, name, a):
+    a = _real(kernel, name, a)
+    if not 0.0 <= a < 1.0:
         _fail(kernel, name, "in [0, 1)", a)
-    if kind == "positive" and not a > 0.0:
+
+
+def _check_positive(kernel, name, a):
+    a = _real(kernel, name, a)
+    if not a > 0.0:
         _fail(kernel, name, "> 0", a)
-    if kind == "nonneg" and not a >= 0.0:
+
+
+def _check_nonneg(kernel, name, a):
+    a = _real(kernel, name, a)
+    if not a >= 0.0:
         _fail(kernel, name, ">= 0", a)
 
+
+def _check_seed(kernel, name, a):
+    a = _integer(kernel, name, a)
+    if not 0 <= a < 2**63:
+        _fail(kernel, name, "in [0, 2**63)", a)
+
+
+def _check_step(kernel, name, a):
+    a = _integer(kernel, name, a)
+    if a < 1:
+        _fail(kernel, name, ">= 1 (the first update is step 1)", a)
+
+
+def _check_act(kernel, name, a):
+    a = _integer(kernel, name, a)
+    if a not in _CODE_NAMES:
+        _fail(kernel, name, f"an activation code from ACTIVATIONS {ACTIVATION_CODES}", a)
+    return a
+
+
+def _check_act_fused(kernel, name, a):
+    a = _check_act(kernel, name, a)
+    if a not in OUTPUT_DERIVABLE:
+        _fail(kernel, name, "an activation whose derivative follows from its output "
+              "(GELU needs its input: use dense_backward and gelu_backward)", _CODE_NAMES[a])
+
+
+SCALAR_CHECKS = {
+    "bool": _check_bool,
+    "float": _check_real,
+    "rate": _check_rate,
+    "positive": _check_positive,
+    "nonneg": _check_nonneg,
+    "seed": _check_seed,
+    "step": _check_step,
+    "act": _check_act,
+    "act_fused": _check_act_fused,
+}
+
+
+# ----- values: what only the array contents tell ---------------------------------------
 
 def check_values(kernel, spec, args, dims):
     """Label ranges and sample weights: the checks that read values, on host arrays."""
     for (name, kind), a in zip(spec, args):
         if kind == "labels" and a.size:
-            n_classes = dims["O"][0]
-            lo, hi = int(a.min()), int(a.max())
-            if lo < 0 or hi >= n_classes:
-                bad = lo if lo < 0 else hi
-                _fail(kernel, name, f"class labels in [0, {n_classes})", f"label {bad}")
+            _check_label_values(kernel, name, a, dims["O"][0])
         if name == "weight" and a.size:
-            if not np.all(np.isfinite(a)) or a.min() < 0:
-                _fail(kernel, name, "finite and non-negative sample weights", "a negative or non-finite weight")
-            if not a.sum() > 0:
-                _fail(kernel, name, "sample weights with a positive sum", "weights summing to 0")
+            _check_weight_values(kernel, name, a)
 
 
-def public(kernel, spec, n_outputs):
+def _check_label_values(kernel, name, labels, n_classes):
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0 or hi >= n_classes:
+        bad = lo if lo < 0 else hi
+        _fail(kernel, name, f"class labels in [0, {n_classes})", f"label {bad}")
+
+
+def _check_weight_values(kernel, name, weight):
+    # All zero is allowed: the loss kernels give such a batch loss 0 and gradient 0.
+    if not np.all(np.isfinite(weight)) or weight.min() < 0:
+        _fail(kernel, name, "finite and non-negative sample weights",
+              "a negative or non-finite weight")
+
+
+def public(kernel, spec):
     """Wrap an unchecked numba kernel as a checked Python entry point.
 
-    The wrapper validates its arguments when called from Python. Inside a
-    ``@njit`` function, numba resolves the wrapper through ``overload`` to the
-    unchecked kernel itself, so user-compiled code pays nothing.
+    ``spec`` is the kernel's ``ArgSpec``, the one defined beside it. The wrapper
+    validates its arguments when called from Python. Inside a ``@njit``
+    function, numba resolves the wrapper through ``overload`` to the unchecked
+    kernel itself, so user-compiled code pays nothing.
     """
     name = kernel.py_func.__name__
-    outputs = output_names(spec, n_outputs)
+    check_signature(kernel.py_func, spec)
 
     def wrapper(*args):
-        check_call(name, spec, outputs, args)
+        check_call(name, spec, args)
         kernel(*args)
 
     functools.update_wrapper(wrapper, kernel.py_func)
     wrapper.__signature__ = inspect.signature(kernel.py_func)
     wrapper.__wrapped__ = kernel
     wrapper.unchecked = kernel
-    wrapper.spec = tuple(spec)
+    wrapper.spec = spec
 
     @overload(wrapper, strict=False)
     def _compiled(*args):

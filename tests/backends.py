@@ -4,7 +4,7 @@
 "cpu" it calls the checked ``fastbp.kernels.<name>``; on "cuda" it copies the
 arrays to the device, calls ``fastbp.kernels.cuda.<name>`` with the same
 argument order, and copies the outputs (the arguments the kernel's spec
-names as written) back into the host arrays. The "cuda" backend is listed only
+``writes``) back into the host arrays. The "cuda" backend is listed only
 when ``fastbp.kernels.cuda`` imports; it runs on a GPU when the machine has one
 and under numba's CUDA simulator otherwise (tests/conftest.py decides which,
 before numba is imported), where each GPU thread is a Python thread and shapes
@@ -20,8 +20,6 @@ import numpy as np
 import pytest
 
 import fastbp.kernels
-from fastbp.kernels import _SPECS
-from fastbp.kernels._checks import output_names
 
 
 def _import_cuda_kernels():
@@ -115,8 +113,7 @@ def call(backend, name, *args):
         raise ValueError(f"unknown backend {backend!r}")
     from numba import cuda
 
-    spec, outputs = _SPECS[name]
-    outputs = output_names(spec, outputs)
+    spec = getattr(fastbp.kernels, name).spec
     on_device = {}  # by id, so that an array passed twice (dz is dout) stays one array
     device_args = []
     for a in args:
@@ -129,7 +126,7 @@ def call(backend, name, *args):
     getattr(_CUDA, name)(*device_args)
     cuda.synchronize()
     for (arg, _), host, device in zip(spec, args, device_args):
-        if arg in outputs and isinstance(host, np.ndarray) and host.size:
+        if arg in spec.writes and isinstance(host, np.ndarray) and host.size:
             device.copy_to_host(host)
 
 

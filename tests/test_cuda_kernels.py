@@ -31,12 +31,12 @@ pytest.importorskip("numba_cuda")
 import fastbp.kernels as cpu  # noqa: E402
 import fastbp.kernels.cuda as gpu  # noqa: E402
 from fastbp.kernels import ACTIVATIONS, KernelArgumentError  # noqa: E402
-from fastbp.kernels._checks import output_names  # noqa: E402
 from fastbp.kernels._scalar import OUTPUT_DERIVABLE  # noqa: E402
 from fastbp.kernels.cuda import _launch, activations, dense, dropout  # noqa: E402
 from numba import cuda  # noqa: E402
 
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
+KERNEL_NAMES = [name for name in cpu.__all__ if hasattr(getattr(cpu, name), "unchecked")]
 RTOL = {F32: 1e-5, F64: 1e-12}
 ALPHA = {"leaky_relu": 0.1, "elu": 1.3}
 
@@ -55,9 +55,8 @@ def close(got, want, dtype, what=""):
 
 
 def _outputs(name, args):
-    spec, outputs = cpu._SPECS[name]
-    outputs = output_names(spec, outputs)
-    return [a for (arg, _), a in zip(spec, args) if arg in outputs]
+    spec = getattr(cpu, name).spec
+    return [a for (arg, _), a in zip(spec, args) if arg in spec.writes]
 
 
 def _copied(args, copy):
@@ -143,10 +142,11 @@ def test_missing_numba_cuda_gives_a_clear_import_error(monkeypatch):
 def test_same_public_names_signatures_and_unchecked_launchers():
     import inspect
 
-    for name in cpu._SPECS:
+    for name in KERNEL_NAMES:
         checked = getattr(gpu, name)
         assert inspect.signature(checked) == inspect.signature(getattr(cpu, name)), name
         assert callable(checked.unchecked) and checked.unchecked is not checked, name
+        assert checked.spec is getattr(cpu, name).spec, name
 
 
 # ----------------------------------------------------------------------------

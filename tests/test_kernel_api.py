@@ -1,4 +1,6 @@
 """The kernel package as users meet it: names, lazy compilation, use from their own @njit code."""
+import ast
+import inspect
 import subprocess
 import sys
 import textwrap
@@ -9,7 +11,7 @@ import pytest
 
 import fastbp.kernels
 import reference as ref
-from fastbp.kernels import _SPECS
+from fastbp.kernels._checks import ArgSpec, public
 
 ISSUE_NAMES = [
     "dense_forward", "dense_backward", "dense_act_forward", "dense_act_backward",
@@ -27,7 +29,8 @@ def test_every_kernel_of_the_issue_exists():
     missing = [name for name in ISSUE_NAMES if not callable(getattr(fastbp.kernels, name, None))]
     assert not missing
     assert set(ISSUE_NAMES) <= set(fastbp.kernels.__all__)
-    assert set(ISSUE_NAMES) == set(_SPECS)
+    assert set(ISSUE_NAMES) == {name for name in fastbp.kernels.__all__
+                                if hasattr(getattr(fastbp.kernels, name), "unchecked")}
     for name in ISSUE_NAMES:
         checked = getattr(fastbp.kernels, name)
         unchecked = getattr(fastbp.kernels.cpu, name)
@@ -35,21 +38,88 @@ def test_every_kernel_of_the_issue_exists():
         assert isinstance(unchecked, numba.core.registry.CPUDispatcher)
         # The checked wrapper shows the kernel's own signature and docstring.
         assert checked.__doc__ == unchecked.__doc__ and checked.__doc__
-        assert [p for p in checked.__signature__.parameters] == [name for name, _ in _SPECS[name][0]]
+        assert [p for p in checked.__signature__.parameters] == [name for name, _ in checked.spec]
 
 
 def test_importing_compiles_nothing():
     # A fresh interpreter: this one has compiled kernels already.
     code = textwrap.dedent("""
         import fastbp, fastbp.kernels
-        from fastbp.kernels import _SPECS
-        compiled = [name for name in _SPECS if getattr(fastbp.kernels, name).unchecked.signatures]
-        print(len(_SPECS), compiled)
+        kernels = [getattr(fastbp.kernels, name) for name in fastbp.kernels.__all__]
+        kernels = [f for f in kernels if hasattr(f, "unchecked")]
+        print(len(kernels), [f.__name__ for f in kernels if f.unchecked.signatures])
     """)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     # A dispatcher lists a signature once it has compiled or loaded one from the cache.
     assert result.stdout.split() == ["34", "[]"]
+
+
+# ----------------------------------------------------------------------------
+# Public names are defined where a reader (and jump-to-definition) finds them
+# ----------------------------------------------------------------------------
+
+KERNEL_NAMES = [name for name in fastbp.kernels.__all__
+                if hasattr(getattr(fastbp.kernels, name), "unchecked")]
+
+
+def _top_level(source):
+    """{name: the top-level statement that binds it} and the literal value of ``__all__``."""
+    bound, literal_all = {}, None
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign):
+            names = [t.id for t in node.targets if isinstance(t, ast.Name)]
+            bound.update((name, node) for name in names)
+            if "__all__" in names:
+                literal_all = ast.literal_eval(node.value)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound.update((alias.asname or alias.name, node) for alias in node.names)
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            bound[node.name] = node
+    return bound, literal_all
+
+
+@pytest.mark.parametrize("package", ["fastbp.kernels", "fastbp.kernels.cuda"])
+def test_public_names_are_written_out_in_the_package_source(package):
+    module = pytest.importorskip(package)
+    source = inspect.getsource(module)
+    bound, literal_all = _top_level(source)
+    # __all__ is a literal list, readable without running the module.
+    assert literal_all == module.__all__
+    assert "globals()" not in source
+    for name in module.__all__:
+        assert name in bound, f"{package}.{name} is not bound by a statement of its own"
+        if name not in KERNEL_NAMES:
+            continue
+        # name = public(<kernel module>.<name>, <cpu module>.<NAME>_SPEC)
+        call = bound[name].value
+        assert isinstance(call, ast.Call) and call.func.id == "public", name
+        kernel, spec = call.args
+        assert (kernel.attr, spec.attr) == (name, f"{name.upper()}_SPEC"), name
+        assert getattr(module, name).__name__ == name
+
+
+@pytest.mark.parametrize("name", KERNEL_NAMES)
+def test_each_spec_is_the_one_written_just_above_its_kernel(name):
+    checked = getattr(fastbp.kernels, name)
+    module = sys.modules[checked.unchecked.py_func.__module__]
+    assert checked.spec is getattr(module, f"{name.upper()}_SPEC")
+    assert isinstance(checked.spec, ArgSpec) and checked.spec.writes
+    body = ast.parse(inspect.getsource(module)).body
+    position = next(i for i, node in enumerate(body)
+                    if isinstance(node, ast.FunctionDef) and node.name == name)
+    above = body[position - 1]
+    assert isinstance(above, ast.Assign) and above.targets[0].id == f"{name.upper()}_SPEC"
+
+
+def test_spec_mistakes_fail_at_import():
+    with pytest.raises(ValueError, match=r"unknown argument kinds \['NX'\]"):
+        ArgSpec([("out", "NX")], writes=("out",))
+    with pytest.raises(ValueError, match=r"writes \['dx'\], not all of them arguments"):
+        ArgSpec([("out", "*"), ("x", "*")], writes=("dx",))
+    # A spec whose arguments are not the kernel's, in order, is refused before any wrapping.
+    with pytest.raises(TypeError, match=r"does not take the arguments of its spec"):
+        public(fastbp.kernels.cpu.dense_forward, fastbp.kernels.dense_backward.spec)
 
 
 # ----------------------------------------------------------------------------

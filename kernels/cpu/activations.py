@@ -13,12 +13,17 @@ that numba does not compile a copy specialized to each literal.)
 
 Softmax and log-softmax are row-wise over the last axis of an (N, O) array and
 subtract the row maximum first, so no exponent can overflow.
+
+Each public kernel has its argument spec (``*_SPEC``, an ``ArgSpec``) just
+above it: what ``fastbp.kernels`` and ``fastbp.kernels.cuda`` check before
+calling it.
 """
 import math
 
 import numpy as np
 from numba import prange
 
+from .._checks import ArgSpec
 from .._jit import PARALLEL_MIN_ELEMENTS, jit
 from .._scalar import (
     ELU,
@@ -76,10 +81,16 @@ def activation_backward(dx, dout, out, code, alpha):
     _map_backward(dx, dout, out, code, alpha)
 
 
+IDENTITY_FORWARD_SPEC = ArgSpec([("out", "*"), ("x", "*")], writes=("out",))
+
+
 @jit
 def identity_forward(out, x):
     """out = x."""
     activation_forward(out, x, np.int64(IDENTITY), 0.0)
+
+
+IDENTITY_BACKWARD_SPEC = ArgSpec([("dx", "*"), ("dout", "*")], writes=("dx",))
 
 
 @jit
@@ -88,10 +99,16 @@ def identity_backward(dx, dout):
     activation_backward(dx, dout, dout, np.int64(IDENTITY), 0.0)
 
 
+RELU_FORWARD_SPEC = ArgSpec([("out", "*"), ("x", "*")], writes=("out",))
+
+
 @jit
 def relu_forward(out, x):
     """out = max(x, 0)."""
     activation_forward(out, x, np.int64(RELU), 0.0)
+
+
+RELU_BACKWARD_SPEC = ArgSpec([("dx", "*"), ("dout", "*"), ("out", "*")], writes=("dx",))
 
 
 @jit
@@ -100,10 +117,17 @@ def relu_backward(dx, dout, out):
     activation_backward(dx, dout, out, np.int64(RELU), 0.0)
 
 
+LEAKY_RELU_FORWARD_SPEC = ArgSpec([("out", "*"), ("x", "*"), ("slope", "nonneg")], writes=("out",))
+
+
 @jit
 def leaky_relu_forward(out, x, slope):
     """out = x if x > 0 else slope * x (slope >= 0)."""
     activation_forward(out, x, np.int64(LEAKY_RELU), slope)
+
+
+LEAKY_RELU_BACKWARD_SPEC = ArgSpec(
+    [("dx", "*"), ("dout", "*"), ("out", "*"), ("slope", "nonneg")], writes=("dx",))
 
 
 @jit
@@ -112,10 +136,17 @@ def leaky_relu_backward(dx, dout, out, slope):
     activation_backward(dx, dout, out, np.int64(LEAKY_RELU), slope)
 
 
+ELU_FORWARD_SPEC = ArgSpec([("out", "*"), ("x", "*"), ("alpha", "positive")], writes=("out",))
+
+
 @jit
 def elu_forward(out, x, alpha):
     """out = x if x > 0 else alpha * (exp(x) - 1) (alpha > 0)."""
     activation_forward(out, x, np.int64(ELU), alpha)
+
+
+ELU_BACKWARD_SPEC = ArgSpec(
+    [("dx", "*"), ("dout", "*"), ("out", "*"), ("alpha", "positive")], writes=("dx",))
 
 
 @jit
@@ -124,10 +155,16 @@ def elu_backward(dx, dout, out, alpha):
     activation_backward(dx, dout, out, np.int64(ELU), alpha)
 
 
+SIGMOID_FORWARD_SPEC = ArgSpec([("out", "*"), ("x", "*")], writes=("out",))
+
+
 @jit
 def sigmoid_forward(out, x):
     """out = 1 / (1 + exp(-x)), without overflow for any x."""
     activation_forward(out, x, np.int64(SIGMOID), 0.0)
+
+
+SIGMOID_BACKWARD_SPEC = ArgSpec([("dx", "*"), ("dout", "*"), ("out", "*")], writes=("dx",))
 
 
 @jit
@@ -136,10 +173,16 @@ def sigmoid_backward(dx, dout, out):
     activation_backward(dx, dout, out, np.int64(SIGMOID), 0.0)
 
 
+TANH_FORWARD_SPEC = ArgSpec([("out", "*"), ("x", "*")], writes=("out",))
+
+
 @jit
 def tanh_forward(out, x):
     """out = tanh(x)."""
     activation_forward(out, x, np.int64(TANH), 0.0)
+
+
+TANH_BACKWARD_SPEC = ArgSpec([("dx", "*"), ("dout", "*"), ("out", "*")], writes=("dx",))
 
 
 @jit
@@ -148,10 +191,16 @@ def tanh_backward(dx, dout, out):
     activation_backward(dx, dout, out, np.int64(TANH), 0.0)
 
 
+SOFTPLUS_FORWARD_SPEC = ArgSpec([("out", "*"), ("x", "*")], writes=("out",))
+
+
 @jit
 def softplus_forward(out, x):
     """out = log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|))."""
     activation_forward(out, x, np.int64(SOFTPLUS), 0.0)
+
+
+SOFTPLUS_BACKWARD_SPEC = ArgSpec([("dx", "*"), ("dout", "*"), ("out", "*")], writes=("dx",))
 
 
 @jit
@@ -160,10 +209,16 @@ def softplus_backward(dx, dout, out):
     activation_backward(dx, dout, out, np.int64(SOFTPLUS), 0.0)
 
 
+GELU_FORWARD_SPEC = ArgSpec([("out", "*"), ("x", "*")], writes=("out",))
+
+
 @jit
 def gelu_forward(out, x):
     """out = x * Phi(x), the exact (erf) GELU."""
     activation_forward(out, x, np.int64(GELU), 0.0)
+
+
+GELU_BACKWARD_SPEC = ArgSpec([("dx", "*"), ("dout", "*"), ("x", "*")], writes=("dx",))
 
 
 @jit(parallel=True)
@@ -203,6 +258,9 @@ def _softmax_row(out, x, n, log):
             out[n, j] *= inv
 
 
+SOFTMAX_FORWARD_SPEC = ArgSpec([("out", "NO"), ("x", "NO")], writes=("out",))
+
+
 @jit(parallel=True)
 def softmax_forward(out, x):
     """Row-wise softmax: out[n, j] = exp(x[n, j] - m_n) / sum_k exp(x[n, k] - m_n).
@@ -230,6 +288,9 @@ def _softmax_backward_row(dx, dout, out, n, log):
             dx[n, j] = out[n, j] * (dout[n, j] - s)
 
 
+SOFTMAX_BACKWARD_SPEC = ArgSpec([("dx", "NO"), ("dout", "NO"), ("out", "NO")], writes=("dx",))
+
+
 @jit(parallel=True)
 def softmax_backward(dx, dout, out):
     """Backward of row-wise softmax from its output y: dx = y * (dout - sum_j dout y).
@@ -245,6 +306,9 @@ def softmax_backward(dx, dout, out):
             _softmax_backward_row(dx, dout, out, n, False)
 
 
+LOG_SOFTMAX_FORWARD_SPEC = ArgSpec([("out", "NO"), ("x", "NO")], writes=("out",))
+
+
 @jit(parallel=True)
 def log_softmax_forward(out, x):
     """Row-wise log-softmax: out[n, j] = x[n, j] - m_n - log sum_k exp(x[n, k] - m_n)."""
@@ -254,6 +318,9 @@ def log_softmax_forward(out, x):
     else:
         for n in prange(x.shape[0]):
             _softmax_row(out, x, n, True)
+
+
+LOG_SOFTMAX_BACKWARD_SPEC = ArgSpec([("dx", "NO"), ("dout", "NO"), ("out", "NO")], writes=("dx",))
 
 
 @jit(parallel=True)

@@ -16,9 +16,14 @@ Bias and activation (forward), activation derivative and bias gradient
 serial on purpose: they cost O(N O) against the O(N I O) of the product, and a
 parallel region would wake numba's thread pool between BLAS calls, whose own
 threads then compete with it for the cores.
+
+Each public kernel has its argument spec (``*_SPEC``, an ``ArgSpec``) just
+above it: what ``fastbp.kernels`` and ``fastbp.kernels.cuda`` check before
+calling it.
 """
 import numpy as np
 
+from .._checks import ArgSpec
 from .._jit import jit
 from .._scalar import ELU, IDENTITY, LEAKY_RELU, RELU, SIGMOID, TANH, activate, activate_grad
 
@@ -70,6 +75,12 @@ def _small_forward(out, x, w, b, activation, alpha):
             out[n, j] = activate(activation, out[n, j], alpha)
 
 
+DENSE_ACT_FORWARD_SPEC = ArgSpec(
+    [("out", "NO"), ("x", "NI"), ("w", "IO"), ("b", "O"), ("activation", "act"),
+     ("alpha", "float")],
+    writes=("out",))
+
+
 @jit
 def dense_act_forward(out, x, w, b, activation, alpha):
     """Fused dense + activation forward: out = f(x @ w + b).
@@ -86,6 +97,9 @@ def dense_act_forward(out, x, w, b, activation, alpha):
     else:
         np.dot(x, w, out)
         _bias_act_rows(out, b, activation, alpha)
+
+
+DENSE_FORWARD_SPEC = ArgSpec([("out", "NO"), ("x", "NI"), ("w", "IO"), ("b", "O")], writes=("out",))
 
 
 @jit
@@ -183,6 +197,11 @@ def _products_backward(dx, dw, dz, x, w):
             np.dot(dz, w.T, dx)
 
 
+DENSE_BACKWARD_SPEC = ArgSpec(
+    [("dx", "NI?"), ("dw", "IO"), ("db", "O"), ("dout", "NO"), ("x", "NI"), ("w", "IO")],
+    writes=("dx", "dw", "db"))
+
+
 @jit
 def dense_backward(dx, dw, db, dout, x, w):
     """Backward of out = x @ w + b.
@@ -199,6 +218,12 @@ def dense_backward(dx, dw, db, dout, x, w):
         for j in range(n_out):
             db[j] += dout[n, j]
     _products_backward(dx, dw, dout, x, w)
+
+
+DENSE_ACT_BACKWARD_SPEC = ArgSpec(
+    [("dx", "NI?"), ("dw", "IO"), ("db", "O"), ("dz", "NO"), ("dout", "NO"), ("out", "NO"),
+     ("x", "NI"), ("w", "IO"), ("activation", "act_fused"), ("alpha", "float")],
+    writes=("dx", "dw", "db", "dz"))
 
 
 @jit

@@ -6,11 +6,21 @@ out equals x and inference needs no rescaling. The mask holds that factor (0 or
 1 / (1 - rate)), so backward is dx = dout * mask. The draw depends only on
 (seed, i), so the mask is the same whatever the thread count, and the CUDA
 kernel draws the same mask.
+
+Each public kernel has its argument spec (``*_SPEC``, an ``ArgSpec``) just
+above it: what ``fastbp.kernels`` and ``fastbp.kernels.cuda`` check before
+calling it.
 """
 from numba import prange
 
+from .._checks import ArgSpec
 from .._jit import PARALLEL_MIN_ELEMENTS, jit
 from .._scalar import hash_uniform
+
+
+DROPOUT_FORWARD_SPEC = ArgSpec(
+    [("out", "*"), ("mask", "*"), ("x", "*"), ("rate", "rate"), ("seed", "seed")],
+    writes=("out", "mask"))
 
 
 @jit(parallel=True)
@@ -32,6 +42,9 @@ def dropout_forward(out, mask, x, rate, seed):
         for i in prange(v.size):
             m[i] = keep if hash_uniform(seed, i) >= rate else 0.0
             o[i] = v[i] * m[i]
+
+
+DROPOUT_BACKWARD_SPEC = ArgSpec([("dx", "*"), ("dout", "*"), ("mask", "*")], writes=("dx",))
 
 
 @jit(parallel=True)

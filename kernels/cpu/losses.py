@@ -10,9 +10,14 @@ outputs, as PyTorch's and Keras's default reductions do.
 Forward kernels write into ``loss``, a one-element array, instead of returning
 a value, so that the CPU and GPU kernels share one signature and the GPU can
 keep the loss on the device.
+
+Each public kernel has its argument spec (``*_SPEC``, an ``ArgSpec``) just
+above it: what ``fastbp.kernels`` and ``fastbp.kernels.cuda`` check before
+calling it.
 """
 import math
 
+from .._checks import ArgSpec
 from .._jit import jit
 from .._scalar import log1p_exp, sigmoid
 
@@ -26,6 +31,10 @@ def _inverse_total(weight, n_rows):
     for n in range(n_rows):
         total += weight[n]
     return 1.0 / total if total > 0.0 else 0.0
+
+
+MSE_FORWARD_SPEC = ArgSpec(
+    [("loss", "L"), ("pred", "NO"), ("target", "NO"), ("weight", "N?")], writes=("loss",))
 
 
 @jit
@@ -45,6 +54,10 @@ def mse_forward(loss, pred, target, weight):
     loss[0] = total * _inverse_total(weight, n_rows) / n_out
 
 
+MSE_BACKWARD_SPEC = ArgSpec(
+    [("dpred", "NO"), ("pred", "NO"), ("target", "NO"), ("weight", "N?")], writes=("dpred",))
+
+
 @jit
 def mse_backward(dpred, pred, target, weight):
     """dpred (N, O) = 2 s_n (pred - target) / (O sum_n s_n), overwritten."""
@@ -54,6 +67,11 @@ def mse_backward(dpred, pred, target, weight):
         s = scale * (weight[n] if weight.size else 1.0)
         for j in range(n_out):
             dpred[n, j] = s * (pred[n, j] - target[n, j])
+
+
+SOFTMAX_CROSS_ENTROPY_FORWARD_SPEC = ArgSpec(
+    [("loss", "L"), ("probs", "NO"), ("logits", "NO"), ("labels", "labels"), ("weight", "N?")],
+    writes=("loss", "probs"))
 
 
 @jit
@@ -86,6 +104,11 @@ def softmax_cross_entropy_forward(loss, probs, logits, labels, weight):
     loss[0] = total * _inverse_total(weight, n_rows)
 
 
+SOFTMAX_CROSS_ENTROPY_BACKWARD_SPEC = ArgSpec(
+    [("dlogits", "NO"), ("probs", "NO"), ("labels", "labels"), ("weight", "N?")],
+    writes=("dlogits",))
+
+
 @jit
 def softmax_cross_entropy_backward(dlogits, probs, labels, weight):
     """dlogits (N, O) = s_n (probs - onehot(labels)) / sum_n s_n, overwritten.
@@ -100,6 +123,10 @@ def softmax_cross_entropy_backward(dlogits, probs, labels, weight):
         for j in range(n_out):
             dlogits[n, j] = s * probs[n, j]
         dlogits[n, labels[n]] -= s
+
+
+BINARY_CROSS_ENTROPY_FORWARD_SPEC = ArgSpec(
+    [("loss", "L"), ("logits", "NO"), ("target", "NO"), ("weight", "N?")], writes=("loss",))
 
 
 @jit
@@ -119,6 +146,11 @@ def binary_cross_entropy_forward(loss, logits, target, weight):
             row += log1p_exp(z) - target[n, j] * z
         total += row * (weight[n] if weight.size else 1.0)
     loss[0] = total * _inverse_total(weight, n_rows) / n_out
+
+
+BINARY_CROSS_ENTROPY_BACKWARD_SPEC = ArgSpec(
+    [("dlogits", "NO"), ("logits", "NO"), ("target", "NO"), ("weight", "N?")],
+    writes=("dlogits",))
 
 
 @jit

@@ -4,12 +4,23 @@ Parameters, gradients and state are arrays of one shape (usually the flat
 vector holding every parameter of a model, so one call updates a whole
 network). Each element is independent, so the loops run in parallel with no
 shared writes.
+
+Each public kernel has its argument spec (``*_SPEC``, an ``ArgSpec``) just
+above it: what ``fastbp.kernels`` and ``fastbp.kernels.cuda`` check before
+calling it.
 """
 import math
 
 from numba import prange
 
+from .._checks import ArgSpec
 from .._jit import PARALLEL_MIN_ELEMENTS, jit
+
+
+SGD_UPDATE_SPEC = ArgSpec(
+    [("param", "*"), ("grad", "*"), ("velocity", "*"), ("lr", "nonneg"), ("momentum", "nonneg"),
+     ("nesterov", "bool"), ("weight_decay", "nonneg")],
+    writes=("param", "velocity"))
 
 
 @jit(parallel=True)
@@ -39,6 +50,13 @@ def _sgd_one(p, gr, v, i, lr, momentum, nesterov, weight_decay):
         v[i] = vi
         g = g + momentum * vi if nesterov else vi
     p[i] -= lr * g
+
+
+ADAM_UPDATE_SPEC = ArgSpec(
+    [("param", "*"), ("grad", "*"), ("m", "*"), ("v", "*"), ("lr", "nonneg"), ("beta1", "rate"),
+     ("beta2", "rate"), ("eps", "positive"), ("step", "step"), ("weight_decay", "nonneg"),
+     ("decoupled", "bool")],
+    writes=("param", "m", "v"))
 
 
 @jit(parallel=True)

@@ -12,7 +12,8 @@ Each name is a launcher: a Python function that looks up the launch
 configuration cached for the shapes and launches the ``@cuda.jit`` kernels on
 the default stream; kernels compile for a dtype on first launch (and are
 cached on disk). The names here check their arguments once per call, with the
-CPU specs and messages (shape, dtype, contiguity, on the device), and raise
+CPU specs (the very ``ArgSpec`` objects defined beside the CPU kernels) and
+messages (shape, dtype, contiguity, on the device), and raise
 ``KernelArgumentError`` naming the argument; checking class labels and sample
 weights copies those to the host, which waits for the device. ``f.unchecked``
 (also ``fastbp.kernels.cuda.dense.dense_forward`` and so on) skips the checks
@@ -24,24 +25,66 @@ with ``NUMBA_ENABLE_CUDASIM=1`` the kernels run in numba's CUDA simulator.
 """
 from . import _numba_cuda  # noqa: F401  (first: raises ImportError without numba-cuda)
 from . import activations, dense, dropout, losses, optim
-from .. import _SPECS
 from .._checks import KernelArgumentError
 from .._scalar import ACTIVATION_CODES as ACTIVATIONS
+from ..cpu import activations as _cpu_act, dense as _cpu_dense, dropout as _cpu_dropout
+from ..cpu import losses as _cpu_losses, optim as _cpu_optim
 from ._checks import public
 from ._numba_cuda import SIMULATOR, as_device_array
 
-_MODULES = (dense, activations, losses, dropout, optim)
+dense_forward = public(dense.dense_forward, _cpu_dense.DENSE_FORWARD_SPEC)
+dense_backward = public(dense.dense_backward, _cpu_dense.DENSE_BACKWARD_SPEC)
+dense_act_forward = public(dense.dense_act_forward, _cpu_dense.DENSE_ACT_FORWARD_SPEC)
+dense_act_backward = public(dense.dense_act_backward, _cpu_dense.DENSE_ACT_BACKWARD_SPEC)
 
+identity_forward = public(activations.identity_forward, _cpu_act.IDENTITY_FORWARD_SPEC)
+identity_backward = public(activations.identity_backward, _cpu_act.IDENTITY_BACKWARD_SPEC)
+relu_forward = public(activations.relu_forward, _cpu_act.RELU_FORWARD_SPEC)
+relu_backward = public(activations.relu_backward, _cpu_act.RELU_BACKWARD_SPEC)
+leaky_relu_forward = public(activations.leaky_relu_forward, _cpu_act.LEAKY_RELU_FORWARD_SPEC)
+leaky_relu_backward = public(activations.leaky_relu_backward, _cpu_act.LEAKY_RELU_BACKWARD_SPEC)
+elu_forward = public(activations.elu_forward, _cpu_act.ELU_FORWARD_SPEC)
+elu_backward = public(activations.elu_backward, _cpu_act.ELU_BACKWARD_SPEC)
+sigmoid_forward = public(activations.sigmoid_forward, _cpu_act.SIGMOID_FORWARD_SPEC)
+sigmoid_backward = public(activations.sigmoid_backward, _cpu_act.SIGMOID_BACKWARD_SPEC)
+tanh_forward = public(activations.tanh_forward, _cpu_act.TANH_FORWARD_SPEC)
+tanh_backward = public(activations.tanh_backward, _cpu_act.TANH_BACKWARD_SPEC)
+softplus_forward = public(activations.softplus_forward, _cpu_act.SOFTPLUS_FORWARD_SPEC)
+softplus_backward = public(activations.softplus_backward, _cpu_act.SOFTPLUS_BACKWARD_SPEC)
+gelu_forward = public(activations.gelu_forward, _cpu_act.GELU_FORWARD_SPEC)
+gelu_backward = public(activations.gelu_backward, _cpu_act.GELU_BACKWARD_SPEC)
+softmax_forward = public(activations.softmax_forward, _cpu_act.SOFTMAX_FORWARD_SPEC)
+softmax_backward = public(activations.softmax_backward, _cpu_act.SOFTMAX_BACKWARD_SPEC)
+log_softmax_forward = public(activations.log_softmax_forward, _cpu_act.LOG_SOFTMAX_FORWARD_SPEC)
+log_softmax_backward = public(activations.log_softmax_backward, _cpu_act.LOG_SOFTMAX_BACKWARD_SPEC)
 
-def _launcher(name):
-    for module in _MODULES:
-        if hasattr(module, name):
-            return getattr(module, name)
-    raise AttributeError(f"fastbp.kernels.cuda has no launcher for {name}")
+mse_forward = public(losses.mse_forward, _cpu_losses.MSE_FORWARD_SPEC)
+mse_backward = public(losses.mse_backward, _cpu_losses.MSE_BACKWARD_SPEC)
+softmax_cross_entropy_forward = public(losses.softmax_cross_entropy_forward,
+                                       _cpu_losses.SOFTMAX_CROSS_ENTROPY_FORWARD_SPEC)
+softmax_cross_entropy_backward = public(losses.softmax_cross_entropy_backward,
+                                        _cpu_losses.SOFTMAX_CROSS_ENTROPY_BACKWARD_SPEC)
+binary_cross_entropy_forward = public(losses.binary_cross_entropy_forward,
+                                      _cpu_losses.BINARY_CROSS_ENTROPY_FORWARD_SPEC)
+binary_cross_entropy_backward = public(losses.binary_cross_entropy_backward,
+                                       _cpu_losses.BINARY_CROSS_ENTROPY_BACKWARD_SPEC)
 
+dropout_forward = public(dropout.dropout_forward, _cpu_dropout.DROPOUT_FORWARD_SPEC)
+dropout_backward = public(dropout.dropout_backward, _cpu_dropout.DROPOUT_BACKWARD_SPEC)
 
-for _name, (_spec, _n_out) in _SPECS.items():
-    globals()[_name] = public(_launcher(_name), _spec, _n_out)
+sgd_update = public(optim.sgd_update, _cpu_optim.SGD_UPDATE_SPEC)
+adam_update = public(optim.adam_update, _cpu_optim.ADAM_UPDATE_SPEC)
 
-__all__ = ["ACTIVATIONS", "KernelArgumentError", "SIMULATOR", "as_device_array", *_SPECS]
-del _name, _spec, _n_out
+__all__ = [
+    "ACTIVATIONS", "KernelArgumentError", "SIMULATOR", "as_device_array",
+    "dense_forward", "dense_backward", "dense_act_forward", "dense_act_backward",
+    "identity_forward", "identity_backward", "relu_forward", "relu_backward",
+    "leaky_relu_forward", "leaky_relu_backward", "elu_forward", "elu_backward",
+    "sigmoid_forward", "sigmoid_backward", "tanh_forward", "tanh_backward",
+    "softplus_forward", "softplus_backward", "gelu_forward", "gelu_backward",
+    "softmax_forward", "softmax_backward", "log_softmax_forward", "log_softmax_backward",
+    "mse_forward", "mse_backward",
+    "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
+    "binary_cross_entropy_forward", "binary_cross_entropy_backward",
+    "dropout_forward", "dropout_backward", "sgd_update", "adam_update",
+]

@@ -1,7 +1,8 @@
 """Argument checking for the CUDA entry points: ``kernels/_checks.py`` adapted to device arrays.
 
-The specs are the CPU ones (``fastbp.kernels._SPECS``), so both backends accept
-and reject the same calls with the same messages. Scalars and values go
+The specs are the CPU ones (the ``ArgSpec`` above each CPU kernel, such as
+``cpu/dense.py``'s ``DENSE_FORWARD_SPEC``), so both backends accept and reject
+the same calls with the same messages. Scalars and values go
 through the CPU checks unchanged. Arrays must be on the device (a numba device
 array or any object with ``__cuda_array_interface__``) and C-contiguous; the
 shape rules (dimension letters that agree across arguments, the (1,) loss,
@@ -18,8 +19,9 @@ import inspect
 
 import numpy as np
 
-from .._checks import _fail, check_arrays, check_values, output_names
+from .._checks import _fail, check_arrays, check_signature, check_values
 from ._numba_cuda import as_device_array, exported_readonly
+
 
 def _describe(a):
     if isinstance(a, np.ndarray):
@@ -45,14 +47,14 @@ def _device_array(kernel, name, a, output):
     return d
 
 
-def check_device_call(kernel, spec, outputs, args):
+def check_device_call(kernel, spec, args):
     """Validate ``args`` of CUDA ``kernel`` against its CPU ``spec``; raise KernelArgumentError.
 
     The walk of ``kernels._checks.check_arrays`` with device arrays in place of
     NumPy arrays. Returns the arguments with every array as a numba device array,
     so that a ``__cuda_array_interface__`` object is converted once per call.
     """
-    converted, dims = check_arrays(kernel, spec, outputs, args, _device_array, _describe)
+    converted, dims = check_arrays(kernel, spec, args, _device_array, _describe)
     # Only labels and (non-empty) weights are read by the value checks: they come to the
     # host; the rest stay on the device.
     host = {i: converted[i].copy_to_host() for i, (name, kind) in enumerate(spec)
@@ -62,16 +64,20 @@ def check_device_call(kernel, spec, outputs, args):
     return converted
 
 
-def public(launcher, spec, n_outputs):
-    """Wrap an unchecked launcher as a checked entry point (``.unchecked`` is the launcher)."""
+def public(launcher, spec):
+    """Wrap an unchecked launcher as a checked entry point (``.unchecked`` is the launcher).
+
+    ``spec`` is the ``ArgSpec`` of the CPU kernel of the same name: the launcher
+    must take the same arguments in the same order.
+    """
     name = launcher.__name__
-    outputs = output_names(spec, n_outputs)
+    check_signature(launcher, spec)
 
     def wrapper(*args):
-        launcher(*check_device_call(name, spec, outputs, args))
+        launcher(*check_device_call(name, spec, args))
 
     functools.update_wrapper(wrapper, launcher)
     wrapper.__signature__ = inspect.signature(launcher)
     wrapper.unchecked = launcher
-    wrapper.spec = tuple(spec)
+    wrapper.spec = spec
     return wrapper
