@@ -3,7 +3,7 @@ import numbers
 
 import numpy as np
 
-from ._loop import _all_finite
+from .backends._cpu_loop import all_finite
 
 
 def check_features(X, n_features, dtype, argument="X"):
@@ -28,7 +28,7 @@ def check_features(X, n_features, dtype, argument="X"):
                          f"got shape {arr.shape}")
     arr = np.ascontiguousarray(arr, dtype=dtype)
     # The compiled check of the training loop: one pass, no temporary array.
-    if not _all_finite(arr.ravel()):
+    if not all_finite(arr.ravel()):
         bad = np.argwhere(~np.isfinite(arr))[0]
         raise ValueError(f"{argument} contains NaN or inf (first at row {bad[0]}, column {bad[1]})")
     return arr

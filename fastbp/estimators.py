@@ -66,7 +66,7 @@ except ImportError as err:  # sklearn missing, or older than 1.6 (validate_data,
     raise ImportError("fastbp.MLPClassifier and fastbp.MLPRegressor need scikit-learn >= 1.6: "
                       f"pip install 'fastbp[sklearn]' ({err})") from err
 
-from . import _loop
+from .kernels import registry as R
 from .callbacks import Callback
 from .layers import Dense
 from .model import DivergenceError, Sequential, _dtype
@@ -141,7 +141,7 @@ class _SklearnAdam(Adam):
     def hyper(self, lr):
         h = super().hyper(lr)
         t = self.steps + (self.steps_per_epoch + 1) / 2.0
-        h[_loop.H_EPS] = self.eps / np.sqrt(1.0 - self.betas[1] ** t)
+        h[R.H_EPS] = self.eps / np.sqrt(1.0 - self.betas[1] ** t)
         return h
 
 

@@ -1,20 +1,15 @@
 """Layers of a ``Sequential`` model: Dense, activation layers and Dropout.
 
-Layers describe the network; they hold no math. ``Sequential`` lowers them to
-the op arrays of ``fastbp._loop`` and the kernels do the work.
+Layers describe the network; they hold no math. ``fastbp.lowering`` lowers
+them to the op arrays both backends run, and the kernels do the work.
 """
 import math
 
 import numpy as np
 
-from .kernels._scalar import ACTIVATION_CODES, OUTPUT_DERIVABLE
-from . import _loop
+from .kernels.registry import ACTIVATION_BY_NAME, ACTIVATIONS, OUTPUT_DERIVABLE
 
-# Every activation a layer can name, with its code in the compiled loop.
-ACTIVATIONS = dict(ACTIVATION_CODES, softmax=_loop.SOFTMAX, log_softmax=_loop.LOG_SOFTMAX)
 _ALIASES = {None: "identity", "linear": "identity", "none": "identity", "logistic": "sigmoid"}
-# Default parameter of parametrized activations.
-_DEFAULT_ALPHA = {"leaky_relu": 0.01, "elu": 1.0}
 INITIALIZERS = ("he_uniform", "he_normal", "glorot_uniform", "glorot_normal", "zeros")
 
 
@@ -50,11 +45,12 @@ class Layer:
 
 def _check_alpha(activation, alpha):
     """The activation parameter, checked where the output-based derivative depends on it."""
-    alpha = float(_DEFAULT_ALPHA.get(activation, 0.0) if alpha is None else alpha)
-    if activation == "leaky_relu" and not alpha >= 0.0:
-        raise ValueError(f"alpha (the leaky_relu slope) must be >= 0; got {alpha!r}")
-    if activation == "elu" and not alpha > 0.0:
-        raise ValueError(f"alpha (the elu scale) must be > 0; got {alpha!r}")
+    entry = ACTIVATION_BY_NAME[activation]
+    alpha = float((entry.alpha or 0.0) if alpha is None else alpha)
+    if entry.alpha_rule == "nonneg" and not alpha >= 0.0:
+        raise ValueError(f"alpha (the {activation} parameter) must be >= 0; got {alpha!r}")
+    if entry.alpha_rule == "positive" and not alpha > 0.0:
+        raise ValueError(f"alpha (the {activation} parameter) must be > 0; got {alpha!r}")
     return alpha
 
 
@@ -124,7 +120,7 @@ def _activation_class(name):
         Activation.__init__(self, name, alpha)
 
     def get_config(self):
-        return {"alpha": self.alpha} if name in _DEFAULT_ALPHA else {}
+        return {"alpha": self.alpha} if ACTIVATION_BY_NAME[name].alpha is not None else {}
 
     cls_name = "".join(part.capitalize() for part in name.split("_"))
     cls_name = {"Relu": "ReLU", "LeakyRelu": "LeakyReLU", "Elu": "ELU", "Gelu": "GELU",

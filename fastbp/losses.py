@@ -6,7 +6,7 @@ softmax or sigmoid that turns logits into probabilities).
 """
 import numpy as np
 
-from . import _loop
+from .kernels import registry as R
 
 
 class Loss:
@@ -33,7 +33,7 @@ class SoftmaxCrossEntropy(Loss):
     """Softmax cross-entropy from logits with integer class labels in [0, O)."""
 
     name = "softmax_cross_entropy"
-    kind = _loop.LOSS_SCE
+    kind = R.LOSS_SCE
     link = "softmax"
     metrics = ("accuracy",)
     classification = True
@@ -64,7 +64,7 @@ class BinaryCrossEntropy(Loss):
     """Binary cross-entropy from logits with 0/1 targets of shape (N, O) (or (N,) when O = 1)."""
 
     name = "binary_cross_entropy"
-    kind = _loop.LOSS_BCE
+    kind = R.LOSS_BCE
     link = "sigmoid"
     metrics = ("accuracy",)
     classification = True
@@ -81,7 +81,7 @@ class MeanSquaredError(Loss):
     """Mean squared error over all outputs; targets (N, O) (or (N,) when O = 1)."""
 
     name = "mse"
-    kind = _loop.LOSS_MSE
+    kind = R.LOSS_MSE
     metrics = ("mse", "mae")
 
     def prepare_targets(self, y, n_outputs, argument="y"):

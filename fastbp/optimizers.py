@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from . import _loop
+from .kernels import registry as R
 from . import schedules
 
 
@@ -46,7 +46,7 @@ class Optimizer:
 class SGD(Optimizer):
     """Stochastic gradient descent with optional (Nesterov) momentum and L2 weight decay."""
 
-    kind = _loop.OPT_SGD
+    kind = R.OPT_SGD
     n_states = 1
 
     def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
@@ -60,11 +60,11 @@ class SGD(Optimizer):
         self.weight_decay = _nonneg(weight_decay, "weight_decay")
 
     def hyper(self, lr):
-        h = np.zeros(8)
-        h[_loop.H_LR] = lr
-        h[_loop.H_MOMENTUM] = self.momentum
-        h[_loop.H_NESTEROV] = self.nesterov
-        h[_loop.H_WEIGHT_DECAY] = self.weight_decay
+        h = np.zeros(R.N_HYPER)
+        h[R.H_LR] = lr
+        h[R.H_MOMENTUM] = self.momentum
+        h[R.H_NESTEROV] = self.nesterov
+        h[R.H_WEIGHT_DECAY] = self.weight_decay
         return h
 
     def get_config(self):
@@ -75,7 +75,7 @@ class SGD(Optimizer):
 class Adam(Optimizer):
     """Adam; with ``decoupled=True`` and weight_decay > 0 it is AdamW."""
 
-    kind = _loop.OPT_ADAM
+    kind = R.OPT_ADAM
     n_states = 2
 
     def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled=False):
@@ -90,12 +90,12 @@ class Adam(Optimizer):
         self.decoupled = bool(decoupled)
 
     def hyper(self, lr):
-        h = np.zeros(8)
-        h[_loop.H_LR] = lr
-        h[_loop.H_WEIGHT_DECAY] = self.weight_decay
-        h[_loop.H_BETA1], h[_loop.H_BETA2] = self.betas
-        h[_loop.H_EPS] = self.eps
-        h[_loop.H_DECOUPLED] = self.decoupled
+        h = np.zeros(R.N_HYPER)
+        h[R.H_LR] = lr
+        h[R.H_WEIGHT_DECAY] = self.weight_decay
+        h[R.H_BETA1], h[R.H_BETA2] = self.betas
+        h[R.H_EPS] = self.eps
+        h[R.H_DECOUPLED] = self.decoupled
         return h
 
     def get_config(self):

@@ -97,10 +97,10 @@ def test_tree_hash_follows_content_of_every_kernel_module(tmp_path):
 def test_code_outside_the_kernels_is_stamped_with_its_own_file_too(tmp_path):
     import numba
 
-    from fastbp import _loop
+    from fastbp.backends import _cpu_loop
     from fastbp.kernels.cpu import dense
 
-    loop_cache = _loop.train_batches._cache
+    loop_cache = _cpu_loop.train_batches._cache
     kernel_cache = dense.dense_forward._cache
     if _cache.FOLDER is None:
         pytest.skip("caching is off in this process")
@@ -108,7 +108,7 @@ def test_code_outside_the_kernels_is_stamped_with_its_own_file_too(tmp_path):
     loop_stamp = loop_cache._impl.locator.get_source_stamp()
     assert kernel_stamp == _cache.TREE_HASH
     assert loop_stamp.startswith(_cache.TREE_HASH) and loop_stamp != kernel_stamp
-    assert loop_cache.cache_path == os.path.join(_cache.FOLDER, "fastbp._loop")
+    assert loop_cache.cache_path == os.path.join(_cache.FOLDER, "fastbp.backends._cpu_loop")
     assert isinstance(loop_cache, numba.core.caching.Cache)
 
 

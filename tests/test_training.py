@@ -357,18 +357,24 @@ ALLOCATIONS = textwrap.dedent("""
     import numpy as np
     from numba.core.runtime import rtsys
     import fastbp
-    from fastbp import _loop
+    from fastbp.backends import _cpu_loop
 
-    # Count the NumPy arrays handed to the compiled loop: numba wraps each array
-    # argument in a new NRT MemInfo when it enters compiled code.
+    # Count the NumPy arrays handed to the compiled loop, those inside its grouped
+    # (namedtuple) arguments included: numba wraps each array argument in a new NRT
+    # MemInfo when it enters compiled code.
     array_args = []
-    compiled = _loop.train_batches
+    compiled = _cpu_loop.train_batches
+
+    def n_arrays(a):
+        if isinstance(a, tuple):
+            return sum(n_arrays(b) for b in a)
+        return isinstance(a, np.ndarray)
 
     def counted(*args):
-        array_args.append(sum(isinstance(a, np.ndarray) for a in args))
+        array_args.append(n_arrays(args))
         return compiled(*args)
 
-    _loop.train_batches = counted
+    _cpu_loop.train_batches = counted
 
     rng = np.random.default_rng(0)
     X = rng.standard_normal((96, 6)).astype(np.float32)

@@ -25,19 +25,8 @@ from numba import prange
 
 from .._checks import ArgSpec
 from .._jit import PARALLEL_MIN_ELEMENTS, jit
-from .._scalar import (
-    ELU,
-    GELU,
-    IDENTITY,
-    LEAKY_RELU,
-    RELU,
-    SIGMOID,
-    SOFTPLUS,
-    TANH,
-    activate,
-    activate_grad,
-    gelu_grad,
-)
+from .._scalar import activate, activate_grad, gelu_grad
+from ..registry import ELU, GELU, IDENTITY, LEAKY_RELU, LOG_SOFTMAX, RELU, SIGMOID, SOFTMAX, SOFTPLUS, TANH
 
 
 @jit(inline="always")
@@ -335,3 +324,32 @@ def log_softmax_backward(dx, dout, out):
     else:
         for n in prange(out.shape[0]):
             _softmax_backward_row(dx, dout, out, n, True)
+
+
+# ----- dispatch by activation code (what the compiled training loop calls) ------------------
+
+
+@jit
+def activation_code_forward(out, x, code, alpha):
+    """out = f(x) for any activation code of ``kernels.registry`` (row-wise ones included)."""
+    if code == GELU:
+        gelu_forward(out, x)
+    elif code == SOFTMAX:
+        softmax_forward(out, x)
+    elif code == LOG_SOFTMAX:
+        log_softmax_forward(out, x)
+    else:
+        activation_forward(out, x, code, alpha)
+
+
+@jit
+def activation_code_backward(dx, dout, out, x, code, alpha):
+    """dx from dout for any activation code, given the forward output and input."""
+    if code == GELU:
+        gelu_backward(dx, dout, x)
+    elif code == SOFTMAX:
+        softmax_backward(dx, dout, out)
+    elif code == LOG_SOFTMAX:
+        log_softmax_backward(dx, dout, out)
+    else:
+        activation_backward(dx, dout, out, code, alpha)

@@ -20,6 +20,7 @@ import math
 from .._checks import ArgSpec
 from .._jit import jit
 from .._scalar import log1p_exp, sigmoid
+from ..registry import LOSS_BCE, LOSS_SCE
 
 
 @jit
@@ -162,3 +163,32 @@ def binary_cross_entropy_backward(dlogits, logits, target, weight):
         s = scale * (weight[n] if weight.size else 1.0)
         for j in range(n_out):
             dlogits[n, j] = s * (sigmoid(logits[n, j]) - target[n, j])
+
+
+# ----- dispatch by loss code (what the compiled training loop calls) ------------------------
+
+
+@jit
+def loss_code_forward(loss, probs, out, labels, target, weight, code):
+    """Mean loss of the batch into loss[0] for the loss ``code`` of ``kernels.registry``.
+
+    Classification by softmax takes integer ``labels`` and leaves softmax(out) in
+    ``probs``; the others take float ``target`` (N, O). The unused one may be empty.
+    """
+    if code == LOSS_SCE:
+        softmax_cross_entropy_forward(loss, probs, out, labels, weight)
+    elif code == LOSS_BCE:
+        binary_cross_entropy_forward(loss, out, target, weight)
+    else:
+        mse_forward(loss, out, target, weight)
+
+
+@jit
+def loss_code_backward(dout, probs, out, labels, target, weight, code):
+    """Gradient of the mean loss with respect to ``out``, overwriting dout."""
+    if code == LOSS_SCE:
+        softmax_cross_entropy_backward(dout, probs, labels, weight)
+    elif code == LOSS_BCE:
+        binary_cross_entropy_backward(dout, out, target, weight)
+    else:
+        mse_backward(dout, out, target, weight)

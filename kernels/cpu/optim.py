@@ -15,6 +15,8 @@ from numba import prange
 
 from .._checks import ArgSpec
 from .._jit import PARALLEL_MIN_ELEMENTS, jit
+from ..registry import (H_BETA1, H_BETA2, H_DECOUPLED, H_EPS, H_LR, H_MOMENTUM, H_NESTEROV,
+                        H_WEIGHT_DECAY, OPT_SGD)
 
 
 SGD_UPDATE_SPEC = ArgSpec(
@@ -95,3 +97,29 @@ def _adam_one(p, gr, mm, vv, i, lr, beta1, beta2, eps, c1, c2, weight_decay, dec
     mm[i] = mi
     vv[i] = vi
     p[i] -= lr * (mi * c1) / (math.sqrt(vi * c2) + eps)
+
+
+# ----- dispatch by optimizer code (what the compiled training loop calls) ------------------
+
+
+@jit
+def optimizer_code_update(theta, grad, state1, state2, n_weights, code, hyper, step):
+    """One update of the flat parameter vector by the optimizer ``code`` of ``kernels.registry``.
+
+    ``hyper`` holds its hyperparameters in the registry's H_* layout; weight decay
+    applies to the first n_weights entries (the weights), not to the biases after them.
+    ``step`` is the 1-based count of updates (Adam's bias correction).
+    """
+    lr = hyper[H_LR]
+    wd = hyper[H_WEIGHT_DECAY]
+    w, b = slice(0, n_weights), slice(n_weights, theta.size)
+    if code == OPT_SGD:
+        nesterov = hyper[H_NESTEROV] != 0.0
+        momentum = hyper[H_MOMENTUM]
+        sgd_update(theta[w], grad[w], state1[w], lr, momentum, nesterov, wd)
+        sgd_update(theta[b], grad[b], state1[b], lr, momentum, nesterov, 0.0)
+    else:
+        b1, b2, eps = hyper[H_BETA1], hyper[H_BETA2], hyper[H_EPS]
+        decoupled = hyper[H_DECOUPLED] != 0.0
+        adam_update(theta[w], grad[w], state1[w], state2[w], lr, b1, b2, eps, step, wd, decoupled)
+        adam_update(theta[b], grad[b], state1[b], state2[b], lr, b1, b2, eps, step, 0.0, decoupled)

@@ -20,19 +20,8 @@ reductions, so out may alias x and dx may alias dout.
 """
 import math
 
-from .._scalar import (
-    ELU,
-    GELU,
-    IDENTITY,
-    LEAKY_RELU,
-    RELU,
-    SIGMOID,
-    SOFTPLUS,
-    TANH,
-    activate,
-    activate_grad,
-    gelu_grad,
-)
+from .._scalar import activate, activate_grad, gelu_grad
+from ..registry import ELU, GELU, IDENTITY, LEAKY_RELU, LOG_SOFTMAX, RELU, SIGMOID, SOFTMAX, SOFTPLUS, TANH
 from ._launch import MAX_BLOCKS, dev, elementwise, fixed, flat, pow2_threads
 from ._numba_cuda import cuda, kernel
 from ._reduce import block_reduce
@@ -239,3 +228,27 @@ def log_softmax_backward(dx, dout, out):
     """
     dx, dout, out = dev(dx), dev(dout), dev(out)
     _rows(_softmax_backward_kernel, out.shape)(dx, dout, out, True)
+
+
+def activation_code_forward(out, x, code, alpha):
+    """out = f(x) for any activation code of ``kernels.registry``, as on the CPU."""
+    if code == GELU:
+        gelu_forward(out, x)
+    elif code == SOFTMAX:
+        softmax_forward(out, x)
+    elif code == LOG_SOFTMAX:
+        log_softmax_forward(out, x)
+    else:
+        _map_forward(out, x, code, alpha)
+
+
+def activation_code_backward(dx, dout, out, x, code, alpha):
+    """dx from dout for any activation code, given the forward output and input."""
+    if code == GELU:
+        gelu_backward(dx, dout, x)
+    elif code == SOFTMAX:
+        softmax_backward(dx, dout, out)
+    elif code == LOG_SOFTMAX:
+        log_softmax_backward(dx, dout, out)
+    else:
+        _map_backward(dx, dout, out, code, alpha)

@@ -30,6 +30,7 @@ import math
 import numpy as np
 
 from .._scalar import log1p_exp, sigmoid
+from ..registry import LOSS_BCE, LOSS_SCE
 from ._launch import MAX_BLOCKS, cdiv, dev, fixed, pow2_threads
 from ._numba_cuda import cuda, device, kernel
 from ._reduce import block_reduce
@@ -247,3 +248,23 @@ def binary_cross_entropy_backward(dlogits, logits, target, weight):
     dlogits, logits, target, weight = dev(dlogits), dev(logits), dev(target), dev(weight)
     launch = _gradient(_binary_cross_entropy_backward_kernel, logits.shape, weight)
     launch(dlogits, logits, target, weight)
+
+
+def loss_code_forward(loss, probs, out, labels, target, weight, code):
+    """Mean loss of the batch into loss[0] for the loss ``code``, as on the CPU."""
+    if code == LOSS_SCE:
+        softmax_cross_entropy_forward(loss, probs, out, labels, weight)
+    elif code == LOSS_BCE:
+        binary_cross_entropy_forward(loss, out, target, weight)
+    else:
+        mse_forward(loss, out, target, weight)
+
+
+def loss_code_backward(dout, probs, out, labels, target, weight, code):
+    """Gradient of the mean loss with respect to ``out``, overwriting dout."""
+    if code == LOSS_SCE:
+        softmax_cross_entropy_backward(dout, probs, labels, weight)
+    elif code == LOSS_BCE:
+        binary_cross_entropy_backward(dout, out, target, weight)
+    else:
+        mse_backward(dout, out, target, weight)

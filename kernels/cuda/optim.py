@@ -12,6 +12,8 @@ literal in the kernel promotes it).
 """
 import math
 
+from ..registry import (H_BETA1, H_BETA2, H_DECOUPLED, H_EPS, H_LR, H_MOMENTUM, H_NESTEROV,
+                        H_WEIGHT_DECAY, OPT_SGD)
 from ._launch import dev, elementwise, flat
 from ._numba_cuda import cuda, kernel
 
@@ -73,3 +75,21 @@ def adam_update(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay, de
     elementwise(_adam_kernel, p.size)(
         p, gr, mm, vv, t(lr), t(beta1), t(1.0 - beta1), t(beta2), t(1.0 - beta2), t(eps), t(c1), t(c2),
         t(weight_decay), t(1.0 - lr * weight_decay), bool(decoupled))
+
+
+def optimizer_code_update(theta, grad, state1, state2, n_weights, code, hyper, step):
+    """One update of the flat parameter vector by the optimizer ``code``, as on the CPU.
+
+    ``hyper`` is a host array in the registry's H_* layout; weight decay applies to
+    the first n_weights entries (the weights), not to the biases after them.
+    """
+    lr, wd = hyper[H_LR], hyper[H_WEIGHT_DECAY]
+    for part, decay in ((slice(0, n_weights), wd), (slice(n_weights, theta.size), 0.0)):
+        if part.stop == part.start:
+            continue
+        if code == OPT_SGD:
+            sgd_update(theta[part], grad[part], state1[part], lr, hyper[H_MOMENTUM],
+                       bool(hyper[H_NESTEROV]), decay)
+        else:
+            adam_update(theta[part], grad[part], state1[part], state2[part], lr, hyper[H_BETA1],
+                        hyper[H_BETA2], hyper[H_EPS], step, decay, bool(hyper[H_DECOUPLED]))

@@ -1,11 +1,13 @@
-"""GPU kernels that a training loop needs beyond the layers: batch gathers and metrics.
+"""GPU kernels that a training loop needs beyond the layers: batch gathers, metrics, finiteness.
 
 The model keeps the whole training set on the device and, each step, gathers
 the rows of the next mini-batch through the epoch's permutation, so data
 crosses the bus once per fit. Per-batch metrics are written to a slot of a
 device array, so the host reads them once per epoch instead of once per step.
 """
-from ._launch import cdiv, fixed
+import math
+
+from ._launch import cdiv, elementwise, fixed
 from ._numba_cuda import cuda, kernel
 from ._reduce import block_reduce
 
@@ -87,3 +89,21 @@ def batch_metrics(metrics, slot, out, labels, target, classify_rows):
     sums are of out - target (regression). metrics is float64 (n_batches, 3).
     """
     fixed(_batch_metrics_kernel, 1, METRIC_THREADS)(metrics, slot, out, labels, target, classify_rows)
+
+
+@kernel
+def _mark_nonfinite_kernel(flags, slot, a):
+    # Every thread that finds a NaN or inf writes the same 1: no race on the value.
+    for i in range(cuda.grid(1), a.size, cuda.gridsize(1)):
+        if not abs(a[i]) < math.inf:
+            flags[slot] = 1
+
+
+def mark_nonfinite(flags, slot, a):
+    """flags[slot] = 1 when the 1-D device array ``a`` holds a NaN or an inf (else untouched).
+
+    The training loop clears flags per epoch and marks one slot per step for the
+    gradient, so the host learns of a non-finite gradient when it reads the flags,
+    the same step at which the CPU loop stops.
+    """
+    elementwise(_mark_nonfinite_kernel, a.size)(flags, slot, a)

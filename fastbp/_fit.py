@@ -1,0 +1,153 @@
+"""What ``Sequential.fit`` does around the backend: data once, the epochs, divergence, the logs.
+
+``prepare`` checks and converts one data set once per fit (features, the
+loss's targets, sample weights) into ``X`` and ``lowering.Targets``;
+``split_validation`` holds out the last fraction. ``fit_loop`` runs the
+epochs: each asks the backend's ``Trainer`` to run its batches (all at once,
+or in chunks when a progress bar wants updates), turns a divergence into a
+``DivergenceError`` after the callbacks saw the end of training, and builds the
+epoch's logs from the backend's statistics.
+"""
+import math
+import time
+
+import numpy as np
+
+from . import _progress, backends
+from ._validation import check_features, check_same_length, check_sample_weight
+from .callbacks import History
+from .kernels import registry as R
+from .lowering import Targets
+
+
+class DivergenceError(RuntimeError):
+    """Training produced a non-finite loss or gradient; the model is left as before that step."""
+
+    def __init__(self, message, epoch, batch, history):
+        super().__init__(message)
+        self.epoch, self.batch, self.history = epoch, batch, history
+
+
+def prepare(model, X, y, sample_weight, names):
+    """(X, Targets) for the model's loss, checked and converted once; ``names`` for messages."""
+    x_name, y_name, w_name = names
+    X = check_features(X, model.n_features, model.dtype, x_name)
+    y_arr = np.asarray(y)
+    if y_arr.ndim == 0:
+        raise ValueError(f"{y_name} must be an array with one target per sample; got a scalar")
+    check_same_length(X, y_arr, x_name, y_name)
+    targets = model.loss.prepare_targets(y_arr, model.n_outputs, y_name)
+    if targets.dtype == np.int64:
+        labels, target = targets, np.empty((len(X), 0), dtype=model.dtype)
+    else:
+        labels, target = np.empty(0, dtype=np.int64), np.ascontiguousarray(targets, dtype=model.dtype)
+    weight = check_sample_weight(sample_weight, len(X), model.dtype, w_name)
+    return X, Targets(labels, target, weight)
+
+
+def _rows(data, rows):
+    return Targets(*(np.ascontiguousarray(a[rows]) if a.size else a for a in data))
+
+
+def split_validation(X, data, fraction):
+    """((X, data) for training, (X, data) for validation): the last ``fraction``, before shuffling."""
+    n_val = int(math.floor(len(X) * fraction))
+    if n_val < 1 or n_val >= len(X):
+        raise ValueError(f"validation_split={fraction} of {len(X)} samples leaves "
+                         f"{n_val} for validation; it must leave at least one sample on each side")
+    cut = len(X) - n_val
+    train, val = slice(0, cut), slice(cut, len(X))
+    return ((np.ascontiguousarray(X[train]), _rows(data, train)),
+            (np.ascontiguousarray(X[val]), _rows(data, val)))
+
+
+def logs_from_stats(loss_code, stats):
+    """Loss and metrics from the registry's S_* sums."""
+    logs = {"loss": stats[R.S_LOSS] / stats[R.S_WEIGHT]}
+    if loss_code == R.LOSS_SCE:
+        logs["accuracy"] = stats[R.S_CORRECT] / stats[R.S_COUNT]
+    elif loss_code == R.LOSS_BCE:
+        logs["accuracy"] = stats[R.S_CORRECT] / stats[R.S_ELEMENTS]
+    else:
+        logs["mse"] = stats[R.S_SQUARED] / stats[R.S_ELEMENTS]
+        logs["mae"] = stats[R.S_ABSOLUTE] / stats[R.S_ELEMENTS]
+    return logs
+
+
+def _run_epoch(trainer, order, hyper, progress, chunk, batch_size, stats):
+    """Train one epoch in chunks of batches; returns (status, batch where it stopped)."""
+    trainer.begin_epoch(order, hyper)
+    n_batches = trainer.n_batches
+    batch = 0
+    while batch < n_batches:
+        last = min(n_batches, batch + chunk)
+        status, stopped = trainer.run(batch, last)
+        if status != R.OK:
+            return status, stopped
+        if last < n_batches:
+            progress.update(last, last * batch_size, trainer.running_loss())
+        batch = last
+    return trainer.end_epoch(stats)
+
+
+def _diverged(status, stopped, epoch, n_batches, lr, history, callbacks):
+    """End training after a non-finite step: callbacks see the end, then DivergenceError."""
+    what = "loss" if status == R.NONFINITE_LOSS else "gradient"
+    message = (f"training diverged: non-finite {what} at epoch {epoch + 1}, batch "
+               f"{stopped + 1} of {n_batches} (lr {lr:g}); the model keeps its weights "
+               f"from before that step. Try a smaller learning rate.")
+    # Training ends here too: History and the callbacks (EarlyStopping's restore, a
+    # user's clean-up) see it before the error propagates.
+    for cb in [history] + callbacks:
+        cb.on_train_end({})
+    return DivergenceError(message, epoch, stopped, history)
+
+
+def fit_loop(model, train, val, epochs, batch_size, shuffle, rng, callbacks, verbose):
+    """Run ``epochs`` epochs of ``model`` on train = (X, Targets); returns the History."""
+    X, data = train
+    lowered = model.lowered()
+    n = len(X)
+    batch_size = min(batch_size, n)
+    opt = model.optimizer
+    opt.init_state(model.theta.size, model.dtype)
+    backend = backends.get(model.device)
+    trainer = backend.Trainer(model, lowered, X, data, batch_size, int(rng.integers(0, 2**40)))
+    n_batches = trainer.n_batches
+    order = np.arange(n, dtype=np.int64)
+    stats = np.zeros(R.N_STATS)
+
+    history = model.history = History()
+    model.stop_training = False
+    for cb in [history] + callbacks:
+        cb.set_model(model)
+        cb.on_train_begin({})
+    first_epoch = model.epochs_trained
+    for epoch in range(first_epoch, first_epoch + epochs):
+        lr = opt.schedule.lr_at(epoch)
+        for cb in callbacks:
+            cb.on_epoch_begin(epoch, {})
+        if shuffle:
+            rng.shuffle(order)
+        progress = _progress.EpochProgress(verbose, epoch - first_epoch, epochs, n_batches)
+        chunk = n_batches if verbose != 1 else max(1, n_batches // 40)
+        start = time.perf_counter()
+        status, stopped = _run_epoch(trainer, order, opt.hyper(lr), progress, chunk, batch_size, stats)
+        if status != R.OK:
+            raise _diverged(status, stopped, epoch, n_batches, lr, history, callbacks)
+        seconds = time.perf_counter() - start
+        logs = logs_from_stats(model.loss.kind, stats)
+        if val is not None:
+            val_stats = backend.evaluate(model, lowered, *val, min(1024, len(val[0])))
+            logs.update({"val_" + k: v for k, v in logs_from_stats(model.loss.kind, val_stats).items()})
+        logs.update(lr=lr, seconds=seconds, samples_per_second=n / seconds if seconds > 0 else math.inf)
+        model.epochs_trained = epoch + 1
+        progress.close(logs)
+        opt.schedule.on_epoch_end(epoch, logs)
+        for cb in [history] + callbacks:
+            cb.on_epoch_end(epoch, logs)
+        if model.stop_training:
+            break
+    for cb in [history] + callbacks:
+        cb.on_train_end({})
+    return history

@@ -1,0 +1,108 @@
+"""The CPU backend: ``fit``'s epochs, ``predict`` and ``evaluate`` through the compiled loop.
+
+The interface both backends implement (``cuda.py`` is the other):
+
+- ``Trainer(model, lowered, X, data, batch_size, seed)`` holds every buffer of
+  one fit; ``begin_epoch(order, hyper)`` takes the epoch's permutation and
+  hyperparameters; ``run(first, last)`` trains on that range of batches and
+  returns ``(status, batch)`` (a registry status code and where it stopped);
+  ``running_loss()`` is the mean loss so far in the epoch; ``end_epoch(stats)``
+  fills the registry's S_* sums and returns ``(status, batch)`` like run.
+- ``outputs(model, lowered, X, batch_size)``: the network's outputs on X.
+- ``evaluate(model, lowered, X, data, batch_size)``: the S_* sums on (X, data).
+
+Both stop before the update of a step whose loss or gradient is not finite,
+and leave parameters and optimizer state as they were before that step.
+"""
+import numpy as np
+
+from ..kernels import registry as R
+from ..lowering import Optimizer, Targets
+from . import _cpu_loop
+
+
+def _batch_targets(data, cap, dtype):
+    """Per-batch buffers shaped like the data's targets, for ``cap`` rows."""
+    return Targets(np.zeros(cap if data.labels.size else 0, dtype=np.int64),
+                   np.zeros((cap, data.target.shape[1]), dtype=dtype),
+                   np.zeros(cap if data.weight.size else 0, dtype=dtype))
+
+
+class Trainer:
+    """Buffers for one fit on the CPU, around ``_cpu_loop.train_batches``."""
+
+    def __init__(self, model, lowered, X, data, batch_size, seed):
+        self.model, self.X, self.data, self.seed = model, X, data, seed
+        self.net = lowered.net
+        self.n_batches = -(-len(X) // batch_size)
+        self.ws = lowered.workspace(batch_size, model.dtype, True, model.loss.kind)
+        self.batch = _batch_targets(data, batch_size, model.dtype)
+        opt = model.optimizer
+        self.opt = Optimizer(model.theta, np.zeros_like(model.theta), opt.state[0], opt.state[-1], opt.kind,
+                             np.zeros(R.N_HYPER), np.zeros(1, dtype=np.int64))
+        self.stats = np.zeros(R.N_STATS)
+        self.order = np.arange(len(X), dtype=np.int64)
+
+    def begin_epoch(self, order, hyper):
+        self.order = order
+        self.opt.hyper[:] = hyper
+        self.stats[:] = 0.0
+
+    def run(self, first, last):
+        optimizer = self.model.optimizer
+        self.opt.counters[0] = optimizer.steps
+        status, stopped = _cpu_loop.train_batches(self.X, self.data, self.order, first, last, self.net,
+                                                  self.ws, self.batch, self.opt, self.model.loss.kind,
+                                                  self.seed, self.stats)
+        optimizer.steps = int(self.opt.counters[0])
+        return status, stopped
+
+    def running_loss(self):
+        return self.stats[R.S_LOSS] / max(self.stats[R.S_WEIGHT], 1e-300)
+
+    def end_epoch(self, stats):
+        stats[:] = self.stats
+        return R.OK, self.n_batches
+
+
+def outputs(model, lowered, X, batch_size):
+    """The network's outputs (inference mode) on X, (n_samples, O)."""
+    ws = lowered.workspace(batch_size, model.dtype, False, -1)
+    out = np.empty((len(X), lowered.n_outputs), dtype=model.dtype)
+    _cpu_loop.predict_batches(out, X, lowered.net, ws, model.theta)
+    return out
+
+
+def evaluate(model, lowered, X, data, batch_size):
+    """The S_* sums of loss and metrics (inference mode) on (X, data)."""
+    ws = lowered.workspace(batch_size, model.dtype, False, model.loss.kind)
+    stats = np.zeros(R.N_STATS)
+    _cpu_loop.evaluate_batches(X, data, lowered.net, ws, model.theta, model.loss.kind, stats)
+    return stats
+
+
+def objective(model, lowered, X, data):
+    """``f(theta) -> (loss, grad)``: the full-batch loss of ``Sequential.objective`` on the CPU.
+
+    One step of the compiled training loop with a zero learning rate: the same
+    forward and backward code as fit, no second compiled entry point, and an
+    SGD update that leaves theta exactly as it was.
+    """
+    n = len(X)
+    ws = lowered.workspace(n, model.dtype, True, model.loss.kind)
+    batch = _batch_targets(data, n, model.dtype)
+    velocity = np.zeros_like(model.theta)
+    opt = Optimizer(model.theta, np.zeros_like(model.theta), velocity, velocity, R.OPT_SGD,
+                    np.zeros(R.N_HYPER), np.zeros(1, dtype=np.int64))
+    order = np.arange(n, dtype=np.int64)
+    stats = np.zeros(R.N_STATS)
+
+    def f(theta):
+        model.theta[...] = theta
+        status, _ = _cpu_loop.train_batches(X, data, order, 0, 1, lowered.net, ws, batch, opt,
+                                            model.loss.kind, 0, stats)
+        if status != R.OK:
+            return np.inf, np.zeros(opt.grad.size)
+        return float(ws.loss[0]), opt.grad.astype(np.float64)
+
+    return f
