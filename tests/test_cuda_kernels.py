@@ -486,3 +486,19 @@ def test_losses_over_batches_longer_than_a_block(name, shape):
 
 def test_dense_products_past_one_block_tile_match_cpu():
     test_dense_products_match_cpu(PAST_ONE_TILE, F32)
+
+
+def test_the_cuda_target_prefers_numba_cuda_mlir_where_it_can_run():
+    from fastbp.kernels.cuda._numba_cuda import TARGET, choose_target
+
+    has_mlir = {"numba_cuda_mlir": object()}.get
+    none = {}.get
+    assert choose_target({}, has_mlir) == "numba-cuda-mlir"
+    assert choose_target({}, none) == "numba-cuda"
+    # The simulator is numba-cuda's alone; an explicit choice wins.
+    assert choose_target({"NUMBA_ENABLE_CUDASIM": "1"}, has_mlir) == "numba-cuda"
+    assert choose_target({"FASTBP_CUDA_TARGET": "numba-cuda"}, has_mlir) == "numba-cuda"
+    with pytest.raises(ImportError, match="FASTBP_CUDA_TARGET must be one of"):
+        choose_target({"FASTBP_CUDA_TARGET": "cupy"}, none)
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        assert TARGET == "numba-cuda"

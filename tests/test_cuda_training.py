@@ -108,3 +108,21 @@ def test_cuda_without_a_gpu_is_a_clear_error():
 def test_unknown_device_is_rejected():
     with pytest.raises(ValueError, match="device must be 'cpu' or 'cuda'"):
         fastbp.Sequential([fastbp.Dense(2, 2)], device="tpu")
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_a_gradient_that_overflows_under_a_finite_loss_stops_both_backends(device):
+    # Hidden units of 1e20 feed an output layer of zero weights: the prediction is 0 and
+    # the squared error against 1e19 is 1e38, finite in float32, but the output layer's
+    # weight gradient 2 * 1e20 * 1e19 is not. Both backends must stop at that first step.
+    model = fastbp.Sequential([fastbp.Dense(1, 3), fastbp.Dense(3, 1)], seed=0, device=device)
+    model.set_weights([np.full((1, 3), 1e20), np.zeros(3), np.zeros((3, 1)), np.zeros(1)])
+    before = model.get_flat_weights()
+    X = np.ones((2, 1), dtype=np.float32)
+    y = np.full((2, 1), 1e19, dtype=np.float32)
+    assert np.isfinite(model.compile("mse", fastbp.SGD(1e-3)).evaluate(X, y)["loss"])
+    with pytest.raises(fastbp.DivergenceError, match="non-finite gradient at epoch 1, batch 1 of 1") as info:
+        model.fit(X, y, epochs=1, batch_size=2, verbose=0)
+    assert (info.value.epoch, info.value.batch) == (0, 0)
+    np.testing.assert_array_equal(model.get_flat_weights(), before)
+    assert model.optimizer.steps == 0

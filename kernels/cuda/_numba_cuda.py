@@ -1,36 +1,97 @@
-"""The one place that imports numba-cuda: decorator policy, scalar math, device arrays.
+"""The one place that imports a Numba CUDA target: decorator policy, scalar math, device arrays.
 
 Everything else in ``fastbp.kernels.cuda`` takes ``cuda``, ``kernel``,
 ``device``, ``configure`` and ``as_device_array`` from here, so moving the GPU
-backend to another Numba CUDA target means editing this module alone.
+backend to another Numba CUDA target means editing this module alone. It
+prefers numba-cuda-mlir, NVIDIA's successor to numba-cuda (in maintenance
+since mid-2026), when that is installed and usable on a GPU, and uses
+numba-cuda otherwise and always under the simulator (``choose_target``). The
+kernels keep to the subset of CUDA Python that both compile: ``cuda.grid``,
+``cuda.shared.array``, ``cuda.syncthreads``, device functions and scalar math.
 
 Importing it compiles nothing. It registers every scalar function of
 ``kernels/_scalar.py`` (``_jit.SCALAR_FUNCTIONS``: relu, sigmoid, activate,
 activate_grad, gelu_grad, log1p_exp, hash_uniform, ...) for the CUDA target,
 so the GPU kernels call the very same formulas as the CPU kernels.
 """
+import importlib
 import importlib.util
+import os
 import warnings
 
 import numpy as np
 
-# numba 0.6x still ships a deprecated built-in ``numba.cuda`` that imports
-# without numba-cuda and behaves differently: insist on the real package.
-if importlib.util.find_spec("numba_cuda") is None:
-    raise ImportError(
-        "fastbp.kernels.cuda needs the numba-cuda package (NVIDIA's CUDA target for Numba); "
-        "install it with: pip install fastbp[cuda]"
-    )
-try:
-    from numba import cuda
-    from numba.cuda.core import config as _config
-    from numba.cuda.core.errors import NumbaPerformanceWarning
-    from numba.cuda.extending import register_jitable
-except ImportError as exc:  # numba-cuda present but broken, e.g. no CUDA Python bindings
-    raise ImportError(
-        f"fastbp.kernels.cuda could not import numba-cuda ({exc}); "
-        "reinstall it with: pip install fastbp[cuda]"
-    ) from exc
+_TARGETS = ("numba-cuda-mlir", "numba-cuda")
+
+
+def _import_mlir():
+    """numba-cuda-mlir's (cuda, config, performance warning, register_jitable), or an ImportError.
+
+    NVIDIA's successor to numba-cuda compiles the same kernels through MLIR; it has
+    no simulator, and its extension API differs, so every name fastbp needs is
+    looked up here and a missing one counts as "not usable".
+    """
+    from numba_cuda_mlir import cuda as mlir_cuda
+
+    extending = importlib.import_module("numba_cuda_mlir.cuda.extending")
+    errors = importlib.import_module("numba_cuda_mlir.cuda.core.errors")
+    config = importlib.import_module("numba_cuda_mlir.cuda.core.config")
+    if not mlir_cuda.is_available():
+        raise ImportError("numba-cuda-mlir is installed but finds no usable GPU")
+    return mlir_cuda, config, errors.NumbaPerformanceWarning, extending.register_jitable
+
+
+def _import_numba_cuda():
+    # numba 0.6x still ships a deprecated built-in ``numba.cuda`` that imports
+    # without numba-cuda and behaves differently: insist on the real package.
+    if importlib.util.find_spec("numba_cuda") is None:
+        raise ImportError(
+            "fastbp.kernels.cuda needs the numba-cuda package (NVIDIA's CUDA target for Numba); "
+            "install it with: pip install fastbp[cuda]"
+        )
+    try:
+        from numba import cuda as numba_cuda
+        from numba.cuda.core import config
+        from numba.cuda.core.errors import NumbaPerformanceWarning as performance_warning
+        from numba.cuda.extending import register_jitable as jitable
+    except ImportError as exc:  # numba-cuda present but broken, e.g. no CUDA Python bindings
+        raise ImportError(
+            f"fastbp.kernels.cuda could not import numba-cuda ({exc}); "
+            "reinstall it with: pip install fastbp[cuda]"
+        ) from exc
+    return numba_cuda, config, performance_warning, jitable
+
+
+def choose_target(environ=os.environ, find_spec=importlib.util.find_spec):
+    """Which Numba CUDA target to import: 'numba-cuda-mlir' or 'numba-cuda'.
+
+    FASTBP_CUDA_TARGET names one explicitly. Otherwise numba-cuda-mlir when it is
+    installed, except under the simulator (NUMBA_ENABLE_CUDASIM=1), which only
+    numba-cuda has; numba-cuda stays the fallback when numba-cuda-mlir cannot be
+    used (see ``TARGET_NOTE``).
+    """
+    asked = environ.get("FASTBP_CUDA_TARGET", "")
+    if asked:
+        if asked not in _TARGETS:
+            raise ImportError(f"FASTBP_CUDA_TARGET must be one of {_TARGETS}; got {asked!r}")
+        return asked
+    if environ.get("NUMBA_ENABLE_CUDASIM", "0") == "1":
+        return "numba-cuda"
+    return "numba-cuda-mlir" if find_spec("numba_cuda_mlir") is not None else "numba-cuda"
+
+
+# The target in use, and why when it is not the one preferred.
+TARGET = choose_target()
+TARGET_NOTE = ""
+if TARGET == "numba-cuda-mlir":
+    try:
+        cuda, _config, NumbaPerformanceWarning, register_jitable = _import_mlir()
+    except Exception as exc:  # noqa: BLE001 - any failure means: use numba-cuda
+        if os.environ.get("FASTBP_CUDA_TARGET") == "numba-cuda-mlir":
+            raise ImportError(f"FASTBP_CUDA_TARGET=numba-cuda-mlir, but it cannot be used: {exc}") from exc
+        TARGET, TARGET_NOTE = "numba-cuda", f"numba-cuda-mlir not usable ({exc}); using numba-cuda"
+if TARGET == "numba-cuda":
+    cuda, _config, NumbaPerformanceWarning, register_jitable = _import_numba_cuda()
 
 from .. import _cache
 from .._jit import SCALAR_FUNCTIONS
@@ -52,7 +113,9 @@ _DEVICE_OPTIONS = {} if SIMULATOR else dict(forceinline=True, fastmath=False)
 def kernel(func):
     """Compile a ``@cuda.jit`` kernel with the project's policy."""
     compiled = cuda.jit(**_KERNEL_OPTIONS)(func)
-    return compiled if SIMULATOR else _cache.enable_cuda(compiled)
+    # fastbp's cache locator plugs into numba-cuda's cache classes; under numba-cuda-mlir
+    # kernels compile once per process rather than cache beside the installed sources.
+    return _cache.enable_cuda(compiled) if TARGET == "numba-cuda" and not SIMULATOR else compiled
 
 
 def device(func):
