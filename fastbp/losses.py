@@ -32,9 +32,8 @@ class Loss:
 class SoftmaxCrossEntropy(Loss):
     """Softmax cross-entropy from logits with integer class labels in [0, O)."""
 
-    name = "softmax_cross_entropy"
     kind = R.LOSS_SCE
-    link = "softmax"
+    name, link = R.LOSS_TABLE[kind].name, R.LOSS_TABLE[kind].link
     metrics = ("accuracy",)
     classification = True
 
@@ -63,9 +62,8 @@ class SoftmaxCrossEntropy(Loss):
 class BinaryCrossEntropy(Loss):
     """Binary cross-entropy from logits with 0/1 targets of shape (N, O) (or (N,) when O = 1)."""
 
-    name = "binary_cross_entropy"
     kind = R.LOSS_BCE
-    link = "sigmoid"
+    name, link = R.LOSS_TABLE[kind].name, R.LOSS_TABLE[kind].link
     metrics = ("accuracy",)
     classification = True
 
@@ -80,8 +78,8 @@ class BinaryCrossEntropy(Loss):
 class MeanSquaredError(Loss):
     """Mean squared error over all outputs; targets (N, O) (or (N,) when O = 1)."""
 
-    name = "mse"
     kind = R.LOSS_MSE
+    name = R.LOSS_TABLE[kind].name
     metrics = ("mse", "mae")
 
     def prepare_targets(self, y, n_outputs, argument="y"):
