@@ -199,52 +199,69 @@ class SklearnEpochs(Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         est = self.estimator
-        est.n_iter_ += 1
-        est.loss_ = float(logs["loss"]) * est._loss_scale + self.penalty()
-        est.t_ += self.n_samples
-        est.loss_curve_.append(est.loss_)
-        if est.verbose:
-            print("Iteration %d, loss = %.8f" % (est.n_iter_, est.loss_))
-        self.update_no_improvement_count()
+        self.log_loss(logs["loss"])
+        if self.validation is not None:
+            self.watch_validation_score()
+        else:
+            self.watch_training_loss()
         est._lr.iteration_ends(est.t_)
-        if est._no_improvement_count > est.n_iter_no_change:
-            what = ("Validation score did not improve" if self.validation is not None
-                    else "Training loss did not improve")
-            msg = "%s more than tol=%f for %d consecutive epochs." % (what, est.tol, est.n_iter_no_change)
-            if est._lr.trigger_stopping(msg, est.verbose):
-                self.model.stop_training = True
-                return
-            est._no_improvement_count = 0
+        if est._no_improvement_count > est.n_iter_no_change and self.stop_when_stalled():
+            self.model.stop_training = True
+            return
         if not self.incremental and est.n_iter_ == est.max_iter:
             warnings.warn("Stochastic Optimizer: Maximum iterations (%d) reached and the optimization "
                           "hasn't converged yet." % est.max_iter, ConvergenceWarning)
 
-    def update_no_improvement_count(self):
-        """scikit-learn's rule, on the validation score or on the training loss."""
+    def log_loss(self, mean_loss):
+        """The epoch's loss as scikit-learn reports it, in loss_, loss_curve_ and the verbose line."""
         est = self.estimator
-        if self.validation is not None:
-            score = est._score_validated(*self.validation)
-            if est.validation_scores_ is None:  # a warm start after a fit without early stopping
-                est.validation_scores_, est.best_validation_score_ = [], -np.inf
-            est.validation_scores_.append(score)
-            if est.verbose:
-                print("Validation score: %f" % score)
-            if score < est.best_validation_score_ + est.tol:
-                est._no_improvement_count += 1
-            else:
-                est._no_improvement_count = 0
-            if score > est.best_validation_score_:
-                est.best_validation_score_ = score
-                est._best_weights = est._model.get_flat_weights()
+        est.n_iter_ += 1
+        est.loss_ = float(mean_loss) * est._loss_scale + self.penalty()
+        est.t_ += self.n_samples
+        est.loss_curve_.append(est.loss_)
+        if est.verbose:
+            print("Iteration %d, loss = %.8f" % (est.n_iter_, est.loss_))
+
+    def watch_validation_score(self):
+        """Early stopping: count epochs whose validation score gained less than tol, keep the best weights."""
+        est = self.estimator
+        score = est._score_validated(*self.validation)
+        if est.validation_scores_ is None:  # a warm start after a fit without early stopping
+            est.validation_scores_, est.best_validation_score_ = [], -np.inf
+        est.validation_scores_.append(score)
+        if est.verbose:
+            print("Validation score: %f" % score)
+        if score < est.best_validation_score_ + est.tol:
+            est._no_improvement_count += 1
         else:
-            if est.best_loss_ is None:
-                est.best_loss_ = np.inf
-            if est.loss_curve_[-1] > est.best_loss_ - est.tol:
-                est._no_improvement_count += 1
-            else:
-                est._no_improvement_count = 0
-            if est.loss_curve_[-1] < est.best_loss_:
-                est.best_loss_ = est.loss_curve_[-1]
+            est._no_improvement_count = 0
+        if score > est.best_validation_score_:
+            est.best_validation_score_ = score
+            est._best_weights = est._model.get_flat_weights()
+
+    def watch_training_loss(self):
+        """Without early stopping: count epochs whose training loss fell by less than tol."""
+        est = self.estimator
+        loss = est.loss_curve_[-1]
+        if est.best_loss_ is None:
+            est.best_loss_ = np.inf
+        if loss > est.best_loss_ - est.tol:
+            est._no_improvement_count += 1
+        else:
+            est._no_improvement_count = 0
+        if loss < est.best_loss_:
+            est.best_loss_ = loss
+
+    def stop_when_stalled(self):
+        """After n_iter_no_change stalled epochs: True to stop, or ('adaptive') a smaller rate and go on."""
+        est = self.estimator
+        what = ("Validation score did not improve" if self.validation is not None
+                else "Training loss did not improve")
+        msg = "%s more than tol=%f for %d consecutive epochs." % (what, est.tol, est.n_iter_no_change)
+        if est._lr.trigger_stopping(msg, est.verbose):
+            return True
+        est._no_improvement_count = 0
+        return False
 
 
 def squared_weights(coefs):

@@ -152,43 +152,50 @@ class _BaseMLP(BaseEstimator):
                 self.best_validation_score_ = None
 
     def _fit_stochastic(self, X, Y, sample_weight, incremental):
-        model = self._model
-        c = self._grad_scale
         if not incremental or self._lr is None:
-            self._lr, optimizer = stochastic_optimizer(self, c)
-            model.compile(self._loss_name(), optimizer)
-
+            self._lr, optimizer = stochastic_optimizer(self, self._grad_scale)
+            self._model.compile(self._loss_name(), optimizer)
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
         validation = None
         if self.early_stopping:
-            # As scikit-learn: stratified for single-output classification only.
-            stratify = Y if (self._is_classifier() and self.n_outputs_ == 1) else None
-            (X, Y, sample_weight), (X_val, Y_val, sw_val) = validation_split(
-                X, Y, sample_weight, self.validation_fraction, self._random_state, stratify)
-            validation = (X_val, self._validation_targets(Y_val), sw_val)
-
-        n_samples = X.shape[0]
-        batch_size = clipped_batch_size(self.batch_size, n_samples)
-        weight_total = float(n_samples if sample_weight is None else sample_weight.sum())
-        model.optimizer.weight_decay = weight_decay(self.alpha, n_samples, batch_size, weight_total, c)
-        n_batches = -(-n_samples // batch_size)
-        model.optimizer.steps_per_epoch = n_batches
-        callback = SklearnEpochs(self, n_samples, n_batches, weight_total, validation, incremental)
-
+            X, Y, sample_weight, validation = self._hold_out_validation(X, Y, sample_weight)
+        batch_size = clipped_batch_size(self.batch_size, X.shape[0])
+        callback = self._prepare_epochs(X.shape[0], batch_size, sample_weight, validation, incremental)
         self.n_iter_ = 0
+        self._run_epochs(X, Y, sample_weight, batch_size, callback, incremental)
+        if self.early_stopping:
+            self._model.set_flat_weights(self._best_weights)
+
+    def _hold_out_validation(self, X, Y, sample_weight):
+        """(X, Y, sample_weight) to train on and (X_val, y_val, sw_val) to score, as scikit-learn splits."""
+        # As scikit-learn: stratified for single-output classification only.
+        stratify = Y if (self._is_classifier() and self.n_outputs_ == 1) else None
+        (X, Y, sample_weight), (X_val, Y_val, sw_val) = validation_split(
+            X, Y, sample_weight, self.validation_fraction, self._random_state, stratify)
+        return X, Y, sample_weight, (X_val, self._validation_targets(Y_val), sw_val)
+
+    def _prepare_epochs(self, n_samples, batch_size, sample_weight, validation, incremental):
+        """Set the optimizer's weight decay and steps per epoch for this data; the end-of-epoch callback."""
+        weight_total = float(n_samples if sample_weight is None else sample_weight.sum())
+        n_batches = -(-n_samples // batch_size)
+        decay = weight_decay(self.alpha, n_samples, batch_size, weight_total, self._grad_scale)
+        self._model.optimizer.weight_decay = decay
+        self._model.optimizer.steps_per_epoch = n_batches  # for SklearnAdam's epsilon
+        return SklearnEpochs(self, n_samples, n_batches, weight_total, validation, incremental)
+
+    def _run_epochs(self, X, Y, sample_weight, batch_size, callback, incremental):
+        """One model.fit over the epochs; divergence raises scikit-learn's ValueError, Ctrl-C warns."""
         try:
-            model.fit(X, self._fastbp_targets(Y), epochs=1 if incremental else self.max_iter,
-                      batch_size=batch_size, shuffle=self.shuffle,
-                      seed=int(self._random_state.randint(np.iinfo(np.int32).max)),
-                      callbacks=[callback], verbose=0, sample_weight=sample_weight)
+            self._model.fit(X, self._fastbp_targets(Y), epochs=1 if incremental else self.max_iter,
+                            batch_size=batch_size, shuffle=self.shuffle,
+                            seed=int(self._random_state.randint(np.iinfo(np.int32).max)),
+                            callbacks=[callback], verbose=0, sample_weight=sample_weight)
         except DivergenceError as err:
             raise ValueError(f"Solver produced non-finite parameter weights: {err} The input data "
                              f"may contain large values and need to be preprocessed.") from err
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.")
-        if self.early_stopping:
-            model.set_flat_weights(self._best_weights)
 
     def _fit_lbfgs(self, X, Y, sample_weight):
         model = self._model
