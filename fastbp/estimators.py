@@ -89,11 +89,7 @@ class _BaseMLP(BaseEstimator):
     def _fit(self, X, y, sample_weight, incremental):
         self._validate_params()
         dtype = _dtype(self.dtype)
-        sizes = self.hidden_layer_sizes
-        sizes = list(sizes) if hasattr(sizes, "__iter__") else [sizes]
-        if any(not isinstance(s, numbers.Integral) or s <= 0 for s in sizes):
-            raise ValueError("hidden_layer_sizes must be > 0, got %s." % sizes)
-        sizes = [int(s) for s in sizes]
+        sizes = self._hidden_layer_sizes()
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
 
         X, Y = self._validate_input(X, y, incremental, reset=first_pass, dtype=dtype)
@@ -106,13 +102,8 @@ class _BaseMLP(BaseEstimator):
         self._random_state = check_random_state(self.random_state)
         if first_pass:
             self._initialize(Y, layer_units, dtype)
-        elif self._layer_units() != layer_units:
-            raise ValueError(f"the fitted network has layer sizes {self._layer_units()}, this data and "
-                             f"hidden_layer_sizes need {layer_units}: warm_start and partial_fit "
-                             f"continue the same network")
-        elif self._model.dtype != dtype:
-            raise ValueError(f"the fitted network is {self._model.dtype.name}; dtype={self.dtype!r} "
-                             f"needs a new fit (warm_start=False)")
+        else:
+            self._check_same_network(layer_units, dtype)
         self.n_outputs_ = Y.shape[1]
         self._sync_params()
         if self.solver == "lbfgs":
@@ -121,6 +112,23 @@ class _BaseMLP(BaseEstimator):
             self._fit_stochastic(X, Y, sample_weight, incremental)
         return self
 
+    def _hidden_layer_sizes(self):
+        sizes = self.hidden_layer_sizes
+        sizes = list(sizes) if hasattr(sizes, "__iter__") else [sizes]
+        if any(not isinstance(s, numbers.Integral) or s <= 0 for s in sizes):
+            raise ValueError("hidden_layer_sizes must be > 0, got %s." % sizes)
+        return [int(s) for s in sizes]
+
+    def _check_same_network(self, layer_units, dtype):
+        """warm_start and partial_fit continue the fitted network: same layer sizes, same dtype."""
+        if self._layer_units() != layer_units:
+            raise ValueError(f"the fitted network has layer sizes {self._layer_units()}, this data and "
+                             f"hidden_layer_sizes need {layer_units}: warm_start and partial_fit "
+                             f"continue the same network")
+        if self._model.dtype != dtype:
+            raise ValueError(f"the fitted network is {self._model.dtype.name}; dtype={self.dtype!r} "
+                             f"needs a new fit (warm_start=False)")
+
     def _initialize(self, Y, layer_units, dtype):
         self.n_iter_ = 0
         self.t_ = 0
@@ -128,28 +136,34 @@ class _BaseMLP(BaseEstimator):
         self.n_layers_ = len(layer_units)
         self.out_activation_ = self._output_activation()
         self._grad_scale, self._loss_scale = output_scales(self.out_activation_, self.n_outputs_)
+        self._model = self._build_network(layer_units, dtype)
+        self._bind_params()
+        self._best_weights = self._model.get_flat_weights()
+        self._lr = None
+        if self.solver in _STOCHASTIC_SOLVERS:
+            self._reset_progress()
 
+    def _build_network(self, layer_units, dtype):
+        """A compiled Sequential of Dense layers, with scikit-learn's initial weights."""
         hidden = _HIDDEN[self.activation]
         layers = [Dense(fan_in, fan_out, activation=hidden if i < len(layer_units) - 2 else None)
                   for i, (fan_in, fan_out) in enumerate(zip(layer_units, layer_units[1:]))]
         model = Sequential(layers, dtype=dtype.name, seed=0, device=self.device)
         model.set_weights(initial_weights(layer_units, self.activation, self._random_state))
-        model.compile(self._loss_name(), "sgd")
-        self._model = model
-        self._bind_params()
-        self._best_weights = model.get_flat_weights()
-        self._lr = None
-        if self.solver in _STOCHASTIC_SOLVERS:
-            self.loss_curve_ = []
-            self._no_improvement_count = 0
-            if self.early_stopping:
-                self.validation_scores_ = []
-                self.best_validation_score_ = -np.inf
-                self.best_loss_ = None
-            else:
-                self.best_loss_ = np.inf
-                self.validation_scores_ = None
-                self.best_validation_score_ = None
+        return model.compile(self._loss_name(), "sgd")
+
+    def _reset_progress(self):
+        """The stochastic solvers' record: loss curve, best loss or validation scores, stall count."""
+        self.loss_curve_ = []
+        self._no_improvement_count = 0
+        if self.early_stopping:
+            self.validation_scores_ = []
+            self.best_validation_score_ = -np.inf
+            self.best_loss_ = None
+        else:
+            self.best_loss_ = np.inf
+            self.validation_scores_ = None
+            self.best_validation_score_ = None
 
     def _fit_stochastic(self, X, Y, sample_weight, incremental):
         if not incremental or self._lr is None:
