@@ -215,8 +215,10 @@ class _BaseMLP(BaseEstimator):
         model = self._model
         objective = model.objective(X, self._fastbp_targets(Y), sample_weight)
         weight_total = float(X.shape[0] if sample_weight is None else sample_weight.sum())
-        fun = LbfgsObjective(objective, model._n_weights, weight_total, (self._grad_scale, self._loss_scale),
-                             self.alpha)
+        # The objective's theta holds all the weights, then all the biases.
+        n_weights = sum(w.size for w in self.coefs_)
+        scales = (self._grad_scale, self._loss_scale)
+        fun = LbfgsObjective(objective, n_weights, weight_total, scales, self.alpha)
         iteration = 0
 
         def report(theta):
