@@ -8,9 +8,11 @@ convergence, early stopping on a validation score, the 'invscaling' and
 'adaptive' learning rates) in a callback and a schedule. Two parameters are
 fastbp's own: ``dtype`` ('float32' by default) and ``device``.
 
-The rules by which their training follows scikit-learn's (initialization,
-gradient scale, learning rates, Adam's epsilon, L2 penalty, the end of an
-epoch, the L-BFGS objective) are in ``fastbp._sklearn_rules``.
+How scikit-learn's math maps onto fastbp's, so that the same hyperparameters
+follow the same trajectory (initialization, gradient scale, learning rates,
+Adam's epsilon, the L2 penalty, the end of an epoch, the L-BFGS objective), is
+in ``fastbp._sklearn_rules``.
+
 ``solver='lbfgs'`` runs scipy's L-BFGS-B on ``Sequential.objective``, on the
 CPU whatever ``device``. Sparse X is accepted and densified once per call (the
 kernels are dense).
