@@ -9,38 +9,13 @@ convergence, early stopping on a validation score, the 'invscaling' and
 fastbp's own: ``dtype`` ('float32' by default) and ``device``.
 
 How scikit-learn's math maps onto fastbp's, so that the same hyperparameters
-follow the same trajectory:
+follow the same trajectory (initialization, gradient scale, learning rates,
+Adam's epsilon, the L2 penalty, the end of an epoch, the L-BFGS objective), is
+in ``fastbp._sklearn_rules``.
 
-- Weights start as scikit-learn starts them (Glorot uniform, biases too),
-  drawn from ``random_state`` in the same order.
-- scikit-learn's gradient of the data term is (p - y) / N per output unit. The
-  fastbp losses average over the O outputs of binary cross-entropy and take
-  2 (p - y) / (N O) for squared error, so scikit-learn's gradient is ``c``
-  times fastbp's, c = O for logistic outputs and O / 2 for squared error (1
-  for softmax). SGD runs at ``c * learning_rate_init``; Adam, invariant to the
-  gradient's scale, gets ``epsilon / c``.
-- The L2 penalty adds alpha W / n_batch to the weight gradient (biases are not
-  penalized, as in fastbp): weight decay alpha / (c * batch_size), with
-  batch_size counted in sample weight. The last, smaller batch of an epoch is
-  decayed as a full one, a small departure.
-- scikit-learn's momentum v = mu v - lr g equals fastbp's PyTorch-style
-  v = mu v + g at a constant rate; when the rate changes ('invscaling',
-  'adaptive') fastbp applies the new rate to the whole velocity at once.
-- scikit-learn's Adam adds epsilon to the uncorrected sqrt(v), fastbp's
-  kernel to the corrected one: the estimator sets fastbp's epsilon per epoch
-  to what scikit-learn's amounts to (``_SklearnAdam``).
-- ``loss_`` and ``loss_curve_`` are scikit-learn's: log-loss summed over
-  logistic outputs, half the squared error, plus the L2 penalty, which
-  scikit-learn sums over the batches of an epoch and fastbp interpolates from
-  the weights at the epoch's start and end (exact with one batch per epoch).
-
-``solver='lbfgs'`` runs scipy's L-BFGS-B on ``Sequential.objective`` (on the
-CPU whatever ``device``), minimizing c times fastbp's loss plus the penalty,
-the objective whose gradient scikit-learn computes. For several regression
-outputs scikit-learn hands L-BFGS that gradient with a loss averaged over the
-outputs instead; both have the same stationary points, and ``loss_`` is
-reported as scikit-learn defines it. Sparse X is accepted and densified once
-per call (the kernels are dense).
+``solver='lbfgs'`` runs scipy's L-BFGS-B on ``Sequential.objective``, on the
+CPU whatever ``device``. Sparse X is accepted and densified once per call (the
+kernels are dense).
 """
 import numbers
 import warnings
@@ -54,7 +29,6 @@ try:
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.metrics import accuracy_score, r2_score
-    from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import LabelBinarizer
     from sklearn.utils import check_random_state
     from sklearn.utils._param_validation import Interval, Options, StrOptions
@@ -66,12 +40,10 @@ except ImportError as err:  # sklearn missing, or older than 1.6 (validate_data,
     raise ImportError("fastbp.MLPClassifier and fastbp.MLPRegressor need scikit-learn >= 1.6: "
                       f"pip install 'fastbp[sklearn]' ({err})") from err
 
-from .kernels import registry as R
-from .callbacks import Callback
+from ._sklearn_rules import (LbfgsObjective, SklearnEpochs, clipped_batch_size, initial_weights,
+                             output_scales, stochastic_optimizer, validation_split, weight_decay)
 from .layers import Dense
 from .model import DivergenceError, Sequential, _dtype
-from .optimizers import SGD, Adam
-from .schedules import Schedule
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -79,117 +51,6 @@ _STOCHASTIC_SOLVERS = ("sgd", "adam")
 _NO_Y = object()  # validate X alone (y=None must still reach validate_data, which names it)
 # scikit-learn's activation names -> fastbp's.
 _HIDDEN = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
-
-
-class _SklearnLearningRate(Schedule):
-    """scikit-learn's learning-rate policy (its SGDOptimizer) as a fastbp schedule.
-
-    ``current`` is scikit-learn's learning rate; fastbp's optimizer runs at
-    ``current * scale`` (the gradient-scale factor c of the module docstring).
-    The estimator's epoch callback drives it in scikit-learn's order:
-    ``iteration_ends`` after every epoch, ``trigger_stopping`` when the loss
-    has stalled.
-    """
-
-    def __init__(self, lr, policy="constant", power_t=0.5, scale=1.0):
-        super().__init__(lr)
-        self.policy, self.power_t, self.scale = policy, float(power_t), float(scale)
-        self.current = self.lr
-
-    def lr_at(self, epoch):
-        return self.current * self.scale
-
-    def iteration_ends(self, time_step):
-        if self.policy == "invscaling":
-            self.current = self.lr / (time_step + 1) ** self.power_t
-
-    def trigger_stopping(self, msg, verbose):
-        """True to stop; 'adaptive' divides the rate by 5 instead while it is above 1e-6."""
-        if self.policy != "adaptive":
-            if verbose:
-                print(msg + " Stopping.")
-            return True
-        if self.current <= 1e-6:
-            if verbose:
-                print(msg + " Learning rate too small. Stopping.")
-            return True
-        self.current /= 5.0
-        if verbose:
-            print(msg + " Setting learning rate to %f" % self.current)
-        return False
-
-    def get_config(self):
-        # Saved with the model (Sequential.save), it reloads as the rate reached.
-        return {"type": "Constant", "lr": self.current * self.scale}
-
-
-class _SklearnAdam(Adam):
-    """Adam with epsilon where scikit-learn puts it.
-
-    scikit-learn (like the efficient form in Kingma and Ba's paper) adds
-    epsilon to the uncorrected sqrt(v) and corrects the step size instead;
-    fastbp's kernel adds it to the corrected sqrt(v_hat). The two agree when
-    fastbp's epsilon is eps / sqrt(1 - beta_2^t) at step t, up to 30 times eps
-    in the first steps. That matters where a gradient is as small as eps: a
-    dead ReLU unit's weights, which only the L2 penalty moves. The kernel takes
-    one epsilon per epoch, so it is evaluated at the epoch's middle step
-    (exact for one batch per epoch).
-    """
-
-    steps_per_epoch = 1
-
-    def hyper(self, lr):
-        h = super().hyper(lr)
-        t = self.steps + (self.steps_per_epoch + 1) / 2.0
-        h[R.H_EPS] = self.eps / np.sqrt(1.0 - self.betas[1] ** t)
-        return h
-
-
-class _SklearnEpochs(Callback):
-    """scikit-learn's end-of-epoch bookkeeping of ``_fit_stochastic``, in its order."""
-
-    def __init__(self, estimator, n_samples, n_batches, weight_total, validation, incremental):
-        self.estimator = estimator
-        self.n_samples, self.n_batches, self.weight_total = n_samples, n_batches, weight_total
-        self.validation = validation
-        self.incremental = incremental
-
-    def on_train_begin(self, logs=None):
-        self.squared_before = self.estimator._squared_weights()
-
-    def penalty(self):
-        """scikit-learn's L2 term of the epoch loss: alpha / (2 N) * sum over batches of ||W||^2.
-
-        ||W||^2 is known at the epoch's start and end, not at each batch: the
-        sum over the B batches interpolates linearly between them (exact for
-        one batch per epoch).
-        """
-        before, after = self.squared_before, self.estimator._squared_weights()
-        self.squared_before = after
-        total = ((self.n_batches + 1) * before + (self.n_batches - 1) * after) / 2.0
-        return 0.5 * self.estimator.alpha * total / self.weight_total
-
-    def on_epoch_end(self, epoch, logs=None):
-        est = self.estimator
-        est.n_iter_ += 1
-        est.loss_ = float(logs["loss"]) * est._loss_scale + self.penalty()
-        est.t_ += self.n_samples
-        est.loss_curve_.append(est.loss_)
-        if est.verbose:
-            print("Iteration %d, loss = %.8f" % (est.n_iter_, est.loss_))
-        est._update_no_improvement_count(self.validation)
-        est._lr.iteration_ends(est.t_)
-        if est._no_improvement_count > est.n_iter_no_change:
-            what = ("Validation score did not improve" if self.validation is not None
-                    else "Training loss did not improve")
-            msg = "%s more than tol=%f for %d consecutive epochs." % (what, est.tol, est.n_iter_no_change)
-            if est._lr.trigger_stopping(msg, est.verbose):
-                self.model.stop_training = True
-                return
-            est._no_improvement_count = 0
-        if not self.incremental and est.n_iter_ == est.max_iter:
-            warnings.warn("Stochastic Optimizer: Maximum iterations (%d) reached and the optimization "
-                          "hasn't converged yet." % est.max_iter, ConvergenceWarning)
 
 
 class _BaseMLP(BaseEstimator):
@@ -230,11 +91,7 @@ class _BaseMLP(BaseEstimator):
     def _fit(self, X, y, sample_weight, incremental):
         self._validate_params()
         dtype = _dtype(self.dtype)
-        sizes = self.hidden_layer_sizes
-        sizes = list(sizes) if hasattr(sizes, "__iter__") else [sizes]
-        if any(not isinstance(s, numbers.Integral) or s <= 0 for s in sizes):
-            raise ValueError("hidden_layer_sizes must be > 0, got %s." % sizes)
-        sizes = [int(s) for s in sizes]
+        sizes = self._hidden_layer_sizes()
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
 
         X, Y = self._validate_input(X, y, incremental, reset=first_pass, dtype=dtype)
@@ -247,13 +104,8 @@ class _BaseMLP(BaseEstimator):
         self._random_state = check_random_state(self.random_state)
         if first_pass:
             self._initialize(Y, layer_units, dtype)
-        elif self._layer_units() != layer_units:
-            raise ValueError(f"the fitted network has layer sizes {self._layer_units()}, this data and "
-                             f"hidden_layer_sizes need {layer_units}: warm_start and partial_fit "
-                             f"continue the same network")
-        elif self._model.dtype != dtype:
-            raise ValueError(f"the fitted network is {self._model.dtype.name}; dtype={self.dtype!r} "
-                             f"needs a new fit (warm_start=False)")
+        else:
+            self._check_same_network(layer_units, dtype)
         self.n_outputs_ = Y.shape[1]
         self._sync_params()
         if self.solver == "lbfgs":
@@ -262,158 +114,119 @@ class _BaseMLP(BaseEstimator):
             self._fit_stochastic(X, Y, sample_weight, incremental)
         return self
 
+    def _hidden_layer_sizes(self):
+        sizes = self.hidden_layer_sizes
+        sizes = list(sizes) if hasattr(sizes, "__iter__") else [sizes]
+        if any(not isinstance(s, numbers.Integral) or s <= 0 for s in sizes):
+            raise ValueError("hidden_layer_sizes must be > 0, got %s." % sizes)
+        return [int(s) for s in sizes]
+
+    def _check_same_network(self, layer_units, dtype):
+        """warm_start and partial_fit continue the fitted network: same layer sizes, same dtype."""
+        if self._layer_units() != layer_units:
+            raise ValueError(f"the fitted network has layer sizes {self._layer_units()}, this data and "
+                             f"hidden_layer_sizes need {layer_units}: warm_start and partial_fit "
+                             f"continue the same network")
+        if self._model.dtype != dtype:
+            raise ValueError(f"the fitted network is {self._model.dtype.name}; dtype={self.dtype!r} "
+                             f"needs a new fit (warm_start=False)")
+
     def _initialize(self, Y, layer_units, dtype):
         self.n_iter_ = 0
         self.t_ = 0
         self.n_outputs_ = Y.shape[1]
         self.n_layers_ = len(layer_units)
         self.out_activation_ = self._output_activation()
-        n_out = self.n_outputs_
-        # c of the module docstring: scikit-learn's gradient over fastbp's, and
-        # scikit-learn's reported loss over fastbp's mean loss.
-        if self.out_activation_ == "identity":
-            self._grad_scale, self._loss_scale = n_out / 2.0, 0.5
-        elif self.out_activation_ == "logistic":
-            self._grad_scale, self._loss_scale = float(n_out), float(n_out)
-        else:
-            self._grad_scale, self._loss_scale = 1.0, 1.0
+        self._grad_scale, self._loss_scale = output_scales(self.out_activation_, self.n_outputs_)
+        self._model = self._build_network(layer_units, dtype)
+        self._bind_params()
+        self._best_weights = self._model.get_flat_weights()
+        self._lr = None
+        if self.solver in _STOCHASTIC_SOLVERS:
+            self._reset_progress()
 
+    def _build_network(self, layer_units, dtype):
+        """A compiled Sequential of Dense layers, with scikit-learn's initial weights."""
         hidden = _HIDDEN[self.activation]
         layers = [Dense(fan_in, fan_out, activation=hidden if i < len(layer_units) - 2 else None)
                   for i, (fan_in, fan_out) in enumerate(zip(layer_units, layer_units[1:]))]
         model = Sequential(layers, dtype=dtype.name, seed=0, device=self.device)
-        # scikit-learn's initialization, drawn from random_state in its order.
-        factor = 2.0 if self.activation == "logistic" else 6.0
-        weights = []
-        for fan_in, fan_out in zip(layer_units, layer_units[1:]):
-            bound = np.sqrt(factor / (fan_in + fan_out))
-            weights.append(self._random_state.uniform(-bound, bound, (fan_in, fan_out)))
-            weights.append(self._random_state.uniform(-bound, bound, fan_out))
-        model.set_weights(weights)
-        model.compile(self._loss_name(), "sgd")
-        self._model = model
-        self._bind_params()
-        self._best_weights = model.get_flat_weights()
-        self._lr = None
-        if self.solver in _STOCHASTIC_SOLVERS:
-            self.loss_curve_ = []
-            self._no_improvement_count = 0
-            if self.early_stopping:
-                self.validation_scores_ = []
-                self.best_validation_score_ = -np.inf
-                self.best_loss_ = None
-            else:
-                self.best_loss_ = np.inf
-                self.validation_scores_ = None
-                self.best_validation_score_ = None
+        model.set_weights(initial_weights(layer_units, self.activation, self._random_state))
+        return model.compile(self._loss_name(), "sgd")
+
+    def _reset_progress(self):
+        """The stochastic solvers' record: loss curve, best loss or validation scores, stall count."""
+        self.loss_curve_ = []
+        self._no_improvement_count = 0
+        if self.early_stopping:
+            self.validation_scores_ = []
+            self.best_validation_score_ = -np.inf
+            self.best_loss_ = None
+        else:
+            self.best_loss_ = np.inf
+            self.validation_scores_ = None
+            self.best_validation_score_ = None
 
     def _fit_stochastic(self, X, Y, sample_weight, incremental):
-        model = self._model
-        c = self._grad_scale
         if not incremental or self._lr is None:
-            if self.solver == "sgd":
-                self._lr = _SklearnLearningRate(self.learning_rate_init, self.learning_rate, self.power_t, c)
-                optimizer = SGD(lr=self._lr, momentum=self.momentum,
-                                nesterov=self.nesterovs_momentum and self.momentum > 0)
-            else:
-                self._lr = _SklearnLearningRate(self.learning_rate_init)
-                optimizer = _SklearnAdam(lr=self._lr, betas=(self.beta_1, self.beta_2), eps=self.epsilon / c)
-            model.compile(self._loss_name(), optimizer)
-
+            self._lr, optimizer = stochastic_optimizer(self, self._grad_scale)
+            self._model.compile(self._loss_name(), optimizer)
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
         validation = None
         if self.early_stopping:
-            # As scikit-learn: stratified for single-output classification only.
-            stratify = Y if (self._is_classifier() and self.n_outputs_ == 1) else None
-            arrays = (X, Y) if sample_weight is None else (X, Y, sample_weight)
-            parts = train_test_split(*arrays, random_state=self._random_state,
-                                     test_size=self.validation_fraction, stratify=stratify)
-            X, X_val, Y, Y_val = parts[:4]
-            sample_weight, sw_val = (parts[4], parts[5]) if sample_weight is not None else (None, None)
-            if X_val.shape[0] < 2:
-                raise ValueError("The validation set is too small. Increase 'validation_fraction' "
-                                 "or the size of your dataset.")
-            validation = (np.ascontiguousarray(X_val), self._validation_targets(Y_val), sw_val)
-            X = np.ascontiguousarray(X)
-
-        n_samples = X.shape[0]
-        if self.batch_size == "auto":
-            batch_size = min(200, n_samples)
-        else:
-            if self.batch_size > n_samples:
-                warnings.warn("Got `batch_size` less than 1 or larger than sample size. "
-                              "It is going to be clipped")
-            batch_size = int(np.clip(self.batch_size, 1, n_samples))
-        weight_total = float(n_samples if sample_weight is None else sample_weight.sum())
-        # alpha W / (weight of a batch), in fastbp's gradient units.
-        model.optimizer.weight_decay = self.alpha * n_samples / (batch_size * weight_total * c)
-        n_batches = -(-n_samples // batch_size)
-        model.optimizer.steps_per_epoch = n_batches
-        callback = _SklearnEpochs(self, n_samples, n_batches, weight_total, validation, incremental)
-
+            X, Y, sample_weight, validation = self._hold_out_validation(X, Y, sample_weight)
+        batch_size = clipped_batch_size(self.batch_size, X.shape[0])
+        callback = self._prepare_epochs(X.shape[0], batch_size, sample_weight, validation, incremental)
         self.n_iter_ = 0
+        self._run_epochs(X, Y, sample_weight, batch_size, callback, incremental)
+        if self.early_stopping:
+            self._model.set_flat_weights(self._best_weights)
+
+    def _hold_out_validation(self, X, Y, sample_weight):
+        """(X, Y, sample_weight) to train on and (X_val, y_val, sw_val) to score, as scikit-learn splits."""
+        # As scikit-learn: stratified for single-output classification only.
+        stratify = Y if (self._is_classifier() and self.n_outputs_ == 1) else None
+        (X, Y, sample_weight), (X_val, Y_val, sw_val) = validation_split(
+            X, Y, sample_weight, self.validation_fraction, self._random_state, stratify)
+        return X, Y, sample_weight, (X_val, self._validation_targets(Y_val), sw_val)
+
+    def _prepare_epochs(self, n_samples, batch_size, sample_weight, validation, incremental):
+        """Set the optimizer's weight decay and steps per epoch for this data; the end-of-epoch callback."""
+        weight_total = float(n_samples if sample_weight is None else sample_weight.sum())
+        n_batches = -(-n_samples // batch_size)
+        decay = weight_decay(self.alpha, n_samples, batch_size, weight_total, self._grad_scale)
+        self._model.optimizer.weight_decay = decay
+        self._model.optimizer.steps_per_epoch = n_batches  # for SklearnAdam's epsilon
+        return SklearnEpochs(self, n_samples, n_batches, weight_total, validation, incremental)
+
+    def _run_epochs(self, X, Y, sample_weight, batch_size, callback, incremental):
+        """One model.fit over the epochs; divergence raises scikit-learn's ValueError, Ctrl-C warns."""
         try:
-            model.fit(X, self._fastbp_targets(Y), epochs=1 if incremental else self.max_iter,
-                      batch_size=batch_size, shuffle=self.shuffle,
-                      seed=int(self._random_state.randint(np.iinfo(np.int32).max)),
-                      callbacks=[callback], verbose=0, sample_weight=sample_weight)
+            self._model.fit(X, self._fastbp_targets(Y), epochs=1 if incremental else self.max_iter,
+                            batch_size=batch_size, shuffle=self.shuffle,
+                            seed=int(self._random_state.randint(np.iinfo(np.int32).max)),
+                            callbacks=[callback], verbose=0, sample_weight=sample_weight)
         except DivergenceError as err:
             raise ValueError(f"Solver produced non-finite parameter weights: {err} The input data "
                              f"may contain large values and need to be preprocessed.") from err
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.")
-        if self.early_stopping:
-            model.set_flat_weights(self._best_weights)
-
-    def _update_no_improvement_count(self, validation):
-        """scikit-learn's rule, on the validation score or on the training loss."""
-        if validation is not None:
-            score = self._score_validated(*validation)
-            if self.validation_scores_ is None:  # a warm start after a fit without early stopping
-                self.validation_scores_, self.best_validation_score_ = [], -np.inf
-            self.validation_scores_.append(score)
-            if self.verbose:
-                print("Validation score: %f" % score)
-            if score < self.best_validation_score_ + self.tol:
-                self._no_improvement_count += 1
-            else:
-                self._no_improvement_count = 0
-            if score > self.best_validation_score_:
-                self.best_validation_score_ = score
-                self._best_weights = self._model.get_flat_weights()
-        else:
-            if self.best_loss_ is None:
-                self.best_loss_ = np.inf
-            if self.loss_curve_[-1] > self.best_loss_ - self.tol:
-                self._no_improvement_count += 1
-            else:
-                self._no_improvement_count = 0
-            if self.loss_curve_[-1] < self.best_loss_:
-                self.best_loss_ = self.loss_curve_[-1]
 
     def _fit_lbfgs(self, X, Y, sample_weight):
         model = self._model
         objective = model.objective(X, self._fastbp_targets(Y), sample_weight)
-        n_weights = model._n_weights
         weight_total = float(X.shape[0] if sample_weight is None else sample_weight.sum())
-        c, loss_scale, alpha = self._grad_scale, self._loss_scale, self.alpha
-        last = {"loss": np.nan, "iteration": 0}
-
-        # scikit-learn's L-BFGS objective: c * the data loss (whose gradient is
-        # scikit-learn's, (p - y) / N per output) plus alpha ||W||^2 / (2 N).
-        def fun(theta):
-            loss, grad = objective(theta)
-            w = theta[:n_weights]
-            penalty = 0.5 * alpha * np.dot(w, w) / weight_total
-            grad *= c
-            grad[:n_weights] += alpha * w / weight_total
-            last["loss"] = loss * loss_scale + penalty
-            return c * loss + penalty, grad
+        # The objective's theta holds all the weights, then all the biases.
+        n_weights = sum(w.size for w in self.coefs_)
+        scales = (self._grad_scale, self._loss_scale)
+        fun = LbfgsObjective(objective, n_weights, weight_total, scales, self.alpha)
+        iteration = 0
 
         def report(theta):
-            last["iteration"] += 1
-            print("Iteration %d, loss = %.8f" % (last["iteration"], last["loss"]))
+            nonlocal iteration
+            iteration += 1
+            print("Iteration %d, loss = %.8f" % (iteration, fun.loss))
 
         result = scipy.optimize.minimize(
             fun, model.get_flat_weights().astype(np.float64), method="L-BFGS-B", jac=True,
@@ -426,8 +239,8 @@ class _BaseMLP(BaseEstimator):
                           f"(max_iter) or the number of function evaluations (max_fun), or scale the "
                           f"data; with dtype='float32' the line search can also stop at float32 "
                           f"precision: dtype='float64' goes further.", ConvergenceWarning)
-        fun(result.x)  # leaves the optimum in the model and its loss in last
-        self.loss_ = last["loss"]
+        fun(result.x)  # leaves the optimum in the model and its loss in fun.loss
+        self.loss_ = fun.loss
 
     def _is_classifier(self):
         return isinstance(self, ClassifierMixin)
@@ -453,9 +266,6 @@ class _BaseMLP(BaseEstimator):
 
     def _layer_units(self):
         return [self.coefs_[0].shape[0]] + [b.size for b in self.intercepts_]
-
-    def _squared_weights(self):
-        return sum(float(np.dot(w.ravel(), w.ravel())) for w in self.coefs_)
 
     def __getstate__(self):
         state = dict(super().__getstate__())
@@ -504,6 +314,18 @@ class _BaseMLP(BaseEstimator):
         return tags
 
 
+def _store_params(estimator, params):
+    """Store the constructor's arguments unchanged, as scikit-learn requires.
+
+    Called as ``_store_params(self, locals())``: each estimator keeps its
+    explicit signature (``get_params`` reads the names from it), and this is
+    the one place where they become attributes.
+    """
+    for name, value in params.items():
+        if name != "self":
+            setattr(estimator, name, value)
+
+
 def _stochastic(estimator):
     if estimator.solver not in _STOCHASTIC_SOLVERS:
         raise AttributeError("partial_fit is only available for stochastic optimizers. "
@@ -533,31 +355,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  warm_start=False, momentum=0.9, nesterovs_momentum=True, early_stopping=False,
                  validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
                  n_iter_no_change=10, max_fun=15000, dtype="float32", device="cpu"):
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.activation = activation
-        self.solver = solver
-        self.alpha = alpha
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.learning_rate_init = learning_rate_init
-        self.power_t = power_t
-        self.max_iter = max_iter
-        self.shuffle = shuffle
-        self.random_state = random_state
-        self.tol = tol
-        self.verbose = verbose
-        self.warm_start = warm_start
-        self.momentum = momentum
-        self.nesterovs_momentum = nesterovs_momentum
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.beta_1 = beta_1
-        self.beta_2 = beta_2
-        self.epsilon = epsilon
-        self.n_iter_no_change = n_iter_no_change
-        self.max_fun = max_fun
-        self.dtype = dtype
-        self.device = device
+        _store_params(self, locals())
 
     def fit(self, X, y, sample_weight=None):
         """Fit the network to X and class labels y (1-D, or a label indicator matrix)."""
@@ -674,32 +472,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  dtype="float32", device="cpu"):
-        self.loss = loss
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.activation = activation
-        self.solver = solver
-        self.alpha = alpha
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.learning_rate_init = learning_rate_init
-        self.power_t = power_t
-        self.max_iter = max_iter
-        self.shuffle = shuffle
-        self.random_state = random_state
-        self.tol = tol
-        self.verbose = verbose
-        self.warm_start = warm_start
-        self.momentum = momentum
-        self.nesterovs_momentum = nesterovs_momentum
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.beta_1 = beta_1
-        self.beta_2 = beta_2
-        self.epsilon = epsilon
-        self.n_iter_no_change = n_iter_no_change
-        self.max_fun = max_fun
-        self.dtype = dtype
-        self.device = device
+        _store_params(self, locals())
 
     def fit(self, X, y, sample_weight=None):
         """Fit the network to X and targets y, (n_samples,) or (n_samples, n_outputs)."""
