@@ -44,8 +44,8 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 
-from .kernels import registry as R
 from .callbacks import Callback
+from .kernels import registry as R
 from .optimizers import SGD, Adam
 from .schedules import Schedule
 
