@@ -9,7 +9,8 @@ Importing fastbp compiles nothing.
 __version__ = "0.1.0"
 
 from . import callbacks, datasets, layers, losses, optimizers, schedules  # noqa: E402
-from .callbacks import Callback, EarlyStopping, History, LearningRateLogger, ModelCheckpoint  # noqa: E402
+from .callbacks import (Callback, EarlyStopping, History, LearningRateLogger, ModelCheckpoint,  # noqa: E402
+                        MonitorError)
 from .layers import (ELU, GELU, Activation, Dense, Dropout, LeakyReLU, LogSoftmax, ReLU,  # noqa: E402
                      Sigmoid, Softmax, Softplus, Tanh)
 from .model import DivergenceError, Sequential, load  # noqa: E402

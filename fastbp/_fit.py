@@ -17,7 +17,7 @@ from . import _progress, backends
 from ._validation import check_features, check_same_length, check_sample_weight
 from .callbacks import History
 from .kernels import registry as R
-from .lowering import Targets
+from .lowering import Targets, lower
 
 
 class DivergenceError(RuntimeError):
@@ -90,23 +90,26 @@ def _run_epoch(trainer, order, hyper, progress, chunk, batch_size, stats):
     return trainer.end_epoch(stats)
 
 
-def _diverged(status, stopped, epoch, n_batches, lr, history, callbacks):
+def _diverged(model, status, stopped, epoch, n_batches, lr, history, callbacks):
     """End training after a non-finite step: callbacks see the end, then DivergenceError."""
     what = "loss" if status == R.NONFINITE_LOSS else "gradient"
-    message = (f"training diverged: non-finite {what} at epoch {epoch + 1}, batch "
-               f"{stopped + 1} of {n_batches} (lr {lr:g}); the model keeps its weights "
-               f"from before that step. Try a smaller learning rate.")
     # Training ends here too: History and the callbacks (EarlyStopping's restore, a
     # user's clean-up) see it before the error propagates.
+    before = model.theta.copy()
     for cb in [history] + callbacks:
         cb.on_train_end({})
+    weights = ("the model keeps its weights from before that step" if np.array_equal(before, model.theta)
+               else "the weights from before that step were then replaced by a callback's "
+                    "(EarlyStopping(restore_best_weights=True) restores its best epoch's)")
+    message = (f"training diverged: non-finite {what} at epoch {epoch + 1}, batch "
+               f"{stopped + 1} of {n_batches} (lr {lr:g}); {weights}. Try a smaller learning rate.")
     return DivergenceError(message, epoch, stopped, history)
 
 
 def fit_loop(model, train, val, epochs, batch_size, shuffle, rng, callbacks, verbose):
     """Run ``epochs`` epochs of ``model`` on train = (X, Targets); returns the History."""
     X, data = train
-    lowered = model.lowered()
+    lowered = lower(model.layers, model.loss.link, model.n_features)
     n = len(X)
     batch_size = min(batch_size, n)
     opt = model.optimizer
@@ -134,7 +137,7 @@ def fit_loop(model, train, val, epochs, batch_size, shuffle, rng, callbacks, ver
         start = time.perf_counter()
         status, stopped = _run_epoch(trainer, order, opt.hyper(lr), progress, chunk, batch_size, stats)
         if status != R.OK:
-            raise _diverged(status, stopped, epoch, n_batches, lr, history, callbacks)
+            raise _diverged(model, status, stopped, epoch, n_batches, lr, history, callbacks)
         seconds = time.perf_counter() - start
         logs = logs_from_stats(model.loss.kind, stats)
         if val is not None:

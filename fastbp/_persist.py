@@ -124,14 +124,13 @@ def _fsync_folder(folder):
         os.close(fd)
 
 
-def load_model(path):
-    """Load a model written by ``Sequential.save``; it predicts bit for bit as saved.
+def load_model(path, model_class):
+    """Load a model written by ``Sequential.save`` as a ``model_class`` (Sequential, which
+    passes itself, so that this module need not import model.py); it predicts bit for bit
+    as saved.
 
     A file that is not such a model, or a damaged one, raises a ValueError that names it.
     """
-    # model.py imports this module (Sequential.save, fastbp.load): import it here, not at the top.
-    from .model import Sequential
-
     try:
         data = np.load(path, allow_pickle=False)
     except FileNotFoundError:
@@ -158,7 +157,7 @@ def load_model(path):
     try:
         config = json.loads(str(arrays["architecture"]))
         layers = [layer_from_config(entry["type"], entry["config"]) for entry in config["layers"]]
-        model = Sequential(layers, dtype=config["dtype"], seed=config.get("seed"))
+        model = model_class(layers, dtype=config["dtype"], seed=config.get("seed"))
         loss = losses.get(config["loss"]) if config.get("loss") else None
         optimizer = (optimizers.from_config(config["optimizer"], config["schedule"])
                      if config.get("optimizer") else None)

@@ -11,8 +11,7 @@ import numpy as np
 
 from . import _fit, _progress, backends, losses, optimizers
 from ._fit import DivergenceError  # noqa: F401 (fastbp.DivergenceError)
-from ._persist import load_model as load  # noqa: F401 (fastbp.load is model.load)
-from ._persist import save_model
+from ._persist import load_model, save_model
 from ._validation import check_features, check_fraction, check_int
 from .callbacks import Callback
 from .kernels import registry as R
@@ -272,3 +271,11 @@ class Sequential:
 
 def _missing(what):
     raise ValueError(f"fit needs a {what}: pass {what}=... or call compile first")
+
+
+def load(path):
+    """Load a model written by ``Sequential.save``; it predicts bit for bit as saved.
+
+    A file that is not such a model, or a damaged one, raises a ValueError that names it.
+    """
+    return load_model(path, Sequential)

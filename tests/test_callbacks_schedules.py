@@ -356,6 +356,24 @@ def test_train_end_runs_after_divergence_before_the_error(data):
     assert m.history is err.history
 
 
+def test_divergence_message_says_when_early_stopping_restored_its_best_weights():
+    X, y = fastbp.datasets.make_regression(64, 5, noise=0.1, nonlinear=False, seed=3)
+    kept = []
+
+    class KeepBest(fastbp.EarlyStopping):
+        def on_epoch_end(self, epoch, logs=None):
+            super().on_epoch_end(epoch, logs)
+            kept.append(self.model.get_flat_weights())
+
+    m = Sequential([Dense(5, 16, activation="tanh"), Dense(16, 1)], dtype="float64", seed=0)
+    stop = KeepBest(monitor="loss", patience=100, restore_best_weights=True)
+    with pytest.raises(fastbp.DivergenceError, match="replaced by a callback's") as info:
+        m.fit(X, y, epochs=5, batch_size=8, loss="mse", optimizer=fastbp.SGD(lr=2e4), shuffle=False,
+              callbacks=[stop], verbose=0)
+    assert "keeps its weights" not in str(info.value)
+    assert any(np.array_equal(m.get_flat_weights(), w) for w in kept)
+
+
 # ----- History ------------------------------------------------------------------------------
 
 
