@@ -224,32 +224,29 @@ def train_batches(X, data, order, first, last, net, ws, batch, opt, loss_code, s
 
 
 @jit
-def _load_rows(ws, net, X, start, nb):
+def _infer_rows(X, net, ws, theta, start, nb):
+    """The network's outputs (inference mode) on rows start..start+nb of X, as a view of ws."""
     _rows(ws.acts, net.layout, ws.cap, 0, nb)[:] = X[start:start + nb]
+    forward(net, ws, theta, nb, False, 0)
+    return _rows(ws.acts, net.layout, ws.cap, net.kinds.size, nb)
 
 
 @jit
 def predict_batches(out_all, X, net, ws, theta):
     """Forward pass (inference mode) over X in batches of ws.cap rows into out_all (n, O)."""
     n = X.shape[0]
-    n_ops = net.kinds.size
     for start in range(0, n, ws.cap):
         nb = min(ws.cap, n - start)
-        _load_rows(ws, net, X, start, nb)
-        forward(net, ws, theta, nb, False, 0)
-        out_all[start:start + nb] = _rows(ws.acts, net.layout, ws.cap, n_ops, nb)
+        out_all[start:start + nb] = _infer_rows(X, net, ws, theta, start, nb)
 
 
 @jit
 def evaluate_batches(X, data, net, ws, theta, loss_code, stats):
     """Accumulate loss and metrics of the model (inference mode) over X into stats."""
     n = X.shape[0]
-    n_ops = net.kinds.size
     for start in range(0, n, ws.cap):
         nb = min(ws.cap, n - start)
-        _load_rows(ws, net, X, start, nb)
-        forward(net, ws, theta, nb, False, 0)
-        out = _rows(ws.acts, net.layout, ws.cap, n_ops, nb)
+        out = _infer_rows(X, net, ws, theta, start, nb)
         labels = data.labels[start:start + nb] if data.labels.size else data.labels
         weight = data.weight[start:start + nb] if data.weight.size else data.weight
         target = data.target[start:start + nb]
