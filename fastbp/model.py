@@ -9,7 +9,7 @@ runs them on a backend of ``fastbp.backends``.
 """
 import numpy as np
 
-from . import _fit, _progress, backends, losses, optimizers
+from . import _fit, _progress, backends, export, losses, optimizers
 from ._fit import DivergenceError  # noqa: F401 (fastbp.DivergenceError)
 from ._persist import load_model, save_model
 from ._validation import check_features, check_fraction, check_int
@@ -267,6 +267,15 @@ class Sequential:
     def save(self, path):
         """Write the model to one .npz file: architecture as JSON, parameters, optimizer state."""
         save_model(self, path)
+
+    def to_onnx(self, path=None, dtype=None, opset=None):
+        """Write the network as an ONNX graph to ``path`` (needs onnx); returns the ModelProto.
+
+        Input ``X``; outputs ``output`` (what decision_function returns) and, for a
+        classification loss, ``probabilities`` (predict_proba). ``dtype`` defaults to
+        the model's. See ``fastbp.export``.
+        """
+        return export.sequential_to_onnx(self, path, dtype, opset)
 
 
 def _missing(what):
