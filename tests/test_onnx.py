@@ -19,6 +19,7 @@ from onnx.reference import ReferenceEvaluator  # noqa: E402
 
 import fastbp  # noqa: E402
 from fastbp import export  # noqa: E402
+from fastbp.cli import main as cli_main  # noqa: E402
 from fastbp.kernels import registry as R  # noqa: E402
 
 DTYPES = ("float32", "float64")
@@ -272,7 +273,32 @@ def test_unfitted_estimator_is_refused():
         fastbp.MLPRegressor().to_onnx()
 
 
-# ----- the optional dependency -----------------------------------------------------------
+# ----- the command line and the optional dependency -----------------------------------------
+
+
+def test_cli_export_writes_a_loadable_file(tmp_path, capsys):
+    model = fastbp.Sequential([fastbp.Dense(4, 8, activation="relu"), fastbp.Dense(8, 3)], seed=0)
+    model.compile("softmax_cross_entropy")
+    model.save(tmp_path / "model.npz")
+    assert cli_main(["export", str(tmp_path / "model.npz"), "-o", str(tmp_path / "model.onnx")]) == 0
+    assert "outputs: output, probabilities" in capsys.readouterr().out
+    proto = onnx.load(str(tmp_path / "model.onnx"))
+    X = data(4, "float32")
+    _, results = run(proto, X)
+    for out in results.values():
+        assert_close(out["probabilities"], model.predict_proba(X), 1e-5)
+    # Without -o the file goes beside the model; --dtype converts.
+    assert cli_main(["export", str(tmp_path / "model.npz"), "--dtype", "float64"]) == 0
+    proto = onnx.load(str(tmp_path / "model.onnx"))
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.DOUBLE
+
+
+def test_cli_export_without_onnx_says_how_to_install(tmp_path, capsys, monkeypatch):
+    fastbp.Sequential([fastbp.Dense(2, 1)]).save(tmp_path / "m.npz")
+    monkeypatch.setitem(sys.modules, "onnx", None)  # "import onnx" now fails as if not installed
+    assert cli_main(["export", str(tmp_path / "m.npz")]) == 2
+    assert "pip install 'fastbp[onnx]'" in capsys.readouterr().err
+    assert not (tmp_path / "m.onnx").exists()
 
 
 def test_import_fastbp_does_not_import_onnx():
