@@ -1,14 +1,29 @@
-"""Weights in from scikit-learn.
+"""Weights in from scikit-learn and in and out in PyTorch's layout.
 
 ``from_sklearn(estimator)`` turns a fitted ``sklearn.neural_network``
 MLPClassifier or MLPRegressor into fastbp's estimator of the same name, with
 the same weights, classes, fitted attributes and constructor parameters, so
 that it predicts what scikit-learn predicts and ``partial_fit`` goes on from
 there. scikit-learn is imported inside the function only.
+
+``state_dict(model)`` / ``load_state_dict(model, state)`` (``Sequential``'s
+methods of those names) use the names and layouts of a PyTorch
+``nn.Sequential`` of ``nn.Linear`` modules: ``"<index>.weight"`` (out, in)
+and ``"<index>.bias"`` (out,), where ``<index>`` is the Dense layer's index in
+``model.layers``. PyTorch numbers the modules of an ``nn.Sequential`` the same
+way, activation and Dropout modules included, so a model written with separate
+activation layers, ``[Dense(4, 8), ReLU(), Dense(8, 3)]``, has the keys of
+``nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))``: "0.*" and
+"2.*". A Dense with its activation fused, ``Dense(4, 8, activation="relu")``,
+is one layer and so one index, as ``nn.Linear`` is one module: that model's
+keys are "0.*" and "1.*". fastbp never imports torch: values go out as NumPy
+arrays and come in as anything ``numpy.asarray`` takes (a CPU tensor does).
 """
 import copy
 
 import numpy as np
+
+from .layers import Dense
 
 # scikit-learn's fitted attributes that fastbp's estimators keep with the same meaning.
 _FITTED = ("n_features_in_", "feature_names_in_", "n_iter_", "t_", "loss_", "loss_curve_", "best_loss_",
@@ -70,3 +85,53 @@ def from_sklearn(estimator):
         if hasattr(estimator, name):
             setattr(new, name, copy.deepcopy(getattr(estimator, name)))
     return new
+
+
+# ----- PyTorch's names and layouts -----------------------------------------------------------
+
+
+def _dense_params(model):
+    """(key prefix, weight view (I, O), bias view (O,)) per Dense layer, in the model's order."""
+    views = model._param_views(model.theta)
+    indices = [i for i, layer in enumerate(model.layers) if isinstance(layer, Dense)]
+    return [(str(i), w, b) for i, (w, b) in zip(indices, views)]
+
+
+def state_dict(model):
+    """{"<index>.weight": (out, in), "<index>.bias": (out,)} copies, as ``nn.Sequential.state_dict``."""
+    state = {}
+    for prefix, w, b in _dense_params(model):
+        state[prefix + ".weight"] = w.T.copy()
+        state[prefix + ".bias"] = b.copy()
+    return state
+
+
+def load_state_dict(model, state):
+    """Load ``state`` (keys and layouts of ``state_dict``) into ``model``, cast to its dtype.
+
+    The keys must be exactly the model's; every shape must match. Nothing is
+    loaded unless everything fits.
+    """
+    if not hasattr(state, "keys") or not hasattr(state, "__getitem__"):
+        raise TypeError(f"state_dict must be a mapping of names to arrays; got {type(state).__name__}")
+    targets = {}
+    for prefix, w, b in _dense_params(model):
+        targets[prefix + ".weight"] = (w, True)
+        targets[prefix + ".bias"] = (b, False)
+    given = list(state.keys())
+    missing = [k for k in targets if k not in state]
+    unexpected = [k for k in given if k not in targets]
+    if missing or unexpected:
+        parts = ([f"missing key(s) {missing}"] if missing else []) + \
+                ([f"unexpected key(s) {unexpected}"] if unexpected else [])
+        raise ValueError(f"state_dict does not fit this model: {'; '.join(parts)} (expected "
+                         f"{list(targets)})")
+    arrays = {}
+    for key, (view, transposed) in targets.items():
+        value = np.asarray(state[key])
+        expected = view.shape[::-1] if transposed else view.shape
+        if value.shape != expected:
+            raise ValueError(f"state_dict[{key!r}] must have shape {expected}; got {value.shape}")
+        arrays[key] = value.T if transposed else value
+    for key, (view, _) in targets.items():
+        view[...] = arrays[key].astype(model.dtype, copy=False)

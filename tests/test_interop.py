@@ -1,4 +1,4 @@
-"""Weights in from scikit-learn."""
+"""Weights in from scikit-learn, and in and out with PyTorch's names and layouts."""
 import copy
 import subprocess
 import sys
@@ -125,3 +125,89 @@ def test_import_fastbp_and_from_sklearn_do_not_import_sklearn():
     code = "import sys, fastbp; fastbp.from_sklearn; print('sklearn' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "False", result.stderr
+
+
+# ----- PyTorch's names and layouts ------------------------------------------------------------
+
+
+def _model(dtype="float64"):
+    # Layer indices: 0 Dense, 1 ReLU, 2 Dropout, 3 Dense with tanh fused, 4 Dense.
+    return fastbp.Sequential([fastbp.Dense(4, 8), fastbp.ReLU(), fastbp.Dropout(0.1),
+                              fastbp.Dense(8, 5, activation="tanh"), fastbp.Dense(5, 3)], dtype=dtype, seed=0)
+
+
+def test_state_dict_names_and_layouts():
+    model = _model()
+    state = model.state_dict()
+    assert list(state) == ["0.weight", "0.bias", "3.weight", "3.bias", "4.weight", "4.bias"]
+    assert [a.shape for a in state.values()] == [(8, 4), (8,), (5, 8), (5,), (3, 5), (3,)]
+    weights = model.get_weights()
+    for (key, value), w in zip(state.items(), weights):
+        assert value.dtype == np.float64
+        np.testing.assert_array_equal(value, w.T if key.endswith("weight") else w)
+    # out = x W^T + b, as nn.Linear computes it, layer by layer.
+    x = np.random.default_rng(0).standard_normal((6, 4))
+    h = np.maximum(x @ state["0.weight"].T + state["0.bias"], 0.0)
+    h = np.tanh(h @ state["3.weight"].T + state["3.bias"])
+    np.testing.assert_allclose(h @ state["4.weight"].T + state["4.bias"], model.decision_function(x),
+                               rtol=1e-12, atol=1e-14)
+    state["0.weight"][...] = 0.0  # a copy: the model keeps its weights
+    assert np.abs(model.get_weights()[0]).sum() > 0
+
+
+class _Tensorish:
+    """Not an ndarray, only convertible to one, as a CPU torch.Tensor is."""
+
+    def __init__(self, array):
+        self._array = array
+
+    def __array__(self, dtype=None, copy=None):
+        return self._array if dtype is None else self._array.astype(dtype)
+
+
+def test_load_state_dict_roundtrip_cast_and_array_likes():
+    source = _model("float64")
+    target = _model("float32")
+    target.set_flat_weights(np.zeros_like(target.theta))
+    target.load_state_dict({k: _Tensorish(v) for k, v in source.state_dict().items()})
+    assert target.theta.dtype == np.float32
+    np.testing.assert_array_equal(target.theta, source.theta.astype(np.float32))
+
+
+def test_load_state_dict_names_what_does_not_fit():
+    model = _model()
+    before = model.get_flat_weights()
+    state = model.state_dict()
+    bad = dict(state)
+    del bad["3.bias"]
+    bad["1.weight"] = np.zeros((8, 8))
+    with pytest.raises(ValueError, match=r"missing key\(s\) \['3.bias'\]; unexpected key\(s\) \['1.weight'\]"):
+        model.load_state_dict(bad)
+    bad = dict(state)
+    bad["0.bias"] = np.ones(8)  # fits, but nothing loads while a later key does not
+    bad["4.weight"] = np.zeros((5, 3))  # (in, out): fastbp's layout, not PyTorch's
+    with pytest.raises(ValueError, match=r"state_dict\['4.weight'\] must have shape \(3, 5\); got \(5, 3\)"):
+        model.load_state_dict(bad)
+    np.testing.assert_array_equal(model.get_flat_weights(), before)
+    with pytest.raises(TypeError, match="mapping"):
+        model.load_state_dict(list(state.values()))
+
+
+def test_against_pytorch():
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)).double()
+    model = fastbp.Sequential([fastbp.Dense(4, 8), fastbp.ReLU(), fastbp.Dense(8, 3)], dtype="float64", seed=1)
+    x = np.random.default_rng(0).standard_normal((10, 4))
+
+    model.load_state_dict(net.state_dict())  # torch tensors in, without fastbp importing torch
+    with torch.no_grad():
+        want = net(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(model.decision_function(x), want, rtol=1e-12, atol=1e-14)
+
+    other = fastbp.Sequential([fastbp.Dense(4, 8), fastbp.ReLU(), fastbp.Dense(8, 3)], dtype="float64", seed=2)
+    net.load_state_dict({k: torch.from_numpy(v) for k, v in other.state_dict().items()})
+    with torch.no_grad():
+        got = net(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, other.decision_function(x), rtol=1e-12, atol=1e-14)
