@@ -21,12 +21,13 @@ the graph's dtype; the outputs are
 Each activation maps to its ONNX operator through ``_ACTIVATIONS``, keyed by
 the registry's names (``kernels/registry.py``): an activation added there
 without an entry here is a NotImplementedError that names it. Where
-onnxruntime has no kernel for the operator in float64 (Elu, Softplus, Erf and
-Gelu run in float32 only, as of onnxruntime 1.32), or an attribute would round a float64 parameter to
-float32 (LeakyRelu's alpha), the float64 graph spells the same formula out in
-elementary operators that every runtime has, in float64 throughout. For GELU
-that needs erf (``_erf_float64``); with opset 20 or later a float32 graph uses
-the ``Gelu`` operator, and an older opset ``0.5 x (1 + Erf(x / sqrt 2))``.
+onnxruntime has no kernel for the operator in float64 (as of onnxruntime 1.32,
+Elu, Softplus, Erf and Gelu run in float32 only), or an attribute would round
+a float64 parameter to float32 (LeakyRelu's alpha), the float64 graph spells
+the same formula out in elementary operators that every runtime has, in
+float64 throughout. For GELU that needs erf (``_erf_float64``); with opset 20
+or later a float32 graph uses the ``Gelu`` operator, and an older opset
+``0.5 x (1 + Erf(x / sqrt 2))``.
 
 ``onnx`` is imported here, inside the functions, so that fastbp never needs
 it otherwise (``pip install 'fastbp[onnx]'``).
