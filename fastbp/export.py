@@ -74,13 +74,13 @@ class _Graph:
                                                      **attributes))
         return out
 
-    def constant(self, value, dtype=None):
-        """A scalar initializer of the graph's dtype (or ``dtype``), one per distinct value."""
-        dtype = self.dtype if dtype is None else np.dtype(dtype)
-        key = (dtype.str, float(value))
-        if key not in self._constants:
-            self._constants[key] = self.initializer(np.array(value, dtype=dtype), f"c{len(self._constants)}")
-        return self._constants[key]
+    def constant(self, value):
+        """A scalar initializer of the graph's dtype, one per distinct value."""
+        value = float(value)
+        if value not in self._constants:
+            name = f"c{len(self._constants)}"
+            self._constants[value] = self.initializer(np.array(value, dtype=self.dtype), name)
+        return self._constants[value]
 
     def initializer(self, array, name):
         self.initializers.append(self.onnx.numpy_helper.from_array(np.ascontiguousarray(array), name))
@@ -290,7 +290,8 @@ def _check_opset(onnx, opset):
     if opset is None:
         return DEFAULT_OPSET
     newest = onnx.defs.onnx_opset_version()
-    if isinstance(opset, bool) or not isinstance(opset, (int, np.integer)) or not MIN_OPSET <= opset <= newest:
+    integer = isinstance(opset, (int, np.integer)) and not isinstance(opset, bool)
+    if not integer or not MIN_OPSET <= opset <= newest:
         raise ValueError(f"opset must be an integer from {MIN_OPSET} to {newest} (the newest this onnx "
                          f"package knows); got {opset!r}")
     return int(opset)

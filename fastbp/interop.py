@@ -46,7 +46,8 @@ def from_sklearn(estimator):
         from sklearn.neural_network import MLPClassifier, MLPRegressor
         from sklearn.utils.validation import check_is_fitted
     except ImportError as err:
-        raise ImportError(f"fastbp.from_sklearn needs scikit-learn: pip install 'fastbp[sklearn]' ({err})") from err
+        raise ImportError(f"fastbp.from_sklearn needs scikit-learn: pip install 'fastbp[sklearn]' "
+                          f"({err})") from err
     from . import estimators
 
     if isinstance(estimator, MLPClassifier):
@@ -54,8 +55,8 @@ def from_sklearn(estimator):
     elif isinstance(estimator, MLPRegressor):
         cls = estimators.MLPRegressor
     else:
-        raise TypeError(f"from_sklearn takes a fitted sklearn.neural_network.MLPClassifier or MLPRegressor; "
-                        f"got {type(estimator).__name__}")
+        raise TypeError(f"from_sklearn takes a fitted sklearn.neural_network.MLPClassifier or "
+                        f"MLPRegressor; got {type(estimator).__name__}")
     check_is_fitted(estimator)
     if getattr(estimator, "loss", None) == "poisson":
         raise ValueError("this MLPRegressor has loss='poisson' (an exponential output): fastbp has no Poisson "
