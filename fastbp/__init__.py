@@ -3,7 +3,8 @@
 Build a ``Sequential`` of ``Dense`` (and activation, ``Dropout``) layers, ``fit``
 it with ``SGD`` or ``Adam``, then ``predict``, ``evaluate``, ``save`` and
 ``fastbp.load``. The kernels are in ``fastbp.kernels``; scikit-learn style
-estimators are ``fastbp.MLPClassifier`` and ``fastbp.MLPRegressor``.
+estimators are ``fastbp.MLPClassifier`` and ``fastbp.MLPRegressor``, and
+``fastbp.from_sklearn`` makes one of a fitted scikit-learn MLP.
 Importing fastbp compiles nothing.
 """
 __version__ = "0.1.0"
@@ -11,6 +12,7 @@ __version__ = "0.1.0"
 from . import callbacks, datasets, layers, losses, optimizers, schedules  # noqa: E402
 from .callbacks import (Callback, EarlyStopping, History, LearningRateLogger, ModelCheckpoint,  # noqa: E402
                         MonitorError)
+from .interop import from_sklearn  # noqa: E402 (imports scikit-learn when called, not here)
 from .layers import (ELU, GELU, Activation, Dense, Dropout, LeakyReLU, LogSoftmax, ReLU,  # noqa: E402
                      Sigmoid, Softmax, Softplus, Tanh)
 from .model import DivergenceError, Sequential, load  # noqa: E402

@@ -1,4 +1,4 @@
-"""The ``fastbp`` command line: train, evaluate, predict, info.
+"""The ``fastbp`` command line: train, evaluate, predict, export, info.
 
 ``fastbp train`` with no arguments trains a 64-256-10 ReLU network (dropout 0.2) on the
 bundled UCI digits and reports train and test accuracy and throughput.
@@ -91,6 +91,13 @@ def _parser():
     predict.add_argument("--output", "-o", help="write predictions to this file instead of stdout")
     predict.add_argument("--proba", action="store_true", help="print class probabilities")
 
+    export = sub.add_parser("export", help="write a saved model as an ONNX graph (needs onnx)")
+    export.add_argument("model")
+    export.add_argument("--output", "-o", help="the .onnx path (default: the model's path with .onnx)")
+    export.add_argument("--dtype", choices=["float32", "float64"], default=None,
+                        help="the graph's float type (default: the model's)")
+    export.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
+
     sub.add_parser("info", help="versions, threads and whether a CUDA GPU is usable")
     return parser
 
@@ -179,6 +186,21 @@ def _predict(args):
     return 0
 
 
+def _export(args):
+    import fastbp
+
+    model = fastbp.load(args.model)
+    output = args.output or os.path.splitext(args.model)[0] + ".onnx"
+    try:
+        proto = model.to_onnx(output, dtype=args.dtype, opset=args.opset)
+    except ImportError as err:
+        print(f"fastbp export: error: {err}", file=sys.stderr)
+        return 2
+    names = ", ".join(o.name for o in proto.graph.output)
+    print(f"wrote {output} (opset {proto.opset_import[0].version}, outputs: {names})")
+    return 0
+
+
 def _info(args):
     import numba
 
@@ -208,7 +230,8 @@ def _info(args):
 
 def main(argv=None):
     args = _parser().parse_args(argv)
-    handler = {"train": _train, "evaluate": _evaluate, "predict": _predict, "info": _info}[args.command]
+    handler = {"train": _train, "evaluate": _evaluate, "predict": _predict, "export": _export,
+               "info": _info}[args.command]
     try:
         return handler(args)
     except (ValueError, FileNotFoundError, RuntimeError) as err:

@@ -40,6 +40,7 @@ except ImportError as err:  # sklearn missing, or older than 1.6 (validate_data,
     raise ImportError("fastbp.MLPClassifier and fastbp.MLPRegressor need scikit-learn >= 1.6: "
                       f"pip install 'fastbp[sklearn]' ({err})") from err
 
+from . import export
 from ._sklearn_rules import (LbfgsObjective, SklearnEpochs, clipped_batch_size, initial_weights,
                              output_scales, stochastic_optimizer, validation_split, weight_decay)
 from .layers import Dense
@@ -307,6 +308,15 @@ class _BaseMLP(BaseEstimator):
         X = self._check_X(X, reset=False, dtype=self._model.dtype)
         self._sync_params()
         return self._model.decision_function(X)
+
+    def to_onnx(self, path=None, opset=None):
+        """Write the fitted network as an ONNX graph to ``path`` (needs onnx); returns the ModelProto.
+
+        Input ``X`` (float, the estimator's dtype); outputs as skl2onnx gives
+        scikit-learn's: ``label`` and ``probabilities`` for the classifier,
+        ``variable`` for the regressor. See ``fastbp.export``.
+        """
+        return export.estimator_to_onnx(self, path, opset)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

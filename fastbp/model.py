@@ -9,7 +9,7 @@ runs them on a backend of ``fastbp.backends``.
 """
 import numpy as np
 
-from . import _fit, _progress, backends, losses, optimizers
+from . import _fit, _progress, backends, export, interop, losses, optimizers
 from ._fit import DivergenceError  # noqa: F401 (fastbp.DivergenceError)
 from ._persist import load_model, save_model
 from ._validation import check_features, check_fraction, check_int
@@ -110,6 +110,20 @@ class Sequential:
             if new.shape != view.shape:
                 raise ValueError(f"weights[{i}] must have shape {view.shape}; got {new.shape}")
             view[...] = new
+
+    def state_dict(self):
+        """Copies of the Dense layers' parameters with PyTorch's names and layouts.
+
+        {"<i>.weight": (out_features, in_features), "<i>.bias": (out_features,)}, i the
+        layer's index in ``layers``, as ``nn.Sequential(nn.Linear, ...).state_dict()``
+        names them (``fastbp.interop`` tells how the indices line up).
+        """
+        return interop.state_dict(self)
+
+    def load_state_dict(self, state_dict):
+        """Load parameters named and laid out as ``state_dict`` gives them (NumPy arrays,
+        PyTorch tensors, anything ``numpy.asarray`` takes), cast to the model's dtype."""
+        interop.load_state_dict(self, state_dict)
 
     def get_flat_weights(self):
         return self.theta.copy()
@@ -267,6 +281,15 @@ class Sequential:
     def save(self, path):
         """Write the model to one .npz file: architecture as JSON, parameters, optimizer state."""
         save_model(self, path)
+
+    def to_onnx(self, path=None, dtype=None, opset=None):
+        """Write the network as an ONNX graph to ``path`` (needs onnx); returns the ModelProto.
+
+        Input ``X``; outputs ``output`` (what decision_function returns) and, for a
+        classification loss, ``probabilities`` (predict_proba). ``dtype`` defaults to
+        the model's. See ``fastbp.export``.
+        """
+        return export.sequential_to_onnx(self, path, dtype, opset)
 
 
 def _missing(what):

@@ -2,7 +2,10 @@
 import pathlib
 import re
 
+import warnings
+
 import numpy as np
+import pytest
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
@@ -39,3 +42,18 @@ def test_njit_kernel_example(capsys):
     assert losses[-1] < 0.3 * losses[0]
     # The user's @njit function compiled the public names to the kernels themselves.
     assert namespace["train_step"].signatures
+
+
+def test_interop_example(tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime", reason="the example serves the graph with onnxruntime")
+    pytest.importorskip("sklearn", reason="the example starts from scikit-learn's MLPClassifier")
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scikit-learn's ConvergenceWarning after 20 epochs
+        exec(compile(_python_blocks()[2], "README-interop", "exec"), namespace)
+    model, X = namespace["model"], namespace["X"]
+    np.testing.assert_allclose(namespace["proba"], model.predict_proba(X[:5]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(namespace["logits"], model.decision_function(X[:5]), rtol=1e-5, atol=1e-5)
+    assert list(namespace["state"]) == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    assert namespace["clf"].n_iter_ == 1 and (tmp_path / "clf.onnx").exists()

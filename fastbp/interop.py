@@ -1,0 +1,138 @@
+"""Weights in from scikit-learn and in and out in PyTorch's layout.
+
+``from_sklearn(estimator)`` turns a fitted ``sklearn.neural_network``
+MLPClassifier or MLPRegressor into fastbp's estimator of the same name, with
+the same weights, classes, fitted attributes and constructor parameters, so
+that it predicts what scikit-learn predicts and ``partial_fit`` goes on from
+there. scikit-learn is imported inside the function only.
+
+``state_dict(model)`` / ``load_state_dict(model, state)`` (``Sequential``'s
+methods of those names) use the names and layouts of a PyTorch
+``nn.Sequential`` of ``nn.Linear`` modules: ``"<index>.weight"`` (out, in)
+and ``"<index>.bias"`` (out,), where ``<index>`` is the Dense layer's index in
+``model.layers``. PyTorch numbers the modules of an ``nn.Sequential`` the same
+way, activation and Dropout modules included, so a model written with separate
+activation layers, ``[Dense(4, 8), ReLU(), Dense(8, 3)]``, has the keys of
+``nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))``: "0.*" and
+"2.*". A Dense with its activation fused, ``Dense(4, 8, activation="relu")``,
+is one layer and so one index, as ``nn.Linear`` is one module: that model's
+keys are "0.*" and "1.*". fastbp never imports torch: values go out as NumPy
+arrays and come in as anything ``numpy.asarray`` takes (a CPU tensor does).
+"""
+import copy
+
+import numpy as np
+
+from .layers import Dense
+
+# scikit-learn's fitted attributes that fastbp's estimators keep with the same meaning.
+_FITTED = ("n_features_in_", "feature_names_in_", "n_iter_", "t_", "loss_", "loss_curve_", "best_loss_",
+           "validation_scores_", "best_validation_score_", "_no_improvement_count")
+
+
+def from_sklearn(estimator):
+    """fastbp's MLPClassifier or MLPRegressor with a fitted scikit-learn estimator's weights and state.
+
+    Every constructor parameter of scikit-learn's estimator that fastbp's has
+    is copied; ``dtype`` follows the weights' (float64, or float32 for a
+    network scikit-learn fitted on float32 data); ``device`` is 'cpu'. The
+    weights, ``classes_`` and the fitted attributes (``n_iter_``,
+    ``loss_curve_``, ``best_loss_``, ...) are copies, so the two estimators
+    train on independently. The optimizer's state (Adam's moments, SGD's
+    velocity) is not carried over: the first ``partial_fit`` starts a fresh
+    optimizer from these weights, as scikit-learn's own ``fit`` would.
+    """
+    try:
+        from sklearn.neural_network import MLPClassifier, MLPRegressor
+        from sklearn.utils.validation import check_is_fitted
+    except ImportError as err:
+        raise ImportError(f"fastbp.from_sklearn needs scikit-learn: pip install 'fastbp[sklearn]' "
+                          f"({err})") from err
+    from . import estimators
+
+    if isinstance(estimator, MLPClassifier):
+        cls = estimators.MLPClassifier
+    elif isinstance(estimator, MLPRegressor):
+        cls = estimators.MLPRegressor
+    else:
+        raise TypeError(f"from_sklearn takes a fitted sklearn.neural_network.MLPClassifier or "
+                        f"MLPRegressor; got {type(estimator).__name__}")
+    check_is_fitted(estimator)
+    if getattr(estimator, "loss", None) == "poisson":
+        raise ValueError("this MLPRegressor has loss='poisson' (an exponential output): fastbp has no Poisson "
+                         "loss, so it cannot continue or reproduce it")
+    dtype = np.dtype(estimator.coefs_[0].dtype)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"the estimator's weights are {dtype}; fastbp takes float32 or float64")
+    names = set(cls._get_param_names()) - {"dtype", "device"}
+    params = {k: copy.deepcopy(v) for k, v in estimator.get_params(deep=False).items() if k in names}
+    new = cls(**params, dtype=dtype.name)
+    new._validate_params()  # what fastbp refuses (momentum=1) is refused now, not at the next fit
+
+    if cls is estimators.MLPClassifier:
+        new._label_binarizer = copy.deepcopy(estimator._label_binarizer)
+        new.classes_ = new._label_binarizer.classes_
+    layer_units = [estimator.coefs_[0].shape[0]] + [b.size for b in estimator.intercepts_]
+    # _initialize draws initial weights, which scikit-learn's replace below: any source will do.
+    new._random_state = np.random.RandomState(0)
+    new._initialize(np.empty((0, estimator.n_outputs_)), layer_units, dtype)
+    if (new.out_activation_, new.n_layers_) != (estimator.out_activation_, estimator.n_layers_):
+        raise ValueError(f"the estimator's output activation and layer count, {estimator.out_activation_!r} "
+                         f"and {estimator.n_layers_}, do not match the {new.out_activation_!r} and "
+                         f"{new.n_layers_} fastbp derives from its targets")
+    new._model.set_weights([a for pair in zip(estimator.coefs_, estimator.intercepts_) for a in pair])
+    new._best_weights = new._model.get_flat_weights()
+    for name in _FITTED:
+        if hasattr(estimator, name):
+            setattr(new, name, copy.deepcopy(getattr(estimator, name)))
+    return new
+
+
+# ----- PyTorch's names and layouts -----------------------------------------------------------
+
+
+def _dense_params(model):
+    """(key prefix, weight view (I, O), bias view (O,)) per Dense layer, in the model's order."""
+    views = model._param_views(model.theta)
+    indices = [i for i, layer in enumerate(model.layers) if isinstance(layer, Dense)]
+    return [(str(i), w, b) for i, (w, b) in zip(indices, views)]
+
+
+def state_dict(model):
+    """{"<index>.weight": (out, in), "<index>.bias": (out,)} copies, as ``nn.Sequential.state_dict``."""
+    state = {}
+    for prefix, w, b in _dense_params(model):
+        state[prefix + ".weight"] = w.T.copy()
+        state[prefix + ".bias"] = b.copy()
+    return state
+
+
+def load_state_dict(model, state):
+    """Load ``state`` (keys and layouts of ``state_dict``) into ``model``, cast to its dtype.
+
+    The keys must be exactly the model's; every shape must match. Nothing is
+    loaded unless everything fits.
+    """
+    if not hasattr(state, "keys") or not hasattr(state, "__getitem__"):
+        raise TypeError(f"state_dict must be a mapping of names to arrays; got {type(state).__name__}")
+    targets = {}
+    for prefix, w, b in _dense_params(model):
+        targets[prefix + ".weight"] = (w, True)
+        targets[prefix + ".bias"] = (b, False)
+    given = list(state.keys())
+    missing = [k for k in targets if k not in state]
+    unexpected = [k for k in given if k not in targets]
+    if missing or unexpected:
+        parts = ([f"missing key(s) {missing}"] if missing else []) + \
+                ([f"unexpected key(s) {unexpected}"] if unexpected else [])
+        raise ValueError(f"state_dict does not fit this model: {'; '.join(parts)} (expected "
+                         f"{list(targets)})")
+    arrays = {}
+    for key, (view, transposed) in targets.items():
+        value = np.asarray(state[key])
+        expected = view.shape[::-1] if transposed else view.shape
+        if value.shape != expected:
+            raise ValueError(f"state_dict[{key!r}] must have shape {expected}; got {value.shape}")
+        arrays[key] = value.T if transposed else value
+    for key, (view, _) in targets.items():
+        view[...] = arrays[key].astype(model.dtype, copy=False)
