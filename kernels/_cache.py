@@ -157,37 +157,40 @@ def _cache_class(cache_base, impl_base, locator_base):
     return type("FastbpFunctionCache", (cache_base,), {"_impl_class": impl})
 
 
-_cpu_cache = None
-_cuda_cache = None
+def _cpu_cache_class():
+    from numba.core import caching
+
+    return _cache_class(caching.FunctionCache, caching.CompileResultCacheImpl, caching._CacheLocator)
+
+
+def _cuda_cache_class():
+    from numba.cuda import dispatcher
+    from numba.cuda.core import caching
+
+    return _cache_class(dispatcher.CUDACache, dispatcher.CUDACacheImpl, caching._CacheLocator)
+
+
+_CACHE_CLASSES = {"cpu": _cpu_cache_class, "cuda": _cuda_cache_class}
+
+
+def _enable(dispatcher, target):
+    if FOLDER is None:
+        return dispatcher
+    make = _CACHE_CLASSES[target]
+    if not isinstance(make, type):
+        make = _CACHE_CLASSES[target] = make()  # built once, on first use
+    dispatcher._cache = make(dispatcher.py_func)
+    return dispatcher
 
 
 def enable_cpu(dispatcher):
     """Give a CPU dispatcher (made with cache=False) fastbp's on-disk cache."""
-    global _cpu_cache
-    if FOLDER is None:
-        return dispatcher
-    if _cpu_cache is None:
-        from numba.core import caching
-
-        _cpu_cache = _cache_class(caching.FunctionCache, caching.CompileResultCacheImpl,
-                                  caching._CacheLocator)
-    dispatcher._cache = _cpu_cache(dispatcher.py_func)
-    return dispatcher
+    return _enable(dispatcher, "cpu")
 
 
 def enable_cuda(dispatcher):
     """Give a numba-cuda kernel dispatcher fastbp's on-disk cache (not under the simulator)."""
-    global _cuda_cache
-    if FOLDER is None:
-        return dispatcher
-    if _cuda_cache is None:
-        from numba.cuda import dispatcher as cuda_dispatcher
-        from numba.cuda.core import caching
-
-        _cuda_cache = _cache_class(cuda_dispatcher.CUDACache, cuda_dispatcher.CUDACacheImpl,
-                                   caching._CacheLocator)
-    dispatcher._cache = _cuda_cache(dispatcher.py_func)
-    return dispatcher
+    return _enable(dispatcher, "cuda")
 
 
 def info():
