@@ -28,7 +28,6 @@ FASTBP_IMPORT = r"from fastbp.estimators import \1"
 # Why a test of scikit-learn's is expected to fail here, by test name (all its
 # parametrizations) or by item name (one of them).
 PRIVATE_API = "reads scikit-learn's private solver internals ({}), which fastbp does not have"
-DTYPE = "fastbp trains in float32 by default; scikit-learn keeps float64 input in float64"
 XFAIL = {
     "test_fit": dict(reason=PRIVATE_API.format("_coef_grads, _intercept_grads"), strict=True),
     "test_gradient": dict(reason=PRIVATE_API.format("_loss_grad_lbfgs"), strict=True),
@@ -37,19 +36,11 @@ XFAIL = {
     # Not strict: it starts passing when the loss lands, and the mark goes then.
     "test_mlp_vs_poisson_glm_equivalent": dict(
         reason="needs MLPRegressor(loss='poisson'), which fastbp does not have yet", strict=False),
-    "test_partial_fit_regression": dict(reason=DTYPE, strict=True),
-    "test_mlp_param_dtypes[MLPClassifier-float64]": dict(reason=DTYPE, strict=True),
-    "test_mlp_param_dtypes[MLPRegressor-float32]": dict(
-        reason="fastbp's MLPRegressor predicts float64 whatever its dtype", strict=True),
-    "test_mlp_param_dtypes[MLPRegressor-float64]": dict(reason=DTYPE, strict=True),
-    "test_nonfinite_params": dict(
-        reason="float64-max X becomes inf in float32 (an input error, not scikit-learn's "
-               "non-finite-weights error)", strict=True),
-    "test_mlp_diverging_loss": dict(
-        reason="fastbp raises on divergence under early stopping; scikit-learn keeps the best "
-               "validation weights", strict=True),
-    "test_early_stopping_stratified": dict(
-        reason="labels reach the stratified split as floats ('1.0', not 'True')", strict=True),
+    # Not strict: which prediction lands nearest zero is down to rounding.
+    "test_mlp_regressor_dtypes_casting": dict(
+        reason="relative tolerance on a prediction near zero: fastbp's float32 and float64 fits differ "
+               "by at most 1.7e-6 (scikit-learn's own: 4.6e-6), but one of fastbp's 60 predictions is "
+               "1.8e-4, where that is 1.5e-3 relative, over the test's rtol 5e-4", strict=False),
 }
 
 
