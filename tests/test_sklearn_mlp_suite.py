@@ -20,10 +20,19 @@ import pytest
 
 pytest.importorskip("sklearn")
 
-# The one line of scikit-learn's module that changes.
-SKLEARN_IMPORT = re.compile(r"^from sklearn\.neural_network import (MLPClassifier, MLPRegressor)$",
-                            flags=re.M)
-FASTBP_IMPORT = r"from fastbp.estimators import \1"
+# The one statement of scikit-learn's module that changes (on one line, or wrapped in parentheses).
+SKLEARN_IMPORT = re.compile(r"^from sklearn\.neural_network import "
+                            r"\(?\s*MLPClassifier,\s*MLPRegressor,?\s*\)?$", flags=re.M)
+
+
+def _fastbp_import(match):
+    # As many lines as the statement replaced: tracebacks keep scikit-learn's line numbers.
+    return "from fastbp.estimators import MLPClassifier, MLPRegressor" + "\n" * match.group(0).count("\n")
+
+
+# Any other import of scikit-learn's MLP code (in a test's body, a private module) is refused.
+OTHER_SKLEARN_MLP = re.compile(r"(from\s+sklearn\.neural_network\S*\s+import\s+\S+|"
+                               r"import\s+sklearn\.neural_network\S*)")
 
 # Why a test of scikit-learn's is expected to fail here, by test name (all its
 # parametrizations) or by item name (one of them).
@@ -63,11 +72,14 @@ def _sklearn_module_path():
 def _load_sklearn_module():
     """scikit-learn's test_mlp.py as a module, its MLPs fastbp's; line numbers as in the original."""
     path = _sklearn_module_path()
-    source, n = SKLEARN_IMPORT.subn(FASTBP_IMPORT, path.read_text())
+    source, n = SKLEARN_IMPORT.subn(_fastbp_import, path.read_text())
     if n != 1:
         # Running scikit-learn's own MLPs here would pass and prove nothing: stop instead.
         raise RuntimeError(f"{path}: expected one line 'from sklearn.neural_network import "
                            f"MLPClassifier, MLPRegressor' to replace, found {n}")
+    other = OTHER_SKLEARN_MLP.search(source)
+    if other:
+        raise RuntimeError(f"{path}: {other.group(0)!r} would test scikit-learn's code, not fastbp's")
     module = types.ModuleType("sklearn_test_mlp_on_fastbp")
     module.__file__ = str(path)
     sys.modules[module.__name__] = module  # pickling in its tests looks functions up by module
