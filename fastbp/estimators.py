@@ -36,7 +36,7 @@ try:
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.metrics import accuracy_score, r2_score
     from sklearn.preprocessing import LabelBinarizer
-    from sklearn.utils import check_random_state
+    from sklearn.utils import assert_all_finite, check_random_state
     from sklearn.utils._param_validation import Interval, Options, StrOptions
     from sklearn.utils.metaestimators import available_if
     from sklearn.utils.multiclass import type_of_target, unique_labels
@@ -344,8 +344,12 @@ class _BaseMLP(BaseEstimator):
         X = self._check_X(X, reset=False, dtype="numeric")
         dtype = self._model.dtype
         out_dtype = np.result_type(X.dtype, dtype)
+        if X.dtype != dtype:
+            X = X.astype(dtype)
+            if out_dtype != dtype:  # narrowed to float32: what was beyond its range is now inf
+                assert_all_finite(X, input_name="X")
         self._sync_params()
-        return self._model.decision_function(X.astype(dtype, copy=False)), out_dtype
+        return self._model.decision_function(X), out_dtype
 
     def to_onnx(self, path=None, opset=None):
         """Write the fitted network as an ONNX graph to ``path`` (needs onnx); returns the ModelProto.

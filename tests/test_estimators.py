@@ -374,6 +374,8 @@ def test_dtype():
     reg32 = clone(reg).set_params(dtype="float32").fit(X_SMALL, TARGETS["regression"])
     assert reg32.coefs_[0].dtype == np.float32 and reg32.predict(X_SMALL).dtype == np.float64
     assert reg32.predict(X_SMALL.astype(np.float32)).dtype == np.float32
+    with pytest.raises(ValueError, match="Input X contains infinity or a value too large for dtype..float32"):
+        reg32.predict(np.full((2, 6), 1e300))
     # A continued network keeps the dtype it was fitted in, whatever the new data's.
     reg = MLPRegressor(hidden_layer_sizes=(5,), max_iter=2, warm_start=True)
     reg.fit(X_SMALL.astype(np.float32), TARGETS["regression"])
