@@ -222,6 +222,19 @@ class SklearnEpochs(Callback):
         if est.verbose:
             print("Iteration %d, loss = %.8f" % (est.n_iter_, est.loss_))
 
+    def diverged(self):
+        """Record an epoch cut short by a non-finite step as scikit-learn records one: NaN loss and score."""
+        est = self.estimator
+        est.n_iter_ += 1
+        est.loss_ = np.nan
+        est.t_ += self.n_samples
+        est.loss_curve_.append(est.loss_)
+        if self.validation is not None:
+            est.validation_scores_.append(np.nan)
+            est._no_improvement_count += 1
+        if est.verbose:
+            print("Iteration %d, loss = %.8f" % (est.n_iter_, est.loss_))
+
     def watch_validation_score(self):
         """Early stopping: count epochs whose validation score gained less than tol, keep the best weights."""
         est = self.estimator

@@ -6,7 +6,13 @@ fitted attributes and follow its fitting rules; the network is a fastbp
 scikit-learn's per-epoch logic (loss curve, ``tol``/``n_iter_no_change``
 convergence, early stopping on a validation score, the 'invscaling' and
 'adaptive' learning rates) in a callback and a schedule. Two parameters are
-fastbp's own: ``dtype`` ('float32' by default) and ``device``.
+fastbp's own: ``dtype`` and ``device``.
+
+``dtype=None`` (the default) follows scikit-learn's rule: float64 data trains
+a float64 network, float32 data a float32 one, anything else becomes float64;
+predictions are in the dtype of the data and the network combined, as
+scikit-learn's matrix products give them. ``dtype='float32'`` is the fast path:
+the network trains in float32 whatever the data (see the README for the gain).
 
 How scikit-learn's math maps onto fastbp's, so that the same hyperparameters
 follow the same trajectory (initialization, gradient scale, learning rates,
@@ -30,7 +36,7 @@ try:
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.metrics import accuracy_score, r2_score
     from sklearn.preprocessing import LabelBinarizer
-    from sklearn.utils import check_random_state
+    from sklearn.utils import assert_all_finite, check_random_state
     from sklearn.utils._param_validation import Interval, Options, StrOptions
     from sklearn.utils.metaestimators import available_if
     from sklearn.utils.multiclass import type_of_target, unique_labels
@@ -50,6 +56,8 @@ __all__ = ["MLPClassifier", "MLPRegressor"]
 
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
 _NO_Y = object()  # validate X alone (y=None must still reach validate_data, which names it)
+# dtype=None: the data's float dtype, float64 for anything else (validate_data takes the first).
+_INPUT_DTYPES = (np.float64, np.float32)
 # scikit-learn's activation names -> fastbp's.
 _HIDDEN = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
 
@@ -82,7 +90,7 @@ class _BaseMLP(BaseEstimator):
         "epsilon": [Interval(numbers.Real, 0, None, closed="neither")],
         "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left"), Options(numbers.Real, {np.inf})],
         "max_fun": [Interval(numbers.Integral, 1, None, closed="left")],
-        # Checked with fastbp's own messages when the model is built.
+        # None, or checked with fastbp's own messages when the model is built.
         "dtype": "no_validation",
         "device": [StrOptions({"cpu", "cuda"})],
     }
@@ -91,11 +99,15 @@ class _BaseMLP(BaseEstimator):
 
     def _fit(self, X, y, sample_weight, incremental):
         self._validate_params()
-        dtype = _dtype(self.dtype)
         sizes = self._hidden_layer_sizes()
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
+        if self.dtype is not None:
+            dtype = _dtype(self.dtype)
+        else:  # scikit-learn's rule; a continued network keeps the dtype it was fitted in
+            dtype = _INPUT_DTYPES if first_pass else self._model.dtype
 
         X, Y = self._validate_input(X, y, incremental, reset=first_pass, dtype=dtype)
+        dtype = X.dtype
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X, dtype=dtype, ensure_non_negative=True,
                                                  copy=True)
@@ -209,10 +221,29 @@ class _BaseMLP(BaseEstimator):
                             seed=int(self._random_state.randint(np.iinfo(np.int32).max)),
                             callbacks=[callback], verbose=0, sample_weight=sample_weight)
         except DivergenceError as err:
-            raise ValueError(f"Solver produced non-finite parameter weights: {err} The input data "
-                             f"may contain large values and need to be preprocessed.") from err
+            if not self._keep_best_after_divergence(err, callback):
+                raise ValueError(f"Solver produced non-finite parameter weights. The input data may "
+                                 f"contain large values and need to be preprocessed. ({err})") from err
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.")
+
+    def _keep_best_after_divergence(self, err, callback):
+        """Under early stopping a divergence ends training on the best validation weights; True if so.
+
+        scikit-learn trains on with non-finite weights, scoring NaN, until
+        n_iter_no_change epochs stop it, then restores its best weights
+        (scikit-learn #29504). fastbp stops at the first non-finite step: that
+        epoch is recorded as scikit-learn records those, and _fit_stochastic
+        restores the best weights. Without a finite best score there is nothing
+        to keep, and the divergence is an error as without early stopping.
+        """
+        best = self.best_validation_score_ if self.early_stopping else None
+        if best is None or not np.isfinite(best):
+            return False
+        callback.diverged()
+        warnings.warn(f"{err} Early stopping keeps the weights of the best validation score, "
+                      f"{best:g}.", ConvergenceWarning)
+        return True
 
     def _fit_lbfgs(self, X, Y, sample_weight):
         model = self._model
@@ -303,11 +334,22 @@ class _BaseMLP(BaseEstimator):
         return X if y is _NO_Y else (X, y)
 
     def _forward(self, X):
-        """The network's raw outputs (logits for classifiers) on X, validated here."""
+        """(raw outputs, the dtype to return predictions in) on X, validated here.
+
+        The network computes in its own dtype; predictions come back in the
+        dtype scikit-learn's products of X and the weights give: float32 for
+        float32 data on a float32 network, float64 if either is float64.
+        """
         check_is_fitted(self)
-        X = self._check_X(X, reset=False, dtype=self._model.dtype)
+        X = self._check_X(X, reset=False, dtype="numeric")
+        dtype = self._model.dtype
+        out_dtype = np.result_type(X.dtype, dtype)
+        if X.dtype != dtype:
+            X = X.astype(dtype)
+            if out_dtype != dtype:  # narrowed to float32: what was beyond its range is now inf
+                assert_all_finite(X, input_name="X")
         self._sync_params()
-        return self._model.decision_function(X)
+        return self._model.decision_function(X), out_dtype
 
     def to_onnx(self, path=None, opset=None):
         """Write the fitted network as an ONNX graph to ``path`` (needs onnx); returns the ModelProto.
@@ -350,8 +392,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     ``sklearn.neural_network.MLPClassifier``); the output layer is a softmax
     for multiclass targets and logistic for binary and multilabel ones. Also:
 
-    dtype : {'float32', 'float64'}, default='float32'
-        Precision of the parameters and of the training arithmetic.
+    dtype : {None, 'float32', 'float64'}, default=None
+        Precision of the parameters and of the training arithmetic. None
+        follows scikit-learn: float32 data trains in float32, anything else in
+        float64. 'float32' trains in float32 whatever the data: the fast path.
     device : {'cpu', 'cuda'}, default='cpu'
         Where the network trains ('cuda' needs numba-cuda and an NVIDIA GPU).
 
@@ -364,7 +408,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False,
                  warm_start=False, momentum=0.9, nesterovs_momentum=True, early_stopping=False,
                  validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
-                 n_iter_no_change=10, max_fun=15000, dtype="float32", device="cpu"):
+                 n_iter_no_change=10, max_fun=15000, dtype=None, device="cpu"):
         _store_params(self, locals())
 
     def fit(self, X, y, sample_weight=None):
@@ -399,7 +443,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
                 raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has "
                                  f"{self.classes_}. 'y' has {classes}.")
-        return X, self._label_binarizer.transform(y).astype(dtype)
+        # Boolean, as scikit-learn's: the stratified early-stopping split sees (and
+        # names in its errors) these; _fastbp_targets makes them numbers.
+        return X, self._label_binarizer.transform(y).astype(bool)
 
     def _output_activation(self):
         return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
@@ -409,7 +455,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def _fastbp_targets(self, Y):
         # Softmax cross-entropy takes class indices; binary cross-entropy the 0/1 matrix.
-        return np.argmax(Y, axis=1) if self.out_activation_ == "softmax" else Y
+        return np.argmax(Y, axis=1) if self.out_activation_ == "softmax" else Y.astype(self._model.dtype)
 
     def _validation_targets(self, Y_val):
         return self._label_binarizer.inverse_transform(Y_val)
@@ -431,18 +477,21 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def predict(self, X):
         """Class labels (or a label indicator matrix for multilabel targets)."""
-        return self._labels(self._proba(self._forward(X)))
+        logits, _ = self._forward(X)
+        return self._labels(self._proba(logits))
 
     def predict_proba(self, X):
         """Probabilities (n_samples, n_classes), classes ordered as in ``classes_``.
 
         Binary targets get two columns, P(classes_[0]) and P(classes_[1]);
-        multilabel targets one probability per label.
+        multilabel targets one probability per label. Computed in float64,
+        returned in the dtype of X and the network combined, as scikit-learn's.
         """
-        proba = self._proba(self._forward(X))
+        logits, dtype = self._forward(X)
+        proba = self._proba(logits)
         if self.n_outputs_ == 1:
-            return np.column_stack([1.0 - proba[:, 0], proba[:, 0]])
-        return proba
+            proba = np.column_stack([1.0 - proba[:, 0], proba[:, 0]])
+        return proba.astype(dtype, copy=False)
 
     def predict_log_proba(self, X):
         """log(predict_proba(X))."""
@@ -463,9 +512,11 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     and one output per target column. ``loss='squared_error'`` is the one loss
     fastbp implements ('poisson' raises ValueError). Also:
 
-    dtype : {'float32', 'float64'}, default='float32'
-        Precision of the parameters and of the training arithmetic (predictions
-        are returned as float64, as scikit-learn's checks expect of a regressor).
+    dtype : {None, 'float32', 'float64'}, default=None
+        Precision of the parameters and of the training arithmetic. None
+        follows scikit-learn: float32 data trains in float32, anything else in
+        float64. 'float32' trains in float32 whatever the data: the fast path.
+        Predictions are float32 only for float32 X on a float32 network.
     device : {'cpu', 'cuda'}, default='cpu'
         Where the network trains ('cuda' needs numba-cuda and an NVIDIA GPU).
     """
@@ -481,7 +532,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 dtype="float32", device="cpu"):
+                 dtype=None, device="cpu"):
         _store_params(self, locals())
 
     def fit(self, X, y, sample_weight=None):
@@ -505,7 +556,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         X, y = self._check_X(X, reset, dtype, y, y_numeric=True)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
-        return X, y.astype(dtype)
+        return X, y.astype(X.dtype)
 
     def _output_activation(self):
         return "identity"
@@ -526,8 +577,12 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return r2_score(y, pred, sample_weight=sample_weight)
 
     def predict(self, X):
-        """Predicted targets as float64, (n_samples,) for one output, (n_samples, n_outputs) otherwise."""
-        out = self._forward(X).astype(np.float64)
+        """Predicted targets, (n_samples,) for one output, (n_samples, n_outputs) otherwise.
+
+        In the dtype of X and the network combined, as scikit-learn's.
+        """
+        out, dtype = self._forward(X)
+        out = out.astype(dtype, copy=False)
         return out.ravel() if out.shape[1] == 1 else out
 
     def __sklearn_tags__(self):

@@ -222,6 +222,28 @@ def test_early_stopping_follows_sklearn(kind):
     _assert_same_weights(ours, theirs, atol=1e-10)
 
 
+def test_divergence_under_early_stopping_keeps_best_weights():
+    """A diverging fit with early stopping ends on its best validation weights (scikit-learn #29504)."""
+    params = dict(hidden_layer_sizes=(20,), activation="identity", solver="sgd", learning_rate_init=0.01,
+                  early_stopping=True, n_iter_no_change=50, max_iter=100, random_state=0)
+    y = TARGETS["regression"] * 100
+    with pytest.warns(ConvergenceWarning, match="diverged.*best validation score"):
+        reg = MLPRegressor(**params).fit(X_SMALL, y)
+    scores = reg.validation_scores_
+    assert len(scores) == len(reg.loss_curve_) == reg.n_iter_ < 100
+    assert np.isnan(scores[-1]) and np.isnan(reg.loss_curve_[-1]) and not np.isnan(scores[:-1]).any()
+    best = int(np.argmax(scores[:-1]))
+    assert best > 0 and reg.best_validation_score_ == scores[best] > 0.9
+    # The same fit stopped right after its best epoch ends on that epoch's weights.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        at_best = MLPRegressor(**{**params, "max_iter": best + 1}).fit(X_SMALL, y)
+    _assert_same_weights(reg, at_best, atol=0)
+    # Without early stopping, or without a finite score to keep, divergence is scikit-learn's error.
+    with pytest.raises(ValueError, match="^Solver produced non-finite parameter weights. The input data"):
+        MLPRegressor(**{**params, "early_stopping": False}).fit(X_SMALL, y)
+
+
 # Not "multioutput": there scikit-learn's L-BFGS objective pairs a loss averaged
 # over the outputs with the gradient of their sum, and fastbp's objective is the
 # sum with its own gradient (the same stationary points, another line search).
@@ -327,17 +349,40 @@ def test_fitted_attributes_match_sklearn(kind, out_activation, params):
 
 
 def test_dtype():
+    """dtype=None is scikit-learn's rule: float32 data trains in float32, anything else in float64.
+
+    Predictions come in the dtype of X and the network combined, as scikit-learn's
+    products give them; dtype='float32' trains in float32 whatever the data.
+    """
     y = TARGETS["multiclass"]
-    clf = MLPClassifier(hidden_layer_sizes=(5,), max_iter=2).fit(X_SMALL, y)
-    assert clf.coefs_[0].dtype == np.float32 and clf.intercepts_[0].dtype == np.float32
+    clf = MLPClassifier(hidden_layer_sizes=(5,), max_iter=2)
+    for X, expected in [(X_SMALL, np.float64), (X_SMALL.astype(np.float32), np.float32),
+                        (np.round(10 * X_SMALL).astype(np.int64), np.float64)]:
+        fitted = clone(clf).fit(X, y)
+        assert fitted.coefs_[0].dtype == expected and fitted.intercepts_[0].dtype == expected
+        assert fitted.predict_proba(X).dtype == expected
+    clf.fit(X_SMALL, y)
     proba = clf.predict_proba(X_SMALL)
     assert proba.dtype == np.float64
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-12)
     np.testing.assert_allclose(clf.predict_log_proba(X_SMALL), np.log(proba))
-    clf64 = clone(clf).set_params(dtype="float64").fit(X_SMALL, y)
-    assert clf64.coefs_[0].dtype == np.float64
+    clf32 = clone(clf).set_params(dtype="float32").fit(X_SMALL, y)
+    assert clf32.coefs_[0].dtype == np.float32 and clf32.predict_proba(X_SMALL).dtype == np.float64
+    assert clf32.predict_proba(X_SMALL.astype(np.float32)).dtype == np.float32
     reg = MLPRegressor(hidden_layer_sizes=(5,), max_iter=2).fit(X_SMALL, TARGETS["regression"])
+    assert reg.coefs_[0].dtype == np.float64 and reg.predict(X_SMALL).dtype == np.float64
+    reg32 = clone(reg).set_params(dtype="float32").fit(X_SMALL, TARGETS["regression"])
+    assert reg32.coefs_[0].dtype == np.float32 and reg32.predict(X_SMALL).dtype == np.float64
+    assert reg32.predict(X_SMALL.astype(np.float32)).dtype == np.float32
+    with pytest.raises(ValueError, match="Input X contains infinity or a value too large for dtype..float32"):
+        reg32.predict(np.full((2, 6), 1e300))
+    # A continued network keeps the dtype it was fitted in, whatever the new data's.
+    reg = MLPRegressor(hidden_layer_sizes=(5,), max_iter=2, warm_start=True)
+    reg.fit(X_SMALL.astype(np.float32), TARGETS["regression"])
+    reg.fit(X_SMALL, TARGETS["regression"]).partial_fit(X_SMALL, TARGETS["regression"])
     assert reg.coefs_[0].dtype == np.float32 and reg.predict(X_SMALL).dtype == np.float64
+    with pytest.raises(ValueError, match="the fitted network is float32; dtype='float64'"):
+        reg.set_params(dtype="float64").fit(X_SMALL, TARGETS["regression"])
     with pytest.raises(ValueError, match="dtype must be 'float32' or 'float64'"):
         clone(clf).set_params(dtype="float16").fit(X_SMALL, y)
 
