@@ -31,6 +31,7 @@ try:
     from sklearn.metrics import accuracy_score, r2_score
     from sklearn.preprocessing import LabelBinarizer
     from sklearn.utils import check_random_state
+    from sklearn.utils.class_weight import compute_class_weight
     from sklearn.utils._param_validation import Interval, Options, StrOptions
     from sklearn.utils.metaestimators import available_if
     from sklearn.utils.multiclass import type_of_target, unique_labels
@@ -101,6 +102,7 @@ class _BaseMLP(BaseEstimator):
                                                  copy=True)
         if Y.ndim == 1:
             Y = Y.reshape(-1, 1)
+        sample_weight = self._weigh_classes(Y, sample_weight, incremental, dtype)
         layer_units = [X.shape[1]] + sizes + [Y.shape[1]]
         self._random_state = check_random_state(self.random_state)
         if first_pass:
@@ -246,6 +248,10 @@ class _BaseMLP(BaseEstimator):
     def _is_classifier(self):
         return isinstance(self, ClassifierMixin)
 
+    def _weigh_classes(self, Y, sample_weight, incremental, dtype):
+        """sample_weight times each sample's class weight (classifiers); regressors have none."""
+        return sample_weight
+
     # ----- the network behind the fitted attributes -------------------------------------
 
     def _bind_params(self):
@@ -355,16 +361,32 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     device : {'cpu', 'cuda'}, default='cpu'
         Where the network trains ('cuda' needs numba-cuda and an NVIDIA GPU).
 
+    class_weight : dict, 'balanced' or None, default=None
+        Weights of the classes, as in scikit-learn's linear models: each
+        sample's weight (1, or its ``sample_weight``) is multiplied by the weight
+        of its class. A dict maps classes (as in ``y``) to weights, 1 for those
+        it leaves out; 'balanced' gives class c the weight
+        n_samples / (n_classes * count_c) over the classes in ``y`` of this fit
+        (``sklearn.utils.class_weight.compute_class_weight``, counted without
+        sample weights). Not for multilabel targets, nor 'balanced' with
+        ``partial_fit`` (as ``SGDClassifier``). With early stopping, the
+        validation score is weighted too.
+
     >>> clf = MLPClassifier(hidden_layer_sizes=(64,), random_state=0).fit(X, y)
     >>> clf.predict_proba(X[:2])
     """
+
+    _parameter_constraints = {
+        **_BaseMLP._parameter_constraints,
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+    }
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=0.0001,
                  batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5,
                  max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False,
                  warm_start=False, momentum=0.9, nesterovs_momentum=True, early_stopping=False,
                  validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
-                 n_iter_no_change=10, max_fun=15000, dtype="float32", device="cpu"):
+                 n_iter_no_change=10, max_fun=15000, dtype="float32", device="cpu", class_weight=None):
         _store_params(self, locals())
 
     def fit(self, X, y, sample_weight=None):
@@ -400,6 +422,35 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                 raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has "
                                  f"{self.classes_}. 'y' has {classes}.")
         return X, self._label_binarizer.transform(y).astype(dtype)
+
+    def _weigh_classes(self, Y, sample_weight, incremental, dtype):
+        """sample_weight (or 1) times the weight of each sample's class, from ``class_weight``."""
+        if self.class_weight is None:
+            return sample_weight
+        if self._label_binarizer.y_type_.startswith("multilabel"):
+            raise ValueError("class_weight is not supported for multilabel targets (y is a label "
+                             "indicator matrix); use sample_weight")
+        if incremental and isinstance(self.class_weight, str):
+            raise ValueError("class_weight='balanced' is not supported for partial_fit: the class "
+                             "frequencies of one batch are not those of the data; pass a dict")
+        index = np.argmax(Y, axis=1) if Y.shape[1] > 1 else Y[:, 0].astype(np.int64)
+        classes = np.asarray(self.classes_)
+        if isinstance(self.class_weight, dict):
+            unknown = [k for k in self.class_weight if k not in set(classes.tolist())]
+            if unknown:
+                raise ValueError(f"class_weight has keys {unknown} that are not classes of y; the "
+                                 f"classes are {classes.tolist()}")
+            weights = compute_class_weight(self.class_weight, classes=classes, y=classes[index])
+        else:
+            # 'balanced' counts the classes present in this y, as scikit-learn's linear models.
+            present = np.unique(index)
+            weights = np.ones(len(classes))
+            weights[present] = compute_class_weight("balanced", classes=classes[present],
+                                                    y=classes[index])
+        per_sample = np.asarray(weights, dtype=np.float64)[index]
+        if sample_weight is not None:
+            per_sample = sample_weight.astype(np.float64) * per_sample
+        return per_sample.astype(dtype)
 
     def _output_activation(self):
         return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"

@@ -509,3 +509,44 @@ def test_regression_r2_matches_sklearn():
           f"scikit-learn {np.mean(theirs):.4f} {theirs}")
     assert abs(np.mean(ours) - np.mean(theirs)) <= 0.02
     assert np.mean(ours) > 0.9
+
+
+# ----- class_weight ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("solver", ["sgd", "lbfgs"])
+@pytest.mark.parametrize("labels", [np.array(["a", "b", "b", "c", "c", "c"]), np.array([-1, 1, 1])])
+def test_class_weight_equals_the_matching_sample_weight(labels, solver):
+    from sklearn.utils.class_weight import compute_sample_weight
+
+    rng = np.random.default_rng(0)
+    y = labels[rng.integers(0, len(labels), 40)]  # unbalanced by the repeats in ``labels``
+    X = rng.standard_normal((40, 5))
+    params = dict(hidden_layer_sizes=(7,), solver=solver, max_iter=5, random_state=0, dtype="float64")
+    cw = {labels[0]: 3.0, labels[-1]: 0.5}
+    for class_weight in (cw, "balanced"):
+        clf = MLPClassifier(class_weight=class_weight, **params)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            clf.fit(X, y)
+            ref = MLPClassifier(**params).fit(X, y, sample_weight=compute_sample_weight(class_weight, y))
+            plain = MLPClassifier(**params).fit(X, y)
+        for a, b in zip(clf.coefs_ + clf.intercepts_, ref.coefs_ + ref.intercepts_):
+            np.testing.assert_array_equal(a, b)
+        assert clf.loss_ == ref.loss_
+        assert not np.array_equal(clf.coefs_[0], plain.coefs_[0])
+
+
+def test_class_weight_errors():
+    y = np.array([0, 1, 2, 1] * 10)
+    X = np.random.default_rng(0).standard_normal((40, 3))
+    with pytest.raises(ValueError, match=r"class_weight has keys \[5\] that are not classes of y"):
+        MLPClassifier(class_weight={5: 2.0}, max_iter=2).fit(X, y)
+    with pytest.raises(ValueError, match="class_weight"):
+        MLPClassifier(class_weight="auto", max_iter=2).fit(X, y)
+    with pytest.raises(ValueError, match="class_weight='balanced' is not supported for partial_fit"):
+        MLPClassifier(class_weight="balanced").partial_fit(X, y, classes=[0, 1, 2])
+    Y = np.eye(3)[y]
+    Y[:, 0] = 1
+    with pytest.raises(ValueError, match="class_weight is not supported for multilabel"):
+        MLPClassifier(class_weight={0: 2.0}, max_iter=2).fit(X, Y)
