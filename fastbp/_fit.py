@@ -120,10 +120,10 @@ def split_validation(X, data, fraction):
 
 
 def logs_from_stats(loss_code, stats):
-    """Loss and metrics from the registry's S_* sums."""
+    """Loss and metrics from the registry's S_* sums: means weighted by the sample weights, as the loss."""
     logs = {"loss": stats[R.S_LOSS] / stats[R.S_WEIGHT]}
     if loss_code == R.LOSS_SCE:
-        logs["accuracy"] = stats[R.S_CORRECT] / stats[R.S_COUNT]
+        logs["accuracy"] = stats[R.S_CORRECT] / stats[R.S_WEIGHT]
     elif loss_code == R.LOSS_BCE:
         logs["accuracy"] = stats[R.S_CORRECT] / stats[R.S_ELEMENTS]
     else:

@@ -102,7 +102,10 @@ OK = 0
 NONFINITE_LOSS = 1
 NONFINITE_GRADIENT = 2
 
-# Layout of the per-run statistics array: sums over the samples seen.
+# Layout of the per-run statistics array: sums over the samples seen, each sample's terms
+# times its weight s_n (1 unweighted). S_LOSS: s_n-weighted loss; S_WEIGHT: sum s_n;
+# S_CORRECT, S_SQUARED, S_ABSOLUTE: s_n times correct rows or outputs, squared and absolute
+# errors; S_COUNT: samples; S_ELEMENTS: O sum s_n (elementwise losses only).
 S_LOSS = 0
 S_WEIGHT = 1
 S_CORRECT = 2

@@ -45,12 +45,13 @@ def gather(dst, src, order, start):
 
 
 @kernel
-def _batch_metrics_kernel(metrics, slot, out, labels, target, classify_rows):
+def _batch_metrics_kernel(metrics, slot, out, labels, target, weight, classify_rows):
     # One block: each thread scans a strided share of the batch, then a
     # shared-memory tree adds the partial sums in a fixed order.
     buf = cuda.shared.array(METRIC_THREADS, dtype=metrics.dtype)
     n_rows, n_out = out.shape
     t = cuda.threadIdx.x
+    weighted = weight.size > 0
     correct = metrics.dtype.type(0)
     squared = metrics.dtype.type(0)
     absolute = metrics.dtype.type(0)
@@ -61,16 +62,18 @@ def _batch_metrics_kernel(metrics, slot, out, labels, target, classify_rows):
                 if out[n, j] > out[n, best]:
                     best = j
             if best == labels[n]:
-                correct += 1
+                correct += weight[n] if weighted else 1.0
     else:
         for e in range(t, n_rows * n_out, cuda.blockDim.x):
             n = e // n_out
             j = e - n * n_out
+            s = weight[n] if weighted else 1.0
             d = out[n, j] - target[n, j]
             if (out[n, j] > 0) == (target[n, j] > 0.5):
-                correct += 1
-            squared += d * d
-            absolute += abs(d)
+                correct += s
+            # s (d d) and s |d|, as the CPU's accumulate_stats rounds them.
+            squared += s * (d * d)
+            absolute += s * abs(d)
     correct = block_reduce(buf, correct, False)
     squared = block_reduce(buf, squared, False)
     absolute = block_reduce(buf, absolute, False)
@@ -80,15 +83,18 @@ def _batch_metrics_kernel(metrics, slot, out, labels, target, classify_rows):
         metrics[slot, 2] = absolute
 
 
-def batch_metrics(metrics, slot, out, labels, target, classify_rows):
+def batch_metrics(metrics, slot, out, labels, target, weight, classify_rows):
     """metrics[slot] = (correct, sum of squared errors, sum of absolute errors) of one batch.
 
     With ``classify_rows`` a row is correct when its argmax equals its label
     (softmax cross-entropy); otherwise each output is correct when
     (out > 0) == (target > 0.5) (binary cross-entropy on logits) and the error
-    sums are of out - target (regression). metrics is float64 (n_batches, 3).
+    sums are of out - target (regression). Each sample counts with its weight
+    (weight (N,), or empty for 1), as in the CPU's ``accumulate_stats``.
+    metrics is float64 (n_batches, 3).
     """
-    fixed(_batch_metrics_kernel, 1, METRIC_THREADS)(metrics, slot, out, labels, target, classify_rows)
+    fixed(_batch_metrics_kernel, 1, METRIC_THREADS)(metrics, slot, out, labels, target, weight,
+                                                    classify_rows)
 
 
 @kernel
