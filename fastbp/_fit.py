@@ -126,6 +126,8 @@ def logs_from_stats(loss_code, stats):
         logs["accuracy"] = stats[R.S_CORRECT] / stats[R.S_WEIGHT]
     elif loss_code == R.LOSS_BCE:
         logs["accuracy"] = stats[R.S_CORRECT] / stats[R.S_ELEMENTS]
+    elif loss_code == R.LOSS_POISSON:
+        logs["mae"] = stats[R.S_ABSOLUTE] / stats[R.S_ELEMENTS]  # of the predicted mean exp(eta)
     else:
         logs["mse"] = stats[R.S_SQUARED] / stats[R.S_ELEMENTS]
         logs["mae"] = stats[R.S_ABSOLUTE] / stats[R.S_ELEMENTS]

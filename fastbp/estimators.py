@@ -180,6 +180,7 @@ class _BaseMLP(BaseEstimator):
         if self.early_stopping:
             X, Y, sample_weight, validation = self._hold_out_validation(X, Y, sample_weight)
         batch_size = clipped_batch_size(self.batch_size, X.shape[0])
+        self._offset = self._loss_offset(Y, sample_weight)
         callback = self._prepare_epochs(X.shape[0], batch_size, sample_weight, validation, incremental)
         self.n_iter_ = 0
         self._run_epochs(X, Y, sample_weight, batch_size, callback, incremental)
@@ -223,7 +224,8 @@ class _BaseMLP(BaseEstimator):
         # The objective's theta holds all the weights, then all the biases.
         n_weights = sum(w.size for w in self.coefs_)
         scales = (self._grad_scale, self._loss_scale)
-        fun = LbfgsObjective(objective, n_weights, weight_total, scales, self.alpha)
+        fun = LbfgsObjective(objective, n_weights, weight_total, scales, self.alpha,
+                             self._loss_offset(Y, sample_weight))
         iteration = 0
 
         def report(theta):
@@ -251,6 +253,10 @@ class _BaseMLP(BaseEstimator):
     def _weigh_classes(self, Y, sample_weight, incremental, dtype):
         """sample_weight times each sample's class weight (classifiers); regressors have none."""
         return sample_weight
+
+    def _loss_offset(self, Y, sample_weight):
+        """What scikit-learn's reported loss adds to c times fastbp's (terms of y alone): 0 here."""
+        return 0.0
 
     # ----- the network behind the fitted attributes -------------------------------------
 
@@ -510,9 +516,15 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     """Multi-layer perceptron regressor: scikit-learn's MLPRegressor on fastbp.
 
     Parameters and fitted attributes are scikit-learn's (see
-    ``sklearn.neural_network.MLPRegressor``), with an identity output layer
-    and one output per target column. ``loss='squared_error'`` is the one loss
-    fastbp implements ('poisson' raises ValueError). Also:
+    ``sklearn.neural_network.MLPRegressor``), with one output per target
+    column: an identity output layer for ``loss='squared_error'``, and for
+    ``loss='poisson'`` an exponential one (``out_activation_ = 'exp'``; the
+    network's output is the log of the mean, trained with fastbp's Poisson
+    loss, and ``predict`` returns the mean). ``loss_`` is scikit-learn's: half
+    the squared error, or the half Poisson deviance sum_o mean_n [y log(y / mu)
+    - y + mu], whose y-only terms fastbp's loss leaves out and the estimator
+    adds back from the training targets (exact with one batch per epoch, as
+    the penalty). Also:
 
     dtype : {'float32', 'float64'}, default='float32'
         Precision of the parameters and of the training arithmetic (predictions
@@ -537,32 +549,34 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def fit(self, X, y, sample_weight=None):
         """Fit the network to X and targets y, (n_samples,) or (n_samples, n_outputs)."""
-        self._check_loss()
         return self._fit(X, y, sample_weight, incremental=False)
 
     @available_if(_stochastic)
     def partial_fit(self, X, y, sample_weight=None):
         """One epoch over (X, y), continuing the network of the previous calls."""
-        self._check_loss()
         return self._fit(X, y, sample_weight, incremental=True)
-
-    def _check_loss(self):
-        if self.loss == "poisson":
-            raise ValueError("loss='poisson' is not supported by fastbp.MLPRegressor (fastbp has no "
-                             "Poisson loss); use loss='squared_error', or "
-                             "sklearn.neural_network.MLPRegressor for the Poisson deviance")
 
     def _validate_input(self, X, y, incremental, reset, dtype):
         X, y = self._check_X(X, reset, dtype, y, y_numeric=True)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
+        if self.loss == "poisson" and np.any(y < 0):
+            raise ValueError(f"loss='poisson' needs targets y >= 0 (counts or rates); y has values down "
+                             f"to {np.min(y)}")
         return X, y.astype(dtype)
 
     def _output_activation(self):
-        return "identity"
+        return "exp" if self.loss == "poisson" else "identity"
 
     def _loss_name(self):
-        return "mse"
+        return "poisson" if self.out_activation_ == "exp" else "mse"
+
+    def _loss_offset(self, Y, sample_weight):
+        """The y-only terms of scikit-learn's half Poisson deviance, sum_o mean_n [y log y - y]."""
+        if self.out_activation_ != "exp":
+            return 0.0
+        Y = Y.astype(np.float64)
+        return float(np.sum(np.average(scipy.special.xlogy(Y, Y) - Y, weights=sample_weight, axis=0)))
 
     def _fastbp_targets(self, Y):
         return Y
@@ -571,15 +585,20 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return Y_val
 
     def _score_validated(self, X, y, sample_weight):
-        pred = self._model.decision_function(X)
+        pred = self._mean(self._model.decision_function(X))
         if not np.isfinite(pred).all():
             return np.nan
         return r2_score(y, pred, sample_weight=sample_weight)
 
     def predict(self, X):
         """Predicted targets as float64, (n_samples,) for one output, (n_samples, n_outputs) otherwise."""
-        out = self._forward(X).astype(np.float64)
+        out = self._mean(self._forward(X))
         return out.ravel() if out.shape[1] == 1 else out
+
+    def _mean(self, out):
+        """The predicted mean from the network's outputs: exp for the Poisson loss's log link."""
+        out = out.astype(np.float64)
+        return np.exp(out) if self.out_activation_ == "exp" else out
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -265,11 +265,14 @@ class Sequential:
         return p
 
     def predict(self, X, batch_size=1024):
-        """Class labels for classification losses, the network's outputs otherwise."""
+        """Class labels for classification losses, the mean exp(outputs) for the Poisson loss
+        (whose outputs are the log of the mean), the network's outputs otherwise."""
         if self.loss is not None and self.loss.kind == R.LOSS_SCE:
             return np.argmax(self.decision_function(X, batch_size), axis=1)
         if self.loss is not None and self.loss.kind == R.LOSS_BCE:
             return (self.decision_function(X, batch_size) > 0).astype(np.int64)
+        if self.loss is not None and self.loss.kind == R.LOSS_POISSON:
+            return np.exp(self.decision_function(X, batch_size))
         return self.decision_function(X, batch_size)
 
     # ----- persistence ------------------------------------------------------------------

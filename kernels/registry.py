@@ -71,14 +71,22 @@ OP_DROPOUT = 2
 LOSS_SCE = 0
 LOSS_BCE = 1
 LOSS_MSE = 2
+LOSS_POISSON = 3
 
 Loss = namedtuple("Loss", "name code link")
-"""One loss; link is the activation it applies to the logits itself (fused and stable), or None."""
+"""One loss; link is the activation it applies to the logits itself (fused and stable), or None.
+
+The Poisson loss takes the network's output as the log of the mean, eta, and
+applies exp inside the loss (loss exp(eta) - y eta); exp is no activation of
+fastbp's and there are no probabilities, so its link is None here and
+``Sequential.predict`` returns exp(eta), the predicted mean.
+"""
 
 LOSS_TABLE = (
     Loss("softmax_cross_entropy", LOSS_SCE, "softmax"),
     Loss("binary_cross_entropy", LOSS_BCE, "sigmoid"),
     Loss("mse", LOSS_MSE, None),
+    Loss("poisson", LOSS_POISSON, None),
 )
 
 # ----- optimizers and the layout of their ``hyper`` array --------------------------------

@@ -144,3 +144,21 @@ def test_weighted_metrics_on_cuda_match_cpu(loss):
     # Weighted: not the plain fraction of right answers (a multiple of 1/12 or 1/36).
     n = len(y) * (1 if loss == "softmax_cross_entropy" else 3)
     assert any(abs(a * n - round(a * n)) > 1e-6 for a in runs["cpu"]["accuracy"])
+
+
+def test_poisson_on_cuda_matches_cpu():
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((10, 3))
+    y = rng.poisson(2.0, (10, 2)).astype(np.float64)
+    w = np.linspace(0.5, 2.0, 10)
+    runs = {}
+    for device in ("cpu", "cuda"):
+        model = fastbp.Sequential([fastbp.Dense(3, 4, activation="tanh"), fastbp.Dense(4, 2)], seed=1,
+                                  dtype="float64", device=device)
+        history = model.fit(X, y, epochs=2, batch_size=4, loss="poisson", seed=2, optimizer=fastbp.SGD(0.1),
+                            verbose=0, sample_weight=w)
+        runs[device] = (model.theta.copy(), history.history, model.predict(X))
+    np.testing.assert_allclose(runs["cuda"][0], runs["cpu"][0], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(runs["cuda"][2], runs["cpu"][2], rtol=1e-12)
+    for key in ("loss", "mae"):
+        np.testing.assert_allclose(runs["cuda"][1][key], runs["cpu"][1][key], rtol=1e-12)

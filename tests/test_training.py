@@ -119,13 +119,15 @@ def problem(loss, n=13, n_out=3, seed=0):
         y = rng.integers(0, n_out, n)
     elif loss == "binary_cross_entropy":
         y = rng.uniform(0, 1, (n, n_out)).round(1)  # soft targets, 0 and 1 included
+    elif loss == "poisson":
+        y = rng.poisson(1.5, (n, n_out)).astype(np.float64)  # counts, 0 included
     else:
         y = rng.standard_normal((n, n_out))
     return X, y
 
 
 @pytest.mark.parametrize("loss, weighted", [(SCE, False), (SCE, True), ("binary_cross_entropy", False),
-                                            ("mse", False), ("mse", True)])
+                                            ("mse", False), ("mse", True), ("poisson", True)])
 def test_one_sgd_step_is_minus_lr_times_the_gradient(loss, weighted):
     X, y = problem(loss)
     w = np.random.default_rng(1).uniform(0.2, 2.0, len(X)) if weighted else None
@@ -519,3 +521,29 @@ def test_class_weight_errors_name_the_argument():
         binary.fit(X, rng.uniform(size=10), loss="binary_cross_entropy", class_weight={1: 2.0}, verbose=0)
     with pytest.raises(ValueError, match=r"class_weight has key 2"):
         binary.fit(X, rng.integers(0, 2, 10), loss="binary_cross_entropy", class_weight={2: 2.0}, verbose=0)
+
+
+# ----- the Poisson loss with the log link --------------------------------------------------------------
+
+
+def test_poisson_loss_fits_counts_and_predicts_the_mean():
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-1, 1, (400, 2))
+    mean = np.exp(0.8 * X[:, 0] - 0.5 * X[:, 1] + 0.3)
+    y = rng.poisson(mean).astype(np.float64)
+    model = Sequential([Dense(2, 1)], dtype="float64", seed=0)
+    history = model.fit(X, y, epochs=60, batch_size=400, loss="poisson", optimizer=fastbp.SGD(0.5),
+                        shuffle=False, verbose=0)
+    assert set(history.history) >= {"loss", "mae"} and "mse" not in history.history
+    w, b = model.get_weights()
+    # Full-batch gradient descent on a GLM: the coefficients that generated the counts, to sampling error.
+    np.testing.assert_allclose([w[0, 0], w[1, 0], b[0]], [0.8, -0.5, 0.3], atol=0.2)
+    eta = model.decision_function(X)
+    np.testing.assert_array_equal(model.predict(X), np.exp(eta))
+    metrics = model.evaluate(X, y)
+    assert metrics["loss"] == pytest.approx(np.mean(np.exp(eta[:, 0]) - y * eta[:, 0]), rel=1e-12)
+    assert metrics["mae"] == pytest.approx(np.mean(np.abs(np.exp(eta[:, 0]) - y)), rel=1e-12)
+    with pytest.raises(RuntimeError, match="predict_proba needs a classification loss"):
+        model.predict_proba(X)
+    with pytest.raises(ValueError, match=r"y must hold targets >= 0 for poisson"):
+        model.fit(X, -y, loss="poisson", verbose=0)

@@ -139,6 +139,11 @@ def accumulate_stats(stats, loss, out, labels, target, weight, loss_code):
                 if loss_code == R.LOSS_BCE:
                     if (out[n, j] > 0.0) == (target[n, j] > 0.5):
                         stats[R.S_CORRECT] += s
+                elif loss_code == R.LOSS_POISSON:
+                    # Errors of the predicted mean exp(eta), not of its log.
+                    d = math.exp(out[n, j]) - target[n, j]
+                    stats[R.S_SQUARED] += s * (d * d)
+                    stats[R.S_ABSOLUTE] += s * abs(d)
                 else:
                     d = out[n, j] - target[n, j]
                     stats[R.S_SQUARED] += s * (d * d)

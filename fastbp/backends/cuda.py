@@ -171,7 +171,7 @@ class Trainer:
             opt.steps += 1
             net.O.optimizer_code_update(net.theta, net.grad, self.states[0], state2, net.net.n_weights,
                                         opt.kind, self.hyper, opt.steps)
-            net.T.batch_metrics(self.metrics, batch, out, labels, target, weight, code == R.LOSS_SCE)
+            net.T.batch_metrics(self.metrics, batch, out, labels, target, weight, code)
         self.done = last
         return R.OK, last
 
