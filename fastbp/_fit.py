@@ -45,6 +45,64 @@ def prepare(model, X, y, sample_weight, names):
     return X, Targets(labels, target, weight)
 
 
+def _class_indices(model, data):
+    """(per-sample class index, number of classes) for class_weight; ValueError for other losses."""
+    kind, n_out = model.loss.kind, model.n_outputs
+    if kind == R.LOSS_SCE:
+        return data.labels, n_out
+    if kind == R.LOSS_BCE and n_out == 1:
+        t = data.target[:, 0]
+        if np.any((t != 0) & (t != 1)):
+            raise ValueError("class_weight needs 0/1 targets for binary_cross_entropy; y holds other "
+                             f"values such as {t[(t != 0) & (t != 1)][:3]}")
+        return t.astype(np.int64), 2
+    raise ValueError(f"class_weight needs class labels: softmax_cross_entropy, or binary_cross_entropy "
+                     f"with one output; got {model.loss.name} with {n_out} output(s)")
+
+
+def class_weights(class_weight, classes, n_classes):
+    """The weight of each class 0..n_classes-1, scikit-learn's ``compute_class_weight`` semantics.
+
+    'balanced': n_samples / (n_present * count_c), with n_present the classes that
+    occur in ``classes`` (absent ones never weigh a sample); a dict: its weights, 1
+    for the classes it leaves out, and a ValueError for a key that is not a class.
+    """
+    if isinstance(class_weight, str) and class_weight == "balanced":
+        counts = np.bincount(classes, minlength=n_classes).astype(np.float64)
+        present = counts > 0
+        weights = np.ones(n_classes)
+        weights[present] = classes.size / (np.count_nonzero(present) * counts[present])
+        return weights
+    if not isinstance(class_weight, dict):
+        raise ValueError(f"class_weight must be None, 'balanced' or a dict {{class: weight}}; "
+                         f"got {class_weight!r}")
+    weights = np.ones(n_classes)
+    for key, value in class_weight.items():
+        if (isinstance(key, (bool, np.bool_)) or not isinstance(key, (int, np.integer))
+                or not 0 <= key < n_classes):
+            raise ValueError(f"class_weight has key {key!r}, which is not a class: the classes are "
+                             f"the integers 0..{n_classes - 1}")
+        number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+        if not number or not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"class_weight[{key!r}] must be a finite number >= 0; got {value!r}")
+        weights[int(key)] = float(value)
+    return weights
+
+
+def weigh_classes(model, train, class_weight):
+    """(X, Targets) whose sample weights are multiplied by their class's weight (None: as given)."""
+    if class_weight is None:
+        return train
+    X, data = train
+    classes, n_classes = _class_indices(model, data)
+    per_sample = class_weights(class_weight, classes, n_classes)[classes]
+    if data.weight.size:
+        per_sample = data.weight.astype(np.float64) * per_sample
+    if not per_sample.sum() > 0:
+        raise ValueError("class_weight leaves every training sample with weight 0")
+    return X, Targets(data.labels, data.target, np.ascontiguousarray(per_sample, dtype=model.dtype))
+
+
 def _rows(data, rows):
     return Targets(*(np.ascontiguousarray(a[rows]) if a.size else a for a in data))
 
@@ -62,12 +120,14 @@ def split_validation(X, data, fraction):
 
 
 def logs_from_stats(loss_code, stats):
-    """Loss and metrics from the registry's S_* sums."""
+    """Loss and metrics from the registry's S_* sums: means weighted by the sample weights, as the loss."""
     logs = {"loss": stats[R.S_LOSS] / stats[R.S_WEIGHT]}
     if loss_code == R.LOSS_SCE:
-        logs["accuracy"] = stats[R.S_CORRECT] / stats[R.S_COUNT]
+        logs["accuracy"] = stats[R.S_CORRECT] / stats[R.S_WEIGHT]
     elif loss_code == R.LOSS_BCE:
         logs["accuracy"] = stats[R.S_CORRECT] / stats[R.S_ELEMENTS]
+    elif loss_code == R.LOSS_POISSON:
+        logs["mae"] = stats[R.S_ABSOLUTE] / stats[R.S_ELEMENTS]  # of the predicted mean exp(eta)
     else:
         logs["mse"] = stats[R.S_SQUARED] / stats[R.S_ELEMENTS]
         logs["mae"] = stats[R.S_ABSOLUTE] / stats[R.S_ELEMENTS]

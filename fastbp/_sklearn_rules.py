@@ -54,7 +54,8 @@ def output_scales(out_activation, n_outputs):
     """(c, loss scale): scikit-learn's gradient over fastbp's, its reported loss over fastbp's mean loss."""
     if out_activation == "identity":
         return n_outputs / 2.0, 0.5
-    if out_activation == "logistic":
+    if out_activation in ("logistic", "exp"):
+        # Logistic and exp (Poisson) outputs: scikit-learn sums over outputs what fastbp averages.
         return float(n_outputs), float(n_outputs)
     return 1.0, 1.0
 
@@ -216,7 +217,7 @@ class SklearnEpochs(Callback):
         """The epoch's loss as scikit-learn reports it, in loss_, loss_curve_ and the verbose line."""
         est = self.estimator
         est.n_iter_ += 1
-        est.loss_ = float(mean_loss) * est._loss_scale + self.penalty()
+        est.loss_ = float(mean_loss) * est._loss_scale + est._offset + self.penalty()
         est.t_ += self.n_samples
         est.loss_curve_.append(est.loss_)
         if est.verbose:
@@ -291,9 +292,10 @@ class LbfgsObjective:
     the loss scikit-learn reports at theta.
     """
 
-    def __init__(self, objective, n_weights, weight_total, scales, alpha):
+    def __init__(self, objective, n_weights, weight_total, scales, alpha, offset=0.0):
         self.objective, self.n_weights, self.weight_total = objective, n_weights, weight_total
         self.c, self.loss_scale = scales
+        self.offset = offset  # terms of y alone that scikit-learn's reported loss holds
         self.alpha = alpha
         self.loss = np.nan
 
@@ -303,5 +305,5 @@ class LbfgsObjective:
         penalty = 0.5 * self.alpha * np.dot(w, w) / self.weight_total
         grad *= self.c
         grad[:self.n_weights] += self.alpha * w / self.weight_total
-        self.loss = loss * self.loss_scale + penalty
+        self.loss = loss * self.loss_scale + self.offset + penalty
         return self.c * loss + penalty, grad

@@ -37,6 +37,7 @@ try:
     from sklearn.metrics import accuracy_score, r2_score
     from sklearn.preprocessing import LabelBinarizer
     from sklearn.utils import assert_all_finite, check_random_state
+    from sklearn.utils.class_weight import compute_class_weight
     from sklearn.utils._param_validation import Interval, Options, StrOptions
     from sklearn.utils.metaestimators import available_if
     from sklearn.utils.multiclass import type_of_target, unique_labels
@@ -113,6 +114,7 @@ class _BaseMLP(BaseEstimator):
                                                  copy=True)
         if Y.ndim == 1:
             Y = Y.reshape(-1, 1)
+        sample_weight = self._weigh_classes(Y, sample_weight, incremental, dtype)
         layer_units = [X.shape[1]] + sizes + [Y.shape[1]]
         self._random_state = check_random_state(self.random_state)
         if first_pass:
@@ -190,6 +192,7 @@ class _BaseMLP(BaseEstimator):
         if self.early_stopping:
             X, Y, sample_weight, validation = self._hold_out_validation(X, Y, sample_weight)
         batch_size = clipped_batch_size(self.batch_size, X.shape[0])
+        self._offset = self._loss_offset(Y, sample_weight)
         callback = self._prepare_epochs(X.shape[0], batch_size, sample_weight, validation, incremental)
         self.n_iter_ = 0
         self._run_epochs(X, Y, sample_weight, batch_size, callback, incremental)
@@ -252,7 +255,8 @@ class _BaseMLP(BaseEstimator):
         # The objective's theta holds all the weights, then all the biases.
         n_weights = sum(w.size for w in self.coefs_)
         scales = (self._grad_scale, self._loss_scale)
-        fun = LbfgsObjective(objective, n_weights, weight_total, scales, self.alpha)
+        fun = LbfgsObjective(objective, n_weights, weight_total, scales, self.alpha,
+                             self._loss_offset(Y, sample_weight))
         iteration = 0
 
         def report(theta):
@@ -276,6 +280,14 @@ class _BaseMLP(BaseEstimator):
 
     def _is_classifier(self):
         return isinstance(self, ClassifierMixin)
+
+    def _weigh_classes(self, Y, sample_weight, incremental, dtype):
+        """sample_weight times each sample's class weight (classifiers); regressors have none."""
+        return sample_weight
+
+    def _loss_offset(self, Y, sample_weight):
+        """What scikit-learn's reported loss adds to c times fastbp's (terms of y alone): 0 here."""
+        return 0.0
 
     # ----- the network behind the fitted attributes -------------------------------------
 
@@ -399,16 +411,32 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     device : {'cpu', 'cuda'}, default='cpu'
         Where the network trains ('cuda' needs numba-cuda and an NVIDIA GPU).
 
+    class_weight : dict, 'balanced' or None, default=None
+        Weights of the classes, as in scikit-learn's linear models: each
+        sample's weight (1, or its ``sample_weight``) is multiplied by the weight
+        of its class. A dict maps classes (as in ``y``) to weights, 1 for those
+        it leaves out; 'balanced' gives class c the weight
+        n_samples / (n_classes * count_c) over the classes in ``y`` of this fit
+        (``sklearn.utils.class_weight.compute_class_weight``, counted without
+        sample weights). Not for multilabel targets, nor 'balanced' with
+        ``partial_fit`` (as ``SGDClassifier``). With early stopping, the
+        validation score is weighted too.
+
     >>> clf = MLPClassifier(hidden_layer_sizes=(64,), random_state=0).fit(X, y)
     >>> clf.predict_proba(X[:2])
     """
+
+    _parameter_constraints = {
+        **_BaseMLP._parameter_constraints,
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+    }
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=0.0001,
                  batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5,
                  max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False,
                  warm_start=False, momentum=0.9, nesterovs_momentum=True, early_stopping=False,
                  validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
-                 n_iter_no_change=10, max_fun=15000, dtype=None, device="cpu"):
+                 n_iter_no_change=10, max_fun=15000, dtype=None, device="cpu", class_weight=None):
         _store_params(self, locals())
 
     def fit(self, X, y, sample_weight=None):
@@ -446,6 +474,35 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         # Boolean, as scikit-learn's: the stratified early-stopping split sees (and
         # names in its errors) these; _fastbp_targets makes them numbers.
         return X, self._label_binarizer.transform(y).astype(bool)
+
+    def _weigh_classes(self, Y, sample_weight, incremental, dtype):
+        """sample_weight (or 1) times the weight of each sample's class, from ``class_weight``."""
+        if self.class_weight is None:
+            return sample_weight
+        if self._label_binarizer.y_type_.startswith("multilabel"):
+            raise ValueError("class_weight is not supported for multilabel targets (y is a label "
+                             "indicator matrix); use sample_weight")
+        if incremental and isinstance(self.class_weight, str):
+            raise ValueError("class_weight='balanced' is not supported for partial_fit: the class "
+                             "frequencies of one batch are not those of the data; pass a dict")
+        index = np.argmax(Y, axis=1) if Y.shape[1] > 1 else Y[:, 0].astype(np.int64)
+        classes = np.asarray(self.classes_)
+        if isinstance(self.class_weight, dict):
+            unknown = [k for k in self.class_weight if k not in set(classes.tolist())]
+            if unknown:
+                raise ValueError(f"class_weight has keys {unknown} that are not classes of y; the "
+                                 f"classes are {classes.tolist()}")
+            weights = compute_class_weight(self.class_weight, classes=classes, y=classes[index])
+        else:
+            # 'balanced' counts the classes present in this y, as scikit-learn's linear models.
+            present = np.unique(index)
+            weights = np.ones(len(classes))
+            weights[present] = compute_class_weight("balanced", classes=classes[present],
+                                                    y=classes[index])
+        per_sample = np.asarray(weights, dtype=np.float64)[index]
+        if sample_weight is not None:
+            per_sample = sample_weight.astype(np.float64) * per_sample
+        return per_sample.astype(dtype)
 
     def _output_activation(self):
         return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
@@ -508,9 +565,15 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     """Multi-layer perceptron regressor: scikit-learn's MLPRegressor on fastbp.
 
     Parameters and fitted attributes are scikit-learn's (see
-    ``sklearn.neural_network.MLPRegressor``), with an identity output layer
-    and one output per target column. ``loss='squared_error'`` is the one loss
-    fastbp implements ('poisson' raises ValueError). Also:
+    ``sklearn.neural_network.MLPRegressor``), with one output per target
+    column: an identity output layer for ``loss='squared_error'``, and for
+    ``loss='poisson'`` an exponential one (``out_activation_ = 'exp'``; the
+    network's output is the log of the mean, trained with fastbp's Poisson
+    loss, and ``predict`` returns the mean). ``loss_`` is scikit-learn's: half
+    the squared error, or the half Poisson deviance sum_o mean_n [y log(y / mu)
+    - y + mu], whose y-only terms fastbp's loss leaves out and the estimator
+    adds back from the training targets (exact with one batch per epoch, as
+    the penalty). Also:
 
     dtype : {None, 'float32', 'float64'}, default=None
         Precision of the parameters and of the training arithmetic. None
@@ -537,32 +600,34 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def fit(self, X, y, sample_weight=None):
         """Fit the network to X and targets y, (n_samples,) or (n_samples, n_outputs)."""
-        self._check_loss()
         return self._fit(X, y, sample_weight, incremental=False)
 
     @available_if(_stochastic)
     def partial_fit(self, X, y, sample_weight=None):
         """One epoch over (X, y), continuing the network of the previous calls."""
-        self._check_loss()
         return self._fit(X, y, sample_weight, incremental=True)
-
-    def _check_loss(self):
-        if self.loss == "poisson":
-            raise ValueError("loss='poisson' is not supported by fastbp.MLPRegressor (fastbp has no "
-                             "Poisson loss); use loss='squared_error', or "
-                             "sklearn.neural_network.MLPRegressor for the Poisson deviance")
 
     def _validate_input(self, X, y, incremental, reset, dtype):
         X, y = self._check_X(X, reset, dtype, y, y_numeric=True)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
+        if self.loss == "poisson" and np.any(y < 0):
+            raise ValueError(f"loss='poisson' needs targets y >= 0 (counts or rates); y has values down "
+                             f"to {np.min(y)}")
         return X, y.astype(X.dtype)
 
     def _output_activation(self):
-        return "identity"
+        return "exp" if self.loss == "poisson" else "identity"
 
     def _loss_name(self):
-        return "mse"
+        return "poisson" if self.out_activation_ == "exp" else "mse"
+
+    def _loss_offset(self, Y, sample_weight):
+        """The y-only terms of scikit-learn's half Poisson deviance, sum_o mean_n [y log y - y]."""
+        if self.out_activation_ != "exp":
+            return 0.0
+        Y = Y.astype(np.float64)
+        return float(np.sum(np.average(scipy.special.xlogy(Y, Y) - Y, weights=sample_weight, axis=0)))
 
     def _fastbp_targets(self, Y):
         return Y
@@ -571,7 +636,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return Y_val
 
     def _score_validated(self, X, y, sample_weight):
-        pred = self._model.decision_function(X)
+        pred = self._mean(self._model.decision_function(X))
         if not np.isfinite(pred).all():
             return np.nan
         return r2_score(y, pred, sample_weight=sample_weight)
@@ -582,8 +647,13 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         In the dtype of X and the network combined, as scikit-learn's.
         """
         out, dtype = self._forward(X)
-        out = out.astype(dtype, copy=False)
+        out = self._mean(out).astype(dtype, copy=False)
         return out.ravel() if out.shape[1] == 1 else out
+
+    def _mean(self, out):
+        """The predicted mean from the network's outputs: exp for the Poisson loss's log link."""
+        out = out.astype(np.float64)
+        return np.exp(out) if self.out_activation_ == "exp" else out
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

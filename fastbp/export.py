@@ -353,7 +353,8 @@ def estimator_to_onnx(estimator, path=None, opset=None):
     z = _network(g, model.lowered(), model._param_views(model.theta), "X")
     n_out = estimator.n_outputs_
     if not estimator._is_classifier():
-        g.node("Identity", [z], out="variable")
+        # The Poisson loss's network outputs the log of the mean: predict is its exp.
+        g.node("Exp" if estimator.out_activation_ == "exp" else "Identity", [z], out="variable")
         outputs = [g.tensor("variable", ["N", n_out])]
         doc = "fastbp MLPRegressor"
     else:

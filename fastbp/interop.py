@@ -58,9 +58,6 @@ def from_sklearn(estimator):
         raise TypeError(f"from_sklearn takes a fitted sklearn.neural_network.MLPClassifier or "
                         f"MLPRegressor; got {type(estimator).__name__}")
     check_is_fitted(estimator)
-    if getattr(estimator, "loss", None) == "poisson":
-        raise ValueError("this MLPRegressor has loss='poisson' (an exponential output): fastbp has no Poisson "
-                         "loss, so it cannot continue or reproduce it")
     dtype = np.dtype(estimator.coefs_[0].dtype)
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"the estimator's weights are {dtype}; fastbp takes float32 or float64")

@@ -86,6 +86,27 @@ class MeanSquaredError(Loss):
         return _as_2d_targets(y, n_outputs, self.name, argument)
 
 
+class Poisson(Loss):
+    """Poisson loss with the log link: the network outputs eta, the log of the predicted mean.
+
+    Loss exp(eta) - y eta per output, averaged over outputs and (weighted) samples:
+    the Poisson negative log-likelihood without log(y!), scikit-learn's
+    ``HalfPoissonLoss``. Targets (N, O) (or (N,) when O = 1), finite and >= 0.
+    ``predict`` returns the mean exp(eta); the metric is ``mae`` of that mean.
+    """
+
+    kind = R.LOSS_POISSON
+    name = R.LOSS_TABLE[kind].name
+    metrics = ("mae",)
+
+    def prepare_targets(self, y, n_outputs, argument="y"):
+        y = _as_2d_targets(y, n_outputs, self.name, argument)
+        if np.any(y < 0):
+            raise ValueError(f"{argument} must hold targets >= 0 for {self.name} (counts or rates); "
+                             f"got values down to {y.min()}")
+        return y
+
+
 def _as_2d_targets(y, n_outputs, loss_name, argument):
     y = np.asarray(y)
     if y.dtype.kind not in "iufb":
@@ -106,7 +127,8 @@ for _cls, _names in ((SoftmaxCrossEntropy, ("softmax_cross_entropy", "cross_entr
                                             "sparse_categorical_crossentropy", "categorical_cross_entropy",
                                             "log_loss")),
                      (BinaryCrossEntropy, ("binary_cross_entropy", "binary_crossentropy", "bce")),
-                     (MeanSquaredError, ("mse", "mean_squared_error", "squared_error"))):
+                     (MeanSquaredError, ("mse", "mean_squared_error", "squared_error")),
+                     (Poisson, ("poisson",))):
     for _n in _names:
         _BY_NAME[_n] = _cls
 

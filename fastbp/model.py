@@ -169,7 +169,7 @@ class Sequential:
 
     def fit(self, X, y, epochs=1, batch_size=32, loss=None, optimizer=None, validation_data=None,
             validation_split=0.0, shuffle=True, seed=None, callbacks=(), verbose="auto",
-            sample_weight=None):
+            sample_weight=None, class_weight=None):
         """Train with mini-batch gradient descent; returns a ``History``.
 
         The loss and optimizer come from the arguments or from ``compile``;
@@ -177,6 +177,14 @@ class Sequential:
         or ``validation_split`` holds out the last fraction of X (before
         shuffling). Every epoch's logs hold loss and metrics, their val_*
         counterparts, lr, seconds and samples_per_second.
+
+        ``class_weight`` (None, 'balanced' or a dict {class: weight}) multiplies
+        each training sample's ``sample_weight`` by the weight of its class, as
+        scikit-learn's linear models do; the classes are the labels 0..O-1 of
+        softmax cross-entropy, or 0/1 for binary cross-entropy with one output.
+        'balanced' gives class c the weight n_samples / (n_classes * count_c),
+        counted on the training samples (after ``validation_split``); validation
+        data keeps its own weights. A class missing from the dict weighs 1.
         """
         if loss is not None or optimizer is not None or self.loss is None:
             self.compile(loss if loss is not None else (self.loss or _missing("loss")),
@@ -199,6 +207,7 @@ class Sequential:
                                 "validation_data[0]", "validation_data[1]", "validation_data[2]")
         elif validation_split > 0:
             train, val = _fit.split_validation(*train, validation_split)
+        train = _fit.weigh_classes(self, train, class_weight)
 
         # A schedule or callback that watches val_* needs validation data: say so before any epoch.
         for watcher in [self.optimizer.schedule] + callbacks:
@@ -256,11 +265,14 @@ class Sequential:
         return p
 
     def predict(self, X, batch_size=1024):
-        """Class labels for classification losses, the network's outputs otherwise."""
+        """Class labels for classification losses, the mean exp(outputs) for the Poisson loss
+        (whose outputs are the log of the mean), the network's outputs otherwise."""
         if self.loss is not None and self.loss.kind == R.LOSS_SCE:
             return np.argmax(self.decision_function(X, batch_size), axis=1)
         if self.loss is not None and self.loss.kind == R.LOSS_BCE:
             return (self.decision_function(X, batch_size) > 0).astype(np.int64)
+        if self.loss is not None and self.loss.kind == R.LOSS_POISSON:
+            return np.exp(self.decision_function(X, batch_size))
         return self.decision_function(X, batch_size)
 
     # ----- persistence ------------------------------------------------------------------

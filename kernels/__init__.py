@@ -61,6 +61,8 @@ binary_cross_entropy_forward = public(_losses.binary_cross_entropy_forward,
                                       _losses.BINARY_CROSS_ENTROPY_FORWARD_SPEC)
 binary_cross_entropy_backward = public(_losses.binary_cross_entropy_backward,
                                        _losses.BINARY_CROSS_ENTROPY_BACKWARD_SPEC)
+poisson_forward = public(_losses.poisson_forward, _losses.POISSON_FORWARD_SPEC)
+poisson_backward = public(_losses.poisson_backward, _losses.POISSON_BACKWARD_SPEC)
 
 dropout_forward = public(_dropout.dropout_forward, _dropout.DROPOUT_FORWARD_SPEC)
 dropout_backward = public(_dropout.dropout_backward, _dropout.DROPOUT_BACKWARD_SPEC)
@@ -79,5 +81,6 @@ __all__ = [
     "mse_forward", "mse_backward",
     "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
     "binary_cross_entropy_forward", "binary_cross_entropy_backward",
+    "poisson_forward", "poisson_backward",
     "dropout_forward", "dropout_backward", "sgd_update", "adam_update",
 ]

@@ -71,14 +71,22 @@ OP_DROPOUT = 2
 LOSS_SCE = 0
 LOSS_BCE = 1
 LOSS_MSE = 2
+LOSS_POISSON = 3
 
 Loss = namedtuple("Loss", "name code link")
-"""One loss; link is the activation it applies to the logits itself (fused and stable), or None."""
+"""One loss; link is the activation it applies to the logits itself (fused and stable), or None.
+
+The Poisson loss takes the network's output as the log of the mean, eta, and
+applies exp inside the loss (loss exp(eta) - y eta); exp is no activation of
+fastbp's and there are no probabilities, so its link is None here and
+``Sequential.predict`` returns exp(eta), the predicted mean.
+"""
 
 LOSS_TABLE = (
     Loss("softmax_cross_entropy", LOSS_SCE, "softmax"),
     Loss("binary_cross_entropy", LOSS_BCE, "sigmoid"),
     Loss("mse", LOSS_MSE, None),
+    Loss("poisson", LOSS_POISSON, None),
 )
 
 # ----- optimizers and the layout of their ``hyper`` array --------------------------------
@@ -102,7 +110,10 @@ OK = 0
 NONFINITE_LOSS = 1
 NONFINITE_GRADIENT = 2
 
-# Layout of the per-run statistics array: sums over the samples seen.
+# Layout of the per-run statistics array: sums over the samples seen, each sample's terms
+# times its weight s_n (1 unweighted). S_LOSS: s_n-weighted loss; S_WEIGHT: sum s_n;
+# S_CORRECT, S_SQUARED, S_ABSOLUTE: s_n times correct rows or outputs, squared and absolute
+# errors; S_COUNT: samples; S_ELEMENTS: O sum s_n (elementwise losses only).
 S_LOSS = 0
 S_WEIGHT = 1
 S_CORRECT = 2

@@ -242,6 +242,20 @@ def binary_cross_entropy_backward(logits, target, weight=None):
     return (special.expit(logits) - target) * s[:, None] / (n_out * np.sum(s))
 
 
+def poisson_forward(eta, target, weight=None):
+    """Mean of exp(eta) - y eta (the Poisson negative log-likelihood without log y!), eta = log mean."""
+    eta, target = _f64(eta, target)
+    s = _sample_weights(weight, eta.shape[0])
+    per_element = np.exp(eta) - target * eta
+    return float(np.sum(s * per_element.mean(axis=1)) / np.sum(s))
+
+
+def poisson_backward(eta, target, weight=None):
+    eta, target = _f64(eta, target)
+    s = _sample_weights(weight, eta.shape[0])
+    return (np.exp(eta) - target) * s[:, None] / (eta.shape[1] * np.sum(s))
+
+
 # ----------------------------------------------------------------------------
 # Dropout
 # ----------------------------------------------------------------------------

@@ -21,7 +21,7 @@ def test_codes_are_unique_and_every_table_derives_from_the_registry():
     assert fastbp.kernels.ACTIVATIONS == {a.name: a.code for a in R.ACTIVATION_TABLE if a.backward_from != "rows"}
     assert R.OUTPUT_DERIVABLE == {a.code for a in R.ACTIVATION_TABLE if a.backward_from == "output"}
     for loss in (fastbp.losses.SoftmaxCrossEntropy(), fastbp.losses.BinaryCrossEntropy(),
-                 fastbp.losses.MeanSquaredError()):
+                 fastbp.losses.MeanSquaredError(), fastbp.losses.Poisson()):
         assert (loss.name, loss.link) == (R.LOSS_TABLE[loss.kind].name, R.LOSS_TABLE[loss.kind].link)
     assert len({R.H_LR, R.H_MOMENTUM, R.H_NESTEROV, R.H_WEIGHT_DECAY, R.H_BETA1, R.H_BETA2, R.H_EPS,
                 R.H_DECOUPLED}) == R.N_HYPER

@@ -258,12 +258,15 @@ def _loss_args(name, rng, shape, dtype, weighted):
         cpu.softmax_cross_entropy_forward(np.zeros(1, dtype), probs, z, labels, weight)
         return ((np.full(1, 7, dtype), np.full(shape, 7, dtype), z, labels, weight),
                 (np.full(shape, 7, dtype), probs, labels, weight))
-    target = rng.uniform(0, 1, shape).astype(dtype) if name == "binary_cross_entropy" \
-        else rng.standard_normal(shape).astype(dtype)
+    if name == "poisson":
+        target = rng.poisson(1.5, shape).astype(dtype)
+    else:
+        target = rng.uniform(0, 1, shape).astype(dtype) if name == "binary_cross_entropy" \
+            else rng.standard_normal(shape).astype(dtype)
     return ((np.full(1, 7, dtype), z, target, weight), (np.full(shape, 7, dtype), z, target, weight))
 
 
-LOSSES = ["mse", "softmax_cross_entropy", "binary_cross_entropy"]
+LOSSES = ["mse", "softmax_cross_entropy", "binary_cross_entropy", "poisson"]
 
 
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])

@@ -126,3 +126,39 @@ def test_a_gradient_that_overflows_under_a_finite_loss_stops_both_backends(devic
     assert (info.value.epoch, info.value.batch) == (0, 0)
     np.testing.assert_array_equal(model.get_flat_weights(), before)
     assert model.optimizer.steps == 0
+
+
+@pytest.mark.parametrize("loss", ["softmax_cross_entropy", "binary_cross_entropy"])
+def test_weighted_metrics_on_cuda_match_cpu(loss):
+    X, y = _blobs(12)
+    w = np.linspace(0.2, 3.0, len(y))
+    t = y if loss == "softmax_cross_entropy" else np.stack([y == 0, y == 1, y != 2], axis=1).astype(float)
+    runs = {}
+    for device in ("cpu", "cuda"):
+        model = fastbp.Sequential([fastbp.Dense(5, 3)], seed=1, dtype="float64", device=device)
+        history = model.fit(X, t, epochs=2, batch_size=5, loss=loss, seed=2, optimizer=fastbp.SGD(0.5),
+                            verbose=0, sample_weight=w, validation_data=(X, t, w))
+        runs[device] = history.history
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose(runs["cuda"][key], runs["cpu"][key], rtol=1e-12)
+    # Weighted: not the plain fraction of right answers (a multiple of 1/12 or 1/36).
+    n = len(y) * (1 if loss == "softmax_cross_entropy" else 3)
+    assert any(abs(a * n - round(a * n)) > 1e-6 for a in runs["cpu"]["accuracy"])
+
+
+def test_poisson_on_cuda_matches_cpu():
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((10, 3))
+    y = rng.poisson(2.0, (10, 2)).astype(np.float64)
+    w = np.linspace(0.5, 2.0, 10)
+    runs = {}
+    for device in ("cpu", "cuda"):
+        model = fastbp.Sequential([fastbp.Dense(3, 4, activation="tanh"), fastbp.Dense(4, 2)], seed=1,
+                                  dtype="float64", device=device)
+        history = model.fit(X, y, epochs=2, batch_size=4, loss="poisson", seed=2, optimizer=fastbp.SGD(0.1),
+                            verbose=0, sample_weight=w)
+        runs[device] = (model.theta.copy(), history.history, model.predict(X))
+    np.testing.assert_allclose(runs["cuda"][0], runs["cpu"][0], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(runs["cuda"][2], runs["cpu"][2], rtol=1e-12)
+    for key in ("loss", "mae"):
+        np.testing.assert_allclose(runs["cuda"][1][key], runs["cpu"][1][key], rtol=1e-12)

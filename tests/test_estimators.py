@@ -554,3 +554,79 @@ def test_regression_r2_matches_sklearn():
           f"scikit-learn {np.mean(theirs):.4f} {theirs}")
     assert abs(np.mean(ours) - np.mean(theirs)) <= 0.02
     assert np.mean(ours) > 0.9
+
+
+# ----- class_weight ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("solver", ["sgd", "lbfgs"])
+@pytest.mark.parametrize("labels", [np.array(["a", "b", "b", "c", "c", "c"]), np.array([-1, 1, 1])])
+def test_class_weight_equals_the_matching_sample_weight(labels, solver):
+    from sklearn.utils.class_weight import compute_sample_weight
+
+    rng = np.random.default_rng(0)
+    y = labels[rng.integers(0, len(labels), 40)]  # unbalanced by the repeats in ``labels``
+    X = rng.standard_normal((40, 5))
+    params = dict(hidden_layer_sizes=(7,), solver=solver, max_iter=5, random_state=0, dtype="float64")
+    cw = {labels[0]: 3.0, labels[-1]: 0.5}
+    for class_weight in (cw, "balanced"):
+        clf = MLPClassifier(class_weight=class_weight, **params)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            clf.fit(X, y)
+            ref = MLPClassifier(**params).fit(X, y, sample_weight=compute_sample_weight(class_weight, y))
+            plain = MLPClassifier(**params).fit(X, y)
+        for a, b in zip(clf.coefs_ + clf.intercepts_, ref.coefs_ + ref.intercepts_):
+            np.testing.assert_array_equal(a, b)
+        assert clf.loss_ == ref.loss_
+        assert not np.array_equal(clf.coefs_[0], plain.coefs_[0])
+
+
+def test_class_weight_errors():
+    y = np.array([0, 1, 2, 1] * 10)
+    X = np.random.default_rng(0).standard_normal((40, 3))
+    with pytest.raises(ValueError, match=r"class_weight has keys \[5\] that are not classes of y"):
+        MLPClassifier(class_weight={5: 2.0}, max_iter=2).fit(X, y)
+    with pytest.raises(ValueError, match="class_weight"):
+        MLPClassifier(class_weight="auto", max_iter=2).fit(X, y)
+    with pytest.raises(ValueError, match="class_weight='balanced' is not supported for partial_fit"):
+        MLPClassifier(class_weight="balanced").partial_fit(X, y, classes=[0, 1, 2])
+    Y = np.eye(3)[y]
+    Y[:, 0] = 1
+    with pytest.raises(ValueError, match="class_weight is not supported for multilabel"):
+        MLPClassifier(class_weight={0: 2.0}, max_iter=2).fit(X, Y)
+
+
+# ----- loss='poisson' ------------------------------------------------------------------------------
+
+_COUNTS = np.random.RandomState(5).poisson(np.exp(0.3 * X_SMALL[:, :2] @ [1.0, -0.5] + 0.2)[:, None]
+                                           * np.array([1.0, 2.0]), size=(120, 2)).astype(np.float64)
+
+
+@pytest.mark.parametrize("n_out", [1, 2])
+@pytest.mark.parametrize("solver", [dict(solver="sgd", learning_rate_init=0.05, batch_size=120),
+                                    dict(solver="sgd", learning_rate_init=0.05, batch_size=40),
+                                    dict(solver="lbfgs")], ids=["full-batch", "three-batches", "lbfgs"])
+def test_poisson_follows_sklearn(n_out, solver):
+    """The exp output, loss_ (the half Poisson deviance, y log y included) and predict = exp(output)."""
+    y = _COUNTS[:, 0] if n_out == 1 else _COUNTS
+    params = dict(loss="poisson", max_iter=8, tol=0.0, **SMALL, **solver)
+    ours, theirs = MLPRegressor(dtype="float64", **params), sk_nn.MLPRegressor(**params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours.fit(X_SMALL, y)
+        theirs.fit(X_SMALL, y)
+    assert ours.out_activation_ == theirs.out_activation_ == "exp"
+    _assert_same_weights(ours, theirs, atol=1e-10)
+    np.testing.assert_allclose(ours.predict(X_SMALL), theirs.predict(X_SMALL), rtol=1e-10)
+    if solver.get("batch_size") == 40:
+        # The L2 term of the loss is interpolated within an epoch of 3 batches (the y-only terms are exact).
+        np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-3)
+    else:
+        assert ours.loss_ == pytest.approx(theirs.loss_, rel=1e-10)
+    assert ours.score(X_SMALL, y) == pytest.approx(theirs.score(X_SMALL, y), rel=1e-8)
+
+
+def test_poisson_needs_nonnegative_targets():
+    with pytest.raises(ValueError, match=r"loss='poisson' needs targets y >= 0"):
+        MLPRegressor(loss="poisson").fit(X_SMALL, TARGETS["regression"])

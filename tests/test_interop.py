@@ -113,12 +113,20 @@ def test_from_sklearn_refuses_what_it_cannot_take():
     with pytest.raises(TypeError, match="got LogisticRegression"):
         fastbp.from_sklearn(LogisticRegression())
     _, X, y = _sklearn_problem("regression")
-    poisson = _quiet_fit(sk_nn.MLPRegressor(loss="poisson", max_iter=2), X, np.abs(y))
-    with pytest.raises(ValueError, match="no Poisson loss"):
-        fastbp.from_sklearn(poisson)
     momentum_one = _quiet_fit(sk_nn.MLPRegressor(solver="sgd", momentum=1.0, max_iter=1), X, y)
     with pytest.raises(ValueError, match="momentum"):
         fastbp.from_sklearn(momentum_one)
+
+
+def test_from_sklearn_takes_a_poisson_regressor():
+    pytest.importorskip("sklearn")
+    from sklearn import neural_network as sk_nn
+
+    _, X, y = _sklearn_problem("regression")
+    poisson = _quiet_fit(sk_nn.MLPRegressor(loss="poisson", max_iter=5, random_state=0), X, np.abs(y) / 10)
+    ours = fastbp.from_sklearn(poisson)
+    assert ours.loss == "poisson" and ours.out_activation_ == "exp"
+    np.testing.assert_allclose(ours.predict(X), poisson.predict(X), rtol=1e-12)
 
 
 def test_import_fastbp_and_from_sklearn_do_not_import_sklearn():

@@ -12,7 +12,7 @@ from fastbp.kernels import (
     softmax_cross_entropy_forward,
 )
 
-LOSSES = ["mse", "softmax_cross_entropy", "binary_cross_entropy"]
+LOSSES = ["mse", "softmax_cross_entropy", "binary_cross_entropy", "poisson"]
 WEIGHTING = ["unweighted", "weighted"]
 
 
@@ -25,6 +25,9 @@ def _problem(rng, loss, shape, dtype, weighting):
     elif loss == "binary_cross_entropy":
         target = rng.uniform(0, 1, size=shape).astype(dtype)  # soft targets are allowed
         target[rng.uniform(size=shape) < 0.5] = 1.0
+    elif loss == "poisson":
+        pred = (0.7 * rng.standard_normal(shape)).astype(dtype)  # log of means around 1
+        target = rng.poisson(1.5, size=shape).astype(dtype)  # counts, 0 included
     else:
         target = rng.standard_normal(shape).astype(dtype)
     if weighting == "weighted":
@@ -240,3 +243,18 @@ def test_zero_size_batch_and_bad_loss_buffer_are_rejected():
         mse_forward(np.empty(()), np.zeros((2, 3)), np.zeros((2, 3)), np.empty(0))
     with pytest.raises(KernelArgumentError, match=r"argument 'target' must be float64 like the arrays"):
         mse_forward(np.empty(1), np.zeros((2, 3)), np.zeros((2, 3), np.float32), np.empty(0))
+
+
+def test_poisson_by_hand(backend):
+    # eta = (0, log 2), y = (3, 1): element losses exp(0) - 0 = 1 and 2 - log 2; mean over 2 outputs.
+    # Gradient (exp(eta) - y) / O = ((1 - 3) / 2, (2 - 1) / 2).
+    eta = np.array([[0.0, np.log(2.0)]])
+    y = np.array([[3.0, 1.0]])
+    value, _ = _forward(backend, "poisson", eta, y, np.empty(0))
+    assert value == pytest.approx((1.0 + 2.0 - np.log(2.0)) / 2, rel=1e-14)
+    np.testing.assert_allclose(_backward(backend, "poisson", eta, y, np.empty(0), None), [[-1.0, 0.5]],
+                               rtol=1e-14)
+    # Weights (3, 1) on two one-output samples with losses 1 (eta 0, y 0) and e - 2 (eta 1, y 2).
+    value, _ = _forward(backend, "poisson", np.array([[0.0], [1.0]]), np.array([[0.0], [2.0]]),
+                        np.array([3.0, 1.0]))
+    assert value == pytest.approx((3 * 1.0 + (np.e - 2.0)) / 4, rel=1e-14)

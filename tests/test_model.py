@@ -327,3 +327,49 @@ def test_threads_predicting_with_one_model_share_no_buffers():
             got = list(pool.map(lambda X: model.decision_function(X, batch_size=64), inputs))
             for e, g in zip(expected, got):
                 np.testing.assert_array_equal(g, e)
+
+
+# ----- metrics weighted by sample_weight, as the loss is -------------------------------------------
+
+# Three samples with weights 1, 2, 5 on a one-input network whose weights are set by hand.
+_X3 = np.array([[-1.0], [1.0], [2.0]])
+_W3 = np.array([1.0, 2.0, 5.0])
+
+
+def _by_hand(device, n_out, W, loss):
+    from backends import BACKENDS
+
+    if device not in BACKENDS:
+        pytest.skip(f"{device} is not available")
+    model = Sequential([Dense(1, n_out)], dtype="float64", seed=0, device=device)
+    model.set_weights([np.array([W], dtype=np.float64), np.zeros(n_out)])
+    return model.compile(loss, fastbp.SGD(0.1))
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_weighted_metrics_by_hand(device):
+    # Softmax: logits (-1, 1), (1, -1), (2, -2) -> argmax 1, 0, 0; labels 1, 1, 0: right, wrong, right.
+    sce = _by_hand(device, 2, [1.0, -1.0], "softmax_cross_entropy")
+    labels = np.array([1, 1, 0])
+    # BCE on logits -1, 1, 2 with targets 0, 1, 0: right, right, wrong.
+    bce = _by_hand(device, 1, [1.0], "binary_cross_entropy")
+    bits = np.array([0.0, 1.0, 0.0])
+    # MSE on outputs -1, 1, 2 with targets 0, 1, 0: errors -1, 0, 2.
+    mse = _by_hand(device, 1, [1.0], "mse")
+    cases = [(sce, labels, {"accuracy": (1 + 5) / 8}, {"accuracy": 2 / 3}),
+             (bce, bits, {"accuracy": 3 / 8}, {"accuracy": 2 / 3}),
+             (mse, bits, {"mse": (1 + 5 * 4) / 8, "mae": (1 + 5 * 2) / 8}, {"mse": 5 / 3, "mae": 1.0})]
+    for model, y, weighted, plain in cases:
+        theta = model.theta.copy()
+        for key, value in weighted.items():
+            assert model.evaluate(_X3, y, sample_weight=_W3)[key] == pytest.approx(value, rel=1e-12)
+        for key, value in plain.items():
+            assert model.evaluate(_X3, y)[key] == pytest.approx(value, rel=1e-12)
+        # One full batch: the epoch's metrics are those of the outputs before its update.
+        logs = model.fit(_X3, y, epochs=1, batch_size=3, shuffle=False, sample_weight=_W3, verbose=0).history
+        for key, value in weighted.items():
+            assert logs[key][0] == pytest.approx(value, rel=1e-12)
+        model.set_flat_weights(theta)
+        logs = model.fit(_X3, y, epochs=1, batch_size=3, shuffle=False, verbose=0).history
+        for key, value in plain.items():
+            assert logs[key][0] == pytest.approx(value, rel=1e-12)

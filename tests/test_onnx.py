@@ -267,6 +267,20 @@ def test_regressor_outputs_variable(n_outputs, dtype):
         assert_close(out["variable"], reg.predict(X).reshape(60, n_outputs), RTOL[dtype])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_poisson_regressor_outputs_the_mean(dtype):
+    pytest.importorskip("sklearn")
+    X = data(5, dtype, n=60, scale=1.0)
+    y = np.random.default_rng(1).poisson(np.exp(0.5 * X[:, :2]), size=(60, 2)).astype(dtype)
+    reg = _fit(fastbp.MLPRegressor(loss="poisson", hidden_layer_sizes=(6,), max_iter=5, random_state=0,
+                                   dtype=dtype), X, y)
+    names, results = run(reg.to_onnx(), X)
+    assert names == ["variable"]
+    for out in results.values():
+        assert_close(out["variable"], reg.predict(X), RTOL[dtype])
+        assert np.all(out["variable"] > 0)  # exp of the network's output, not the output
+
+
 def test_unfitted_estimator_is_refused():
     sklearn = pytest.importorskip("sklearn")
     with pytest.raises(sklearn.exceptions.NotFittedError):

@@ -119,13 +119,15 @@ def problem(loss, n=13, n_out=3, seed=0):
         y = rng.integers(0, n_out, n)
     elif loss == "binary_cross_entropy":
         y = rng.uniform(0, 1, (n, n_out)).round(1)  # soft targets, 0 and 1 included
+    elif loss == "poisson":
+        y = rng.poisson(1.5, (n, n_out)).astype(np.float64)  # counts, 0 included
     else:
         y = rng.standard_normal((n, n_out))
     return X, y
 
 
 @pytest.mark.parametrize("loss, weighted", [(SCE, False), (SCE, True), ("binary_cross_entropy", False),
-                                            ("mse", False), ("mse", True)])
+                                            ("mse", False), ("mse", True), ("poisson", True)])
 def test_one_sgd_step_is_minus_lr_times_the_gradient(loss, weighted):
     X, y = problem(loss)
     w = np.random.default_rng(1).uniform(0.2, 2.0, len(X)) if weighted else None
@@ -461,3 +463,87 @@ def test_no_allocation_per_training_step(tmp_path):
         assert per_epoch > 0
         assert runs["5x16"]["alloc"] - runs["1x16"]["alloc"] == 4 * per_epoch, (kind, runs)
         assert runs["10x16"]["alloc"] - runs["5x16"]["alloc"] == 5 * per_epoch, (kind, runs)
+
+
+# ----- class_weight: the weight of each sample's class multiplies its sample_weight ------------------
+
+
+def _fit_theta(loss, X, y, n_out, **kwargs):
+    model = Sequential([Dense(X.shape[1], 6, activation="tanh"), Dense(6, n_out)], dtype="float64", seed=3)
+    model.fit(X, y, epochs=3, batch_size=7, loss=loss, optimizer=fastbp.SGD(lr=0.1), seed=0, verbose=0,
+              **kwargs)
+    return model.theta
+
+
+@pytest.mark.parametrize("loss, n_out", [(SCE, 3), ("binary_cross_entropy", 1)])
+def test_class_weight_equals_the_matching_sample_weight(loss, n_out):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((23, 4))
+    # Unbalanced classes: the last class of softmax takes 3 in 5 samples, class 1 of BCE 3 in 10.
+    y = np.minimum(rng.integers(0, 5, 23), 2) if n_out > 1 else (rng.uniform(size=23) < 0.3).astype(np.int64)
+    counts = np.bincount(y, minlength=max(n_out, 2))
+    cw = {0: 0.5, 1: 2.0}
+    for c, expected in (("dict", np.array([cw.get(int(k), 1.0) for k in y])),
+                        ("balanced", len(y) / (np.count_nonzero(counts) * counts[y]))):
+        theta = _fit_theta(loss, X, y, n_out, class_weight=cw if c == "dict" else "balanced")
+        np.testing.assert_array_equal(theta, _fit_theta(loss, X, y, n_out, sample_weight=expected))
+        assert not np.array_equal(theta, _fit_theta(loss, X, y, n_out))
+    # With a sample_weight too, the two multiply.
+    sw = rng.integers(1, 4, len(y)).astype(np.float64)
+    np.testing.assert_array_equal(_fit_theta(loss, X, y, n_out, class_weight=cw, sample_weight=sw),
+                                  _fit_theta(loss, X, y, n_out,
+                                             sample_weight=sw * np.array([cw.get(int(k), 1.0) for k in y])))
+
+
+def test_balanced_class_weight_by_hand():
+    # Labels 0, 0, 0, 1 of 3 classes (class 2 absent): n / (n_present * count) = 4/6 and 4/2.
+    weights = fastbp._fit.class_weights("balanced", np.array([0, 0, 0, 1]), 3)
+    np.testing.assert_allclose(weights, [4 / 6, 2.0, 1.0])
+
+
+def test_class_weight_errors_name_the_argument():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((10, 3))
+    model = Sequential([Dense(3, 3)], seed=0)
+    y = rng.integers(0, 3, 10)
+    with pytest.raises(ValueError, match=r"class_weight has key 3, which is not a class.*0\.\.2"):
+        model.fit(X, y, loss=SCE, class_weight={3: 2.0}, verbose=0)
+    with pytest.raises(ValueError, match=r"class_weight has key 'a'"):
+        model.fit(X, y, loss=SCE, class_weight={"a": 2.0}, verbose=0)
+    with pytest.raises(ValueError, match=r"class_weight\[1\] must be a finite number >= 0"):
+        model.fit(X, y, loss=SCE, class_weight={1: -1.0}, verbose=0)
+    with pytest.raises(ValueError, match=r"class_weight must be None, 'balanced' or a dict"):
+        model.fit(X, y, loss=SCE, class_weight="auto", verbose=0)
+    with pytest.raises(ValueError, match=r"class_weight needs class labels.*got mse"):
+        model.fit(X, rng.standard_normal((10, 3)), loss="mse", class_weight="balanced", verbose=0)
+    binary = Sequential([Dense(3, 1)], seed=0)
+    with pytest.raises(ValueError, match=r"class_weight needs 0/1 targets"):
+        binary.fit(X, rng.uniform(size=10), loss="binary_cross_entropy", class_weight={1: 2.0}, verbose=0)
+    with pytest.raises(ValueError, match=r"class_weight has key 2"):
+        binary.fit(X, rng.integers(0, 2, 10), loss="binary_cross_entropy", class_weight={2: 2.0}, verbose=0)
+
+
+# ----- the Poisson loss with the log link --------------------------------------------------------------
+
+
+def test_poisson_loss_fits_counts_and_predicts_the_mean():
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-1, 1, (400, 2))
+    mean = np.exp(0.8 * X[:, 0] - 0.5 * X[:, 1] + 0.3)
+    y = rng.poisson(mean).astype(np.float64)
+    model = Sequential([Dense(2, 1)], dtype="float64", seed=0)
+    history = model.fit(X, y, epochs=60, batch_size=400, loss="poisson", optimizer=fastbp.SGD(0.5),
+                        shuffle=False, verbose=0)
+    assert set(history.history) >= {"loss", "mae"} and "mse" not in history.history
+    w, b = model.get_weights()
+    # Full-batch gradient descent on a GLM: the coefficients that generated the counts, to sampling error.
+    np.testing.assert_allclose([w[0, 0], w[1, 0], b[0]], [0.8, -0.5, 0.3], atol=0.2)
+    eta = model.decision_function(X)
+    np.testing.assert_array_equal(model.predict(X), np.exp(eta))
+    metrics = model.evaluate(X, y)
+    assert metrics["loss"] == pytest.approx(np.mean(np.exp(eta[:, 0]) - y * eta[:, 0]), rel=1e-12)
+    assert metrics["mae"] == pytest.approx(np.mean(np.abs(np.exp(eta[:, 0]) - y)), rel=1e-12)
+    with pytest.raises(RuntimeError, match="predict_proba needs a classification loss"):
+        model.predict_proba(X)
+    with pytest.raises(ValueError, match=r"y must hold targets >= 0 for poisson"):
+        model.fit(X, -y, loss="poisson", verbose=0)

@@ -104,10 +104,18 @@ def backward(net, ws, theta, grad, nb):
 
 @jit
 def accumulate_stats(stats, loss, out, labels, target, weight, loss_code):
-    """Add one batch's loss (weighted by its sample-weight total) and metrics to stats."""
+    """Add one batch's loss and metrics to stats, each sample counted with its weight s_n.
+
+    The loss (a weighted mean already) enters times the batch's weight total;
+    correct predictions and squared and absolute errors as sums of s_n times
+    the sample's terms, over S_WEIGHT = sum s_n (rows) or S_ELEMENTS = O sum s_n
+    (elements): weighted means, as the loss is. Unweighted, s_n = 1 and these
+    are plain counts and sums.
+    """
     nb, n_out = out.shape
+    weighted = weight.size > 0
     total = 0.0
-    if weight.size:
+    if weighted:
         for n in range(nb):
             total += weight[n]
     else:
@@ -122,18 +130,24 @@ def accumulate_stats(stats, loss, out, labels, target, weight, loss_code):
                 if out[n, j] > out[n, best]:
                     best = j
             if best == labels[n]:
-                stats[R.S_CORRECT] += 1.0
+                stats[R.S_CORRECT] += weight[n] if weighted else 1.0
     else:
-        stats[R.S_ELEMENTS] += nb * n_out
+        stats[R.S_ELEMENTS] += total * n_out
         for n in range(nb):
+            s = weight[n] if weighted else 1.0
             for j in range(n_out):
                 if loss_code == R.LOSS_BCE:
                     if (out[n, j] > 0.0) == (target[n, j] > 0.5):
-                        stats[R.S_CORRECT] += 1.0
+                        stats[R.S_CORRECT] += s
+                elif loss_code == R.LOSS_POISSON:
+                    # Errors of the predicted mean exp(eta), not of its log.
+                    d = math.exp(out[n, j]) - target[n, j]
+                    stats[R.S_SQUARED] += s * (d * d)
+                    stats[R.S_ABSOLUTE] += s * abs(d)
                 else:
                     d = out[n, j] - target[n, j]
-                    stats[R.S_SQUARED] += d * d
-                    stats[R.S_ABSOLUTE] += abs(d)
+                    stats[R.S_SQUARED] += s * (d * d)
+                    stats[R.S_ABSOLUTE] += s * abs(d)
 
 
 @jit

@@ -171,7 +171,7 @@ class Trainer:
             opt.steps += 1
             net.O.optimizer_code_update(net.theta, net.grad, self.states[0], state2, net.net.n_weights,
                                         opt.kind, self.hyper, opt.steps)
-            net.T.batch_metrics(self.metrics, batch, out, labels, target, code == R.LOSS_SCE)
+            net.T.batch_metrics(self.metrics, batch, out, labels, target, weight, code)
         self.done = last
         return R.OK, last
 
@@ -207,7 +207,7 @@ class Trainer:
         stats[R.S_WEIGHT] = float(totals.sum())
         stats[R.S_COUNT] = float(n)
         stats[R.S_CORRECT], stats[R.S_SQUARED], stats[R.S_ABSOLUTE] = metrics.sum(axis=0)
-        stats[R.S_ELEMENTS] = float(n * self.model.n_outputs)
+        stats[R.S_ELEMENTS] = stats[R.S_WEIGHT] * self.model.n_outputs
         self.sync_parameters()
         return R.OK, self.n_batches
 

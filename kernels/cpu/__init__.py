@@ -16,6 +16,6 @@ from .dense import dense_act_backward, dense_act_forward, dense_backward, dense_
 from .dropout import dropout_backward, dropout_forward  # noqa: F401
 from .losses import (  # noqa: F401
     binary_cross_entropy_backward, binary_cross_entropy_forward, mse_backward, mse_forward,
-    softmax_cross_entropy_backward, softmax_cross_entropy_forward,
+    poisson_backward, poisson_forward, softmax_cross_entropy_backward, softmax_cross_entropy_forward,
 )
 from .optim import adam_update, sgd_update  # noqa: F401

@@ -4,8 +4,8 @@ The batch mean is taken here and only here, so every other backward kernel is
 a plain sum over the batch. With per-sample weights s_n the mean is the
 weighted mean sum_n s_n l_n / sum_n s_n; a zero-size ``weight`` array means
 unweighted (s_n = 1), and a batch whose weights are all 0 has loss 0 and
-gradient 0 (it carries no information, and 0/0 must not pass for divergence). Elementwise losses (MSE, BCE) also average over the O
-outputs, as PyTorch's and Keras's default reductions do.
+gradient 0 (it carries no information, and 0/0 must not pass for divergence). Elementwise losses
+(MSE, BCE, Poisson) also average over the O outputs, as PyTorch's and Keras's default reductions do.
 
 Forward kernels write into ``loss``, a one-element array, instead of returning
 a value, so that the CPU and GPU kernels share one signature and the GPU can
@@ -20,7 +20,7 @@ import math
 from .._checks import ArgSpec
 from .._jit import jit
 from .._scalar import log1p_exp, sigmoid
-from ..registry import LOSS_BCE, LOSS_SCE
+from ..registry import LOSS_BCE, LOSS_POISSON, LOSS_SCE
 
 
 @jit
@@ -165,6 +165,49 @@ def binary_cross_entropy_backward(dlogits, logits, target, weight):
             dlogits[n, j] = s * (sigmoid(logits[n, j]) - target[n, j])
 
 
+POISSON_FORWARD_SPEC = ArgSpec(
+    [("loss", "L"), ("pred", "NO"), ("target", "NO"), ("weight", "N?")], writes=("loss",))
+
+
+@jit
+def poisson_forward(loss, pred, target, weight):
+    """Poisson loss with the log link: pred is eta = log of the predicted mean.
+
+    pred (N, O), target (N, O) >= 0, weight (N,) or empty ->
+    loss[0] = sum_n s_n sum_o [exp(eta) - y eta] / (O sum_n s_n): the negative
+    log-likelihood without its constant log(y!), scikit-learn's
+    ``HalfPoissonLoss`` (the deviance minus terms that depend on y alone).
+    """
+    n_rows, n_out = pred.shape
+    total = 0.0
+    for n in range(n_rows):
+        row = 0.0
+        for j in range(n_out):
+            eta = pred[n, j]
+            row += math.exp(eta) - target[n, j] * eta
+        total += row * (weight[n] if weight.size else 1.0)
+    loss[0] = total * _inverse_total(weight, n_rows) / n_out
+
+
+POISSON_BACKWARD_SPEC = ArgSpec(
+    [("dpred", "NO"), ("pred", "NO"), ("target", "NO"), ("weight", "N?")], writes=("dpred",))
+
+
+@jit
+def poisson_backward(dpred, pred, target, weight):
+    """dpred (N, O) = s_n (exp(eta) - y) / (O sum_n s_n), overwritten.
+
+    d/deta [exp(eta) - y eta] = exp(eta) - y: the log link is the canonical one,
+    so the gradient is mean minus target, as for the other fused losses.
+    """
+    n_rows, n_out = pred.shape
+    scale = _inverse_total(weight, n_rows) / n_out
+    for n in range(n_rows):
+        s = scale * (weight[n] if weight.size else 1.0)
+        for j in range(n_out):
+            dpred[n, j] = s * (math.exp(pred[n, j]) - target[n, j])
+
+
 # ----- dispatch by loss code (what the compiled training loop calls) ------------------------
 
 
@@ -179,6 +222,8 @@ def loss_code_forward(loss, probs, out, labels, target, weight, code):
         softmax_cross_entropy_forward(loss, probs, out, labels, weight)
     elif code == LOSS_BCE:
         binary_cross_entropy_forward(loss, out, target, weight)
+    elif code == LOSS_POISSON:
+        poisson_forward(loss, out, target, weight)
     else:
         mse_forward(loss, out, target, weight)
 
@@ -190,5 +235,7 @@ def loss_code_backward(dout, probs, out, labels, target, weight, code):
         softmax_cross_entropy_backward(dout, probs, labels, weight)
     elif code == LOSS_BCE:
         binary_cross_entropy_backward(dout, out, target, weight)
+    elif code == LOSS_POISSON:
+        poisson_backward(dout, out, target, weight)
     else:
         mse_backward(dout, out, target, weight)

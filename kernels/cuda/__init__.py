@@ -68,6 +68,8 @@ binary_cross_entropy_forward = public(losses.binary_cross_entropy_forward,
                                       _cpu_losses.BINARY_CROSS_ENTROPY_FORWARD_SPEC)
 binary_cross_entropy_backward = public(losses.binary_cross_entropy_backward,
                                        _cpu_losses.BINARY_CROSS_ENTROPY_BACKWARD_SPEC)
+poisson_forward = public(losses.poisson_forward, _cpu_losses.POISSON_FORWARD_SPEC)
+poisson_backward = public(losses.poisson_backward, _cpu_losses.POISSON_BACKWARD_SPEC)
 
 dropout_forward = public(dropout.dropout_forward, _cpu_dropout.DROPOUT_FORWARD_SPEC)
 dropout_backward = public(dropout.dropout_backward, _cpu_dropout.DROPOUT_BACKWARD_SPEC)
@@ -86,5 +88,6 @@ __all__ = [
     "mse_forward", "mse_backward",
     "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
     "binary_cross_entropy_forward", "binary_cross_entropy_backward",
+    "poisson_forward", "poisson_backward",
     "dropout_forward", "dropout_backward", "sgd_update", "adam_update",
 ]

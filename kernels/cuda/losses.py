@@ -3,7 +3,7 @@
 Same names, arguments and conventions as ``fastbp.kernels.cpu.losses``: the
 batch mean is taken here and only here; with per-sample weights s_n the mean
 is sum_n s_n l_n / sum_n s_n and a zero-size ``weight`` means unweighted;
-elementwise losses (MSE, BCE) also average over the O outputs.
+elementwise losses (MSE, BCE, Poisson) also average over the O outputs.
 
 Forward kernels write the mean into ``loss``, a device array of shape (1,),
 so the loss stays on the device: no copy, no host synchronization. They run
@@ -30,7 +30,7 @@ import math
 import numpy as np
 
 from .._scalar import log1p_exp, sigmoid
-from ..registry import LOSS_BCE, LOSS_SCE
+from ..registry import LOSS_BCE, LOSS_POISSON, LOSS_SCE
 from ._launch import MAX_BLOCKS, cdiv, dev, fixed, pow2_threads
 from ._numba_cuda import cuda, device, kernel
 from ._reduce import block_reduce
@@ -181,6 +181,39 @@ def _binary_cross_entropy_backward_kernel(dlogits, logits, target, weight):
         dlogits[n, j] = s * (sigmoid(logits[n, j]) - target[n, j])
 
 
+@kernel
+def _poisson_forward_kernel(loss, pred, target, weight):
+    """One block: loss[0] = sum_n s_n sum_o [exp(eta) - y eta] / (O sum_n s_n)."""
+    buf = cuda.shared.array(LOSS_THREADS, np.float64)
+    n_rows, n_cols = pred.shape
+    weighted = weight.size > 0
+    total = 0.0
+    for e in range(cuda.threadIdx.x, n_rows * n_cols, cuda.blockDim.x):
+        n = e // n_cols
+        j = e - n * n_cols
+        eta = pred[n, j]
+        term = math.exp(eta) - target[n, j] * eta
+        total += term * weight[n] if weighted else term
+    total = block_reduce(buf, total, False)
+    inv_total = _inverse_total(buf, weight, n_rows)
+    if cuda.threadIdx.x == 0:
+        loss[0] = total * inv_total / n_cols
+
+
+@kernel
+def _poisson_backward_kernel(dpred, pred, target, weight):
+    """dpred[n, o] = s_n (exp(eta) - y) / (O sum_n s_n), one element per thread."""
+    buf = cuda.shared.array(LOSS_THREADS, np.float64)
+    n_rows, n_cols = pred.shape
+    weighted = weight.size > 0
+    scale = _inverse_total(buf, weight, n_rows) / n_cols
+    for e in range(cuda.grid(1), n_rows * n_cols, cuda.gridsize(1)):
+        n = e // n_cols
+        j = e - n * n_cols
+        s = scale * weight[n] if weighted else scale
+        dpred[n, j] = s * (math.exp(pred[n, j]) - target[n, j])
+
+
 def _single_block(kernel_, work):
     return fixed(kernel_, 1, pow2_threads(work, LOSS_THREADS))
 
@@ -250,12 +283,31 @@ def binary_cross_entropy_backward(dlogits, logits, target, weight):
     launch(dlogits, logits, target, weight)
 
 
+def poisson_forward(loss, pred, target, weight):
+    """Poisson loss with the log link: pred is eta = log of the predicted mean.
+
+    pred (N, O), target (N, O) >= 0, weight (N,) or empty ->
+    loss[0] = sum_n s_n sum_o [exp(eta) - y eta] / (O sum_n s_n), without the
+    constant log(y!) (scikit-learn's ``HalfPoissonLoss``); loss (1,) on the device.
+    """
+    loss, pred, target, weight = dev(loss), dev(pred), dev(target), dev(weight)
+    _single_block(_poisson_forward_kernel, pred.size)(loss, pred, target, weight)
+
+
+def poisson_backward(dpred, pred, target, weight):
+    """dpred (N, O) = s_n (exp(eta) - y) / (O sum_n s_n), overwritten."""
+    dpred, pred, target, weight = dev(dpred), dev(pred), dev(target), dev(weight)
+    _gradient(_poisson_backward_kernel, pred.shape, weight)(dpred, pred, target, weight)
+
+
 def loss_code_forward(loss, probs, out, labels, target, weight, code):
     """Mean loss of the batch into loss[0] for the loss ``code``, as on the CPU."""
     if code == LOSS_SCE:
         softmax_cross_entropy_forward(loss, probs, out, labels, weight)
     elif code == LOSS_BCE:
         binary_cross_entropy_forward(loss, out, target, weight)
+    elif code == LOSS_POISSON:
+        poisson_forward(loss, out, target, weight)
     else:
         mse_forward(loss, out, target, weight)
 
@@ -266,5 +318,7 @@ def loss_code_backward(dout, probs, out, labels, target, weight, code):
         softmax_cross_entropy_backward(dout, probs, labels, weight)
     elif code == LOSS_BCE:
         binary_cross_entropy_backward(dout, out, target, weight)
+    elif code == LOSS_POISSON:
+        poisson_backward(dout, out, target, weight)
     else:
         mse_backward(dout, out, target, weight)

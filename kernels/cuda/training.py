@@ -7,6 +7,7 @@ device array, so the host reads them once per epoch instead of once per step.
 """
 import math
 
+from ..registry import LOSS_POISSON, LOSS_SCE
 from ._launch import cdiv, elementwise, fixed
 from ._numba_cuda import cuda, kernel
 from ._reduce import block_reduce
@@ -45,32 +46,38 @@ def gather(dst, src, order, start):
 
 
 @kernel
-def _batch_metrics_kernel(metrics, slot, out, labels, target, classify_rows):
+def _batch_metrics_kernel(metrics, slot, out, labels, target, weight, code):
     # One block: each thread scans a strided share of the batch, then a
     # shared-memory tree adds the partial sums in a fixed order.
     buf = cuda.shared.array(METRIC_THREADS, dtype=metrics.dtype)
     n_rows, n_out = out.shape
     t = cuda.threadIdx.x
+    weighted = weight.size > 0
     correct = metrics.dtype.type(0)
     squared = metrics.dtype.type(0)
     absolute = metrics.dtype.type(0)
-    if classify_rows:
+    if code == LOSS_SCE:
         for n in range(t, n_rows, cuda.blockDim.x):
             best = 0
             for j in range(1, n_out):
                 if out[n, j] > out[n, best]:
                     best = j
             if best == labels[n]:
-                correct += 1
+                correct += weight[n] if weighted else 1.0
     else:
         for e in range(t, n_rows * n_out, cuda.blockDim.x):
             n = e // n_out
             j = e - n * n_out
-            d = out[n, j] - target[n, j]
+            s = weight[n] if weighted else 1.0
+            if code == LOSS_POISSON:
+                d = math.exp(out[n, j]) - target[n, j]  # the error of the predicted mean
+            else:
+                d = out[n, j] - target[n, j]
             if (out[n, j] > 0) == (target[n, j] > 0.5):
-                correct += 1
-            squared += d * d
-            absolute += abs(d)
+                correct += s
+            # s (d d) and s |d|, as the CPU's accumulate_stats rounds them.
+            squared += s * (d * d)
+            absolute += s * abs(d)
     correct = block_reduce(buf, correct, False)
     squared = block_reduce(buf, squared, False)
     absolute = block_reduce(buf, absolute, False)
@@ -80,15 +87,18 @@ def _batch_metrics_kernel(metrics, slot, out, labels, target, classify_rows):
         metrics[slot, 2] = absolute
 
 
-def batch_metrics(metrics, slot, out, labels, target, classify_rows):
+def batch_metrics(metrics, slot, out, labels, target, weight, code):
     """metrics[slot] = (correct, sum of squared errors, sum of absolute errors) of one batch.
 
-    With ``classify_rows`` a row is correct when its argmax equals its label
-    (softmax cross-entropy); otherwise each output is correct when
-    (out > 0) == (target > 0.5) (binary cross-entropy on logits) and the error
-    sums are of out - target (regression). metrics is float64 (n_batches, 3).
+    For softmax cross-entropy (``code``, the registry's loss code) a row is
+    correct when its argmax equals its label; otherwise each output is correct
+    when (out > 0) == (target > 0.5) (binary cross-entropy on logits) and the
+    error sums are of out - target (regression), or of exp(out) - target for
+    the Poisson loss (the predicted mean). Each sample counts with its weight
+    (weight (N,), or empty for 1), as in the CPU's ``accumulate_stats``.
+    metrics is float64 (n_batches, 3).
     """
-    fixed(_batch_metrics_kernel, 1, METRIC_THREADS)(metrics, slot, out, labels, target, classify_rows)
+    fixed(_batch_metrics_kernel, 1, METRIC_THREADS)(metrics, slot, out, labels, target, weight, code)
 
 
 @kernel
