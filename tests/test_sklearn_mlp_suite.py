@@ -42,7 +42,6 @@ XFAIL = {
     "test_gradient": dict(reason=PRIVATE_API.format("_loss_grad_lbfgs"), strict=True),
     "test_learning_rate_warmstart": dict(reason=PRIVATE_API.format("_optimizer"), strict=True),
     "test_adaptive_learning_rate": dict(reason=PRIVATE_API.format("_optimizer"), strict=True),
-    # Not strict: it starts passing when the loss lands, and the mark goes then.
     # Not strict: which prediction lands nearest zero is down to rounding.
     "test_mlp_regressor_dtypes_casting": dict(
         reason="relative tolerance on a prediction near zero: fastbp's float32 and float64 fits differ "
