@@ -20,6 +20,9 @@ smaller batch uses prefix views of the same buffers.
 Divergence is caught before it can damage the model: a non-finite loss or
 gradient stops the run *before* the update of that step, and the step is
 reported back.
+
+These loops call the ``*_serial`` kernels: the products are BLAS's, on BLAS's
+threads, and nothing else here starts a thread pool (see ``kernels/_jit.py``).
 """
 import math
 
@@ -64,25 +67,25 @@ N_STATS = 7
 @jit
 def _activation_forward(out, x, code, alpha):
     if code == GELU:
-        A.gelu_forward(out, x)
+        A.activation_forward_serial(out, x, np.int64(GELU), 0.0)
     elif code == SOFTMAX:
-        A.softmax_forward(out, x)
+        A.softmax_forward_serial(out, x)
     elif code == LOG_SOFTMAX:
-        A.log_softmax_forward(out, x)
+        A.log_softmax_forward_serial(out, x)
     else:
-        A.activation_forward(out, x, code, alpha)
+        A.activation_forward_serial(out, x, code, alpha)
 
 
 @jit
 def _activation_backward(dx, dout, out, x, code, alpha):
     if code == GELU:
-        A.gelu_backward(dx, dout, x)
+        A.gelu_backward_serial(dx, dout, x)
     elif code == SOFTMAX:
-        A.softmax_backward(dx, dout, out)
+        A.softmax_backward_serial(dx, dout, out)
     elif code == LOG_SOFTMAX:
-        A.log_softmax_backward(dx, dout, out)
+        A.log_softmax_backward_serial(dx, dout, out)
     else:
-        A.activation_backward(dx, dout, out, code, alpha)
+        A.activation_backward_serial(dx, dout, out, code, alpha)
 
 
 @jit(inline="always")
@@ -121,9 +124,9 @@ def forward(acts, masks, cap, theta, params, kinds, codes, alphas, rates, params
             _activation_forward(out, x, codes[i], alphas[i])
         elif training and rates[i] > 0.0:
             # A distinct stream per step and per layer.
-            R.dropout_forward(out, _rows(masks, layout, cap, i + 1, nb), x, rates[i], seed + i)
+            R.dropout_forward_serial(out, _rows(masks, layout, cap, i + 1, nb), x, rates[i], seed + i)
         else:
-            A.activation_forward(out, x, np.int64(IDENTITY), 0.0)
+            A.activation_forward_serial(out, x, np.int64(IDENTITY), 0.0)
 
 
 @jit
@@ -153,10 +156,10 @@ def _backward(dacts, scratch, acts, masks, cap, theta, grad, params, kinds, code
         elif kind == OP_ACTIVATION:
             _activation_backward(_rows(dacts, layout, cap, i, nb), dout, out, x, codes[i], alphas[i])
         elif rates[i] > 0.0:
-            R.dropout_backward(_rows(dacts, layout, cap, i, nb), dout, _rows(masks, layout, cap, i + 1, nb))
+            R.dropout_backward_serial(_rows(dacts, layout, cap, i, nb), dout, _rows(masks, layout, cap, i + 1, nb))
         else:
             # Forward copied x and drew no mask: the gradient passes through.
-            A.activation_backward(_rows(dacts, layout, cap, i, nb), dout, dout, np.int64(IDENTITY), 0.0)
+            A.activation_backward_serial(_rows(dacts, layout, cap, i, nb), dout, dout, np.int64(IDENTITY), 0.0)
 
 
 @jit
@@ -257,17 +260,17 @@ def _update(theta, grad, state1, state2, n_weights, opt_kind, hyper, step):
         nesterov = hyper[H_NESTEROV] != 0.0
         momentum = hyper[H_MOMENTUM]
         # Weight decay applies to the weights, not to the biases stored after them.
-        O.sgd_update(theta[:n_weights], grad[:n_weights], state1[:n_weights], lr, momentum, nesterov, wd)
-        O.sgd_update(theta[n_weights:], grad[n_weights:], state1[n_weights:], lr, momentum, nesterov, 0.0)
+        O.sgd_update_serial(theta[:n_weights], grad[:n_weights], state1[:n_weights], lr, momentum, nesterov, wd)
+        O.sgd_update_serial(theta[n_weights:], grad[n_weights:], state1[n_weights:], lr, momentum, nesterov, 0.0)
     else:
         b1 = hyper[H_BETA1]
         b2 = hyper[H_BETA2]
         eps = hyper[H_EPS]
         decoupled = hyper[H_DECOUPLED] != 0.0
-        O.adam_update(theta[:n_weights], grad[:n_weights], state1[:n_weights], state2[:n_weights],
-                      lr, b1, b2, eps, step, wd, decoupled)
-        O.adam_update(theta[n_weights:], grad[n_weights:], state1[n_weights:], state2[n_weights:],
-                      lr, b1, b2, eps, step, 0.0, decoupled)
+        O.adam_update_serial(theta[:n_weights], grad[:n_weights], state1[:n_weights], state2[:n_weights],
+                             lr, b1, b2, eps, step, wd, decoupled)
+        O.adam_update_serial(theta[n_weights:], grad[n_weights:], state1[n_weights:], state2[n_weights:],
+                             lr, b1, b2, eps, step, 0.0, decoupled)
 
 
 @jit

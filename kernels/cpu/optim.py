@@ -4,6 +4,10 @@ Parameters, gradients and state are arrays of one shape (usually the flat
 vector holding every parameter of a model, so one call updates a whole
 network). Each element is independent, so the loops run in parallel with no
 shared writes.
+
+Each update has a ``*_serial`` twin that runs the same loop on the calling thread
+alone, for compiled loops that call BLAS between kernels (see ``_jit.py``); the
+parallel kernel calls it below the size where the thread pool pays off.
 """
 import math
 
@@ -20,15 +24,25 @@ def sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay):
     g = g + momentum * v (nesterov) or g = v; then param -= lr * g.
     Updates param and velocity in place (velocity is untouched when momentum is 0).
     """
+    if param.size < PARALLEL_MIN_ELEMENTS:
+        sgd_update_serial(param, grad, velocity, lr, momentum, nesterov, weight_decay)
+    else:
+        _sgd_loop(param, grad, velocity, lr, momentum, nesterov, weight_decay)
+
+
+@jit
+def sgd_update_serial(param, grad, velocity, lr, momentum, nesterov, weight_decay):
+    """``sgd_update`` on the calling thread alone; the same result bit for bit."""
+    _sgd_loop(param, grad, velocity, lr, momentum, nesterov, weight_decay)
+
+
+@jit(inline="always")
+def _sgd_loop(param, grad, velocity, lr, momentum, nesterov, weight_decay):
     p = param.ravel()
     gr = grad.ravel()
     v = velocity.ravel()
-    if p.size < PARALLEL_MIN_ELEMENTS:
-        for i in range(p.size):
-            _sgd_one(p, gr, v, i, lr, momentum, nesterov, weight_decay)
-    else:
-        for i in prange(p.size):
-            _sgd_one(p, gr, v, i, lr, momentum, nesterov, weight_decay)
+    for i in prange(p.size):
+        _sgd_one(p, gr, v, i, lr, momentum, nesterov, weight_decay)
 
 
 @jit(inline="always")
@@ -51,18 +65,28 @@ def adam_update(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay, de
     param -= lr * (m / (1 - beta1^step)) / (sqrt(v / (1 - beta2^step)) + eps).
     Updates param, m and v in place.
     """
+    if param.size < PARALLEL_MIN_ELEMENTS:
+        adam_update_serial(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay, decoupled)
+    else:
+        _adam_loop(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay, decoupled)
+
+
+@jit
+def adam_update_serial(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay, decoupled):
+    """``adam_update`` on the calling thread alone; the same result bit for bit."""
+    _adam_loop(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay, decoupled)
+
+
+@jit(inline="always")
+def _adam_loop(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay, decoupled):
     p = param.ravel()
     gr = grad.ravel()
     mm = m.ravel()
     vv = v.ravel()
     c1 = 1.0 / (1.0 - beta1**step)
     c2 = 1.0 / (1.0 - beta2**step)
-    if p.size < PARALLEL_MIN_ELEMENTS:
-        for i in range(p.size):
-            _adam_one(p, gr, mm, vv, i, lr, beta1, beta2, eps, c1, c2, weight_decay, decoupled)
-    else:
-        for i in prange(p.size):
-            _adam_one(p, gr, mm, vv, i, lr, beta1, beta2, eps, c1, c2, weight_decay, decoupled)
+    for i in prange(p.size):
+        _adam_one(p, gr, mm, vv, i, lr, beta1, beta2, eps, c1, c2, weight_decay, decoupled)
 
 
 @jit(inline="always")
