@@ -179,6 +179,50 @@ def _predict(args):
     return 0
 
 
+def _blas_lines():
+    """One line per BLAS library in the process, the one that fastbp's products call first.
+
+    The compiled kernels call BLAS through SciPy (``scipy.linalg.cython_blas``), whose
+    wheel brings its own copy (in scipy.libs), apart from NumPy's (in numpy.libs);
+    importing it here loads it. Elsewhere (conda, a system BLAS) the two share one.
+    """
+    import scipy
+    import scipy.linalg.cython_blas  # noqa: F401
+    from threadpoolctl import threadpool_info
+
+    def inside(path, module):
+        folder = os.path.dirname(os.path.realpath(module.__file__))
+        return os.path.realpath(path).startswith((folder + os.sep, folder + ".libs" + os.sep))
+
+    found = [i for i in threadpool_info() if i["user_api"] == "blas"]
+    if not found:
+        return ["blas: none found by threadpoolctl"]
+    lines = []
+    for info in sorted(found, key=lambda i: not inside(i["filepath"], scipy)):
+        path = info["filepath"]
+        if inside(path, scipy) or len(found) == 1:
+            owner = "used by fastbp's products" + (" (SciPy's)" if len(found) > 1 else "")
+        else:
+            owner = "NumPy's" if inside(path, np) else "another library's"
+        kernel = info.get("architecture") or info.get("corename") or "not reported"
+        lines.append(f"blas: {info['internal_api']} {info.get('version') or '(version unknown)'}, "
+                     f"kernel {kernel}, {info['num_threads']} threads "
+                     f"({info.get('threading_layer', 'threading unknown')}), {owner}: {path}")
+    return lines
+
+
+def _openmp_line():
+    """The OpenMP runtimes loaded in the process: the first one loaded serves every library."""
+    from threadpoolctl import threadpool_info
+
+    found = [i for i in threadpool_info() if i["user_api"] == "openmp"]
+    if not found:
+        return "openmp runtimes loaded: none"
+    return "openmp runtimes loaded: " + "; ".join(
+        f"{i['prefix']} {i.get('version') or ''} ({i['num_threads']} threads) {i['filepath']}".replace("  ", " ")
+        for i in found)
+
+
 def _info(args):
     import numba
 
@@ -187,8 +231,17 @@ def _info(args):
     print(f"fastbp {fastbp.__version__}")
     print(f"python {platform.python_version()} on {platform.platform()}")
     print(f"numpy {np.__version__}, numba {numba.__version__}")
+    # ----- threads: what decides training speed on the CPU --------------------------------
     print(f"threads: {fastbp.get_num_threads()} (numba, of {numba.config.NUMBA_NUM_THREADS}; "
           f"set with fastbp.set_num_threads or NUMBA_NUM_THREADS)")
+    print(f"numba threading layer: {numba.threading_layer()} "
+          f"(NUMBA_THREADING_LAYER={numba.config.THREADING_LAYER}); it runs fastbp's parallel kernels "
+          f"when called on their own, not the training loop")
+    for line in _blas_lines():
+        print(line)
+    print(_openmp_line())
+    # ----- the JIT cache (where compiled kernels are kept): its lines go here -------------
+    # ----- CUDA ----------------------------------------------------------------------------
     try:
         import numba_cuda  # noqa: F401
         from numba import cuda

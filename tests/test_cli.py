@@ -165,6 +165,42 @@ def test_info(tmp_path, simulator):
         assert "CUDA simulator" in lines[-1]
 
 
+def test_info_reports_blas_threads_and_openmp(capsys):
+    # In this process, so that every figure can be checked against the library's own.
+    import numba
+    from threadpoolctl import threadpool_info
+
+    assert cli_main(["info"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    threads = [line for line in lines if line.startswith("threads: ")]
+    assert threads and int(threads[0].split()[1]) == fastbp.get_num_threads(), threads
+    layer = [line for line in lines if line.startswith("numba threading layer: ")]
+    assert layer and layer[0].split()[3] == numba.threading_layer(), layer
+
+    blas = {i["filepath"]: i for i in threadpool_info() if i["user_api"] == "blas"}
+    reported = [re.match(r"blas: (\w+) (\S+), kernel (\S+), (\d+) threads \((.+?)\), (.+): (/\S+)$", line)
+                for line in lines if line.startswith("blas: ")]
+    assert reported and all(reported), lines
+    assert len(reported) == len(blas)
+    # The first line is the BLAS that the compiled products call (SciPy's).
+    assert "used by fastbp's products" in reported[0].group(6)
+    for match in reported:
+        api, version, kernel, n_threads, _, _, path = match.groups()
+        info = blas[path]
+        assert (api, int(n_threads)) == (info["internal_api"], info["num_threads"])
+        assert version == info["version"]
+        if api == "openblas":
+            assert kernel == info["architecture"] != "not reported"
+
+    openmp = [line for line in lines if line.startswith("openmp runtimes loaded: ")]
+    assert len(openmp) == 1
+    for info in threadpool_info():
+        if info["user_api"] == "openmp":
+            assert info["filepath"] in openmp[0]
+    if numba.threading_layer() == "omp":
+        assert "libgomp" in openmp[0] or "libomp" in openmp[0] or "libiomp" in openmp[0], openmp[0]
+
+
 # ----- bad input: a message on stderr, a non-zero status, no traceback -----------------------
 # Two cases run as subprocesses, as users meet them; the rest call main() in this process
 # (starting Python and importing numba costs seconds each), where a traceback would be an

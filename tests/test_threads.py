@@ -134,3 +134,16 @@ def test_parameters_are_bit_identical_whatever_numbas_thread_count():
     np.testing.assert_array_equal(theta_1, theta_2)
     np.testing.assert_array_equal(proba_1, proba_2)
 
+
+def test_set_num_threads_reaches_the_blas_of_the_compiled_products():
+    # SciPy's BLAS (what numba's np.dot calls) may be a copy apart from NumPy's and
+    # loads late; set_num_threads loads it first so that the limit reaches it.
+    from threadpoolctl import threadpool_info
+
+    before = fastbp.get_num_threads()
+    try:
+        fastbp.set_num_threads(1)
+        blas = [i for i in threadpool_info() if i["user_api"] == "blas"]
+        assert blas and all(i["num_threads"] == 1 for i in blas), blas
+    finally:
+        fastbp.set_num_threads(before)
