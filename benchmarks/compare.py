@@ -6,7 +6,9 @@
 
 Peers: fastbp.Sequential, a plain NumPy hand-written backprop (below), PyTorch on the CPU,
 scikit-learn's MLPClassifier and fastbp.MLPClassifier; one that is not installed is skipped
-with a note. Every one trains the configurations of configs.py in float32 with the same
+with a note. Two more rows train fastbp.Sequential in a process that also runs PyTorch, imported
+(and its OpenMP pool started by a small op) before fastbp ("PyTorch first") or after it
+("PyTorch after"): another library's OpenMP runtime in the process must not slow fastbp down. Every one trains the configurations of configs.py in float32 with the same
 batch size, ReLU hidden layers, softmax cross-entropy and SGD with momentum 0.9 (learning
 rate configs.LEARNING_RATE), on the same synthetic data, with the same thread count.
 
@@ -180,7 +182,8 @@ def _setup_fastbp_mlp(config, X, y, threads):
     return _mlp_classifier(MLPClassifier, config, X, y)
 
 
-# name: (label, the module it needs, imported before the memory baseline; set-up)
+# name: (label, the modules it needs, imported in this order before the memory baseline ("a+b");
+# set-up)
 # fastbp.Sequential, NumPy and PyTorch start from He-uniform weights; the two MLPClassifiers from
 # scikit-learn's Glorot-uniform: losses are compared within these groups.
 IMPLEMENTATIONS = {
@@ -189,7 +192,11 @@ IMPLEMENTATIONS = {
     "torch": ("PyTorch (CPU)", "torch", _setup_torch),
     "sklearn": ("scikit-learn MLPClassifier", "sklearn.neural_network", _setup_sklearn),
     "fastbp-mlp": ("fastbp.MLPClassifier", "fastbp", _setup_fastbp_mlp),
+    "fastbp-torch-first": ("fastbp.Sequential, PyTorch first", "torch+fastbp", _setup_fastbp),
+    "fastbp-torch-after": ("fastbp.Sequential, PyTorch after", "fastbp+torch", _setup_fastbp),
 }
+# Peers that are fastbp.Sequential in company: compared with fastbp.Sequential alone.
+IN_COMPANY = ("fastbp-torch-first", "fastbp-torch-after")
 SAME_START = (("fastbp", "numpy", "torch"), ("sklearn", "fastbp-mlp"))
 
 
@@ -213,14 +220,27 @@ def _start_peak_window():
     return _memory_mb("VmRSS")
 
 
-def measure_training(impl, config_name, n_samples, repeats, threads, allocations=False):
-    """Run in a fresh process: warm-up epoch, ``repeats`` timed epochs, loss, memory."""
+def _import(modules, threads):
+    """Import the modules of "a+b" in that order. PyTorch also runs one small op on ``threads``
+    threads, so that its OpenMP runtime is loaded and its worker threads exist, as in a process
+    that has used it."""
     import importlib
 
-    label, module, setup = IMPLEMENTATIONS[impl]
+    for name in modules.split("+"):
+        importlib.import_module(name)
+        if name == "torch":
+            import torch
+
+            torch.set_num_threads(threads)
+            torch.ones(1 << 20).exp_().sum()  # above PyTorch's grain size: a parallel region
+
+
+def measure_training(impl, config_name, n_samples, repeats, threads, allocations=False):
+    """Run in a fresh process: warm-up epoch, ``repeats`` timed epochs, loss, memory."""
+    label, modules, setup = IMPLEMENTATIONS[impl]
     config = CONFIGS[config_name]
     try:
-        importlib.import_module(module)
+        _import(modules, threads)
         X, y = make_data(config, n_samples)
         baseline = _start_peak_window()
         epoch, predict_proba, weights_dtype = setup(config, X, y, threads)
@@ -239,7 +259,7 @@ def measure_training(impl, config_name, n_samples, repeats, threads, allocations
     loss = float(-np.mean(np.log(np.maximum(p[np.arange(len(p)), y[:EVAL_SAMPLES]], 1e-12))))
     result = {"seconds": statistics.median(seconds), "all_seconds": seconds, "loss": loss, "dtype": weights_dtype(),
               "baseline_mb": baseline, "peak_mb": _memory_mb("VmHWM"), "fit_mb": first_fit - baseline}
-    if allocations and impl == "fastbp":
+    if allocations and impl in ("fastbp", *IN_COMPANY):
         model = build_fastbp(config)
         fit_epoch(model, X[:2 * config.batch_size], y[:2 * config.batch_size], config)  # warm-up
         result["allocations_per_step"] = allocations_per_step(model, X, y, config,
@@ -321,14 +341,22 @@ def _target_rows(results, threads_table, startup, sgemm):
         if value is not None:
             rows.append((f"{config}: {IMPLEMENTATIONS[impl][0]} >= {goal}x {IMPLEMENTATIONS[peer][0]}",
                          f"{value:.3g}x", value >= goal))
+    for config in results:
+        for impl in IN_COMPANY:
+            value = ratio(config, impl, "fastbp")
+            if value is not None:
+                rows.append((f"{config}: {IMPLEMENTATIONS[impl][0]} >= 0.9x fastbp.Sequential alone",
+                             f"{value:.3g}x", value >= 0.9))
     mnist = results.get("mnist", {}).get("fastbp", {})
     if mnist.get("gflops") and sgemm:
         fraction = mnist["gflops"] / sgemm
         rows.append(("mnist: fastbp at ~85% of SGEMM peak", f"{fraction:.0%}", fraction >= 0.85))
     for config, r in results.items():
-        if "allocations_per_step" in r.get("fastbp", {}):
-            n = r["fastbp"]["allocations_per_step"]
-            rows.append((f"{config}: no allocation per training step", f"{n:g} per step", n == 0))
+        for impl in ("fastbp", *IN_COMPANY):
+            if "allocations_per_step" in r.get(impl, {}):
+                n = r[impl]["allocations_per_step"]
+                who = "" if impl == "fastbp" else f" ({IMPLEMENTATIONS[impl][0]})"
+                rows.append((f"{config}: no allocation per training step{who}", f"{n:g} per step", n == 0))
     torch_mnist = results.get("mnist", {}).get("torch", {})
     if mnist.get("fit_mb") is not None and torch_mnist.get("fit_mb") is not None:
         rows.append(("mnist: fit memory no larger than PyTorch's",
@@ -440,7 +468,7 @@ def train(impl, config_name, n_samples, repeats, threads, allocations=False):
     r = in_child({"measure": "measure_training", "impl": impl, "config_name": config_name,
                   "n_samples": n_samples, "repeats": repeats, "threads": threads, "allocations": allocations},
                  threads)
-    label = f"{config_name:6} {IMPLEMENTATIONS[impl][0]:27} {threads} thread(s)"
+    label = f"{config_name:6} {IMPLEMENTATIONS[impl][0]:33} {threads} thread(s)"
     if "seconds" not in r:
         print(f"{label} skipped: {r['skipped']}")
         return {"skipped": r["skipped"]}

@@ -4,22 +4,27 @@
 and OPENBLAS_NUM_THREADS (or OMP_NUM_THREADS), set before Python starts, do the
 same for a whole process; NUMBA_NUM_THREADS is also the upper bound for
 ``set_num_threads``.
+
+The compiled training loop runs on BLAS's threads alone (kernels/_jit.py), so
+for training the BLAS limit is the one that counts. The products call the BLAS
+that SciPy brings (``scipy.linalg.cython_blas``), which can be a copy apart
+from NumPy's and is loaded only when a kernel first needs it: it is loaded here
+first, so that the limit reaches it.
 """
 import numba
+from threadpoolctl import threadpool_limits
 
 
 def set_num_threads(n):
-    """Use ``n`` threads in numba's parallel kernels and in BLAS (when threadpoolctl is installed)."""
+    """Use ``n`` threads in numba's parallel kernels and in every BLAS library of the process."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive integer; got {n!r}")
     if n > numba.config.NUMBA_NUM_THREADS:
         raise ValueError(f"n must be at most NUMBA_NUM_THREADS={numba.config.NUMBA_NUM_THREADS} "
                          f"(set that environment variable before starting Python to allow more); got {n}")
     numba.set_num_threads(n)
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return
+    import scipy.linalg.cython_blas  # noqa: F401  (the BLAS of the compiled products)
+
     threadpool_limits(limits=n, user_api="blas")
 
 

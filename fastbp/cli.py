@@ -98,7 +98,10 @@ def _parser():
                         help="the graph's float type (default: the model's)")
     export.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
 
-    sub.add_parser("info", help="versions, threads and whether a CUDA GPU is usable")
+    info = sub.add_parser("info", help="versions, BLAS and threads, the compiled-kernel cache, "
+                                       "and whether a CUDA GPU is usable")
+    info.add_argument("--clear-cache", action="store_true",
+                      help="remove fastbp's cached compiled kernels (every version's) first")
     return parser
 
 
@@ -201,6 +204,70 @@ def _export(args):
     return 0
 
 
+def _blas_lines():
+    """One line per BLAS library in the process, the one that fastbp's products call first.
+
+    The compiled kernels call BLAS through SciPy (``scipy.linalg.cython_blas``), whose
+    wheel brings its own copy (in scipy.libs), apart from NumPy's (in numpy.libs);
+    importing it here loads it. Elsewhere (conda, a system BLAS) the two share one.
+    """
+    import scipy
+    import scipy.linalg.cython_blas  # noqa: F401
+    from threadpoolctl import threadpool_info
+
+    def inside(path, module):
+        folder = os.path.dirname(os.path.realpath(module.__file__))
+        return os.path.realpath(path).startswith((folder + os.sep, folder + ".libs" + os.sep))
+
+    found = [i for i in threadpool_info() if i["user_api"] == "blas"]
+    if not found:
+        return ["blas: none found by threadpoolctl"]
+    lines = []
+    for info in sorted(found, key=lambda i: not inside(i["filepath"], scipy)):
+        path = info["filepath"]
+        if inside(path, scipy) or len(found) == 1:
+            owner = "used by fastbp's products" + (" (SciPy's)" if len(found) > 1 else "")
+        else:
+            owner = "NumPy's" if inside(path, np) else "another library's"
+        kernel = info.get("architecture") or info.get("corename") or "not reported"
+        lines.append(f"blas: {info['internal_api']} {info.get('version') or '(version unknown)'}, "
+                     f"kernel {kernel}, {info['num_threads']} threads "
+                     f"({info.get('threading_layer', 'threading unknown')}), {owner}: {path}")
+    return lines
+
+
+def _openmp_line():
+    """The OpenMP runtimes loaded in the process: the first one loaded serves every library."""
+    from threadpoolctl import threadpool_info
+
+    found = [i for i in threadpool_info() if i["user_api"] == "openmp"]
+    if not found:
+        return "openmp runtimes loaded: none"
+    return "openmp runtimes loaded: " + "; ".join(
+        f"{i['prefix']} {i.get('version') or ''} ({i['num_threads']} threads) {i['filepath']}".replace("  ", " ")
+        for i in found)
+
+
+def _cache_lines(clear):
+    """Where compiled kernels are cached, and whether this version's are there (a warm start)."""
+    from .kernels import _cache
+
+    lines = []
+    if clear:
+        lines.append(f"cache: cleared {_cache.clear() / 2**20:.1f} MiB")
+    state = _cache.info()
+    if not state["enabled"]:
+        why = "FASTBP_NO_CACHE is set" if not _cache._enabled() else "no writable folder"
+        return lines + [f"cache: off ({why}): kernels compile in every process"]
+    warm = (f"warm: {state['indexes']} compiled functions, {state['bytes'] / 2**20:.1f} MiB"
+            if state["indexes"] else "cold: the first fit compiles the kernels (about a minute), once")
+    lines.append(f"cache: {state['folder']} ({warm})")
+    if state["stale_trees"]:
+        lines.append(f"cache: {state['stale_trees']} folder(s) of other fastbp versions or sources in "
+                     f"{state['root']} (fastbp info --clear-cache removes them)")
+    return lines
+
+
 def _info(args):
     import numba
 
@@ -209,8 +276,19 @@ def _info(args):
     print(f"fastbp {fastbp.__version__}")
     print(f"python {platform.python_version()} on {platform.platform()}")
     print(f"numpy {np.__version__}, numba {numba.__version__}")
+    # ----- threads: what decides training speed on the CPU --------------------------------
     print(f"threads: {fastbp.get_num_threads()} (numba, of {numba.config.NUMBA_NUM_THREADS}; "
           f"set with fastbp.set_num_threads or NUMBA_NUM_THREADS)")
+    print(f"numba threading layer: {numba.threading_layer()} "
+          f"(NUMBA_THREADING_LAYER={numba.config.THREADING_LAYER}); it runs fastbp's parallel kernels "
+          f"when called on their own, not the training loop")
+    for line in _blas_lines():
+        print(line)
+    print(_openmp_line())
+    # ----- the compiled-kernel cache ---------------------------------------------------------
+    for line in _cache_lines(args.clear_cache):
+        print(line)
+    # ----- CUDA ----------------------------------------------------------------------------
     try:
         import numba_cuda  # noqa: F401
         from numba import cuda

@@ -22,6 +22,26 @@ SAFE_FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
 # Module constants are frozen into numba's cache; never change them at run time.
 PARALLEL_MIN_ELEMENTS = 1 << 15
 
+# One thread pool at a time. Parallel kernels are for calls of their own. A
+# compiled loop that calls BLAS between kernels (fastbp.backends._cpu_loop:
+# training, prediction, evaluation) calls their ``*_serial`` twins instead, so that only
+# BLAS's threads run in it. OpenMP workers linger after a parallel region,
+# spinning as long as the process's OpenMP runtime says, and that runtime is not
+# ours to choose: PyTorch loads its libgomp globally, numba's pool then runs on
+# it with PyTorch's settings (spinning), and the spinning workers starved the
+# BLAS threads of the next product (mnist trained 9x slower with PyTorch
+# imported first). Serial costs nothing measurable there: the elementwise passes
+# and the optimizer update are memory-bound, and one core's bandwidth serves
+# them (BENCHMARKS.md, "another OpenMP runtime in the process").
+#
+# How a twin is written: the loop, with prange, sits once in an inline helper;
+# the parallel kernel inlines it above PARALLEL_MIN_ELEMENTS and calls the twin
+# below; the twin inlines it too, where prange is a plain range. Never the same
+# Python function compiled both ways (numba's cache keys entries by function
+# and signature, not by options: the two would load each other's code), and
+# never a helper holding both a range and a prange loop inlined into a serial
+# function (25x slower code, measured).
+
 # Every scalar function of _scalar.py, in definition order, so that the CUDA
 # backend can register the very same Python functions for its own target.
 SCALAR_FUNCTIONS = []

@@ -165,6 +165,64 @@ def test_info(tmp_path, simulator):
         assert "CUDA simulator" in lines[-1]
 
 
+def test_info_reports_the_kernel_cache(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("FASTBP_NO_CACHE", "NUMBA_CACHE_DIR")}
+    env["FASTBP_CACHE_DIR"] = str(tmp_path / "cache")
+    stale = tmp_path / "cache" / ("0" * 20)
+    stale.mkdir(parents=True)
+    (stale / "old.nbc").write_bytes(b"x" * 2**20)
+    lines = ok(cli("info", cwd=tmp_path, env=env)).splitlines()
+    cache = [line for line in lines if line.startswith("cache: ")]
+    assert re.match(rf"cache: {re.escape(str(tmp_path / 'cache'))}/[0-9a-f]{{20}} \(cold: ", cache[0]), cache
+    assert "1 folder(s) of other fastbp versions" in cache[1]
+    lines = ok(cli("info", "--clear-cache", cwd=tmp_path, env=env)).splitlines()
+    assert "cache: cleared 1.0 MiB" in lines and not stale.exists()
+    env["FASTBP_NO_CACHE"] = "1"
+    lines = ok(cli("info", cwd=tmp_path, env=env)).splitlines()
+    assert "cache: off (FASTBP_NO_CACHE is set): kernels compile in every process" in lines
+
+
+def test_info_reports_blas_threads_and_openmp(capsys):
+    # In this process, so that every figure can be checked against the library's own.
+    import numba
+    from threadpoolctl import threadpool_info
+
+    assert cli_main(["info"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    threads = [line for line in lines if line.startswith("threads: ")]
+    assert threads and int(threads[0].split()[1]) == fastbp.get_num_threads(), threads
+    from fastbp.kernels import _cache
+
+    if _cache.FOLDER:
+        state = "warm: " if _cache.info()["indexes"] else "cold: "
+        assert f"cache: {_cache.FOLDER} ({state}" in "\n".join(lines)
+    layer = [line for line in lines if line.startswith("numba threading layer: ")]
+    assert layer and layer[0].split()[3] == numba.threading_layer(), layer
+
+    blas = {i["filepath"]: i for i in threadpool_info() if i["user_api"] == "blas"}
+    reported = [re.match(r"blas: (\w+) (\S+), kernel (\S+), (\d+) threads \((.+?)\), (.+): (/\S+)$", line)
+                for line in lines if line.startswith("blas: ")]
+    assert reported and all(reported), lines
+    assert len(reported) == len(blas)
+    # The first line is the BLAS that the compiled products call (SciPy's).
+    assert "used by fastbp's products" in reported[0].group(6)
+    for match in reported:
+        api, version, kernel, n_threads, _, _, path = match.groups()
+        info = blas[path]
+        assert (api, int(n_threads)) == (info["internal_api"], info["num_threads"])
+        assert version == info["version"]
+        if api == "openblas":
+            assert kernel == info["architecture"] != "not reported"
+
+    openmp = [line for line in lines if line.startswith("openmp runtimes loaded: ")]
+    assert len(openmp) == 1
+    for info in threadpool_info():
+        if info["user_api"] == "openmp":
+            assert info["filepath"] in openmp[0]
+    if numba.threading_layer() == "omp":
+        assert "libgomp" in openmp[0] or "libomp" in openmp[0] or "libiomp" in openmp[0], openmp[0]
+
+
 # ----- bad input: a message on stderr, a non-zero status, no traceback -----------------------
 # Two cases run as subprocesses, as users meet them; the rest call main() in this process
 # (starting Python and importing numba costs seconds each), where a traceback would be an

@@ -16,6 +16,10 @@ smaller batch uses prefix views of the same buffers.
 Divergence is caught before it can damage the model: a non-finite loss or
 gradient stops the run *before* the update of that step, and the step is
 reported back. The CUDA backend (``cuda.py``) applies the same rules.
+
+These loops call only kernels that run on the calling thread (the ``*_serial``
+twins, the ``*_code_*`` dispatchers): the products are BLAS's, on BLAS's
+threads, and nothing here starts numba's thread pool (see ``kernels/_jit.py``).
 """
 import math
 
@@ -66,9 +70,9 @@ def forward(net, ws, theta, nb, training, seed):
             A.activation_code_forward(out, x, net.codes[i], net.alphas[i])
         elif training:
             # A distinct stream per step and per layer.
-            DR.dropout_forward(out, _rows(ws.masks, layout, cap, i + 1, nb), x, net.rates[i], seed + i)
+            DR.dropout_forward_serial(out, _rows(ws.masks, layout, cap, i + 1, nb), x, net.rates[i], seed + i)
         else:
-            A.activation_forward(out, x, np.int64(R.IDENTITY), 0.0)
+            A.activation_forward_serial(out, x, np.int64(R.IDENTITY), 0.0)
 
 
 @jit
@@ -99,7 +103,7 @@ def backward(net, ws, theta, grad, nb):
             A.activation_code_backward(_rows(ws.dacts, layout, cap, i, nb), dout, out, x, net.codes[i],
                                        net.alphas[i])
         else:
-            DR.dropout_backward(_rows(ws.dacts, layout, cap, i, nb), dout, _rows(ws.masks, layout, cap, i + 1, nb))
+            DR.dropout_backward_serial(_rows(ws.dacts, layout, cap, i, nb), dout, _rows(ws.masks, layout, cap, i + 1, nb))
 
 
 @jit

@@ -17,6 +17,12 @@ subtract the row maximum first, so no exponent can overflow.
 Each public kernel has its argument spec (``*_SPEC``, an ``ArgSpec``) just
 above it: what ``fastbp.kernels`` and ``fastbp.kernels.cuda`` check before
 calling it.
+
+Each parallel kernel has a ``*_serial`` twin that runs the same loop on the
+calling thread alone, for compiled loops that call BLAS between kernels (see
+``_jit.py``); the parallel kernel calls it below the size where the thread pool
+pays off. The loop itself is written once, in an inlined helper whose prange
+is parallel only where a parallel kernel inlines it.
 """
 import math
 
@@ -33,12 +39,8 @@ from ..registry import ELU, GELU, IDENTITY, LEAKY_RELU, LOG_SOFTMAX, RELU, SIGMO
 def _map_forward(out, x, code, alpha):
     o = out.ravel()
     v = x.ravel()
-    if v.size < PARALLEL_MIN_ELEMENTS:
-        for i in range(v.size):
-            o[i] = activate(code, v[i], alpha)
-    else:
-        for i in prange(v.size):
-            o[i] = activate(code, v[i], alpha)
+    for i in prange(v.size):
+        o[i] = activate(code, v[i], alpha)
 
 
 @jit(inline="always")
@@ -46,12 +48,8 @@ def _map_backward(dx, dout, y, code, alpha):
     d = dx.ravel()
     g = dout.ravel()
     v = y.ravel()
-    if v.size < PARALLEL_MIN_ELEMENTS:
-        for i in range(v.size):
-            d[i] = g[i] * activate_grad(code, v[i], alpha)
-    else:
-        for i in prange(v.size):
-            d[i] = g[i] * activate_grad(code, v[i], alpha)
+    for i in prange(v.size):
+        d[i] = g[i] * activate_grad(code, v[i], alpha)
 
 
 @jit(parallel=True)
@@ -61,12 +59,30 @@ def activation_forward(out, x, code, alpha):
     One compiled kernel for every code: a training loop that dispatches on the
     code at run time compiles this once instead of one kernel per activation.
     """
+    if x.size < PARALLEL_MIN_ELEMENTS:
+        activation_forward_serial(out, x, code, alpha)
+    else:
+        _map_forward(out, x, code, alpha)
+
+
+@jit
+def activation_forward_serial(out, x, code, alpha):
+    """``activation_forward`` on the calling thread alone."""
     _map_forward(out, x, code, alpha)
 
 
 @jit(parallel=True)
 def activation_backward(dx, dout, out, code, alpha):
     """dx = dout * f'(x) from the forward output, for the codes in OUTPUT_DERIVABLE."""
+    if out.size < PARALLEL_MIN_ELEMENTS:
+        activation_backward_serial(dx, dout, out, code, alpha)
+    else:
+        _map_backward(dx, dout, out, code, alpha)
+
+
+@jit
+def activation_backward_serial(dx, dout, out, code, alpha):
+    """``activation_backward`` on the calling thread alone."""
     _map_backward(dx, dout, out, code, alpha)
 
 
@@ -213,15 +229,25 @@ GELU_BACKWARD_SPEC = ArgSpec([("dx", "*"), ("dout", "*"), ("x", "*")], writes=("
 @jit(parallel=True)
 def gelu_backward(dx, dout, x):
     """dx = dout * (Phi(x) + x phi(x)), from the forward *input* x."""
+    if x.size < PARALLEL_MIN_ELEMENTS:
+        gelu_backward_serial(dx, dout, x)
+    else:
+        _gelu_backward_loop(dx, dout, x)
+
+
+@jit
+def gelu_backward_serial(dx, dout, x):
+    """``gelu_backward`` on the calling thread alone."""
+    _gelu_backward_loop(dx, dout, x)
+
+
+@jit(inline="always")
+def _gelu_backward_loop(dx, dout, x):
     d = dx.ravel()
     g = dout.ravel()
     v = x.ravel()
-    if v.size < PARALLEL_MIN_ELEMENTS:
-        for i in range(v.size):
-            d[i] = g[i] * gelu_grad(v[i])
-    else:
-        for i in prange(v.size):
-            d[i] = g[i] * gelu_grad(v[i])
+    for i in prange(v.size):
+        d[i] = g[i] * gelu_grad(v[i])
 
 
 @jit(inline="always")
@@ -247,23 +273,6 @@ def _softmax_row(out, x, n, log):
             out[n, j] *= inv
 
 
-SOFTMAX_FORWARD_SPEC = ArgSpec([("out", "NO"), ("x", "NO")], writes=("out",))
-
-
-@jit(parallel=True)
-def softmax_forward(out, x):
-    """Row-wise softmax: out[n, j] = exp(x[n, j] - m_n) / sum_k exp(x[n, k] - m_n).
-
-    x (N, O) -> out (N, O), overwritten; m_n is the row maximum.
-    """
-    if x.size < PARALLEL_MIN_ELEMENTS:
-        for n in range(x.shape[0]):
-            _softmax_row(out, x, n, False)
-    else:
-        for n in prange(x.shape[0]):
-            _softmax_row(out, x, n, False)
-
-
 @jit(inline="always")
 def _softmax_backward_row(dx, dout, out, n, log):
     n_out = out.shape[1]
@@ -277,6 +286,39 @@ def _softmax_backward_row(dx, dout, out, n, log):
             dx[n, j] = out[n, j] * (dout[n, j] - s)
 
 
+@jit(inline="always")
+def _softmax_rows(out, x, log):
+    for n in prange(x.shape[0]):
+        _softmax_row(out, x, n, log)
+
+
+@jit(inline="always")
+def _softmax_backward_rows(dx, dout, out, log):
+    for n in prange(out.shape[0]):
+        _softmax_backward_row(dx, dout, out, n, log)
+
+
+SOFTMAX_FORWARD_SPEC = ArgSpec([("out", "NO"), ("x", "NO")], writes=("out",))
+
+
+@jit(parallel=True)
+def softmax_forward(out, x):
+    """Row-wise softmax: out[n, j] = exp(x[n, j] - m_n) / sum_k exp(x[n, k] - m_n).
+
+    x (N, O) -> out (N, O), overwritten; m_n is the row maximum.
+    """
+    if x.size < PARALLEL_MIN_ELEMENTS:
+        softmax_forward_serial(out, x)
+    else:
+        _softmax_rows(out, x, False)
+
+
+@jit
+def softmax_forward_serial(out, x):
+    """``softmax_forward`` on the calling thread alone."""
+    _softmax_rows(out, x, False)
+
+
 SOFTMAX_BACKWARD_SPEC = ArgSpec([("dx", "NO"), ("dout", "NO"), ("out", "NO")], writes=("dx",))
 
 
@@ -288,11 +330,15 @@ def softmax_backward(dx, dout, out):
     dx_k = sum_j dout_j y_j ([j == k] - y_k) = y_k (dout_k - <dout, y>).
     """
     if out.size < PARALLEL_MIN_ELEMENTS:
-        for n in range(out.shape[0]):
-            _softmax_backward_row(dx, dout, out, n, False)
+        softmax_backward_serial(dx, dout, out)
     else:
-        for n in prange(out.shape[0]):
-            _softmax_backward_row(dx, dout, out, n, False)
+        _softmax_backward_rows(dx, dout, out, False)
+
+
+@jit
+def softmax_backward_serial(dx, dout, out):
+    """``softmax_backward`` on the calling thread alone."""
+    _softmax_backward_rows(dx, dout, out, False)
 
 
 LOG_SOFTMAX_FORWARD_SPEC = ArgSpec([("out", "NO"), ("x", "NO")], writes=("out",))
@@ -302,11 +348,15 @@ LOG_SOFTMAX_FORWARD_SPEC = ArgSpec([("out", "NO"), ("x", "NO")], writes=("out",)
 def log_softmax_forward(out, x):
     """Row-wise log-softmax: out[n, j] = x[n, j] - m_n - log sum_k exp(x[n, k] - m_n)."""
     if x.size < PARALLEL_MIN_ELEMENTS:
-        for n in range(x.shape[0]):
-            _softmax_row(out, x, n, True)
+        log_softmax_forward_serial(out, x)
     else:
-        for n in prange(x.shape[0]):
-            _softmax_row(out, x, n, True)
+        _softmax_rows(out, x, True)
+
+
+@jit
+def log_softmax_forward_serial(out, x):
+    """``log_softmax_forward`` on the calling thread alone."""
+    _softmax_rows(out, x, True)
 
 
 LOG_SOFTMAX_BACKWARD_SPEC = ArgSpec([("dx", "NO"), ("dout", "NO"), ("out", "NO")], writes=("dx",))
@@ -319,37 +369,42 @@ def log_softmax_backward(dx, dout, out):
     dy_j/dx_k = [j == k] - softmax_k and softmax = exp(y).
     """
     if out.size < PARALLEL_MIN_ELEMENTS:
-        for n in range(out.shape[0]):
-            _softmax_backward_row(dx, dout, out, n, True)
+        log_softmax_backward_serial(dx, dout, out)
     else:
-        for n in prange(out.shape[0]):
-            _softmax_backward_row(dx, dout, out, n, True)
+        _softmax_backward_rows(dx, dout, out, True)
 
 
-# ----- dispatch by activation code (what the compiled training loop calls) ------------------
+@jit
+def log_softmax_backward_serial(dx, dout, out):
+    """``log_softmax_backward`` on the calling thread alone."""
+    _softmax_backward_rows(dx, dout, out, True)
+
+
+# ----- dispatch by activation code (what the compiled loops call) ------------------------------
 
 
 @jit
 def activation_code_forward(out, x, code, alpha):
-    """out = f(x) for any activation code of ``kernels.registry`` (row-wise ones included)."""
-    if code == GELU:
-        gelu_forward(out, x)
-    elif code == SOFTMAX:
-        softmax_forward(out, x)
+    """out = f(x) for any activation code of ``kernels.registry`` (row-wise ones included).
+
+    On the calling thread alone, like everything the compiled loops call (``_jit.py``).
+    """
+    if code == SOFTMAX:
+        softmax_forward_serial(out, x)
     elif code == LOG_SOFTMAX:
-        log_softmax_forward(out, x)
+        log_softmax_forward_serial(out, x)
     else:
-        activation_forward(out, x, code, alpha)
+        activation_forward_serial(out, x, code, alpha)
 
 
 @jit
 def activation_code_backward(dx, dout, out, x, code, alpha):
-    """dx from dout for any activation code, given the forward output and input."""
+    """dx from dout for any activation code, given the forward output and input; serial."""
     if code == GELU:
-        gelu_backward(dx, dout, x)
+        gelu_backward_serial(dx, dout, x)
     elif code == SOFTMAX:
-        softmax_backward(dx, dout, out)
+        softmax_backward_serial(dx, dout, out)
     elif code == LOG_SOFTMAX:
-        log_softmax_backward(dx, dout, out)
+        log_softmax_backward_serial(dx, dout, out)
     else:
-        activation_backward(dx, dout, out, code, alpha)
+        activation_backward_serial(dx, dout, out, code, alpha)

@@ -10,6 +10,10 @@ kernel draws the same mask.
 Each public kernel has its argument spec (``*_SPEC``, an ``ArgSpec``) just
 above it: what ``fastbp.kernels`` and ``fastbp.kernels.cuda`` check before
 calling it.
+
+Each kernel has a ``*_serial`` twin that runs the same loop on the calling thread
+alone, for compiled loops that call BLAS between kernels (see ``_jit.py``); the
+parallel kernel calls it below the size where the thread pool pays off.
 """
 from numba import prange
 
@@ -30,18 +34,27 @@ def dropout_forward(out, mask, x, rate, seed):
     x (N, O) -> out (N, O) and mask (N, O), both overwritten; 0 <= rate < 1,
     seed >= 0. The caller passes a fresh seed per step.
     """
+    if x.size < PARALLEL_MIN_ELEMENTS:
+        dropout_forward_serial(out, mask, x, rate, seed)
+    else:
+        _dropout_forward_loop(out, mask, x, rate, seed)
+
+
+@jit
+def dropout_forward_serial(out, mask, x, rate, seed):
+    """``dropout_forward`` on the calling thread alone: the same mask and output."""
+    _dropout_forward_loop(out, mask, x, rate, seed)
+
+
+@jit(inline="always")
+def _dropout_forward_loop(out, mask, x, rate, seed):
     o = out.ravel()
     m = mask.ravel()
     v = x.ravel()
     keep = 1.0 / (1.0 - rate)
-    if v.size < PARALLEL_MIN_ELEMENTS:
-        for i in range(v.size):
-            m[i] = keep if hash_uniform(seed, i) >= rate else 0.0
-            o[i] = v[i] * m[i]
-    else:
-        for i in prange(v.size):
-            m[i] = keep if hash_uniform(seed, i) >= rate else 0.0
-            o[i] = v[i] * m[i]
+    for i in prange(v.size):
+        m[i] = keep if hash_uniform(seed, i) >= rate else 0.0
+        o[i] = v[i] * m[i]
 
 
 DROPOUT_BACKWARD_SPEC = ArgSpec([("dx", "*"), ("dout", "*"), ("mask", "*")], writes=("dx",))
@@ -50,12 +63,22 @@ DROPOUT_BACKWARD_SPEC = ArgSpec([("dx", "*"), ("dout", "*"), ("mask", "*")], wri
 @jit(parallel=True)
 def dropout_backward(dx, dout, mask):
     """dx = dout * mask (N, O), overwritten; the mask already holds 1 / (1 - rate)."""
+    if dx.size < PARALLEL_MIN_ELEMENTS:
+        dropout_backward_serial(dx, dout, mask)
+    else:
+        _dropout_backward_loop(dx, dout, mask)
+
+
+@jit
+def dropout_backward_serial(dx, dout, mask):
+    """``dropout_backward`` on the calling thread alone."""
+    _dropout_backward_loop(dx, dout, mask)
+
+
+@jit(inline="always")
+def _dropout_backward_loop(dx, dout, mask):
     d = dx.ravel()
     g = dout.ravel()
     m = mask.ravel()
-    if d.size < PARALLEL_MIN_ELEMENTS:
-        for i in range(d.size):
-            d[i] = g[i] * m[i]
-    else:
-        for i in prange(d.size):
-            d[i] = g[i] * m[i]
+    for i in prange(d.size):
+        d[i] = g[i] * m[i]

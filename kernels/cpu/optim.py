@@ -8,6 +8,10 @@ shared writes.
 Each public kernel has its argument spec (``*_SPEC``, an ``ArgSpec``) just
 above it: what ``fastbp.kernels`` and ``fastbp.kernels.cuda`` check before
 calling it.
+
+Each update has a ``*_serial`` twin that runs the same loop on the calling thread
+alone, for compiled loops that call BLAS between kernels (see ``_jit.py``); the
+parallel kernel calls it below the size where the thread pool pays off.
 """
 import math
 
@@ -33,15 +37,25 @@ def sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay):
     g = g + momentum * v (nesterov) or g = v; then param -= lr * g.
     Updates param and velocity in place (velocity is untouched when momentum is 0).
     """
+    if param.size < PARALLEL_MIN_ELEMENTS:
+        sgd_update_serial(param, grad, velocity, lr, momentum, nesterov, weight_decay)
+    else:
+        _sgd_loop(param, grad, velocity, lr, momentum, nesterov, weight_decay)
+
+
+@jit
+def sgd_update_serial(param, grad, velocity, lr, momentum, nesterov, weight_decay):
+    """``sgd_update`` on the calling thread alone; the same result bit for bit."""
+    _sgd_loop(param, grad, velocity, lr, momentum, nesterov, weight_decay)
+
+
+@jit(inline="always")
+def _sgd_loop(param, grad, velocity, lr, momentum, nesterov, weight_decay):
     p = param.ravel()
     gr = grad.ravel()
     v = velocity.ravel()
-    if p.size < PARALLEL_MIN_ELEMENTS:
-        for i in range(p.size):
-            _sgd_one(p, gr, v, i, lr, momentum, nesterov, weight_decay)
-    else:
-        for i in prange(p.size):
-            _sgd_one(p, gr, v, i, lr, momentum, nesterov, weight_decay)
+    for i in prange(p.size):
+        _sgd_one(p, gr, v, i, lr, momentum, nesterov, weight_decay)
 
 
 @jit(inline="always")
@@ -71,18 +85,28 @@ def adam_update(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay, de
     param -= lr * (m / (1 - beta1^step)) / (sqrt(v / (1 - beta2^step)) + eps).
     Updates param, m and v in place.
     """
+    if param.size < PARALLEL_MIN_ELEMENTS:
+        adam_update_serial(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay, decoupled)
+    else:
+        _adam_loop(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay, decoupled)
+
+
+@jit
+def adam_update_serial(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay, decoupled):
+    """``adam_update`` on the calling thread alone; the same result bit for bit."""
+    _adam_loop(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay, decoupled)
+
+
+@jit(inline="always")
+def _adam_loop(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay, decoupled):
     p = param.ravel()
     gr = grad.ravel()
     mm = m.ravel()
     vv = v.ravel()
     c1 = 1.0 / (1.0 - beta1**step)
     c2 = 1.0 / (1.0 - beta2**step)
-    if p.size < PARALLEL_MIN_ELEMENTS:
-        for i in range(p.size):
-            _adam_one(p, gr, mm, vv, i, lr, beta1, beta2, eps, c1, c2, weight_decay, decoupled)
-    else:
-        for i in prange(p.size):
-            _adam_one(p, gr, mm, vv, i, lr, beta1, beta2, eps, c1, c2, weight_decay, decoupled)
+    for i in prange(p.size):
+        _adam_one(p, gr, mm, vv, i, lr, beta1, beta2, eps, c1, c2, weight_decay, decoupled)
 
 
 @jit(inline="always")
@@ -116,10 +140,10 @@ def optimizer_code_update(theta, grad, state1, state2, n_weights, code, hyper, s
     if code == OPT_SGD:
         nesterov = hyper[H_NESTEROV] != 0.0
         momentum = hyper[H_MOMENTUM]
-        sgd_update(theta[w], grad[w], state1[w], lr, momentum, nesterov, wd)
-        sgd_update(theta[b], grad[b], state1[b], lr, momentum, nesterov, 0.0)
+        sgd_update_serial(theta[w], grad[w], state1[w], lr, momentum, nesterov, wd)
+        sgd_update_serial(theta[b], grad[b], state1[b], lr, momentum, nesterov, 0.0)
     else:
         b1, b2, eps = hyper[H_BETA1], hyper[H_BETA2], hyper[H_EPS]
         decoupled = hyper[H_DECOUPLED] != 0.0
-        adam_update(theta[w], grad[w], state1[w], state2[w], lr, b1, b2, eps, step, wd, decoupled)
-        adam_update(theta[b], grad[b], state1[b], state2[b], lr, b1, b2, eps, step, 0.0, decoupled)
+        adam_update_serial(theta[w], grad[w], state1[w], state2[w], lr, b1, b2, eps, step, wd, decoupled)
+        adam_update_serial(theta[b], grad[b], state1[b], state2[b], lr, b1, b2, eps, step, 0.0, decoupled)
