@@ -15,7 +15,8 @@ from numba.core.registry import CPUDispatcher
 from threadpoolctl import threadpool_limits
 
 import fastbp
-from fastbp import Dense, Dropout, Sequential, _loop
+from fastbp import Dense, Dropout, Sequential
+from fastbp.backends import _cpu_loop as _loop
 from fastbp.kernels import ACTIVATIONS
 from fastbp.kernels._jit import PARALLEL_MIN_ELEMENTS
 from fastbp.kernels.cpu import activations as A
