@@ -8,9 +8,12 @@ Peers: fastbp.Sequential, a plain NumPy hand-written backprop (below), PyTorch o
 scikit-learn's MLPClassifier and fastbp.MLPClassifier; one that is not installed is skipped
 with a note. Two more rows train fastbp.Sequential in a process that also runs PyTorch, imported
 (and its OpenMP pool started by a small op) before fastbp ("PyTorch first") or after it
-("PyTorch after"): another library's OpenMP runtime in the process must not slow fastbp down. Every one trains the configurations of configs.py in float32 with the same
-batch size, ReLU hidden layers, softmax cross-entropy and SGD with momentum 0.9 (learning
-rate configs.LEARNING_RATE), on the same synthetic data, with the same thread count.
+("PyTorch after"): another library's OpenMP runtime in the process must not slow fastbp down.
+A last row trains PyTorch with fastbp imported first: nor must fastbp slow PyTorch down.
+
+Every one trains the configurations of configs.py in float32 with the same batch size, ReLU
+hidden layers, softmax cross-entropy and SGD with momentum 0.9 (learning rate
+configs.LEARNING_RATE), on the same synthetic data, with the same thread count.
 
 Each (implementation, configuration) runs in its own fresh process with NUMBA_NUM_THREADS,
 OPENBLAS_NUM_THREADS, OMP_NUM_THREADS and MKL_NUM_THREADS set before any import (BLAS reads
@@ -194,6 +197,9 @@ IMPLEMENTATIONS = {
     "fastbp-mlp": ("fastbp.MLPClassifier", "fastbp", _setup_fastbp_mlp),
     "fastbp-torch-first": ("fastbp.Sequential, PyTorch first", "torch+fastbp", _setup_fastbp),
     "fastbp-torch-after": ("fastbp.Sequential, PyTorch after", "fastbp+torch", _setup_fastbp),
+    # And PyTorch's own speed with fastbp imported first: whatever fastbp's import does to the
+    # process (once: OMP_WAIT_POLICY=PASSIVE for every OpenMP runtime loaded later) shows here.
+    "torch-fastbp-first": ("PyTorch (CPU), fastbp first", "fastbp+torch", _setup_torch),
 }
 # Peers that are fastbp.Sequential in company: compared with fastbp.Sequential alone.
 IN_COMPANY = ("fastbp-torch-first", "fastbp-torch-after")
@@ -342,10 +348,10 @@ def _target_rows(results, threads_table, startup, sgemm):
             rows.append((f"{config}: {IMPLEMENTATIONS[impl][0]} >= {goal}x {IMPLEMENTATIONS[peer][0]}",
                          f"{value:.3g}x", value >= goal))
     for config in results:
-        for impl in IN_COMPANY:
-            value = ratio(config, impl, "fastbp")
+        for impl, alone in ((i, "fastbp") for i in IN_COMPANY), ("torch-fastbp-first", "torch"):
+            value = ratio(config, impl, alone)
             if value is not None:
-                rows.append((f"{config}: {IMPLEMENTATIONS[impl][0]} >= 0.9x fastbp.Sequential alone",
+                rows.append((f"{config}: {IMPLEMENTATIONS[impl][0]} >= 0.9x {IMPLEMENTATIONS[alone][0]} alone",
                              f"{value:.3g}x", value >= 0.9))
     mnist = results.get("mnist", {}).get("fastbp", {})
     if mnist.get("gflops") and sgemm:

@@ -82,13 +82,11 @@ def scalar(func):
     return register_jitable(inline="always")(func)
 
 
-# numba's OpenMP workers must sleep, not spin, when a parallel region ends: the
-# training loop alternates numba regions (optimizer updates) with BLAS calls
-# whose own threads need the same cores, and spinning OpenMP workers starve
-# them (measured on 2 cores: the mnist configuration ran 7x slower). The
-# variable is read when the OpenMP runtime loads, i.e. when the pool starts
-# below; a value set by the user wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# No OMP_WAIT_POLICY here. fastbp set it to PASSIVE at import once, when its
+# training loop still had parallel regions between BLAS calls; that reached every
+# OpenMP library loaded later in the process (PyTorch trained 2.4x slower on
+# mnist, 3.4x on small: BENCHMARKS.md), came too late for one loaded earlier, and
+# is needed no more: the compiled loops run no numba parallel region (above).
 
 # Start numba's thread pool now, before any kernel runs. numba 0.68 starts it
 # when it compiles or loads a parallel function itself, but a cached plain
