@@ -152,7 +152,7 @@ class History(Callback):
         except ImportError as err:
             raise ImportError("History.plot needs matplotlib: pip install 'fastbp[plot]'") from err
         keys = keys or [k for k in self.history if not k.startswith("val_")
-                        and k not in ("lr", "seconds", "samples_per_second")]
+                        and k not in ("lr", "seconds", "samples_per_second", "compile_seconds")]
         fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.5), squeeze=False)
         epochs = np.asarray(self.epoch) + 1
         for ax, key in zip(axes[0], keys):

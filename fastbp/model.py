@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from . import _loop, _progress, losses, optimizers
+from . import _first_run, _loop, _progress, losses, optimizers
 from ._validation import (check_features, check_fraction, check_int, check_same_length,
                           check_sample_weight)
 from .callbacks import Callback, History
@@ -267,7 +267,9 @@ class Sequential:
         ``validation_data`` is ``(X_val, y_val)`` or ``(X_val, y_val, w_val)``,
         or ``validation_split`` holds out the last fraction of X (before
         shuffling). Every epoch's logs hold loss and metrics, their val_*
-        counterparts, lr, seconds and samples_per_second.
+        counterparts, lr, seconds and samples_per_second; the first epoch's
+        also compile_seconds when fit had to compile its loop (before that
+        epoch, so that its speed leaves the compile out).
         """
         if loss is not None or optimizer is not None or self.loss is None:
             self.compile(loss if loss is not None else (self.loss or _missing("loss")),
@@ -334,6 +336,8 @@ class Sequential:
         n_batches = trainer.n_batches
         order = np.arange(n, dtype=np.int64)
         stats = np.zeros(_loop.N_STATS)
+        # Compile or load the loop before the first timed epoch, saying so first if it compiles.
+        compile_seconds = _first_run.compile_loop(trainer, order, opt.hyper(0.0), verbose)
 
         history = History()
         self.history = history
@@ -375,6 +379,8 @@ class Sequential:
             logs["lr"] = lr
             logs["seconds"] = seconds
             logs["samples_per_second"] = n / seconds if seconds > 0 else math.inf
+            if compile_seconds is not None and epoch == first_epoch:
+                logs["compile_seconds"] = compile_seconds
             self.epochs_trained = epoch + 1
             progress.close(logs)
             opt.schedule.on_epoch_end(epoch, logs)
