@@ -6,8 +6,8 @@ process, or loads it from its cache on disk, where a compile leaves it. ``fit`` 
 that compiles or loads the loop and returns at once. numba announces a real compile (not a
 load from the cache) with its ``numba:compile`` event, at the start: the note is printed
 then, before the wait, and the call's duration is returned as the compile time, which fit
-records in the first epoch's logs as ``compile_seconds`` and leaves out of its
-``samples_per_second``.
+records in the first epoch's logs as ``compile_seconds`` (``History.compile_seconds``)
+and leaves out of its ``samples_per_second``.
 """
 import contextlib
 import sys

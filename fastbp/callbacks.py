@@ -123,16 +123,25 @@ class LearningRateLogger(Callback):
 
 
 class History(Callback):
-    """Per-epoch logs of a fit: ``history.history['loss']`` etc., ``epochs``, ``plot()``."""
+    """Per-epoch logs of a fit: ``history.history['loss']`` etc., ``epochs``, ``plot()``.
+
+    ``compile_seconds`` is the time the fit spent compiling its loop before the first
+    epoch (None when it was compiled or cached already): it comes in the first epoch's
+    logs only, so it is kept apart from the per-epoch series.
+    """
 
     def on_train_begin(self, logs=None):
         self.epoch = []
         self.history = {}
+        self.compile_seconds = None
 
     def on_epoch_end(self, epoch, logs=None):
         self.epoch.append(epoch)
         for key, value in logs.items():
-            self.history.setdefault(key, []).append(value)
+            if key == "compile_seconds":
+                self.compile_seconds = value
+            else:
+                self.history.setdefault(key, []).append(value)
 
     def __getitem__(self, key):
         return self.history[key]
@@ -152,7 +161,7 @@ class History(Callback):
         except ImportError as err:
             raise ImportError("History.plot needs matplotlib: pip install 'fastbp[plot]'") from err
         keys = keys or [k for k in self.history if not k.startswith("val_")
-                        and k not in ("lr", "seconds", "samples_per_second", "compile_seconds")]
+                        and k not in ("lr", "seconds", "samples_per_second")]
         fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.5), squeeze=False)
         epochs = np.asarray(self.epoch) + 1
         for ax, key in zip(axes[0], keys):

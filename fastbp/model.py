@@ -269,7 +269,8 @@ class Sequential:
         shuffling). Every epoch's logs hold loss and metrics, their val_*
         counterparts, lr, seconds and samples_per_second; the first epoch's
         also compile_seconds when fit had to compile its loop (before that
-        epoch, so that its speed leaves the compile out).
+        epoch, so that its speed leaves the compile out; the History keeps it
+        as ``history.compile_seconds``).
         """
         if loss is not None or optimizer is not None or self.loss is None:
             self.compile(loss if loss is not None else (self.loss or _missing("loss")),
