@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from . import _progress, backends
+from . import _first_run, _progress, backends
 from ._validation import check_features, check_same_length, check_sample_weight
 from .callbacks import History
 from .kernels import registry as R
@@ -179,6 +179,8 @@ def fit_loop(model, train, val, epochs, batch_size, shuffle, rng, callbacks, ver
     n_batches = trainer.n_batches
     order = np.arange(n, dtype=np.int64)
     stats = np.zeros(R.N_STATS)
+    # Compile or load the loop before the first timed epoch, saying so first if it compiles.
+    compile_seconds = _first_run.compile_loop(trainer, order, opt.hyper(0.0), verbose)
 
     history = model.history = History()
     model.stop_training = False
@@ -204,6 +206,8 @@ def fit_loop(model, train, val, epochs, batch_size, shuffle, rng, callbacks, ver
             val_stats = backend.evaluate(model, lowered, *val, min(1024, len(val[0])))
             logs.update({"val_" + k: v for k, v in logs_from_stats(model.loss.kind, val_stats).items()})
         logs.update(lr=lr, seconds=seconds, samples_per_second=n / seconds if seconds > 0 else math.inf)
+        if compile_seconds is not None and epoch == first_epoch:
+            logs["compile_seconds"] = compile_seconds
         model.epochs_trained = epoch + 1
         progress.close(logs)
         opt.schedule.on_epoch_end(epoch, logs)

@@ -21,6 +21,8 @@ def _format(logs):
     for key, value in logs.items():
         if key == "samples_per_second":
             parts.append(f"{value:,.0f} samples/s")
+        elif key == "compile_seconds":
+            parts.append(f"compiled first in {value:.1f} s (not counted in samples/s)")
         elif key not in ("seconds", "lr"):
             parts.append(f"{key} {value:.4f}")
     return ", ".join(parts)

@@ -158,16 +158,25 @@ class LearningRateLogger(Callback):
 
 
 class History(Callback):
-    """Per-epoch logs of a fit: ``history.history['loss']`` etc., ``epochs``, ``plot()``."""
+    """Per-epoch logs of a fit: ``history.history['loss']`` etc., ``epochs``, ``plot()``.
+
+    ``compile_seconds`` is the time the fit spent compiling its loop before the first
+    epoch (None when it was compiled or cached already): it comes in the first epoch's
+    logs only, so it is kept apart from the per-epoch series.
+    """
 
     def on_train_begin(self, logs=None):
         self.epoch = []
         self.history = {}
+        self.compile_seconds = None
 
     def on_epoch_end(self, epoch, logs=None):
         self.epoch.append(epoch)
         for key, value in logs.items():
-            self.history.setdefault(key, []).append(value)
+            if key == "compile_seconds":
+                self.compile_seconds = value
+            else:
+                self.history.setdefault(key, []).append(value)
 
     def __getitem__(self, key):
         return self.history[key]

@@ -107,7 +107,7 @@ def _parser():
 
 def _train(args):
     import fastbp
-    from fastbp import datasets
+    from fastbp import _first_run, datasets
 
     if args.threads is not None:
         fastbp.set_num_threads(args.threads)
@@ -146,9 +146,10 @@ def _train(args):
           f"{args.optimizer}) on {where}: {len(X_train)} train / {len(X_test)} test samples, "
           f"{fastbp.get_num_threads()} threads, {args.device}")
     start = time.perf_counter()
-    history = model.fit(X_train, y_train, epochs=args.epochs, batch_size=args.batch_size, loss=loss,
-                        optimizer=optimizer, seed=args.seed, validation_data=(X_test, y_test),
-                        verbose=0 if args.quiet else 2)
+    with _first_run.announce_always():
+        history = model.fit(X_train, y_train, epochs=args.epochs, batch_size=args.batch_size, loss=loss,
+                            optimizer=optimizer, seed=args.seed, validation_data=(X_test, y_test),
+                            verbose=0 if args.quiet else 2)
     wall = time.perf_counter() - start
     rates = history.history["samples_per_second"]
     train_metrics = model.evaluate(X_train, y_train)

@@ -176,7 +176,10 @@ class Sequential:
         ``validation_data`` is ``(X_val, y_val)`` or ``(X_val, y_val, w_val)``,
         or ``validation_split`` holds out the last fraction of X (before
         shuffling). Every epoch's logs hold loss and metrics, their val_*
-        counterparts, lr, seconds and samples_per_second.
+        counterparts, lr, seconds and samples_per_second; the first epoch's
+        also compile_seconds when fit had to compile its loop (before that
+        epoch, so that its speed leaves the compile out; the History keeps it
+        as ``history.compile_seconds``).
 
         ``class_weight`` (None, 'balanced' or a dict {class: weight}) multiplies
         each training sample's ``sample_weight`` by the weight of its class, as

@@ -395,6 +395,17 @@ def test_history_of_a_classifier_with_validation_data(data):
     assert repr(history).startswith("History(epochs=3, last={")
 
 
+def test_history_keeps_the_compile_time_apart_from_the_per_epoch_series():
+    # fit puts compile_seconds in the first epoch's logs only, when it had to compile.
+    history = fastbp.callbacks.History()
+    history.on_train_begin({})
+    assert history.compile_seconds is None
+    history.on_epoch_end(0, {"loss": 1.0, "samples_per_second": 10.0, "compile_seconds": 25.0})
+    history.on_epoch_end(1, {"loss": 0.5, "samples_per_second": 12.0})
+    assert history.compile_seconds == 25.0
+    assert history.history == {"loss": [1.0, 0.5], "samples_per_second": [10.0, 12.0]}
+
+
 def test_history_of_a_regressor_with_validation_split():
     X, y = fastbp.datasets.make_regression(40, 3, n_targets=2, seed=1)
     m = Sequential([Dense(3, 6, activation="tanh"), Dense(6, 2)], seed=0)

@@ -223,6 +223,29 @@ def test_info_reports_blas_threads_and_openmp(capsys):
         assert "libgomp" in openmp[0] or "libomp" in openmp[0] or "libiomp" in openmp[0], openmp[0]
 
 
+@pytest.mark.slow
+def test_a_cold_first_run_says_it_compiles_and_leaves_the_compile_out_of_the_first_epoch(tmp_path):
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"))
+    env.pop("FASTBP_NO_CACHE", None)
+    note = "compiling the training loop's kernels for this machine"
+    cold = cli("train", "--epochs", "3", "--hidden", "64", cwd=tmp_path, env=env)
+    out = ok(cold)
+    assert note in cold.stderr
+    first = re.search(r"^epoch 1/3: .* ([\d,]+) samples/s, compiled first in ([\d.]+) s", out, re.M)
+    second = re.search(r"^epoch 2/3: .* ([\d,]+) samples/s$", out, re.M)
+    assert first and second, out
+    rate_1, compile_seconds, rate_2 = (float(x.replace(",", "")) for x in (*first.groups(), second.group(1)))
+    assert compile_seconds > 1.0
+    # Without the compile in it, epoch 1 is an epoch like the others (a generous bound: the
+    # machine is shared); with it, it would be hundreds of times slower.
+    assert rate_1 > 0.2 * rate_2, out
+
+    warm = cli("train", "--epochs", "2", "--hidden", "64", cwd=tmp_path, env=env)
+    out = ok(warm)
+    assert note not in warm.stderr
+    assert "compiled first" not in out
+
+
 # ----- bad input: a message on stderr, a non-zero status, no traceback -----------------------
 # Two cases run as subprocesses, as users meet them; the rest call main() in this process
 # (starting Python and importing numba costs seconds each), where a traceback would be an

@@ -1,0 +1,67 @@
+"""The first run on a machine: say so before compiling, and keep the compile out of epoch 1's speed.
+
+numba compiles the training loop, and every kernel it calls, on the loop's first call in a
+process, or loads it from its cache on disk, where a compile leaves it. ``fit`` calls
+``compile_loop`` once before its first timed epoch: an empty run of batches (first == last)
+that compiles or loads the loop and returns at once. numba announces a real compile (not a
+load from the cache) with its ``numba:compile`` event, at the start: the note is printed
+then, before the wait, and the call's duration is returned as the compile time, which fit
+records in the first epoch's logs as ``compile_seconds`` (``History.compile_seconds``)
+and leaves out of its ``samples_per_second``.
+"""
+import contextlib
+import sys
+import threading
+import time
+
+from numba.core import event
+
+# A cold compile of the training loop (every layer kind, loss and optimizer in one
+# function) on the 2-core development machine: BENCHMARKS.md, "the first run".
+EXPECTED_SECONDS = 30
+
+_always = threading.local()
+
+
+@contextlib.contextmanager
+def announce_always():
+    """Print the note whatever fit's ``verbose`` says (the command line does, on stderr)."""
+    before = getattr(_always, "on", False)
+    _always.on = True
+    try:
+        yield
+    finally:
+        _always.on = before
+
+
+class _Announce(event.Listener):
+    """Prints the note at the start of the first compile, in the thread that compiles."""
+
+    def __init__(self, verbose):
+        self.verbose, self.compiled, self.thread = verbose, False, threading.get_ident()
+
+    def on_start(self, ev):
+        if self.compiled or threading.get_ident() != self.thread:
+            return
+        self.compiled = True
+        if self.verbose or getattr(_always, "on", False):
+            print(f"fastbp: compiling the training loop's kernels for this machine (once: about "
+                  f"{EXPECTED_SECONDS} s, cached on disk afterwards)", file=sys.stderr, flush=True)
+
+    def on_end(self, ev):
+        pass
+
+
+def compile_loop(trainer, order, hyper, verbose):
+    """Compile or load the trainer's loop now; the seconds it took when it was a compile, else None.
+
+    ``trainer`` is a fit backend (``begin_epoch``, ``run``); ``order`` and ``hyper`` are
+    any valid permutation and hyperparameters, since no batch runs.
+    """
+    listener = _Announce(verbose)
+    start = time.perf_counter()
+    with event.install_listener("numba:compile", listener):
+        trainer.begin_epoch(order, hyper)
+        trainer.run(0, 0)
+    seconds = time.perf_counter() - start
+    return seconds if listener.compiled else None
