@@ -17,8 +17,9 @@ import time
 from numba.core import event
 
 # A cold compile of the training loop (every layer kind, loss and optimizer in one
-# function) on the 2-core development machine: BENCHMARKS.md, "the first run".
-EXPECTED_SECONDS = 30
+# function) on the 2-core development machine, in CPU seconds: a cold `fastbp train`
+# took 47 s of CPU in all (BENCHMARKS.md, "the first run"); more wall time under load.
+EXPECTED_SECONDS = 40
 
 _always = threading.local()
 
