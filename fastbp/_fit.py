@@ -166,6 +166,29 @@ def _diverged(model, status, stopped, epoch, n_batches, lr, history, callbacks):
     return DivergenceError(message, epoch, stopped, history)
 
 
+def shuffling_rng(seed):
+    """fit's ``seed`` as the generator whose ``shuffle`` orders each epoch: an int seeds a new one."""
+    if isinstance(seed, (np.random.Generator, np.random.RandomState)):
+        return seed
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise TypeError(f"seed must be None, a non-negative int, a numpy.random.Generator or "
+                        f"RandomState; got {seed!r} ({type(seed).__name__})")
+    return np.random.default_rng(int(seed))
+
+
+def _mask_seed(rng, lowered):
+    """The dropout masks' seed, drawn from rng only when the network has dropout (0 otherwise).
+
+    Drawing nothing else keeps a RandomState's stream for the epochs' shuffles
+    alone, in scikit-learn's order (fastbp.estimators relies on it).
+    """
+    if not lowered.has_dropout:
+        return 0
+    if isinstance(rng, np.random.RandomState):
+        return int(rng.randint(0, 2**31 - 1))
+    return int(rng.integers(0, 2**40))
+
+
 def fit_loop(model, train, val, epochs, batch_size, shuffle, rng, callbacks, verbose):
     """Run ``epochs`` epochs of ``model`` on train = (X, Targets); returns the History."""
     X, data = train
@@ -175,7 +198,7 @@ def fit_loop(model, train, val, epochs, batch_size, shuffle, rng, callbacks, ver
     opt = model.optimizer
     opt.init_state(model.theta.size, model.dtype)
     backend = backends.get(model.device)
-    trainer = backend.Trainer(model, lowered, X, data, batch_size, int(rng.integers(0, 2**40)))
+    trainer = backend.Trainer(model, lowered, X, data, batch_size, _mask_seed(rng, lowered))
     n_batches = trainer.n_batches
     order = np.arange(n, dtype=np.int64)
     stats = np.zeros(R.N_STATS)

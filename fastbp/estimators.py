@@ -221,7 +221,7 @@ class _BaseMLP(BaseEstimator):
         try:
             self._model.fit(X, self._fastbp_targets(Y), epochs=1 if incremental else self.max_iter,
                             batch_size=batch_size, shuffle=self.shuffle,
-                            seed=int(self._random_state.randint(np.iinfo(np.int32).max)),
+                            seed=self._random_state,
                             callbacks=[callback], verbose=0, sample_weight=sample_weight)
         except DivergenceError as err:
             if not self._keep_best_after_divergence(err, callback):

@@ -188,6 +188,12 @@ class Sequential:
         'balanced' gives class c the weight n_samples / (n_classes * count_c),
         counted on the training samples (after ``validation_split``); validation
         data keeps its own weights. A class missing from the dict weighs 1.
+
+        ``seed`` (None: the model's own generator) is an int, or a NumPy
+        ``Generator`` or ``RandomState`` used as it is: each epoch its
+        ``shuffle`` permutes the order of the samples, so a ``RandomState``
+        shuffles as scikit-learn's MLPs do with theirs; the dropout masks' seed
+        is drawn from it first, and only when the network has dropout.
         """
         if loss is not None or optimizer is not None or self.loss is None:
             self.compile(loss if loss is not None else (self.loss or _missing("loss")),
@@ -215,7 +221,7 @@ class Sequential:
         # A schedule or callback that watches val_* needs validation data: say so before any epoch.
         for watcher in [self.optimizer.schedule] + callbacks:
             watcher.check_logs(val is not None)
-        rng = np.random.default_rng(seed) if seed is not None else self._rng
+        rng = self._rng if seed is None else _fit.shuffling_rng(seed)
         return _fit.fit_loop(self, train, val, epochs, batch_size, shuffle, rng, callbacks, verbose)
 
     def _prepare(self, X, y, sample_weight, x_name, y_name, w_name):

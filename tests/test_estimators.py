@@ -171,6 +171,24 @@ def test_sgd_follows_sklearn_trajectory(kind, solver):
     np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-3)
 
 
+@pytest.mark.parametrize("kind", ["multiclass", "binary", "multioutput"])
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_shuffled_epochs_follow_sklearn(kind, early_stopping):
+    """shuffle=True: random_state orders each epoch's samples as scikit-learn's shuffle does.
+
+    batch_size 12 divides both 120 and the 108 left after early stopping's split
+    (fastbp decays a last, smaller batch as a full one).
+    """
+    params = dict(SMALL, shuffle=True, early_stopping=early_stopping, n_iter_no_change=100)
+    ours, theirs = _fit_both(kind, solver="sgd", learning_rate_init=0.05, max_iter=6, batch_size=12,
+                             tol=0.0, **params)
+    _assert_same_weights(ours, theirs, atol=1e-12)
+    # Shuffling did happen: the same fit without it ends elsewhere.
+    unshuffled, _ = _fit_both(kind, solver="sgd", learning_rate_init=0.05, max_iter=6, batch_size=12,
+                              tol=0.0, **dict(params, shuffle=False))
+    assert max(np.abs(a - b).max() for a, b in zip(ours.coefs_, unshuffled.coefs_)) > 1e-3
+
+
 @pytest.mark.parametrize("activation", ["identity", "logistic", "tanh", "relu"])
 @pytest.mark.parametrize("hidden_layer_sizes", [4, (), (5, 4, 3)], ids=["int", "none", "three"])
 def test_architectures_follow_sklearn(activation, hidden_layer_sizes):

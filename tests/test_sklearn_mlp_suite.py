@@ -42,11 +42,6 @@ XFAIL = {
     "test_gradient": dict(reason=PRIVATE_API.format("_loss_grad_lbfgs"), strict=True),
     "test_learning_rate_warmstart": dict(reason=PRIVATE_API.format("_optimizer"), strict=True),
     "test_adaptive_learning_rate": dict(reason=PRIVATE_API.format("_optimizer"), strict=True),
-    # Not strict: which prediction lands nearest zero is down to rounding.
-    "test_mlp_regressor_dtypes_casting": dict(
-        reason="relative tolerance on a prediction near zero: fastbp's float32 and float64 fits differ "
-               "by at most 1.7e-6 (scikit-learn's own: 4.6e-6), but one of fastbp's 60 predictions is "
-               "1.8e-4, where that is 1.5e-3 relative, over the test's rtol 5e-4", strict=False),
 }
 
 
