@@ -196,6 +196,8 @@ def fit_loop(model, train, val, epochs, batch_size, shuffle, rng, callbacks, ver
     stats = np.zeros(R.N_STATS)
     # Compile or load the loop before the first timed epoch, saying so first if it compiles.
     compile_seconds = _first_run.compile_loop(trainer, order, opt.hyper(0.0), verbose)
+    if comm is not None:
+        compile_seconds = _mpi.agreed_seconds(comm, compile_seconds)
 
     history = model.history = History()
     model.stop_training = False

@@ -6,8 +6,9 @@ itself is ``backends.cpu.DistributedTrainer``; this module holds what fit does
 around it:
 
 - ``check_comm``: the argument check (any mpi4py intracommunicator).
-- ``agreed_seconds``: an epoch's duration as the slowest rank saw it, so that
-  every rank's logs, and the callbacks that read them, hold the same numbers.
+- ``agreed_seconds``: an epoch's (or the compile's) duration as the slowest rank
+  saw it, so that every rank's logs, and the callbacks that read them, hold the
+  same numbers.
 - ``evaluate``: validation in shards, one contiguous block of rows per rank,
   the S_* sums added over the ranks.
 - ``rank_zero_output``: on the other ranks, no prints and no files while fit
@@ -42,9 +43,11 @@ def check_comm(comm, argument="comm"):
 
 
 def agreed_seconds(comm, seconds):
+    """The largest of the ranks' ``seconds``; None where every rank has None (fit's compile_seconds)."""
     from mpi4py import MPI
 
-    return comm.allreduce(seconds, op=MPI.MAX)
+    longest = comm.allreduce(-1.0 if seconds is None else seconds, op=MPI.MAX)
+    return None if longest < 0 else longest
 
 
 def shard(n, comm):
@@ -68,13 +71,14 @@ def evaluate(backend, model, lowered, X, data, comm):
 
 @contextlib.contextmanager
 def rank_zero_output(model, comm):
-    """Rank 0 prints and writes files; the others' stdout goes to the null device and save does nothing."""
+    """Rank 0 prints and writes files; the others' stdout and stderr go to the null device, save does nothing."""
     if comm.Get_rank() == 0:
         yield
         return
     model._saves = False
     try:
-        with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
+        with (open(os.devnull, "w") as null, contextlib.redirect_stdout(null),
+              contextlib.redirect_stderr(null)):
             yield
     finally:
         model._saves = True

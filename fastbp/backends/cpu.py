@@ -116,13 +116,17 @@ class DistributedTrainer(Trainer):
             if self.reduced[flag] != 0:
                 status = R.NONFINITE_LOSS
             else:
-                status = _cpu_loop.apply_update(self.net, self.ws, self.batch, self.opt, self.share[1] - self.share[0],
-                                                self.model.loss.kind, self.stats)
+                status = self._update()
             if status != R.OK:
                 optimizer.steps = int(self.opt.counters[0])
                 return status, b
         optimizer.steps = int(self.opt.counters[0])
         return R.OK, last
+
+    def _update(self):
+        """The update with the summed gradient, and this rank's rows' loss and metrics."""
+        return _cpu_loop.apply_update(self.net, self.ws, self.batch, self.opt, self.share[1] - self.share[0],
+                                      self.model.loss.kind, self.stats)
 
     def end_epoch(self, stats):
         from mpi4py import MPI
