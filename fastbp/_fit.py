@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from . import _first_run, _progress, backends
+from . import _first_run, _mpi, _progress, backends
 from ._validation import check_features, check_same_length, check_sample_weight
 from .callbacks import History
 from .kernels import registry as R
@@ -189,8 +189,26 @@ def _mask_seed(rng, lowered):
     return int(rng.integers(0, 2**40))
 
 
-def fit_loop(model, train, val, epochs, batch_size, shuffle, rng, callbacks, verbose):
-    """Run ``epochs`` epochs of ``model`` on train = (X, Targets); returns the History."""
+def _trainer(backend, model, lowered, train, batch_size, rng, comm):
+    """The backend's Trainer; over ``comm``, rank 0's parameters and shuffling stream first go to every rank."""
+    X, data = train
+    if comm is None:
+        return backend.Trainer(model, lowered, X, data, batch_size, _mask_seed(rng, lowered))
+    # Equal already when the model and fit have seeds; a model made without one differs per rank.
+    comm.Bcast(model.theta, root=0)
+    if isinstance(rng, np.random.RandomState):
+        rng.set_state(comm.bcast(rng.get_state(), root=0))
+    else:
+        rng.bit_generator.state = comm.bcast(rng.bit_generator.state, root=0)
+    return backend.DistributedTrainer(model, lowered, X, data, batch_size, _mask_seed(rng, lowered), comm)
+
+
+def fit_loop(model, train, val, epochs, batch_size, shuffle, rng, callbacks, verbose, comm=None):
+    """Run ``epochs`` epochs of ``model`` on train = (X, Targets); returns the History.
+
+    With an MPI ``comm`` (``fastbp._mpi``), data-parallel: every rank runs this with the
+    same arguments, trains on its share of each global batch, and gets the same logs.
+    """
     X, data = train
     lowered = lower(model.layers, model.loss.link, model.n_features)
     n = len(X)
@@ -198,12 +216,14 @@ def fit_loop(model, train, val, epochs, batch_size, shuffle, rng, callbacks, ver
     opt = model.optimizer
     opt.init_state(model.theta.size, model.dtype)
     backend = backends.get(model.device)
-    trainer = backend.Trainer(model, lowered, X, data, batch_size, _mask_seed(rng, lowered))
+    trainer = _trainer(backend, model, lowered, train, batch_size, rng, comm)
     n_batches = trainer.n_batches
     order = np.arange(n, dtype=np.int64)
     stats = np.zeros(R.N_STATS)
     # Compile or load the loop before the first timed epoch, saying so first if it compiles.
     compile_seconds = _first_run.compile_loop(trainer, order, opt.hyper(0.0), verbose)
+    if comm is not None:
+        compile_seconds = _mpi.agreed_seconds(comm, compile_seconds)
 
     history = model.history = History()
     model.stop_training = False
@@ -224,9 +244,12 @@ def fit_loop(model, train, val, epochs, batch_size, shuffle, rng, callbacks, ver
         if status != R.OK:
             raise _diverged(model, status, stopped, epoch, n_batches, lr, history, callbacks)
         seconds = time.perf_counter() - start
+        if comm is not None:
+            seconds = _mpi.agreed_seconds(comm, seconds)
         logs = logs_from_stats(model.loss.kind, stats)
         if val is not None:
-            val_stats = backend.evaluate(model, lowered, *val, min(1024, len(val[0])))
+            val_stats = (backend.evaluate(model, lowered, *val, min(1024, len(val[0]))) if comm is None
+                         else _mpi.evaluate(backend, model, lowered, *val, comm))
             logs.update({"val_" + k: v for k, v in logs_from_stats(model.loss.kind, val_stats).items()})
         logs.update(lr=lr, seconds=seconds, samples_per_second=n / seconds if seconds > 0 else math.inf)
         if compile_seconds is not None and epoch == first_epoch:

@@ -80,6 +80,9 @@ def _parser():
     train.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     train.add_argument("--output", "-o", help="save the trained model to this .npz path")
     train.add_argument("--quiet", "-q", action="store_true", help="no per-epoch output")
+    train.add_argument("--distributed", action="store_true", help="data-parallel over MPI: run as "
+                       "mpiexec -n N fastbp train --distributed ...; --batch-size is the global batch "
+                       "(needs fastbp[mpi])")
 
     evaluate = sub.add_parser("evaluate", help="loss and metrics of a saved model on data")
     evaluate.add_argument("model")
@@ -111,6 +114,13 @@ def _train(args):
 
     if args.threads is not None:
         fastbp.set_num_threads(args.threads)
+    comm, say = None, print
+    if args.distributed:
+        from mpi4py import MPI
+
+        comm = MPI.COMM_WORLD
+        if comm.Get_rank() != 0:
+            say = _silent  # every rank trains and evaluates; rank 0 alone reports and saves
     dtype = np.dtype(args.dtype)
     X, y = _load_data(args.data, dtype)
     test = _mnist_test(args.data, dtype) if args.data and os.path.isdir(args.data) else None
@@ -142,27 +152,32 @@ def _train(args):
         optimizer = fastbp.Adam(lr=args.lr or 0.001, weight_decay=args.weight_decay,
                                 decoupled=args.optimizer == "adamw")
     where = args.data or "bundled UCI digits"
-    print(f"fastbp {fastbp.__version__}: training {'-'.join(map(str, sizes))} ({args.activation}, {loss}, "
+    ranks = f", {comm.Get_size()} ranks (MPI)" if comm is not None else ""
+    say(f"fastbp {fastbp.__version__}: training {'-'.join(map(str, sizes))} ({args.activation}, {loss}, "
           f"{args.optimizer}) on {where}: {len(X_train)} train / {len(X_test)} test samples, "
-          f"{fastbp.get_num_threads()} threads, {args.device}")
+          f"{fastbp.get_num_threads()} threads, {args.device}{ranks}")
     start = time.perf_counter()
     with _first_run.announce_always():
         history = model.fit(X_train, y_train, epochs=args.epochs, batch_size=args.batch_size, loss=loss,
                             optimizer=optimizer, seed=args.seed, validation_data=(X_test, y_test),
-                            verbose=0 if args.quiet else 2)
+                            verbose=0 if args.quiet else 2, **({"comm": comm} if comm is not None else {}))
     wall = time.perf_counter() - start
     rates = history.history["samples_per_second"]
     train_metrics = model.evaluate(X_train, y_train)
     test_metrics = model.evaluate(X_test, y_test)
     metric = "accuracy" if "accuracy" in test_metrics else "mse"
-    print(f"train {metric}: {train_metrics[metric]:.4f}   test {metric}: {test_metrics[metric]:.4f}   "
+    say(f"train {metric}: {train_metrics[metric]:.4f}   test {metric}: {test_metrics[metric]:.4f}   "
           f"test loss: {test_metrics['loss']:.4f}")
-    print(f"throughput: {np.median(rates[1:] if len(rates) > 1 else rates):,.0f} samples/s (median epoch), "
+    say(f"throughput: {np.median(rates[1:] if len(rates) > 1 else rates):,.0f} samples/s (median epoch), "
           f"{wall:.2f} s for {len(rates)} epochs including compilation")
-    if args.output:
+    if args.output and (comm is None or comm.Get_rank() == 0):
         model.save(args.output)
-        print(f"saved model to {args.output}")
+        say(f"saved model to {args.output}")
     return 0
+
+
+def _silent(*args, **kwargs):
+    pass
 
 
 def _evaluate(args):

@@ -616,7 +616,34 @@ def _npz_array(archive, key, path):
     return a
 
 
-def load_npz(path):
+def _stored_member_map(name, key):
+    """A read-only memory map of array ``key`` in an .npz, or None where it is compressed or not plain.
+
+    np.load ignores mmap_mode for archives; an uncompressed (np.savez) member is a .npy file
+    stored as is, so its data sits at a fixed offset in the archive and maps like one.
+    """
+    import zipfile
+
+    with zipfile.ZipFile(name) as archive:
+        info = archive.getinfo(key + ".npy")
+    if info.compress_type != zipfile.ZIP_STORED:
+        return None
+    with open(name, "rb") as f:
+        f.seek(info.header_offset)
+        local = f.read(30)  # the local file header: its name and extra field lengths end it
+        n_name, n_extra = struct.unpack("<HH", local[26:30])
+        f.seek(info.header_offset + 30 + n_name + n_extra)
+        version = np.lib.format.read_magic(f)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, fortran, dtype = read_header(f)
+        offset = f.tell()
+    if fortran or dtype.hasobject or not _is_numeric(dtype) or math.prod(shape) == 0:
+        return None
+    return np.memmap(name, dtype=dtype, mode="r", shape=shape, offset=offset)
+
+
+def load_npz(path, mmap=False):
     """Load features ``X`` and targets ``y`` from a NumPy ``.npz`` archive.
 
     Saved, for instance, with ``np.savez(path, X=X, y=y)``. Other arrays in the archive are
@@ -625,6 +652,10 @@ def load_npz(path):
     Parameters
     ----------
     path : str or os.PathLike
+    mmap : bool
+        Memory-map ``X`` (read-only) instead of reading it, when the archive stores it
+        uncompressed (``np.savez``, not ``np.savez_compressed``, which is read as usual): rows
+        are then read when used, as each rank of a data-parallel fit reads only its shares.
 
     Returns
     -------
@@ -649,7 +680,8 @@ def load_npz(path):
                 found = ", ".join(map(repr, archive.files)) or "no arrays"
                 raise ValueError(f"{name!r} has no array {key!r}: expected arrays 'X' and 'y'; "
                                  f"found {found}")
-        X = _npz_array(archive, "X", name)
+        mapped = _stored_member_map(name, "X") if mmap else None
+        X = mapped if mapped is not None else _npz_array(archive, "X", name)
         y = _npz_array(archive, "y", name)
     if X.ndim < 2:
         raise ValueError(f"array 'X' in {name!r} must have shape (N, I), one row per sample; "

@@ -9,7 +9,7 @@ runs them on a backend of ``fastbp.backends``.
 """
 import numpy as np
 
-from . import _fit, _progress, backends, export, interop, losses, optimizers
+from . import _fit, _mpi, _progress, backends, export, interop, losses, optimizers
 from ._fit import DivergenceError  # noqa: F401 (fastbp.DivergenceError)
 from ._persist import load_model, save_model
 from ._validation import check_features, check_fraction, check_int
@@ -169,7 +169,7 @@ class Sequential:
 
     def fit(self, X, y, epochs=1, batch_size=32, loss=None, optimizer=None, validation_data=None,
             validation_split=0.0, shuffle=True, seed=None, callbacks=(), verbose="auto",
-            sample_weight=None, class_weight=None):
+            sample_weight=None, class_weight=None, comm=None):
         """Train with mini-batch gradient descent; returns a ``History``.
 
         The loss and optimizer come from the arguments or from ``compile``;
@@ -194,10 +194,27 @@ class Sequential:
         ``shuffle`` permutes the order of the samples, so a ``RandomState``
         shuffles as scikit-learn's MLPs do with theirs; the dropout masks' seed
         is drawn from it first, and only when the network has dropout.
+
+        ``comm`` (an mpi4py communicator, e.g. ``MPI.COMM_WORLD``; needs
+        ``fastbp[mpi]``) trains data-parallel: run the same script on every rank
+        (``mpiexec -n 4 python train.py``) with the same data and seed.
+        ``batch_size`` is the global batch; each rank computes the gradient of its
+        share of every batch, one allreduce sums them, and every rank applies the
+        same update, so the result equals one process's (to rounding, float64:
+        1e-9). Logs and callbacks see global values on every rank; only rank 0
+        prints and writes files. An exception on one rank aborts the job
+        (``comm.Abort(1)``); a divergence raises ``DivergenceError`` on all.
+        X may be a memory map (``np.load(path, mmap_mode='r')``): each rank then
+        reads the rows of its shares. CPU models only.
         """
         if loss is not None or optimizer is not None or self.loss is None:
             self.compile(loss if loss is not None else (self.loss or _missing("loss")),
                          optimizer if optimizer is not None else (self.optimizer or "sgd"))
+        if comm is not None:
+            _mpi.check_comm(comm)
+            if self.device != "cpu":
+                raise ValueError(f"comm= (data-parallel training over MPI) runs CPU models; this model "
+                                 f"is on {self.device!r}: call model.to('cpu') first")
         epochs = check_int(epochs, "epochs", minimum=1)
         batch_size = check_int(batch_size, "batch_size", minimum=1)
         validation_split = check_fraction(validation_split, "validation_split")
@@ -222,7 +239,11 @@ class Sequential:
         for watcher in [self.optimizer.schedule] + callbacks:
             watcher.check_logs(val is not None)
         rng = self._rng if seed is None else _fit.shuffling_rng(seed)
-        return _fit.fit_loop(self, train, val, epochs, batch_size, shuffle, rng, callbacks, verbose)
+        if comm is None:
+            return _fit.fit_loop(self, train, val, epochs, batch_size, shuffle, rng, callbacks, verbose)
+        with _mpi.abort_on_error(comm, agreed=(_fit.DivergenceError,)), _mpi.rank_zero_output(self, comm):
+            return _fit.fit_loop(self, train, val, epochs, batch_size, shuffle, rng, callbacks,
+                                 verbose if comm.Get_rank() == 0 else 0, comm)
 
     def _prepare(self, X, y, sample_weight, x_name, y_name, w_name):
         return _fit.prepare(self, X, y, sample_weight, (x_name, y_name, w_name))
@@ -300,8 +321,12 @@ class Sequential:
         }
 
     def save(self, path):
-        """Write the model to one .npz file: architecture as JSON, parameters, optimizer state."""
-        save_model(self, path)
+        """Write the model to one .npz file: architecture as JSON, parameters, optimizer state.
+
+        Inside a data-parallel fit (``comm=``), only rank 0 writes.
+        """
+        if getattr(self, "_saves", True):
+            save_model(self, path)
 
     def to_onnx(self, path=None, dtype=None, opset=None):
         """Write the network as an ONNX graph to ``path`` (needs onnx); returns the ModelProto.

@@ -567,3 +567,17 @@ def test_csv_errors_name_the_line(tmp_path):
 def test_csv_bad_arguments(tmp_path, kwargs, error, message):
     with pytest.raises(error, match=message):
         load_csv(tmp_path / "d.csv", **kwargs)
+
+
+def test_load_npz_maps_an_uncompressed_x(tmp_path):
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((7, 2, 3)).astype(np.float32), rng.integers(0, 3, 7)
+    np.savez(tmp_path / "plain.npz", y=y, X=X)
+    np.savez_compressed(tmp_path / "packed.npz", X=X, y=y)
+    X1, y1 = load_npz(tmp_path / "plain.npz", mmap=True)
+    assert isinstance(X1, np.memmap) and not X1.flags.writeable
+    np.testing.assert_array_equal(X1, X.reshape(7, 6))
+    np.testing.assert_array_equal(y1, y)
+    X2, _ = load_npz(tmp_path / "packed.npz", mmap=True)  # compressed: read as usual
+    assert not isinstance(X2, np.memmap)
+    np.testing.assert_array_equal(X2, X.reshape(7, 6))

@@ -209,6 +209,44 @@ def _gather_batch(ws, net, X, data, batch, order, start, nb):
 
 
 @jit
+def batch_gradient(net, ws, batch, opt, nb, loss_code, seed):
+    """Forward, loss and backward on the nb rows in activation 0 and ``batch``: the gradient into opt.grad.
+
+    Returns OK, or NONFINITE_LOSS (then opt.grad is not written). The dropout
+    stream is seed + step * (n_ops + 1), step = opt.counters[0].
+    """
+    n_ops = net.kinds.size
+    labels, target, weight = _prefix(batch, nb)
+    forward(net, ws, opt.theta, nb, True, seed + opt.counters[0] * (n_ops + 1))
+    out = _rows(ws.acts, net.layout, ws.cap, n_ops, nb)
+    probs = ws.probs[:nb]
+    L.loss_code_forward(ws.loss, probs, out, labels, target, weight, loss_code)
+    if not np.isfinite(ws.loss[0]):
+        return R.NONFINITE_LOSS
+    L.loss_code_backward(_rows(ws.dacts, net.layout, ws.cap, n_ops, nb), probs, out, labels, target,
+                         weight, loss_code)
+    backward(net, ws, opt.theta, opt.grad, nb)
+    return R.OK
+
+
+@jit
+def apply_update(net, ws, batch, opt, nb, loss_code, stats):
+    """The optimizer step with opt.grad, unless it is not finite, and the nb rows' loss and metrics.
+
+    Returns OK, or NONFINITE_GRADIENT with theta and state untouched.
+    """
+    if not all_finite(opt.grad):
+        return R.NONFINITE_GRADIENT
+    opt.counters[0] += 1
+    O.optimizer_code_update(opt.theta, opt.grad, opt.state1, opt.state2, net.n_weights, opt.code,
+                            opt.hyper, opt.counters[0])
+    labels, target, weight = _prefix(batch, nb)
+    out = _rows(ws.acts, net.layout, ws.cap, net.kinds.size, nb)
+    accumulate_stats(stats, ws.loss[0], out, labels, target, weight, loss_code)
+    return R.OK
+
+
+@jit
 def train_batches(X, data, order, first, last, net, ws, batch, opt, loss_code, seed, stats):
     """Train on batches first..last-1 (of ws.cap rows) of the permutation ``order``.
 
@@ -217,28 +255,53 @@ def train_batches(X, data, order, first, last, net, ws, batch, opt, loss_code, s
     with the batch at which training stopped, before that batch's update.
     """
     n = order.size
-    n_ops = net.kinds.size
     for b in range(first, last):
         start = b * ws.cap
         nb = min(ws.cap, n - start)
         _gather_batch(ws, net, X, data, batch, order, start, nb)
-        labels, target, weight = _prefix(batch, nb)
-        forward(net, ws, opt.theta, nb, True, seed + opt.counters[0] * (n_ops + 1))
-        out = _rows(ws.acts, net.layout, ws.cap, n_ops, nb)
-        probs = ws.probs[:nb]
-        L.loss_code_forward(ws.loss, probs, out, labels, target, weight, loss_code)
-        if not np.isfinite(ws.loss[0]):
-            return R.NONFINITE_LOSS, b
-        L.loss_code_backward(_rows(ws.dacts, net.layout, ws.cap, n_ops, nb), probs, out, labels, target,
-                             weight, loss_code)
-        backward(net, ws, opt.theta, opt.grad, nb)
-        if not all_finite(opt.grad):
-            return R.NONFINITE_GRADIENT, b
-        opt.counters[0] += 1
-        O.optimizer_code_update(opt.theta, opt.grad, opt.state1, opt.state2, net.n_weights, opt.code,
-                                opt.hyper, opt.counters[0])
-        accumulate_stats(stats, ws.loss[0], out, labels, target, weight, loss_code)
+        status = batch_gradient(net, ws, batch, opt, nb, loss_code, seed)
+        if status == R.OK:
+            status = apply_update(net, ws, batch, opt, nb, loss_code, stats)
+        if status != R.OK:
+            return status, b
     return R.OK, last
+
+
+@jit
+def _weight_total(weight, order, start, nb):
+    """sum of weight[order[start:start + nb]], or nb when there are no sample weights."""
+    if weight.size == 0:
+        return float(nb)
+    total = 0.0
+    for r in range(nb):
+        total += weight[order[start + r]]
+    return total
+
+
+@jit
+def share_gradient(X, data, order, start, nb, share, net, ws, batch, opt, loss_code, seed):
+    """One rank's part of a data-parallel step: the gradient of rows share[0]..share[1]-1 of the batch.
+
+    The global batch is order[start:start + nb]. The loss backward takes the
+    (weighted) mean over the rows it sees, so the share's gradient is scaled by
+    (its weight total) / (the batch's weight total): summed over the ranks'
+    shares it is the gradient of the whole batch, sample weights included. A
+    rank with no rows (or no weight) contributes a zero gradient and a zero loss.
+    Returns OK or NONFINITE_LOSS, like ``batch_gradient``.
+    """
+    lo, hi = share[0], share[1]
+    local = _weight_total(data.weight, order, start + lo, hi - lo)
+    total = _weight_total(data.weight, order, start, nb)
+    _gather_batch(ws, net, X, data, batch, order, start + lo, hi - lo)
+    if local == 0.0:
+        opt.grad[:] = 0.0
+        ws.loss[0] = 0.0
+        return R.OK
+    status = batch_gradient(net, ws, batch, opt, hi - lo, loss_code, seed)
+    scale = local / total
+    for k in range(opt.grad.size):
+        opt.grad[k] *= scale
+    return status
 
 
 @jit

@@ -65,6 +65,77 @@ class Trainer:
         return R.OK, self.n_batches
 
 
+class DistributedTrainer(Trainer):
+    """``Trainer`` for data-parallel training over an MPI communicator (``fastbp._mpi``).
+
+    Every step: ``_cpu_loop.share_gradient`` (compiled) on this rank's rows of
+    the global batch, one in-place Allreduce of the flat gradient (which ends
+    in a flag slot: 1 where a rank's loss was not finite), then
+    ``_cpu_loop.apply_update`` (compiled) on the sum: every rank takes the
+    same decision on the same numbers. MPI cannot be called from inside the
+    compiled loop (numba-mpi would, but it is GPL), hence one Python round per
+    step; the step itself allocates nothing.
+    """
+
+    def __init__(self, model, lowered, X, data, batch_size, seed, comm):
+        super().__init__(model, lowered, X, data, batch_size, seed)
+        self.comm, self.rank, self.size = comm, comm.Get_rank(), comm.Get_size()
+        self.batch_size = batch_size
+        # The gradient and the flag slot in one buffer: one collective per step.
+        self.reduced = np.zeros(model.theta.size + 1, dtype=model.dtype)
+        self.opt = self.opt._replace(grad=self.reduced[:-1])
+        self.share = np.zeros(2, dtype=np.int64)
+        # The share of a rank shrinks to batch_size // size rows: the buffers keep batch_size rows.
+
+    def _set_share(self, nb):
+        """Rows [lo, hi) of a global batch of nb rows for this rank: contiguous, sizes differing by at most one."""
+        self.share[0] = nb * self.rank // self.size
+        self.share[1] = nb * (self.rank + 1) // self.size
+
+    def run(self, first, last):
+        from mpi4py import MPI
+
+        if first == last:
+            # fit's compile-ahead call (``_first_run``): compile the step's pieces, train nothing.
+            self.share[:] = 0
+            _cpu_loop.share_gradient(self.X, self.data, self.order, 0, 0, self.share, self.net, self.ws,
+                                     self.batch, self.opt, self.model.loss.kind, self.seed)
+            return super().run(first, last)
+        optimizer = self.model.optimizer
+        self.opt.counters[0] = optimizer.steps
+        n, cap, flag = len(self.order), self.batch_size, self.reduced.size - 1
+        status = R.OK
+        for b in range(first, last):
+            start = b * cap
+            nb = min(cap, n - start)
+            self._set_share(nb)
+            status = _cpu_loop.share_gradient(self.X, self.data, self.order, start, nb, self.share, self.net,
+                                              self.ws, self.batch, self.opt, self.model.loss.kind, self.seed)
+            self.reduced[flag] = status != R.OK
+            self.comm.Allreduce(MPI.IN_PLACE, self.reduced, op=MPI.SUM)
+            if self.reduced[flag] != 0:
+                status = R.NONFINITE_LOSS
+            else:
+                status = self._update()
+            if status != R.OK:
+                optimizer.steps = int(self.opt.counters[0])
+                return status, b
+        optimizer.steps = int(self.opt.counters[0])
+        return R.OK, last
+
+    def _update(self):
+        """The update with the summed gradient, and this rank's rows' loss and metrics."""
+        return _cpu_loop.apply_update(self.net, self.ws, self.batch, self.opt, self.share[1] - self.share[0],
+                                      self.model.loss.kind, self.stats)
+
+    def end_epoch(self, stats):
+        from mpi4py import MPI
+
+        stats[:] = self.stats
+        self.comm.Allreduce(MPI.IN_PLACE, stats, op=MPI.SUM)
+        return R.OK, self.n_batches
+
+
 def outputs(model, lowered, X, batch_size):
     """The network's outputs (inference mode) on X, (n_samples, O)."""
     ws = lowered.workspace(batch_size, model.dtype, False, -1)

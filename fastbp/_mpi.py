@@ -1,0 +1,103 @@
+"""Data-parallel training over MPI: the communicator, agreed values, rank 0's output, faults.
+
+mpi4py is imported only here, and only when ``fit`` is given ``comm=``
+(``pip install 'fastbp[mpi]'`` brings mpi4py and the mpich wheel). The step
+itself is ``backends.cpu.DistributedTrainer``; this module holds what fit does
+around it:
+
+- ``check_comm``: the argument check (any mpi4py intracommunicator).
+- ``agreed_seconds``: an epoch's (or the compile's) duration as the slowest rank
+  saw it, so that every rank's logs, and the callbacks that read them, hold the
+  same numbers.
+- ``evaluate``: validation in shards, one contiguous block of rows per rank,
+  the S_* sums added over the ranks.
+- ``rank_zero_output``: on the other ranks, no prints and no files while fit
+  runs (progress, LearningRateLogger, ModelCheckpoint, save).
+- ``abort_on_error``: an exception on one rank (other than the agreed
+  ``DivergenceError``) prints its traceback and calls ``comm.Abort(1)``: the
+  other ranks may be waiting in a collective that will never complete, and
+  MPI offers no other way to wake them. The whole job ends with exit status 1.
+  A rank that is killed ends the job too (mpiexec's doing).
+"""
+import contextlib
+import os
+import sys
+import traceback
+
+import numpy as np
+
+from .kernels import registry as R
+
+
+def check_comm(comm, argument="comm"):
+    """``comm`` if it is an mpi4py intracommunicator; ImportError without mpi4py, TypeError otherwise."""
+    try:
+        from mpi4py import MPI
+    except ImportError as err:
+        raise ImportError(f"{argument}= needs mpi4py: pip install 'fastbp[mpi]' (mpi4py and the mpich "
+                          f"wheel), or mpi4py built against the site's MPI") from err
+    if not isinstance(comm, MPI.Intracomm):
+        raise TypeError(f"{argument} must be an mpi4py intracommunicator such as MPI.COMM_WORLD; "
+                        f"got {type(comm).__name__}")
+    return comm
+
+
+def agreed_seconds(comm, seconds):
+    """The largest of the ranks' ``seconds``; None where every rank has None (fit's compile_seconds)."""
+    from mpi4py import MPI
+
+    longest = comm.allreduce(-1.0 if seconds is None else seconds, op=MPI.MAX)
+    return None if longest < 0 else longest
+
+
+def shard(n, comm):
+    """This rank's block of n rows: [n r / size, n (r + 1) / size)."""
+    rank, size = comm.Get_rank(), comm.Get_size()
+    return slice(n * rank // size, n * (rank + 1) // size)
+
+
+def evaluate(backend, model, lowered, X, data, comm):
+    """The S_* sums on (X, data), each rank evaluating its block of rows, added over the ranks."""
+    from mpi4py import MPI
+
+    rows = shard(len(X), comm)
+    stats = np.zeros(R.N_STATS)
+    if rows.stop > rows.start:
+        part = type(data)(*(a[rows] if a.size else a for a in data))
+        stats = backend.evaluate(model, lowered, X[rows], part, min(1024, rows.stop - rows.start))
+    comm.Allreduce(MPI.IN_PLACE, stats, op=MPI.SUM)
+    return stats
+
+
+@contextlib.contextmanager
+def rank_zero_output(model, comm):
+    """Rank 0 prints and writes files; the others' stdout and stderr go to the null device, save does nothing."""
+    if comm.Get_rank() == 0:
+        yield
+        return
+    model._saves = False
+    try:
+        with (open(os.devnull, "w") as null, contextlib.redirect_stdout(null),
+              contextlib.redirect_stderr(null)):
+            yield
+    finally:
+        model._saves = True
+
+
+@contextlib.contextmanager
+def abort_on_error(comm, agreed=()):
+    """Abort the whole job when this rank raises anything but an ``agreed`` exception (all ranks raise those)."""
+    try:
+        yield
+    except agreed:
+        raise
+    except BaseException:
+        if comm.Get_size() == 1:
+            raise
+        rank = comm.Get_rank()
+        print(f"fastbp: rank {rank} of {comm.Get_size()} failed; aborting every rank (MPI_Abort):",
+              file=sys.stderr)
+        traceback.print_exc()
+        sys.stderr.flush()
+        comm.Abort(1)
+        raise

@@ -1,0 +1,158 @@
+"""Run by tests/test_mpi.py under ``mpiexec -n N python tests/mpi_worker.py SCENARIO [DIR]``.
+
+Every rank runs the scenario; rank 0 also trains the same model in one process
+(no communicator) and compares. A check that fails raises, and the job exits
+non-zero (an exception on one rank aborts every rank). "OK <scenario>" on
+rank 0's stdout means every check passed.
+"""
+import hashlib
+import os
+import signal
+import sys
+
+import numpy as np
+from mpi4py import MPI
+
+import fastbp
+from fastbp.backends.cpu import DistributedTrainer
+from fastbp.callbacks import Callback
+
+comm = MPI.COMM_WORLD
+rank, size = comm.Get_rank(), comm.Get_size()
+
+
+def data(n=103, n_features=5, n_classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, n_features))
+    return X, rng.integers(0, n_classes, n), rng.uniform(0.2, 2.0, n)
+
+
+def build(optimizer, seed=1, n_out=3, activation="tanh"):
+    model = fastbp.Sequential([fastbp.Dense(5, 7, activation=activation), fastbp.Dense(7, n_out)],
+                              dtype="float64", seed=seed)
+    return model.compile("softmax_cross_entropy" if n_out > 1 else "mse", optimizer)
+
+
+def assert_close(a, b, what):
+    scale = max(np.max(np.abs(b)), 1e-300)
+    err = np.max(np.abs(np.asarray(a) - np.asarray(b))) / scale
+    if not err <= 1e-9:
+        raise AssertionError(f"{what}: relative difference {err:g} > 1e-9")
+
+
+def assert_same_on_every_rank(array, what):
+    digest = hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+    digests = comm.allgather(digest)
+    if len(set(digests)) != 1:
+        raise AssertionError(f"{what} differs between ranks: {digests}")
+
+
+class StepCheck:
+    """Wraps the trainer's update: after every step, the parameters are bit-identical on every rank."""
+
+    def __init__(self, model):
+        self.model, self.steps, self.original = model, 0, DistributedTrainer._update
+
+    def __call__(self, trainer):
+        status = self.original(trainer)
+        assert_same_on_every_rank(self.model.theta, f"theta after step {self.steps + 1}")
+        self.steps += 1
+        return status
+
+
+class Logs(Callback):
+    """Every epoch's logs, to compare between ranks (EarlyStopping decides on them)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def on_epoch_end(self, epoch, logs):
+        self.seen.append(dict(logs))
+
+
+def equal(tmp):
+    """Each case trained over the communicator and in one process: same parameters and logs."""
+    X, y, w = data()
+    np.save(os.path.join(tmp, "X.npy"), X)
+    cases = [
+        # (name, optimizer, fit arguments): 103 rows in batches of 10 leave a last batch of 3,
+        # which 2 or 3 ranks share unevenly; a batch of 4 on 3 ranks gives shares 1, 1, 2.
+        ("sgd", lambda: fastbp.SGD(lr=0.05, momentum=0.9), dict(batch_size=10)),
+        ("weighted-adam", lambda: fastbp.Adam(lr=0.01), dict(batch_size=4, sample_weight=w)),
+        ("class-weight-schedule", lambda: fastbp.SGD(lr=fastbp.StepDecay(0.1, 1, 0.5)),
+         dict(batch_size=16, class_weight="balanced", validation_split=0.25)),
+        ("memmap", lambda: fastbp.Adam(lr=0.01), dict(batch_size=10, sample_weight=w)),
+    ]
+    for name, optimizer, kwargs in cases:
+        features = np.load(os.path.join(tmp, "X.npy"), mmap_mode="r") if name == "memmap" else X
+        model, logs = build(optimizer()), Logs()
+        check = StepCheck(model)
+        DistributedTrainer._update = lambda trainer: check(trainer)
+        try:
+            history = model.fit(features, y, epochs=3, seed=2, verbose=0, comm=comm, callbacks=[logs], **kwargs)
+        finally:
+            DistributedTrainer._update = check.original
+        if check.steps != 3 * -(-int(103 * (1 - kwargs.get("validation_split", 0))) // kwargs["batch_size"]):
+            raise AssertionError(f"{name}: {check.steps} steps checked")
+        assert_same_on_every_rank(model.theta, f"{name}: theta")
+        assert_same_on_every_rank(model.optimizer.state[0], f"{name}: optimizer state")
+        every = comm.allgather(logs.seen)
+        if any(seen != every[0] for seen in every):
+            raise AssertionError(f"{name}: the callbacks saw different logs on different ranks")
+        if rank == 0:
+            single = build(optimizer())
+            expected = single.fit(X, y, epochs=3, seed=2, verbose=0, **kwargs)
+            assert_close(model.theta, single.theta, f"{name}: theta against one process")
+            for key, values in expected.history.items():
+                if key not in ("seconds", "samples_per_second", "compile_seconds"):
+                    assert_close(history.history[key], values, f"{name}: history {key!r}")
+
+
+def diverge(tmp):
+    """A huge row on one rank's share: every rank stops at the same step, the model as before it."""
+    X, _, y = data()
+    X[37] = 1e300  # its squared error overflows: a non-finite loss on the rank whose share holds it
+    error = None
+    model = build(fastbp.SGD(lr=0.05), n_out=1, activation="relu")
+    try:
+        model.fit(X, y, epochs=2, batch_size=10, seed=3, verbose=0, comm=comm)
+    except fastbp.DivergenceError as err:
+        error = err
+    if error is None:
+        raise AssertionError("no DivergenceError")
+    assert_same_on_every_rank(np.array([error.epoch, error.batch]), "where training stopped")
+    assert_same_on_every_rank(model.theta, "theta after the divergence")
+    if rank == 0:
+        single = build(fastbp.SGD(lr=0.05), n_out=1, activation="relu")
+        try:
+            single.fit(X, y, epochs=2, batch_size=10, seed=3, verbose=0)
+            raise AssertionError("one process did not diverge")
+        except fastbp.DivergenceError as err:
+            if (err.epoch, err.batch) != (error.epoch, error.batch):
+                raise AssertionError(f"stopped at {(error.epoch, error.batch)}, one process at "
+                                     f"{(err.epoch, err.batch)}")
+        assert_close(model.theta, single.theta, "theta against one process")
+
+
+class Fail(Callback):
+    def on_epoch_end(self, epoch, logs):
+        if rank == size - 1 and epoch == 1:
+            if sys.argv[1] == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise RuntimeError("a failure on the last rank")
+
+
+def fail(tmp):
+    """The last rank fails after epoch 2; the others go on into epoch 3's collectives."""
+    X, y, _ = data()
+    build(fastbp.SGD(lr=0.05)).fit(X, y, epochs=100, batch_size=10, seed=3, verbose=0, comm=comm,
+                                   callbacks=[Fail()])
+
+
+if __name__ == "__main__":
+    scenario, tmp = sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "."
+    {"equal": equal, "diverge": diverge, "raise": fail, "kill": fail}[scenario](tmp)
+    comm.Barrier()
+    if rank == 0:
+        print(f"OK {scenario}", flush=True)
