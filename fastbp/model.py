@@ -287,6 +287,7 @@ class Sequential:
             "dtype": self.dtype.name,
             "seed": self.seed if isinstance(self.seed, (int, type(None))) else None,
             "loss": self.loss.name if self.loss is not None else None,
+            "loss_config": self.loss.get_config() if self.loss is not None else None,
             "optimizer": opt.get_config() if opt is not None else None,
             "schedule": opt.schedule.get_config() if opt is not None else None,
             "optimizer_steps": opt.steps if opt is not None else 0,

@@ -209,8 +209,10 @@ def _gather_batch(ws, net, X, data, batch, order, start, nb):
 
 
 @jit
-def train_batches(X, data, order, first, last, net, ws, batch, opt, loss_code, seed, stats):
+def train_batches(X, data, order, first, last, net, ws, batch, opt, loss, seed, stats):
     """Train on batches first..last-1 (of ws.cap rows) of the permutation ``order``.
+
+    ``loss`` is a ``lowering.LossSpec``: the registry's loss code and its parameter.
 
     opt.counters[0] is the optimizer step count (incremented per update, Adam's t).
     Returns (status, batch): status OK, or NONFINITE_LOSS / NONFINITE_GRADIENT
@@ -226,18 +228,18 @@ def train_batches(X, data, order, first, last, net, ws, batch, opt, loss_code, s
         forward(net, ws, opt.theta, nb, True, seed + opt.counters[0] * (n_ops + 1))
         out = _rows(ws.acts, net.layout, ws.cap, n_ops, nb)
         probs = ws.probs[:nb]
-        L.loss_code_forward(ws.loss, probs, out, labels, target, weight, loss_code)
+        L.loss_code_forward(ws.loss, probs, out, labels, target, weight, loss.code, loss.param)
         if not np.isfinite(ws.loss[0]):
             return R.NONFINITE_LOSS, b
         L.loss_code_backward(_rows(ws.dacts, net.layout, ws.cap, n_ops, nb), probs, out, labels, target,
-                             weight, loss_code)
+                             weight, loss.code, loss.param)
         backward(net, ws, opt.theta, opt.grad, nb)
         if not all_finite(opt.grad):
             return R.NONFINITE_GRADIENT, b
         opt.counters[0] += 1
         O.optimizer_code_update(opt.theta, opt.grad, opt.state1, opt.state2, net.n_weights, opt.code,
                                 opt.hyper, opt.counters[0])
-        accumulate_stats(stats, ws.loss[0], out, labels, target, weight, loss_code)
+        accumulate_stats(stats, ws.loss[0], out, labels, target, weight, loss.code)
     return R.OK, last
 
 
@@ -259,7 +261,7 @@ def predict_batches(out_all, X, net, ws, theta):
 
 
 @jit
-def evaluate_batches(X, data, net, ws, theta, loss_code, stats):
+def evaluate_batches(X, data, net, ws, theta, loss, stats):
     """Accumulate loss and metrics of the model (inference mode) over X into stats."""
     n = X.shape[0]
     for start in range(0, n, ws.cap):
@@ -268,5 +270,5 @@ def evaluate_batches(X, data, net, ws, theta, loss_code, stats):
         labels = data.labels[start:start + nb] if data.labels.size else data.labels
         weight = data.weight[start:start + nb] if data.weight.size else data.weight
         target = data.target[start:start + nb]
-        L.loss_code_forward(ws.loss, ws.probs[:nb], out, labels, target, weight, loss_code)
-        accumulate_stats(stats, ws.loss[0], out, labels, target, weight, loss_code)
+        L.loss_code_forward(ws.loss, ws.probs[:nb], out, labels, target, weight, loss.code, loss.param)
+        accumulate_stats(stats, ws.loss[0], out, labels, target, weight, loss.code)

@@ -52,7 +52,7 @@ class Trainer:
         optimizer = self.model.optimizer
         self.opt.counters[0] = optimizer.steps
         status, stopped = _cpu_loop.train_batches(self.X, self.data, self.order, first, last, self.net,
-                                                  self.ws, self.batch, self.opt, self.model.loss.kind,
+                                                  self.ws, self.batch, self.opt, self.model.loss.spec(),
                                                   self.seed, self.stats)
         optimizer.steps = int(self.opt.counters[0])
         return status, stopped
@@ -77,7 +77,7 @@ def evaluate(model, lowered, X, data, batch_size):
     """The S_* sums of loss and metrics (inference mode) on (X, data)."""
     ws = lowered.workspace(batch_size, model.dtype, False, model.loss.kind)
     stats = np.zeros(R.N_STATS)
-    _cpu_loop.evaluate_batches(X, data, lowered.net, ws, model.theta, model.loss.kind, stats)
+    _cpu_loop.evaluate_batches(X, data, lowered.net, ws, model.theta, model.loss.spec(), stats)
     return stats
 
 
@@ -100,7 +100,7 @@ def objective(model, lowered, X, data):
     def f(theta):
         model.theta[...] = theta
         status, _ = _cpu_loop.train_batches(X, data, order, 0, 1, lowered.net, ws, batch, opt,
-                                            model.loss.kind, 0, stats)
+                                            model.loss.spec(), 0, stats)
         if status != R.OK:
             return np.inf, np.zeros(opt.grad.size)
         return float(ws.loss[0]), opt.grad.astype(np.float64)
