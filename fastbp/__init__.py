@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 from . import callbacks, datasets, layers, losses, optimizers, schedules  # noqa: E402
 from .callbacks import (Callback, EarlyStopping, History, LearningRateLogger, ModelCheckpoint,  # noqa: E402
                         MonitorError)
+from ._gradcheck import GradcheckError, gradcheck, gradcheck_pair  # noqa: E402
 from .interop import from_sklearn  # noqa: E402 (imports scikit-learn when called, not here)
 from .layers import (ELU, GELU, SELU, Activation, Dense, Dropout, LeakyReLU, LogSoftmax, ReLU,  # noqa: E402
                      Sigmoid, SiLU, Softmax, Softplus, Tanh)

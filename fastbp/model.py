@@ -231,7 +231,8 @@ class Sequential:
         defines it and without weight decay, and its gradient as a new float64
         vector of the same layout; (inf, zeros) where the loss or gradient is
         not finite. The data is checked and the buffers allocated once, here.
-        Runs on the CPU.
+        Runs on the CPU. Dropout layers apply the same masks on every call, so
+        that f is a function of theta alone.
         """
         if self.loss is None:
             raise RuntimeError("objective needs a loss: call compile(loss=...) first")

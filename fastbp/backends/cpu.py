@@ -86,7 +86,8 @@ def objective(model, lowered, X, data):
 
     One step of the compiled training loop with a zero learning rate: the same
     forward and backward code as fit, no second compiled entry point, and an
-    SGD update that leaves theta exactly as it was.
+    SGD update that leaves theta exactly as it was. Dropout uses the masks of
+    step 0 (seed 0) on every call.
     """
     n = len(X)
     ws = lowered.workspace(n, model.dtype, True, model.loss.kind)
@@ -99,6 +100,9 @@ def objective(model, lowered, X, data):
 
     def f(theta):
         model.theta[...] = theta
+        # The step count seeds the dropout masks: step 0 on every call, so that f is a
+        # function of theta alone (the same masks for a line search or a gradient check).
+        opt.counters[0] = 0
         status, _ = _cpu_loop.train_batches(X, data, order, 0, 1, lowered.net, ws, batch, opt,
                                             model.loss.spec(), 0, stats)
         if status != R.OK:
