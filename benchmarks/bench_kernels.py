@@ -56,6 +56,30 @@ class Gelu(_Layer):
     kernel = "gelu"
 
 
+class Silu(_Layer):
+    """SiLU, whose backward takes the forward input (a separate pass after the dense product)."""
+
+    kernel = "silu"
+
+
+class Selu(_Layer):
+    kernel = "selu"
+
+
+class Mse(_Layer):
+    """The elementwise losses share one kernel pair; MSE, Huber and MAE time its dispatch."""
+
+    kernel = "mse"
+
+
+class Huber(_Layer):
+    kernel = "huber"
+
+
+class Mae(_Layer):
+    kernel = "mae"
+
+
 class SoftmaxCrossEntropy(_Layer):
     kernel = "softmax_cross_entropy"
 
@@ -66,3 +90,13 @@ class SgdUpdate(_Update):
 
 class AdamUpdate(_Update):
     kernel = "adam_update"
+
+
+class RmspropUpdate(_Update):
+    """Centered RMSprop with momentum: every buffer in use."""
+
+    kernel = "rmsprop_update"
+
+
+class AdagradUpdate(_Update):
+    kernel = "adagrad_update"

@@ -61,8 +61,10 @@ SHAPES = {c.name: (c.batch_size, c.layers[0], c.layers[1]) for c in CONFIGS.valu
 
 # Each kernel benchmarked, with its phases: a forward/backward pair, or an optimizer update.
 KERNELS = {**{k: ("forward", "backward") for k in ("dense", "dense_act", "relu", "softmax", "gelu",
-                                                  "softmax_cross_entropy")},
-           "sgd_update": ("update",), "adam_update": ("update",)}
+                                                  "softmax_cross_entropy", "silu", "selu", "mse", "huber",
+                                                  "mae")},
+           "sgd_update": ("update",), "adam_update": ("update",), "rmsprop_update": ("update",),
+           "adagrad_update": ("update",)}
 
 
 def make_data(config, n_samples=None, seed=0):
@@ -145,12 +147,19 @@ def kernel_calls(kernel, shape, dtype):
     if kernel == "dense_act":
         return {"forward": (cpu.dense_act_forward, (out, x, w, b, relu, 0.0)),
                 "backward": (cpu.dense_act_backward, (dx, dw, db, dz, dout, out, x, w, relu, 0.0))}
-    if kernel in ("relu", "softmax", "gelu"):
+    if kernel in ("relu", "softmax", "gelu", "silu", "selu"):
         forward, backward = getattr(cpu, f"{kernel}_forward"), getattr(cpu, f"{kernel}_backward")
         z = arr(n, o)
-        # GELU's backward takes the forward input, the others the forward output.
+        # GELU's and SiLU's backward take the forward input, the others the forward output.
         return {"forward": (forward, (out, z)),
-                "backward": (backward, (dz, dout, z if kernel == "gelu" else out))}
+                "backward": (backward, (dz, dout, z if kernel in ("gelu", "silu") else out))}
+    if kernel in ("mse", "huber", "mae"):
+        # The elementwise losses (one shared kernel pair) on the configuration's (N, O) outputs.
+        forward, backward = getattr(cpu, f"{kernel}_forward"), getattr(cpu, f"{kernel}_backward")
+        loss, no_weight, target = np.zeros(1, dtype=dtype), np.empty(0, dtype=dtype), arr(n, o)
+        extra = (1.0,) if kernel == "huber" else ()
+        return {"forward": (forward, (loss, out, target, no_weight, *extra)),
+                "backward": (backward, (dz, out, target, no_weight, *extra))}
     if kernel == "softmax_cross_entropy":
         n_classes = CONFIGS[shape].layers[-1]
         logits, probs, dlogits = arr(n, n_classes), arr(n, n_classes), arr(n, n_classes)
@@ -164,4 +173,10 @@ def kernel_calls(kernel, shape, dtype):
         return {"update": (cpu.sgd_update, (param, grad, state1, 1e-3, MOMENTUM, False, 0.0))}
     if kernel == "adam_update":
         return {"update": (cpu.adam_update, (param, grad, state1, state2, 1e-3, 0.9, 0.999, 1e-8, 1, 0.0, False))}
+    if kernel == "rmsprop_update":
+        state3 = np.zeros(size, dtype)
+        return {"update": (cpu.rmsprop_update, (param, grad, state1, state2, state3, 1e-3, 0.99, 1e-8, MOMENTUM,
+                                                True, 0.0))}
+    if kernel == "adagrad_update":
+        return {"update": (cpu.adagrad_update, (param, grad, state1, 1e-3, 0.0, 1e-10, 1, 0.0))}
     raise ValueError(f"unknown kernel {kernel!r}; expected one of {list(KERNELS)}")

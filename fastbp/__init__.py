@@ -1,7 +1,7 @@
 """fastbp: hand-derived backpropagation compiled just in time with numba.
 
 Build a ``Sequential`` of ``Dense`` (and activation, ``Dropout``) layers, ``fit``
-it with ``SGD`` or ``Adam``, then ``predict``, ``evaluate``, ``save`` and
+it with ``SGD``, ``Adam``, ``RMSprop`` or ``Adagrad``, then ``predict``, ``evaluate``, ``save`` and
 ``fastbp.load``. The kernels are in ``fastbp.kernels``; scikit-learn style
 estimators are ``fastbp.MLPClassifier`` and ``fastbp.MLPRegressor``, and
 ``fastbp.from_sklearn`` makes one of a fitted scikit-learn MLP.
@@ -12,11 +12,12 @@ __version__ = "0.1.0"
 from . import callbacks, datasets, layers, losses, optimizers, schedules  # noqa: E402
 from .callbacks import (Callback, EarlyStopping, History, LearningRateLogger, ModelCheckpoint,  # noqa: E402
                         MonitorError)
+from ._gradcheck import GradcheckError, gradcheck, gradcheck_pair  # noqa: E402
 from .interop import from_sklearn  # noqa: E402 (imports scikit-learn when called, not here)
-from .layers import (ELU, GELU, Activation, Dense, Dropout, LeakyReLU, LogSoftmax, ReLU,  # noqa: E402
-                     Sigmoid, Softmax, Softplus, Tanh)
+from .layers import (ELU, GELU, SELU, Activation, Dense, Dropout, LeakyReLU, LogSoftmax, ReLU,  # noqa: E402
+                     Sigmoid, SiLU, Softmax, Softplus, Tanh)
 from .model import DivergenceError, Sequential, load  # noqa: E402
-from .optimizers import SGD, Adam  # noqa: E402
+from .optimizers import SGD, Adagrad, Adam, RMSprop  # noqa: E402
 from .schedules import CosineDecay, ExponentialDecay, ReduceLROnPlateau, StepDecay  # noqa: E402
 from ._threads import get_num_threads, set_num_threads  # noqa: E402
 

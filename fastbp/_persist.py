@@ -158,7 +158,8 @@ def load_model(path, model_class):
         config = json.loads(str(arrays["architecture"]))
         layers = [layer_from_config(entry["type"], entry["config"]) for entry in config["layers"]]
         model = model_class(layers, dtype=config["dtype"], seed=config.get("seed"))
-        loss = losses.get(config["loss"]) if config.get("loss") else None
+        loss = (losses.from_config(config.get("loss_config") or config["loss"]) if config.get("loss")
+                else None)
         optimizer = (optimizers.from_config(config["optimizer"], config["schedule"])
                      if config.get("optimizer") else None)
     except (KeyError, TypeError, ValueError) as err:

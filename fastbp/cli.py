@@ -65,10 +65,12 @@ def _parser():
     train.add_argument("--dropout", type=float, default=0.2, help="dropout rate after each hidden layer "
                        "(default 0.2; 0 for none)")
     train.add_argument("--loss", default=None, help="softmax_cross_entropy (default for integer labels), "
-                       "binary_cross_entropy or mse (default for real targets)")
-    train.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default="sgd")
-    train.add_argument("--lr", type=float, default=None, help="learning rate (default 0.1 for sgd, 0.001 for adam)")
-    train.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+                       "binary_cross_entropy, mse (default for real targets), mae, huber or poisson")
+    train.add_argument("--optimizer", choices=["sgd", "adam", "adamw", "rmsprop", "adagrad"], default="sgd")
+    train.add_argument("--lr", type=float, default=None, help="learning rate (default 0.1 for sgd, 0.001 for "
+                       "adam and adamw, 0.01 for rmsprop and adagrad)")
+    train.add_argument("--momentum", type=float, default=None, help="momentum of sgd (default 0.9) and "
+                       "rmsprop (default 0)")
     train.add_argument("--weight-decay", type=float, default=0.0)
     train.add_argument("--epochs", type=int, default=30)
     train.add_argument("--batch-size", type=int, default=32)
@@ -147,7 +149,13 @@ def _train(args):
     layers.append(fastbp.Dense(sizes[-2], sizes[-1]))
     model = fastbp.Sequential(layers, dtype=args.dtype, seed=args.seed, device=args.device)
     if args.optimizer == "sgd":
-        optimizer = fastbp.SGD(lr=args.lr or 0.1, momentum=args.momentum, weight_decay=args.weight_decay)
+        momentum = 0.9 if args.momentum is None else args.momentum
+        optimizer = fastbp.SGD(lr=args.lr or 0.1, momentum=momentum, weight_decay=args.weight_decay)
+    elif args.optimizer == "rmsprop":
+        optimizer = fastbp.RMSprop(lr=args.lr or 0.01, momentum=args.momentum or 0.0,
+                                   weight_decay=args.weight_decay)
+    elif args.optimizer == "adagrad":
+        optimizer = fastbp.Adagrad(lr=args.lr or 0.01, weight_decay=args.weight_decay)
     else:
         optimizer = fastbp.Adam(lr=args.lr or 0.001, weight_decay=args.weight_decay,
                                 decoupled=args.optimizer == "adamw")

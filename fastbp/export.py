@@ -195,6 +195,32 @@ def _gelu(g, x, alpha):
     return g.node("Mul", [half_x, g.node("Add", [g.constant(1.0), erf])])
 
 
+def _silu(g, x, alpha):
+    # ONNX has no SiLU operator (HardSwish is another function): x sigmoid(x).
+    if g.dtype == np.float32:
+        return g.node("Mul", [x, g.node("Sigmoid", [x])])
+    # onnxruntime's float64 Sigmoid loses the tail (0 for x = -50): the kernel's two
+    # branches instead, e = e^-|x| <= 1, sigmoid = 1 / (1 + e) for x >= 0, e / (1 + e) below.
+    e = g.node("Exp", [g.node("Neg", [g.node("Abs", [x])])])
+    one_plus_e = g.node("Add", [g.constant(1.0), e])
+    nonneg = g.node("Not", [g.node("Less", [x, g.constant(0.0)])])
+    s = g.node("Where", [nonneg, g.node("Div", [g.constant(1.0), one_plus_e]), g.node("Div", [e, one_plus_e])])
+    return g.node("Mul", [x, s])
+
+
+def _selu(g, x, alpha):
+    from .kernels._scalar import SELU_ALPHA, SELU_SCALE
+
+    if g.dtype == np.float32:
+        return g.node("Selu", [x], alpha=SELU_ALPHA, gamma=SELU_SCALE)
+    # onnxruntime's Selu is float32 only, and its attributes are float32: float64 spells
+    # out scale (x if x > 0 else alpha expm1(min(x, 0))) with float64 constants.
+    negative = g.node("Mul", [g.constant(SELU_SCALE * SELU_ALPHA),
+                              _expm1(g, g.node("Min", [x, g.constant(0.0)]))])
+    return g.node("Where", [g.node("Greater", [x, g.constant(0.0)]),
+                            g.node("Mul", [g.constant(SELU_SCALE), x]), negative])
+
+
 def _softmax(g, x, alpha):
     return g.node("Softmax", [x], axis=-1)
 
@@ -215,6 +241,8 @@ _ACTIVATIONS = {
     "gelu": _gelu,
     "softmax": _softmax,
     "log_softmax": _log_softmax,
+    "silu": _silu,
+    "selu": _selu,
 }
 
 

@@ -124,7 +124,7 @@ def _activation_class(name):
 
     cls_name = "".join(part.capitalize() for part in name.split("_"))
     cls_name = {"Relu": "ReLU", "LeakyRelu": "LeakyReLU", "Elu": "ELU", "Gelu": "GELU",
-                "LogSoftmax": "LogSoftmax"}.get(cls_name, cls_name)
+                "Silu": "SiLU", "Selu": "SELU", "LogSoftmax": "LogSoftmax"}.get(cls_name, cls_name)
     doc = f"The {name} activation as a layer."
     return type(cls_name, (Activation,), {"__init__": __init__, "get_config": get_config,
                                           "__doc__": doc, "__module__": __name__})
@@ -139,6 +139,8 @@ Softplus = _activation_class("softplus")
 GELU = _activation_class("gelu")
 Softmax = _activation_class("softmax")
 LogSoftmax = _activation_class("log_softmax")
+SiLU = _activation_class("silu")
+SELU = _activation_class("selu")
 
 
 class Dropout(Layer):
@@ -155,7 +157,7 @@ class Dropout(Layer):
 
 LAYER_TYPES = {cls.__name__: cls for cls in
                (Dense, Activation, Dropout, ReLU, LeakyReLU, ELU, Sigmoid, Tanh, Softplus, GELU,
-                Softmax, LogSoftmax)}
+                Softmax, LogSoftmax, SiLU, SELU)}
 
 
 def layer_from_config(kind, config):

@@ -4,9 +4,12 @@ The math is in ``fastbp.kernels`` (``*_forward``/``*_backward``); a loss object
 here validates targets, names its metrics and knows its output link (the
 softmax or sigmoid that turns logits into probabilities).
 """
+import math
+
 import numpy as np
 
 from .kernels import registry as R
+from .lowering import LossSpec
 
 
 class Loss:
@@ -19,14 +22,18 @@ class Loss:
     def get_config(self):
         return {"name": self.name}
 
+    def spec(self):
+        """The ``LossSpec`` the compiled loops and the kernels take: code and parameter."""
+        return LossSpec(self.kind, float(getattr(self, "param", 0.0)))
+
     def __repr__(self):
         return f"{type(self).__name__}()"
 
     def __eq__(self, other):
-        return type(self) is type(other)
+        return type(self) is type(other) and self.get_config() == other.get_config()
 
     def __hash__(self):
-        return hash(type(self))
+        return hash((type(self), tuple(sorted(self.get_config().items()))))
 
 
 class SoftmaxCrossEntropy(Loss):
@@ -107,6 +114,52 @@ class Poisson(Loss):
         return y
 
 
+class Huber(Loss):
+    """Huber loss, PyTorch's ``HuberLoss(delta=...)`` (reduction 'mean'): with d = out - y,
+    d^2 / 2 where |d| <= delta and delta (|d| - delta / 2) beyond, averaged over outputs and
+    (weighted) samples. Quadratic near the target, linear in the tails: robust to outliers.
+    Targets (N, O) (or (N,) when O = 1). Metrics ``mse`` and ``mae``.
+    """
+
+    kind = R.LOSS_HUBER
+    name = R.LOSS_TABLE[kind].name
+    metrics = ("mse", "mae")
+
+    def __init__(self, delta=R.LOSS_TABLE[R.LOSS_HUBER].param):
+        if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not (
+                delta > 0 and math.isfinite(delta)):
+            raise ValueError(f"delta must be a finite number > 0; got {delta!r}")
+        self.delta = float(delta)
+
+    @property
+    def param(self):
+        return self.delta
+
+    def get_config(self):
+        return {"name": self.name, "delta": self.delta}
+
+    def __repr__(self):
+        return f"Huber(delta={self.delta!r})"
+
+    def prepare_targets(self, y, n_outputs, argument="y"):
+        return _as_2d_targets(y, n_outputs, self.name, argument)
+
+
+class MeanAbsoluteError(Loss):
+    """Mean absolute error |out - y| over all outputs (PyTorch's ``L1Loss``, Keras's ``mae``).
+
+    Its gradient is sign(out - y) / (O sum_n s_n) per sample, 0 where out == y
+    exactly (a subgradient, as PyTorch's). Targets (N, O) (or (N,) when O = 1).
+    """
+
+    kind = R.LOSS_MAE
+    name = R.LOSS_TABLE[kind].name
+    metrics = ("mse", "mae")
+
+    def prepare_targets(self, y, n_outputs, argument="y"):
+        return _as_2d_targets(y, n_outputs, self.name, argument)
+
+
 def _as_2d_targets(y, n_outputs, loss_name, argument):
     y = np.asarray(y)
     if y.dtype.kind not in "iufb":
@@ -128,7 +181,9 @@ for _cls, _names in ((SoftmaxCrossEntropy, ("softmax_cross_entropy", "cross_entr
                                             "log_loss")),
                      (BinaryCrossEntropy, ("binary_cross_entropy", "binary_crossentropy", "bce")),
                      (MeanSquaredError, ("mse", "mean_squared_error", "squared_error")),
-                     (Poisson, ("poisson",))):
+                     (Poisson, ("poisson",)),
+                     (Huber, ("huber", "huber_loss")),
+                     (MeanAbsoluteError, ("mae", "mean_absolute_error", "l1", "absolute_error"))):
     for _n in _names:
         _BY_NAME[_n] = _cls
 
@@ -140,3 +195,12 @@ def get(loss):
     if isinstance(loss, str) and loss.lower() in _BY_NAME:
         return _BY_NAME[loss.lower()]()
     raise ValueError(f"unknown loss {loss!r}; expected a fastbp.losses.Loss or one of {sorted(_BY_NAME)}")
+
+
+def from_config(config):
+    """The Loss of a ``get_config()`` record (a saved model's); a bare name is accepted too."""
+    if isinstance(config, str):
+        return get(config)
+    config = dict(config)
+    loss = get(config.pop("name"))
+    return type(loss)(**config) if config else loss

@@ -21,6 +21,7 @@ never trade places unnoticed:
   or of one batch; the unused ones are empty.
 - ``Optimizer``: the flat parameters, their gradient, the optimizer state, the
   optimizer code, its ``hyper`` array and the step counter.
+- ``LossSpec``: the loss code and its parameter (Huber's delta; 0 for the others).
 """
 from collections import namedtuple
 
@@ -33,6 +34,7 @@ Network = namedtuple("Network", "kinds codes alphas rates params_of layout param
 Workspace = namedtuple("Workspace", "acts dacts masks scratch probs loss cap")
 Targets = namedtuple("Targets", "labels target weight")
 Optimizer = namedtuple("Optimizer", "theta grad state1 state2 code hyper counters")
+LossSpec = namedtuple("LossSpec", "code param")
 
 
 class Lowered:

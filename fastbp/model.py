@@ -258,7 +258,8 @@ class Sequential:
         defines it and without weight decay, and its gradient as a new float64
         vector of the same layout; (inf, zeros) where the loss or gradient is
         not finite. The data is checked and the buffers allocated once, here.
-        Runs on the CPU.
+        Runs on the CPU. Dropout layers apply the same masks on every call, so
+        that f is a function of theta alone.
         """
         if self.loss is None:
             raise RuntimeError("objective needs a loss: call compile(loss=...) first")
@@ -314,6 +315,7 @@ class Sequential:
             "dtype": self.dtype.name,
             "seed": self.seed if isinstance(self.seed, (int, type(None))) else None,
             "loss": self.loss.name if self.loss is not None else None,
+            "loss_config": self.loss.get_config() if self.loss is not None else None,
             "optimizer": opt.get_config() if opt is not None else None,
             "schedule": opt.schedule.get_config() if opt is not None else None,
             "optimizer_steps": opt.steps if opt is not None else 0,

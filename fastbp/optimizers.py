@@ -1,6 +1,6 @@
 """Optimizers: their hyperparameters and state; the updates are kernels.
 
-Both update every parameter of the model in one kernel call over the flat
+Each updates every parameter of the model in one kernel call over the flat
 parameter vector (weights, then biases). Weight decay applies to the weights
 only, as scikit-learn's ``alpha`` does.
 """
@@ -18,6 +18,12 @@ def _nonneg(value, name):
     return float(value)
 
 
+def _positive(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
+    return float(value)
+
+
 class Optimizer:
     kind = -1
     n_states = 0
@@ -31,10 +37,18 @@ class Optimizer:
     def lr(self):
         return self.schedule.lr
 
+    # Each state array's length in units of the parameter count (RMSprop keeps two
+    # buffers in its second array); None: n_states arrays of one parameter count each.
+    state_sizes = None
+
     def init_state(self, size, dtype):
         if self.state is None or self.state[0].size != size or self.state[0].dtype != dtype:
-            self.state = [np.zeros(size, dtype=dtype) for _ in range(max(self.n_states, 1))]
+            sizes = self.state_sizes or (1,) * max(self.n_states, 1)
+            self.state = [np.full(k * size, self.initial_state, dtype=dtype) if i == 0 else
+                          np.zeros(k * size, dtype=dtype) for i, k in enumerate(sizes)]
             self.steps = 0
+
+    initial_state = 0.0  # the first state array's starting value (Adagrad's accumulator)
 
     def hyper(self, lr):
         raise NotImplementedError
@@ -103,6 +117,80 @@ class Adam(Optimizer):
                     weight_decay=self.weight_decay, decoupled=self.decoupled)
 
 
+class RMSprop(Optimizer):
+    """RMSprop, PyTorch's ``torch.optim.RMSprop`` formulation and defaults.
+
+    v = alpha v + (1 - alpha) g^2 per parameter; the step is g / (sqrt(v) + eps),
+    with ``centered=True`` g / (sqrt(v - gbar^2) + eps) where gbar is the running
+    mean of g; with momentum the step goes through a buffer b = momentum b + step.
+    State: the square average, then the momentum buffer and the gradient average
+    (one array of twice the parameter count), saved and loaded with the model.
+    """
+
+    kind = R.OPT_RMSPROP
+    n_states = 2
+    state_sizes = (1, 2)
+
+    def __init__(self, lr=0.01, alpha=0.99, eps=1e-8, momentum=0.0, centered=False, weight_decay=0.0):
+        super().__init__(lr)
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha < 1:
+            raise ValueError(f"alpha must be in [0, 1); got {alpha!r}")
+        self.alpha = float(alpha)
+        self.eps = _positive(eps, "eps")
+        self.momentum = _nonneg(momentum, "momentum")
+        self.centered = bool(centered)
+        self.weight_decay = _nonneg(weight_decay, "weight_decay")
+
+    def hyper(self, lr):
+        h = np.zeros(R.N_HYPER)
+        h[R.H_LR] = lr
+        h[R.H_ALPHA] = self.alpha
+        h[R.H_EPS] = self.eps
+        h[R.H_MOMENTUM] = self.momentum
+        h[R.H_CENTERED] = self.centered
+        h[R.H_WEIGHT_DECAY] = self.weight_decay
+        return h
+
+    def get_config(self):
+        return dict(type="RMSprop", alpha=self.alpha, eps=self.eps, momentum=self.momentum,
+                    centered=self.centered, weight_decay=self.weight_decay)
+
+
+class Adagrad(Optimizer):
+    """Adagrad, PyTorch's ``torch.optim.Adagrad`` formulation and defaults.
+
+    s += g^2 per parameter (s starts at ``initial_accumulator_value``); the step
+    is lr / (1 + (t - 1) lr_decay) * g / (sqrt(s) + eps) at update t (1-based,
+    the optimizer's step count, saved with the model). State: s.
+    """
+
+    kind = R.OPT_ADAGRAD
+    n_states = 1
+
+    def __init__(self, lr=0.01, lr_decay=0.0, eps=1e-10, weight_decay=0.0, initial_accumulator_value=0.0):
+        super().__init__(lr)
+        self.lr_decay = _nonneg(lr_decay, "lr_decay")
+        self.eps = _positive(eps, "eps")
+        self.weight_decay = _nonneg(weight_decay, "weight_decay")
+        self.initial_accumulator_value = _nonneg(initial_accumulator_value, "initial_accumulator_value")
+
+    @property
+    def initial_state(self):
+        return self.initial_accumulator_value
+
+    def hyper(self, lr):
+        h = np.zeros(R.N_HYPER)
+        h[R.H_LR] = lr
+        h[R.H_LR_DECAY] = self.lr_decay
+        h[R.H_EPS] = self.eps
+        h[R.H_WEIGHT_DECAY] = self.weight_decay
+        return h
+
+    def get_config(self):
+        return dict(type="Adagrad", lr_decay=self.lr_decay, eps=self.eps, weight_decay=self.weight_decay,
+                    initial_accumulator_value=self.initial_accumulator_value)
+
+
 def get(optimizer):
     if isinstance(optimizer, Optimizer):
         return optimizer
@@ -112,8 +200,12 @@ def get(optimizer):
             return SGD()
         if name in ("adam", "adamw"):
             return Adam(decoupled=name == "adamw")
+        if name == "rmsprop":
+            return RMSprop()
+        if name == "adagrad":
+            return Adagrad()
     raise ValueError(f"unknown optimizer {optimizer!r}; expected fastbp.SGD(...), fastbp.Adam(...), "
-                     f"'sgd', 'adam' or 'adamw'")
+                     f"fastbp.RMSprop(...), fastbp.Adagrad(...), 'sgd', 'adam', 'adamw', 'rmsprop' or 'adagrad'")
 
 
 def from_config(config, schedule_config):
@@ -125,4 +217,8 @@ def from_config(config, schedule_config):
     if kind == "Adam":
         config["betas"] = tuple(config["betas"])
         return Adam(lr=schedule, **config)
+    if kind == "RMSprop":
+        return RMSprop(lr=schedule, **config)
+    if kind == "Adagrad":
+        return Adagrad(lr=schedule, **config)
     raise ValueError(f"unknown optimizer type {kind!r} in the saved model")

@@ -50,6 +50,10 @@ softmax_forward = public(_act.softmax_forward, _act.SOFTMAX_FORWARD_SPEC)
 softmax_backward = public(_act.softmax_backward, _act.SOFTMAX_BACKWARD_SPEC)
 log_softmax_forward = public(_act.log_softmax_forward, _act.LOG_SOFTMAX_FORWARD_SPEC)
 log_softmax_backward = public(_act.log_softmax_backward, _act.LOG_SOFTMAX_BACKWARD_SPEC)
+silu_forward = public(_act.silu_forward, _act.SILU_FORWARD_SPEC)
+silu_backward = public(_act.silu_backward, _act.SILU_BACKWARD_SPEC)
+selu_forward = public(_act.selu_forward, _act.SELU_FORWARD_SPEC)
+selu_backward = public(_act.selu_backward, _act.SELU_BACKWARD_SPEC)
 
 mse_forward = public(_losses.mse_forward, _losses.MSE_FORWARD_SPEC)
 mse_backward = public(_losses.mse_backward, _losses.MSE_BACKWARD_SPEC)
@@ -63,12 +67,18 @@ binary_cross_entropy_backward = public(_losses.binary_cross_entropy_backward,
                                        _losses.BINARY_CROSS_ENTROPY_BACKWARD_SPEC)
 poisson_forward = public(_losses.poisson_forward, _losses.POISSON_FORWARD_SPEC)
 poisson_backward = public(_losses.poisson_backward, _losses.POISSON_BACKWARD_SPEC)
+huber_forward = public(_losses.huber_forward, _losses.HUBER_FORWARD_SPEC)
+huber_backward = public(_losses.huber_backward, _losses.HUBER_BACKWARD_SPEC)
+mae_forward = public(_losses.mae_forward, _losses.MAE_FORWARD_SPEC)
+mae_backward = public(_losses.mae_backward, _losses.MAE_BACKWARD_SPEC)
 
 dropout_forward = public(_dropout.dropout_forward, _dropout.DROPOUT_FORWARD_SPEC)
 dropout_backward = public(_dropout.dropout_backward, _dropout.DROPOUT_BACKWARD_SPEC)
 
 sgd_update = public(_optim.sgd_update, _optim.SGD_UPDATE_SPEC)
 adam_update = public(_optim.adam_update, _optim.ADAM_UPDATE_SPEC)
+rmsprop_update = public(_optim.rmsprop_update, _optim.RMSPROP_UPDATE_SPEC)
+adagrad_update = public(_optim.adagrad_update, _optim.ADAGRAD_UPDATE_SPEC)
 
 __all__ = [
     "ACTIVATIONS", "KernelArgumentError", "cpu",
@@ -83,4 +93,7 @@ __all__ = [
     "binary_cross_entropy_forward", "binary_cross_entropy_backward",
     "poisson_forward", "poisson_backward",
     "dropout_forward", "dropout_backward", "sgd_update", "adam_update",
+    "silu_forward", "silu_backward", "selu_forward", "selu_backward",
+    "huber_forward", "huber_backward", "mae_forward", "mae_backward",
+    "rmsprop_update", "adagrad_update",
 ]

@@ -299,7 +299,7 @@ def _check_act_fused(kernel, name, a):
     a = _check_act(kernel, name, a)
     if a not in OUTPUT_DERIVABLE:
         _fail(kernel, name, "an activation whose derivative follows from its output "
-              "(GELU needs its input: use dense_backward and gelu_backward)", _CODE_NAMES[a])
+              "(GELU needs its input: use dense_backward and gelu_backward; so does SiLU)", _CODE_NAMES[a])
 
 
 SCALAR_CHECKS = {

@@ -18,8 +18,24 @@ second copy of the pre-activation (as in scikit-learn's
     tanh        y = tanh z                     dy/dz = 1 - y^2
     softplus    y = log(1 + e^z)               dy/dz = sigmoid(z) = 1 - e^-y
     gelu        y = z Phi(z)                   dy/dz = Phi(z) + z phi(z)     (needs z)
+    silu        y = z s(z), s = sigmoid        dy/dz = s (1 + z (1 - s))     (needs z)
+    selu        y = c z if z > 0 else c a(e^z - 1)  dy/dz = c if y > 0 else y + c a
+                (PyTorch's constants: a = 1.6732632423543772, c = 1.0507009873554805)
 
-GELU is not invertible (it dips below zero), so its backward takes the input.
+GELU and SiLU are not invertible (they dip below zero), so their backward takes
+the input (``activate_input_grad``).
+
+The elementwise losses (every loss but softmax cross-entropy) are a term
+l(z, t) per output and its derivative dl/dz, ``loss_term`` and ``loss_grad``,
+dispatched on the loss code; ``param`` is Huber's delta (unused by the others):
+
+    mse      (z - t)^2                                 2 (z - t)
+    bce      log(1 + e^z) - t z  (z a logit)           sigmoid(z) - t
+    poisson  e^z - t z           (z = log of the mean) e^z - t
+    huber    d^2 / 2 if |d| <= delta                   d if |d| <= delta
+             else delta (|d| - delta / 2), d = z - t   else delta sign(d)
+    mae      |z - t|                                   sign(z - t), 0 at z = t
+                                                       (a subgradient, as PyTorch's)
 """
 import math
 
@@ -30,10 +46,15 @@ from ._jit import scalar
 # Activation codes and their properties live in the registry; the formulas here
 # dispatch on them.
 from .registry import (ELEMENTWISE_CODES as ACTIVATION_CODES, ELU, GELU, IDENTITY,  # noqa: E402,F401
-                       LEAKY_RELU, OUTPUT_DERIVABLE, RELU, SIGMOID, SOFTPLUS, TANH)
+                       LEAKY_RELU, LOSS_BCE, LOSS_HUBER, LOSS_MAE, LOSS_POISSON, OUTPUT_DERIVABLE, RELU,
+                       SELU, SIGMOID, SILU, SOFTPLUS, TANH)
 
 _INV_SQRT2 = 0.7071067811865476
 _INV_SQRT2PI = 0.3989422804014327
+# SELU's constants as PyTorch writes them (Klambauer et al. 2017); float64 keeps 17 digits.
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+_SELU_SCALE_ALPHA = SELU_SCALE * SELU_ALPHA
 
 
 @scalar
@@ -115,6 +136,29 @@ def gelu_grad(z):
 
 
 @scalar
+def silu(z):
+    return z * sigmoid(z)
+
+
+@scalar
+def silu_grad(z):
+    # d/dz [z s(z)] = s + z s (1 - s), from the input z.
+    s = sigmoid(z)
+    return s * (1.0 + z * (1.0 - s))
+
+
+@scalar
+def selu(z):
+    return SELU_SCALE * z if z > 0.0 else _SELU_SCALE_ALPHA * math.expm1(z)
+
+
+@scalar
+def selu_grad(y):
+    # For z <= 0, y = c a (e^z - 1), so dy/dz = c a e^z = y + c a.
+    return SELU_SCALE if y > 0.0 else y + _SELU_SCALE_ALPHA
+
+
+@scalar
 def activate(code, z, alpha):
     """f(z) for the activation ``code``; ``alpha`` is the leaky slope or ELU alpha."""
     if code == RELU:
@@ -131,6 +175,10 @@ def activate(code, z, alpha):
         return softplus(z)
     if code == GELU:
         return gelu(z)
+    if code == SILU:
+        return silu(z)
+    if code == SELU:
+        return selu(z)
     return z
 
 
@@ -149,13 +197,59 @@ def activate_grad(code, y, alpha):
         return tanh_grad(y)
     if code == SOFTPLUS:
         return softplus_grad(y)
+    if code == SELU:
+        return selu_grad(y)
     return 1.0
+
+
+@scalar
+def activate_input_grad(code, z):
+    """f'(z) from the input z, for the codes in INPUT_DERIVED (GELU, SiLU)."""
+    if code == SILU:
+        return silu_grad(z)
+    return gelu_grad(z)
 
 
 @scalar
 def log1p_exp(z):
     """log(1 + e^z), stable for any z (the softplus, used by the BCE loss)."""
     return max(z, 0.0) + math.log1p(math.exp(-abs(z)))
+
+
+@scalar
+def loss_term(code, z, t, param):
+    """The elementwise loss l(z, t) of the loss ``code`` (any but softmax cross-entropy)."""
+    if code == LOSS_BCE:
+        return log1p_exp(z) - t * z
+    if code == LOSS_POISSON:
+        return math.exp(z) - t * z
+    d = z - t
+    if code == LOSS_HUBER:
+        a = abs(d)
+        return 0.5 * d * d if a <= param else param * (a - 0.5 * param)
+    if code == LOSS_MAE:
+        return abs(d)
+    return d * d
+
+
+@scalar
+def loss_grad(code, z, t, param):
+    """dl/dz of ``loss_term``; MAE's is sign(z - t), 0 where z == t."""
+    if code == LOSS_BCE:
+        return sigmoid(z) - t
+    if code == LOSS_POISSON:
+        return math.exp(z) - t
+    d = z - t
+    if code == LOSS_HUBER:
+        if d > param:
+            return param
+        return -param if d < -param else d
+    if code == LOSS_MAE:
+        if d > 0.0:
+            return 1.0
+        # 0 d: 0 at d == 0, and NaN stays NaN (a plain 0 would hide a divergence).
+        return -1.0 if d < 0.0 else 0.0 * d
+    return 2.0 * d
 
 
 @scalar

@@ -27,6 +27,8 @@ SOFTPLUS = 6
 GELU = 7
 SOFTMAX = 8
 LOG_SOFTMAX = 9
+SILU = 10
+SELU = 11
 
 Activation = namedtuple("Activation", "name code alpha alpha_rule backward_from")
 """One activation.
@@ -49,7 +51,11 @@ ACTIVATION_TABLE = (
     Activation("gelu", GELU, None, None, "input"),
     Activation("softmax", SOFTMAX, None, None, "rows"),
     Activation("log_softmax", LOG_SOFTMAX, None, None, "rows"),
+    Activation("silu", SILU, None, None, "input"),
+    Activation("selu", SELU, None, None, "output"),
 )
+# The elementwise activations whose backward takes the input z (``backward_from == 'input'``).
+INPUT_DERIVED = frozenset(a.code for a in ACTIVATION_TABLE if a.backward_from == "input")
 
 # Every activation by name (layers, the model's lowering).
 ACTIVATIONS = {a.name: a.code for a in ACTIVATION_TABLE}
@@ -72,9 +78,16 @@ LOSS_SCE = 0
 LOSS_BCE = 1
 LOSS_MSE = 2
 LOSS_POISSON = 3
+LOSS_HUBER = 4
+LOSS_MAE = 5
 
-Loss = namedtuple("Loss", "name code link")
-"""One loss; link is the activation it applies to the logits itself (fused and stable), or None.
+Loss = namedtuple("Loss", "name code link param")
+"""One loss; link is the activation it applies to the logits itself (fused and stable), or None;
+param is the default of its one parameter (Huber's delta), or None when it has none.
+
+The losses other than softmax cross-entropy are elementwise: a term l(z, t; param)
+per output and its derivative, ``loss_term`` and ``loss_grad`` of ``_scalar.py``,
+averaged over outputs and (weighted) samples by one kernel pair per backend.
 
 The Poisson loss takes the network's output as the log of the mean, eta, and
 applies exp inside the loss (loss exp(eta) - y eta); exp is no activation of
@@ -83,16 +96,20 @@ fastbp's and there are no probabilities, so its link is None here and
 """
 
 LOSS_TABLE = (
-    Loss("softmax_cross_entropy", LOSS_SCE, "softmax"),
-    Loss("binary_cross_entropy", LOSS_BCE, "sigmoid"),
-    Loss("mse", LOSS_MSE, None),
-    Loss("poisson", LOSS_POISSON, None),
+    Loss("softmax_cross_entropy", LOSS_SCE, "softmax", None),
+    Loss("binary_cross_entropy", LOSS_BCE, "sigmoid", None),
+    Loss("mse", LOSS_MSE, None, None),
+    Loss("poisson", LOSS_POISSON, None, None),
+    Loss("huber", LOSS_HUBER, None, 1.0),
+    Loss("mae", LOSS_MAE, None, None),
 )
 
 # ----- optimizers and the layout of their ``hyper`` array --------------------------------
 
 OPT_SGD = 0
 OPT_ADAM = 1
+OPT_RMSPROP = 2
+OPT_ADAGRAD = 3
 
 H_LR = 0
 H_MOMENTUM = 1
@@ -102,7 +119,10 @@ H_BETA1 = 4
 H_BETA2 = 5
 H_EPS = 6
 H_DECOUPLED = 7
-N_HYPER = 8
+H_ALPHA = 8        # RMSprop's smoothing constant
+H_CENTERED = 9     # RMSprop: normalize by the centered second moment
+H_LR_DECAY = 10    # Adagrad: lr / (1 + (step - 1) lr_decay)
+N_HYPER = 11
 
 # ----- what a run of training steps reports -----------------------------------------------
 

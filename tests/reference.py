@@ -107,6 +107,34 @@ def gelu_backward(dout, x):
     return dout * (special.ndtr(x) + x * pdf)
 
 
+def silu_forward(x):
+    (x,) = _f64(x)
+    return x * special.expit(x)
+
+
+def silu_backward(dout, x):
+    # d/dx [x sigmoid(x)] = sigmoid(x) + x sigmoid(x) (1 - sigmoid(x)).
+    dout, x = _f64(dout, x)
+    s = special.expit(x)
+    return dout * (s + x * s * (1.0 - s))
+
+
+# PyTorch's SELU constants (torch.nn.SELU).
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def selu_forward(x):
+    (x,) = _f64(x)
+    return SELU_SCALE * np.where(x > 0, x, SELU_ALPHA * np.expm1(np.minimum(x, 0.0)))
+
+
+def selu_backward(dout, out):
+    # For x <= 0, out = scale alpha (e^x - 1), so the derivative scale alpha e^x = out + scale alpha.
+    dout, out = _f64(dout, out)
+    return dout * np.where(out > 0, SELU_SCALE, out + SELU_SCALE * SELU_ALPHA)
+
+
 def softmax_forward(x):
     (x,) = _f64(x)
     e = np.exp(x - x.max(axis=1, keepdims=True))
@@ -149,10 +177,10 @@ def activate(activation, z, alpha=0.0):
 
 
 def activate_backward(activation, dout, out, alpha=0.0):
-    """dout * f'(z) from the output, for codes other than GELU."""
+    """dout * f'(z) from the output, for codes other than GELU and SiLU."""
     name = _CODE_NAMES[activation]
-    if name == "gelu":
-        raise ValueError("GELU's derivative needs its input")
+    if name in ("gelu", "silu"):
+        raise ValueError(f"{name}'s derivative needs its input")
     if name == "identity":
         return identity_backward(dout)
     if name in ("leaky_relu", "elu"):
@@ -256,6 +284,34 @@ def poisson_backward(eta, target, weight=None):
     return (np.exp(eta) - target) * s[:, None] / (eta.shape[1] * np.sum(s))
 
 
+def huber_forward(pred, target, weight=None, delta=1.0):
+    """Mean of the Huber loss: d^2 / 2 for |d| <= delta, delta (|d| - delta / 2) beyond, d = pred - target."""
+    pred, target = _f64(pred, target)
+    s = _sample_weights(weight, pred.shape[0])
+    d = np.abs(pred - target)
+    per_element = np.where(d <= delta, 0.5 * d**2, delta * (d - 0.5 * delta))
+    return float(np.sum(s * per_element.mean(axis=1)) / np.sum(s))
+
+
+def huber_backward(pred, target, weight=None, delta=1.0):
+    pred, target = _f64(pred, target)
+    s = _sample_weights(weight, pred.shape[0])
+    return np.clip(pred - target, -delta, delta) * s[:, None] / (pred.shape[1] * np.sum(s))
+
+
+def mae_forward(pred, target, weight=None):
+    """Mean of |pred - target|."""
+    pred, target = _f64(pred, target)
+    s = _sample_weights(weight, pred.shape[0])
+    return float(np.sum(s * np.abs(pred - target).mean(axis=1)) / np.sum(s))
+
+
+def mae_backward(pred, target, weight=None):
+    pred, target = _f64(pred, target)
+    s = _sample_weights(weight, pred.shape[0])
+    return np.sign(pred - target) * s[:, None] / (pred.shape[1] * np.sum(s))
+
+
 # ----------------------------------------------------------------------------
 # Dropout
 # ----------------------------------------------------------------------------
@@ -315,3 +371,30 @@ def adam_update(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay, de
     m_hat = m / (1.0 - beta1**step)
     v_hat = v / (1.0 - beta2**step)
     return param - lr * m_hat / (np.sqrt(v_hat) + eps), m, v
+
+
+def rmsprop_update(param, grad, square_avg, momentum_buffer, grad_avg, lr, alpha, eps, momentum, centered,
+                   weight_decay):
+    """(param, square_avg, momentum_buffer, grad_avg) after one step of torch.optim.RMSprop."""
+    param, grad, square_avg, momentum_buffer, grad_avg = _f64(param, grad, square_avg, momentum_buffer, grad_avg)
+    g = grad + weight_decay * param
+    square_avg = alpha * square_avg + (1.0 - alpha) * g**2
+    if centered:
+        grad_avg = alpha * grad_avg + (1.0 - alpha) * g
+        avg = np.sqrt(square_avg - grad_avg**2) + eps
+    else:
+        avg = np.sqrt(square_avg) + eps
+    if momentum > 0:
+        momentum_buffer = momentum * momentum_buffer + g / avg
+        param = param - lr * momentum_buffer
+    else:
+        param = param - lr * g / avg
+    return param, square_avg, momentum_buffer, grad_avg
+
+
+def adagrad_update(param, grad, state_sum, lr, lr_decay, eps, step, weight_decay):
+    """(param, state_sum) after step number ``step`` of torch.optim.Adagrad."""
+    param, grad, state_sum = _f64(param, grad, state_sum)
+    g = grad + weight_decay * param
+    state_sum = state_sum + g**2
+    return param - lr / (1.0 + (step - 1) * lr_decay) * g / (np.sqrt(state_sum) + eps), state_sum

@@ -19,7 +19,10 @@ from fastbp.kernels import KernelArgumentError, relu_forward, sigmoid_forward
 PARAMS = {"leaky_relu": (0.1,), "elu": (1.3,)}
 ELEMENTWISE = ["identity", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "softplus", "gelu"]
 ROWWISE = ["softmax", "log_softmax"]
-ALL = ELEMENTWISE + ROWWISE
+LATER = ["silu", "selu"]  # issue #15; last in ALL, so that the shape rotation of the others stays
+ALL = ELEMENTWISE + ROWWISE + LATER
+ELEMENTWISE = ELEMENTWISE + LATER
+INPUT_DERIVED = ("gelu", "silu")
 
 
 def _rotation(name, dtype):
@@ -28,10 +31,10 @@ def _rotation(name, dtype):
 
 
 def _backward_args(name, dout, x, out):
-    """The arrays a backward kernel takes after dx: (dout,), (dout, x) for GELU, else (dout, out)."""
+    """The arrays a backward kernel takes after dx: (dout,), (dout, x) for GELU and SiLU, else (dout, out)."""
     if name == "identity":
         return (dout,)
-    return (dout, x) if name == "gelu" else (dout, out)
+    return (dout, x) if name in INPUT_DERIVED else (dout, out)
 
 
 def _inputs(rng, shape, dtype):
@@ -187,6 +190,36 @@ def test_nan_propagates(backend, name):
         assert np.isnan(dx[0]).all() and np.isfinite(dx[1]).all()
     else:
         assert np.isnan(dx[0, 2]) and np.isfinite(np.delete(dx.ravel(), 2)).all()
+
+
+def test_silu_and_selu_by_hand(backend):
+    # silu(0) = 0, silu'(0) = 1/2; silu(x) -> x for large x and -> 0 (from below) for very negative x.
+    x = np.array([[0.0, 40.0, -40.0, 1.0]])
+    out, dx = np.empty_like(x), np.empty_like(x)
+    call(backend, "silu_forward", out, x)
+    s1 = 1.0 / (1.0 + np.exp(-1.0))
+    np.testing.assert_allclose(out, [[0.0, 40.0, -40.0 * np.exp(-40.0) / (1 + np.exp(-40.0)), s1]], rtol=1e-14)
+    call(backend, "silu_backward", dx, np.ones_like(x), x)
+    np.testing.assert_allclose(dx, [[0.5, 1.0, 0.0, s1 * (1 + (1 - s1))]], rtol=1e-12, atol=1e-15)
+    # selu: scale x above 0, scale alpha (e^x - 1) below; PyTorch's constants, to the last digit.
+    x = np.array([[2.0, -1.0, -1000.0]])
+    call(backend, "selu_forward", out[:, :3], x)
+    scale, alpha = 1.0507009873554804934193349852946, 1.6732632423543772848170429916717
+    np.testing.assert_allclose(out[:, :3], [[2 * scale, scale * alpha * np.expm1(-1.0), -scale * alpha]],
+                               rtol=1e-15)
+    y = out[:, :3].copy()
+    call(backend, "selu_backward", dx[:, :3], np.ones_like(x), y)
+    np.testing.assert_allclose(dx[:, :3], [[scale, scale * alpha * np.exp(-1.0), 0.0]], rtol=1e-14, atol=1e-15)
+
+
+def test_selu_matches_torch():
+    torch = pytest.importorskip("torch")
+    x = np.linspace(-6, 6, 49).reshape(7, 7)
+    out = np.empty_like(x)
+    call("cpu", "selu_forward", out, x)
+    np.testing.assert_allclose(out, torch.nn.functional.selu(torch.from_numpy(x)).numpy(), rtol=1e-15, atol=0)
+    call("cpu", "silu_forward", out, x)
+    np.testing.assert_allclose(out, torch.nn.functional.silu(torch.from_numpy(x)).numpy(), rtol=1e-14, atol=1e-300)
 
 
 # ----------------------------------------------------------------------------

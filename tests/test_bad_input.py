@@ -225,7 +225,7 @@ def test_missing_loss(data):
         classifier().fit(X, y, verbose=0)
 
 
-@pytest.mark.parametrize("name", ["rmsprop", 3])
+@pytest.mark.parametrize("name", ["lbfgs", 3])
 def test_unknown_optimizer(data, name):
     X, y = data
     with pytest.raises(ValueError, match=rf"unknown optimizer {re.escape(repr(name))}; expected fastbp.SGD"):

@@ -279,7 +279,7 @@ def main(*args, capsys):
     (["--hidden", "16,0"], "argument --hidden: layer sizes must be positive; got '16,0'"),
     (["--dropout", "1.5"], "fastbp train: error: Dropout rate must be a number in [0, 1); got 1.5"),
     (["--batch-size", "0"], "fastbp train: error: batch_size must be an integer >= 1; got 0"),
-    (["--optimizer", "rmsprop"], "argument --optimizer: invalid choice: 'rmsprop'"),
+    (["--optimizer", "lbfgs"], "argument --optimizer: invalid choice: 'lbfgs'"),
     (["--lr", "1e30", "--epochs", "2"], "fastbp train: error: training diverged: non-finite"),
 ])
 def test_bad_training_arguments(blobs_npz, capsys, monkeypatch, args, message):
@@ -317,3 +317,26 @@ def test_predict_with_missing_data(trained, capsys):
     _, model_path = trained
     status, err = main("predict", model_path, "absent.csv", capsys=capsys)
     assert status != 0 and "DATA 'absent.csv' does not exist" in err, err
+
+
+@pytest.mark.parametrize("optimizer, cls", [("rmsprop", fastbp.RMSprop), ("adagrad", fastbp.Adagrad)])
+def test_train_with_rmsprop_and_adagrad(blobs_npz, capsys, monkeypatch, optimizer, cls):
+    path, _, _ = blobs_npz
+    monkeypatch.chdir(path.parent)
+    status, err = main("train", "--data", path.name, "--hidden", "8", "--epochs", "2", "-q", "--optimizer", optimizer,
+                       "--lr", "0.02", "--weight-decay", "0.001", "-o", f"{optimizer}.npz", capsys=capsys)
+    assert status in (0, None), err
+    model = fastbp.load(path.parent / f"{optimizer}.npz")
+    assert isinstance(model.optimizer, cls) and model.optimizer.lr == 0.02
+    assert model.optimizer.weight_decay == 0.001 and model.optimizer.steps > 0
+    if optimizer == "rmsprop":
+        assert model.optimizer.momentum == 0.0  # SGD's default momentum 0.9 is not RMSprop's
+
+
+def test_train_a_regressor_with_the_huber_loss(tmp_path):
+    X, y = ds.make_regression(100, 3, seed=2)
+    np.savetxt(tmp_path / "reg.csv", np.column_stack([X, y]), delimiter=",")
+    out = ok(cli("train", "--data", "reg.csv", "--hidden", "8", "--epochs", "2", "-q", "--loss", "huber",
+                 "--optimizer", "adagrad", cwd=tmp_path))
+    assert "(relu, huber, adagrad)" in out
+    assert metric(out, "test mse") >= 0.0

@@ -218,7 +218,7 @@ def test_launch_configuration_is_cached_per_shape():
 # Activations
 # ----------------------------------------------------------------------------
 
-ELEMENTWISE = ["identity", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "softplus", "gelu"]
+ELEMENTWISE = ["identity", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "softplus", "gelu", "silu", "selu"]
 
 
 @pytest.mark.parametrize("dtype", [F32, F64], ids=lambda d: d.name)
@@ -235,7 +235,7 @@ def test_elementwise_activations_match_cpu(name, dtype):
         dout = rng.standard_normal(shape).astype(dtype)
         if name == "identity":
             args = (dout,)
-        elif name == "gelu":
+        elif name in ("gelu", "silu"):
             args = (dout, x)
         else:
             args = (dout, got, *extra)
@@ -263,10 +263,11 @@ def _loss_args(name, rng, shape, dtype, weighted):
     else:
         target = rng.uniform(0, 1, shape).astype(dtype) if name == "binary_cross_entropy" \
             else rng.standard_normal(shape).astype(dtype)
-    return ((np.full(1, 7, dtype), z, target, weight), (np.full(shape, 7, dtype), z, target, weight))
+    extra = (0.8,) if name == "huber" else ()  # delta: some errors inside, some beyond
+    return ((np.full(1, 7, dtype), z, target, weight, *extra), (np.full(shape, 7, dtype), z, target, weight, *extra))
 
 
-LOSSES = ["mse", "softmax_cross_entropy", "binary_cross_entropy", "poisson"]
+LOSSES = ["mse", "softmax_cross_entropy", "binary_cross_entropy", "poisson", "huber", "mae"]
 
 
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
@@ -370,6 +371,21 @@ def test_optimizers_match_cpu(dtype):
         got = run_gpu("adam_update", *args)
         for g, c, what in zip(got, want, ("param", "grad", "m", "v")):
             close(g.ravel(), c, dtype, f"adam decoupled={decoupled} {what}")
+    for momentum, centered in [(0.0, False), (0.9, True)]:
+        param, grad, buf, gavg = state(4)
+        gavg *= 0.1  # v - gavg^2 > 0, as a running average keeps it
+        v = rng.uniform(1, 2, shape).astype(dtype)
+        args = (param, grad, v, buf, gavg, 1e-2, 0.99, 1e-8, momentum, centered, 0.01)
+        want = run_cpu("rmsprop_update", *(a.ravel() if isinstance(a, np.ndarray) else a for a in args))
+        got = run_gpu("rmsprop_update", *args)
+        for g, c, what in zip(got, want, ("param", "grad", "square_avg", "momentum_buffer", "grad_avg")):
+            close(g.ravel(), c, dtype, f"rmsprop momentum={momentum} centered={centered} {what}")
+    param, grad = state(2)
+    args = (param, grad, rng.uniform(0, 1, shape).astype(dtype), 1e-2, 0.1, 1e-10, 3, 0.01)
+    want = run_cpu("adagrad_update", *(a.ravel() if isinstance(a, np.ndarray) else a for a in args))
+    got = run_gpu("adagrad_update", *args)
+    for g, c, what in zip(got, want, ("param", "grad", "state_sum")):
+        close(g.ravel(), c, dtype, f"adagrad {what}")
 
 
 # ----------------------------------------------------------------------------

@@ -162,3 +162,27 @@ def test_poisson_on_cuda_matches_cpu():
     np.testing.assert_allclose(runs["cuda"][2], runs["cpu"][2], rtol=1e-12)
     for key in ("loss", "mae"):
         np.testing.assert_allclose(runs["cuda"][1][key], runs["cpu"][1][key], rtol=1e-12)
+
+
+@pytest.mark.parametrize("loss, optimizer", [
+    (fastbp.losses.Huber(delta=0.5), lambda: fastbp.RMSprop(0.01, momentum=0.5, centered=True, weight_decay=1e-3)),
+    ("mae", lambda: fastbp.Adagrad(0.05, lr_decay=0.1, initial_accumulator_value=0.1)),
+], ids=["huber-rmsprop", "mae-adagrad"])
+def test_huber_mae_rmsprop_adagrad_on_cuda_match_cpu(loss, optimizer):
+    # The loss parameter (Huber's delta) and the optimizers' state travel to the device and back.
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((10, 3))
+    y = 2 * rng.standard_normal((10, 2))
+    w = np.linspace(0.5, 2.0, 10)
+    runs = {}
+    for device in ("cpu", "cuda"):
+        model = fastbp.Sequential([fastbp.Dense(3, 4, activation="selu"), fastbp.Dense(4, 2, activation="silu")],
+                                  seed=1, dtype="float64", device=device)
+        history = model.fit(X, y, epochs=2, batch_size=4, loss=loss, seed=2, optimizer=optimizer(),
+                            verbose=0, sample_weight=w)
+        runs[device] = (model.theta.copy(), history.history, [s.copy() for s in model.optimizer.state])
+    np.testing.assert_allclose(runs["cuda"][0], runs["cpu"][0], rtol=1e-12, atol=1e-14)
+    for a, b in zip(runs["cuda"][2], runs["cpu"][2]):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    for key in ("loss", "mse", "mae"):
+        np.testing.assert_allclose(runs["cuda"][1][key], runs["cpu"][1][key], rtol=1e-12)

@@ -12,8 +12,11 @@ from fastbp.kernels import (
     softmax_cross_entropy_forward,
 )
 
-LOSSES = ["mse", "softmax_cross_entropy", "binary_cross_entropy", "poisson"]
+LOSSES = ["mse", "softmax_cross_entropy", "binary_cross_entropy", "poisson", "huber", "mae"]
 WEIGHTING = ["unweighted", "weighted"]
+# Parameters after the weight: Huber's delta, with errors on both sides of it.
+PARAMS = {"huber": (0.8,)}
+KINK = {"huber": 0.8, "mae": 0.0}  # |pred - target| where the derivative jumps
 
 
 def _problem(rng, loss, shape, dtype, weighting):
@@ -30,6 +33,10 @@ def _problem(rng, loss, shape, dtype, weighting):
         target = rng.poisson(1.5, size=shape).astype(dtype)  # counts, 0 included
     else:
         target = rng.standard_normal(shape).astype(dtype)
+    if loss in KINK:
+        # Keep |pred - target| away from the kink, so central differences see one side.
+        near = np.abs(np.abs(pred.astype(np.float64) - target) - KINK[loss]) < 0.05
+        pred[near] += pred.dtype.type(0.2)  # moves |d| at least 0.15 from the kink
     if weighting == "weighted":
         weight = rng.uniform(0.2, 3.0, size=n).astype(dtype)
         weight[0] = 0.0  # a zero weight removes a sample from both the loss and the gradient
@@ -47,14 +54,14 @@ def _forward(backend, loss, pred, target, weight):
         probs = np.full(pred.shape, np.nan, pred.dtype)
         call(backend, f"{loss}_forward", out, probs, pred, target, weight)
         return out[0], probs
-    call(backend, f"{loss}_forward", out, pred, target, weight)
+    call(backend, f"{loss}_forward", out, pred, target, weight, *PARAMS.get(loss, ()))
     return out[0], None
 
 
 def _backward(backend, loss, pred, target, weight, probs):
     grad = np.full(pred.shape, np.nan, pred.dtype)
     first = probs if loss == "softmax_cross_entropy" else pred
-    call(backend, f"{loss}_backward", grad, first, target, weight)
+    call(backend, f"{loss}_backward", grad, first, target, weight, *PARAMS.get(loss, ()))
     return grad
 
 
@@ -72,8 +79,8 @@ def test_matches_reference(backend, dtype, loss, weighting):
             assert_close(probs, want_probs, dtype, err_msg=f"probs {shape}")
             want_grad = ref.softmax_cross_entropy_backward(probs, target, weight)
         else:
-            want_value = getattr(ref, f"{loss}_forward")(pred, target, weight)
-            want_grad = getattr(ref, f"{loss}_backward")(pred, target, weight)
+            want_value = getattr(ref, f"{loss}_forward")(pred, target, weight, *PARAMS.get(loss, ()))
+            want_grad = getattr(ref, f"{loss}_backward")(pred, target, weight, *PARAMS.get(loss, ()))
         assert_close(value, want_value, dtype, err_msg=f"loss {shape}")
         # Gradients are O(1 / N): judge them on that scale, not on 1.
         scale = max(np.abs(want_grad).max(), 1.0 / shape[0])
@@ -258,3 +265,54 @@ def test_poisson_by_hand(backend):
     value, _ = _forward(backend, "poisson", np.array([[0.0], [1.0]]), np.array([[0.0], [2.0]]),
                         np.array([3.0, 1.0]))
     assert value == pytest.approx((3 * 1.0 + (np.e - 2.0)) / 4, rel=1e-14)
+
+
+def test_huber_and_mae_by_hand(backend):
+    # d = pred - target = (0.5, -3, 0): Huber(delta 1) terms 0.125, 1 (3 - 1/2) = 2.5, 0;
+    # mean over 3 outputs = 2.625 / 3. Gradient clip(d, -1, 1) / 3 = (0.5, -1, 0) / 3.
+    pred = np.array([[0.5, -3.0, 2.0]])
+    target = np.array([[0.0, 0.0, 2.0]])
+    value = np.full(1, np.nan)
+    call(backend, "huber_forward", value, pred, target, np.empty(0), 1.0)
+    assert value[0] == pytest.approx(2.625 / 3, rel=1e-15)
+    grad = np.full((1, 3), np.nan)
+    call(backend, "huber_backward", grad, pred, target, np.empty(0), 1.0)
+    np.testing.assert_allclose(grad, [[0.5 / 3, -1 / 3, 0.0]], rtol=1e-15)
+    # delta 4 covers every error: the Huber loss is half the squared error there.
+    call(backend, "huber_forward", value, pred, target, np.empty(0), 4.0)
+    assert value[0] == pytest.approx((0.125 + 4.5) / 3, rel=1e-15)
+    # MAE: (0.5 + 3 + 0) / 3; gradient sign(d) / 3 with sign(0) = 0 (the documented subgradient).
+    call(backend, "mae_forward", value, pred, target, np.empty(0))
+    assert value[0] == pytest.approx(3.5 / 3, rel=1e-15)
+    call(backend, "mae_backward", grad, pred, target, np.empty(0))
+    np.testing.assert_array_equal(grad, [[1 / 3, -1 / 3, 0.0]])
+    # Weights (3, 1) on two one-output samples with |d| = 1 and 2: (3 + 2) / 4.
+    call(backend, "mae_forward", value, np.array([[1.0], [0.0]]), np.array([[0.0], [2.0]]), np.array([3.0, 1.0]))
+    assert value[0] == 1.25
+
+
+def test_huber_and_mae_match_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(25)
+    pred, target = 2 * rng.standard_normal((9, 4)), rng.standard_normal((9, 4))
+    for delta in (0.3, 1.0, 2.5):
+        value, grad = np.full(1, np.nan), np.full(pred.shape, np.nan)
+        call("cpu", "huber_forward", value, pred, target, np.empty(0), delta)
+        call("cpu", "huber_backward", grad, pred, target, np.empty(0), delta)
+        p = torch.tensor(pred, requires_grad=True)
+        want = torch.nn.HuberLoss(delta=delta)(p, torch.from_numpy(target))
+        want.backward()
+        assert value[0] == pytest.approx(want.item(), rel=1e-14)
+        np.testing.assert_allclose(grad, p.grad.numpy(), rtol=1e-14)
+    p = torch.tensor(pred, requires_grad=True)
+    want = torch.nn.L1Loss()(p, torch.from_numpy(target))
+    want.backward()
+    call("cpu", "mae_forward", value, pred, target, np.empty(0))
+    call("cpu", "mae_backward", grad, pred, target, np.empty(0))
+    assert value[0] == pytest.approx(want.item(), rel=1e-14)
+    np.testing.assert_allclose(grad, p.grad.numpy(), rtol=1e-14)
+
+
+def test_huber_delta_is_checked():
+    with pytest.raises(KernelArgumentError, match=r"argument 'delta' must be > 0"):
+        call("cpu", "huber_forward", np.empty(1), np.zeros((2, 3)), np.zeros((2, 3)), np.empty(0), 0.0)

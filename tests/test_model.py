@@ -36,6 +36,10 @@ def np_activation(name, z, alpha):
         return np.logaddexp(0.0, z)
     if name == "gelu":
         return 0.5 * z * (1.0 + erf(z / math.sqrt(2.0)))
+    if name == "silu":
+        return z / (1.0 + np.exp(-z))
+    if name == "selu":
+        return 1.0507009873554805 * np.where(z > 0, z, 1.6732632423543772 * np.expm1(np.minimum(z, 0.0)))
     if name == "softmax":
         return softmax(z, axis=1)
     if name == "log_softmax":

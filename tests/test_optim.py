@@ -4,7 +4,7 @@ import pytest
 
 import reference as ref
 from backends import CUDA_SIMULATOR, assert_close, call
-from fastbp.kernels import KernelArgumentError, adam_update, sgd_update
+from fastbp.kernels import KernelArgumentError, adagrad_update, adam_update, rmsprop_update, sgd_update
 from fastbp.kernels._jit import PARALLEL_MIN_ELEMENTS
 
 # Hand arithmetic is exact to about 1e-16 in float64; float32 state rounds each step.
@@ -191,3 +191,165 @@ def test_updates_only_need_write_access_to_what_they_write():
     v.flags.writeable = False
     with pytest.raises(KernelArgumentError, match=r"argument 'v' must be writeable"):
         adam_update(p, grad, m, v, 0.1, 0.9, 0.999, 1e-8, 1, 0.0, False)
+
+
+# ----------------------------------------------------------------------------
+# RMSprop and Adagrad (issue #15): worked steps by hand, then torch.optim as the oracle
+# ----------------------------------------------------------------------------
+
+# alpha = 0.75 and eps = 0.5 keep the square roots short; param 1.0, lr 0.1, grads 1.0 then 0.5.
+# Each case: (momentum, centered, weight_decay), then (param, square_avg, buffer, grad_avg)
+# after steps 1 and 2 (buffer and grad_avg stay 7.0 when unused).
+RMSPROP_BY_HAND = {
+    # v = 0.25 * 1 = 0.25, a = sqrt(0.25) + 0.5 = 1, p = 1 - 0.1 * 1 / 1 = 0.9;
+    # v = 0.75 * 0.25 + 0.25 * 0.25 = 0.25, a = 1, p = 0.9 - 0.1 * 0.5 = 0.85.
+    "plain": ((0.0, False, 0.0), [(0.9, 0.25, 7.0, 7.0), (0.85, 0.25, 7.0, 7.0)]),
+    # Momentum 0.5: b = 1 / 1 = 1, p = 0.9; b = 0.5 * 1 + 0.5 / 1 = 1, p = 0.9 - 0.1 = 0.8.
+    "momentum": ((0.5, False, 0.0), [(0.9, 0.25, 1.0, 7.0), (0.8, 0.25, 1.0, 7.0)]),
+    # Centered, momentum 0.5: gbar = 0 + 0.25 (1 - 0) = 0.25, a = sqrt(0.25 - 0.0625) + 0.5
+    # = 0.9330127018922193, b = 1 / a = 1.0717967697244908, p = 1 - 0.1 b = 0.8928203230275509;
+    # v = 0.25, gbar = 0.25 + 0.25 (0.5 - 0.25) = 0.3125, a = sqrt(0.25 - 0.09765625) + 0.5,
+    # b = 0.5 * 1.0717967697244908 + 0.5 / a = 1.0974990253747579, p = 0.8928203230275509 - 0.1 b.
+    "centered": ((0.5, True, 0.0), [(0.8928203230275509, 0.25, 1.0717967697244908, 0.25),
+                                    (0.7830704204900751, 0.25, 1.0974990253747579, 0.3125)]),
+    # Weight decay 0.1: g = 1 + 0.1 = 1.1, v = 0.3025, a = 0.55 + 0.5 = 1.05, p = 1 - 0.11 / 1.05;
+    # g = 0.5 + 0.1 p = 0.5895238095238096, v = 0.75 * 0.3025 + 0.25 g^2 = 0.31375958049886626,
+    # p = 0.8952380952380953 - 0.1 g / (sqrt(v) + 0.5) = 0.8396301152464299.
+    "weight_decay": ((0.0, False, 0.1), [(0.8952380952380953, 0.3025, 7.0, 7.0),
+                                         (0.8396301152464299, 0.31375958049886626, 7.0, 7.0)]),
+}
+
+
+@pytest.mark.parametrize("case", list(RMSPROP_BY_HAND))
+def test_rmsprop_steps_by_hand(backend, dtype, case):
+    (momentum, centered, weight_decay), expected = RMSPROP_BY_HAND[case]
+    param, v = np.array([1.0], dtype), np.zeros(1, dtype)
+    buf = np.array([0.0 if momentum else 7.0], dtype)
+    gavg = np.array([0.0 if centered else 7.0], dtype)
+    for step, (g, want) in enumerate(zip((1.0, 0.5), expected), start=1):
+        call(backend, "rmsprop_update", param, np.array([g], dtype), v, buf, gavg, 0.1, 0.75, 0.5, momentum,
+             centered, weight_decay)
+        np.testing.assert_allclose([param[0], v[0], buf[0], gavg[0]], want, rtol=HAND_RTOL[dtype],
+                                   err_msg=f"step {step}")
+    p, v, b, ga = np.array([1.0]), np.zeros(1), np.zeros(1), np.zeros(1)
+    for g, want in zip((1.0, 0.5), expected):
+        p, v, b, ga = ref.rmsprop_update(p, np.array([g]), v, b, ga, 0.1, 0.75, 0.5, momentum, centered,
+                                         weight_decay)
+        np.testing.assert_allclose([p[0], v[0]], want[:2], rtol=1e-13)
+
+
+# param 1.0, lr 0.1, eps 0.5, grads 0.5 then 1.2. Each case: (lr_decay, weight_decay,
+# initial_accumulator_value), then (param, sum) after steps 1 and 2.
+ADAGRAD_BY_HAND = {
+    # s = 0.25, p = 1 - 0.1 * 0.5 / (0.5 + 0.5) = 0.95; s = 0.25 + 1.44 = 1.69,
+    # p = 0.95 - 0.1 * 1.2 / (1.3 + 0.5) = 0.95 - 1/15.
+    "plain": ((0.0, 0.0, 0.0), [(0.95, 0.25), (0.8833333333333333, 1.69)]),
+    # lr_decay 0.5: step 2 uses clr = 0.1 / (1 + 1 * 0.5) = 1/15, p = 0.95 - (1/15) (1.2 / 1.8) = 0.95 - 2/45.
+    "lr_decay": ((0.5, 0.0, 0.0), [(0.95, 0.25), (0.9055555555555556, 1.69)]),
+    # Accumulator starting at 0.75: s = 1, p = 1 - 0.05 / 1.5; s = 2.44, p -= 0.12 / (sqrt(2.44) + 0.5).
+    "initial_accumulator": ((0.0, 0.0, 0.75), [(0.9666666666666667, 1.0), (0.9084721496704293, 2.44)]),
+    # Weight decay 0.1: g = 0.6, s = 0.36, p = 1 - 0.06 / 1.1 = 0.9454545454545454;
+    # g = 1.2 + 0.09454545454545454 = 1.2945454545454544, s = 0.36 + g^2, p -= 0.1 g / (sqrt(s) + 0.5).
+    "weight_decay": ((0.0, 0.1, 0.0), [(0.9454545454545454, 0.36), (0.8782693504556648, 2.0358479338842974)]),
+}
+
+
+@pytest.mark.parametrize("case", list(ADAGRAD_BY_HAND))
+def test_adagrad_steps_by_hand(backend, dtype, case):
+    (lr_decay, weight_decay, initial), expected = ADAGRAD_BY_HAND[case]
+    param, s = np.array([1.0], dtype), np.array([initial], dtype)
+    for step, (g, want) in enumerate(zip((0.5, 1.2), expected), start=1):
+        call(backend, "adagrad_update", param, np.array([g], dtype), s, 0.1, lr_decay, 0.5, step, weight_decay)
+        np.testing.assert_allclose([param[0], s[0]], want, rtol=HAND_RTOL[dtype], err_msg=f"step {step}")
+    p, s = np.array([1.0]), np.array([initial])
+    for step, (g, want) in enumerate(zip((0.5, 1.2), expected), start=1):
+        p, s = ref.adagrad_update(p, np.array([g]), s, 0.1, lr_decay, 0.5, step, weight_decay)
+        np.testing.assert_allclose([p[0], s[0]], want, rtol=1e-13)
+
+
+RMSPROP_CONFIGS = [dict(), dict(momentum=0.9), dict(centered=True, weight_decay=0.01),
+                   dict(momentum=0.5, centered=True, weight_decay=0.01, alpha=0.9, eps=1e-3)]
+ADAGRAD_CONFIGS = [dict(), dict(lr_decay=0.1, weight_decay=0.01), dict(initial_accumulator_value=0.3, eps=1e-3)]
+
+
+@pytest.mark.parametrize("config", RMSPROP_CONFIGS, ids=str)
+def test_rmsprop_matches_torch(backend, config):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(42)
+    size = 37
+    param = rng.standard_normal(size)
+    theirs = torch.tensor(param.copy(), requires_grad=True)
+    opt = torch.optim.RMSprop([theirs], lr=0.01, **config)
+    v, buf, gavg = np.zeros(size), np.zeros(size), np.zeros(size)
+    for _ in range(5):
+        grad = rng.standard_normal(size)
+        call(backend, "rmsprop_update", param, grad, v, buf, gavg, 0.01, config.get("alpha", 0.99),
+             config.get("eps", 1e-8), config.get("momentum", 0.0), config.get("centered", False),
+             config.get("weight_decay", 0.0))
+        theirs.grad = torch.from_numpy(grad.copy())
+        opt.step()
+        np.testing.assert_allclose(param, theirs.detach().numpy(), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(v, opt.state[theirs]["square_avg"].numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("config", ADAGRAD_CONFIGS, ids=str)
+def test_adagrad_matches_torch(backend, config):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(43)
+    size = 37
+    param = rng.standard_normal(size)
+    theirs = torch.tensor(param.copy(), requires_grad=True)
+    opt = torch.optim.Adagrad([theirs], lr=0.05, **config)
+    s = np.full(size, config.get("initial_accumulator_value", 0.0))
+    for step in range(1, 6):
+        grad = rng.standard_normal(size)
+        call(backend, "adagrad_update", param, grad, s, 0.05, config.get("lr_decay", 0.0), config.get("eps", 1e-10),
+             step, config.get("weight_decay", 0.0))
+        theirs.grad = torch.from_numpy(grad.copy())
+        opt.step()
+        np.testing.assert_allclose(param, theirs.detach().numpy(), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(s, opt.state[theirs]["sum"].numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("centered", [False, True])
+def test_rmsprop_matches_reference(backend, dtype, centered):
+    rng = np.random.default_rng(44)
+    for size in SIZES[backend]:
+        param = rng.standard_normal(size).astype(dtype)
+        v, buf, gavg = (np.zeros(size, dtype) for _ in range(3))
+        want = tuple(a.astype(np.float64) for a in (param, v, buf, gavg))
+        for _ in range(3):
+            grad = rng.standard_normal(size).astype(dtype)
+            call(backend, "rmsprop_update", param, grad, v, buf, gavg, 1e-2, 0.9, 1e-8, 0.9, centered, 0.01)
+            want = ref.rmsprop_update(want[0], grad, *want[1:], 1e-2, 0.9, 1e-8, 0.9, centered, 0.01)
+            for got, expected, what in zip((param, v, buf, gavg), want, ("param", "v", "buf", "gavg")):
+                if what == "gavg" and not centered:
+                    continue
+                assert_close(got, expected, dtype, scale=np.abs(expected).max(), err_msg=f"{what} {size}")
+
+
+def test_adagrad_matches_reference(backend, dtype):
+    rng = np.random.default_rng(45)
+    for size in SIZES[backend]:
+        param, s = rng.standard_normal(size).astype(dtype), np.full(size, 0.1, dtype)
+        want = (param.astype(np.float64), s.astype(np.float64))
+        for step in range(1, 4):
+            grad = rng.standard_normal(size).astype(dtype)
+            call(backend, "adagrad_update", param, grad, s, 1e-2, 0.1, 1e-10, step, 0.01)
+            want = ref.adagrad_update(*want[:1], grad, want[1], 1e-2, 0.1, 1e-10, step, 0.01)
+            for got, expected in zip((param, s), want):
+                assert_close(got, expected, dtype, scale=np.abs(expected).max(), err_msg=str(size))
+
+
+def test_rmsprop_and_adagrad_argument_errors():
+    p, g, s = np.ones(3), np.ones(3), np.zeros(3)
+    with pytest.raises(KernelArgumentError, match=r"argument 'alpha' must be in \[0, 1\)"):
+        rmsprop_update(p, g, s, s.copy(), s.copy(), 0.1, 1.0, 1e-8, 0.0, False, 0.0)
+    with pytest.raises(KernelArgumentError, match=r"argument 'centered' must be a bool"):
+        rmsprop_update(p, g, s, s.copy(), s.copy(), 0.1, 0.99, 1e-8, 0.0, 1, 0.0)
+    with pytest.raises(KernelArgumentError, match=r"argument 'grad_avg' must be of shape \(3,\) like the first"):
+        rmsprop_update(p, g, s, s.copy(), np.zeros(4), 0.1, 0.99, 1e-8, 0.0, False, 0.0)
+    with pytest.raises(KernelArgumentError, match=r"argument 'step' must be >= 1"):
+        adagrad_update(p, g, s, 0.1, 0.0, 1e-10, 0, 0.0)
+    with pytest.raises(KernelArgumentError, match=r"argument 'lr_decay' must be >= 0"):
+        adagrad_update(p, g, s, 0.1, -1.0, 1e-10, 1, 0.0)

@@ -127,7 +127,9 @@ def problem(loss, n=13, n_out=3, seed=0):
 
 
 @pytest.mark.parametrize("loss, weighted", [(SCE, False), (SCE, True), ("binary_cross_entropy", False),
-                                            ("mse", False), ("mse", True), ("poisson", True)])
+                                            ("mse", False), ("mse", True), ("poisson", True),
+                                            (fastbp.losses.Huber(delta=0.7), True), ("mae", False)],
+                         ids=str)
 def test_one_sgd_step_is_minus_lr_times_the_gradient(loss, weighted):
     X, y = problem(loss)
     w = np.random.default_rng(1).uniform(0.2, 2.0, len(X)) if weighted else None

@@ -209,7 +209,7 @@ def _gather_batch(ws, net, X, data, batch, order, start, nb):
 
 
 @jit
-def batch_gradient(net, ws, batch, opt, nb, loss_code, seed):
+def batch_gradient(net, ws, batch, opt, nb, loss, seed):
     """Forward, loss and backward on the nb rows in activation 0 and ``batch``: the gradient into opt.grad.
 
     Returns OK, or NONFINITE_LOSS (then opt.grad is not written). The dropout
@@ -220,17 +220,17 @@ def batch_gradient(net, ws, batch, opt, nb, loss_code, seed):
     forward(net, ws, opt.theta, nb, True, seed + opt.counters[0] * (n_ops + 1))
     out = _rows(ws.acts, net.layout, ws.cap, n_ops, nb)
     probs = ws.probs[:nb]
-    L.loss_code_forward(ws.loss, probs, out, labels, target, weight, loss_code)
+    L.loss_code_forward(ws.loss, probs, out, labels, target, weight, loss.code, loss.param)
     if not np.isfinite(ws.loss[0]):
         return R.NONFINITE_LOSS
     L.loss_code_backward(_rows(ws.dacts, net.layout, ws.cap, n_ops, nb), probs, out, labels, target,
-                         weight, loss_code)
+                         weight, loss.code, loss.param)
     backward(net, ws, opt.theta, opt.grad, nb)
     return R.OK
 
 
 @jit
-def apply_update(net, ws, batch, opt, nb, loss_code, stats):
+def apply_update(net, ws, batch, opt, nb, loss, stats):
     """The optimizer step with opt.grad, unless it is not finite, and the nb rows' loss and metrics.
 
     Returns OK, or NONFINITE_GRADIENT with theta and state untouched.
@@ -242,13 +242,15 @@ def apply_update(net, ws, batch, opt, nb, loss_code, stats):
                             opt.hyper, opt.counters[0])
     labels, target, weight = _prefix(batch, nb)
     out = _rows(ws.acts, net.layout, ws.cap, net.kinds.size, nb)
-    accumulate_stats(stats, ws.loss[0], out, labels, target, weight, loss_code)
+    accumulate_stats(stats, ws.loss[0], out, labels, target, weight, loss.code)
     return R.OK
 
 
 @jit
-def train_batches(X, data, order, first, last, net, ws, batch, opt, loss_code, seed, stats):
+def train_batches(X, data, order, first, last, net, ws, batch, opt, loss, seed, stats):
     """Train on batches first..last-1 (of ws.cap rows) of the permutation ``order``.
+
+    ``loss`` is a ``lowering.LossSpec``: the registry's loss code and its parameter.
 
     opt.counters[0] is the optimizer step count (incremented per update, Adam's t).
     Returns (status, batch): status OK, or NONFINITE_LOSS / NONFINITE_GRADIENT
@@ -259,9 +261,9 @@ def train_batches(X, data, order, first, last, net, ws, batch, opt, loss_code, s
         start = b * ws.cap
         nb = min(ws.cap, n - start)
         _gather_batch(ws, net, X, data, batch, order, start, nb)
-        status = batch_gradient(net, ws, batch, opt, nb, loss_code, seed)
+        status = batch_gradient(net, ws, batch, opt, nb, loss, seed)
         if status == R.OK:
-            status = apply_update(net, ws, batch, opt, nb, loss_code, stats)
+            status = apply_update(net, ws, batch, opt, nb, loss, stats)
         if status != R.OK:
             return status, b
     return R.OK, last
@@ -279,7 +281,7 @@ def _weight_total(weight, order, start, nb):
 
 
 @jit
-def share_gradient(X, data, order, start, nb, share, net, ws, batch, opt, loss_code, seed):
+def share_gradient(X, data, order, start, nb, share, net, ws, batch, opt, loss, seed):
     """One rank's part of a data-parallel step: the gradient of rows share[0]..share[1]-1 of the batch.
 
     The global batch is order[start:start + nb]. The loss backward takes the
@@ -297,7 +299,7 @@ def share_gradient(X, data, order, start, nb, share, net, ws, batch, opt, loss_c
         opt.grad[:] = 0.0
         ws.loss[0] = 0.0
         return R.OK
-    status = batch_gradient(net, ws, batch, opt, hi - lo, loss_code, seed)
+    status = batch_gradient(net, ws, batch, opt, hi - lo, loss, seed)
     scale = local / total
     for k in range(opt.grad.size):
         opt.grad[k] *= scale
@@ -322,7 +324,7 @@ def predict_batches(out_all, X, net, ws, theta):
 
 
 @jit
-def evaluate_batches(X, data, net, ws, theta, loss_code, stats):
+def evaluate_batches(X, data, net, ws, theta, loss, stats):
     """Accumulate loss and metrics of the model (inference mode) over X into stats."""
     n = X.shape[0]
     for start in range(0, n, ws.cap):
@@ -331,5 +333,5 @@ def evaluate_batches(X, data, net, ws, theta, loss_code, stats):
         labels = data.labels[start:start + nb] if data.labels.size else data.labels
         weight = data.weight[start:start + nb] if data.weight.size else data.weight
         target = data.target[start:start + nb]
-        L.loss_code_forward(ws.loss, ws.probs[:nb], out, labels, target, weight, loss_code)
-        accumulate_stats(stats, ws.loss[0], out, labels, target, weight, loss_code)
+        L.loss_code_forward(ws.loss, ws.probs[:nb], out, labels, target, weight, loss.code, loss.param)
+        accumulate_stats(stats, ws.loss[0], out, labels, target, weight, loss.code)

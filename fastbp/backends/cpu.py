@@ -52,7 +52,7 @@ class Trainer:
         optimizer = self.model.optimizer
         self.opt.counters[0] = optimizer.steps
         status, stopped = _cpu_loop.train_batches(self.X, self.data, self.order, first, last, self.net,
-                                                  self.ws, self.batch, self.opt, self.model.loss.kind,
+                                                  self.ws, self.batch, self.opt, self.model.loss.spec(),
                                                   self.seed, self.stats)
         optimizer.steps = int(self.opt.counters[0])
         return status, stopped
@@ -99,7 +99,7 @@ class DistributedTrainer(Trainer):
             # fit's compile-ahead call (``_first_run``): compile the step's pieces, train nothing.
             self.share[:] = 0
             _cpu_loop.share_gradient(self.X, self.data, self.order, 0, 0, self.share, self.net, self.ws,
-                                     self.batch, self.opt, self.model.loss.kind, self.seed)
+                                     self.batch, self.opt, self.model.loss.spec(), self.seed)
             return super().run(first, last)
         optimizer = self.model.optimizer
         self.opt.counters[0] = optimizer.steps
@@ -110,7 +110,7 @@ class DistributedTrainer(Trainer):
             nb = min(cap, n - start)
             self._set_share(nb)
             status = _cpu_loop.share_gradient(self.X, self.data, self.order, start, nb, self.share, self.net,
-                                              self.ws, self.batch, self.opt, self.model.loss.kind, self.seed)
+                                              self.ws, self.batch, self.opt, self.model.loss.spec(), self.seed)
             self.reduced[flag] = status != R.OK
             self.comm.Allreduce(MPI.IN_PLACE, self.reduced, op=MPI.SUM)
             if self.reduced[flag] != 0:
@@ -126,7 +126,7 @@ class DistributedTrainer(Trainer):
     def _update(self):
         """The update with the summed gradient, and this rank's rows' loss and metrics."""
         return _cpu_loop.apply_update(self.net, self.ws, self.batch, self.opt, self.share[1] - self.share[0],
-                                      self.model.loss.kind, self.stats)
+                                      self.model.loss.spec(), self.stats)
 
     def end_epoch(self, stats):
         from mpi4py import MPI
@@ -148,7 +148,7 @@ def evaluate(model, lowered, X, data, batch_size):
     """The S_* sums of loss and metrics (inference mode) on (X, data)."""
     ws = lowered.workspace(batch_size, model.dtype, False, model.loss.kind)
     stats = np.zeros(R.N_STATS)
-    _cpu_loop.evaluate_batches(X, data, lowered.net, ws, model.theta, model.loss.kind, stats)
+    _cpu_loop.evaluate_batches(X, data, lowered.net, ws, model.theta, model.loss.spec(), stats)
     return stats
 
 
@@ -157,7 +157,8 @@ def objective(model, lowered, X, data):
 
     One step of the compiled training loop with a zero learning rate: the same
     forward and backward code as fit, no second compiled entry point, and an
-    SGD update that leaves theta exactly as it was.
+    SGD update that leaves theta exactly as it was. Dropout uses the masks of
+    step 0 (seed 0) on every call.
     """
     n = len(X)
     ws = lowered.workspace(n, model.dtype, True, model.loss.kind)
@@ -170,8 +171,11 @@ def objective(model, lowered, X, data):
 
     def f(theta):
         model.theta[...] = theta
+        # The step count seeds the dropout masks: step 0 on every call, so that f is a
+        # function of theta alone (the same masks for a line search or a gradient check).
+        opt.counters[0] = 0
         status, _ = _cpu_loop.train_batches(X, data, order, 0, 1, lowered.net, ws, batch, opt,
-                                            model.loss.kind, 0, stats)
+                                            model.loss.spec(), 0, stats)
         if status != R.OK:
             return np.inf, np.zeros(opt.grad.size)
         return float(ws.loss[0]), opt.grad.astype(np.float64)

@@ -156,7 +156,7 @@ class Trainer:
 
     def run(self, first, last):
         net, opt = self.net, self.model.optimizer
-        n_ops, code = len(net.net.kinds), self.model.loss.kind
+        n_ops, code, param = len(net.net.kinds), self.model.loss.kind, self.model.loss.spec().param
         state2 = self.states[-1]
         for batch in range(first, last):
             start = batch * self.batch_size
@@ -164,8 +164,8 @@ class Trainer:
             labels, target, weight = self._gather(start, nb)
             out = net.forward(nb, True, self.seed + opt.steps * (n_ops + 1))
             probs = net.probs[:nb]
-            net.L.loss_code_forward(self.losses[batch:batch + 1], probs, out, labels, target, weight, code)
-            net.L.loss_code_backward(net.dacts[-1][:nb], probs, out, labels, target, weight, code)
+            net.L.loss_code_forward(self.losses[batch:batch + 1], probs, out, labels, target, weight, code, param)
+            net.L.loss_code_backward(net.dacts[-1][:nb], probs, out, labels, target, weight, code, param)
             net.backward(nb)
             net.T.mark_nonfinite(self.nonfinite, batch, net.grad)
             opt.steps += 1
@@ -245,6 +245,7 @@ def evaluate(model, lowered, X, data, batch_size):
     probs = np.zeros(out.shape if model.loss.kind == R.LOSS_SCE else (0, 0), dtype=model.dtype)
     loss = np.zeros(1, dtype=model.dtype)
     stats = np.zeros(R.N_STATS)
-    loss_code_forward(loss, probs, out, data.labels, data.target, data.weight, model.loss.kind)
+    spec = model.loss.spec()
+    loss_code_forward(loss, probs, out, data.labels, data.target, data.weight, spec.code, spec.param)
     accumulate_stats(stats, loss[0], out, data.labels, data.target, data.weight, model.loss.kind)
     return stats

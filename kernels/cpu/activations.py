@@ -3,7 +3,7 @@
 Elementwise activations accept C-contiguous arrays of any shape (typically
 (N, O)); out and dx are overwritten and may alias their input. Backward
 passes take the forward output y where it determines the derivative (see
-``fastbp.kernels._scalar``); GELU's backward takes the forward input x.
+``fastbp.kernels._scalar``); GELU's and SiLU's backward take the forward input x.
 
 The named elementwise kernels are thin entry points into two parallel kernels,
 ``activation_forward`` and ``activation_backward``, which take the activation
@@ -31,8 +31,9 @@ from numba import prange
 
 from .._checks import ArgSpec
 from .._jit import PARALLEL_MIN_ELEMENTS, jit
-from .._scalar import activate, activate_grad, gelu_grad
-from ..registry import ELU, GELU, IDENTITY, LEAKY_RELU, LOG_SOFTMAX, RELU, SIGMOID, SOFTMAX, SOFTPLUS, TANH
+from .._scalar import activate, activate_grad, activate_input_grad
+from ..registry import (ELU, GELU, IDENTITY, LEAKY_RELU, LOG_SOFTMAX, RELU, SELU, SIGMOID, SILU, SOFTMAX,
+                        SOFTPLUS, TANH)
 
 
 @jit(inline="always")
@@ -226,28 +227,70 @@ def gelu_forward(out, x):
 GELU_BACKWARD_SPEC = ArgSpec([("dx", "*"), ("dout", "*"), ("x", "*")], writes=("dx",))
 
 
-@jit(parallel=True)
+@jit
 def gelu_backward(dx, dout, x):
     """dx = dout * (Phi(x) + x phi(x)), from the forward *input* x."""
-    if x.size < PARALLEL_MIN_ELEMENTS:
-        gelu_backward_serial(dx, dout, x)
-    else:
-        _gelu_backward_loop(dx, dout, x)
+    activation_input_backward(dx, dout, x, np.int64(GELU))
+
+
+SILU_FORWARD_SPEC = ArgSpec([("out", "*"), ("x", "*")], writes=("out",))
 
 
 @jit
-def gelu_backward_serial(dx, dout, x):
-    """``gelu_backward`` on the calling thread alone."""
-    _gelu_backward_loop(dx, dout, x)
+def silu_forward(out, x):
+    """out = x * sigmoid(x) (SiLU, also called swish)."""
+    activation_forward(out, x, np.int64(SILU), 0.0)
+
+
+SILU_BACKWARD_SPEC = ArgSpec([("dx", "*"), ("dout", "*"), ("x", "*")], writes=("dx",))
+
+
+@jit
+def silu_backward(dx, dout, x):
+    """dx = dout * s (1 + x (1 - s)), s = sigmoid(x), from the forward *input* x."""
+    activation_input_backward(dx, dout, x, np.int64(SILU))
+
+
+SELU_FORWARD_SPEC = ArgSpec([("out", "*"), ("x", "*")], writes=("out",))
+
+
+@jit
+def selu_forward(out, x):
+    """out = scale * (x if x > 0 else alpha (exp(x) - 1)), PyTorch's fixed alpha and scale."""
+    activation_forward(out, x, np.int64(SELU), 0.0)
+
+
+SELU_BACKWARD_SPEC = ArgSpec([("dx", "*"), ("dout", "*"), ("out", "*")], writes=("dx",))
+
+
+@jit
+def selu_backward(dx, dout, out):
+    """dx = dout * (scale if out > 0 else out + scale alpha), from the output."""
+    activation_backward(dx, dout, out, np.int64(SELU), 0.0)
+
+
+@jit(parallel=True)
+def activation_input_backward(dx, dout, x, code):
+    """dx = dout * f'(x) from the forward *input*, for the codes in INPUT_DERIVED (GELU, SiLU)."""
+    if x.size < PARALLEL_MIN_ELEMENTS:
+        activation_input_backward_serial(dx, dout, x, code)
+    else:
+        _input_backward_loop(dx, dout, x, code)
+
+
+@jit
+def activation_input_backward_serial(dx, dout, x, code):
+    """``activation_input_backward`` on the calling thread alone."""
+    _input_backward_loop(dx, dout, x, code)
 
 
 @jit(inline="always")
-def _gelu_backward_loop(dx, dout, x):
+def _input_backward_loop(dx, dout, x, code):
     d = dx.ravel()
     g = dout.ravel()
     v = x.ravel()
     for i in prange(v.size):
-        d[i] = g[i] * gelu_grad(v[i])
+        d[i] = g[i] * activate_input_grad(code, v[i])
 
 
 @jit(inline="always")
@@ -400,8 +443,8 @@ def activation_code_forward(out, x, code, alpha):
 @jit
 def activation_code_backward(dx, dout, out, x, code, alpha):
     """dx from dout for any activation code, given the forward output and input; serial."""
-    if code == GELU:
-        gelu_backward_serial(dx, dout, x)
+    if code == GELU or code == SILU:
+        activation_input_backward_serial(dx, dout, x, code)
     elif code == SOFTMAX:
         softmax_backward_serial(dx, dout, out)
     elif code == LOG_SOFTMAX:

@@ -5,7 +5,10 @@ a plain sum over the batch. With per-sample weights s_n the mean is the
 weighted mean sum_n s_n l_n / sum_n s_n; a zero-size ``weight`` array means
 unweighted (s_n = 1), and a batch whose weights are all 0 has loss 0 and
 gradient 0 (it carries no information, and 0/0 must not pass for divergence). Elementwise losses
-(MSE, BCE, Poisson) also average over the O outputs, as PyTorch's and Keras's default reductions do.
+(MSE, BCE, Poisson, Huber, MAE) also average over the O outputs, as PyTorch's and Keras's default
+reductions do. They share one kernel pair, ``elementwise_loss_forward`` and
+``elementwise_loss_backward``, which take the loss code and the scalar formulas
+``loss_term`` / ``loss_grad`` of ``_scalar.py``; the named kernels fix the code.
 
 Forward kernels write into ``loss``, a one-element array, instead of returning
 a value, so that the CPU and GPU kernels share one signature and the GPU can
@@ -17,10 +20,12 @@ calling it.
 """
 import math
 
+import numpy as np
+
 from .._checks import ArgSpec
 from .._jit import jit
-from .._scalar import log1p_exp, sigmoid
-from ..registry import LOSS_BCE, LOSS_POISSON, LOSS_SCE
+from .._scalar import loss_grad, loss_term
+from ..registry import LOSS_BCE, LOSS_HUBER, LOSS_MAE, LOSS_MSE, LOSS_POISSON, LOSS_SCE
 
 
 @jit
@@ -34,6 +39,36 @@ def _inverse_total(weight, n_rows):
     return 1.0 / total if total > 0.0 else 0.0
 
 
+@jit
+def elementwise_loss_forward(loss, pred, target, weight, code, param):
+    """Mean of an elementwise loss: loss[0] = sum_n s_n sum_o l(z, t) / (O sum_n s_n).
+
+    pred (N, O), target (N, O), weight (N,) or empty; l is ``loss_term`` of
+    ``_scalar.py`` for the loss ``code`` (any but softmax cross-entropy), with
+    its parameter ``param`` (Huber's delta). Every elementwise loss is this
+    one loop: the named kernels below only fix the code.
+    """
+    n_rows, n_out = pred.shape
+    total = 0.0
+    for n in range(n_rows):
+        row = 0.0
+        for j in range(n_out):
+            row += loss_term(code, pred[n, j], target[n, j], param)
+        total += row * (weight[n] if weight.size else 1.0)
+    loss[0] = total * _inverse_total(weight, n_rows) / n_out
+
+
+@jit
+def elementwise_loss_backward(dpred, pred, target, weight, code, param):
+    """dpred (N, O) = s_n l'(z, t) / (O sum_n s_n), overwritten; l' is ``loss_grad``."""
+    n_rows, n_out = pred.shape
+    scale = _inverse_total(weight, n_rows) / n_out
+    for n in range(n_rows):
+        s = scale * (weight[n] if weight.size else 1.0)
+        for j in range(n_out):
+            dpred[n, j] = s * loss_grad(code, pred[n, j], target[n, j], param)
+
+
 MSE_FORWARD_SPEC = ArgSpec(
     [("loss", "L"), ("pred", "NO"), ("target", "NO"), ("weight", "N?")], writes=("loss",))
 
@@ -44,15 +79,7 @@ def mse_forward(loss, pred, target, weight):
 
     pred (N, O), target (N, O), weight (N,) or empty.
     """
-    n_rows, n_out = pred.shape
-    total = 0.0
-    for n in range(n_rows):
-        row = 0.0
-        for j in range(n_out):
-            d = pred[n, j] - target[n, j]
-            row += d * d
-        total += row * (weight[n] if weight.size else 1.0)
-    loss[0] = total * _inverse_total(weight, n_rows) / n_out
+    elementwise_loss_forward(loss, pred, target, weight, np.int64(LOSS_MSE), 0.0)
 
 
 MSE_BACKWARD_SPEC = ArgSpec(
@@ -62,12 +89,7 @@ MSE_BACKWARD_SPEC = ArgSpec(
 @jit
 def mse_backward(dpred, pred, target, weight):
     """dpred (N, O) = 2 s_n (pred - target) / (O sum_n s_n), overwritten."""
-    n_rows, n_out = pred.shape
-    scale = 2.0 * _inverse_total(weight, n_rows) / n_out
-    for n in range(n_rows):
-        s = scale * (weight[n] if weight.size else 1.0)
-        for j in range(n_out):
-            dpred[n, j] = s * (pred[n, j] - target[n, j])
+    elementwise_loss_backward(dpred, pred, target, weight, np.int64(LOSS_MSE), 0.0)
 
 
 SOFTMAX_CROSS_ENTROPY_FORWARD_SPEC = ArgSpec(
@@ -138,15 +160,7 @@ def binary_cross_entropy_forward(loss, logits, target, weight):
     loss[0] = sum_n s_n sum_o [log(1 + e^z) - t z] / (O sum_n s_n), with
     log(1 + e^z) = max(z, 0) + log1p(e^-|z|).
     """
-    n_rows, n_out = logits.shape
-    total = 0.0
-    for n in range(n_rows):
-        row = 0.0
-        for j in range(n_out):
-            z = logits[n, j]
-            row += log1p_exp(z) - target[n, j] * z
-        total += row * (weight[n] if weight.size else 1.0)
-    loss[0] = total * _inverse_total(weight, n_rows) / n_out
+    elementwise_loss_forward(loss, logits, target, weight, np.int64(LOSS_BCE), 0.0)
 
 
 BINARY_CROSS_ENTROPY_BACKWARD_SPEC = ArgSpec(
@@ -157,12 +171,7 @@ BINARY_CROSS_ENTROPY_BACKWARD_SPEC = ArgSpec(
 @jit
 def binary_cross_entropy_backward(dlogits, logits, target, weight):
     """dlogits (N, O) = s_n (sigmoid(z) - t) / (O sum_n s_n), overwritten."""
-    n_rows, n_out = logits.shape
-    scale = _inverse_total(weight, n_rows) / n_out
-    for n in range(n_rows):
-        s = scale * (weight[n] if weight.size else 1.0)
-        for j in range(n_out):
-            dlogits[n, j] = s * (sigmoid(logits[n, j]) - target[n, j])
+    elementwise_loss_backward(dlogits, logits, target, weight, np.int64(LOSS_BCE), 0.0)
 
 
 POISSON_FORWARD_SPEC = ArgSpec(
@@ -178,15 +187,7 @@ def poisson_forward(loss, pred, target, weight):
     log-likelihood without its constant log(y!), scikit-learn's
     ``HalfPoissonLoss`` (the deviance minus terms that depend on y alone).
     """
-    n_rows, n_out = pred.shape
-    total = 0.0
-    for n in range(n_rows):
-        row = 0.0
-        for j in range(n_out):
-            eta = pred[n, j]
-            row += math.exp(eta) - target[n, j] * eta
-        total += row * (weight[n] if weight.size else 1.0)
-    loss[0] = total * _inverse_total(weight, n_rows) / n_out
+    elementwise_loss_forward(loss, pred, target, weight, np.int64(LOSS_POISSON), 0.0)
 
 
 POISSON_BACKWARD_SPEC = ArgSpec(
@@ -200,42 +201,84 @@ def poisson_backward(dpred, pred, target, weight):
     d/deta [exp(eta) - y eta] = exp(eta) - y: the log link is the canonical one,
     so the gradient is mean minus target, as for the other fused losses.
     """
-    n_rows, n_out = pred.shape
-    scale = _inverse_total(weight, n_rows) / n_out
-    for n in range(n_rows):
-        s = scale * (weight[n] if weight.size else 1.0)
-        for j in range(n_out):
-            dpred[n, j] = s * (math.exp(pred[n, j]) - target[n, j])
+    elementwise_loss_backward(dpred, pred, target, weight, np.int64(LOSS_POISSON), 0.0)
+
+
+HUBER_FORWARD_SPEC = ArgSpec(
+    [("loss", "L"), ("pred", "NO"), ("target", "NO"), ("weight", "N?"), ("delta", "positive")],
+    writes=("loss",))
+
+
+@jit
+def huber_forward(loss, pred, target, weight, delta):
+    """Huber loss, PyTorch's ``HuberLoss``: with d = pred - target, per output
+    d^2 / 2 where |d| <= delta, delta (|d| - delta / 2) beyond;
+    loss[0] = sum_n s_n sum_o l / (O sum_n s_n).
+
+    pred (N, O), target (N, O), weight (N,) or empty, delta > 0.
+    """
+    elementwise_loss_forward(loss, pred, target, weight, np.int64(LOSS_HUBER), delta)
+
+
+HUBER_BACKWARD_SPEC = ArgSpec(
+    [("dpred", "NO"), ("pred", "NO"), ("target", "NO"), ("weight", "N?"), ("delta", "positive")],
+    writes=("dpred",))
+
+
+@jit
+def huber_backward(dpred, pred, target, weight, delta):
+    """dpred (N, O) = s_n clip(pred - target, -delta, delta) / (O sum_n s_n), overwritten."""
+    elementwise_loss_backward(dpred, pred, target, weight, np.int64(LOSS_HUBER), delta)
+
+
+MAE_FORWARD_SPEC = ArgSpec(
+    [("loss", "L"), ("pred", "NO"), ("target", "NO"), ("weight", "N?")], writes=("loss",))
+
+
+@jit
+def mae_forward(loss, pred, target, weight):
+    """Mean absolute error: loss[0] = sum_n s_n sum_o |pred - target| / (O sum_n s_n).
+
+    pred (N, O), target (N, O), weight (N,) or empty.
+    """
+    elementwise_loss_forward(loss, pred, target, weight, np.int64(LOSS_MAE), 0.0)
+
+
+MAE_BACKWARD_SPEC = ArgSpec(
+    [("dpred", "NO"), ("pred", "NO"), ("target", "NO"), ("weight", "N?")], writes=("dpred",))
+
+
+@jit
+def mae_backward(dpred, pred, target, weight):
+    """dpred (N, O) = s_n sign(pred - target) / (O sum_n s_n), overwritten.
+
+    |d| has no derivative at d = 0; the kernel uses sign(0) = 0 there, the
+    subgradient PyTorch's ``l1_loss`` uses.
+    """
+    elementwise_loss_backward(dpred, pred, target, weight, np.int64(LOSS_MAE), 0.0)
 
 
 # ----- dispatch by loss code (what the compiled training loop calls) ------------------------
 
 
 @jit
-def loss_code_forward(loss, probs, out, labels, target, weight, code):
+def loss_code_forward(loss, probs, out, labels, target, weight, code, param):
     """Mean loss of the batch into loss[0] for the loss ``code`` of ``kernels.registry``.
 
     Classification by softmax takes integer ``labels`` and leaves softmax(out) in
     ``probs``; the others take float ``target`` (N, O). The unused one may be empty.
+    ``param`` is the loss's parameter (Huber's delta), ignored by the others.
     """
     if code == LOSS_SCE:
         softmax_cross_entropy_forward(loss, probs, out, labels, weight)
-    elif code == LOSS_BCE:
-        binary_cross_entropy_forward(loss, out, target, weight)
-    elif code == LOSS_POISSON:
-        poisson_forward(loss, out, target, weight)
     else:
-        mse_forward(loss, out, target, weight)
+        elementwise_loss_forward(loss, out, target, weight, code, param)
 
 
 @jit
-def loss_code_backward(dout, probs, out, labels, target, weight, code):
+def loss_code_backward(dout, probs, out, labels, target, weight, code, param):
     """Gradient of the mean loss with respect to ``out``, overwriting dout."""
     if code == LOSS_SCE:
         softmax_cross_entropy_backward(dout, probs, labels, weight)
-    elif code == LOSS_BCE:
-        binary_cross_entropy_backward(dout, out, target, weight)
-    elif code == LOSS_POISSON:
-        poisson_backward(dout, out, target, weight)
     else:
-        mse_backward(dout, out, target, weight)
+        elementwise_loss_backward(dout, out, target, weight, code, param)

@@ -19,8 +19,8 @@ from numba import prange
 
 from .._checks import ArgSpec
 from .._jit import PARALLEL_MIN_ELEMENTS, jit
-from ..registry import (H_BETA1, H_BETA2, H_DECOUPLED, H_EPS, H_LR, H_MOMENTUM, H_NESTEROV,
-                        H_WEIGHT_DECAY, OPT_SGD)
+from ..registry import (H_ALPHA, H_BETA1, H_BETA2, H_CENTERED, H_DECOUPLED, H_EPS, H_LR, H_LR_DECAY,
+                        H_MOMENTUM, H_NESTEROV, H_WEIGHT_DECAY, OPT_ADAGRAD, OPT_RMSPROP, OPT_SGD)
 
 
 SGD_UPDATE_SPEC = ArgSpec(
@@ -123,6 +123,101 @@ def _adam_one(p, gr, mm, vv, i, lr, beta1, beta2, eps, c1, c2, weight_decay, dec
     p[i] -= lr * (mi * c1) / (math.sqrt(vi * c2) + eps)
 
 
+RMSPROP_UPDATE_SPEC = ArgSpec(
+    [("param", "*"), ("grad", "*"), ("square_avg", "*"), ("momentum_buffer", "*"), ("grad_avg", "*"),
+     ("lr", "nonneg"), ("alpha", "rate"), ("eps", "positive"), ("momentum", "nonneg"),
+     ("centered", "bool"), ("weight_decay", "nonneg")],
+    writes=("param", "square_avg", "momentum_buffer", "grad_avg"))
+
+
+@jit(parallel=True)
+def rmsprop_update(param, grad, square_avg, momentum_buffer, grad_avg, lr, alpha, eps, momentum, centered,
+                   weight_decay):
+    """RMSprop, PyTorch's formulation (``torch.optim.RMSprop``).
+
+    g = grad + weight_decay * param; v = alpha v + (1 - alpha) g^2;
+    centered: gbar = gbar + (1 - alpha) (g - gbar), a = sqrt(v - gbar^2) + eps;
+    else a = sqrt(v) + eps. With momentum: b = momentum b + g / a, param -= lr b;
+    without: param -= lr g / a. Updates param, square_avg and, when used,
+    momentum_buffer (momentum > 0) and grad_avg (centered) in place.
+    """
+    if param.size < PARALLEL_MIN_ELEMENTS:
+        rmsprop_update_serial(param, grad, square_avg, momentum_buffer, grad_avg, lr, alpha, eps, momentum,
+                              centered, weight_decay)
+    else:
+        _rmsprop_loop(param, grad, square_avg, momentum_buffer, grad_avg, lr, alpha, eps, momentum, centered,
+                      weight_decay)
+
+
+@jit
+def rmsprop_update_serial(param, grad, square_avg, momentum_buffer, grad_avg, lr, alpha, eps, momentum,
+                          centered, weight_decay):
+    """``rmsprop_update`` on the calling thread alone; the same result bit for bit."""
+    _rmsprop_loop(param, grad, square_avg, momentum_buffer, grad_avg, lr, alpha, eps, momentum, centered,
+                  weight_decay)
+
+
+@jit(inline="always")
+def _rmsprop_loop(param, grad, square_avg, momentum_buffer, grad_avg, lr, alpha, eps, momentum, centered,
+                  weight_decay):
+    p, gr, v = param.ravel(), grad.ravel(), square_avg.ravel()
+    b, ga = momentum_buffer.ravel(), grad_avg.ravel()
+    for i in prange(p.size):
+        g = gr[i] + weight_decay * p[i]
+        vi = alpha * v[i] + (1.0 - alpha) * g * g
+        v[i] = vi
+        if centered:
+            # torch's lerp(gbar, g, 1 - alpha) with weight 1 - alpha < 0.5: gbar + w (g - gbar).
+            gi = ga[i] + (1.0 - alpha) * (g - ga[i])
+            ga[i] = gi
+            avg = math.sqrt(vi - gi * gi) + eps
+        else:
+            avg = math.sqrt(vi) + eps
+        if momentum > 0.0:
+            bi = momentum * b[i] + g / avg
+            b[i] = bi
+            p[i] -= lr * bi
+        else:
+            p[i] -= lr * (g / avg)
+
+
+ADAGRAD_UPDATE_SPEC = ArgSpec(
+    [("param", "*"), ("grad", "*"), ("state_sum", "*"), ("lr", "nonneg"), ("lr_decay", "nonneg"),
+     ("eps", "positive"), ("step", "step"), ("weight_decay", "nonneg")],
+    writes=("param", "state_sum"))
+
+
+@jit(parallel=True)
+def adagrad_update(param, grad, state_sum, lr, lr_decay, eps, step, weight_decay):
+    """Adagrad for step number ``step`` (1 for the first update), PyTorch's formulation.
+
+    g = grad + weight_decay * param; clr = lr / (1 + (step - 1) lr_decay);
+    state_sum += g^2; param -= clr g / (sqrt(state_sum) + eps).
+    Updates param and state_sum in place.
+    """
+    if param.size < PARALLEL_MIN_ELEMENTS:
+        adagrad_update_serial(param, grad, state_sum, lr, lr_decay, eps, step, weight_decay)
+    else:
+        _adagrad_loop(param, grad, state_sum, lr, lr_decay, eps, step, weight_decay)
+
+
+@jit
+def adagrad_update_serial(param, grad, state_sum, lr, lr_decay, eps, step, weight_decay):
+    """``adagrad_update`` on the calling thread alone; the same result bit for bit."""
+    _adagrad_loop(param, grad, state_sum, lr, lr_decay, eps, step, weight_decay)
+
+
+@jit(inline="always")
+def _adagrad_loop(param, grad, state_sum, lr, lr_decay, eps, step, weight_decay):
+    p, gr, ss = param.ravel(), grad.ravel(), state_sum.ravel()
+    clr = lr / (1.0 + (step - 1) * lr_decay)
+    for i in prange(p.size):
+        g = gr[i] + weight_decay * p[i]
+        si = ss[i] + g * g
+        ss[i] = si
+        p[i] -= clr * (g / (math.sqrt(si) + eps))
+
+
 # ----- dispatch by optimizer code (what the compiled training loop calls) ------------------
 
 
@@ -132,12 +227,27 @@ def optimizer_code_update(theta, grad, state1, state2, n_weights, code, hyper, s
 
     ``hyper`` holds its hyperparameters in the registry's H_* layout; weight decay
     applies to the first n_weights entries (the weights), not to the biases after them.
-    ``step`` is the 1-based count of updates (Adam's bias correction).
+    ``step`` is the 1-based count of updates (Adam's bias correction, Adagrad's lr decay).
+    State: SGD's velocity in state1; Adam's m, v in state1, state2; RMSprop's
+    square average in state1 and its momentum buffer and gradient average in the
+    two halves of state2 (twice theta's size); Adagrad's sum of squares in state1.
     """
     lr = hyper[H_LR]
     wd = hyper[H_WEIGHT_DECAY]
     w, b = slice(0, n_weights), slice(n_weights, theta.size)
-    if code == OPT_SGD:
+    if code == OPT_RMSPROP:
+        buf, gavg = state2[:theta.size], state2[theta.size:]
+        alpha, eps, momentum = hyper[H_ALPHA], hyper[H_EPS], hyper[H_MOMENTUM]
+        centered = hyper[H_CENTERED] != 0.0
+        rmsprop_update_serial(theta[w], grad[w], state1[w], buf[w], gavg[w], lr, alpha, eps, momentum,
+                              centered, wd)
+        rmsprop_update_serial(theta[b], grad[b], state1[b], buf[b], gavg[b], lr, alpha, eps, momentum,
+                              centered, 0.0)
+    elif code == OPT_ADAGRAD:
+        decay, eps = hyper[H_LR_DECAY], hyper[H_EPS]
+        adagrad_update_serial(theta[w], grad[w], state1[w], lr, decay, eps, step, wd)
+        adagrad_update_serial(theta[b], grad[b], state1[b], lr, decay, eps, step, 0.0)
+    elif code == OPT_SGD:
         nesterov = hyper[H_NESTEROV] != 0.0
         momentum = hyper[H_MOMENTUM]
         sgd_update_serial(theta[w], grad[w], state1[w], lr, momentum, nesterov, wd)

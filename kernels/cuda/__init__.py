@@ -57,6 +57,10 @@ softmax_forward = public(activations.softmax_forward, _cpu_act.SOFTMAX_FORWARD_S
 softmax_backward = public(activations.softmax_backward, _cpu_act.SOFTMAX_BACKWARD_SPEC)
 log_softmax_forward = public(activations.log_softmax_forward, _cpu_act.LOG_SOFTMAX_FORWARD_SPEC)
 log_softmax_backward = public(activations.log_softmax_backward, _cpu_act.LOG_SOFTMAX_BACKWARD_SPEC)
+silu_forward = public(activations.silu_forward, _cpu_act.SILU_FORWARD_SPEC)
+silu_backward = public(activations.silu_backward, _cpu_act.SILU_BACKWARD_SPEC)
+selu_forward = public(activations.selu_forward, _cpu_act.SELU_FORWARD_SPEC)
+selu_backward = public(activations.selu_backward, _cpu_act.SELU_BACKWARD_SPEC)
 
 mse_forward = public(losses.mse_forward, _cpu_losses.MSE_FORWARD_SPEC)
 mse_backward = public(losses.mse_backward, _cpu_losses.MSE_BACKWARD_SPEC)
@@ -70,12 +74,18 @@ binary_cross_entropy_backward = public(losses.binary_cross_entropy_backward,
                                        _cpu_losses.BINARY_CROSS_ENTROPY_BACKWARD_SPEC)
 poisson_forward = public(losses.poisson_forward, _cpu_losses.POISSON_FORWARD_SPEC)
 poisson_backward = public(losses.poisson_backward, _cpu_losses.POISSON_BACKWARD_SPEC)
+huber_forward = public(losses.huber_forward, _cpu_losses.HUBER_FORWARD_SPEC)
+huber_backward = public(losses.huber_backward, _cpu_losses.HUBER_BACKWARD_SPEC)
+mae_forward = public(losses.mae_forward, _cpu_losses.MAE_FORWARD_SPEC)
+mae_backward = public(losses.mae_backward, _cpu_losses.MAE_BACKWARD_SPEC)
 
 dropout_forward = public(dropout.dropout_forward, _cpu_dropout.DROPOUT_FORWARD_SPEC)
 dropout_backward = public(dropout.dropout_backward, _cpu_dropout.DROPOUT_BACKWARD_SPEC)
 
 sgd_update = public(optim.sgd_update, _cpu_optim.SGD_UPDATE_SPEC)
 adam_update = public(optim.adam_update, _cpu_optim.ADAM_UPDATE_SPEC)
+rmsprop_update = public(optim.rmsprop_update, _cpu_optim.RMSPROP_UPDATE_SPEC)
+adagrad_update = public(optim.adagrad_update, _cpu_optim.ADAGRAD_UPDATE_SPEC)
 
 __all__ = [
     "ACTIVATIONS", "KernelArgumentError", "SIMULATOR", "as_device_array",
@@ -90,4 +100,7 @@ __all__ = [
     "binary_cross_entropy_forward", "binary_cross_entropy_backward",
     "poisson_forward", "poisson_backward",
     "dropout_forward", "dropout_backward", "sgd_update", "adam_update",
+    "silu_forward", "silu_backward", "selu_forward", "selu_backward",
+    "huber_forward", "huber_backward", "mae_forward", "mae_backward",
+    "rmsprop_update", "adagrad_update",
 ]

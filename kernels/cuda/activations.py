@@ -4,7 +4,7 @@ Same names, arguments and conventions as ``fastbp.kernels.cpu.activations``:
 elementwise activations take C-contiguous device arrays of any shape
 (typically (N, O)); out and dx are overwritten and may alias their input.
 Backward passes take the forward output y where it determines the derivative;
-GELU's backward takes the forward input x. The formulas are the shared scalar
+GELU's and SiLU's backward take the forward input x. The formulas are the shared scalar
 functions of ``kernels/_scalar.py``.
 
 Elementwise kernels run one thread per element with a grid-stride loop; each
@@ -20,8 +20,9 @@ reductions, so out may alias x and dx may alias dout.
 """
 import math
 
-from .._scalar import activate, activate_grad, gelu_grad
-from ..registry import ELU, GELU, IDENTITY, LEAKY_RELU, LOG_SOFTMAX, RELU, SIGMOID, SOFTMAX, SOFTPLUS, TANH
+from .._scalar import activate, activate_grad, activate_input_grad
+from ..registry import (ELU, GELU, IDENTITY, LEAKY_RELU, LOG_SOFTMAX, RELU, SELU, SIGMOID, SILU, SOFTMAX,
+                        SOFTPLUS, TANH)
 from ._launch import MAX_BLOCKS, dev, elementwise, fixed, flat, pow2_threads
 from ._numba_cuda import cuda, kernel
 from ._reduce import block_reduce
@@ -46,10 +47,10 @@ def _map_backward_kernel(dx, dout, y, code, alpha):
 
 
 @kernel
-def _gelu_backward_kernel(dx, dout, x):
-    """dx[i] = dout[i] * (Phi(x_i) + x_i phi(x_i)), from the forward input."""
+def _input_backward_kernel(dx, dout, x, code):
+    """dx[i] = dout[i] * f'(x_i), from the forward input (GELU, SiLU)."""
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-        dx[i] = dout[i] * gelu_grad(x[i])
+        dx[i] = dout[i] * activate_input_grad(code, x[i])
 
 
 def _map_forward(out, x, code, alpha):
@@ -139,8 +140,33 @@ def gelu_forward(out, x):
 
 def gelu_backward(dx, dout, x):
     """dx = dout * (Phi(x) + x phi(x)), from the forward *input* x."""
+    activation_input_backward(dx, dout, x, GELU)
+
+
+def silu_forward(out, x):
+    """out = x * sigmoid(x) (SiLU, also called swish)."""
+    _map_forward(out, x, SILU, 0.0)
+
+
+def silu_backward(dx, dout, x):
+    """dx = dout * s (1 + x (1 - s)), s = sigmoid(x), from the forward *input* x."""
+    activation_input_backward(dx, dout, x, SILU)
+
+
+def selu_forward(out, x):
+    """out = scale * (x if x > 0 else alpha (exp(x) - 1)), PyTorch's fixed alpha and scale."""
+    _map_forward(out, x, SELU, 0.0)
+
+
+def selu_backward(dx, dout, out):
+    """dx = dout * (scale if out > 0 else out + scale alpha), from the output."""
+    _map_backward(dx, dout, out, SELU, 0.0)
+
+
+def activation_input_backward(dx, dout, x, code):
+    """dx = dout * f'(x) from the forward *input*, for GELU and SiLU."""
     dx, dout, x = flat(dev(dx)), flat(dev(dout)), flat(dev(x))
-    elementwise(_gelu_backward_kernel, x.size)(dx, dout, x)
+    elementwise(_input_backward_kernel, x.size)(dx, dout, x, code)
 
 
 @kernel
@@ -244,8 +270,8 @@ def activation_code_forward(out, x, code, alpha):
 
 def activation_code_backward(dx, dout, out, x, code, alpha):
     """dx from dout for any activation code, given the forward output and input."""
-    if code == GELU:
-        gelu_backward(dx, dout, x)
+    if code == GELU or code == SILU:
+        activation_input_backward(dx, dout, x, code)
     elif code == SOFTMAX:
         softmax_backward(dx, dout, out)
     elif code == LOG_SOFTMAX:

@@ -3,7 +3,9 @@
 Same names, arguments and conventions as ``fastbp.kernels.cpu.losses``: the
 batch mean is taken here and only here; with per-sample weights s_n the mean
 is sum_n s_n l_n / sum_n s_n and a zero-size ``weight`` means unweighted;
-elementwise losses (MSE, BCE, Poisson) also average over the O outputs.
+elementwise losses (MSE, BCE, Poisson, Huber, MAE) also average over the O
+outputs, and share one kernel pair that takes the loss code and the scalar
+formulas ``loss_term`` / ``loss_grad`` of ``_scalar.py``.
 
 Forward kernels write the mean into ``loss``, a device array of shape (1,),
 so the loss stays on the device: no copy, no host synchronization. They run
@@ -29,8 +31,8 @@ import math
 
 import numpy as np
 
-from .._scalar import log1p_exp, sigmoid
-from ..registry import LOSS_BCE, LOSS_POISSON, LOSS_SCE
+from .._scalar import loss_grad, loss_term
+from ..registry import LOSS_BCE, LOSS_HUBER, LOSS_MAE, LOSS_MSE, LOSS_POISSON, LOSS_SCE
 from ._launch import MAX_BLOCKS, cdiv, dev, fixed, pow2_threads
 from ._numba_cuda import cuda, device, kernel
 from ._reduce import block_reduce
@@ -59,8 +61,8 @@ def _inverse_total(buf, weight, n_rows):
 
 
 @kernel
-def _mse_forward_kernel(loss, pred, target, weight):
-    """One block: loss[0] = sum_n s_n sum_o (pred - target)^2 / (O sum_n s_n)."""
+def _elementwise_forward_kernel(loss, pred, target, weight, code, param):
+    """One block: loss[0] = sum_n s_n sum_o l(z, t) / (O sum_n s_n), l = ``loss_term``."""
     buf = cuda.shared.array(LOSS_THREADS, np.float64)
     n_rows, n_cols = pred.shape
     weighted = weight.size > 0
@@ -69,8 +71,8 @@ def _mse_forward_kernel(loss, pred, target, weight):
     for e in range(cuda.threadIdx.x, n_rows * n_cols, cuda.blockDim.x):
         n = e // n_cols
         j = e - n * n_cols
-        d = pred[n, j] - target[n, j]
-        total += d * d * weight[n] if weighted else d * d
+        term = loss_term(code, pred[n, j], target[n, j], param)
+        total += term * weight[n] if weighted else term
     total = block_reduce(buf, total, False)
     inv_total = _inverse_total(buf, weight, n_rows)
     if cuda.threadIdx.x == 0:
@@ -78,17 +80,17 @@ def _mse_forward_kernel(loss, pred, target, weight):
 
 
 @kernel
-def _mse_backward_kernel(dpred, pred, target, weight):
-    """dpred[n, o] = 2 s_n (pred - target) / (O sum_n s_n), one element per thread."""
+def _elementwise_backward_kernel(dpred, pred, target, weight, code, param):
+    """dpred[n, o] = s_n l'(z, t) / (O sum_n s_n), l' = ``loss_grad``, one element per thread."""
     buf = cuda.shared.array(LOSS_THREADS, np.float64)
     n_rows, n_cols = pred.shape
     weighted = weight.size > 0
-    scale = 2.0 * _inverse_total(buf, weight, n_rows) / n_cols
+    scale = _inverse_total(buf, weight, n_rows) / n_cols
     for e in range(cuda.grid(1), n_rows * n_cols, cuda.gridsize(1)):
         n = e // n_cols
         j = e - n * n_cols
         s = scale * weight[n] if weighted else scale
-        dpred[n, j] = s * (pred[n, j] - target[n, j])
+        dpred[n, j] = s * loss_grad(code, pred[n, j], target[n, j], param)
 
 
 @kernel
@@ -148,72 +150,6 @@ def _softmax_cross_entropy_backward_kernel(dlogits, probs, labels, weight):
             dlogits[n, j] -= s
 
 
-@kernel
-def _binary_cross_entropy_forward_kernel(loss, logits, target, weight):
-    """One block: loss[0] = sum_n s_n sum_o [log(1 + e^z) - t z] / (O sum_n s_n)."""
-    buf = cuda.shared.array(LOSS_THREADS, np.float64)
-    n_rows, n_cols = logits.shape
-    weighted = weight.size > 0
-    total = 0.0
-    for e in range(cuda.threadIdx.x, n_rows * n_cols, cuda.blockDim.x):
-        n = e // n_cols
-        j = e - n * n_cols
-        z = logits[n, j]
-        term = log1p_exp(z) - target[n, j] * z
-        total += term * weight[n] if weighted else term
-    total = block_reduce(buf, total, False)
-    inv_total = _inverse_total(buf, weight, n_rows)
-    if cuda.threadIdx.x == 0:
-        loss[0] = total * inv_total / n_cols
-
-
-@kernel
-def _binary_cross_entropy_backward_kernel(dlogits, logits, target, weight):
-    """dlogits[n, o] = s_n (sigmoid(z) - t) / (O sum_n s_n), one element per thread."""
-    buf = cuda.shared.array(LOSS_THREADS, np.float64)
-    n_rows, n_cols = logits.shape
-    weighted = weight.size > 0
-    scale = _inverse_total(buf, weight, n_rows) / n_cols
-    for e in range(cuda.grid(1), n_rows * n_cols, cuda.gridsize(1)):
-        n = e // n_cols
-        j = e - n * n_cols
-        s = scale * weight[n] if weighted else scale
-        dlogits[n, j] = s * (sigmoid(logits[n, j]) - target[n, j])
-
-
-@kernel
-def _poisson_forward_kernel(loss, pred, target, weight):
-    """One block: loss[0] = sum_n s_n sum_o [exp(eta) - y eta] / (O sum_n s_n)."""
-    buf = cuda.shared.array(LOSS_THREADS, np.float64)
-    n_rows, n_cols = pred.shape
-    weighted = weight.size > 0
-    total = 0.0
-    for e in range(cuda.threadIdx.x, n_rows * n_cols, cuda.blockDim.x):
-        n = e // n_cols
-        j = e - n * n_cols
-        eta = pred[n, j]
-        term = math.exp(eta) - target[n, j] * eta
-        total += term * weight[n] if weighted else term
-    total = block_reduce(buf, total, False)
-    inv_total = _inverse_total(buf, weight, n_rows)
-    if cuda.threadIdx.x == 0:
-        loss[0] = total * inv_total / n_cols
-
-
-@kernel
-def _poisson_backward_kernel(dpred, pred, target, weight):
-    """dpred[n, o] = s_n (exp(eta) - y) / (O sum_n s_n), one element per thread."""
-    buf = cuda.shared.array(LOSS_THREADS, np.float64)
-    n_rows, n_cols = pred.shape
-    weighted = weight.size > 0
-    scale = _inverse_total(buf, weight, n_rows) / n_cols
-    for e in range(cuda.grid(1), n_rows * n_cols, cuda.gridsize(1)):
-        n = e // n_cols
-        j = e - n * n_cols
-        s = scale * weight[n] if weighted else scale
-        dpred[n, j] = s * (math.exp(pred[n, j]) - target[n, j])
-
-
 def _single_block(kernel_, work):
     return fixed(kernel_, 1, pow2_threads(work, LOSS_THREADS))
 
@@ -225,19 +161,30 @@ def _gradient(kernel_, shape, weight):
     return fixed(kernel_, max(1, min(cdiv(size, threads), cap)), threads)
 
 
+def elementwise_loss_forward(loss, pred, target, weight, code, param):
+    """Mean of the elementwise loss ``code``: sum_n s_n sum_o l(z, t) / (O sum_n s_n), into loss (1,)."""
+    loss, pred, target, weight = dev(loss), dev(pred), dev(target), dev(weight)
+    _single_block(_elementwise_forward_kernel, pred.size)(loss, pred, target, weight, code, float(param))
+
+
+def elementwise_loss_backward(dpred, pred, target, weight, code, param):
+    """dpred (N, O) = s_n l'(z, t) / (O sum_n s_n), overwritten."""
+    dpred, pred, target, weight = dev(dpred), dev(pred), dev(target), dev(weight)
+    launch = _gradient(_elementwise_backward_kernel, pred.shape, weight)
+    launch(dpred, pred, target, weight, code, float(param))
+
+
 def mse_forward(loss, pred, target, weight):
     """Mean squared error: loss[0] = sum_n s_n sum_o (pred - target)^2 / (O sum_n s_n).
 
     pred (N, O), target (N, O), weight (N,) or empty; loss (1,) on the device.
     """
-    loss, pred, target, weight = dev(loss), dev(pred), dev(target), dev(weight)
-    _single_block(_mse_forward_kernel, pred.size)(loss, pred, target, weight)
+    elementwise_loss_forward(loss, pred, target, weight, LOSS_MSE, 0.0)
 
 
 def mse_backward(dpred, pred, target, weight):
     """dpred (N, O) = 2 s_n (pred - target) / (O sum_n s_n), overwritten."""
-    dpred, pred, target, weight = dev(dpred), dev(pred), dev(target), dev(weight)
-    _gradient(_mse_backward_kernel, pred.shape, weight)(dpred, pred, target, weight)
+    elementwise_loss_backward(dpred, pred, target, weight, LOSS_MSE, 0.0)
 
 
 def softmax_cross_entropy_forward(loss, probs, logits, labels, weight):
@@ -272,15 +219,12 @@ def binary_cross_entropy_forward(loss, logits, target, weight):
     loss[0] = sum_n s_n sum_o [log(1 + e^z) - t z] / (O sum_n s_n), with
     log(1 + e^z) = max(z, 0) + log1p(e^-|z|).
     """
-    loss, logits, target, weight = dev(loss), dev(logits), dev(target), dev(weight)
-    _single_block(_binary_cross_entropy_forward_kernel, logits.size)(loss, logits, target, weight)
+    elementwise_loss_forward(loss, logits, target, weight, LOSS_BCE, 0.0)
 
 
 def binary_cross_entropy_backward(dlogits, logits, target, weight):
     """dlogits (N, O) = s_n (sigmoid(z) - t) / (O sum_n s_n), overwritten."""
-    dlogits, logits, target, weight = dev(dlogits), dev(logits), dev(target), dev(weight)
-    launch = _gradient(_binary_cross_entropy_backward_kernel, logits.shape, weight)
-    launch(dlogits, logits, target, weight)
+    elementwise_loss_backward(dlogits, logits, target, weight, LOSS_BCE, 0.0)
 
 
 def poisson_forward(loss, pred, target, weight):
@@ -290,35 +234,57 @@ def poisson_forward(loss, pred, target, weight):
     loss[0] = sum_n s_n sum_o [exp(eta) - y eta] / (O sum_n s_n), without the
     constant log(y!) (scikit-learn's ``HalfPoissonLoss``); loss (1,) on the device.
     """
-    loss, pred, target, weight = dev(loss), dev(pred), dev(target), dev(weight)
-    _single_block(_poisson_forward_kernel, pred.size)(loss, pred, target, weight)
+    elementwise_loss_forward(loss, pred, target, weight, LOSS_POISSON, 0.0)
 
 
 def poisson_backward(dpred, pred, target, weight):
     """dpred (N, O) = s_n (exp(eta) - y) / (O sum_n s_n), overwritten."""
-    dpred, pred, target, weight = dev(dpred), dev(pred), dev(target), dev(weight)
-    _gradient(_poisson_backward_kernel, pred.shape, weight)(dpred, pred, target, weight)
+    elementwise_loss_backward(dpred, pred, target, weight, LOSS_POISSON, 0.0)
 
 
-def loss_code_forward(loss, probs, out, labels, target, weight, code):
+def huber_forward(loss, pred, target, weight, delta):
+    """Huber loss, PyTorch's ``HuberLoss``: with d = pred - target, per output
+    d^2 / 2 where |d| <= delta, delta (|d| - delta / 2) beyond;
+    loss[0] = sum_n s_n sum_o l / (O sum_n s_n).
+
+    pred (N, O), target (N, O), weight (N,) or empty, delta > 0.
+    """
+    elementwise_loss_forward(loss, pred, target, weight, LOSS_HUBER, delta)
+
+
+def huber_backward(dpred, pred, target, weight, delta):
+    """dpred (N, O) = s_n clip(pred - target, -delta, delta) / (O sum_n s_n), overwritten."""
+    elementwise_loss_backward(dpred, pred, target, weight, LOSS_HUBER, delta)
+
+
+def mae_forward(loss, pred, target, weight):
+    """Mean absolute error: loss[0] = sum_n s_n sum_o |pred - target| / (O sum_n s_n).
+
+    pred (N, O), target (N, O), weight (N,) or empty.
+    """
+    elementwise_loss_forward(loss, pred, target, weight, LOSS_MAE, 0.0)
+
+
+def mae_backward(dpred, pred, target, weight):
+    """dpred (N, O) = s_n sign(pred - target) / (O sum_n s_n), overwritten.
+
+    |d| has no derivative at d = 0; the kernel uses sign(0) = 0 there, the
+    subgradient PyTorch's ``l1_loss`` uses.
+    """
+    elementwise_loss_backward(dpred, pred, target, weight, LOSS_MAE, 0.0)
+
+
+def loss_code_forward(loss, probs, out, labels, target, weight, code, param):
     """Mean loss of the batch into loss[0] for the loss ``code``, as on the CPU."""
     if code == LOSS_SCE:
         softmax_cross_entropy_forward(loss, probs, out, labels, weight)
-    elif code == LOSS_BCE:
-        binary_cross_entropy_forward(loss, out, target, weight)
-    elif code == LOSS_POISSON:
-        poisson_forward(loss, out, target, weight)
     else:
-        mse_forward(loss, out, target, weight)
+        elementwise_loss_forward(loss, out, target, weight, code, param)
 
 
-def loss_code_backward(dout, probs, out, labels, target, weight, code):
+def loss_code_backward(dout, probs, out, labels, target, weight, code, param):
     """Gradient of the mean loss with respect to ``out``, overwriting dout."""
     if code == LOSS_SCE:
         softmax_cross_entropy_backward(dout, probs, labels, weight)
-    elif code == LOSS_BCE:
-        binary_cross_entropy_backward(dout, out, target, weight)
-    elif code == LOSS_POISSON:
-        poisson_backward(dout, out, target, weight)
     else:
-        mse_backward(dout, out, target, weight)
+        elementwise_loss_backward(dout, out, target, weight, code, param)

@@ -12,8 +12,8 @@ literal in the kernel promotes it).
 """
 import math
 
-from ..registry import (H_BETA1, H_BETA2, H_DECOUPLED, H_EPS, H_LR, H_MOMENTUM, H_NESTEROV,
-                        H_WEIGHT_DECAY, OPT_SGD)
+from ..registry import (H_ALPHA, H_BETA1, H_BETA2, H_CENTERED, H_DECOUPLED, H_EPS, H_LR, H_LR_DECAY,
+                        H_MOMENTUM, H_NESTEROV, H_WEIGHT_DECAY, OPT_ADAGRAD, OPT_RMSPROP, OPT_SGD)
 from ._launch import dev, elementwise, flat
 from ._numba_cuda import cuda, kernel
 
@@ -43,6 +43,35 @@ def _adam_kernel(p, gr, m, v, lr, beta1, one_minus_beta1, beta2, one_minus_beta2
         m[i] = mi
         v[i] = vi
         p[i] -= lr * (mi * c1) / (math.sqrt(vi * c2) + eps)
+
+
+@kernel
+def _rmsprop_kernel(p, gr, v, b, ga, lr, alpha, one_minus_alpha, eps, momentum, centered, weight_decay):
+    for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
+        g = gr[i] + weight_decay * p[i]
+        vi = alpha * v[i] + one_minus_alpha * g * g
+        v[i] = vi
+        if centered:
+            gi = ga[i] + one_minus_alpha * (g - ga[i])
+            ga[i] = gi
+            avg = math.sqrt(vi - gi * gi) + eps
+        else:
+            avg = math.sqrt(vi) + eps
+        if momentum > 0:
+            bi = momentum * b[i] + g / avg
+            b[i] = bi
+            p[i] -= lr * bi
+        else:
+            p[i] -= lr * (g / avg)
+
+
+@kernel
+def _adagrad_kernel(p, gr, ss, clr, eps, weight_decay):
+    for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
+        g = gr[i] + weight_decay * p[i]
+        si = ss[i] + g * g
+        ss[i] = si
+        p[i] -= clr * (g / (math.sqrt(si) + eps))
 
 
 def sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay):
@@ -77,17 +106,56 @@ def adam_update(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay, de
         t(weight_decay), t(1.0 - lr * weight_decay), bool(decoupled))
 
 
+def rmsprop_update(param, grad, square_avg, momentum_buffer, grad_avg, lr, alpha, eps, momentum, centered,
+                   weight_decay):
+    """RMSprop, PyTorch's formulation (``torch.optim.RMSprop``).
+
+    g = grad + weight_decay * param; v = alpha v + (1 - alpha) g^2;
+    centered: gbar = gbar + (1 - alpha) (g - gbar), a = sqrt(v - gbar^2) + eps;
+    else a = sqrt(v) + eps. With momentum: b = momentum b + g / a, param -= lr b;
+    without: param -= lr g / a. Updates param, square_avg and, when used,
+    momentum_buffer (momentum > 0) and grad_avg (centered) in place.
+    """
+    p, gr, v = flat(dev(param)), flat(dev(grad)), flat(dev(square_avg))
+    b, ga = flat(dev(momentum_buffer)), flat(dev(grad_avg))
+    t = p.dtype.type
+    alpha = float(alpha)
+    elementwise(_rmsprop_kernel, p.size)(p, gr, v, b, ga, t(lr), t(alpha), t(1.0 - alpha), t(eps), t(momentum),
+                                         bool(centered), t(weight_decay))
+
+
+def adagrad_update(param, grad, state_sum, lr, lr_decay, eps, step, weight_decay):
+    """Adagrad for step number ``step`` (1 for the first update), PyTorch's formulation.
+
+    g = grad + weight_decay * param; clr = lr / (1 + (step - 1) lr_decay);
+    state_sum += g^2; param -= clr g / (sqrt(state_sum) + eps).
+    Updates param and state_sum in place.
+    """
+    p, gr, ss = flat(dev(param)), flat(dev(grad)), flat(dev(state_sum))
+    t = p.dtype.type
+    clr = float(lr) / (1.0 + (step - 1) * float(lr_decay))
+    elementwise(_adagrad_kernel, p.size)(p, gr, ss, t(clr), t(eps), t(weight_decay))
+
+
 def optimizer_code_update(theta, grad, state1, state2, n_weights, code, hyper, step):
     """One update of the flat parameter vector by the optimizer ``code``, as on the CPU.
 
     ``hyper`` is a host array in the registry's H_* layout; weight decay applies to
     the first n_weights entries (the weights), not to the biases after them.
+    State as on the CPU: RMSprop's momentum buffer and gradient average are the
+    two halves of state2.
     """
     lr, wd = hyper[H_LR], hyper[H_WEIGHT_DECAY]
     for part, decay in ((slice(0, n_weights), wd), (slice(n_weights, theta.size), 0.0)):
         if part.stop == part.start:
             continue
-        if code == OPT_SGD:
+        if code == OPT_RMSPROP:
+            size = theta.size
+            rmsprop_update(theta[part], grad[part], state1[part], state2[:size][part], state2[size:][part], lr,
+                           hyper[H_ALPHA], hyper[H_EPS], hyper[H_MOMENTUM], bool(hyper[H_CENTERED]), decay)
+        elif code == OPT_ADAGRAD:
+            adagrad_update(theta[part], grad[part], state1[part], lr, hyper[H_LR_DECAY], hyper[H_EPS], step, decay)
+        elif code == OPT_SGD:
             sgd_update(theta[part], grad[part], state1[part], lr, hyper[H_MOMENTUM],
                        bool(hyper[H_NESTEROV]), decay)
         else:
