@@ -20,9 +20,8 @@ fastbp's:
 - scikit-learn's momentum v = mu v - lr g equals fastbp's PyTorch-style
   v = mu v + g at a constant rate; when the rate changes ('invscaling',
   'adaptive') fastbp applies the new rate to the whole velocity at once.
-- scikit-learn's Adam adds epsilon to the uncorrected sqrt(v), fastbp's
-  kernel to the corrected one: the estimator sets fastbp's epsilon per epoch
-  to what scikit-learn's amounts to (``SklearnAdam``).
+- scikit-learn's Adam adds epsilon to the uncorrected sqrt(v), as
+  ``Adam(eps_hat=True)`` does.
 - ``loss_`` and ``loss_curve_`` are scikit-learn's: log-loss summed over
   logistic outputs, half the squared error, plus the L2 penalty, which
   scikit-learn sums over the batches of an epoch and fastbp interpolates from
@@ -92,7 +91,7 @@ def stochastic_optimizer(params, c):
         nesterov = params.nesterovs_momentum and params.momentum > 0
         return lr, SGD(lr=lr, momentum=params.momentum, nesterov=nesterov)
     lr = SklearnLearningRate(params.learning_rate_init)
-    return lr, SklearnAdam(lr=lr, betas=(params.beta_1, params.beta_2), eps=params.epsilon / c)
+    return lr, Adam(lr=lr, betas=(params.beta_1, params.beta_2), eps=params.epsilon / c, eps_hat=True)
 
 
 def validation_split(X, Y, sample_weight, fraction, random_state, stratify):
@@ -150,28 +149,6 @@ class SklearnLearningRate(Schedule):
     def get_config(self):
         # Saved with the model (Sequential.save), it reloads as the rate reached.
         return {"type": "Constant", "lr": self.current * self.scale}
-
-
-class SklearnAdam(Adam):
-    """Adam with epsilon where scikit-learn puts it.
-
-    scikit-learn (like the efficient form in Kingma and Ba's paper) adds
-    epsilon to the uncorrected sqrt(v) and corrects the step size instead;
-    fastbp's kernel adds it to the corrected sqrt(v_hat). The two agree when
-    fastbp's epsilon is eps / sqrt(1 - beta_2^t) at step t, up to 30 times eps
-    in the first steps. That matters where a gradient is as small as eps: a
-    dead ReLU unit's weights, which only the L2 penalty moves. The kernel takes
-    one epsilon per epoch, so it is evaluated at the epoch's middle step
-    (exact for one batch per epoch).
-    """
-
-    steps_per_epoch = 1
-
-    def hyper(self, lr):
-        h = super().hyper(lr)
-        t = self.steps + (self.steps_per_epoch + 1) / 2.0
-        h[R.H_EPS] = self.eps / np.sqrt(1.0 - self.betas[1] ** t)
-        return h
 
 
 class SklearnEpochs(Callback):

@@ -213,7 +213,6 @@ class _BaseMLP(BaseEstimator):
         n_batches = -(-n_samples // batch_size)
         decay = weight_decay(self.alpha, n_samples, batch_size, weight_total, self._grad_scale)
         self._model.optimizer.weight_decay = decay
-        self._model.optimizer.steps_per_epoch = n_batches  # for SklearnAdam's epsilon
         return SklearnEpochs(self, n_samples, n_batches, weight_total, validation, incremental)
 
     def _run_epochs(self, X, Y, sample_weight, batch_size, callback, incremental):

@@ -87,12 +87,19 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam; with ``decoupled=True`` and weight_decay > 0 it is AdamW."""
+    """Adam; with ``decoupled=True`` and weight_decay > 0 it is AdamW.
+
+    ``eps`` is added to the bias-corrected sqrt(v_hat), as PyTorch adds it; with
+    ``eps_hat=True`` to the uncorrected sqrt(v) instead, the paper's epsilon-hat,
+    as Keras, TensorFlow and scikit-learn add theirs (the same eps then weighs
+    up to 1 / sqrt(1 - beta2) times more in the first steps).
+    """
 
     kind = R.OPT_ADAM
     n_states = 2
 
-    def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled=False):
+    def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled=False,
+                 eps_hat=False):
         super().__init__(lr)
         if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
             raise ValueError(f"betas must be two numbers in [0, 1); got {betas!r}")
@@ -102,6 +109,7 @@ class Adam(Optimizer):
         self.eps = float(eps)
         self.weight_decay = _nonneg(weight_decay, "weight_decay")
         self.decoupled = bool(decoupled)
+        self.eps_hat = bool(eps_hat)
 
     def hyper(self, lr):
         h = np.zeros(R.N_HYPER)
@@ -110,11 +118,12 @@ class Adam(Optimizer):
         h[R.H_BETA1], h[R.H_BETA2] = self.betas
         h[R.H_EPS] = self.eps
         h[R.H_DECOUPLED] = self.decoupled
+        h[R.H_EPS_HAT] = self.eps_hat
         return h
 
     def get_config(self):
         return dict(type="Adam", betas=list(self.betas), eps=self.eps,
-                    weight_decay=self.weight_decay, decoupled=self.decoupled)
+                    weight_decay=self.weight_decay, decoupled=self.decoupled, eps_hat=self.eps_hat)
 
 
 class RMSprop(Optimizer):

@@ -264,3 +264,15 @@ def hash_uniform(seed, i):
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     z = z ^ (z >> np.uint64(31))
     return np.float64(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
+@scalar
+def adam_eps_hat(eps, beta2, step):
+    """Adam's eps that adds ``eps`` to the uncorrected sqrt(v) at update ``step`` (1-based).
+
+    Kingma and Ba's efficient form (Keras, TensorFlow, scikit-learn) steps by
+    lr sqrt(1 - beta2^t) / (1 - beta1^t) * m / (sqrt(v) + eps), which is
+    ``adam_update``'s step, eps added to the corrected sqrt(v_hat), with
+    eps / sqrt(1 - beta2^t) in eps's place.
+    """
+    return eps / math.sqrt(1.0 - beta2**step)

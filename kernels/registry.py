@@ -122,7 +122,8 @@ H_DECOUPLED = 7
 H_ALPHA = 8        # RMSprop's smoothing constant
 H_CENTERED = 9     # RMSprop: normalize by the centered second moment
 H_LR_DECAY = 10    # Adagrad: lr / (1 + (step - 1) lr_decay)
-N_HYPER = 11
+H_EPS_HAT = 11     # Adam: eps added to the uncorrected sqrt(v) (Keras, scikit-learn)
+N_HYPER = 12
 
 # ----- what a run of training steps reports -----------------------------------------------
 

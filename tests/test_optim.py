@@ -101,6 +101,31 @@ def test_first_adam_step_moves_by_lr(backend):
     np.testing.assert_allclose([param[0], m[0], v[0]], [0.900000002, 0.05, 0.00025], rtol=1e-12)
 
 
+# Adam(eps_hat=True): eps on the uncorrected sqrt(v), the step size corrected instead
+# (lr_t = lr sqrt(1 - beta2^t) / (1 - beta1^t)). lr 0.1, betas 0.5, eps 0.5, grads 0.5, -0.5:
+# m = 0.25, v = 0.125, lr_t = 0.1 sqrt(2); p = 1 - 0.1 sqrt(2) 0.25 / (sqrt(0.125) + 0.5);
+# m = -0.125, v = 0.1875, lr_t = 0.1 sqrt(0.75) / 0.75; p -= lr_t (-0.125) / (sqrt(0.1875) + 0.5).
+EPS_HAT_BY_HAND = [(0.9585786437626905, 0.25, 0.125), (0.9740486976006156, -0.125, 0.1875)]
+
+
+def test_adam_eps_hat_steps_by_hand(backend, dtype):
+    """The by-code dispatcher (the training loops' entry) turns eps_hat into adam_update's eps per step."""
+    from fastbp.kernels import registry as R
+
+    module = __import__(f"fastbp.kernels.{backend}.optim", fromlist=["optim"])
+    hyper = np.zeros(R.N_HYPER)
+    hyper[[R.H_LR, R.H_BETA1, R.H_BETA2, R.H_EPS, R.H_EPS_HAT]] = 0.1, 0.5, 0.5, 0.5, 1.0
+    theta, m, v = np.array([1.0], dtype), np.zeros(1, dtype), np.zeros(1, dtype)
+    if backend == "cuda":
+        from numba import cuda
+        theta, m, v = cuda.to_device(theta), cuda.to_device(m), cuda.to_device(v)
+    for step, (g, want) in enumerate(zip((0.5, -0.5), EPS_HAT_BY_HAND), start=1):
+        grad = np.array([g], dtype) if backend == "cpu" else cuda.to_device(np.array([g], dtype))
+        module.optimizer_code_update(theta, grad, m, v, 1, R.OPT_ADAM, hyper, step)
+        got = [np.asarray(a if backend == "cpu" else a.copy_to_host())[0] for a in (theta, m, v)]
+        np.testing.assert_allclose(got, want, rtol=HAND_RTOL[dtype], err_msg=f"step {step}")
+
+
 # Sizes below and above PARALLEL_MIN_ELEMENTS (2**15), odd so no vector width
 # divides them; under the CUDA simulator, where every GPU thread is a Python
 # thread, one block's worth.

@@ -19,7 +19,8 @@ from numba import prange
 
 from .._checks import ArgSpec
 from .._jit import PARALLEL_MIN_ELEMENTS, jit
-from ..registry import (H_ALPHA, H_BETA1, H_BETA2, H_CENTERED, H_DECOUPLED, H_EPS, H_LR, H_LR_DECAY,
+from .._scalar import adam_eps_hat
+from ..registry import (H_ALPHA, H_BETA1, H_BETA2, H_CENTERED, H_DECOUPLED, H_EPS, H_EPS_HAT, H_LR, H_LR_DECAY,
                         H_MOMENTUM, H_NESTEROV, H_WEIGHT_DECAY, OPT_ADAGRAD, OPT_RMSPROP, OPT_SGD)
 
 
@@ -254,6 +255,8 @@ def optimizer_code_update(theta, grad, state1, state2, n_weights, code, hyper, s
         sgd_update_serial(theta[b], grad[b], state1[b], lr, momentum, nesterov, 0.0)
     else:
         b1, b2, eps = hyper[H_BETA1], hyper[H_BETA2], hyper[H_EPS]
+        if hyper[H_EPS_HAT] != 0.0:
+            eps = adam_eps_hat(eps, b2, step)
         decoupled = hyper[H_DECOUPLED] != 0.0
         adam_update_serial(theta[w], grad[w], state1[w], state2[w], lr, b1, b2, eps, step, wd, decoupled)
         adam_update_serial(theta[b], grad[b], state1[b], state2[b], lr, b1, b2, eps, step, 0.0, decoupled)

@@ -12,8 +12,9 @@ literal in the kernel promotes it).
 """
 import math
 
-from ..registry import (H_ALPHA, H_BETA1, H_BETA2, H_CENTERED, H_DECOUPLED, H_EPS, H_LR, H_LR_DECAY,
+from ..registry import (H_ALPHA, H_BETA1, H_BETA2, H_CENTERED, H_DECOUPLED, H_EPS, H_EPS_HAT, H_LR, H_LR_DECAY,
                         H_MOMENTUM, H_NESTEROV, H_WEIGHT_DECAY, OPT_ADAGRAD, OPT_RMSPROP, OPT_SGD)
+from .._scalar import adam_eps_hat
 from ._launch import dev, elementwise, flat
 from ._numba_cuda import cuda, kernel
 
@@ -159,5 +160,6 @@ def optimizer_code_update(theta, grad, state1, state2, n_weights, code, hyper, s
             sgd_update(theta[part], grad[part], state1[part], lr, hyper[H_MOMENTUM],
                        bool(hyper[H_NESTEROV]), decay)
         else:
+            eps = adam_eps_hat(hyper[H_EPS], hyper[H_BETA2], step) if hyper[H_EPS_HAT] else hyper[H_EPS]
             adam_update(theta[part], grad[part], state1[part], state2[part], lr, hyper[H_BETA1],
-                        hyper[H_BETA2], hyper[H_EPS], step, decay, bool(hyper[H_DECOUPLED]))
+                        hyper[H_BETA2], eps, step, decay, bool(hyper[H_DECOUPLED]))
