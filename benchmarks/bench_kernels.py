@@ -56,6 +56,16 @@ class Gelu(_Layer):
     kernel = "gelu"
 
 
+class BatchNorm(_Layer):
+    """Training mode: the batch's statistics, and the backward through them."""
+
+    kernel = "batchnorm"
+
+
+class LayerNorm(_Layer):
+    kernel = "layernorm"
+
+
 class SoftmaxCrossEntropy(_Layer):
     kernel = "softmax_cross_entropy"
 

@@ -62,7 +62,9 @@ SHAPES = {c.name: (c.batch_size, c.layers[0], c.layers[1]) for c in CONFIGS.valu
 # Each kernel benchmarked, with its phases: a forward/backward pair, or an optimizer update.
 KERNELS = {**{k: ("forward", "backward") for k in ("dense", "dense_act", "relu", "softmax", "gelu",
                                                   "softmax_cross_entropy")},
-           "sgd_update": ("update",), "adam_update": ("update",)}
+           "sgd_update": ("update",), "adam_update": ("update",),
+           # Issue #15: the normalization layers, on the first dense layer's (N, O) output.
+           "batchnorm": ("forward", "backward"), "layernorm": ("forward", "backward")}
 
 
 def make_data(config, n_samples=None, seed=0):
@@ -151,6 +153,12 @@ def kernel_calls(kernel, shape, dtype):
         # GELU's backward takes the forward input, the others the forward output.
         return {"forward": (forward, (out, z)),
                 "backward": (backward, (dz, dout, z if kernel == "gelu" else out))}
+    if kernel in ("batchnorm", "layernorm"):
+        x_o, gamma, beta, dgamma, dbeta = arr(n, o), arr(o), arr(o), arr(o), arr(o)
+        stats = [arr(o if kernel == "batchnorm" else n) for _ in range(3 if kernel == "batchnorm" else 2)]
+        forward, backward = getattr(cpu, f"{kernel}_forward"), getattr(cpu, f"{kernel}_backward")
+        return {"forward": (forward, (out, *stats, x_o, gamma, beta, 1e-5)),
+                "backward": (backward, (dz, dgamma, dbeta, dout, x_o, stats[0], stats[-1], gamma))}
     if kernel == "softmax_cross_entropy":
         n_classes = CONFIGS[shape].layers[-1]
         logits, probs, dlogits = arr(n, n_classes), arr(n, n_classes), arr(n, n_classes)
