@@ -417,3 +417,25 @@ def test_running_statistics_are_the_same_whatever_numbas_thread_count():
         numba.set_num_threads(before)
     np.testing.assert_array_equal(results[0][0], results[1][0])
     np.testing.assert_array_equal(results[0][1], results[1][1])
+
+
+def test_early_stopping_restores_the_running_statistics_of_its_best_epoch():
+    X, y = _data(40)
+
+    class Record(fastbp.Callback):
+        def on_train_begin(self, logs=None):
+            self.states = []
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.states.append((self.model.theta.copy(), self.model.buffers.copy()))
+
+    record = Record()
+    # mode="max" on the training loss: the best epoch is an early one, not the last.
+    stop = fastbp.EarlyStopping(monitor="loss", mode="max", patience=10, restore_best_weights=True)
+    model = _norm_model()
+    model.fit(X, y, epochs=4, batch_size=8, loss="softmax_cross_entropy", optimizer=SGD(0.1),
+              callbacks=[record, stop], verbose=0)
+    assert stop.best_epoch < 3
+    np.testing.assert_array_equal(model.theta, record.states[stop.best_epoch][0])
+    np.testing.assert_array_equal(model.buffers, record.states[stop.best_epoch][1])
+    assert not np.array_equal(model.buffers, record.states[-1][1])
