@@ -1,8 +1,10 @@
 """Sequential: build, fit, evaluate, predict, save and load a dense network.
 
 The model keeps every parameter in one flat vector ``theta`` (all weights,
-then all biases), laid out by ``fastbp.lowering``, so the optimizer updates
-the whole network in one kernel call and saving is one array. The model holds
+then all biases, then the norm layers' gamma and beta), laid out by
+``fastbp.lowering``, so the optimizer updates the whole network in one kernel
+call and saving is one array; BatchNorm's running statistics, which are no
+parameters, sit in a second vector, ``buffers``. The model holds
 the layers, the parameters, the loss and the optimizer; ``fit`` checks its
 arguments and hands over to ``fastbp._fit`` (data once, then the epochs), which
 runs them on a backend of ``fastbp.backends``.
@@ -271,7 +273,8 @@ class Sequential:
         defines it and without weight decay, and its gradient as a new float64
         vector of the same layout; (inf, zeros) where the loss or gradient is
         not finite. The data is checked and the buffers allocated once, here.
-        Runs on the CPU.
+        Runs on the CPU. BatchNorm layers normalize with the batch's statistics, as
+        in training; ``f`` leaves the model's running statistics as they are.
         """
         if self.loss is None:
             raise RuntimeError("objective needs a loss: call compile(loss=...) first")
