@@ -439,3 +439,28 @@ def test_early_stopping_restores_the_running_statistics_of_its_best_epoch():
     np.testing.assert_array_equal(model.theta, record.states[stop.best_epoch][0])
     np.testing.assert_array_equal(model.buffers, record.states[stop.best_epoch][1])
     assert not np.array_equal(model.buffers, record.states[-1][1])
+
+
+def test_a_diverging_step_leaves_the_running_statistics_as_before_it():
+    X, y = _data(40)
+    model = _norm_model()
+    model.fit(X, y, epochs=1, batch_size=8, loss="softmax_cross_entropy", optimizer=SGD(0.1), verbose=0)
+    with pytest.raises(fastbp.DivergenceError) as caught:
+        model.fit(X, y, epochs=3, batch_size=8, optimizer=SGD(1e300), verbose=0)
+    # Each step that happened moved the statistics once; the failing one (whose batch statistics
+    # are not finite) did not.
+    assert np.isfinite(model.buffers).all() and np.isfinite(model.theta).all()
+    assert caught.value.epoch == 1 and model.optimizer.steps == caught.value.batch >= 1
+    assert model.batches_tracked == 5 + model.optimizer.steps
+
+
+def test_cli_names_the_batch_size_that_leaves_one_sample(tmp_path, capsys, monkeypatch):
+    from fastbp.cli import main
+
+    X, y = _data(41)
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    monkeypatch.chdir(tmp_path)
+    # 41 samples, 20% held out for the test: 32 train, and a batch size of 31 leaves one.
+    status = main(["train", "--data", "d.npz", "--norm", "batch", "--batch-size", "31", "--epochs", "1", "-q"])
+    err = capsys.readouterr().err
+    assert status == 2 and "batch_size=31 over 32 training samples leaves a last batch of 1 sample" in err, err
