@@ -352,6 +352,12 @@ def test_pytorch_oracle_training_steps_and_running_statistics():
     net.eval()
     with torch.no_grad():
         np.testing.assert_allclose(model.decision_function(X), net(tx).numpy(), rtol=1e-9, atol=1e-12)
+        # And back: PyTorch's tensors, running statistics and count load into a fresh model.
+        fresh = _norm_model(seed=5)
+        fresh.load_state_dict(net.state_dict())
+        assert fresh.batches_tracked == 9
+        np.testing.assert_array_equal(fresh.buffers[6:], net[1].running_var.numpy())
+        np.testing.assert_allclose(fresh.decision_function(X), net(tx).numpy(), rtol=1e-12, atol=1e-13)
 
 
 def test_save_and_load_keep_running_statistics_bit_for_bit(tmp_path):
