@@ -80,6 +80,16 @@ class Mae(_Layer):
     kernel = "mae"
 
 
+class BatchNorm(_Layer):
+    """Training mode: the batch's statistics, and the backward through them."""
+
+    kernel = "batchnorm"
+
+
+class LayerNorm(_Layer):
+    kernel = "layernorm"
+
+
 class SoftmaxCrossEntropy(_Layer):
     kernel = "softmax_cross_entropy"
 

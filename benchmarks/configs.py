@@ -64,7 +64,9 @@ KERNELS = {**{k: ("forward", "backward") for k in ("dense", "dense_act", "relu",
                                                   "softmax_cross_entropy", "silu", "selu", "mse", "huber",
                                                   "mae")},
            "sgd_update": ("update",), "adam_update": ("update",), "rmsprop_update": ("update",),
-           "adagrad_update": ("update",)}
+           "adagrad_update": ("update",),
+           # Issue #15: the normalization layers, on the first dense layer's (N, O) output.
+           "batchnorm": ("forward", "backward"), "layernorm": ("forward", "backward")}
 
 
 def make_data(config, n_samples=None, seed=0):
@@ -160,6 +162,12 @@ def kernel_calls(kernel, shape, dtype):
         extra = (1.0,) if kernel == "huber" else ()
         return {"forward": (forward, (loss, out, target, no_weight, *extra)),
                 "backward": (backward, (dz, out, target, no_weight, *extra))}
+    if kernel in ("batchnorm", "layernorm"):
+        x_o, gamma, beta, dgamma, dbeta = arr(n, o), arr(o), arr(o), arr(o), arr(o)
+        stats = [arr(o if kernel == "batchnorm" else n) for _ in range(3 if kernel == "batchnorm" else 2)]
+        forward, backward = getattr(cpu, f"{kernel}_forward"), getattr(cpu, f"{kernel}_backward")
+        return {"forward": (forward, (out, *stats, x_o, gamma, beta, 1e-5)),
+                "backward": (backward, (dz, dgamma, dbeta, dout, x_o, stats[0], stats[-1], gamma))}
     if kernel == "softmax_cross_entropy":
         n_classes = CONFIGS[shape].layers[-1]
         logits, probs, dlogits = arr(n, n_classes), arr(n, n_classes), arr(n, n_classes)

@@ -1,8 +1,8 @@
 """fastbp: hand-derived backpropagation compiled just in time with numba.
 
-Build a ``Sequential`` of ``Dense`` (and activation, ``Dropout``) layers, ``fit``
-it with ``SGD``, ``Adam``, ``RMSprop`` or ``Adagrad``, then ``predict``, ``evaluate``, ``save`` and
-``fastbp.load``. The kernels are in ``fastbp.kernels``; scikit-learn style
+Build a ``Sequential`` of ``Dense`` (and activation, ``Dropout``, ``BatchNorm``,
+``LayerNorm``) layers, ``fit`` it with ``SGD``, ``Adam``, ``RMSprop`` or ``Adagrad``, then
+``predict``, ``evaluate``, ``save`` and ``fastbp.load``. The kernels are in ``fastbp.kernels``; scikit-learn style
 estimators are ``fastbp.MLPClassifier`` and ``fastbp.MLPRegressor``, and
 ``fastbp.from_sklearn`` makes one of a fitted scikit-learn MLP.
 Importing fastbp compiles nothing.
@@ -14,8 +14,8 @@ from .callbacks import (Callback, EarlyStopping, History, LearningRateLogger, Mo
                         MonitorError)
 from ._gradcheck import GradcheckError, gradcheck, gradcheck_pair  # noqa: E402
 from .interop import from_sklearn  # noqa: E402 (imports scikit-learn when called, not here)
-from .layers import (ELU, GELU, SELU, Activation, Dense, Dropout, LeakyReLU, LogSoftmax, ReLU,  # noqa: E402
-                     Sigmoid, SiLU, Softmax, Softplus, Tanh)
+from .layers import (ELU, GELU, SELU, Activation, BatchNorm, Dense, Dropout, LayerNorm, LeakyReLU,  # noqa: E402
+                     LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Softplus, Tanh)
 from .model import DivergenceError, Sequential, load  # noqa: E402
 from .optimizers import SGD, Adagrad, Adam, RMSprop  # noqa: E402
 from .schedules import CosineDecay, ExponentialDecay, ReduceLROnPlateau, StepDecay  # noqa: E402

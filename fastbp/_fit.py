@@ -17,7 +17,7 @@ from . import _first_run, _mpi, _progress, backends
 from ._validation import check_features, check_same_length, check_sample_weight
 from .callbacks import History
 from .kernels import registry as R
-from .lowering import Targets, lower
+from .lowering import Targets, check_norm_batches, lower
 
 
 class DivergenceError(RuntimeError):
@@ -213,6 +213,7 @@ def fit_loop(model, train, val, epochs, batch_size, shuffle, rng, callbacks, ver
     lowered = lower(model.layers, model.loss.link, model.n_features)
     n = len(X)
     batch_size = min(batch_size, n)
+    check_norm_batches(lowered, n, batch_size, "fit")
     opt = model.optimizer
     opt.init_state(model.theta.size, model.dtype)
     backend = backends.get(model.device)

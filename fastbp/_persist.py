@@ -1,8 +1,9 @@
 """Saving and loading a Sequential: one .npz file that NumPy reads without pickle.
 
 The file holds the architecture, loss, optimizer and schedule as a JSON record,
-the flat parameter vector ``theta``, the optimizer's state arrays and the state of
-the model's random generator (JSON). A reader ignores arrays it does not know, so
+the flat parameter vector ``theta``, BatchNorm's running statistics
+(``buffers``), the optimizer's state arrays and the state of the model's random
+generator (JSON). A reader ignores arrays it does not know, so
 the random state, a later addition, needed no new format version: files without
 it load, and a reader from before it reads files with it.
 ``Sequential.save`` and ``fastbp.load`` are these functions.
@@ -43,6 +44,8 @@ def save_model(model, path):
         "fastbp_version": np.array(__version__),
         "architecture": np.array(json.dumps(model.get_config())),
         "theta": model.theta,
+        # BatchNorm's running statistics, bit for bit (empty without BatchNorm).
+        "buffers": model.buffers,
         # The generator that shuffles and seeds dropout in fit, so that training goes on
         # after a load as it would have without one. Its state is a dict of ints: JSON.
         "rng_state": np.array(json.dumps(model._rng.bit_generator.state)),
@@ -169,6 +172,13 @@ def load_model(path, model_class):
         raise ValueError(f"{path!r} is corrupt: its parameters have shape {theta.shape} and dtype "
                          f"{theta.dtype}; the architecture needs {model.theta.shape} {model.theta.dtype}")
     model.theta[...] = theta
+    buffers = arrays.get("buffers", np.zeros(0, dtype=model.dtype))
+    if buffers.shape != model.buffers.shape or buffers.dtype != model.buffers.dtype:
+        raise ValueError(f"{path!r} is corrupt: its running statistics have shape {buffers.shape} and "
+                         f"dtype {buffers.dtype}; the architecture needs {model.buffers.shape} "
+                         f"{model.buffers.dtype}")
+    model.buffers[...] = buffers
+    model.batches_tracked = int(config.get("batches_tracked", 0))
     if "rng_state" in arrays:
         try:
             model._rng.bit_generator.state = json.loads(str(arrays["rng_state"]))

@@ -84,7 +84,8 @@ class _Improvement:
 class EarlyStopping(Callback):
     """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs.
 
-    With ``restore_best_weights`` the model ends with the weights of its best epoch.
+    With ``restore_best_weights`` the model ends with the weights of its best epoch
+    (and BatchNorm's running statistics of that epoch, which its weights were used with).
     """
 
     def __init__(self, monitor="val_loss", patience=5, min_delta=0.0, mode="min",
@@ -111,6 +112,7 @@ class EarlyStopping(Callback):
             self.best_epoch = epoch
             if self.restore_best_weights:
                 self.best_weights = self.model.get_flat_weights()
+                self.best_buffers = self.model.buffers.copy()
         else:
             self.wait += 1
             if self.wait >= self.patience:
@@ -120,6 +122,7 @@ class EarlyStopping(Callback):
     def on_train_end(self, logs=None):
         if self.restore_best_weights and self.best_weights is not None:
             self.model.set_flat_weights(self.best_weights)
+            self.model.buffers[...] = self.best_buffers
 
 
 class ModelCheckpoint(Callback):

@@ -64,6 +64,9 @@ def _parser():
     train.add_argument("--activation", default="relu", help="hidden activation (default relu)")
     train.add_argument("--dropout", type=float, default=0.2, help="dropout rate after each hidden layer "
                        "(default 0.2; 0 for none)")
+    train.add_argument("--norm", choices=["none", "batch", "layer"], default="none",
+                       help="normalize each hidden layer before its activation: Dense -> BatchNorm or "
+                       "LayerNorm -> activation (default none)")
     train.add_argument("--loss", default=None, help="softmax_cross_entropy (default for integer labels), "
                        "binary_cross_entropy, mse (default for real targets), mae, huber or poisson")
     train.add_argument("--optimizer", choices=["sgd", "adam", "adamw", "rmsprop", "adagrad"], default="sgd")
@@ -142,8 +145,13 @@ def _train(args):
         n_out = 1 if y.ndim == 1 else y.shape[1]
     sizes = [X.shape[1]] + args.hidden + [n_out]
     layers = []
+    norm = {"batch": fastbp.BatchNorm, "layer": fastbp.LayerNorm}.get(args.norm)
     for i, o in zip(sizes[:-2], sizes[1:-1]):
-        layers.append(fastbp.Dense(i, o, activation=args.activation))
+        if norm is None:
+            layers.append(fastbp.Dense(i, o, activation=args.activation))
+        else:
+            # The usual order: the norm takes the pre-activation, and its beta does the bias's job.
+            layers += [fastbp.Dense(i, o), norm(o), fastbp.Activation(args.activation)]
         if args.dropout > 0:
             layers.append(fastbp.Dropout(args.dropout))
     layers.append(fastbp.Dense(sizes[-2], sizes[-1]))
@@ -161,7 +169,8 @@ def _train(args):
                                 decoupled=args.optimizer == "adamw")
     where = args.data or "bundled UCI digits"
     ranks = f", {comm.Get_size()} ranks (MPI)" if comm is not None else ""
-    say(f"fastbp {fastbp.__version__}: training {'-'.join(map(str, sizes))} ({args.activation}, {loss}, "
+    normed = f", {args.norm}norm" if norm is not None else ""
+    say(f"fastbp {fastbp.__version__}: training {'-'.join(map(str, sizes))} ({args.activation}{normed}, {loss}, "
           f"{args.optimizer}) on {where}: {len(X_train)} train / {len(X_test)} test samples, "
           f"{fastbp.get_num_threads()} threads, {args.device}{ranks}")
     start = time.perf_counter()

@@ -3,7 +3,10 @@
 The graph is built from the model's lowered network (``Sequential.lowered``),
 the op list both backends run, so it computes what ``decision_function``
 computes: Dense layers become ``Gemm`` (W as (I, O), no transpose), every
-activation its ONNX operator, Dropout nothing (inference), and a final softmax
+activation its ONNX operator, Dropout nothing (inference), BatchNorm
+``BatchNormalization`` in inference mode with the running statistics, LayerNorm
+``LayerNormalization`` (opset 17 or later; in float64 with an eps that float32
+rounds, the same formula in elementary operators), and a final softmax
 or sigmoid that the loss fuses (``lowering.lower``, "stripped_link") is left
 out of the network's output just as it is there. The input is ``X`` (N, I) of
 the graph's dtype; the outputs are
@@ -41,6 +44,7 @@ from .kernels import registry as R
 DEFAULT_OPSET = 17  # from 2022, which runtimes have long supported
 MIN_OPSET = 13  # Softmax over the last axis
 GELU_OPSET = 20  # the first opset with a Gelu operator
+LAYERNORM_OPSET = 17  # the first opset with a LayerNormalization operator
 
 
 def _import_onnx():
@@ -298,11 +302,63 @@ def _erf_float64(g, t):
 # ----- the network --------------------------------------------------------------------------
 
 
-def _network(g, lowered, weights, x):
-    """The lowered network's forward pass from ``x`` in inference mode; returns its output."""
+def _norm(g, net, i, x, theta, buffers):
+    """Norm op i at inference: ``BatchNormalization`` with the running statistics, or
+    ``LayerNormalization`` over the last axis; gamma 1 and beta 0 without affine parameters."""
+    width = int(net.layout[i + 1] - net.layout[i])
+    row = net.norms[i]
+    eps = float(net.norm_consts[i, 0])
+
+    def part(flat, at, default):
+        return flat[at:at + width] if at >= 0 else np.full(width, default)
+
+    gamma = g.initializer(part(theta, row[R.NORM_GAMMA], 1.0).astype(g.dtype), f"norm{i}.gamma")
+    beta = g.initializer(part(theta, row[R.NORM_BETA], 0.0).astype(g.dtype), f"norm{i}.beta")
+    # ONNX stores epsilon as a float32 attribute. Where that rounds a float64 graph's eps,
+    # BatchNorm moves the difference into its variance initializer (var + eps is what counts);
+    # LayerNorm spells the normalization out in float64 operators.
+    eps32 = float(np.float32(eps))
+    if net.kinds[i] == R.OP_LAYERNORM:
+        if g.opset < LAYERNORM_OPSET:
+            raise ValueError(f"LayerNorm exports as ONNX LayerNormalization, which needs opset "
+                             f"{LAYERNORM_OPSET} or later; got opset={g.opset}")
+        if not _exact_attribute(g, eps):
+            return _layernorm_float64(g, x, gamma, beta, eps)
+        return g.node("LayerNormalization", [x, gamma, beta], axis=-1, epsilon=eps32)
+    at = row[R.NORM_RUNNING]
+    mean = g.initializer(buffers[at:at + width].astype(g.dtype), f"norm{i}.running_mean")
+    var = buffers[at + width:at + 2 * width].astype(g.dtype)
+    if g.dtype == np.float64:
+        var = var + (eps - eps32)
+    var = g.initializer(var, f"norm{i}.running_var")
+    return g.node("BatchNormalization", [x, gamma, beta, mean, var], epsilon=eps32)
+
+
+def _layernorm_float64(g, x, gamma, beta, eps):
+    """LayerNormalization over the last axis in elementary operators, eps kept in float64."""
+    def row_mean(t):
+        if g.opset >= 18:  # axes became an input
+            axes = g.initializer(np.array([-1], dtype=np.int64), f"axes{len(g.nodes)}")
+            return g.node("ReduceMean", [t, axes], keepdims=1)
+        return g.node("ReduceMean", [t], axes=[-1], keepdims=1)
+
+    centered = g.node("Sub", [x, row_mean(x)])
+    var = row_mean(g.node("Mul", [centered, centered]))
+    invstd = g.node("Reciprocal", [g.node("Sqrt", [g.node("Add", [var, g.constant(eps)])])])
+    return g.node("Add", [g.node("Mul", [g.node("Mul", [centered, invstd]), gamma]), beta])
+
+
+def _network(g, lowered, weights, x, state=None):
+    """The lowered network's forward pass from ``x`` in inference mode; returns its output.
+
+    ``state``: (theta, buffers) of a model with norm layers (their gamma, beta and
+    running statistics), None for a network of Dense and activation layers.
+    """
     net = lowered.net
-    for kind, code, alpha, owner in zip(net.kinds, net.codes, net.alphas, net.params_of):
-        if kind == R.OP_DENSE:
+    for i, (kind, code, alpha, owner) in enumerate(zip(net.kinds, net.codes, net.alphas, net.params_of)):
+        if kind in (R.OP_BATCHNORM, R.OP_LAYERNORM):
+            x = _norm(g, net, i, x, *state)
+        elif kind == R.OP_DENSE:
             w, b = weights[owner]
             x = g.node("Gemm", [x, g.initializer(w.astype(g.dtype), f"dense{owner}.W"),
                                 g.initializer(b.astype(g.dtype), f"dense{owner}.b")])
@@ -354,7 +410,7 @@ def sequential_to_onnx(model, path=None, dtype=None, opset=None):
     onnx = _import_onnx()
     opset = _check_opset(onnx, opset)
     g = _Graph(onnx, _graph_dtype(dtype, model.dtype), opset)
-    output = _network(g, model.lowered(), model._param_views(model.theta), "X")
+    output = _network(g, model.lowered(), model._param_views(model.theta), "X", (model.theta, model.buffers))
     g.node("Identity", [output], out="output")
     outputs = [g.tensor("output", ["N", model.n_outputs])]
     link = model.loss.link if model.loss is not None else None

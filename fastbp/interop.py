@@ -16,14 +16,17 @@ activation layers, ``[Dense(4, 8), ReLU(), Dense(8, 3)]``, has the keys of
 ``nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))``: "0.*" and
 "2.*". A Dense with its activation fused, ``Dense(4, 8, activation="relu")``,
 is one layer and so one index, as ``nn.Linear`` is one module: that model's
-keys are "0.*" and "1.*". fastbp never imports torch: values go out as NumPy
+keys are "0.*" and "1.*". BatchNorm and LayerNorm give the keys of ``nn.BatchNorm1d``
+and ``nn.LayerNorm``: "<index>.weight" (gamma) and "<index>.bias" (beta) when affine,
+and for BatchNorm "<index>.running_mean", "<index>.running_var" and
+"<index>.num_batches_tracked" (one count for the model). fastbp never imports torch: values go out as NumPy
 arrays and come in as anything ``numpy.asarray`` takes (a CPU tensor does).
 """
 import copy
 
 import numpy as np
 
-from .layers import Dense
+from .layers import BatchNorm, Dense
 
 # scikit-learn's fitted attributes that fastbp's estimators keep with the same meaning.
 _FITTED = ("n_features_in_", "feature_names_in_", "n_iter_", "t_", "loss_", "loss_curve_", "best_loss_",
@@ -95,12 +98,43 @@ def _dense_params(model):
     return [(str(i), w, b) for i, (w, b) in zip(indices, views)]
 
 
+def _targets(model):
+    """{key: (view, transposed)} of every array of the state dict, in PyTorch's order.
+
+    Dense layers give "<i>.weight" (transposed) and "<i>.bias"; a norm layer gives
+    "<i>.weight" (gamma) and "<i>.bias" (beta) when affine, and BatchNorm its
+    "<i>.running_mean" and "<i>.running_var" (then "<i>.num_batches_tracked",
+    handled by the callers), as ``nn.BatchNorm1d`` and ``nn.LayerNorm`` name them.
+    """
+    targets = {}
+    dense = {prefix: (w, b) for prefix, w, b in _dense_params(model)}
+    for i, views in enumerate(model._norm_views(model.theta)):
+        prefix = str(i)
+        if prefix in dense:
+            w, b = dense[prefix]
+            targets[prefix + ".weight"] = (w, True)
+            targets[prefix + ".bias"] = (b, False)
+        elif views is not None:
+            for name, view in zip(("weight", "bias", "running_mean", "running_var"), views):
+                if view is not None:
+                    targets[f"{prefix}.{name}"] = (view, False)
+    return targets
+
+
+def _tracked_keys(model):
+    return [f"{i}.num_batches_tracked" for i, layer in enumerate(model.layers) if isinstance(layer, BatchNorm)]
+
+
 def state_dict(model):
-    """{"<index>.weight": (out, in), "<index>.bias": (out,)} copies, as ``nn.Sequential.state_dict``."""
+    """Copies of every parameter and buffer, keyed and laid out as ``nn.Sequential.state_dict``:
+    "<index>.weight" (out, in) and "<index>.bias" (out,) per Dense layer, gamma, beta and
+    BatchNorm's running statistics and batch count per norm layer."""
     state = {}
-    for prefix, w, b in _dense_params(model):
-        state[prefix + ".weight"] = w.T.copy()
-        state[prefix + ".bias"] = b.copy()
+    for key, (view, transposed) in _targets(model).items():
+        state[key] = view.T.copy() if transposed else view.copy()
+        prefix = key.rsplit(".", 1)[0]
+        if key.endswith("running_var"):
+            state[prefix + ".num_batches_tracked"] = np.array(model.batches_tracked, dtype=np.int64)
     return state
 
 
@@ -108,22 +142,22 @@ def load_state_dict(model, state):
     """Load ``state`` (keys and layouts of ``state_dict``) into ``model``, cast to its dtype.
 
     The keys must be exactly the model's; every shape must match. Nothing is
-    loaded unless everything fits.
+    loaded unless everything fits. BatchNorm's "num_batches_tracked" entries
+    set the model's one count (the first, if they differ).
     """
     if not hasattr(state, "keys") or not hasattr(state, "__getitem__"):
         raise TypeError(f"state_dict must be a mapping of names to arrays; got {type(state).__name__}")
-    targets = {}
-    for prefix, w, b in _dense_params(model):
-        targets[prefix + ".weight"] = (w, True)
-        targets[prefix + ".bias"] = (b, False)
+    targets = _targets(model)
+    tracked = _tracked_keys(model)
+    expected_keys = list(targets) + tracked
     given = list(state.keys())
-    missing = [k for k in targets if k not in state]
-    unexpected = [k for k in given if k not in targets]
+    missing = [k for k in expected_keys if k not in state]
+    unexpected = [k for k in given if k not in expected_keys]
     if missing or unexpected:
         parts = ([f"missing key(s) {missing}"] if missing else []) + \
                 ([f"unexpected key(s) {unexpected}"] if unexpected else [])
         raise ValueError(f"state_dict does not fit this model: {'; '.join(parts)} (expected "
-                         f"{list(targets)})")
+                         f"{expected_keys})")
     arrays = {}
     for key, (view, transposed) in targets.items():
         value = np.asarray(state[key])
@@ -131,5 +165,13 @@ def load_state_dict(model, state):
         if value.shape != expected:
             raise ValueError(f"state_dict[{key!r}] must have shape {expected}; got {value.shape}")
         arrays[key] = value.T if transposed else value
+    counts = []
+    for key in tracked:
+        value = np.asarray(state[key])
+        if value.size != 1 or value.dtype.kind not in "iu" or int(value.reshape(-1)[0]) < 0:
+            raise ValueError(f"state_dict[{key!r}] must be one non-negative integer; got {value!r}")
+        counts.append(int(value.reshape(-1)[0]))
     for key, (view, _) in targets.items():
         view[...] = arrays[key].astype(model.dtype, copy=False)
+    if counts:
+        model.batches_tracked = counts[0]

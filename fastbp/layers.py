@@ -1,4 +1,4 @@
-"""Layers of a ``Sequential`` model: Dense, activation layers and Dropout.
+"""Layers of a ``Sequential`` model: Dense, activation layers, Dropout, BatchNorm and LayerNorm.
 
 Layers describe the network; they hold no math. ``fastbp.lowering`` lowers
 them to the op arrays both backends run, and the kernels do the work.
@@ -155,9 +155,71 @@ class Dropout(Layer):
         return dict(rate=self.rate)
 
 
+def _check_eps(eps):
+    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating)) or not eps > 0.0 \
+            or not math.isfinite(eps):
+        raise ValueError(f"eps must be a finite number > 0; got {eps!r}")
+    return float(eps)
+
+
+def _check_affine(affine):
+    if not isinstance(affine, (bool, np.bool_)):
+        raise ValueError(f"affine must be True or False; got {affine!r}")
+    return bool(affine)
+
+
+class BatchNorm(Layer):
+    """Batch normalization over the batch, PyTorch's ``BatchNorm1d`` on (N, num_features).
+
+    In training the layer normalizes each feature with the batch's mean and
+    biased variance, out = gamma (x - mean) / sqrt(var + eps) + beta, and
+    updates running statistics, running = (1 - momentum) running + momentum
+    batch statistic, with the unbiased variance; evaluate, predict and
+    validation use the running statistics (mean 0, variance 1 at first).
+    gamma (init 1) and beta (init 0) are trained parameters when ``affine``.
+
+    A training batch needs at least two rows (one row has no variance), so
+    ``fit`` refuses a batch_size that leaves a last batch of one sample, as
+    PyTorch does when it meets that batch. Put it between a Dense layer without
+    activation and the activation: ``Dense(i, o), BatchNorm(o), ReLU()``.
+    """
+
+    def __init__(self, num_features, momentum=0.1, eps=1e-5, affine=True):
+        self.num_features = _check_positive_int(num_features, "num_features")
+        if isinstance(momentum, bool) or not isinstance(momentum, (int, float, np.floating)) \
+                or not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must be a number in [0, 1]; got {momentum!r}")
+        self.momentum = float(momentum)
+        self.eps = _check_eps(eps)
+        self.affine = _check_affine(affine)
+
+    def get_config(self):
+        return dict(num_features=self.num_features, momentum=self.momentum, eps=self.eps,
+                    affine=self.affine)
+
+
+class LayerNorm(Layer):
+    """Layer normalization of each sample over its num_features features, PyTorch's ``LayerNorm``.
+
+    out = gamma (x - mean) / sqrt(var + eps) + beta with the row's mean and
+    biased variance, the same in training and inference; gamma (init 1) and
+    beta (init 0) are trained parameters when ``affine``. Any batch size.
+    """
+
+    def __init__(self, num_features, eps=1e-5, affine=True):
+        self.num_features = _check_positive_int(num_features, "num_features")
+        self.eps = _check_eps(eps)
+        self.affine = _check_affine(affine)
+
+    def get_config(self):
+        return dict(num_features=self.num_features, eps=self.eps, affine=self.affine)
+
+
+NORM_LAYERS = (BatchNorm, LayerNorm)
+
 LAYER_TYPES = {cls.__name__: cls for cls in
                (Dense, Activation, Dropout, ReLU, LeakyReLU, ELU, Sigmoid, Tanh, Softplus, GELU,
-                Softmax, LogSoftmax, SiLU, SELU)}
+                Softmax, LogSoftmax, SiLU, SELU, BatchNorm, LayerNorm)}
 
 
 def layer_from_config(kind, config):

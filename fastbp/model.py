@@ -1,8 +1,10 @@
 """Sequential: build, fit, evaluate, predict, save and load a dense network.
 
 The model keeps every parameter in one flat vector ``theta`` (all weights,
-then all biases), laid out by ``fastbp.lowering``, so the optimizer updates
-the whole network in one kernel call and saving is one array. The model holds
+then all biases, then the norm layers' gamma and beta), laid out by
+``fastbp.lowering``, so the optimizer updates the whole network in one kernel
+call and saving is one array; BatchNorm's running statistics, which are no
+parameters, sit in a second vector, ``buffers``. The model holds
 the layers, the parameters, the loss and the optimizer; ``fit`` checks its
 arguments and hands over to ``fastbp._fit`` (data once, then the epochs), which
 runs them on a backend of ``fastbp.backends``.
@@ -15,10 +17,25 @@ from ._persist import load_model, save_model
 from ._validation import check_features, check_fraction, check_int
 from .callbacks import Callback
 from .kernels import registry as R
-from .layers import Dense, Layer
-from .lowering import lower, param_views
+from .layers import NORM_LAYERS, Dense, Layer
+from .lowering import lower, norm_layout, norm_views, param_views
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+def _check_widths(layers, n_features):
+    """Each Dense layer takes the width before it; each norm layer normalizes exactly that width."""
+    width, prev = n_features, None
+    for i, layer in enumerate(layers):
+        if isinstance(layer, Dense):
+            if prev is not None and layer.in_features != width:
+                raise ValueError(f"layer {i} (Dense) expects {layer.in_features} "
+                                 f"inputs but the Dense layer before it gives {width}")
+            width, prev = layer.out_features, layer
+        elif isinstance(layer, NORM_LAYERS) and layer.num_features != width:
+            source = "the Dense layer before it gives" if prev is not None else "the model's input has"
+            raise ValueError(f"layer {i} ({type(layer).__name__}) normalizes num_features="
+                             f"{layer.num_features} features but {source} {width}")
 
 
 def _dtype(dtype):
@@ -54,10 +71,7 @@ class Sequential:
         dense = [layer for layer in layers if isinstance(layer, Dense)]
         if not dense:
             raise ValueError("layers must include at least one Dense layer")
-        for prev, layer in zip(dense, dense[1:]):
-            if layer.in_features != prev.out_features:
-                raise ValueError(f"layer {layers.index(layer)} (Dense) expects {layer.in_features} "
-                                 f"inputs but the Dense layer before it gives {prev.out_features}")
+        _check_widths(layers, dense[0].in_features)
         self.layers = layers
         self.dtype = _dtype(dtype)
         self.seed = seed
@@ -79,14 +93,40 @@ class Sequential:
     def _init_parameters(self, dense):
         shapes = [(layer.in_features, layer.out_features) for layer in dense]
         n_weights = sum(i * o for i, o in shapes)
-        n_biases = sum(o for _, o in shapes)
-        self.theta = np.zeros(n_weights + n_biases, dtype=self.dtype)
+        layout = norm_layout(self.layers, shapes)
+        self.theta = np.zeros(layout.n_parameters, dtype=self.dtype)
+        # BatchNorm's running statistics: not trained, but part of the model (saved, loaded).
+        self.buffers = np.zeros(layout.n_buffers, dtype=self.dtype)
+        self.batches_tracked = 0
         self._n_weights = n_weights
         self._shapes = shapes
         for (w, b), (w0, b0) in zip(self._param_views(self.theta), (l.initial_weights(self._rng, self.dtype)
                                                                      for l in dense)):
             w[...] = w0
             b[...] = b0
+        for views in self._norm_views(self.theta):
+            if views is not None:
+                gamma, _, _, running_var = views
+                if gamma is not None:
+                    gamma[...] = 1.0
+                if running_var is not None:
+                    running_var[...] = 1.0
+
+    def _norm_views(self, flat):
+        """Per layer, (gamma, beta, running_mean, running_var) views of a norm layer (None where it
+        has no such part; gamma and beta of ``flat``, laid out like theta), None for other layers."""
+        return norm_views(flat, self.buffers, self.layers, self._shapes)
+
+    def _weight_list(self, flat):
+        """Views of the trained arrays in layer order: W, b per Dense layer, gamma, beta per affine norm."""
+        out = []
+        dense = iter(self._param_views(flat))
+        for layer, views in zip(self.layers, self._norm_views(flat)):
+            if isinstance(layer, Dense):
+                out.extend(next(dense))
+            elif views is not None and views[0] is not None:
+                out.extend(views[:2])
+        return out
 
     def _param_views(self, flat):
         """(weight, bias) views of a flat vector laid out like theta, one pair per Dense layer."""
@@ -97,14 +137,15 @@ class Sequential:
         return self.theta.size
 
     def get_weights(self):
-        """Copies of [W0, b0, W1, b1, ...] (W as (in_features, out_features))."""
-        return [a.copy() for pair in self._param_views(self.theta) for a in pair]
+        """Copies of the trained arrays in layer order: [W0, b0, W1, b1, ...] (W as
+        (in_features, out_features)), with gamma, beta where an affine norm layer sits."""
+        return [a.copy() for a in self._weight_list(self.theta)]
 
     def set_weights(self, weights):
-        views = [a for pair in self._param_views(self.theta) for a in pair]
+        views = self._weight_list(self.theta)
         if len(weights) != len(views):
-            raise ValueError(f"weights must hold {len(views)} arrays (W and b per Dense layer); "
-                             f"got {len(weights)}")
+            raise ValueError(f"weights must hold {len(views)} arrays (W and b per Dense layer, gamma and "
+                             f"beta per affine norm layer); got {len(weights)}")
         for i, (view, new) in enumerate(zip(views, weights)):
             new = np.asarray(new)
             if new.shape != view.shape:
@@ -112,11 +153,12 @@ class Sequential:
             view[...] = new
 
     def state_dict(self):
-        """Copies of the Dense layers' parameters with PyTorch's names and layouts.
+        """Copies of the parameters (and BatchNorm's buffers) with PyTorch's names and layouts.
 
         {"<i>.weight": (out_features, in_features), "<i>.bias": (out_features,)}, i the
         layer's index in ``layers``, as ``nn.Sequential(nn.Linear, ...).state_dict()``
-        names them (``fastbp.interop`` tells how the indices line up).
+        names them (``fastbp.interop`` tells how the indices line up); norm layers
+        add nn.BatchNorm1d's and nn.LayerNorm's keys.
         """
         return interop.state_dict(self)
 
@@ -215,6 +257,11 @@ class Sequential:
             if self.device != "cpu":
                 raise ValueError(f"comm= (data-parallel training over MPI) runs CPU models; this model "
                                  f"is on {self.device!r}: call model.to('cpu') first")
+            batchnorms = [i for i, layer in enumerate(self.layers) if type(layer).__name__ == "BatchNorm"]
+            if batchnorms:
+                raise ValueError(f"comm= (data-parallel training over MPI) does not train BatchNorm layers "
+                                 f"(layers {batchnorms}): each rank would normalize its share of a batch "
+                                 f"with that share's statistics, not the global batch's. LayerNorm works.")
         epochs = check_int(epochs, "epochs", minimum=1)
         batch_size = check_int(batch_size, "batch_size", minimum=1)
         validation_split = check_fraction(validation_split, "validation_split")
@@ -259,7 +306,9 @@ class Sequential:
         vector of the same layout; (inf, zeros) where the loss or gradient is
         not finite. The data is checked and the buffers allocated once, here.
         Runs on the CPU. Dropout layers apply the same masks on every call, so
-        that f is a function of theta alone.
+        that f is a function of theta alone. BatchNorm layers normalize with the
+        batch's statistics, as in training; ``f`` leaves the model's running
+        statistics as they are.
         """
         if self.loss is None:
             raise RuntimeError("objective needs a loss: call compile(loss=...) first")
@@ -320,6 +369,7 @@ class Sequential:
             "schedule": opt.schedule.get_config() if opt is not None else None,
             "optimizer_steps": opt.steps if opt is not None else 0,
             "epochs_trained": self.epochs_trained,
+            "batches_tracked": self.batches_tracked,
         }
 
     def save(self, path):

@@ -23,7 +23,7 @@ from . import cpu
 from ._checks import KernelArgumentError, public
 from ._scalar import ACTIVATION_CODES as ACTIVATIONS
 from .cpu import activations as _act, dense as _dense, dropout as _dropout, losses as _losses
-from .cpu import optim as _optim
+from .cpu import norm as _norm, optim as _optim
 
 dense_forward = public(_dense.dense_forward, _dense.DENSE_FORWARD_SPEC)
 dense_backward = public(_dense.dense_backward, _dense.DENSE_BACKWARD_SPEC)
@@ -75,6 +75,13 @@ mae_backward = public(_losses.mae_backward, _losses.MAE_BACKWARD_SPEC)
 dropout_forward = public(_dropout.dropout_forward, _dropout.DROPOUT_FORWARD_SPEC)
 dropout_backward = public(_dropout.dropout_backward, _dropout.DROPOUT_BACKWARD_SPEC)
 
+batchnorm_forward = public(_norm.batchnorm_forward, _norm.BATCHNORM_FORWARD_SPEC)
+batchnorm_inference = public(_norm.batchnorm_inference, _norm.BATCHNORM_INFERENCE_SPEC)
+batchnorm_update_running = public(_norm.batchnorm_update_running, _norm.BATCHNORM_UPDATE_RUNNING_SPEC)
+batchnorm_backward = public(_norm.batchnorm_backward, _norm.BATCHNORM_BACKWARD_SPEC)
+layernorm_forward = public(_norm.layernorm_forward, _norm.LAYERNORM_FORWARD_SPEC)
+layernorm_backward = public(_norm.layernorm_backward, _norm.LAYERNORM_BACKWARD_SPEC)
+
 sgd_update = public(_optim.sgd_update, _optim.SGD_UPDATE_SPEC)
 adam_update = public(_optim.adam_update, _optim.ADAM_UPDATE_SPEC)
 rmsprop_update = public(_optim.rmsprop_update, _optim.RMSPROP_UPDATE_SPEC)
@@ -96,4 +103,6 @@ __all__ = [
     "silu_forward", "silu_backward", "selu_forward", "selu_backward",
     "huber_forward", "huber_backward", "mae_forward", "mae_backward",
     "rmsprop_update", "adagrad_update",
+    "batchnorm_forward", "batchnorm_inference", "batchnorm_update_running", "batchnorm_backward",
+    "layernorm_forward", "layernorm_backward",
 ]

@@ -276,6 +276,18 @@ def _check_nonneg(kernel, name, a):
         _fail(kernel, name, ">= 0", a)
 
 
+def _check_momentum(kernel, name, a):
+    a = _real(kernel, name, a)
+    if not 0.0 <= a <= 1.0:
+        _fail(kernel, name, "in [0, 1]", a)
+
+
+def _check_count(kernel, name, a):
+    a = _integer(kernel, name, a)
+    if a < 2:
+        _fail(kernel, name, ">= 2 (an unbiased variance needs two rows)", a)
+
+
 def _check_seed(kernel, name, a):
     a = _integer(kernel, name, a)
     if not 0 <= a < 2**63:
@@ -309,6 +321,8 @@ SCALAR_CHECKS = {
     "positive": _check_positive,
     "nonneg": _check_nonneg,
     "seed": _check_seed,
+    "momentum": _check_momentum,
+    "count": _check_count,
     "step": _check_step,
     "act": _check_act,
     "act_fused": _check_act_fused,

@@ -71,6 +71,18 @@ ACTIVATION_BY_NAME = {a.name: a for a in ACTIVATION_TABLE}
 OP_DENSE = 0
 OP_ACTIVATION = 1
 OP_DROPOUT = 2
+# Normalization ops (fastbp.BatchNorm, fastbp.LayerNorm): their parameters gamma and beta sit in
+# theta after every bias, BatchNorm's running statistics in the model's ``buffers``.
+OP_BATCHNORM = 3
+OP_LAYERNORM = 4
+# Columns of ``Network.norms``, one row per op (-1 where unused): where the op's gamma and beta
+# start in theta (-1 without affine), where its running mean starts in the buffers (its running
+# variance follows), and where its saved statistics start in the workspace.
+NORM_GAMMA = 0
+NORM_BETA = 1
+NORM_RUNNING = 2
+NORM_SAVED = 3
+N_NORM_COLUMNS = 4
 
 # ----- losses ---------------------------------------------------------------------------
 

@@ -398,3 +398,65 @@ def adagrad_update(param, grad, state_sum, lr, lr_decay, eps, step, weight_decay
     g = grad + weight_decay * param
     state_sum = state_sum + g**2
     return param - lr / (1.0 + (step - 1) * lr_decay) * g / (np.sqrt(state_sum) + eps), state_sum
+
+
+# ----------------------------------------------------------------------------
+# Normalization: forward from the definition, backward from the derivation's final formula.
+# ----------------------------------------------------------------------------
+
+def _affine(xhat, gamma, beta):
+    if gamma is None or np.size(gamma) == 0:
+        return xhat
+    gamma, beta = _f64(gamma, beta)
+    return gamma * xhat + beta
+
+
+def batchnorm_forward(x, gamma, beta, eps):
+    """(out, mean, biased var, invstd) of batch normalization with the batch's statistics."""
+    (x,) = _f64(x)
+    mean = x.mean(axis=0)
+    var = x.var(axis=0)
+    invstd = 1.0 / np.sqrt(var + eps)
+    return _affine((x - mean) * invstd, gamma, beta), mean, var, invstd
+
+
+def batchnorm_inference(x, running_mean, running_var, gamma, beta, eps):
+    x, running_mean, running_var = _f64(x, running_mean, running_var)
+    return _affine((x - running_mean) / np.sqrt(running_var + eps), gamma, beta)
+
+
+def batchnorm_update_running(running_mean, running_var, x, momentum):
+    """The running statistics after a training batch x: momentum mean, unbiased variance."""
+    running_mean, running_var, x = _f64(running_mean, running_var, x)
+    return ((1 - momentum) * running_mean + momentum * x.mean(axis=0),
+            (1 - momentum) * running_var + momentum * x.var(axis=0, ddof=1))
+
+
+def batchnorm_backward(dout, x, gamma, eps):
+    """(dx, dgamma, dbeta): dx = gamma invstd (dout - mean_n dout - xhat mean_n(dout xhat))."""
+    dout, x = _f64(dout, x)
+    mean, var = x.mean(axis=0), x.var(axis=0)
+    invstd = 1.0 / np.sqrt(var + eps)
+    xhat = (x - mean) * invstd
+    g = np.ones(x.shape[1]) if gamma is None or np.size(gamma) == 0 else _f64(gamma)[0]
+    dx = g * invstd * (dout - dout.mean(axis=0) - xhat * (dout * xhat).mean(axis=0))
+    return dx, (dout * xhat).sum(axis=0), dout.sum(axis=0)
+
+
+def layernorm_forward(x, gamma, beta, eps):
+    """(out, mean, invstd) of layer normalization over each row."""
+    (x,) = _f64(x)
+    mean = x.mean(axis=1)
+    invstd = 1.0 / np.sqrt(x.var(axis=1) + eps)
+    return _affine((x - mean[:, None]) * invstd[:, None], gamma, beta), mean, invstd
+
+
+def layernorm_backward(dout, x, gamma, eps):
+    """(dx, dgamma, dbeta): per row dx = invstd (g - mean_j g - xhat mean_j(g xhat)), g = dout gamma."""
+    dout, x = _f64(dout, x)
+    mean = x.mean(axis=1, keepdims=True)
+    invstd = 1.0 / np.sqrt(x.var(axis=1, keepdims=True) + eps)
+    xhat = (x - mean) * invstd
+    g = dout if gamma is None or np.size(gamma) == 0 else dout * _f64(gamma)[0]
+    dx = invstd * (g - g.mean(axis=1, keepdims=True) - xhat * (g * xhat).mean(axis=1, keepdims=True))
+    return dx, (dout * xhat).sum(axis=0), dout.sum(axis=0)

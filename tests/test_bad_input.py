@@ -392,7 +392,8 @@ def test_learning_rate_function_returning_a_bad_rate(data):
 def test_set_weights_of_wrong_count_or_shape():
     model = classifier()
     weights = model.get_weights()
-    with pytest.raises(ValueError, match=r"weights must hold 4 arrays \(W and b per Dense layer\); got 3"):
+    with pytest.raises(ValueError, match=r"weights must hold 4 arrays \(W and b per Dense layer, "
+                                         r"gamma and beta per affine norm layer\); got 3"):
         model.set_weights(weights[:3])
     weights[2] = weights[2].T
     with pytest.raises(ValueError, match=r"weights\[2\] must have shape \(6, 3\); got \(3, 6\)"):

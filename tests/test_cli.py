@@ -340,3 +340,19 @@ def test_train_a_regressor_with_the_huber_loss(tmp_path):
                  "--optimizer", "adagrad", cwd=tmp_path))
     assert "(relu, huber, adagrad)" in out
     assert metric(out, "test mse") >= 0.0
+
+
+@pytest.mark.parametrize("norm, layer", [("batch", "BatchNorm"), ("layer", "LayerNorm")])
+def test_train_with_a_norm_layer_after_each_hidden_dense(blobs_npz, capsys, monkeypatch, norm, layer):
+    path, X, y = blobs_npz
+    monkeypatch.chdir(path.parent)
+    status = cli_main(["train", "--data", path.name, "--hidden", "16,8", "--epochs", "3", "--norm", norm,
+                       "--dropout", "0", "-q", "-o", f"{norm}.npz"])
+    out = capsys.readouterr().out
+    assert status == 0 and f"training 5-16-8-3 (relu, {norm}norm, softmax_cross_entropy, sgd)" in out, out
+    assert metric(out, "test accuracy") > 0.8
+    model = fastbp.load(path.parent / f"{norm}.npz")
+    assert [type(l).__name__ for l in model.layers] == ["Dense", layer, "Activation"] * 2 + ["Dense"]
+    assert model.layers[0].activation == "identity" and model.layers[2].activation == "relu"
+    if norm == "batch":
+        assert model.batches_tracked == 3 * 4 and not np.allclose(model.buffers[:16], 0.0)

@@ -186,3 +186,24 @@ def test_huber_mae_rmsprop_adagrad_on_cuda_match_cpu(loss, optimizer):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
     for key in ("loss", "mse", "mae"):
         np.testing.assert_allclose(runs["cuda"][1][key], runs["cpu"][1][key], rtol=1e-12)
+
+
+def test_norm_layers_on_cuda_match_cpu():
+    # BatchNorm (one without affine parameters, first in the network) and LayerNorm: the same
+    # parameters, running statistics and batch count after training; inference with the running
+    # statistics on the device.
+    X, y = _blobs(12)
+    results = {}
+    for device in ("cpu", "cuda"):
+        layers = [fastbp.BatchNorm(5, affine=False), fastbp.Dense(5, 4), fastbp.BatchNorm(4, momentum=0.3),
+                  fastbp.ReLU(), fastbp.Dense(4, 6), fastbp.LayerNorm(6), fastbp.Tanh(), fastbp.Dense(6, 3)]
+        model = fastbp.Sequential(layers, seed=2, dtype="float64", device=device)
+        model.fit(X, y, epochs=2, batch_size=5, loss="softmax_cross_entropy", optimizer=fastbp.SGD(0.1),
+                  seed=4, verbose=0)
+        results[device] = model
+    cpu, cuda = results["cpu"], results["cuda"]
+    assert cuda.batches_tracked == cpu.batches_tracked == 6
+    np.testing.assert_allclose(cuda.theta, cpu.theta, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(cuda.buffers, cpu.buffers, rtol=1e-12, atol=1e-14)
+    assert not np.allclose(cpu.buffers[:5], 0.0)
+    np.testing.assert_allclose(cuda.decision_function(X), cpu.decision_function(X), rtol=1e-12, atol=1e-13)

@@ -129,3 +129,20 @@ def test_comm_must_be_a_communicator():
     model = fastbp.Sequential([fastbp.Dense(2, 2)], seed=0).compile("mse")
     with pytest.raises(TypeError, match="comm must be an mpi4py intracommunicator.*got int"):
         model.fit(np.zeros((4, 2)), np.zeros((4, 2)), comm=1)
+
+
+def test_batchnorm_is_refused_and_layernorm_trains_over_a_communicator():
+    X = np.random.default_rng(0).standard_normal((8, 5))
+    y = np.arange(8) % 3
+    model = fastbp.Sequential([fastbp.Dense(5, 4), fastbp.BatchNorm(4), fastbp.ReLU(), fastbp.Dense(4, 3)],
+                              dtype="float64", seed=0)
+    with pytest.raises(ValueError, match=r"does not train BatchNorm layers \(layers \[1\]\)"):
+        model.fit(X, y, loss="softmax_cross_entropy", batch_size=4, verbose=0, comm=MPI.COMM_SELF)
+    # LayerNorm normalizes each row alone: over a communicator of one it is one process's fit.
+    runs = []
+    for comm in (None, MPI.COMM_SELF):
+        model = fastbp.Sequential([fastbp.Dense(5, 4), fastbp.LayerNorm(4), fastbp.ReLU(), fastbp.Dense(4, 3)],
+                                  dtype="float64", seed=0)
+        model.fit(X, y, loss="softmax_cross_entropy", batch_size=4, epochs=2, seed=1, verbose=0, comm=comm)
+        runs.append(model.theta.copy())
+    np.testing.assert_array_equal(runs[0], runs[1])

@@ -194,6 +194,41 @@ def test_sequential_binary_cross_entropy(n_outputs, dtype):
         np.testing.assert_array_equal((out["output"] > 0).astype(np.int64), model.predict(X))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_norm_layers_export_with_running_statistics(dtype):
+    # BatchNorm (one without affine parameters, first) and LayerNorm, after training moved
+    # the running statistics and gamma and beta away from their initial values.
+    layers = [fastbp.BatchNorm(6, affine=False), fastbp.Dense(6, 8), fastbp.BatchNorm(8, momentum=0.3),
+              fastbp.ReLU(), fastbp.Dense(8, 5), fastbp.LayerNorm(5, eps=1e-3), fastbp.Tanh(),
+              fastbp.Dense(5, 3)]
+    model = fastbp.Sequential(layers, dtype=dtype, seed=0)
+    X = data(6, dtype, n=60)
+    y = np.random.default_rng(2).integers(0, 3, 60)
+    model.fit(X, y, epochs=2, batch_size=16, loss="softmax_cross_entropy", verbose=0)
+    assert not np.allclose(model.buffers[:6], 0.0)
+    proto = model.to_onnx()
+    ops = [node.op_type for node in proto.graph.node]
+    # ONNX's epsilon is a float32 attribute: float64 spells out a LayerNorm whose eps it would round.
+    assert ops.count("BatchNormalization") == 2
+    assert ops.count("LayerNormalization") == (1 if dtype == "float32" else 0)
+    _, results = run(proto, X)
+    for out in results.values():
+        assert_close(out["output"], model.decision_function(X), RTOL[dtype])
+        assert_close(out["probabilities"], model.predict_proba(X), RTOL[dtype])
+    for opset in (17, 18):  # ReduceMean's axes: an attribute, then an input
+        for out in run(model.to_onnx(opset=opset), X)[1].values():
+            assert_close(out["output"], model.decision_function(X), RTOL[dtype])
+    with pytest.raises(ValueError, match="LayerNormalization, which needs opset 17 or later; got opset=16"):
+        model.to_onnx(opset=16)
+    # An eps that float32 holds exactly: the LayerNormalization operator in float64 too.
+    exact = fastbp.Sequential([fastbp.Dense(6, 4), fastbp.LayerNorm(4, eps=2.0 ** -10), fastbp.Dense(4, 2)],
+                              dtype=dtype, seed=0)
+    proto = exact.to_onnx()
+    assert [node.op_type for node in proto.graph.node].count("LayerNormalization") == 1
+    for out in run(proto, X)[1].values():
+        assert_close(out["output"], exact.decision_function(X), RTOL[dtype])
+
+
 def test_sequential_without_a_loss_keeps_its_final_softmax():
     model = fastbp.Sequential([fastbp.Dense(4, 3), fastbp.Softmax()], dtype="float64", seed=0)
     X = data(4, "float64")

@@ -392,6 +392,11 @@ ALLOCATIONS = textwrap.dedent("""
                       fastbp.Dense(8, 8, activation="gelu"), fastbp.Tanh(), fastbp.Dense(8, 3)]
             model = fastbp.Sequential(layers, seed=0)
             return model.compile("softmax_cross_entropy", fastbp.SGD(0.05, momentum=0.9)), labels, None
+        if kind == "norm":
+            layers = [fastbp.Dense(6, 8), fastbp.BatchNorm(8), fastbp.ReLU(), fastbp.Dense(8, 8),
+                      fastbp.LayerNorm(8), fastbp.Tanh(), fastbp.Dense(8, 3)]
+            model = fastbp.Sequential(layers, seed=0)
+            return model.compile("softmax_cross_entropy", fastbp.SGD(0.05, momentum=0.9)), labels, None
         model = fastbp.Sequential([fastbp.Dense(6, 8, activation="elu"), fastbp.Dense(8, 2)], seed=0)
         return model.compile("mse", fastbp.Adam(0.01, weight_decay=1e-4)), targets, np.ones(96)
 
@@ -426,7 +431,7 @@ ALLOCATIONS = textwrap.dedent("""
 
 
     results = {}
-    for kind in ("sgd", "adam"):
+    for kind in ("sgd", "adam", "norm"):
         fit(kind, 1, 16)  # warm-up: compiling (or loading the cache) allocates; it also starts the NRT
         results[kind] = {f"{e}x{b}": run(kind, e, b) for e, b in ((1, 16), (5, 16), (10, 16), (5, 8), (10, 8))}
         results[kind + " again"] = again(kind, 3, 16)
@@ -442,7 +447,7 @@ def test_no_allocation_per_training_step(tmp_path):
                           cwd=tmp_path, timeout=900)
     assert proc.returncode == 0, proc.stderr
     results = json.loads(proc.stdout.splitlines()[-1])
-    for kind in ("sgd", "adam"):
+    for kind in ("sgd", "adam", "norm"):
         # Fitting a model again allocates nothing but the unboxing of the arrays passed
         # to the compiled loop once per epoch, and of X to the compiled finiteness check
         # (and frees all of it).

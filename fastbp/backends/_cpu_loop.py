@@ -31,6 +31,7 @@ from ..kernels.cpu import activations as A
 from ..kernels.cpu import dense as D
 from ..kernels.cpu import dropout as DR
 from ..kernels.cpu import losses as L
+from ..kernels.cpu import norm as NM
 from ..kernels.cpu import optim as O
 
 
@@ -54,6 +55,63 @@ def _bias(flat, params, p):
     return flat[at:at + params[p, 3]]
 
 
+@jit(inline="always")
+def _part(flat, at, size):
+    """flat[at:at + size], or an empty view where at is -1 (a norm op without gamma and beta)."""
+    return flat[at:at + size] if at >= 0 else flat[:0]
+
+
+@jit
+def _norm_forward(net, ws, theta, i, x, out, training):
+    """Op i, a BatchNorm or LayerNorm, on x into out; statistics to the op's row of ws.saved."""
+    n_rows, width = x.shape
+    gamma = _part(theta, net.norms[i, R.NORM_GAMMA], width)
+    beta = _part(theta, net.norms[i, R.NORM_BETA], width)
+    saved = ws.saved[net.norms[i, R.NORM_SAVED]]
+    eps = net.norm_consts[i, 0]
+    if net.kinds[i] == R.OP_LAYERNORM:
+        NM.layernorm_forward(out, saved[:n_rows], saved[ws.cap:ws.cap + n_rows], x, gamma, beta, eps)
+    elif training:
+        NM.batchnorm_forward(out, saved[:width], saved[width:2 * width], saved[2 * width:3 * width], x,
+                             gamma, beta, eps)
+    else:
+        at = net.norms[i, R.NORM_RUNNING]
+        NM.batchnorm_inference(out, x, ws.running[at:at + width], ws.running[at + width:at + 2 * width],
+                               gamma, beta, eps)
+
+
+@jit
+def _norm_backward(net, ws, theta, grad, i, nb):
+    """Backward of norm op i into grad (dgamma, dbeta; scratch without affine) and its input gradient."""
+    layout, cap = net.layout, ws.cap
+    dout = _rows(ws.dacts, layout, cap, i + 1, nb)
+    x = _rows(ws.acts, layout, cap, i, nb)
+    width = x.shape[1]
+    # The first op needs no input gradient: a zero-size dx skips it.
+    dx = _rows(ws.dacts, layout, cap, i, nb if i > 0 else 0)
+    g, b = net.norms[i, R.NORM_GAMMA], net.norms[i, R.NORM_BETA]
+    gamma = _part(theta, g, width)
+    dgamma = grad[g:g + width] if g >= 0 else ws.normgrad[:width]
+    dbeta = grad[b:b + width] if b >= 0 else ws.normgrad[width:2 * width]
+    saved = ws.saved[net.norms[i, R.NORM_SAVED]]
+    if net.kinds[i] == R.OP_LAYERNORM:
+        NM.layernorm_backward(dx, dgamma, dbeta, dout, x, saved[:nb], saved[cap:cap + nb], gamma)
+    else:
+        NM.batchnorm_backward(dx, dgamma, dbeta, dout, x, saved[:width], saved[2 * width:3 * width], gamma)
+
+
+@jit
+def update_running(net, ws, nb):
+    """Move every BatchNorm op's running statistics toward the batch's, after a step that happened."""
+    for i in range(net.kinds.size):
+        if net.kinds[i] == R.OP_BATCHNORM:
+            width = net.layout[i + 1] - net.layout[i]
+            at = net.norms[i, R.NORM_RUNNING]
+            saved = ws.saved[net.norms[i, R.NORM_SAVED]]
+            NM.batchnorm_update_running(ws.running[at:at + width], ws.running[at + width:at + 2 * width],
+                                        saved[:width], saved[width:2 * width], net.norm_consts[i, 1], nb)
+
+
 @jit
 def forward(net, ws, theta, nb, training, seed):
     """Run the network on the first nb rows of activation 0; activation i + 1 is op i's output."""
@@ -68,6 +126,8 @@ def forward(net, ws, theta, nb, training, seed):
                                 net.codes[i], net.alphas[i])
         elif kind == R.OP_ACTIVATION:
             A.activation_code_forward(out, x, net.codes[i], net.alphas[i])
+        elif kind == R.OP_BATCHNORM or kind == R.OP_LAYERNORM:
+            _norm_forward(net, ws, theta, i, x, out, training)
         elif training:
             # A distinct stream per step and per layer.
             DR.dropout_forward_serial(out, _rows(ws.masks, layout, cap, i + 1, nb), x, net.rates[i], seed + i)
@@ -97,6 +157,9 @@ def backward(net, ws, theta, grad, nb):
             dz = ws.scratch[:dout.size].reshape(dout.shape)
             D.dense_act_backward(dx, _weight(grad, net.params, p), _bias(grad, net.params, p), dz, dout,
                                  out, x, _weight(theta, net.params, p), net.codes[i], net.alphas[i])
+        elif kind == R.OP_BATCHNORM or kind == R.OP_LAYERNORM:
+            # Before the i == 0 exit: a norm op first in the network still has dgamma and dbeta.
+            _norm_backward(net, ws, theta, grad, i, nb)
         elif i == 0:
             break
         elif kind == R.OP_ACTIVATION:
@@ -240,6 +303,8 @@ def apply_update(net, ws, batch, opt, nb, loss, stats):
     opt.counters[0] += 1
     O.optimizer_code_update(opt.theta, opt.grad, opt.state1, opt.state2, net.n_weights, opt.code,
                             opt.hyper, opt.counters[0])
+    # Running statistics move only with a step that happened (fit refuses batches of one row).
+    update_running(net, ws, nb)
     labels, target, weight = _prefix(batch, nb)
     out = _rows(ws.acts, net.layout, ws.cap, net.kinds.size, nb)
     accumulate_stats(stats, ws.loss[0], out, labels, target, weight, loss.code)

@@ -17,7 +17,7 @@ and leave parameters and optimizer state as they were before that step.
 import numpy as np
 
 from ..kernels import registry as R
-from ..lowering import Optimizer, Targets
+from ..lowering import Optimizer, Targets, check_norm_batches
 from . import _cpu_loop
 
 
@@ -35,7 +35,7 @@ class Trainer:
         self.model, self.X, self.data, self.seed = model, X, data, seed
         self.net = lowered.net
         self.n_batches = -(-len(X) // batch_size)
-        self.ws = lowered.workspace(batch_size, model.dtype, True, model.loss.kind)
+        self.ws = lowered.workspace(batch_size, model.dtype, True, model.loss.kind, model.buffers)
         self.batch = _batch_targets(data, batch_size, model.dtype)
         opt = model.optimizer
         self.opt = Optimizer(model.theta, np.zeros_like(model.theta), opt.state[0], opt.state[-1], opt.kind,
@@ -54,6 +54,8 @@ class Trainer:
         status, stopped = _cpu_loop.train_batches(self.X, self.data, self.order, first, last, self.net,
                                                   self.ws, self.batch, self.opt, self.model.loss.spec(),
                                                   self.seed, self.stats)
+        # PyTorch's num_batches_tracked: the training steps that happened.
+        self.model.batches_tracked += int(self.opt.counters[0]) - optimizer.steps
         optimizer.steps = int(self.opt.counters[0])
         return status, stopped
 
@@ -138,7 +140,7 @@ class DistributedTrainer(Trainer):
 
 def outputs(model, lowered, X, batch_size):
     """The network's outputs (inference mode) on X, (n_samples, O)."""
-    ws = lowered.workspace(batch_size, model.dtype, False, -1)
+    ws = lowered.workspace(batch_size, model.dtype, False, -1, model.buffers)
     out = np.empty((len(X), lowered.n_outputs), dtype=model.dtype)
     _cpu_loop.predict_batches(out, X, lowered.net, ws, model.theta)
     return out
@@ -146,7 +148,7 @@ def outputs(model, lowered, X, batch_size):
 
 def evaluate(model, lowered, X, data, batch_size):
     """The S_* sums of loss and metrics (inference mode) on (X, data)."""
-    ws = lowered.workspace(batch_size, model.dtype, False, model.loss.kind)
+    ws = lowered.workspace(batch_size, model.dtype, False, model.loss.kind, model.buffers)
     stats = np.zeros(R.N_STATS)
     _cpu_loop.evaluate_batches(X, data, lowered.net, ws, model.theta, model.loss.spec(), stats)
     return stats
@@ -161,7 +163,10 @@ def objective(model, lowered, X, data):
     step 0 (seed 0) on every call.
     """
     n = len(X)
-    ws = lowered.workspace(n, model.dtype, True, model.loss.kind)
+    check_norm_batches(lowered, n, n, "objective")
+    # Training mode, as fit: BatchNorm normalizes with the batch's statistics. Its running
+    # statistics move on a copy: f leaves the model's as they are.
+    ws = lowered.workspace(n, model.dtype, True, model.loss.kind, model.buffers.copy())
     batch = _batch_targets(data, n, model.dtype)
     velocity = np.zeros_like(model.theta)
     opt = Optimizer(model.theta, np.zeros_like(model.theta), velocity, velocity, R.OPT_SGD,

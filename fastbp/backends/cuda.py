@@ -40,13 +40,21 @@ class _Network:
 
     def __init__(self, model, lowered, cap, training):
         self.cuda = cuda = require_gpu()
-        from ..kernels.cuda import activations, dense, dropout, losses, optim, training as steps
+        from ..kernels.cuda import activations, dense, dropout, losses, norm, optim, training as steps
 
         self.A, self.D, self.DR, self.L, self.O, self.T = activations, dense, dropout, losses, optim, steps
+        self.NM = norm
         self.lowered, self.net = lowered, lowered.net
         dtype = model.dtype
         self.theta = cuda.to_device(model.theta)
         self.params = param_views(self.theta, lowered.shapes)
+        # BatchNorm's running statistics (one element where there are none: no zero-size copy).
+        self.running = cuda.to_device(model.buffers if model.buffers.size else np.zeros(1, dtype))
+        self.cap = cap
+        self.saved = [cuda.device_array(max(3 * w, 2 * cap), dtype=dtype)
+                      for kind, w in zip(self.net.kinds, lowered.widths)
+                      if kind in (R.OP_BATCHNORM, R.OP_LAYERNORM)]
+        self.no_param = cuda.device_array(0, dtype=dtype)
         widths = [lowered.n_features] + lowered.widths
         self.acts = [cuda.device_array((cap, w), dtype=dtype) for w in widths]
         if training:
@@ -56,6 +64,7 @@ class _Network:
             self.grads = param_views(self.grad, lowered.shapes)
             self.dacts = [cuda.device_array((cap, w), dtype=dtype) for w in widths]
             self.scratch = cuda.device_array(cap * max(lowered.widths), dtype=dtype)
+            self.normgrad = cuda.device_array(max(2 * lowered.norm_width, 1), dtype=dtype)
         self.probs = cuda.device_array((cap, lowered.n_outputs), dtype=dtype)
         self.no_dx = cuda.device_array((0, 0), dtype=dtype)
 
@@ -70,12 +79,64 @@ class _Network:
                 self.D.dense_act_forward(out, x, w, b, code, alpha)
             elif kind == R.OP_ACTIVATION:
                 self.A.activation_code_forward(out, x, code, alpha)
+            elif kind in (R.OP_BATCHNORM, R.OP_LAYERNORM):
+                self._norm_forward(i, x, out, training)
             elif training:
                 # Same per-step, per-layer seed as the CPU loop: the same masks.
                 self.DR.dropout_forward(out, self.masks[i][:nb], x, float(net.rates[i]), seed + i)
             else:
                 self.A.identity_forward(out, x)
         return self.acts[-1][:nb]
+
+    def _part(self, flat, at, width):
+        return flat[at:at + width] if at >= 0 else self.no_param
+
+    def _norm_forward(self, i, x, out, training):
+        """Norm op i, as ``_cpu_loop._norm_forward``: statistics to the op's saved buffer."""
+        nb, width = x.shape
+        row = self.net.norms[i]
+        gamma = self._part(self.theta, row[R.NORM_GAMMA], width)
+        beta = self._part(self.theta, row[R.NORM_BETA], width)
+        saved, eps = self.saved[row[R.NORM_SAVED]], float(self.net.norm_consts[i, 0])
+        if self.net.kinds[i] == R.OP_LAYERNORM:
+            self.NM.layernorm_forward(out, saved[:nb], saved[self.cap:self.cap + nb], x, gamma, beta, eps)
+        elif training:
+            self.NM.batchnorm_forward(out, saved[:width], saved[width:2 * width], saved[2 * width:3 * width],
+                                      x, gamma, beta, eps)
+        else:
+            at = row[R.NORM_RUNNING]
+            self.NM.batchnorm_inference(out, x, self.running[at:at + width],
+                                        self.running[at + width:at + 2 * width], gamma, beta, eps)
+
+    def _norm_backward(self, i, nb):
+        """Backward of norm op i into grad (scratch without affine) and its input gradient."""
+        x, dout = self.acts[i][:nb], self.dacts[i + 1][:nb]
+        width = x.shape[1]
+        dx = self.dacts[i][:nb] if i > 0 else self.no_dx
+        row = self.net.norms[i]
+        g, b = row[R.NORM_GAMMA], row[R.NORM_BETA]
+        dgamma = self.grad[g:g + width] if g >= 0 else self.normgrad[:width]
+        dbeta = self.grad[b:b + width] if b >= 0 else self.normgrad[width:2 * width]
+        gamma = self._part(self.theta, g, width)
+        saved = self.saved[row[R.NORM_SAVED]]
+        if self.net.kinds[i] == R.OP_LAYERNORM:
+            self.NM.layernorm_backward(dx, dgamma, dbeta, dout, x, saved[:nb], saved[self.cap:self.cap + nb],
+                                       gamma)
+        else:
+            self.NM.batchnorm_backward(dx, dgamma, dbeta, dout, x, saved[:width], saved[2 * width:3 * width],
+                                       gamma)
+
+    def update_running(self, nb):
+        """BatchNorm's running statistics after a training step, as ``_cpu_loop.update_running``."""
+        net = self.net
+        for i, kind in enumerate(net.kinds):
+            if kind == R.OP_BATCHNORM:
+                width = int(net.layout[i + 1] - net.layout[i])
+                at = net.norms[i, R.NORM_RUNNING]
+                saved = self.saved[net.norms[i, R.NORM_SAVED]]
+                self.NM.batchnorm_update_running(self.running[at:at + width],
+                                                 self.running[at + width:at + 2 * width], saved[:width],
+                                                 saved[width:2 * width], float(net.norm_consts[i, 1]), nb)
 
     def backward(self, nb):
         """Backpropagate dacts[-1][:nb] through every op into grad, dz through scratch."""
@@ -89,6 +150,8 @@ class _Network:
                 dx = self.dacts[i][:nb] if i > 0 else self.no_dx
                 dz = self.scratch[:dout.size].reshape(dout.shape)
                 self.D.dense_act_backward(dx, dw, db, dz, dout, out, x, self.params[p][0], code, alpha)
+            elif kind in (R.OP_BATCHNORM, R.OP_LAYERNORM):
+                self._norm_backward(i, nb)  # before the i == 0 exit: dgamma and dbeta still count
             elif i == 0:
                 break  # nothing upstream needs the input gradient
             elif kind == R.OP_ACTIVATION:
@@ -137,8 +200,13 @@ class Trainer:
         self.order = self.cuda.to_device(order)
         self.hyper = hyper
         self.nonfinite.copy_to_device(np.zeros(self.n_batches, dtype=np.int32))
-        self.snapshot = [a.copy_to_host() for a in [self.net.theta] + self.states]
+        self.snapshot = [a.copy_to_host() for a in self._model_arrays()]
         self.steps_at_start = self.model.optimizer.steps
+        self.tracked_at_start = self.model.batches_tracked
+
+    def _model_arrays(self):
+        """What a training step changes on the device: parameters, optimizer state, running statistics."""
+        return [self.net.theta] + self.states + [self.net.running]
 
     def _gather(self, start, nb):
         T, data = self.net.T, self.data
@@ -171,7 +239,10 @@ class Trainer:
             opt.steps += 1
             net.O.optimizer_code_update(net.theta, net.grad, self.states[0], state2, net.net.n_weights,
                                         opt.kind, self.hyper, opt.steps)
+            # fit refuses training batches of one row where there is BatchNorm.
+            net.update_running(nb)
             net.T.batch_metrics(self.metrics, batch, out, labels, target, weight, code)
+        self.model.batches_tracked += last - first
         self.done = last
         return R.OK, last
 
@@ -212,14 +283,17 @@ class Trainer:
         return R.OK, self.n_batches
 
     def _restore_and_replay(self, stopped):
-        for dst, src in zip([self.net.theta] + self.states, self.snapshot):
+        for dst, src in zip(self._model_arrays(), self.snapshot):
             dst.copy_to_device(src)
         self.model.optimizer.steps = self.steps_at_start
+        self.model.batches_tracked = self.tracked_at_start
         self.run(0, stopped)
         self.sync_parameters()
 
     def sync_parameters(self):
         self.net.theta.copy_to_host(self.model.theta)
+        if self.model.buffers.size:
+            self.net.running.copy_to_host(self.model.buffers)
         for host, device in zip(self.model.optimizer.state, self.states):
             device.copy_to_host(host)
 

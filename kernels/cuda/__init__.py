@@ -24,11 +24,11 @@ with ``NUMBA_ENABLE_CUDASIM=1`` the kernels run in numba's CUDA simulator.
 ``fastbp.kernels`` never imports this package.
 """
 from . import _numba_cuda  # noqa: F401  (first: raises ImportError without numba-cuda)
-from . import activations, dense, dropout, losses, optim
+from . import activations, dense, dropout, losses, norm, optim
 from .._checks import KernelArgumentError
 from .._scalar import ACTIVATION_CODES as ACTIVATIONS
 from ..cpu import activations as _cpu_act, dense as _cpu_dense, dropout as _cpu_dropout
-from ..cpu import losses as _cpu_losses, optim as _cpu_optim
+from ..cpu import losses as _cpu_losses, norm as _cpu_norm, optim as _cpu_optim
 from ._checks import public
 from ._numba_cuda import SIMULATOR, as_device_array
 
@@ -82,6 +82,13 @@ mae_backward = public(losses.mae_backward, _cpu_losses.MAE_BACKWARD_SPEC)
 dropout_forward = public(dropout.dropout_forward, _cpu_dropout.DROPOUT_FORWARD_SPEC)
 dropout_backward = public(dropout.dropout_backward, _cpu_dropout.DROPOUT_BACKWARD_SPEC)
 
+batchnorm_forward = public(norm.batchnorm_forward, _cpu_norm.BATCHNORM_FORWARD_SPEC)
+batchnorm_inference = public(norm.batchnorm_inference, _cpu_norm.BATCHNORM_INFERENCE_SPEC)
+batchnorm_update_running = public(norm.batchnorm_update_running, _cpu_norm.BATCHNORM_UPDATE_RUNNING_SPEC)
+batchnorm_backward = public(norm.batchnorm_backward, _cpu_norm.BATCHNORM_BACKWARD_SPEC)
+layernorm_forward = public(norm.layernorm_forward, _cpu_norm.LAYERNORM_FORWARD_SPEC)
+layernorm_backward = public(norm.layernorm_backward, _cpu_norm.LAYERNORM_BACKWARD_SPEC)
+
 sgd_update = public(optim.sgd_update, _cpu_optim.SGD_UPDATE_SPEC)
 adam_update = public(optim.adam_update, _cpu_optim.ADAM_UPDATE_SPEC)
 rmsprop_update = public(optim.rmsprop_update, _cpu_optim.RMSPROP_UPDATE_SPEC)
@@ -103,4 +110,6 @@ __all__ = [
     "silu_forward", "silu_backward", "selu_forward", "selu_backward",
     "huber_forward", "huber_backward", "mae_forward", "mae_backward",
     "rmsprop_update", "adagrad_update",
+    "batchnorm_forward", "batchnorm_inference", "batchnorm_update_running", "batchnorm_backward",
+    "layernorm_forward", "layernorm_backward",
 ]

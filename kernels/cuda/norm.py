@@ -1,0 +1,191 @@
+"""Normalization layers on the GPU: the names, arguments and conventions of ``cpu/norm.py``.
+
+BatchNorm runs one thread per feature column: the thread sums its column over
+rows 0..N-1 in order (adjacent threads read adjacent columns of a row, so the
+reads coalesce), then normalizes that column. LayerNorm runs one thread per
+row, summing features 0..O-1 in order. Every reduction is a plain loop in one
+thread, in the CPU kernels' order, with the CPU's accumulator types: no
+atomics and no tree whose shape depends on the launch, so the statistics are
+the same on every launch and, in float64, those of the CPU. The grids are
+grid-stride loops over columns or rows.
+
+LayerNorm's dgamma and dbeta are sums over rows: a second kernel, one thread
+per column, as BatchNorm's.
+"""
+import math
+
+from ._launch import dev, elementwise
+from ._numba_cuda import cuda, kernel
+
+
+@kernel
+def _batchnorm_forward_kernel(out, mean, var, invstd, x, gamma, beta, eps):
+    """Thread j owns column j: its mean, biased variance, inverse std and output."""
+    n_rows, n_out = x.shape
+    for j in range(cuda.grid(1), n_out, cuda.gridsize(1)):
+        mean[j] = 0
+        s = mean[j]  # an accumulator of the array's dtype, as the CPU's mean[j] +=
+        for n in range(n_rows):
+            s += x[n, j]
+        mean[j] = s / n_rows
+        m = mean[j]
+        var[j] = 0
+        v = var[j]
+        for n in range(n_rows):
+            d = x[n, j] - m
+            v += d * d
+        var[j] = v / n_rows
+        invstd[j] = 1.0 / math.sqrt(var[j] + eps)
+        r = invstd[j]
+        for n in range(n_rows):
+            if gamma.size:
+                out[n, j] = gamma[j] * ((x[n, j] - m) * r) + beta[j]
+            else:
+                out[n, j] = (x[n, j] - m) * r
+
+
+@kernel
+def _batchnorm_inference_kernel(out, x, running_mean, running_var, gamma, beta, eps):
+    """Thread j owns column j of out."""
+    n_rows, n_out = x.shape
+    for j in range(cuda.grid(1), n_out, cuda.gridsize(1)):
+        sd = math.sqrt(running_var[j] + eps)
+        for n in range(n_rows):
+            if gamma.size:
+                out[n, j] = gamma[j] * ((x[n, j] - running_mean[j]) / sd) + beta[j]
+            else:
+                out[n, j] = (x[n, j] - running_mean[j]) / sd
+
+
+@kernel
+def _batchnorm_update_running_kernel(running_mean, running_var, mean, var, momentum, unbias):
+    for j in range(cuda.grid(1), mean.size, cuda.gridsize(1)):
+        running_mean[j] = (1.0 - momentum) * running_mean[j] + momentum * mean[j]
+        running_var[j] = (1.0 - momentum) * running_var[j] + momentum * (var[j] * unbias)
+
+
+@kernel
+def _batchnorm_backward_kernel(dx, dgamma, dbeta, dout, x, mean, invstd, gamma):
+    """Thread j owns column j: its two sums over the rows, then its column of dx."""
+    n_rows, n_out = dout.shape
+    for j in range(cuda.grid(1), n_out, cuda.gridsize(1)):
+        m, r = mean[j], invstd[j]
+        dgamma[j] = 0
+        dbeta[j] = 0
+        sg = dgamma[j]
+        sb = dbeta[j]
+        for n in range(n_rows):
+            g = dout[n, j]
+            sb += g
+            sg += g * ((x[n, j] - m) * r)
+        dgamma[j] = sg
+        dbeta[j] = sb
+        if dx.size:
+            scale = gamma[j] * r if gamma.size else r
+            for n in range(n_rows):
+                xhat = (x[n, j] - m) * r
+                dx[n, j] = scale * (dout[n, j] - dbeta[j] / n_rows - xhat * (dgamma[j] / n_rows))
+
+
+@kernel
+def _layernorm_forward_kernel(out, mean, invstd, x, gamma, beta, eps):
+    """Thread n owns row n: its mean, inverse std and output."""
+    n_rows, n_out = x.shape
+    for n in range(cuda.grid(1), n_rows, cuda.gridsize(1)):
+        s = 0.0
+        for j in range(n_out):
+            s += x[n, j]
+        m = s / n_out
+        v = 0.0
+        for j in range(n_out):
+            d = x[n, j] - m
+            v += d * d
+        mean[n] = m
+        invstd[n] = 1.0 / math.sqrt(v / n_out + eps)
+        m, r = mean[n], invstd[n]
+        for j in range(n_out):
+            xhat = (x[n, j] - m) * r
+            if gamma.size:
+                out[n, j] = gamma[j] * xhat + beta[j]
+            else:
+                out[n, j] = xhat
+
+
+@kernel
+def _layernorm_param_grad_kernel(dgamma, dbeta, dout, x, mean, invstd):
+    """Thread j owns column j: dbeta = sum_n dout, dgamma = sum_n dout xhat, rows in order."""
+    n_rows, n_out = dout.shape
+    for j in range(cuda.grid(1), n_out, cuda.gridsize(1)):
+        dgamma[j] = 0
+        dbeta[j] = 0
+        sg = dgamma[j]
+        sb = dbeta[j]
+        for n in range(n_rows):
+            d = dout[n, j]
+            sb += d
+            sg += d * ((x[n, j] - mean[n]) * invstd[n])
+        dgamma[j] = sg
+        dbeta[j] = sb
+
+
+@kernel
+def _layernorm_input_grad_kernel(dx, dout, x, mean, invstd, gamma):
+    """Thread n owns row n of dx: invstd (g - mean(g) - xhat mean(g xhat)), g = dout gamma."""
+    n_rows, n_out = dout.shape
+    for n in range(cuda.grid(1), n_rows, cuda.gridsize(1)):
+        m, r = mean[n], invstd[n]
+        s1 = 0.0
+        s2 = 0.0
+        for j in range(n_out):
+            g = dout[n, j] * gamma[j] if gamma.size else dout[n, j]
+            s1 += g
+            s2 += g * ((x[n, j] - m) * r)
+        s1 /= n_out
+        s2 /= n_out
+        for j in range(n_out):
+            g = dout[n, j] * gamma[j] if gamma.size else dout[n, j]
+            dx[n, j] = r * (g - s1 - ((x[n, j] - m) * r) * s2)
+
+
+def batchnorm_forward(out, mean, var, invstd, x, gamma, beta, eps):
+    """Batch normalization in training mode (``fastbp.kernels.batchnorm_forward``), on the device."""
+    x = dev(x)
+    elementwise(_batchnorm_forward_kernel, x.shape[1])(dev(out), dev(mean), dev(var), dev(invstd), x,
+                                                       dev(gamma), dev(beta), float(eps))
+
+
+def batchnorm_inference(out, x, running_mean, running_var, gamma, beta, eps):
+    """Batch normalization with running statistics (``fastbp.kernels.batchnorm_inference``)."""
+    x = dev(x)
+    elementwise(_batchnorm_inference_kernel, x.shape[1])(dev(out), x, dev(running_mean), dev(running_var),
+                                                         dev(gamma), dev(beta), float(eps))
+
+
+def batchnorm_update_running(running_mean, running_var, mean, var, momentum, n):
+    """PyTorch's running statistics after a batch of n >= 2 rows (``fastbp.kernels``' name)."""
+    mean = dev(mean)
+    elementwise(_batchnorm_update_running_kernel, mean.size)(dev(running_mean), dev(running_var), mean,
+                                                             dev(var), float(momentum), n / (n - 1.0))
+
+
+def batchnorm_backward(dx, dgamma, dbeta, dout, x, mean, invstd, gamma):
+    """Backward of ``batchnorm_forward``; a zero-size dx skips the input gradient."""
+    dout = dev(dout)
+    elementwise(_batchnorm_backward_kernel, dout.shape[1])(dev(dx), dev(dgamma), dev(dbeta), dout, dev(x),
+                                                           dev(mean), dev(invstd), dev(gamma))
+
+
+def layernorm_forward(out, mean, invstd, x, gamma, beta, eps):
+    """Layer normalization of each row (``fastbp.kernels.layernorm_forward``), on the device."""
+    x = dev(x)
+    elementwise(_layernorm_forward_kernel, x.shape[0])(dev(out), dev(mean), dev(invstd), x, dev(gamma),
+                                                       dev(beta), float(eps))
+
+
+def layernorm_backward(dx, dgamma, dbeta, dout, x, mean, invstd, gamma):
+    """Backward of ``layernorm_forward``; a zero-size dx skips the input gradient."""
+    dout, x, mean, invstd = dev(dout), dev(x), dev(mean), dev(invstd)
+    elementwise(_layernorm_param_grad_kernel, dout.shape[1])(dev(dgamma), dev(dbeta), dout, x, mean, invstd)
+    dx = dev(dx)
+    if dx.size:
+        elementwise(_layernorm_input_grad_kernel, dout.shape[0])(dx, dout, x, mean, invstd, dev(gamma))
