@@ -10,7 +10,8 @@ content of this file (``kernels/_cache.py``), so an edit here recompiles.
 
 Adding an activation: a code and a row in ``ACTIVATION_TABLE``, its scalar
 formulas in ``_scalar.py`` (a branch in ``activate`` and ``activate_grad``, or
-a row-wise kernel pair for a non-elementwise one), and its tests. Nothing
+``activate_input_grad`` when its backward needs the input, or a row-wise kernel
+pair for a non-elementwise one), and its tests. Nothing
 else names it.
 """
 from collections import namedtuple
@@ -54,8 +55,9 @@ ACTIVATION_TABLE = (
     Activation("silu", SILU, None, None, "input"),
     Activation("selu", SELU, None, None, "output"),
 )
-# The elementwise activations whose backward takes the input z (``backward_from == 'input'``).
-INPUT_DERIVED = frozenset(a.code for a in ACTIVATION_TABLE if a.backward_from == "input")
+# The elementwise activations whose backward takes the input z (``backward_from == 'input'``):
+# a tuple, which compiled code can test with ``code in INPUT_DERIVED``.
+INPUT_DERIVED = tuple(a.code for a in ACTIVATION_TABLE if a.backward_from == "input")
 
 # Every activation by name (layers, the model's lowering).
 ACTIVATIONS = {a.name: a.code for a in ACTIVATION_TABLE}

@@ -25,7 +25,7 @@ def test_codes_are_unique_and_every_table_derives_from_the_registry():
                  fastbp.losses.MeanAbsoluteError()):
         assert (loss.name, loss.link) == (R.LOSS_TABLE[loss.kind].name, R.LOSS_TABLE[loss.kind].link)
     assert fastbp.losses.Huber().delta == R.LOSS_TABLE[R.LOSS_HUBER].param
-    assert R.INPUT_DERIVED == {a.code for a in R.ACTIVATION_TABLE if a.backward_from == "input"}
+    assert set(R.INPUT_DERIVED) == {a.code for a in R.ACTIVATION_TABLE if a.backward_from == "input"}
     assert len({R.H_LR, R.H_MOMENTUM, R.H_NESTEROV, R.H_WEIGHT_DECAY, R.H_BETA1, R.H_BETA2, R.H_EPS,
                 R.H_DECOUPLED, R.H_ALPHA, R.H_CENTERED, R.H_LR_DECAY, R.H_EPS_HAT}) == R.N_HYPER
     assert len({R.S_LOSS, R.S_WEIGHT, R.S_CORRECT, R.S_SQUARED, R.S_ABSOLUTE, R.S_COUNT,

@@ -32,8 +32,8 @@ from numba import prange
 from .._checks import ArgSpec
 from .._jit import PARALLEL_MIN_ELEMENTS, jit
 from .._scalar import activate, activate_grad, activate_input_grad
-from ..registry import (ELU, GELU, IDENTITY, LEAKY_RELU, LOG_SOFTMAX, RELU, SELU, SIGMOID, SILU, SOFTMAX,
-                        SOFTPLUS, TANH)
+from ..registry import (ELU, GELU, IDENTITY, INPUT_DERIVED, LEAKY_RELU, LOG_SOFTMAX, RELU, SELU, SIGMOID,
+                        SILU, SOFTMAX, SOFTPLUS, TANH)
 
 
 @jit(inline="always")
@@ -443,7 +443,7 @@ def activation_code_forward(out, x, code, alpha):
 @jit
 def activation_code_backward(dx, dout, out, x, code, alpha):
     """dx from dout for any activation code, given the forward output and input; serial."""
-    if code == GELU or code == SILU:
+    if code in INPUT_DERIVED:
         activation_input_backward_serial(dx, dout, x, code)
     elif code == SOFTMAX:
         softmax_backward_serial(dx, dout, out)

@@ -48,6 +48,23 @@ def elementwise_loss_forward(loss, pred, target, weight, code, param):
     its parameter ``param`` (Huber's delta). Every elementwise loss is this
     one loop: the named kernels below only fix the code.
     """
+    # A call of the loop per code, each with the code a constant: LLVM inlines each one,
+    # folds loss_term's branches and vectorizes. (With the code read inside one loop,
+    # MSE's backward ran 5-12x slower than its own loop had.)
+    if code == LOSS_MSE:
+        _forward_loop(loss, pred, target, weight, LOSS_MSE, param)
+    elif code == LOSS_BCE:
+        _forward_loop(loss, pred, target, weight, LOSS_BCE, param)
+    elif code == LOSS_POISSON:
+        _forward_loop(loss, pred, target, weight, LOSS_POISSON, param)
+    elif code == LOSS_HUBER:
+        _forward_loop(loss, pred, target, weight, LOSS_HUBER, param)
+    else:
+        _forward_loop(loss, pred, target, weight, LOSS_MAE, param)
+
+
+@jit
+def _forward_loop(loss, pred, target, weight, code, param):
     n_rows, n_out = pred.shape
     total = 0.0
     for n in range(n_rows):
@@ -60,7 +77,24 @@ def elementwise_loss_forward(loss, pred, target, weight, code, param):
 
 @jit
 def elementwise_loss_backward(dpred, pred, target, weight, code, param):
-    """dpred (N, O) = s_n l'(z, t) / (O sum_n s_n), overwritten; l' is ``loss_grad``."""
+    """dpred (N, O) = s_n l'(z, t) / (O sum_n s_n), overwritten; l' is ``loss_grad``.
+
+    Dispatched on ``code`` outside the loop, as the forward is.
+    """
+    if code == LOSS_MSE:
+        _backward_loop(dpred, pred, target, weight, LOSS_MSE, param)
+    elif code == LOSS_BCE:
+        _backward_loop(dpred, pred, target, weight, LOSS_BCE, param)
+    elif code == LOSS_POISSON:
+        _backward_loop(dpred, pred, target, weight, LOSS_POISSON, param)
+    elif code == LOSS_HUBER:
+        _backward_loop(dpred, pred, target, weight, LOSS_HUBER, param)
+    else:
+        _backward_loop(dpred, pred, target, weight, LOSS_MAE, param)
+
+
+@jit
+def _backward_loop(dpred, pred, target, weight, code, param):
     n_rows, n_out = pred.shape
     scale = _inverse_total(weight, n_rows) / n_out
     for n in range(n_rows):

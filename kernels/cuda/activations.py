@@ -21,8 +21,8 @@ reductions, so out may alias x and dx may alias dout.
 import math
 
 from .._scalar import activate, activate_grad, activate_input_grad
-from ..registry import (ELU, GELU, IDENTITY, LEAKY_RELU, LOG_SOFTMAX, RELU, SELU, SIGMOID, SILU, SOFTMAX,
-                        SOFTPLUS, TANH)
+from ..registry import (ELU, GELU, IDENTITY, INPUT_DERIVED, LEAKY_RELU, LOG_SOFTMAX, RELU, SELU, SIGMOID,
+                        SILU, SOFTMAX, SOFTPLUS, TANH)
 from ._launch import MAX_BLOCKS, dev, elementwise, fixed, flat, pow2_threads
 from ._numba_cuda import cuda, kernel
 from ._reduce import block_reduce
@@ -270,7 +270,7 @@ def activation_code_forward(out, x, code, alpha):
 
 def activation_code_backward(dx, dout, out, x, code, alpha):
     """dx from dout for any activation code, given the forward output and input."""
-    if code == GELU or code == SILU:
+    if code in INPUT_DERIVED:
         activation_input_backward(dx, dout, x, code)
     elif code == SOFTMAX:
         softmax_backward(dx, dout, out)
