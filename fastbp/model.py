@@ -7,6 +7,8 @@ the layers, the parameters, the loss and the optimizer; ``fit`` checks its
 arguments and hands over to ``fastbp._fit`` (data once, then the epochs), which
 runs them on a backend of ``fastbp.backends``.
 """
+import contextlib
+
 import numpy as np
 
 from . import _fit, _mpi, _progress, backends, export, interop, losses, optimizers
@@ -218,26 +220,31 @@ class Sequential:
             if not isinstance(cb, Callback):
                 raise TypeError(f"callbacks must be fastbp.callbacks.Callback instances; got {type(cb).__name__}")
 
-        train = self._prepare(X, y, sample_weight, "X", "y", "sample_weight")
-        val = None
-        if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
-                raise ValueError("validation_data must be (X_val, y_val) or (X_val, y_val, sample_weight_val)")
-            val = self._prepare(*validation_data, *([None] if len(validation_data) == 2 else []),
-                                "validation_data[0]", "validation_data[1]", "validation_data[2]")
-        elif validation_split > 0:
-            train, val = _fit.split_validation(*train, validation_split)
-        train = _fit.weigh_classes(self, train, class_weight)
+        # Over MPI, from here on an error on one rank (its data, a callback) aborts every rank:
+        # the others would wait in a collective for good.
+        guard = (contextlib.nullcontext() if comm is None
+                 else _mpi.abort_on_error(comm, agreed=(_fit.DivergenceError,)))
+        with guard:
+            train = self._prepare(X, y, sample_weight, "X", "y", "sample_weight")
+            val = None
+            if validation_data is not None:
+                if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+                    raise ValueError("validation_data must be (X_val, y_val) or (X_val, y_val, sample_weight_val)")
+                val = self._prepare(*validation_data, *([None] if len(validation_data) == 2 else []),
+                                    "validation_data[0]", "validation_data[1]", "validation_data[2]")
+            elif validation_split > 0:
+                train, val = _fit.split_validation(*train, validation_split)
+            train = _fit.weigh_classes(self, train, class_weight)
 
-        # A schedule or callback that watches val_* needs validation data: say so before any epoch.
-        for watcher in [self.optimizer.schedule] + callbacks:
-            watcher.check_logs(val is not None)
-        rng = np.random.default_rng(seed) if seed is not None else self._rng
-        if comm is None:
-            return _fit.fit_loop(self, train, val, epochs, batch_size, shuffle, rng, callbacks, verbose)
-        with _mpi.abort_on_error(comm, agreed=(_fit.DivergenceError,)), _mpi.rank_zero_output(self, comm):
-            return _fit.fit_loop(self, train, val, epochs, batch_size, shuffle, rng, callbacks,
-                                 verbose if comm.Get_rank() == 0 else 0, comm)
+            # A schedule or callback that watches val_* needs validation data: say so before any epoch.
+            for watcher in [self.optimizer.schedule] + callbacks:
+                watcher.check_logs(val is not None)
+            rng = np.random.default_rng(seed) if seed is not None else self._rng
+            if comm is None:
+                return _fit.fit_loop(self, train, val, epochs, batch_size, shuffle, rng, callbacks, verbose)
+            with _mpi.rank_zero_output(self, comm):
+                return _fit.fit_loop(self, train, val, epochs, batch_size, shuffle, rng, callbacks,
+                                     verbose if comm.Get_rank() == 0 else 0, comm)
 
     def _prepare(self, X, y, sample_weight, x_name, y_name, w_name):
         return _fit.prepare(self, X, y, sample_weight, (x_name, y_name, w_name))

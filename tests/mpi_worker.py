@@ -87,14 +87,21 @@ def equal(tmp):
     for name, optimizer, kwargs in cases:
         features = np.load(os.path.join(tmp, "X.npy"), mmap_mode="r") if name == "memmap" else X
         model, logs = build(optimizer()), Logs()
+        # Each rank would write its own file; rank 0 alone does.
+        checkpoint = fastbp.callbacks.ModelCheckpoint(os.path.join(tmp, f"{name}-{rank}.npz"), monitor="loss")
         check = StepCheck(model)
         DistributedTrainer._update = lambda trainer: check(trainer)
         try:
-            history = model.fit(features, y, epochs=3, seed=2, verbose=0, comm=comm, callbacks=[logs], **kwargs)
+            history = model.fit(features, y, epochs=3, seed=2, verbose=0, comm=comm, callbacks=[logs, checkpoint],
+                                **kwargs)
         finally:
             DistributedTrainer._update = check.original
         if check.steps != 3 * -(-int(103 * (1 - kwargs.get("validation_split", 0))) // kwargs["batch_size"]):
             raise AssertionError(f"{name}: {check.steps} steps checked")
+        comm.Barrier()
+        written = sorted(f for f in os.listdir(tmp) if f.startswith(name + "-"))
+        if written != [f"{name}-0.npz"]:
+            raise AssertionError(f"{name}: ModelCheckpoint wrote {written}; expected rank 0's alone")
         assert_same_on_every_rank(model.theta, f"{name}: theta")
         assert_same_on_every_rank(model.optimizer.state[0], f"{name}: optimizer state")
         every = comm.allgather(logs.seen)
