@@ -200,8 +200,12 @@ class Sequential:
         1e-9). Logs and callbacks see global values on every rank; only rank 0
         prints and writes files. An exception on one rank aborts the job
         (``comm.Abort(1)``); a divergence raises ``DivergenceError`` on all.
-        X may be a memory map (``np.load(path, mmap_mode='r')``): each rank then
-        reads the rows of its shares. CPU models only.
+        X may be a memory map (``np.load(path, mmap_mode='r')``, in the model's
+        dtype, else it is converted in memory): each rank then reads the rows of
+        its shares and checks one block of rows for NaN (``validation_split``
+        copies X; pass ``validation_data`` instead). CPU models only. Dropout
+        masks depend on the shares, so with dropout the result depends on the
+        number of ranks.
         """
         if loss is not None or optimizer is not None or self.loss is None:
             self.compile(loss if loss is not None else (self.loss or _missing("loss")),
@@ -225,13 +229,14 @@ class Sequential:
         guard = (contextlib.nullcontext() if comm is None
                  else _mpi.abort_on_error(comm, agreed=(_fit.DivergenceError,)))
         with guard:
-            train = self._prepare(X, y, sample_weight, "X", "y", "sample_weight")
+            part = (0, 1) if comm is None else (comm.Get_rank(), comm.Get_size())
+            train = self._prepare(X, y, sample_weight, "X", "y", "sample_weight", part)
             val = None
             if validation_data is not None:
                 if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
                     raise ValueError("validation_data must be (X_val, y_val) or (X_val, y_val, sample_weight_val)")
                 val = self._prepare(*validation_data, *([None] if len(validation_data) == 2 else []),
-                                    "validation_data[0]", "validation_data[1]", "validation_data[2]")
+                                    "validation_data[0]", "validation_data[1]", "validation_data[2]", part)
             elif validation_split > 0:
                 train, val = _fit.split_validation(*train, validation_split)
             train = _fit.weigh_classes(self, train, class_weight)
@@ -246,8 +251,8 @@ class Sequential:
                 return _fit.fit_loop(self, train, val, epochs, batch_size, shuffle, rng, callbacks,
                                      verbose if comm.Get_rank() == 0 else 0, comm)
 
-    def _prepare(self, X, y, sample_weight, x_name, y_name, w_name):
-        return _fit.prepare(self, X, y, sample_weight, (x_name, y_name, w_name))
+    def _prepare(self, X, y, sample_weight, x_name, y_name, w_name, part=(0, 1)):
+        return _fit.prepare(self, X, y, sample_weight, (x_name, y_name, w_name), part)
 
     def objective(self, X, y, sample_weight=None):
         """The full-batch training loss as a function of the flat parameter vector.

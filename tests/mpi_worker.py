@@ -157,9 +157,16 @@ def fail(tmp):
                                    callbacks=[Fail()])
 
 
+def nan(tmp):
+    """A NaN in the last rank's block of rows: that rank's check raises, and the job ends."""
+    X, y, _ = data()
+    X[-1, 2] = np.nan
+    build(fastbp.SGD(lr=0.05)).fit(X, y, epochs=1, batch_size=10, verbose=0, comm=comm)
+
+
 if __name__ == "__main__":
     scenario, tmp = sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "."
-    {"equal": equal, "diverge": diverge, "raise": fail, "kill": fail}[scenario](tmp)
+    {"equal": equal, "diverge": diverge, "raise": fail, "kill": fail, "nan": nan}[scenario](tmp)
     comm.Barrier()
     if rank == 0:
         print(f"OK {scenario}", flush=True)
