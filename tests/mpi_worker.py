@@ -83,6 +83,8 @@ def equal(tmp):
         ("class-weight-schedule", lambda: fastbp.SGD(lr=fastbp.StepDecay(0.1, 1, 0.5)),
          dict(batch_size=16, class_weight="balanced", validation_split=0.25)),
         ("memmap", lambda: fastbp.Adam(lr=0.01), dict(batch_size=10, sample_weight=w)),
+        # Batches of 2 on 3 ranks: one rank has no rows in every batch (the last has one row).
+        ("empty-shares", lambda: fastbp.SGD(lr=0.02, momentum=0.5), dict(batch_size=2, sample_weight=w)),
     ]
     for name, optimizer, kwargs in cases:
         features = np.load(os.path.join(tmp, "X.npy"), mmap_mode="r") if name == "memmap" else X
