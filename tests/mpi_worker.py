@@ -164,6 +164,27 @@ def fail(tmp):
                                    callbacks=[Fail()])
 
 
+def estimator(tmp):
+    """MLPClassifier.fit(comm=...) equals its one-process fit; an lbfgs one says it cannot."""
+    X, y, w = data()
+    kwargs = dict(hidden_layer_sizes=(6,), solver="adam", batch_size=10, max_iter=4, random_state=0,
+                  early_stopping=True, validation_fraction=0.2, n_iter_no_change=10)
+    clf = fastbp.MLPClassifier(**kwargs).fit(X, y, sample_weight=w, comm=comm)
+    flat = np.concatenate([a.ravel() for a in clf.coefs_ + clf.intercepts_])
+    assert_same_on_every_rank(flat, "coefs_ and intercepts_")
+    try:
+        fastbp.MLPClassifier(solver="lbfgs", random_state=0).fit(X, y, comm=comm)
+        raise AssertionError("lbfgs took comm")
+    except ValueError as err:
+        if "solver='sgd' or 'adam'" not in str(err):
+            raise
+    if rank == 0:
+        one = fastbp.MLPClassifier(**kwargs).fit(X, y, sample_weight=w)
+        assert_close(flat, np.concatenate([a.ravel() for a in one.coefs_ + one.intercepts_]), "coefs_")
+        assert_close(clf.loss_curve_, one.loss_curve_, "loss_curve_")
+        assert_close(clf.validation_scores_, one.validation_scores_, "validation_scores_")
+
+
 def nan(tmp):
     """A NaN in the last rank's block of rows: that rank's check raises, and the job ends."""
     X, y, _ = data()
@@ -173,7 +194,7 @@ def nan(tmp):
 
 if __name__ == "__main__":
     scenario, tmp = sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "."
-    {"equal": equal, "diverge": diverge, "raise": fail, "kill": fail, "nan": nan}[scenario](tmp)
+    {"equal": equal, "diverge": diverge, "raise": fail, "kill": fail, "nan": nan, "estimator": estimator}[scenario](tmp)
     comm.Barrier()
     if rank == 0:
         print(f"OK {scenario}", flush=True)
