@@ -76,7 +76,8 @@ def scaling_model(machines=(2, 4, 8, 16, 64), bandwidths=(10, 100)):
             for n in machines:
                 seconds = 2 * (n - 1) / n * size / (g * 1e9 / 8) + 2 * (n - 1) * LATENCY_S
                 cells.append(f"{seconds * 1e3:.3f}")
-        lines.append(f"| {config.name} | {config.n_parameters:,} | {size / 2**20:.2f} MiB | " + " | ".join(cells) + " |")
+        lines.append(f"| {config.name} | {config.n_parameters:,} | {size / 2**20:.2f} MiB | "
+                     + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

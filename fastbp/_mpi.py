@@ -1,7 +1,8 @@
 """Data-parallel training over MPI: the communicator, agreed values, rank 0's output, faults.
 
-mpi4py is imported only here, and only when ``fit`` is given ``comm=``
-(``pip install 'fastbp[mpi]'`` brings mpi4py and the mpich wheel). The step
+mpi4py is imported only when ``fit`` is given ``comm=`` (here and in the
+trainer) or by ``fastbp train --distributed``; ``pip install 'fastbp[mpi]'``
+brings mpi4py and the mpich wheel. The step
 itself is ``backends.cpu.DistributedTrainer``; this module holds what fit does
 around it:
 
@@ -11,7 +12,7 @@ around it:
   same numbers.
 - ``evaluate``: validation in shards, one contiguous block of rows per rank,
   the S_* sums added over the ranks.
-- ``rank_zero_output``: on the other ranks, no prints and no files while fit
+- ``rank_zero_output``: on the other ranks, no output (stdout, stderr) and no files while fit
   runs (progress, LearningRateLogger, ModelCheckpoint, save).
 - ``abort_on_error``: an exception on one rank (other than the agreed
   ``DivergenceError``) prints its traceback and calls ``comm.Abort(1)``: the

@@ -6,8 +6,13 @@ import numpy as np
 from .backends._cpu_loop import all_finite
 
 
-def check_features(X, n_features, dtype, argument="X"):
-    """X as a C-contiguous (n_samples, n_features) array of ``dtype``, finite and non-empty."""
+def check_features(X, n_features, dtype, argument="X", part=(0, 1)):
+    """X as a C-contiguous (n_samples, n_features) array of ``dtype``, finite and non-empty.
+
+    ``part`` = (k, parts) checks the finiteness of the k-th of ``parts`` blocks of rows only:
+    each rank of a data-parallel fit checks its block, so that none reads a memory-mapped X
+    through.
+    """
     if hasattr(X, "__cuda_array_interface__") and not isinstance(X, np.ndarray):
         raise TypeError(f"{argument} must be host data (a NumPy array or array-like); got a device "
                         f"array of type {type(X).__name__}: copy it to the host first")
@@ -28,9 +33,11 @@ def check_features(X, n_features, dtype, argument="X"):
                          f"got shape {arr.shape}")
     arr = np.ascontiguousarray(arr, dtype=dtype)
     # The compiled check of the training loop: one pass, no temporary array.
-    if not all_finite(arr.ravel()):
-        bad = np.argwhere(~np.isfinite(arr))[0]
-        raise ValueError(f"{argument} contains NaN or inf (first at row {bad[0]}, column {bad[1]})")
+    first = len(arr) * part[0] // part[1]
+    block = arr[first:len(arr) * (part[0] + 1) // part[1]]
+    if not all_finite(block.ravel()):
+        bad = np.argwhere(~np.isfinite(block))[0]
+        raise ValueError(f"{argument} contains NaN or inf (first at row {first + bad[0]}, column {bad[1]})")
     return arr
 
 

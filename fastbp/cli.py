@@ -121,8 +121,10 @@ def _train(args):
         fastbp.set_num_threads(args.threads)
     comm, say = None, print
     if args.distributed:
-        from mpi4py import MPI
-
+        try:
+            from mpi4py import MPI
+        except ImportError:
+            raise SystemExit("fastbp train --distributed needs mpi4py: pip install 'fastbp[mpi]'") from None
         comm = MPI.COMM_WORLD
         if comm.Get_rank() != 0:
             say = _silent  # every rank trains and evaluates; rank 0 alone reports and saves

@@ -98,8 +98,13 @@ class _BaseMLP(BaseEstimator):
 
     # ----- fitting ----------------------------------------------------------------------
 
-    def _fit(self, X, y, sample_weight, incremental):
+    def _fit(self, X, y, sample_weight, incremental, comm=None):
         self._validate_params()
+        if comm is not None and (self.solver == "lbfgs" or isinstance(self.random_state, (type(None),
+                                                                                           np.random.RandomState))):
+            raise ValueError(f"fit(comm=...) trains over MPI with solver='sgd' or 'adam' and an integer "
+                             f"random_state (every rank must draw the same splits and shuffles); got "
+                             f"solver={self.solver!r}, random_state={self.random_state!r}")
         sizes = self._hidden_layer_sizes()
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
         if self.dtype is not None:
@@ -126,7 +131,7 @@ class _BaseMLP(BaseEstimator):
         if self.solver == "lbfgs":
             self._fit_lbfgs(X, Y, sample_weight)
         else:
-            self._fit_stochastic(X, Y, sample_weight, incremental)
+            self._fit_stochastic(X, Y, sample_weight, incremental, comm)
         return self
 
     def _hidden_layer_sizes(self):
@@ -182,7 +187,7 @@ class _BaseMLP(BaseEstimator):
             self.validation_scores_ = None
             self.best_validation_score_ = None
 
-    def _fit_stochastic(self, X, Y, sample_weight, incremental):
+    def _fit_stochastic(self, X, Y, sample_weight, incremental, comm=None):
         if not incremental or self._lr is None:
             self._lr, optimizer = stochastic_optimizer(self, self._grad_scale)
             self._model.compile(self._loss_name(), optimizer)
@@ -195,7 +200,7 @@ class _BaseMLP(BaseEstimator):
         self._offset = self._loss_offset(Y, sample_weight)
         callback = self._prepare_epochs(X.shape[0], batch_size, sample_weight, validation, incremental)
         self.n_iter_ = 0
-        self._run_epochs(X, Y, sample_weight, batch_size, callback, incremental)
+        self._run_epochs(X, Y, sample_weight, batch_size, callback, incremental, comm)
         if self.early_stopping:
             self._model.set_flat_weights(self._best_weights)
 
@@ -215,13 +220,14 @@ class _BaseMLP(BaseEstimator):
         self._model.optimizer.weight_decay = decay
         return SklearnEpochs(self, n_samples, n_batches, weight_total, validation, incremental)
 
-    def _run_epochs(self, X, Y, sample_weight, batch_size, callback, incremental):
+    def _run_epochs(self, X, Y, sample_weight, batch_size, callback, incremental, comm=None):
         """One model.fit over the epochs; divergence raises scikit-learn's ValueError, Ctrl-C warns."""
         try:
             self._model.fit(X, self._fastbp_targets(Y), epochs=1 if incremental else self.max_iter,
                             batch_size=batch_size, shuffle=self.shuffle,
                             seed=self._random_state,
-                            callbacks=[callback], verbose=0, sample_weight=sample_weight)
+                            callbacks=[callback], verbose=0, sample_weight=sample_weight,
+                            **({} if comm is None else {"comm": comm}))
         except DivergenceError as err:
             if not self._keep_best_after_divergence(err, callback):
                 raise ValueError(f"Solver produced non-finite parameter weights. The input data may "
@@ -438,9 +444,12 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  n_iter_no_change=10, max_fun=15000, dtype=None, device="cpu", class_weight=None):
         _store_params(self, locals())
 
-    def fit(self, X, y, sample_weight=None):
-        """Fit the network to X and class labels y (1-D, or a label indicator matrix)."""
-        return self._fit(X, y, sample_weight, incremental=False)
+    def fit(self, X, y, sample_weight=None, comm=None):
+        """Fit the network to X and class labels y (1-D, or a label indicator matrix).
+
+        ``comm``: an mpi4py communicator, to train data-parallel over MPI (``Sequential.fit``).
+        """
+        return self._fit(X, y, sample_weight, incremental=False, comm=comm)
 
     @available_if(_stochastic)
     def partial_fit(self, X, y, sample_weight=None, classes=None):
@@ -597,9 +606,12 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  dtype=None, device="cpu"):
         _store_params(self, locals())
 
-    def fit(self, X, y, sample_weight=None):
-        """Fit the network to X and targets y, (n_samples,) or (n_samples, n_outputs)."""
-        return self._fit(X, y, sample_weight, incremental=False)
+    def fit(self, X, y, sample_weight=None, comm=None):
+        """Fit the network to X and targets y, (n_samples,) or (n_samples, n_outputs).
+
+        ``comm``: an mpi4py communicator, to train data-parallel over MPI (``Sequential.fit``).
+        """
+        return self._fit(X, y, sample_weight, incremental=False, comm=comm)
 
     @available_if(_stochastic)
     def partial_fit(self, X, y, sample_weight=None):

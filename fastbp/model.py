@@ -9,6 +9,8 @@ the layers, the parameters, the loss and the optimizer; ``fit`` checks its
 arguments and hands over to ``fastbp._fit`` (data once, then the epochs), which
 runs them on a backend of ``fastbp.backends``.
 """
+import contextlib
+
 import numpy as np
 
 from . import _fit, _mpi, _progress, backends, export, interop, losses, optimizers
@@ -246,8 +248,12 @@ class Sequential:
         1e-9). Logs and callbacks see global values on every rank; only rank 0
         prints and writes files. An exception on one rank aborts the job
         (``comm.Abort(1)``); a divergence raises ``DivergenceError`` on all.
-        X may be a memory map (``np.load(path, mmap_mode='r')``): each rank then
-        reads the rows of its shares. CPU models only.
+        X may be a memory map (``np.load(path, mmap_mode='r')``, in the model's
+        dtype, else it is converted in memory): each rank then reads the rows of
+        its shares and checks one block of rows for NaN (``validation_split``
+        copies X; pass ``validation_data`` instead). CPU models only. Dropout
+        masks depend on the shares, so with dropout the result depends on the
+        number of ranks.
         """
         if loss is not None or optimizer is not None or self.loss is None:
             self.compile(loss if loss is not None else (self.loss or _missing("loss")),
@@ -271,29 +277,35 @@ class Sequential:
             if not isinstance(cb, Callback):
                 raise TypeError(f"callbacks must be fastbp.callbacks.Callback instances; got {type(cb).__name__}")
 
-        train = self._prepare(X, y, sample_weight, "X", "y", "sample_weight")
-        val = None
-        if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
-                raise ValueError("validation_data must be (X_val, y_val) or (X_val, y_val, sample_weight_val)")
-            val = self._prepare(*validation_data, *([None] if len(validation_data) == 2 else []),
-                                "validation_data[0]", "validation_data[1]", "validation_data[2]")
-        elif validation_split > 0:
-            train, val = _fit.split_validation(*train, validation_split)
-        train = _fit.weigh_classes(self, train, class_weight)
+        # Over MPI, from here on an error on one rank (its data, a callback) aborts every rank:
+        # the others would wait in a collective for good.
+        guard = (contextlib.nullcontext() if comm is None
+                 else _mpi.abort_on_error(comm, agreed=(_fit.DivergenceError,)))
+        with guard:
+            part = (0, 1) if comm is None else (comm.Get_rank(), comm.Get_size())
+            train = self._prepare(X, y, sample_weight, "X", "y", "sample_weight", part)
+            val = None
+            if validation_data is not None:
+                if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+                    raise ValueError("validation_data must be (X_val, y_val) or (X_val, y_val, sample_weight_val)")
+                val = self._prepare(*validation_data, *([None] if len(validation_data) == 2 else []),
+                                    "validation_data[0]", "validation_data[1]", "validation_data[2]", part)
+            elif validation_split > 0:
+                train, val = _fit.split_validation(*train, validation_split)
+            train = _fit.weigh_classes(self, train, class_weight)
 
-        # A schedule or callback that watches val_* needs validation data: say so before any epoch.
-        for watcher in [self.optimizer.schedule] + callbacks:
-            watcher.check_logs(val is not None)
-        rng = self._rng if seed is None else _fit.shuffling_rng(seed)
-        if comm is None:
-            return _fit.fit_loop(self, train, val, epochs, batch_size, shuffle, rng, callbacks, verbose)
-        with _mpi.abort_on_error(comm, agreed=(_fit.DivergenceError,)), _mpi.rank_zero_output(self, comm):
-            return _fit.fit_loop(self, train, val, epochs, batch_size, shuffle, rng, callbacks,
-                                 verbose if comm.Get_rank() == 0 else 0, comm)
+            # A schedule or callback that watches val_* needs validation data: say so before any epoch.
+            for watcher in [self.optimizer.schedule] + callbacks:
+                watcher.check_logs(val is not None)
+            rng = self._rng if seed is None else _fit.shuffling_rng(seed)
+            if comm is None:
+                return _fit.fit_loop(self, train, val, epochs, batch_size, shuffle, rng, callbacks, verbose)
+            with _mpi.rank_zero_output(self, comm):
+                return _fit.fit_loop(self, train, val, epochs, batch_size, shuffle, rng, callbacks,
+                                     verbose if comm.Get_rank() == 0 else 0, comm)
 
-    def _prepare(self, X, y, sample_weight, x_name, y_name, w_name):
-        return _fit.prepare(self, X, y, sample_weight, (x_name, y_name, w_name))
+    def _prepare(self, X, y, sample_weight, x_name, y_name, w_name, part=(0, 1)):
+        return _fit.prepare(self, X, y, sample_weight, (x_name, y_name, w_name), part)
 
     def objective(self, X, y, sample_weight=None):
         """The full-batch training loss as a function of the flat parameter vector.

@@ -27,9 +27,10 @@ def data(n=103, n_features=5, n_classes=3, seed=0):
     return X, rng.integers(0, n_classes, n), rng.uniform(0.2, 2.0, n)
 
 
-def build(optimizer, seed=1, n_out=3, activation="tanh"):
-    model = fastbp.Sequential([fastbp.Dense(5, 7, activation=activation), fastbp.Dense(7, n_out)],
-                              dtype="float64", seed=seed)
+def build(optimizer, seed=1, n_out=3, activation="tanh", hidden=(7,)):
+    sizes = (5,) + hidden
+    layers = [fastbp.Dense(i, o, activation=activation) for i, o in zip(sizes, sizes[1:])]
+    model = fastbp.Sequential(layers + [fastbp.Dense(sizes[-1], n_out)], dtype="float64", seed=seed)
     return model.compile("softmax_cross_entropy" if n_out > 1 else "mse", optimizer)
 
 
@@ -83,25 +84,38 @@ def equal(tmp):
         ("class-weight-schedule", lambda: fastbp.SGD(lr=fastbp.StepDecay(0.1, 1, 0.5)),
          dict(batch_size=16, class_weight="balanced", validation_split=0.25)),
         ("memmap", lambda: fastbp.Adam(lr=0.01), dict(batch_size=10, sample_weight=w)),
+        # Batches of 2 on 3 ranks: one rank has no rows in every batch (the last has one row).
+        ("empty-shares", lambda: fastbp.SGD(lr=0.02, momentum=0.5), dict(batch_size=2, sample_weight=w)),
+        ("large-message", lambda: fastbp.Adam(lr=0.001), dict(batch_size=10)),
     ]
+    # 103,000 parameters: an 824 kB gradient, which MPI reduces with its large-message algorithm.
+    shapes = {"large-message": (400, 250)}
     for name, optimizer, kwargs in cases:
         features = np.load(os.path.join(tmp, "X.npy"), mmap_mode="r") if name == "memmap" else X
-        model, logs = build(optimizer()), Logs()
+        hidden = shapes.get(name, (7,))
+        model, logs = build(optimizer(), hidden=hidden), Logs()
+        # Each rank would write its own file; rank 0 alone does.
+        checkpoint = fastbp.callbacks.ModelCheckpoint(os.path.join(tmp, f"{name}-{rank}.npz"), monitor="loss")
         check = StepCheck(model)
         DistributedTrainer._update = lambda trainer: check(trainer)
         try:
-            history = model.fit(features, y, epochs=3, seed=2, verbose=0, comm=comm, callbacks=[logs], **kwargs)
+            history = model.fit(features, y, epochs=3, seed=2, verbose=0, comm=comm, callbacks=[logs, checkpoint],
+                                **kwargs)
         finally:
             DistributedTrainer._update = check.original
         if check.steps != 3 * -(-int(103 * (1 - kwargs.get("validation_split", 0))) // kwargs["batch_size"]):
             raise AssertionError(f"{name}: {check.steps} steps checked")
+        comm.Barrier()
+        written = sorted(f for f in os.listdir(tmp) if f.startswith(name + "-"))
+        if written != [f"{name}-0.npz"]:
+            raise AssertionError(f"{name}: ModelCheckpoint wrote {written}; expected rank 0's alone")
         assert_same_on_every_rank(model.theta, f"{name}: theta")
         assert_same_on_every_rank(model.optimizer.state[0], f"{name}: optimizer state")
         every = comm.allgather(logs.seen)
         if any(seen != every[0] for seen in every):
             raise AssertionError(f"{name}: the callbacks saw different logs on different ranks")
         if rank == 0:
-            single = build(optimizer())
+            single = build(optimizer(), hidden=hidden)
             expected = single.fit(X, y, epochs=3, seed=2, verbose=0, **kwargs)
             assert_close(model.theta, single.theta, f"{name}: theta against one process")
             for key, values in expected.history.items():
@@ -150,9 +164,37 @@ def fail(tmp):
                                    callbacks=[Fail()])
 
 
+def estimator(tmp):
+    """MLPClassifier.fit(comm=...) equals its one-process fit; an lbfgs one says it cannot."""
+    X, y, w = data()
+    kwargs = dict(hidden_layer_sizes=(6,), solver="adam", batch_size=10, max_iter=4, random_state=0,
+                  early_stopping=True, validation_fraction=0.2, n_iter_no_change=10)
+    clf = fastbp.MLPClassifier(**kwargs).fit(X, y, sample_weight=w, comm=comm)
+    flat = np.concatenate([a.ravel() for a in clf.coefs_ + clf.intercepts_])
+    assert_same_on_every_rank(flat, "coefs_ and intercepts_")
+    try:
+        fastbp.MLPClassifier(solver="lbfgs", random_state=0).fit(X, y, comm=comm)
+        raise AssertionError("lbfgs took comm")
+    except ValueError as err:
+        if "solver='sgd' or 'adam'" not in str(err):
+            raise
+    if rank == 0:
+        one = fastbp.MLPClassifier(**kwargs).fit(X, y, sample_weight=w)
+        assert_close(flat, np.concatenate([a.ravel() for a in one.coefs_ + one.intercepts_]), "coefs_")
+        assert_close(clf.loss_curve_, one.loss_curve_, "loss_curve_")
+        assert_close(clf.validation_scores_, one.validation_scores_, "validation_scores_")
+
+
+def nan(tmp):
+    """A NaN in the last rank's block of rows: that rank's check raises, and the job ends."""
+    X, y, _ = data()
+    X[-1, 2] = np.nan
+    build(fastbp.SGD(lr=0.05)).fit(X, y, epochs=1, batch_size=10, verbose=0, comm=comm)
+
+
 if __name__ == "__main__":
     scenario, tmp = sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "."
-    {"equal": equal, "diverge": diverge, "raise": fail, "kill": fail}[scenario](tmp)
+    {"equal": equal, "diverge": diverge, "raise": fail, "kill": fail, "nan": nan, "estimator": estimator}[scenario](tmp)
     comm.Barrier()
     if rank == 0:
         print(f"OK {scenario}", flush=True)

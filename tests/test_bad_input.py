@@ -489,3 +489,16 @@ def test_the_gradient_check_finds_every_non_finite_value(dtype, bad):
         spoiled = grad.copy()
         spoiled[i] = bad
         assert not _all_finite(spoiled), i
+
+
+def test_check_features_checks_one_block_of_rows_when_asked():
+    # A data-parallel fit's rank checks its block of X only; the row in the message is X's.
+    from fastbp._validation import check_features
+
+    X = np.zeros((10, 3))
+    X[5, 1] = np.nan
+    check_features(X, 3, np.float64, "X", part=(0, 2))  # rows 0-4
+    with pytest.raises(ValueError, match=r"X contains NaN or inf \(first at row 5, column 1\)"):
+        check_features(X, 3, np.float64, "X", part=(1, 2))
+    with pytest.raises(ValueError, match=r"first at row 5, column 1"):
+        check_features(X, 3, np.float64, "X")

@@ -85,6 +85,22 @@ def test_a_failing_rank_ends_the_job(how, tmp_path):
 
 
 @needs_mpiexec
+def test_estimator_over_mpi(tmp_path):
+    pytest.importorskip("sklearn", reason="fastbp.MLPClassifier needs scikit-learn")
+    result = _worker(3, "estimator", tmp_path)
+    assert result.returncode == 0 and "OK estimator" in result.stdout, result.stderr[-3000:]
+
+
+@needs_mpiexec
+def test_bad_data_on_one_rank_ends_the_job(tmp_path):
+    # Each rank checks its own block of X for NaN (a memory map is not read through):
+    # the rank that finds it aborts the others, which are already waiting for it.
+    result = _worker(2, "nan", tmp_path)
+    assert result.returncode != 0 and "OK" not in result.stdout
+    assert "X contains NaN or inf (first at row 102, column 2)" in result.stderr
+
+
+@needs_mpiexec
 def test_cli_distributed_equals_one_process(tmp_path):
     rng = np.random.default_rng(0)
     X = rng.standard_normal((90, 6))
