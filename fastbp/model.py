@@ -252,8 +252,9 @@ class Sequential:
         dtype, else it is converted in memory): each rank then reads the rows of
         its shares and checks one block of rows for NaN (``validation_split``
         copies X; pass ``validation_data`` instead). CPU models only. Dropout
-        masks depend on the shares, so with dropout the result depends on the
-        number of ranks.
+        draws each row's mask from its place in the global batch, so it does
+        not depend on the number of ranks. BatchNorm is refused (each rank would
+        normalize its share alone); LayerNorm works.
         """
         if loss is not None or optimizer is not None or self.loss is None:
             self.compile(loss if loss is not None else (self.loss or _missing("loss")),

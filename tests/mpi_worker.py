@@ -27,9 +27,11 @@ def data(n=103, n_features=5, n_classes=3, seed=0):
     return X, rng.integers(0, n_classes, n), rng.uniform(0.2, 2.0, n)
 
 
-def build(optimizer, seed=1, n_out=3, activation="tanh", hidden=(7,)):
+def build(optimizer, seed=1, n_out=3, activation="tanh", hidden=(7,), dropout=0.0):
     sizes = (5,) + hidden
-    layers = [fastbp.Dense(i, o, activation=activation) for i, o in zip(sizes, sizes[1:])]
+    layers = []
+    for i, o in zip(sizes, sizes[1:]):
+        layers += [fastbp.Dense(i, o, activation=activation)] + ([fastbp.Dropout(dropout)] if dropout else [])
     model = fastbp.Sequential(layers + [fastbp.Dense(sizes[-1], n_out)], dtype="float64", seed=seed)
     return model.compile("softmax_cross_entropy" if n_out > 1 else "mse", optimizer)
 
@@ -87,13 +89,16 @@ def equal(tmp):
         # Batches of 2 on 3 ranks: one rank has no rows in every batch (the last has one row).
         ("empty-shares", lambda: fastbp.SGD(lr=0.02, momentum=0.5), dict(batch_size=2, sample_weight=w)),
         ("large-message", lambda: fastbp.Adam(lr=0.001), dict(batch_size=10)),
+        # Masks drawn from each row's place in the global batch: the same on any number of ranks.
+        ("dropout", lambda: fastbp.SGD(lr=0.05, momentum=0.9), dict(batch_size=10)),
     ]
     # 103,000 parameters: an 824 kB gradient, which MPI reduces with its large-message algorithm.
-    shapes = {"large-message": (400, 250)}
+    shapes = {"large-message": (400, 250), "dropout": (9, 6)}
     for name, optimizer, kwargs in cases:
         features = np.load(os.path.join(tmp, "X.npy"), mmap_mode="r") if name == "memmap" else X
         hidden = shapes.get(name, (7,))
-        model, logs = build(optimizer(), hidden=hidden), Logs()
+        rate = 0.3 if name == "dropout" else 0.0
+        model, logs = build(optimizer(), hidden=hidden, dropout=rate), Logs()
         # Each rank would write its own file; rank 0 alone does.
         checkpoint = fastbp.callbacks.ModelCheckpoint(os.path.join(tmp, f"{name}-{rank}.npz"), monitor="loss")
         check = StepCheck(model)
@@ -115,7 +120,7 @@ def equal(tmp):
         if any(seen != every[0] for seen in every):
             raise AssertionError(f"{name}: the callbacks saw different logs on different ranks")
         if rank == 0:
-            single = build(optimizer(), hidden=hidden)
+            single = build(optimizer(), hidden=hidden, dropout=rate)
             expected = single.fit(X, y, epochs=3, seed=2, verbose=0, **kwargs)
             assert_close(model.theta, single.theta, f"{name}: theta against one process")
             for key, values in expected.history.items():

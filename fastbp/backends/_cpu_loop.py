@@ -113,8 +113,13 @@ def update_running(net, ws, nb):
 
 
 @jit
-def forward(net, ws, theta, nb, training, seed):
-    """Run the network on the first nb rows of activation 0; activation i + 1 is op i's output."""
+def forward(net, ws, theta, nb, training, seed, row0):
+    """Run the network on the first nb rows of activation 0; activation i + 1 is op i's output.
+
+    row0 is the first row's place in the whole batch: dropout draws row r's mask
+    from the counters of row row0 + r, so a rank's share of a batch (MPI) gets
+    the mask one process gives those rows.
+    """
     layout, cap = net.layout, ws.cap
     for i in range(net.kinds.size):
         x = _rows(ws.acts, layout, cap, i, nb)
@@ -130,7 +135,8 @@ def forward(net, ws, theta, nb, training, seed):
             _norm_forward(net, ws, theta, i, x, out, training)
         elif training:
             # A distinct stream per step and per layer.
-            DR.dropout_forward_serial(out, _rows(ws.masks, layout, cap, i + 1, nb), x, net.rates[i], seed + i)
+            DR.dropout_forward_from(out, _rows(ws.masks, layout, cap, i + 1, nb), x, net.rates[i], seed + i,
+                                    row0 * x.shape[1])
         else:
             A.activation_forward_serial(out, x, np.int64(R.IDENTITY), 0.0)
 
@@ -272,15 +278,16 @@ def _gather_batch(ws, net, X, data, batch, order, start, nb):
 
 
 @jit
-def batch_gradient(net, ws, batch, opt, nb, loss, seed):
+def batch_gradient(net, ws, batch, opt, nb, loss, seed, row0):
     """Forward, loss and backward on the nb rows in activation 0 and ``batch``: the gradient into opt.grad.
 
     Returns OK, or NONFINITE_LOSS (then opt.grad is not written). The dropout
-    stream is seed + step * (n_ops + 1), step = opt.counters[0].
+    stream is seed + step * (n_ops + 1), step = opt.counters[0]; row0 is the
+    rows' place in the batch (``forward``).
     """
     n_ops = net.kinds.size
     labels, target, weight = _prefix(batch, nb)
-    forward(net, ws, opt.theta, nb, True, seed + opt.counters[0] * (n_ops + 1))
+    forward(net, ws, opt.theta, nb, True, seed + opt.counters[0] * (n_ops + 1), row0)
     out = _rows(ws.acts, net.layout, ws.cap, n_ops, nb)
     probs = ws.probs[:nb]
     L.loss_code_forward(ws.loss, probs, out, labels, target, weight, loss.code, loss.param)
@@ -326,7 +333,7 @@ def train_batches(X, data, order, first, last, net, ws, batch, opt, loss, seed, 
         start = b * ws.cap
         nb = min(ws.cap, n - start)
         _gather_batch(ws, net, X, data, batch, order, start, nb)
-        status = batch_gradient(net, ws, batch, opt, nb, loss, seed)
+        status = batch_gradient(net, ws, batch, opt, nb, loss, seed, 0)
         if status == R.OK:
             status = apply_update(net, ws, batch, opt, nb, loss, stats)
         if status != R.OK:
@@ -364,7 +371,7 @@ def share_gradient(X, data, order, start, nb, share, net, ws, batch, opt, loss, 
         opt.grad[:] = 0.0
         ws.loss[0] = 0.0
         return R.OK
-    status = batch_gradient(net, ws, batch, opt, hi - lo, loss, seed)
+    status = batch_gradient(net, ws, batch, opt, hi - lo, loss, seed, lo)
     scale = local / total
     for k in range(opt.grad.size):
         opt.grad[k] *= scale
@@ -375,7 +382,7 @@ def share_gradient(X, data, order, start, nb, share, net, ws, batch, opt, loss, 
 def _infer_rows(X, net, ws, theta, start, nb):
     """The network's outputs (inference mode) on rows start..start+nb of X, as a view of ws."""
     _rows(ws.acts, net.layout, ws.cap, 0, nb)[:] = X[start:start + nb]
-    forward(net, ws, theta, nb, False, 0)
+    forward(net, ws, theta, nb, False, 0, 0)
     return _rows(ws.acts, net.layout, ws.cap, net.kinds.size, nb)
 
 

@@ -110,8 +110,8 @@ class DistributedTrainer(Trainer):
                 self.model.loss.spec(), self.seed)
 
     def _update_args(self):
-        return (self.net, self.ws, self.batch, self.opt, int(self.share[1] - self.share[0]), self.model.loss.spec(),
-                self.stats)
+        return (self.net, self.ws, self.batch, self.opt, int(self.share[1] - self.share[0]),
+                self.model.loss.spec(), self.stats)
 
     def run(self, first, last):
         from mpi4py import MPI

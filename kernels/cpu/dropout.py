@@ -37,23 +37,33 @@ def dropout_forward(out, mask, x, rate, seed):
     if x.size < PARALLEL_MIN_ELEMENTS:
         dropout_forward_serial(out, mask, x, rate, seed)
     else:
-        _dropout_forward_loop(out, mask, x, rate, seed)
+        _dropout_forward_loop(out, mask, x, rate, seed, 0)
 
 
 @jit
 def dropout_forward_serial(out, mask, x, rate, seed):
     """``dropout_forward`` on the calling thread alone: the same mask and output."""
-    _dropout_forward_loop(out, mask, x, rate, seed)
+    _dropout_forward_loop(out, mask, x, rate, seed, 0)
+
+
+@jit
+def dropout_forward_from(out, mask, x, rate, seed, first):
+    """``dropout_forward_serial`` drawing element i's mask from counter first + i.
+
+    The training loop's entry: a block of rows that starts at element ``first``
+    of a larger batch (a rank's share, under MPI) gets that batch's mask.
+    """
+    _dropout_forward_loop(out, mask, x, rate, seed, first)
 
 
 @jit(inline="always")
-def _dropout_forward_loop(out, mask, x, rate, seed):
+def _dropout_forward_loop(out, mask, x, rate, seed, first):
     o = out.ravel()
     m = mask.ravel()
     v = x.ravel()
     keep = 1.0 / (1.0 - rate)
     for i in prange(v.size):
-        m[i] = keep if hash_uniform(seed, i) >= rate else 0.0
+        m[i] = keep if hash_uniform(seed, first + i) >= rate else 0.0
         o[i] = v[i] * m[i]
 
 
