@@ -12,6 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 
 LEARNING_RATE = 0.01
+# "wall" (default) or "cpu": with "cpu", timings are the process's CPU time (all its threads),
+# which a machine shared with other work inflates far less than wall time; meaningful with one
+# thread per library (spinning workers count as work). compare.py --clock sets it for its children.
+CLOCK_VARIABLE = "FASTBP_BENCH_CLOCK"
 MOMENTUM = 0.9
 DTYPES = ("float32", "float64")
 
@@ -63,6 +67,14 @@ SHAPES = {c.name: (c.batch_size, c.layers[0], c.layers[1]) for c in CONFIGS.valu
 KERNELS = {**{k: ("forward", "backward") for k in ("dense", "dense_act", "relu", "softmax", "gelu",
                                                   "softmax_cross_entropy")},
            "sgd_update": ("update",), "adam_update": ("update",)}
+
+
+def bench_clock():
+    """time.perf_counter, or time.process_time where FASTBP_BENCH_CLOCK=cpu."""
+    import os
+    import time
+
+    return time.process_time if os.environ.get(CLOCK_VARIABLE, "wall") == "cpu" else time.perf_counter
 
 
 def make_data(config, n_samples=None, seed=0):
