@@ -123,3 +123,14 @@ def test_a_bad_forced_width_is_refused_by_name():
     done = subprocess.run([sys.executable, "-c", "import fastbp.kernels.cpu._simd"], env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode != 0 and "FASTBP_SIMD_WIDTH must be 0, 8 or 16; got '12'" in done.stderr
+
+
+def test_a_forced_width_selects_its_own_cache_folder(monkeypatch):
+    """The width is frozen into compiled code: code compiled for one must never load for another."""
+    from fastbp.kernels import _cache
+
+    hashes = set()
+    for width in ("", "0", "8", "16"):
+        monkeypatch.setenv("FASTBP_SIMD_WIDTH", width)
+        hashes.add(_cache.tree_hash())
+    assert len(hashes) == 4
