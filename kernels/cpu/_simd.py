@@ -109,8 +109,10 @@ def _emit_tile(builder, ptrs, strides, k, rows, cols, mode, mr, nv):
     module = builder.module
     suffix = f"v{VEC}f32"
     fma = _declare(module, f"llvm.fma.{suffix}", vty, [vty, vty, vty])
-    mload = _declare(module, f"llvm.masked.load.{suffix}.p0", vty, [vptr, _I32, mty, vty])
-    mstore = _declare(module, f"llvm.masked.store.{suffix}.p0", ir.VoidType(), [vty, vptr, _I32, mty])
+    # Named for a typed pointer (<VEC x float>*), as LLVM before opaque pointers wants; later
+    # LLVMs remangle the name to ".p0" when they read the module.
+    mload = _declare(module, f"llvm.masked.load.{suffix}.p0{suffix}", vty, [vptr, _I32, mty, vty])
+    mstore = _declare(module, f"llvm.masked.store.{suffix}.p0{suffix}", ir.VoidType(), [vty, vptr, _I32, mty])
     c, a, b, bias = ptrs
     ldc, a_rs, a_cs, ldb = strides
     zero_vec = ir.Constant(vty, [0.0] * VEC)
