@@ -5,6 +5,8 @@
     python benchmarks/compare.py --configs mnist --peers fastbp,torch --threads 1
 
 Peers: fastbp.Sequential, a plain NumPy hand-written backprop (below), PyTorch on the CPU,
+JAX on the CPU (the whole training step under ``jax.jit``, an epoch's batches under
+``lax.scan``, the data on the device before timing: it compiles whole epochs as fastbp does),
 scikit-learn's MLPClassifier and fastbp.MLPClassifier; one that is not installed is skipped
 with a note. Two more rows train fastbp.Sequential in a process that also runs PyTorch, imported
 (and its OpenMP pool started by a small op) before fastbp ("PyTorch first") or after it
@@ -19,7 +21,10 @@ Each (implementation, configuration) runs in its own fresh process with NUMBA_NU
 OPENBLAS_NUM_THREADS, OMP_NUM_THREADS and MKL_NUM_THREADS set before any import (BLAS reads
 them once), and torch.set_num_threads too. That process imports its library, makes the data,
 trains one warm-up epoch (not timed; it compiles or loads numba's cache), then --repeats timed
-epochs; the median is reported. Memory (Linux) is the process's peak resident set (VmHWM):
+epochs; the median is reported. The report says which BLAS libraries the parent process
+loads (NumPy's and SciPy's, which fastbp's products call) and which kernel OpenBLAS picked
+(threadpoolctl's ``architecture``): with ``OPENBLAS_CORETYPE=Haswell`` set, as on this
+workplace's machines, OpenBLAS runs its AVX2 kernels on an AVX-512 CPU. Memory (Linux) is the process's peak resident set (VmHWM):
 its growth over the resident set once the library is imported and the data made, through
 the set-up and the first epoch ("fit MB": what a fit costs), and the peak overall. For the MLPClassifier rows an epoch is one ``fit`` call
 with max_iter=1 and warm_start=True (argument checks included); for fastbp.Sequential one
@@ -38,7 +43,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import time
 import warnings
 from importlib import metadata
 from pathlib import Path
@@ -47,8 +51,8 @@ import numpy as np
 
 if __package__ in (None, ""):
     sys.path.append(str(Path(__file__).resolve().parents[1]))  # the repository, for benchmarks.configs
-from benchmarks.configs import (CONFIGS, LEARNING_RATE, MOMENTUM, allocations_per_step,  # noqa: E402
-                                build_fastbp, fit_epoch, make_data)
+from benchmarks.configs import (CLOCK_VARIABLE, CONFIGS, LEARNING_RATE, MOMENTUM,  # noqa: E402
+                                allocations_per_step, bench_clock, build_fastbp, fit_epoch, make_data)
 
 THREAD_VARIABLES = ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 EVAL_SAMPLES = 4096
@@ -158,6 +162,64 @@ def _setup_torch(config, X, y, threads):
     return epoch, predict_proba, lambda: str(model[0].weight.dtype).removeprefix("torch.")
 
 
+def _setup_jax(config, X, y, threads):
+    """One epoch as a single jitted call: a permutation, lax.scan of the training step over the
+    full batches, then the step once more on the last, smaller batch (its own static shape).
+
+    The step is what the other peers do: forward with ReLU hidden layers, softmax cross-entropy
+    averaged over the batch, its gradient by ``jax.grad``, SGD with momentum in PyTorch's form
+    (v = momentum v + g, p -= lr v). X and y go to the device once, before any timing.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(0)
+    sizes = config.layers
+    params = [(rng.uniform(-np.sqrt(6 / i), np.sqrt(6 / i), (i, o)).astype(np.float32), np.zeros(o, np.float32))
+              for i, o in zip(sizes, sizes[1:])]
+    params = jax.device_put(params)
+    velocity = jax.tree_util.tree_map(jnp.zeros_like, params)
+    X_d, y_d = jax.device_put(X), jax.device_put(y.astype(np.int32))
+    n, bs = len(X), config.batch_size
+    n_full, tail = divmod(n, bs)
+
+    def logits(params, x):
+        for w, b in params[:-1]:
+            x = jax.nn.relu(x @ w + b)
+        w, b = params[-1]
+        return x @ w + b
+
+    def loss(params, x, labels):
+        logp = jax.nn.log_softmax(logits(params, x))
+        return -jnp.mean(jnp.take_along_axis(logp, labels[:, None], axis=1))
+
+    def step(state, idx):
+        params, velocity = state
+        grads = jax.grad(loss)(params, X_d[idx], y_d[idx])
+        velocity = jax.tree_util.tree_map(lambda v, g: MOMENTUM * v + g, velocity, grads)
+        params = jax.tree_util.tree_map(lambda p, v: p - LEARNING_RATE * v, params, velocity)
+        return (params, velocity), None
+
+    @jax.jit
+    def train_epoch(params, velocity, key):
+        order = jax.random.permutation(key, n)
+        state, _ = jax.lax.scan(step, (params, velocity), order[:n_full * bs].reshape(n_full, bs))
+        if tail:
+            state, _ = step(state, order[n_full * bs:])
+        return state
+
+    state = {"params": params, "velocity": velocity, "key": jax.random.PRNGKey(0)}
+
+    def epoch():
+        state["key"], key = jax.random.split(state["key"])
+        state["params"], state["velocity"] = train_epoch(state["params"], state["velocity"], key)
+        jax.block_until_ready(state["params"])
+
+    predict = jax.jit(lambda params, x: jax.nn.softmax(logits(params, x)))
+    return (epoch, lambda X_eval: np.asarray(predict(state["params"], X_eval)),
+            lambda: str(state["params"][0][0].dtype))
+
+
 def _mlp_classifier(cls, config, X, y):
     """scikit-learn's parameters for exactly one epoch of plain SGD with momentum per fit call."""
     clf = cls(hidden_layer_sizes=config.layers[1:-1], activation="relu", solver="sgd", alpha=0.0,
@@ -193,6 +255,7 @@ IMPLEMENTATIONS = {
     "fastbp": ("fastbp.Sequential", "fastbp", _setup_fastbp),
     "numpy": ("NumPy (hand-written)", "numpy", _setup_numpy),
     "torch": ("PyTorch (CPU)", "torch", _setup_torch),
+    "jax": ("JAX (CPU, jit + scan)", "jax", _setup_jax),
     "sklearn": ("scikit-learn MLPClassifier", "sklearn.neural_network", _setup_sklearn),
     "fastbp-mlp": ("fastbp.MLPClassifier", "fastbp", _setup_fastbp_mlp),
     "fastbp-torch-first": ("fastbp.Sequential, PyTorch first", "torch+fastbp", _setup_fastbp),
@@ -203,7 +266,7 @@ IMPLEMENTATIONS = {
 }
 # Peers that are fastbp.Sequential in company: compared with fastbp.Sequential alone.
 IN_COMPANY = ("fastbp-torch-first", "fastbp-torch-after")
-SAME_START = (("fastbp", "numpy", "torch"), ("sklearn", "fastbp-mlp"))
+SAME_START = (("fastbp", "numpy", "torch", "jax"), ("sklearn", "fastbp-mlp"))
 
 
 # ----------------------------------------------------------------------------- measurements (child processes)
@@ -232,6 +295,11 @@ def _import(modules, threads):
     that has used it."""
     import importlib
 
+    if "jax" in modules.split("+") and threads == 1:
+        # XLA's CPU client reads its flags once, when the backend starts: one thread for its
+        # Eigen products, as the other libraries get one.
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false"
+                                   " intra_op_parallelism_threads=1").strip()
     for name in modules.split("+"):
         importlib.import_module(name)
         if name == "torch":
@@ -257,10 +325,11 @@ def measure_training(impl, config_name, n_samples, repeats, threads, allocations
     epoch()
     first_fit = _memory_mb("VmHWM")
     seconds = []
+    clock = bench_clock()
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         epoch()
-        seconds.append(time.perf_counter() - start)
+        seconds.append(clock() - start)
     p = np.asarray(predict_proba(X[:EVAL_SAMPLES]))
     loss = float(-np.mean(np.log(np.maximum(p[np.arange(len(p)), y[:EVAL_SAMPLES]], 1e-12))))
     result = {"seconds": statistics.median(seconds), "all_seconds": seconds, "loss": loss, "dtype": weights_dtype(),
@@ -280,10 +349,11 @@ def measure_sgemm(size, repeats):
     c = np.empty_like(a)
     np.matmul(a, b, out=c)
     seconds = []
+    clock = bench_clock()
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         np.matmul(a, b, out=c)
-        seconds.append(time.perf_counter() - start)
+        seconds.append(clock() - start)
     return {"gflops": 2 * size**3 / statistics.median(seconds) / 1e9}
 
 
@@ -303,7 +373,8 @@ def in_child(job, threads):
 
 
 def _versions():
-    names = ["numpy", "numba", "scipy", "torch", "scikit-learn", "threadpoolctl", "fastbp"]
+    names = ["numpy", "numba", "llvmlite", "scipy", "torch", "jax", "jaxlib", "scikit-learn", "threadpoolctl",
+             "fastbp"]
     found = {"python": platform.python_version()}
     for name in names:
         try:
@@ -311,6 +382,29 @@ def _versions():
         except metadata.PackageNotFoundError:
             found[name] = "not installed"
     return found
+
+
+def _blas_info():
+    """The BLAS libraries loaded once NumPy and SciPy's BLAS are (threadpoolctl), one line each:
+    which library, version, the kernel OpenBLAS chose ('architecture') and its threads."""
+    import scipy.linalg.cython_blas  # noqa: F401  the BLAS numba's products call
+    from threadpoolctl import threadpool_info
+
+    lines = []
+    for lib in threadpool_info():
+        if lib.get("user_api") != "blas":
+            continue
+        lines.append(f"{lib.get('internal_api')} {lib.get('version')} kernel {lib.get('architecture', '?')}, "
+                     f"{lib.get('num_threads')} threads ({Path(lib.get('filepath', '?')).name})")
+    held = {v: os.environ[v] for v in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if v in os.environ}
+    if held:
+        lines.append("set: " + ", ".join(f"{k}={v}" for k, v in held.items()))
+    return lines
+
+
+def _blas_lines(threads):
+    found = in_child({"measure": "_blas_info"}, threads)
+    return found if isinstance(found, list) else [f"unknown ({found.get('skipped')})"]
 
 
 def _cpu_model():
@@ -347,6 +441,12 @@ def _target_rows(results, threads_table, startup, sgemm):
         if value is not None:
             rows.append((f"{config}: {IMPLEMENTATIONS[impl][0]} >= {goal}x {IMPLEMENTATIONS[peer][0]}",
                          f"{value:.3g}x", value >= goal))
+    for config in results:
+        # Issue 12: >= 1x JAX everywhere, >= 2x where every layer is at most 64 wide.
+        goal = 2.0 if max(CONFIGS[config].layers) <= 64 else 1.0
+        value = ratio(config, "fastbp", "jax")
+        if value is not None:
+            rows.append((f"{config}: fastbp.Sequential >= {goal:g}x JAX", f"{value:.3g}x", value >= goal))
     for config in results:
         for impl, alone in ((i, "fastbp") for i in IN_COMPANY), ("torch-fastbp-first", "torch"):
             value = ratio(config, impl, alone)
@@ -389,7 +489,8 @@ def write_report(out_dir, meta, results, threads_table, startup, notes):
         f"- load average at start / end: {meta['load_start']} / {meta['load_end']}",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
         f"- samples scale {meta['samples_scale']}, {meta['repeats']} timed epoch(s) after one warm-up "
-        f"(median), float32, SGD momentum {MOMENTUM}, lr {LEARNING_RATE}",
+        f"(median, {meta.get('clock', 'wall')} clock), float32, SGD momentum {MOMENTUM}, lr {LEARNING_RATE}",
+        "- BLAS: " + "; ".join(meta.get("blas", [])),
         f"- SGEMM peak (NumPy float32 {meta['sgemm_size']}^3, median): {_fmt(sgemm, '.1f')} GFLOP/s",
         "- GFLOP/s = 6 x weights x samples / epoch seconds (2 forward + 4 backward flops per weight)",
         "- fit MB: growth of the peak resident set over the resident set once the library is imported "
@@ -503,6 +604,9 @@ def main(argv=None):
     parser.add_argument("--sgemm-size", type=int, default=4096)
     parser.add_argument("--no-threads", action="store_true", help="skip fastbp's 1-vs-2 thread runs")
     parser.add_argument("--no-startup", action="store_true", help="skip the cold/warm start-up runs")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="time epochs by the wall clock, or by the process's CPU time (with --threads 1, "
+                             "on a machine shared with other work)")
     parser.add_argument("--out-dir", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -511,6 +615,7 @@ def main(argv=None):
         print(json.dumps(globals()[job.pop("measure")](**job)))
         return
 
+    os.environ[CLOCK_VARIABLE] = args.clock  # read by the children
     configs = args.configs.split(",")
     peers = args.peers.split(",")
     for name, known in ((configs, CONFIGS), (peers, IMPLEMENTATIONS)):
@@ -521,8 +626,9 @@ def main(argv=None):
     meta = {"date": datetime.datetime.now().isoformat(timespec="minutes"), "cpu": _cpu_model(),
             "threads": args.threads, "load_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
             "versions": _versions(), "samples_scale": args.samples_scale, "repeats": args.repeats,
-            "sgemm_size": args.sgemm_size}
+            "sgemm_size": args.sgemm_size, "clock": args.clock, "blas": _blas_lines(args.threads)}
     print(f"{meta['cpu']}, {args.threads} threads, load average {meta['load_start']}")
+    print("BLAS: " + "; ".join(meta["blas"]))
     print(", ".join(f"{k} {v}" for k, v in meta["versions"].items()))
     notes = []
 

@@ -12,6 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 
 LEARNING_RATE = 0.01
+# "wall" (default) or "cpu": with "cpu", timings are the process's CPU time (all its threads),
+# which a machine shared with other work inflates far less than wall time; meaningful with one
+# thread per library (spinning workers count as work). compare.py --clock sets it for its children.
+CLOCK_VARIABLE = "FASTBP_BENCH_CLOCK"
 MOMENTUM = 0.9
 DTYPES = ("float32", "float64")
 
@@ -67,6 +71,14 @@ KERNELS = {**{k: ("forward", "backward") for k in ("dense", "dense_act", "relu",
            "adagrad_update": ("update",),
            # Issue #15: the normalization layers, on the first dense layer's (N, O) output.
            "batchnorm": ("forward", "backward"), "layernorm": ("forward", "backward")}
+
+
+def bench_clock():
+    """time.perf_counter, or time.process_time where FASTBP_BENCH_CLOCK=cpu."""
+    import os
+    import time
+
+    return time.process_time if os.environ.get(CLOCK_VARIABLE, "wall") == "cpu" else time.perf_counter
 
 
 def make_data(config, n_samples=None, seed=0):

@@ -19,10 +19,10 @@ fastbp therefore gives its functions a cache locator of its own:
   directory; where that fails too, nothing is cached. ``FASTBP_NO_CACHE=1``
   turns caching off.
 - Inside it, one subfolder per *kernel tree*: a hash of every source file of
-  this package (``fastbp.kernels``), the numba version and the Python
-  version. Any edit to any kernel module, ``_scalar.py`` and ``_jit.py``
-  included, or another fastbp release, selects a fresh subfolder, so a stale
-  cache is never loaded. Compiled code outside this package (the training
+  this package (``fastbp.kernels``), the numba version, the Python version
+  and ``FASTBP_SIMD_WIDTH`` where set. Any edit to any kernel module,
+  ``_scalar.py`` and ``_jit.py`` included, or another fastbp release,
+  selects a fresh subfolder, so a stale cache is never loaded. Compiled code outside this package (the training
   loop) takes the tree hash plus its own file's hash as its source stamp; its
   compile-time constants come from this package, so they are covered too.
 
@@ -81,6 +81,8 @@ def tree_hash(package_dir=_PACKAGE_DIR):
     and Python versions."""
     h = hashlib.sha256()
     h.update(f"numba {numba.__version__} python {sys.version_info[:3]}".encode())
+    # A forced SIMD width (cpu/_simd.py) is frozen into the code; the host CPU's own is in numba's key.
+    h.update(f"simd {os.environ.get('FASTBP_SIMD_WIDTH', '').strip()}".encode())
     for folder, subfolders, files in os.walk(package_dir):
         subfolders[:] = sorted(d for d in subfolders if d != "__pycache__")
         for name in sorted(files):

@@ -1,0 +1,229 @@
+"""Explicit SIMD for float32 products: a register-blocked GEMM micro-kernel in LLVM vector IR.
+
+numba's loop nests do not keep a tile of C in vector registers (they were 2-8x slower than
+OpenBLAS on small products), so the micro-kernel is written here as LLVM IR through numba's
+``@intrinsic``: MR x NV accumulators of ``<WIDTH x float>``, each step of the k loop loads NV
+vectors of a row of B, broadcasts MR elements of A and issues MR * NV ``llvm.fma`` calls. The
+accumulators live in allocas that LLVM's SROA turns into registers (6 x 2 of them: 12 of the 16
+ymm registers with AVX2, of the 32 zmm registers with AVX-512).
+
+The vector width comes from the host CPU (llvmlite's feature list): 16 floats with AVX-512F,
+8 with AVX2 + FMA, 0 (no SIMD kernels: callers keep BLAS and their loop nests) otherwise.
+``FASTBP_SIMD_WIDTH`` (0, 8 or 16), read once at import, forces it: the tests run both widths
+on one machine (16-wide IR runs on AVX2 hardware too, LLVM splits each vector in two). The
+width is part of the kernel cache key (``kernels/_cache.py``), as it is frozen into the code.
+
+Ragged edges: a tile narrower than NV * WIDTH columns takes a second copy of the loop whose B
+loads and C stores are ``llvm.masked.load``/``llvm.masked.store`` (no read or write past a
+row's end); a tile of fewer than MR rows computes its missing rows on a copy of its last row
+and does not store them. Everything is float32 and loads and stores say ``align 4``: the
+operands are views at any element offset. The code runs on the calling thread and allocates
+nothing.
+"""
+import os
+
+import llvmlite.binding as llb
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+
+def _host_width():
+    forced = os.environ.get("FASTBP_SIMD_WIDTH", "").strip()
+    if forced:
+        if forced not in ("0", "8", "16"):
+            raise ValueError(f"FASTBP_SIMD_WIDTH must be 0, 8 or 16; got {forced!r}")
+        return int(forced)
+    features = llb.get_host_cpu_features()
+    if features.get("avx512f", False):
+        return 16
+    if features.get("avx2", False) and features.get("fma", False):
+        return 8
+    return 0
+
+
+# Floats per vector register; 0: no SIMD kernels on this CPU. A compile-time constant.
+WIDTH = _host_width()
+# The micro-tile: MR rows by NV vectors of columns (6 x 16 with AVX2, 6 x 32 with AVX-512), and
+# a narrow one for the last columns of a product at most one vector wide (10 logits).
+MR = 6
+NV = 2
+MR_NARROW = 8
+NR = NV * max(WIDTH, 8)
+VEC = max(WIDTH, 8)  # the IR's vector width; 8 when WIDTH is 0 (code that is never called)
+
+# Tile modes (bits): where the accumulators start, and ReLU on the way out.
+START_ZERO = 0
+START_C = 1     # C += A @ B
+START_BIAS = 2  # C = bias + A @ B, bias a row of NR floats at the bias address
+RELU_OUT = 4
+
+_F32 = ir.FloatType()
+_I32 = ir.IntType(32)
+_I64 = ir.IntType(64)
+
+
+@intrinsic
+def address(typingctx, arr):
+    """The address of an array's first element, as an integer (no copy, no reference kept)."""
+    if not isinstance(arr, types.Array):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        return builder.ptrtoint(ary.data, _I64)
+
+    return types.int64(arr), codegen
+
+
+@intrinsic
+def stack_floats(typingctx, n):
+    """A pointer to n float32 (a compile-time constant) on the calling function's stack frame.
+
+    The alloca sits in the entry block of the function that calls this, so the memory lives as
+    long as that call; scratch for packing an operand without an allocation per step
+    (``numba.carray`` makes it an array).
+    """
+    if not isinstance(n, types.IntegerLiteral):
+        return None
+    count = n.literal_value
+
+    def codegen(context, builder, sig, args):
+        slot = cgutils.alloca_once(builder, ir.ArrayType(_F32, count))
+        slot.align = 64
+        return builder.bitcast(slot, _F32.as_pointer())
+
+    return types.CPointer(types.float32)(n), codegen
+
+
+def _declare(module, name, ret, params):
+    return cgutils.get_or_insert_function(module, ir.FunctionType(ret, params), name)
+
+
+def _emit_tile(builder, ptrs, strides, k, rows, cols, mode, mr, nv):
+    """The IR of one micro-tile; ``ptrs`` (c, a, b, bias) are float* values."""
+    vty = ir.VectorType(_F32, VEC)
+    vptr = vty.as_pointer()
+    mty = ir.VectorType(ir.IntType(1), VEC)
+    module = builder.module
+    suffix = f"v{VEC}f32"
+    fma = _declare(module, f"llvm.fma.{suffix}", vty, [vty, vty, vty])
+    # Named for a typed pointer (<VEC x float>*), as LLVM before opaque pointers wants; later
+    # LLVMs remangle the name to ".p0" when they read the module.
+    mload = _declare(module, f"llvm.masked.load.{suffix}.p0{suffix}", vty, [vptr, _I32, mty, vty])
+    mstore = _declare(module, f"llvm.masked.store.{suffix}.p0{suffix}", ir.VoidType(), [vty, vptr, _I32, mty])
+    c, a, b, bias = ptrs
+    ldc, a_rs, a_cs, ldb = strides
+    zero_vec = ir.Constant(vty, [0.0] * VEC)
+    iota = ir.Constant(ir.VectorType(_I32, VEC), list(range(VEC)))
+    splat_mask = ir.Constant(ir.VectorType(_I32, VEC), [0] * VEC)
+    align4 = ir.Constant(_I32, 4)
+
+    def vec_at(base, offset):
+        return builder.bitcast(builder.gep(base, [offset]), vptr)
+
+    def masks():
+        out = []
+        for j in range(nv):
+            left = builder.trunc(builder.sub(cols, ir.Constant(_I64, j * VEC)), _I32)
+            splat = builder.shuffle_vector(builder.insert_element(ir.Constant(ir.VectorType(_I32, VEC), None),
+                                                                  left, ir.Constant(_I32, 0)),
+                                           ir.Constant(ir.VectorType(_I32, VEC), None), splat_mask)
+            out.append(builder.icmp_signed("<", iota, splat))
+        return out
+
+    def load(base, offset, mask):
+        if mask is None:
+            return builder.load(vec_at(base, offset), align=4)
+        return builder.call(mload, [vec_at(base, offset), align4, mask, zero_vec])
+
+    def store(value, base, offset, mask):
+        if mask is None:
+            builder.store(value, vec_at(base, offset), align=4)
+        else:
+            builder.call(mstore, [value, vec_at(base, offset), align4, mask])
+
+    # Rows past the tile's end read the last row again (valid memory) and are not stored.
+    last = builder.sub(rows, ir.Constant(_I64, 1))
+    row_a = []
+    for r in range(mr):
+        rr = ir.Constant(_I64, r)
+        clamped = builder.select(builder.icmp_signed("<", rr, rows), rr, last)
+        row_a.append(builder.mul(clamped, a_rs))
+    accs = [[cgutils.alloca_once(builder, vty) for _ in range(nv)] for _ in range(mr)]
+    start = builder.and_(mode, ir.Constant(_I64, 3))
+    relu = builder.icmp_signed("!=", builder.and_(mode, ir.Constant(_I64, RELU_OUT)), ir.Constant(_I64, 0))
+
+    def body(mask_list):
+        m = mask_list if mask_list is not None else [None] * nv
+        with builder.if_else(builder.icmp_signed("==", start, ir.Constant(_I64, START_C))) as (from_c, other):
+            with from_c:
+                for r in range(mr):
+                    for j in range(nv):
+                        builder.store(load(c, builder.add(builder.mul(ir.Constant(_I64, r), ldc),
+                                                          ir.Constant(_I64, j * VEC)), m[j]), accs[r][j])
+            with other:
+                is_bias = builder.icmp_signed("==", start, ir.Constant(_I64, START_BIAS))
+                for j in range(nv):
+                    with builder.if_else(is_bias) as (yes, no):
+                        with yes:
+                            v = load(bias, ir.Constant(_I64, j * VEC), m[j])
+                            for r in range(mr):
+                                builder.store(v, accs[r][j])
+                        with no:
+                            for r in range(mr):
+                                builder.store(zero_vec, accs[r][j])
+        with cgutils.for_range(builder, k) as loop:
+            kk = loop.index
+            b_row = builder.mul(kk, ldb)
+            bv = [load(b, builder.add(b_row, ir.Constant(_I64, j * VEC)), m[j]) for j in range(nv)]
+            a_col = builder.mul(kk, a_cs)
+            for r in range(mr):
+                scalar = builder.load(builder.gep(a, [builder.add(row_a[r], a_col)]), align=4)
+                av = builder.shuffle_vector(builder.insert_element(ir.Constant(vty, None), scalar,
+                                                                   ir.Constant(_I32, 0)),
+                                            ir.Constant(vty, None), splat_mask)
+                for j in range(nv):
+                    builder.store(builder.call(fma, [av, bv[j], builder.load(accs[r][j])]), accs[r][j])
+        for r in range(mr):
+            with builder.if_then(builder.icmp_signed("<", ir.Constant(_I64, r), rows)):
+                for j in range(nv):
+                    v = builder.load(accs[r][j])
+                    # _scalar.relu exactly: z if z > 0 else 0 * z (NaN stays NaN, -0 for z < 0).
+                    rectified = builder.select(builder.fcmp_ordered(">", v, zero_vec), v, builder.fmul(zero_vec, v))
+                    v = builder.select(relu, rectified, v)
+                    store(v, c, builder.add(builder.mul(ir.Constant(_I64, r), ldc), ir.Constant(_I64, j * VEC)),
+                          m[j])
+
+    full = builder.icmp_signed("==", cols, ir.Constant(_I64, nv * VEC))
+    with builder.if_else(full) as (whole, ragged):
+        with whole:
+            body(None)
+        with ragged:
+            body(masks())
+
+
+def _tile_intrinsic(mr, nv):
+    @intrinsic
+    def tile(typingctx, c, a, b, bias, strides, k, rows, cols, mode):
+        sig = types.void(types.int64, types.int64, types.int64, types.int64, types.UniTuple(types.int64, 4),
+                         types.int64, types.int64, types.int64, types.int64)
+
+        def codegen(context, builder, signature, args):
+            fptr = _F32.as_pointer()
+            ptrs = [builder.inttoptr(v, fptr) for v in args[:4]]
+            strides_ = cgutils.unpack_tuple(builder, args[4], 4)
+            _emit_tile(builder, ptrs, strides_, *args[5:], mr=mr, nv=nv)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return tile
+
+
+# tile(c, a, b, bias, (ldc, a_rs, a_cs, ldb), k, rows, cols, mode), addresses and strides in
+# float32 elements: C[r, j] (=|+=) sum_k A[r, k] B[k, j] for r < rows <= MR, j < cols <= NV *
+# WIDTH, with A[r, k] at a + r a_rs + k a_cs, B[k, j] at b + k ldb + j, C[r, j] at c + r ldc + j.
+tile_wide = _tile_intrinsic(MR, NV)
+tile_narrow = _tile_intrinsic(MR_NARROW, 1)

@@ -1,0 +1,122 @@
+"""The three products of a dense layer in fastbp's own float32 SIMD kernels (``_simd.py``).
+
+For small and medium layers, where OpenBLAS spends as long packing both operands and setting
+up as it does multiplying (a 32 x 64 x 32 product is 65k flops): out = x @ w + b (with ReLU
+fused into the stores), dw = x.T @ dz and dx = dz @ w.T. Shapes as everywhere: x (N, I),
+w (I, O), b (O,), out and dz (N, O). Outputs are overwritten. float32 only, rows contiguous;
+``dense.py`` decides when these run instead of BLAS (``use_simd``).
+
+The driver walks the output in panels of NR columns, and in each panel tiles of MR rows: one
+panel of B (k x NR) is reused by every tile of rows while it is in cache. A product at most one
+vector wide (the logits) takes the narrow tile, MR_NARROW rows by one vector. dx needs w.T,
+whose rows are not contiguous: panels of it are packed, k-chunk by k-chunk, into PACK floats on
+the stack (no allocation), and chunks after the first accumulate into dx.
+
+Every sum runs over k in order within a tile, on the calling thread: results do not depend on
+the thread count.
+"""
+import numba
+import numpy as np
+from numba import types
+from numba.extending import overload
+
+from .._jit import jit
+from ._simd import (MR, MR_NARROW, NR, RELU_OUT, START_BIAS, START_C, START_ZERO, VEC, WIDTH, address,
+                    stack_floats, tile_narrow, tile_wide)
+
+# Products of at most this many multiply-adds (N I O) run here rather than in BLAS, float32
+# only: the crossover measured on 2 contended AVX2 cores (BENCHMARKS.md, issue 12) lies
+# between 0.5M (SIMD 1.4-9x faster than single-threaded OpenBLAS) and 17M (0.7x).
+SIMD_MAX_MACS = 1 << 20
+
+# Stack scratch for a packed panel of w.T (32 KiB, L1-sized), and its widest panel.
+PACK = 8192
+PACK_COLS = 256
+# k chunk of the driver: a B panel of KC x NR floats stays in L1.
+KC = 256
+_F4 = 4  # bytes per float32
+
+
+@jit
+def _gemm(c, a, b, bias, strides, m, n, k, mode):
+    """C (m, n) from A (m, k) and B (k, n) at addresses c, a, b (strides in elements, see
+    ``_simd.tile_wide``); bias: the address of n floats when mode starts from the bias.
+
+    k runs in chunks of KC, so that a panel of B (KC x NR floats, 16 KiB with AVX2) stays in L1
+    while every tile of rows reads it; chunks after the first add to C, and ReLU applies to
+    the last chunk's stores only.
+    """
+    ldc, a_rs, a_cs, ldb = strides
+    for k0 in range(0, k, KC):
+        kn = min(KC, k - k0)
+        chunk_mode = mode & RELU_OUT if k0 + kn == k else 0
+        chunk_mode |= mode & 3 if k0 == 0 else START_C
+        ak, bk = a + _F4 * k0 * a_cs, b + _F4 * k0 * ldb
+        for j0 in range(0, n, NR):
+            cols = min(NR, n - j0)
+            cj, bj, biasj = c + _F4 * j0, bk + _F4 * j0, bias + _F4 * j0
+            if cols <= VEC:
+                for i0 in range(0, m, MR_NARROW):
+                    tile_narrow(cj + _F4 * i0 * ldc, ak + _F4 * i0 * a_rs, bj, biasj, strides, kn,
+                                min(MR_NARROW, m - i0), cols, chunk_mode)
+            else:
+                for i0 in range(0, m, MR):
+                    tile_wide(cj + _F4 * i0 * ldc, ak + _F4 * i0 * a_rs, bj, biasj, strides, kn,
+                              min(MR, m - i0), cols, chunk_mode)
+
+
+@jit
+def matmul_bias(out, x, w, b, relu):
+    """out = x @ w + b, then max(out, 0) if relu. x (N, I), w (I, O), b (O,) -> out (N, O)."""
+    n_rows, n_in = x.shape
+    n_out = w.shape[1]
+    mode = START_BIAS | (RELU_OUT if relu else 0)
+    strides = (out.strides[0] // _F4, x.strides[0] // _F4, np.int64(1), w.strides[0] // _F4)
+    _gemm(address(out), address(x), address(w), address(b), strides, n_rows, n_out, n_in, np.int64(mode))
+
+
+@jit
+def matmul_tn(dw, x, dz):
+    """dw = x.T @ dz. x (N, I), dz (N, O) -> dw (I, O); A[i, n] = x[n, i] is read in place."""
+    n_rows, n_in = x.shape
+    n_out = dz.shape[1]
+    strides = (dw.strides[0] // _F4, np.int64(1), x.strides[0] // _F4, dz.strides[0] // _F4)
+    _gemm(address(dw), address(x), address(dz), np.int64(0), strides, n_in, n_out, n_rows,
+          np.int64(START_ZERO))
+
+
+@jit
+def matmul_nt(dx, dz, w):
+    """dx = dz @ w.T. dz (N, O), w (I, O) -> dx (N, I), through packed panels of w.T."""
+    n_rows, n_out = dz.shape
+    n_in = w.shape[0]
+    packed = numba.carray(stack_floats(PACK), (PACK,))
+    panel = min((n_in + NR - 1) // NR * NR, PACK_COLS)
+    chunk = PACK // panel
+    ldw, ldz, ldx = w.strides[0] // _F4, dz.strides[0] // _F4, dx.strides[0] // _F4
+    for c0 in range(0, n_in, panel):
+        nc = min(panel, n_in - c0)
+        for k0 in range(0, n_out, chunk):
+            kn = min(chunk, n_out - k0)
+            for kk in range(kn):
+                for cc in range(nc):
+                    packed[kk * nc + cc] = w[c0 + cc, k0 + kk]
+            _gemm(address(dx) + _F4 * c0, address(dz) + _F4 * k0, address(packed), np.int64(0),
+                  (ldx, ldz, np.int64(1), nc), n_rows, nc, kn, np.int64(START_ZERO if k0 == 0 else START_C))
+
+
+def is_float32(a):
+    """True for a float32 array: a constant where compiled, so the other branch is dropped."""
+    return a.dtype == np.float32
+
+
+@overload(is_float32)
+def _is_float32_overload(a):
+    answer = isinstance(a, types.Array) and a.dtype == types.float32
+    return lambda a: answer
+
+
+@jit(inline="always")
+def use_simd(a, macs):
+    """Whether a product of ``macs`` multiply-adds on arrays like ``a`` runs in these kernels."""
+    return WIDTH > 0 and is_float32(a) and macs <= SIMD_MAX_MACS
