@@ -58,7 +58,7 @@ def test_the_compiled_loops_start_no_parallel_region():
     reachable = _reachable([_loop.train_batches, _loop.predict_batches, _loop.evaluate_batches])
     names = {d.py_func.__name__ for d in reachable}
     # The walk does find the kernels (else the test proves nothing) ...
-    assert {"dense_act_forward", "sgd_update_serial", "adam_update_serial", "dropout_forward_serial",
+    assert {"dense_act_forward", "sgd_update_serial", "adam_update_serial", "dropout_forward_from",
             "activation_backward_serial", "softmax_cross_entropy_forward"} <= names
     # ... and none of them is compiled with parallel=True.
     parallel = sorted(d.py_func.__name__ for d in reachable if d.targetoptions.get("parallel"))
