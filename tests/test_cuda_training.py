@@ -155,7 +155,7 @@ def test_poisson_on_cuda_matches_cpu():
     for device in ("cpu", "cuda"):
         model = fastbp.Sequential([fastbp.Dense(3, 4, activation="tanh"), fastbp.Dense(4, 2)], seed=1,
                                   dtype="float64", device=device)
-        history = model.fit(X, y, epochs=2, batch_size=4, loss="poisson", seed=2, optimizer=fastbp.SGD(0.1),
+        history = model.fit(X, y, epochs=1, batch_size=4, loss="poisson", seed=2, optimizer=fastbp.SGD(0.1),
                             verbose=0, sample_weight=w)
         runs[device] = (model.theta.copy(), history.history, model.predict(X))
     np.testing.assert_allclose(runs["cuda"][0], runs["cpu"][0], rtol=1e-12, atol=1e-14)
@@ -171,14 +171,15 @@ def test_poisson_on_cuda_matches_cpu():
 def test_huber_mae_rmsprop_adagrad_on_cuda_match_cpu(loss, optimizer):
     # The loss parameter (Huber's delta) and the optimizers' state travel to the device and back.
     rng = np.random.default_rng(5)
-    X = rng.standard_normal((10, 3))
-    y = 2 * rng.standard_normal((10, 2))
-    w = np.linspace(0.5, 2.0, 10)
+    # Two steps: the optimizers' state carries from the first to the second.
+    X = rng.standard_normal((8, 3))
+    y = 2 * rng.standard_normal((8, 2))
+    w = np.linspace(0.5, 2.0, 8)
     runs = {}
     for device in ("cpu", "cuda"):
         model = fastbp.Sequential([fastbp.Dense(3, 4, activation="selu"), fastbp.Dense(4, 2, activation="silu")],
                                   seed=1, dtype="float64", device=device)
-        history = model.fit(X, y, epochs=2, batch_size=4, loss=loss, seed=2, optimizer=optimizer(),
+        history = model.fit(X, y, epochs=1, batch_size=4, loss=loss, seed=2, optimizer=optimizer(),
                             verbose=0, sample_weight=w)
         runs[device] = (model.theta.copy(), history.history, [s.copy() for s in model.optimizer.state])
     np.testing.assert_allclose(runs["cuda"][0], runs["cpu"][0], rtol=1e-12, atol=1e-14)
@@ -192,17 +193,18 @@ def test_norm_layers_on_cuda_match_cpu():
     # BatchNorm (one without affine parameters, first in the network) and LayerNorm: the same
     # parameters, running statistics and batch count after training; inference with the running
     # statistics on the device.
-    X, y = _blobs(12)
+    # Two steps (batches of 5 and 3) keep the CUDA simulator's share of the suite small.
+    X, y = _blobs(8)
     results = {}
     for device in ("cpu", "cuda"):
         layers = [fastbp.BatchNorm(5, affine=False), fastbp.Dense(5, 4), fastbp.BatchNorm(4, momentum=0.3),
                   fastbp.ReLU(), fastbp.Dense(4, 6), fastbp.LayerNorm(6), fastbp.Tanh(), fastbp.Dense(6, 3)]
         model = fastbp.Sequential(layers, seed=2, dtype="float64", device=device)
-        model.fit(X, y, epochs=2, batch_size=5, loss="softmax_cross_entropy", optimizer=fastbp.SGD(0.1),
+        model.fit(X, y, epochs=1, batch_size=5, loss="softmax_cross_entropy", optimizer=fastbp.SGD(0.1),
                   seed=4, verbose=0)
         results[device] = model
     cpu, cuda = results["cpu"], results["cuda"]
-    assert cuda.batches_tracked == cpu.batches_tracked == 6
+    assert cuda.batches_tracked == cpu.batches_tracked == 2
     np.testing.assert_allclose(cuda.theta, cpu.theta, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(cuda.buffers, cpu.buffers, rtol=1e-12, atol=1e-14)
     assert not np.allclose(cpu.buffers[:5], 0.0)
