@@ -34,7 +34,15 @@ def pytest_configure(config):
         "ignore:overflow encountered in scalar:RuntimeWarning:fastbp.kernels._scalar")
 
 
+# Tests that take tens of seconds each (the CUDA simulator's training runs, fresh
+# processes that compile): run first, so that the two workers (pytest-xdist,
+# --dist worksteal) end together instead of one finishing them alone at the end.
+SLOW_FIRST = ("test_cuda_training.py", "test_cache.py", "test_a_cold_first_run", "test_mpi.py",
+              "test_gemm_small.py::test_each_vector_width")
+
+
 def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: not any(mark in item.nodeid for mark in SLOW_FIRST))
     # The simulator runs the CUDA kernels as Python, with NumPy scalars: a float64
     # run takes the same code path as float32 and proves nothing new, at the
     # price of minutes. On a GPU both dtypes run (they compile differently).
