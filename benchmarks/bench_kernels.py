@@ -90,6 +90,16 @@ class LayerNorm(_Layer):
     kernel = "layernorm"
 
 
+class BatchNormAct(_Layer):
+    """BatchNorm with the ReLU after it fused in."""
+
+    kernel = "batchnorm_act"
+
+
+class LayerNormAct(_Layer):
+    kernel = "layernorm_act"
+
+
 class SoftmaxCrossEntropy(_Layer):
     kernel = "softmax_cross_entropy"
 

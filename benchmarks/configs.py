@@ -70,7 +70,9 @@ KERNELS = {**{k: ("forward", "backward") for k in ("dense", "dense_act", "relu",
            "sgd_update": ("update",), "adam_update": ("update",), "rmsprop_update": ("update",),
            "adagrad_update": ("update",),
            # Issue #15: the normalization layers, on the first dense layer's (N, O) output.
-           "batchnorm": ("forward", "backward"), "layernorm": ("forward", "backward")}
+           "batchnorm": ("forward", "backward"), "layernorm": ("forward", "backward"),
+           # ... and with the ReLU after them fused in (the ops a Dense, norm, ReLU network runs).
+           "batchnorm_act": ("forward", "backward"), "layernorm_act": ("forward", "backward")}
 
 
 def bench_clock():
@@ -174,10 +176,16 @@ def kernel_calls(kernel, shape, dtype):
         extra = (1.0,) if kernel == "huber" else ()
         return {"forward": (forward, (loss, out, target, no_weight, *extra)),
                 "backward": (backward, (dz, out, target, no_weight, *extra))}
-    if kernel in ("batchnorm", "layernorm"):
+    if kernel in ("batchnorm", "layernorm", "batchnorm_act", "layernorm_act"):
         x_o, gamma, beta, dgamma, dbeta = arr(n, o), arr(o), arr(o), arr(o), arr(o)
-        stats = [arr(o if kernel == "batchnorm" else n) for _ in range(3 if kernel == "batchnorm" else 2)]
+        batch = kernel.startswith("batchnorm")
+        stats = [arr(o if batch else n) for _ in range(3 if batch else 2)]
         forward, backward = getattr(cpu, f"{kernel}_forward"), getattr(cpu, f"{kernel}_backward")
+        if kernel.endswith("_act"):
+            act = (relu, 0.0)
+            return {"forward": (forward, (out, *stats, x_o, gamma, beta, 1e-5, *act)),
+                    "backward": (backward, (dz, dgamma, dbeta, dout, out, x_o, stats[0], stats[-1], gamma, beta,
+                                            *act))}
         return {"forward": (forward, (out, *stats, x_o, gamma, beta, 1e-5)),
                 "backward": (backward, (dz, dgamma, dbeta, dout, x_o, stats[0], stats[-1], gamma))}
     if kernel == "softmax_cross_entropy":

@@ -358,6 +358,8 @@ def _network(g, lowered, weights, x, state=None):
     for i, (kind, code, alpha, owner) in enumerate(zip(net.kinds, net.codes, net.alphas, net.params_of)):
         if kind in (R.OP_BATCHNORM, R.OP_LAYERNORM):
             x = _norm(g, net, i, x, *state)
+            if code != R.IDENTITY:  # the activation layer fused into the norm op
+                x = _activation(g, code, x, alpha)
         elif kind == R.OP_DENSE:
             w, b = weights[owner]
             x = g.node("Gemm", [x, g.initializer(w.astype(g.dtype), f"dense{owner}.W"),

@@ -23,7 +23,8 @@ never trade places unnoticed:
   optimizer code, its ``hyper`` array and the step counter.
 - ``LossSpec``: the loss code and its parameter (Huber's delta; 0 for the others).
 
-Normalization layers (BatchNorm, LayerNorm) are ops of their own. Their gamma
+Normalization layers (BatchNorm, LayerNorm) are ops of their own, with the
+activation layer after them fused in (code and alpha, as a Dense op's). Their gamma
 and beta sit in theta after every bias (so the optimizers update them, and
 weight decay, which covers the first ``n_weights`` entries, leaves them alone
 as it leaves the biases), one row of ``Network.norms`` per op says where
@@ -43,6 +44,9 @@ import numpy as np
 
 from .kernels import registry as R
 from .layers import NORM_LAYERS, Activation, BatchNorm, Dense
+
+NORM_OPS = (R.OP_BATCHNORM, R.OP_LAYERNORM)
+ELEMENTWISE = frozenset(R.ELEMENTWISE_CODES.values())
 
 Network = namedtuple("Network", "kinds codes alphas rates params_of layout params n_weights norms "
                                 "norm_consts")
@@ -176,7 +180,9 @@ def lower(layers, loss_link, n_features):
     """Lower ``layers`` (a valid Sequential's) for a loss whose own link is ``loss_link``.
 
     Dense layers fuse their activation when its derivative follows from the
-    output; other activations and the norm layers become ops of their own.
+    output; other activations and the norm layers become ops of their own. A
+    norm op fuses the elementwise activation layer right after it, whichever
+    (its backward recomputes the pre-activation where f' needs it).
     Dropout(0) is no op.
     The loss applies its link (softmax, sigmoid) to the logits itself, fused
     and stable, so a final layer that applies the same link is dropped.
@@ -212,7 +218,12 @@ def lower(layers, loss_link, n_features):
             if not fused:
                 add(R.OP_ACTIVATION, code, layer.alpha)
         elif isinstance(layer, Activation):
-            add(R.OP_ACTIVATION, R.ACTIVATIONS[layer.activation], layer.alpha)
+            code = R.ACTIVATIONS[layer.activation]
+            if kinds and kinds[-1] in NORM_OPS and codes[-1] == R.IDENTITY and code in ELEMENTWISE:
+                # Fused into the norm op before it, as Dense fuses its own.
+                codes[-1], alphas[-1] = code, layer.alpha
+            else:
+                add(R.OP_ACTIVATION, code, layer.alpha)
         elif layer.rate > 0.0:
             add(R.OP_DROPOUT, rate=layer.rate)
     stripped = False
@@ -222,7 +233,7 @@ def lower(layers, loss_link, n_features):
             for seq in (*ops, widths):
                 seq.pop()
             stripped = True
-        elif kinds[-1] == R.OP_DENSE and codes[-1] == link:
+        elif (kinds[-1] == R.OP_DENSE or kinds[-1] in NORM_OPS) and codes[-1] == link:
             codes[-1] = R.IDENTITY
             stripped = True
     return Lowered(ops, widths, shapes, layout, n_features, stripped)

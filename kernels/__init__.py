@@ -81,6 +81,11 @@ batchnorm_update_running = public(_norm.batchnorm_update_running, _norm.BATCHNOR
 batchnorm_backward = public(_norm.batchnorm_backward, _norm.BATCHNORM_BACKWARD_SPEC)
 layernorm_forward = public(_norm.layernorm_forward, _norm.LAYERNORM_FORWARD_SPEC)
 layernorm_backward = public(_norm.layernorm_backward, _norm.LAYERNORM_BACKWARD_SPEC)
+batchnorm_act_forward = public(_norm.batchnorm_act_forward, _norm.BATCHNORM_ACT_FORWARD_SPEC)
+batchnorm_act_inference = public(_norm.batchnorm_act_inference, _norm.BATCHNORM_ACT_INFERENCE_SPEC)
+batchnorm_act_backward = public(_norm.batchnorm_act_backward, _norm.BATCHNORM_ACT_BACKWARD_SPEC)
+layernorm_act_forward = public(_norm.layernorm_act_forward, _norm.LAYERNORM_ACT_FORWARD_SPEC)
+layernorm_act_backward = public(_norm.layernorm_act_backward, _norm.LAYERNORM_ACT_BACKWARD_SPEC)
 
 sgd_update = public(_optim.sgd_update, _optim.SGD_UPDATE_SPEC)
 adam_update = public(_optim.adam_update, _optim.ADAM_UPDATE_SPEC)
@@ -105,4 +110,6 @@ __all__ = [
     "rmsprop_update", "adagrad_update",
     "batchnorm_forward", "batchnorm_inference", "batchnorm_update_running", "batchnorm_backward",
     "layernorm_forward", "layernorm_backward",
+    "batchnorm_act_forward", "batchnorm_act_inference", "batchnorm_act_backward",
+    "layernorm_act_forward", "layernorm_act_backward",
 ]

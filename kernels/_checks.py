@@ -72,9 +72,12 @@ class ArgSpec(tuple):
     fails at import.
     """
 
-    def __new__(cls, args, writes):
+    def __new__(cls, args, writes, paired=()):
         self = super().__new__(cls, ((name, kind) for name, kind in args))
         self.writes = frozenset(writes)
+        self.paired = tuple(paired)
+        if not {name for pair in self.paired for name in pair} <= set(self.names):
+            raise ValueError(f"ArgSpec {list(self)}: paired {self.paired}, not all of them arguments")
         unknown = [kind for _, kind in self if not _known_kind(kind)]
         if unknown:
             raise ValueError(f"ArgSpec {list(self)}: unknown argument kinds {unknown}")
@@ -89,7 +92,8 @@ class ArgSpec(tuple):
 
     def __repr__(self):
         writes = tuple(name for name in self.names if name in self.writes)
-        return f"ArgSpec({list(self)}, writes={writes})"
+        paired = f", paired={self.paired}" if self.paired else ""
+        return f"ArgSpec({list(self)}, writes={writes}{paired})"
 
 
 def check_signature(function, spec):
@@ -109,8 +113,9 @@ def check_arrays(kernel, spec, args, as_array, describe):
     array argument (kind of array, layout, writeable) and returns it as an
     object with ``dtype``, ``shape`` and ``size``; ``describe(a)`` words an
     argument for messages. ``spec`` is an ``ArgSpec``: its ``writes`` are the
-    outputs. Returns (the arguments with each array as ``as_array`` returned
-    it, the sizes of the dimension letters).
+    outputs, its ``paired`` the optional arrays that are absent together.
+    Returns (the arguments with each array as ``as_array`` returned it, the
+    sizes of the dimension letters).
     """
     if len(args) != len(spec):
         names = ", ".join(spec.names)
@@ -123,6 +128,12 @@ def check_arrays(kernel, spec, args, as_array, describe):
             continue
         d = converted[position] = as_array(kernel, name, a, name in spec.writes)
         _array_check(kind)(walk, name, kind, d, a)
+    position = dict(zip(spec.names, range(len(spec))))
+    for first, second in spec.paired:
+        a, b = converted[position[first]], converted[position[second]]
+        if (a.size == 0) != (b.size == 0):
+            _fail(kernel, second, f"zero-size exactly when '{first}' is (both absent, or both given)",
+                  f"{describe(args[position[second]])} with '{first}' of size {a.size}")
     return converted, walk.dims
 
 

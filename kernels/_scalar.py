@@ -211,6 +211,18 @@ def activate_input_grad(code, z):
 
 
 @scalar
+def activate_dz(code, dout, y, z, alpha):
+    """dout * f'(z) for any elementwise code: from the output y, or from the input z (GELU, SiLU).
+
+    For the kernels that fuse an activation after a normalization, where both
+    are at hand (the pre-activation z is recomputed from the saved statistics).
+    """
+    if code == GELU or code == SILU:
+        return dout * activate_input_grad(code, z)
+    return dout * activate_grad(code, y, alpha)
+
+
+@scalar
 def log1p_exp(z):
     """log(1 + e^z), stable for any z (the softplus, used by the BCE loss)."""
     return max(z, 0.0) + math.log1p(math.exp(-abs(z)))

@@ -30,6 +30,9 @@ LATER_NAMES = ["poisson_forward", "poisson_backward", "silu_forward", "silu_back
 # Issue #15: the normalization layers.
 LATER_NAMES += ["batchnorm_forward", "batchnorm_inference", "batchnorm_update_running", "batchnorm_backward",
                 "layernorm_forward", "layernorm_backward"]
+# Issue #15: the norm kernels with an activation fused after them.
+LATER_NAMES += ["batchnorm_act_forward", "batchnorm_act_inference", "batchnorm_act_backward",
+                "layernorm_act_forward", "layernorm_act_backward"]
 
 
 def test_every_kernel_of_the_issue_exists():
@@ -125,6 +128,8 @@ def test_spec_mistakes_fail_at_import():
         ArgSpec([("out", "NX")], writes=("out",))
     with pytest.raises(ValueError, match=r"writes \['dx'\], not all of them arguments"):
         ArgSpec([("out", "*"), ("x", "*")], writes=("dx",))
+    with pytest.raises(ValueError, match=r"paired \(\('gamma', 'beta'\),\), not all of them arguments"):
+        ArgSpec([("out", "*"), ("gamma", "O?")], writes=("out",), paired=[("gamma", "beta")])
     # A spec whose arguments are not the kernel's, in order, is refused before any wrapping.
     with pytest.raises(TypeError, match=r"does not take the arguments of its spec"):
         public(fastbp.kernels.cpu.dense_forward, fastbp.kernels.dense_backward.spec)

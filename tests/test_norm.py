@@ -9,7 +9,7 @@ import pytest
 
 import reference as ref
 from backends import assert_close, call, check_gradients
-from fastbp.kernels import KernelArgumentError
+from fastbp.kernels import ACTIVATIONS, KernelArgumentError
 
 EPS = 1e-5
 BN_SHAPES = [(2, 5), (3, 1), (7, 33), (3, 5)]
@@ -182,6 +182,98 @@ def test_statistics_are_deterministic_and_nan_propagates():
     assert np.isnan(out[:, 2]).all() and np.isfinite(np.delete(out, 2, axis=1)).all()
 
 
+# The activations fused after a norm: every elementwise code (GELU and SiLU take the
+# pre-activation, which backward recomputes); the CUDA simulator runs three of them.
+ACT_CASES = [("identity", 0.0), ("relu", 0.0), ("leaky_relu", 0.1), ("elu", 1.3), ("sigmoid", 0.0),
+             ("tanh", 0.0), ("softplus", 0.0), ("gelu", 0.0), ("silu", 0.0), ("selu", 0.0)]
+SIMULATOR_ACT_CASES = [("relu", 0.0), ("leaky_relu", 0.1), ("gelu", 0.0)]
+
+
+def _act_grad(name, dout, out, z, alpha):
+    """dout * f'(z), the reference: from the output, or from z for GELU and SiLU."""
+    if name in ("gelu", "silu"):
+        return getattr(ref, f"{name}_backward")(dout, z)
+    return ref.activate_backward(ACTIVATIONS[name], dout, out, alpha)
+
+
+@pytest.mark.parametrize("kind", ["batchnorm", "layernorm"])
+@pytest.mark.parametrize("affine", [True, False])
+def test_act_kernels_are_the_norm_then_the_activation(backend, dtype, kind, affine):
+    rng = np.random.default_rng(55)
+    cases = ACT_CASES if backend == "cpu" else SIMULATOR_ACT_CASES
+    shapes = (BN_SHAPES if kind == "batchnorm" else LN_SHAPES)[:3 if backend == "cpu" else 2]
+    forward, backward = getattr(ref, f"{kind}_forward"), getattr(ref, f"{kind}_backward")
+    for name, alpha in cases:
+        code = ACTIVATIONS[name]
+        for shape in shapes:
+            n, o = shape
+            msg = f"{name} {shape}"
+            x = (2.0 * rng.standard_normal(shape) + 0.3).astype(dtype)
+            gamma, beta = _params(rng, o, affine, dtype)
+            z, *want_stats = forward(x, gamma, beta, EPS)
+            want_out = ref.activate(code, z, alpha)
+            out = np.full(shape, np.nan, dtype)
+            stats = [np.full(a.shape, np.nan, dtype) for a in want_stats]
+            call(backend, f"{kind}_act_forward", out, *stats, x, gamma, beta, EPS, code, alpha)
+            assert_close(out, want_out, dtype, err_msg=msg)
+            for got, expected in zip(stats, want_stats):
+                assert_close(got, expected, dtype, err_msg=msg)
+
+            dout = rng.standard_normal(shape).astype(dtype)
+            # The derivative at the kernel's own output (float32 rounds it).
+            g = _act_grad(name, dout.astype(np.float64), out.astype(np.float64), z, alpha)
+            want_dx, want_dgamma, want_dbeta = backward(g, x, gamma, EPS)
+            dx, dgamma, dbeta = np.full(shape, np.nan, dtype), np.full(o, np.nan, dtype), np.full(o, np.nan, dtype)
+            call(backend, f"{kind}_act_backward", dx, dgamma, dbeta, dout, out, x, stats[0], stats[-1], gamma, beta,
+                 code, alpha)
+            scale = float(np.abs(g).max() * stats[-1].max() * 4)
+            assert_close(dx, want_dx, dtype, scale=scale, err_msg=msg)
+            assert_close(dgamma, want_dgamma, dtype, err_msg=msg)
+            assert_close(dbeta, want_dbeta, dtype, err_msg=msg)
+
+
+def test_batchnorm_act_inference_is_inference_then_the_activation(backend, dtype):
+    rng = np.random.default_rng(56)
+    for name, alpha in (ACT_CASES if backend == "cpu" else SIMULATOR_ACT_CASES):
+        for shape in BN_SHAPES[:2]:
+            n, o = shape
+            x = rng.standard_normal(shape).astype(dtype)
+            gamma, beta = _params(rng, o, True, dtype)
+            running_mean = rng.standard_normal(o).astype(dtype)
+            running_var = rng.uniform(0.5, 2.0, o).astype(dtype)
+            out = np.full(shape, np.nan, dtype)
+            call(backend, "batchnorm_act_inference", out, x, running_mean, running_var, gamma, beta, EPS,
+                 ACTIVATIONS[name], alpha)
+            z = ref.batchnorm_inference(x, running_mean, running_var, gamma, beta, EPS)
+            assert_close(out, ref.activate(ACTIVATIONS[name], z, alpha), dtype, err_msg=f"{name} {shape}")
+
+
+@pytest.mark.parametrize("kind", ["batchnorm", "layernorm"])
+@pytest.mark.parametrize("name", ["tanh", "silu"])
+def test_act_kernels_gradient_check(backend, kind, name):
+    # tanh's derivative comes from the output, SiLU's from the recomputed pre-activation.
+    rng = np.random.default_rng(57)
+    code = ACTIVATIONS[name]
+    for shape in (BN_SHAPES if kind == "batchnorm" else LN_SHAPES)[:3]:
+        n, o = shape
+        x = 2.0 * rng.standard_normal(shape)
+        gamma, beta = rng.uniform(0.5, 1.5, o), rng.standard_normal(o)
+        dout = rng.standard_normal(shape)
+        out = np.empty(shape)
+        stats = [np.empty(o if kind == "batchnorm" else n) for _ in range(3 if kind == "batchnorm" else 2)]
+
+        def loss():
+            call(backend, f"{kind}_act_forward", out, *stats, x, gamma, beta, EPS, code, 0.0)
+            return float(np.sum(dout * out))
+
+        loss()
+        dx, dgamma, dbeta = np.empty(shape), np.empty(o), np.empty(o)
+        call(backend, f"{kind}_act_backward", dx, dgamma, dbeta, dout, out.copy(), x, stats[0].copy(),
+             stats[-1].copy(), gamma, beta, code, 0.0)
+        check_gradients(backend, loss, [("x", x, dx), ("gamma", gamma, dgamma), ("beta", beta, dbeta)],
+                        rng, err_msg=f"{kind} {name} {shape}")
+
+
 def test_argument_errors_name_the_argument():
     import fastbp.kernels as K
 
@@ -197,6 +289,15 @@ def test_argument_errors_name_the_argument():
         K.batchnorm_update_running(o, o.copy(), o.copy(), o.copy(), 1.5, 4)
     with pytest.raises(KernelArgumentError, match="argument 'n' must be >= 2"):
         K.batchnorm_update_running(o, o.copy(), o.copy(), o.copy(), 0.1, 1)
+    # gamma and beta come together or not at all: a lone gamma would read a beta that is not there.
+    with pytest.raises(KernelArgumentError, match="argument 'beta' must be zero-size exactly when 'gamma' is"):
+        K.batchnorm_forward(np.empty((4, 5)), o.copy(), o.copy(), o.copy(), x, np.ones(5), np.zeros(0), EPS)
+    with pytest.raises(KernelArgumentError, match="argument 'beta' must be zero-size exactly when 'gamma' is"):
+        K.layernorm_act_backward(np.empty((4, 5)), o.copy(), o.copy(), x, x, x, np.empty(4), np.empty(4),
+                                 np.zeros(0), np.ones(5), K.ACTIVATIONS["relu"], 0.0)
+    with pytest.raises(KernelArgumentError, match="argument 'activation' must be an activation code"):
+        K.batchnorm_act_forward(np.empty((4, 5)), o.copy(), o.copy(), o.copy(), x, np.zeros(0), np.zeros(0), EPS,
+                                fastbp.kernels.registry.SOFTMAX, 0.0)
 
 
 # ----- the layers in a model -------------------------------------------------------------------
@@ -267,6 +368,42 @@ def test_model_gradient_by_central_differences():
             numeric = (f(theta + e)[0] - f(theta - e)[0]) / 2e-6
             np.testing.assert_allclose(grad[k], numeric, rtol=1e-6, atol=1e-8, err_msg=f"n={n} theta[{k}]")
         np.testing.assert_array_equal(model.buffers, buffers)  # objective leaves the running statistics
+
+
+def test_the_activation_after_a_norm_is_fused_into_its_op():
+    from fastbp.kernels import registry as R
+    from fastbp.lowering import lower
+
+    layers = [Dense(4, 6), BatchNorm(6), fastbp.GELU(), Dense(6, 5), LayerNorm(5), fastbp.LeakyReLU(alpha=0.2),
+              Dense(5, 3), BatchNorm(3), fastbp.Softmax(), fastbp.Sigmoid()]
+    net = lower(layers, None, 4).net
+    assert list(net.kinds) == [R.OP_DENSE, R.OP_BATCHNORM, R.OP_DENSE, R.OP_LAYERNORM, R.OP_DENSE, R.OP_BATCHNORM,
+                               R.OP_ACTIVATION, R.OP_ACTIVATION]
+    names = [R.ACTIVATION_NAMES[int(c)] for c in net.codes]
+    # Softmax works across a row: it stays an op of its own, and so does the layer after it.
+    assert names == ["identity", "gelu", "identity", "leaky_relu", "identity", "identity", "softmax", "sigmoid"]
+    assert net.alphas[3] == 0.2
+    # A loss whose link is the fused activation (sigmoid for binary cross-entropy) takes it back.
+    lowered = lower([Dense(4, 2), BatchNorm(2), fastbp.Sigmoid()], "sigmoid", 4)
+    assert lowered.stripped_link and list(lowered.net.codes) == [R.IDENTITY, R.IDENTITY]
+
+
+def test_fused_norm_activations_train_by_their_gradient():
+    # The compiled step's gradient through every fused pair (GELU and SiLU from the recomputed
+    # pre-activation, ELU from the output) against central differences of its loss.
+    X, y = _data(7, seed=71)
+    layers = [Dense(4, 5), BatchNorm(5), fastbp.GELU(), Dense(5, 5), LayerNorm(5), fastbp.SiLU(), Dense(5, 4),
+              BatchNorm(4, affine=False), fastbp.ELU(alpha=0.7), Dense(4, 3)]
+    model = Sequential(layers, dtype="float64", seed=3).compile("softmax_cross_entropy")
+    theta = model.get_flat_weights()
+    f = model.objective(X, y)
+    _, grad = f(theta.copy())
+    rng = np.random.default_rng(72)
+    for k in rng.choice(theta.size, 30, replace=False):
+        e = np.zeros_like(theta)
+        e[k] = 1e-6
+        numeric = (f(theta + e)[0] - f(theta - e)[0]) / 2e-6
+        np.testing.assert_allclose(grad[k], numeric, rtol=1e-6, atol=1e-8, err_msg=f"theta[{k}]")
 
 
 def test_batch_of_one_is_refused_for_batchnorm_and_fine_for_layernorm():

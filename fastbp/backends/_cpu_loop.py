@@ -63,41 +63,49 @@ def _part(flat, at, size):
 
 @jit
 def _norm_forward(net, ws, theta, i, x, out, training):
-    """Op i, a BatchNorm or LayerNorm, on x into out; statistics to the op's row of ws.saved."""
+    """Op i, a BatchNorm or LayerNorm and its fused activation, on x into out; statistics to the
+    op's row of ws.saved."""
     n_rows, width = x.shape
     gamma = _part(theta, net.norms[i, R.NORM_GAMMA], width)
     beta = _part(theta, net.norms[i, R.NORM_BETA], width)
     saved = ws.saved[net.norms[i, R.NORM_SAVED]]
-    eps = net.norm_consts[i, 0]
+    eps, code, alpha = net.norm_consts[i, 0], net.codes[i], net.alphas[i]
     if net.kinds[i] == R.OP_LAYERNORM:
-        NM.layernorm_forward(out, saved[:n_rows], saved[ws.cap:ws.cap + n_rows], x, gamma, beta, eps)
+        NM.layernorm_act_forward(out, saved[:n_rows], saved[ws.cap:ws.cap + n_rows], x, gamma, beta, eps, code,
+                                 alpha)
     elif training:
-        NM.batchnorm_forward(out, saved[:width], saved[width:2 * width], saved[2 * width:3 * width], x,
-                             gamma, beta, eps)
+        NM.batchnorm_act_forward(out, saved[:width], saved[width:2 * width], saved[2 * width:3 * width], x,
+                                 gamma, beta, eps, code, alpha)
     else:
         at = net.norms[i, R.NORM_RUNNING]
-        NM.batchnorm_inference(out, x, ws.running[at:at + width], ws.running[at + width:at + 2 * width],
-                               gamma, beta, eps)
+        NM.batchnorm_act_inference(out, x, ws.running[at:at + width], ws.running[at + width:at + 2 * width],
+                                   gamma, beta, eps, code, alpha)
 
 
 @jit
 def _norm_backward(net, ws, theta, grad, i, nb):
-    """Backward of norm op i into grad (dgamma, dbeta; scratch without affine) and its input gradient."""
+    """Backward of norm op i and its fused activation into grad (dgamma, dbeta; scratch without affine)
+    and its input gradient."""
     layout, cap = net.layout, ws.cap
     dout = _rows(ws.dacts, layout, cap, i + 1, nb)
+    out = _rows(ws.acts, layout, cap, i + 1, nb)
     x = _rows(ws.acts, layout, cap, i, nb)
     width = x.shape[1]
     # The first op needs no input gradient: a zero-size dx skips it.
     dx = _rows(ws.dacts, layout, cap, i, nb if i > 0 else 0)
     g, b = net.norms[i, R.NORM_GAMMA], net.norms[i, R.NORM_BETA]
     gamma = _part(theta, g, width)
+    beta = _part(theta, b, width)
     dgamma = grad[g:g + width] if g >= 0 else ws.normgrad[:width]
     dbeta = grad[b:b + width] if b >= 0 else ws.normgrad[width:2 * width]
     saved = ws.saved[net.norms[i, R.NORM_SAVED]]
+    code, alpha = net.codes[i], net.alphas[i]
     if net.kinds[i] == R.OP_LAYERNORM:
-        NM.layernorm_backward(dx, dgamma, dbeta, dout, x, saved[:nb], saved[cap:cap + nb], gamma)
+        NM.layernorm_act_backward(dx, dgamma, dbeta, dout, out, x, saved[:nb], saved[cap:cap + nb], gamma, beta,
+                                  code, alpha)
     else:
-        NM.batchnorm_backward(dx, dgamma, dbeta, dout, x, saved[:width], saved[2 * width:3 * width], gamma)
+        NM.batchnorm_act_backward(dx, dgamma, dbeta, dout, out, x, saved[:width], saved[2 * width:3 * width],
+                                  gamma, beta, code, alpha)
 
 
 @jit

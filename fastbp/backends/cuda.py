@@ -92,39 +92,45 @@ class _Network:
         return flat[at:at + width] if at >= 0 else self.no_param
 
     def _norm_forward(self, i, x, out, training):
-        """Norm op i, as ``_cpu_loop._norm_forward``: statistics to the op's saved buffer."""
+        """Norm op i and its fused activation, as ``_cpu_loop._norm_forward``: statistics to the op's
+        saved buffer."""
         nb, width = x.shape
         row = self.net.norms[i]
         gamma = self._part(self.theta, row[R.NORM_GAMMA], width)
         beta = self._part(self.theta, row[R.NORM_BETA], width)
         saved, eps = self.saved[row[R.NORM_SAVED]], float(self.net.norm_consts[i, 0])
+        code, alpha = int(self.net.codes[i]), float(self.net.alphas[i])
         if self.net.kinds[i] == R.OP_LAYERNORM:
-            self.NM.layernorm_forward(out, saved[:nb], saved[self.cap:self.cap + nb], x, gamma, beta, eps)
+            self.NM.layernorm_act_forward(out, saved[:nb], saved[self.cap:self.cap + nb], x, gamma, beta, eps,
+                                          code, alpha)
         elif training:
-            self.NM.batchnorm_forward(out, saved[:width], saved[width:2 * width], saved[2 * width:3 * width],
-                                      x, gamma, beta, eps)
+            self.NM.batchnorm_act_forward(out, saved[:width], saved[width:2 * width],
+                                          saved[2 * width:3 * width], x, gamma, beta, eps, code, alpha)
         else:
             at = row[R.NORM_RUNNING]
-            self.NM.batchnorm_inference(out, x, self.running[at:at + width],
-                                        self.running[at + width:at + 2 * width], gamma, beta, eps)
+            self.NM.batchnorm_act_inference(out, x, self.running[at:at + width],
+                                            self.running[at + width:at + 2 * width], gamma, beta, eps, code,
+                                            alpha)
 
     def _norm_backward(self, i, nb):
-        """Backward of norm op i into grad (scratch without affine) and its input gradient."""
-        x, dout = self.acts[i][:nb], self.dacts[i + 1][:nb]
+        """Backward of norm op i and its fused activation into grad (scratch without affine) and its
+        input gradient."""
+        x, out, dout = self.acts[i][:nb], self.acts[i + 1][:nb], self.dacts[i + 1][:nb]
         width = x.shape[1]
         dx = self.dacts[i][:nb] if i > 0 else self.no_dx
         row = self.net.norms[i]
         g, b = row[R.NORM_GAMMA], row[R.NORM_BETA]
         dgamma = self.grad[g:g + width] if g >= 0 else self.normgrad[:width]
         dbeta = self.grad[b:b + width] if b >= 0 else self.normgrad[width:2 * width]
-        gamma = self._part(self.theta, g, width)
+        gamma, beta = self._part(self.theta, g, width), self._part(self.theta, b, width)
         saved = self.saved[row[R.NORM_SAVED]]
+        code, alpha = int(self.net.codes[i]), float(self.net.alphas[i])
         if self.net.kinds[i] == R.OP_LAYERNORM:
-            self.NM.layernorm_backward(dx, dgamma, dbeta, dout, x, saved[:nb], saved[self.cap:self.cap + nb],
-                                       gamma)
+            self.NM.layernorm_act_backward(dx, dgamma, dbeta, dout, out, x, saved[:nb],
+                                           saved[self.cap:self.cap + nb], gamma, beta, code, alpha)
         else:
-            self.NM.batchnorm_backward(dx, dgamma, dbeta, dout, x, saved[:width], saved[2 * width:3 * width],
-                                       gamma)
+            self.NM.batchnorm_act_backward(dx, dgamma, dbeta, dout, out, x, saved[:width],
+                                           saved[2 * width:3 * width], gamma, beta, code, alpha)
 
     def update_running(self, nb):
         """BatchNorm's running statistics after a training step, as ``_cpu_loop.update_running``."""

@@ -21,7 +21,8 @@ from .losses import (  # noqa: F401
     poisson_backward, poisson_forward, softmax_cross_entropy_backward, softmax_cross_entropy_forward,
 )
 from .norm import (  # noqa: F401
-    batchnorm_backward, batchnorm_forward, batchnorm_inference, batchnorm_update_running,
-    layernorm_backward, layernorm_forward,
+    batchnorm_act_backward, batchnorm_act_forward, batchnorm_act_inference, batchnorm_backward,
+    batchnorm_forward, batchnorm_inference, batchnorm_update_running, layernorm_act_backward,
+    layernorm_act_forward, layernorm_backward, layernorm_forward,
 )
 from .optim import adagrad_update, adam_update, rmsprop_update, sgd_update  # noqa: F401

@@ -13,6 +13,16 @@ back: no allocation. docs/derivations.md derives the backward passes.
 beta 0). ``dgamma`` and ``dbeta`` are always written (with affine=False the
 caller passes scratch arrays): the backward needs those two sums anyway.
 
+The ``*_act_*`` kernels fuse an elementwise activation after the
+normalization, as ``dense_act_forward`` fuses it after the product: forward
+out = f(gamma * xhat + beta) in the same pass, and backward takes the
+gradient of f's output and applies f' on the fly, from the output y = out or
+(GELU, SiLU) from the pre-activation, which it recomputes from x, the saved
+statistics, gamma and beta. The plain kernels are these with the identity.
+As in ``dense.py``, the code is tested once outside the element loops and
+each common code (identity, ReLU, leaky ReLU) gets its own copy of the loop
+with the code a constant, so that the loop vectorizes.
+
 Every kernel runs on the calling thread. The reductions run in one fixed
 order, row 0 to N-1 for a feature and feature 0 to O-1 for a row, the order of
 the CUDA kernels' loops (one thread per feature column for BatchNorm, per row
@@ -25,25 +35,47 @@ Each public kernel has its argument spec (``*_SPEC``) just above it.
 """
 import math
 
+import numpy as np
+from numba.extending import overload
+from numba.np.numpy_support import as_dtype
+
 from .._checks import ArgSpec
 from .._jit import jit
+from .._scalar import IDENTITY, LEAKY_RELU, RELU, activate, activate_dz
 
 
-BATCHNORM_FORWARD_SPEC = ArgSpec(
+def _dz(code, dout, y, z, alpha):
+    """``activate_dz`` in dout's dtype: the shared scalar formulas compute in float64
+    (float literals), and a float32 loop that carried that on ran in half-width vectors."""
+    return type(dout)(activate_dz(code, dout, y, z, alpha))
+
+
+@overload(_dz, inline="always")
+def _dz_typed(code, dout, y, z, alpha):
+    cast = as_dtype(dout).type
+
+    def impl(code, dout, y, z, alpha):
+        return cast(activate_dz(code, dout, y, z, alpha))
+    return impl
+
+
+BATCHNORM_ACT_FORWARD_SPEC = ArgSpec(
     [("out", "NO"), ("mean", "O"), ("var", "O"), ("invstd", "O"), ("x", "NO"), ("gamma", "O?"),
-     ("beta", "O?"), ("eps", "positive")],
-    writes=("out", "mean", "var", "invstd"))
+     ("beta", "O?"), ("eps", "positive"), ("activation", "act"), ("alpha", "float")],
+    paired=[("gamma", "beta")], writes=("out", "mean", "var", "invstd"))
 
 
 @jit
-def batchnorm_forward(out, mean, var, invstd, x, gamma, beta, eps):
-    """Batch normalization in training mode, with the batch's own statistics.
+def batchnorm_act_forward(out, mean, var, invstd, x, gamma, beta, eps, activation, alpha):
+    """Batch normalization in training mode, with the batch's own statistics, then an activation.
 
-    x (N, O) -> out (N, O) = gamma * (x - mean) * invstd + beta, and the
+    x (N, O) -> out (N, O) = f(gamma * (x - mean) * invstd + beta), and the
     statistics per feature: mean (O,), var (O,) the biased variance
     sum_n (x - mean)^2 / N, invstd (O,) = 1 / sqrt(var + eps); all overwritten.
     Two passes (mean, then squared deviations), each summing rows 0..N-1 in
-    order. gamma, beta (O,) or zero-size (no affine).
+    order, and the output pass. gamma, beta (O,) or zero-size (no affine).
+    ``activation`` is an elementwise code of ``fastbp.kernels.ACTIVATIONS``,
+    ``alpha`` its parameter.
     """
     n_rows, n_out = x.shape
     for j in range(n_out):
@@ -61,46 +93,103 @@ def batchnorm_forward(out, mean, var, invstd, x, gamma, beta, eps):
     for j in range(n_out):
         var[j] /= n_rows
         invstd[j] = 1.0 / math.sqrt(var[j] + eps)
-    _scale_shift_columns(out, x, mean, invstd, gamma, beta)
+    _columns_act(out, x, mean, invstd, gamma, beta, activation, alpha)
 
 
 @jit(inline="always")
-def _scale_shift_columns(out, x, mean, invstd, gamma, beta):
-    """out[n, j] = gamma[j] * (x[n, j] - mean[j]) * invstd[j] + beta[j] (no affine: gamma 1, beta 0)."""
+def _columns_act_loop(out, x, mean, invstd, gamma, beta, activation, alpha):
+    """out[n, j] = f(gamma[j] * (x[n, j] - mean[j]) * invstd[j] + beta[j]) (no affine: gamma 1, beta 0)."""
     n_rows, n_out = x.shape
     if gamma.size:
         for n in range(n_rows):
             for j in range(n_out):
-                out[n, j] = gamma[j] * ((x[n, j] - mean[j]) * invstd[j]) + beta[j]
+                out[n, j] = activate(activation, gamma[j] * ((x[n, j] - mean[j]) * invstd[j]) + beta[j], alpha)
     else:
         for n in range(n_rows):
             for j in range(n_out):
-                out[n, j] = (x[n, j] - mean[j]) * invstd[j]
+                out[n, j] = activate(activation, (x[n, j] - mean[j]) * invstd[j], alpha)
+
+
+@jit
+def _columns_act(out, x, mean, invstd, gamma, beta, activation, alpha):
+    """``_columns_act_loop`` with the common codes as constants (module docstring)."""
+    if activation == IDENTITY:
+        _columns_act_loop(out, x, mean, invstd, gamma, beta, IDENTITY, alpha)
+    elif activation == RELU:
+        _columns_act_loop(out, x, mean, invstd, gamma, beta, RELU, alpha)
+    elif activation == LEAKY_RELU:
+        _columns_act_loop(out, x, mean, invstd, gamma, beta, LEAKY_RELU, alpha)
+    else:
+        _columns_act_loop(out, x, mean, invstd, gamma, beta, activation, alpha)
+
+
+BATCHNORM_FORWARD_SPEC = ArgSpec(
+    [("out", "NO"), ("mean", "O"), ("var", "O"), ("invstd", "O"), ("x", "NO"), ("gamma", "O?"),
+     ("beta", "O?"), ("eps", "positive")],
+    paired=[("gamma", "beta")], writes=("out", "mean", "var", "invstd"))
+
+
+@jit
+def batchnorm_forward(out, mean, var, invstd, x, gamma, beta, eps):
+    """Batch normalization in training mode: ``batchnorm_act_forward`` with the identity.
+
+    x (N, O) -> out (N, O) = gamma * (x - mean) * invstd + beta, and mean,
+    var (biased), invstd (O,) per feature; all overwritten.
+    """
+    # np.int64, not a bare literal: see dense_forward.
+    batchnorm_act_forward(out, mean, var, invstd, x, gamma, beta, eps, np.int64(IDENTITY), 0.0)
+
+
+@jit(inline="always")
+def _inference_loop(out, x, running_mean, running_var, gamma, beta, eps, activation, alpha):
+    n_rows, n_out = x.shape
+    if gamma.size:
+        for n in range(n_rows):
+            for j in range(n_out):
+                z = gamma[j] * ((x[n, j] - running_mean[j]) / math.sqrt(running_var[j] + eps)) + beta[j]
+                out[n, j] = activate(activation, z, alpha)
+    else:
+        for n in range(n_rows):
+            for j in range(n_out):
+                out[n, j] = activate(activation, (x[n, j] - running_mean[j]) / math.sqrt(running_var[j] + eps),
+                                     alpha)
+
+
+BATCHNORM_ACT_INFERENCE_SPEC = ArgSpec(
+    [("out", "NO"), ("x", "NO"), ("running_mean", "O"), ("running_var", "O"), ("gamma", "O?"),
+     ("beta", "O?"), ("eps", "positive"), ("activation", "act"), ("alpha", "float")],
+    paired=[("gamma", "beta")], writes=("out",))
+
+
+@jit
+def batchnorm_act_inference(out, x, running_mean, running_var, gamma, beta, eps, activation, alpha):
+    """Batch normalization in inference mode, with running statistics, then an activation.
+
+    out (N, O) = f(gamma * (x - running_mean) / sqrt(running_var + eps) + beta),
+    overwritten; any N, 1 included.
+    """
+    if activation == IDENTITY:
+        _inference_loop(out, x, running_mean, running_var, gamma, beta, eps, IDENTITY, alpha)
+    elif activation == RELU:
+        _inference_loop(out, x, running_mean, running_var, gamma, beta, eps, RELU, alpha)
+    else:
+        _inference_loop(out, x, running_mean, running_var, gamma, beta, eps, activation, alpha)
 
 
 BATCHNORM_INFERENCE_SPEC = ArgSpec(
     [("out", "NO"), ("x", "NO"), ("running_mean", "O"), ("running_var", "O"), ("gamma", "O?"),
      ("beta", "O?"), ("eps", "positive")],
-    writes=("out",))
+    paired=[("gamma", "beta")], writes=("out",))
 
 
 @jit
 def batchnorm_inference(out, x, running_mean, running_var, gamma, beta, eps):
-    """Batch normalization in inference mode, with running statistics.
+    """Batch normalization in inference mode: ``batchnorm_act_inference`` with the identity.
 
     out (N, O) = gamma * (x - running_mean) / sqrt(running_var + eps) + beta,
     overwritten; any N, 1 included.
     """
-    n_rows, n_out = x.shape
-    if gamma.size:
-        for n in range(n_rows):
-            for j in range(n_out):
-                out[n, j] = (gamma[j] * ((x[n, j] - running_mean[j]) / math.sqrt(running_var[j] + eps))
-                             + beta[j])
-    else:
-        for n in range(n_rows):
-            for j in range(n_out):
-                out[n, j] = (x[n, j] - running_mean[j]) / math.sqrt(running_var[j] + eps)
+    batchnorm_act_inference(out, x, running_mean, running_var, gamma, beta, eps, np.int64(IDENTITY), 0.0)
 
 
 BATCHNORM_UPDATE_RUNNING_SPEC = ArgSpec(
@@ -125,6 +214,66 @@ def batchnorm_update_running(running_mean, running_var, mean, var, momentum, n):
         running_var[j] = (1.0 - momentum) * running_var[j] + momentum * (var[j] * unbias)
 
 
+@jit(inline="always")
+def _batchnorm_act_backward_loop(dx, dgamma, dbeta, dout, out, x, mean, invstd, gamma, beta, activation,
+                                 alpha):
+    n_rows, n_out = dout.shape
+    affine = gamma.size > 0
+    keep = dx.size > 0
+    for j in range(n_out):
+        dgamma[j] = 0.0
+        dbeta[j] = 0.0
+    for n in range(n_rows):
+        for j in range(n_out):
+            xhat = (x[n, j] - mean[j]) * invstd[j]
+            z = gamma[j] * xhat + beta[j] if affine else xhat
+            g = _dz(activation, dout[n, j], out[n, j], z, alpha)
+            dbeta[j] += g
+            dgamma[j] += g * xhat
+            if keep:
+                dx[n, j] = g
+    if not keep:
+        return
+    for n in range(n_rows):
+        for j in range(n_out):
+            scale = gamma[j] * invstd[j] if affine else invstd[j]
+            xhat = (x[n, j] - mean[j]) * invstd[j]
+            dx[n, j] = scale * (dx[n, j] - dbeta[j] / n_rows - xhat * (dgamma[j] / n_rows))
+
+
+BATCHNORM_ACT_BACKWARD_SPEC = ArgSpec(
+    [("dx", "NO?"), ("dgamma", "O"), ("dbeta", "O"), ("dout", "NO"), ("out", "NO"), ("x", "NO"),
+     ("mean", "O"), ("invstd", "O"), ("gamma", "O?"), ("beta", "O?"), ("activation", "act"),
+     ("alpha", "float")],
+    paired=[("gamma", "beta")], writes=("dx", "dgamma", "dbeta"))
+
+
+@jit
+def batchnorm_act_backward(dx, dgamma, dbeta, dout, out, x, mean, invstd, gamma, beta, activation, alpha):
+    """Backward of ``batchnorm_act_forward`` (training mode), through f and the batch mean and variance.
+
+    dout is the gradient of the activation's output ``out``; g = dout f'(z) with
+    z = gamma xhat + beta the pre-activation, xhat = (x - mean) * invstd. Then
+    dbeta (O,) = sum_n g, dgamma (O,) = sum_n g * xhat, and
+    dx (N, O) = gamma invstd (g - dbeta / N - xhat dgamma / N);
+    all overwritten. A zero-size dx skips the input gradient; mean and invstd
+    are the forward's. With a zero-size gamma and beta (no affine) gamma is 1,
+    beta 0, and dgamma, dbeta are still the sums above. g is computed once per
+    element and kept in dx between the two passes (GELU's derivative costs an
+    erf and an exp).
+    """
+    if activation == IDENTITY:
+        _batchnorm_act_backward_loop(dx, dgamma, dbeta, dout, out, x, mean, invstd, gamma, beta, IDENTITY, alpha)
+    elif activation == RELU:
+        _batchnorm_act_backward_loop(dx, dgamma, dbeta, dout, out, x, mean, invstd, gamma, beta, RELU, alpha)
+    elif activation == LEAKY_RELU:
+        _batchnorm_act_backward_loop(dx, dgamma, dbeta, dout, out, x, mean, invstd, gamma, beta, LEAKY_RELU,
+                                     alpha)
+    else:
+        _batchnorm_act_backward_loop(dx, dgamma, dbeta, dout, out, x, mean, invstd, gamma, beta, activation,
+                                     alpha)
+
+
 BATCHNORM_BACKWARD_SPEC = ArgSpec(
     [("dx", "NO?"), ("dgamma", "O"), ("dbeta", "O"), ("dout", "NO"), ("x", "NO"), ("mean", "O"),
      ("invstd", "O"), ("gamma", "O?")],
@@ -142,39 +291,12 @@ def batchnorm_backward(dx, dgamma, dbeta, dout, x, mean, invstd, gamma):
     are the forward's. With a zero-size gamma (no affine) gamma is 1 and
     dgamma, dbeta are still the sums above.
     """
-    n_rows, n_out = dout.shape
-    for j in range(n_out):
-        dgamma[j] = 0.0
-        dbeta[j] = 0.0
-    for n in range(n_rows):
-        for j in range(n_out):
-            g = dout[n, j]
-            dbeta[j] += g
-            dgamma[j] += g * ((x[n, j] - mean[j]) * invstd[j])
-    if dx.size == 0:
-        return
-    affine = gamma.size > 0
-    for n in range(n_rows):
-        for j in range(n_out):
-            scale = gamma[j] * invstd[j] if affine else invstd[j]
-            xhat = (x[n, j] - mean[j]) * invstd[j]
-            dx[n, j] = scale * (dout[n, j] - dbeta[j] / n_rows - xhat * (dgamma[j] / n_rows))
+    # With the identity, neither out nor beta is read: dout and gamma stand in.
+    batchnorm_act_backward(dx, dgamma, dbeta, dout, dout, x, mean, invstd, gamma, gamma, np.int64(IDENTITY), 0.0)
 
 
-LAYERNORM_FORWARD_SPEC = ArgSpec(
-    [("out", "NO"), ("mean", "N"), ("invstd", "N"), ("x", "NO"), ("gamma", "O?"), ("beta", "O?"),
-     ("eps", "positive")],
-    writes=("out", "mean", "invstd"))
-
-
-@jit
-def layernorm_forward(out, mean, invstd, x, gamma, beta, eps):
-    """Layer normalization of each row over its O features.
-
-    x (N, O) -> out (N, O) = gamma * (x - mean_n) * invstd_n + beta, and per row
-    mean (N,), invstd (N,) = 1 / sqrt(var_n + eps) with var_n the biased
-    variance; all overwritten. Any N, 1 included.
-    """
+@jit(inline="always")
+def _layernorm_act_forward_loop(out, mean, invstd, x, gamma, beta, eps, activation, alpha):
     n_rows, n_out = x.shape
     affine = gamma.size > 0
     for n in range(n_rows):
@@ -193,7 +315,115 @@ def layernorm_forward(out, mean, invstd, x, gamma, beta, eps):
         m, r = mean[n], invstd[n]
         for j in range(n_out):
             xhat = (x[n, j] - m) * r
-            out[n, j] = gamma[j] * xhat + beta[j] if affine else xhat
+            out[n, j] = activate(activation, gamma[j] * xhat + beta[j] if affine else xhat, alpha)
+
+
+LAYERNORM_ACT_FORWARD_SPEC = ArgSpec(
+    [("out", "NO"), ("mean", "N"), ("invstd", "N"), ("x", "NO"), ("gamma", "O?"), ("beta", "O?"),
+     ("eps", "positive"), ("activation", "act"), ("alpha", "float")],
+    paired=[("gamma", "beta")], writes=("out", "mean", "invstd"))
+
+
+@jit
+def layernorm_act_forward(out, mean, invstd, x, gamma, beta, eps, activation, alpha):
+    """Layer normalization of each row over its O features, then an activation.
+
+    x (N, O) -> out (N, O) = f(gamma * (x - mean_n) * invstd_n + beta), and per
+    row mean (N,), invstd (N,) = 1 / sqrt(var_n + eps) with var_n the biased
+    variance; all overwritten. Any N, 1 included.
+    """
+    if activation == IDENTITY:
+        _layernorm_act_forward_loop(out, mean, invstd, x, gamma, beta, eps, IDENTITY, alpha)
+    elif activation == RELU:
+        _layernorm_act_forward_loop(out, mean, invstd, x, gamma, beta, eps, RELU, alpha)
+    elif activation == LEAKY_RELU:
+        _layernorm_act_forward_loop(out, mean, invstd, x, gamma, beta, eps, LEAKY_RELU, alpha)
+    else:
+        _layernorm_act_forward_loop(out, mean, invstd, x, gamma, beta, eps, activation, alpha)
+
+
+LAYERNORM_FORWARD_SPEC = ArgSpec(
+    [("out", "NO"), ("mean", "N"), ("invstd", "N"), ("x", "NO"), ("gamma", "O?"), ("beta", "O?"),
+     ("eps", "positive")],
+    paired=[("gamma", "beta")], writes=("out", "mean", "invstd"))
+
+
+@jit
+def layernorm_forward(out, mean, invstd, x, gamma, beta, eps):
+    """Layer normalization of each row: ``layernorm_act_forward`` with the identity.
+
+    x (N, O) -> out (N, O) = gamma * (x - mean_n) * invstd_n + beta, and per row
+    mean (N,), invstd (N,); all overwritten. Any N, 1 included.
+    """
+    layernorm_act_forward(out, mean, invstd, x, gamma, beta, eps, np.int64(IDENTITY), 0.0)
+
+
+@jit(inline="always")
+def _layernorm_act_backward_loop(dx, dgamma, dbeta, dout, out, x, mean, invstd, gamma, beta, activation,
+                                 alpha):
+    n_rows, n_out = dout.shape
+    affine = gamma.size > 0
+    keep = dx.size > 0
+    for j in range(n_out):
+        dgamma[j] = 0.0
+        dbeta[j] = 0.0
+    # The parameter sums first, rows 0..N-1 in order: a loop that vectorizes.
+    for n in range(n_rows):
+        m, r = mean[n], invstd[n]
+        for j in range(n_out):
+            xhat = (x[n, j] - m) * r
+            d = _dz(activation, dout[n, j], out[n, j], gamma[j] * xhat + beta[j] if affine else xhat, alpha)
+            dbeta[j] += d
+            dgamma[j] += d * xhat
+    if not keep:
+        return
+    # Then row by row: the two row sums (a reduction, which does not vectorize without
+    # fastmath) with d kept in the row of dx, and dx from them.
+    for n in range(n_rows):
+        m, r = mean[n], invstd[n]
+        s1 = 0.0
+        s2 = 0.0
+        for j in range(n_out):
+            xhat = (x[n, j] - m) * r
+            d = _dz(activation, dout[n, j], out[n, j], gamma[j] * xhat + beta[j] if affine else xhat, alpha)
+            dx[n, j] = d
+            g = d * gamma[j] if affine else d
+            s1 += g
+            s2 += g * xhat
+        s1 /= n_out
+        s2 /= n_out
+        for j in range(n_out):
+            g = dx[n, j] * gamma[j] if affine else dx[n, j]
+            dx[n, j] = r * (g - s1 - ((x[n, j] - m) * r) * s2)
+
+
+LAYERNORM_ACT_BACKWARD_SPEC = ArgSpec(
+    [("dx", "NO?"), ("dgamma", "O"), ("dbeta", "O"), ("dout", "NO"), ("out", "NO"), ("x", "NO"),
+     ("mean", "N"), ("invstd", "N"), ("gamma", "O?"), ("beta", "O?"), ("activation", "act"),
+     ("alpha", "float")],
+    paired=[("gamma", "beta")], writes=("dx", "dgamma", "dbeta"))
+
+
+@jit
+def layernorm_act_backward(dx, dgamma, dbeta, dout, out, x, mean, invstd, gamma, beta, activation, alpha):
+    """Backward of ``layernorm_act_forward``, through f and each row's mean and variance.
+
+    dout is the gradient of the activation's output ``out``; d = dout f'(z) with
+    z = gamma xhat + beta. dbeta (O,) = sum_n d, dgamma (O,) = sum_n d * xhat,
+    and per row, with g = d * gamma,
+    dx (N, O) = invstd_n (g - mean_j(g) - xhat mean_j(g xhat));
+    all overwritten. A zero-size dx skips the input gradient.
+    """
+    if activation == IDENTITY:
+        _layernorm_act_backward_loop(dx, dgamma, dbeta, dout, out, x, mean, invstd, gamma, beta, IDENTITY, alpha)
+    elif activation == RELU:
+        _layernorm_act_backward_loop(dx, dgamma, dbeta, dout, out, x, mean, invstd, gamma, beta, RELU, alpha)
+    elif activation == LEAKY_RELU:
+        _layernorm_act_backward_loop(dx, dgamma, dbeta, dout, out, x, mean, invstd, gamma, beta, LEAKY_RELU,
+                                     alpha)
+    else:
+        _layernorm_act_backward_loop(dx, dgamma, dbeta, dout, out, x, mean, invstd, gamma, beta, activation,
+                                     alpha)
 
 
 LAYERNORM_BACKWARD_SPEC = ArgSpec(
@@ -210,29 +440,5 @@ def layernorm_backward(dx, dgamma, dbeta, dout, x, mean, invstd, gamma):
     g = dout * gamma, dx (N, O) = invstd_n (g - mean_j(g) - xhat mean_j(g xhat));
     all overwritten. A zero-size dx skips the input gradient.
     """
-    n_rows, n_out = dout.shape
-    affine = gamma.size > 0
-    for j in range(n_out):
-        dgamma[j] = 0.0
-        dbeta[j] = 0.0
-    for n in range(n_rows):
-        m, r = mean[n], invstd[n]
-        for j in range(n_out):
-            d = dout[n, j]
-            dbeta[j] += d
-            dgamma[j] += d * ((x[n, j] - m) * r)
-    if dx.size == 0:
-        return
-    for n in range(n_rows):
-        m, r = mean[n], invstd[n]
-        s1 = 0.0
-        s2 = 0.0
-        for j in range(n_out):
-            g = dout[n, j] * gamma[j] if affine else dout[n, j]
-            s1 += g
-            s2 += g * ((x[n, j] - m) * r)
-        s1 /= n_out
-        s2 /= n_out
-        for j in range(n_out):
-            g = dout[n, j] * gamma[j] if affine else dout[n, j]
-            dx[n, j] = r * (g - s1 - ((x[n, j] - m) * r) * s2)
+    # With the identity, neither out nor beta is read: dout and gamma stand in.
+    layernorm_act_backward(dx, dgamma, dbeta, dout, dout, x, mean, invstd, gamma, gamma, np.int64(IDENTITY), 0.0)

@@ -88,6 +88,11 @@ batchnorm_update_running = public(norm.batchnorm_update_running, _cpu_norm.BATCH
 batchnorm_backward = public(norm.batchnorm_backward, _cpu_norm.BATCHNORM_BACKWARD_SPEC)
 layernorm_forward = public(norm.layernorm_forward, _cpu_norm.LAYERNORM_FORWARD_SPEC)
 layernorm_backward = public(norm.layernorm_backward, _cpu_norm.LAYERNORM_BACKWARD_SPEC)
+batchnorm_act_forward = public(norm.batchnorm_act_forward, _cpu_norm.BATCHNORM_ACT_FORWARD_SPEC)
+batchnorm_act_inference = public(norm.batchnorm_act_inference, _cpu_norm.BATCHNORM_ACT_INFERENCE_SPEC)
+batchnorm_act_backward = public(norm.batchnorm_act_backward, _cpu_norm.BATCHNORM_ACT_BACKWARD_SPEC)
+layernorm_act_forward = public(norm.layernorm_act_forward, _cpu_norm.LAYERNORM_ACT_FORWARD_SPEC)
+layernorm_act_backward = public(norm.layernorm_act_backward, _cpu_norm.LAYERNORM_ACT_BACKWARD_SPEC)
 
 sgd_update = public(optim.sgd_update, _cpu_optim.SGD_UPDATE_SPEC)
 adam_update = public(optim.adam_update, _cpu_optim.ADAM_UPDATE_SPEC)
@@ -112,4 +117,6 @@ __all__ = [
     "rmsprop_update", "adagrad_update",
     "batchnorm_forward", "batchnorm_inference", "batchnorm_update_running", "batchnorm_backward",
     "layernorm_forward", "layernorm_backward",
+    "batchnorm_act_forward", "batchnorm_act_inference", "batchnorm_act_backward",
+    "layernorm_act_forward", "layernorm_act_backward",
 ]
