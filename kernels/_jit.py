@@ -72,14 +72,28 @@ def jit(func=None, *, parallel=False, fastmath=False, inline="never"):
     return decorate if func is None else decorate(func)
 
 
-def scalar(func):
+def scalar(func=None, *, dispatch=False):
     """Register a scalar function for CPU jit code; callable from Python too.
 
     The function is recorded in ``SCALAR_FUNCTIONS`` so the CUDA backend can
     compile the same source as a device function.
+
+    A formula (``relu``, ``gelu_grad``) is compiled once as a function of its
+    own, and LLVM inlines it where it is small. A dispatcher on a code
+    (``activate``, ``loss_grad``: ``dispatch=True``) is inlined into its
+    caller's numba IR instead: a kernel's loop then holds one branch per code,
+    and a loop whose code is a constant folds to its one formula and
+    vectorizes. As a function of its own, a dispatcher stayed an opaque call
+    per element wherever its code was not a constant (ReLU's generic loop 3x
+    slower). Inlining the formulas too into every dispatcher copy cost numba's
+    compiler far more: ``fastbp train`` on a cold cache took 244 s with every
+    scalar inlined, 95 s with none (BENCHMARKS.md).
     """
-    SCALAR_FUNCTIONS.append(func)
-    return register_jitable(inline="always")(func)
+    def register(f):
+        SCALAR_FUNCTIONS.append(f)
+        return register_jitable(inline="always")(f) if dispatch else register_jitable(f)
+
+    return register if func is None else register(func)
 
 
 # No OMP_WAIT_POLICY here. fastbp set it to PASSIVE at import once, when its

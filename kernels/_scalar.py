@@ -158,7 +158,7 @@ def selu_grad(y):
     return SELU_SCALE if y > 0.0 else y + _SELU_SCALE_ALPHA
 
 
-@scalar
+@scalar(dispatch=True)
 def activate(code, z, alpha):
     """f(z) for the activation ``code``; ``alpha`` is the leaky slope or ELU alpha."""
     if code == RELU:
@@ -182,7 +182,7 @@ def activate(code, z, alpha):
     return z
 
 
-@scalar
+@scalar(dispatch=True)
 def activate_grad(code, y, alpha):
     """f'(z) from the output y = f(z); valid for codes in OUTPUT_DERIVABLE."""
     if code == RELU:
@@ -202,7 +202,7 @@ def activate_grad(code, y, alpha):
     return 1.0
 
 
-@scalar
+@scalar(dispatch=True)
 def activate_input_grad(code, z):
     """f'(z) from the input z, for the codes in INPUT_DERIVED (GELU, SiLU)."""
     if code == SILU:
@@ -210,7 +210,7 @@ def activate_input_grad(code, z):
     return gelu_grad(z)
 
 
-@scalar
+@scalar(dispatch=True)
 def activate_dz(code, dout, y, z, alpha):
     """dout * f'(z) for any elementwise code: from the output y, or from the input z (GELU, SiLU).
 
@@ -228,7 +228,7 @@ def log1p_exp(z):
     return max(z, 0.0) + math.log1p(math.exp(-abs(z)))
 
 
-@scalar
+@scalar(dispatch=True)
 def loss_term(code, z, t, param):
     """The elementwise loss l(z, t) of the loss ``code`` (any but softmax cross-entropy)."""
     if code == LOSS_BCE:
@@ -244,7 +244,7 @@ def loss_term(code, z, t, param):
     return d * d
 
 
-@scalar
+@scalar(dispatch=True)
 def loss_grad(code, z, t, param):
     """dl/dz of ``loss_term``; MAE's is sign(z - t), 0 where z == t."""
     if code == LOSS_BCE:

@@ -19,9 +19,10 @@ out = f(gamma * xhat + beta) in the same pass, and backward takes the
 gradient of f's output and applies f' on the fly, from the output y = out or
 (GELU, SiLU) from the pre-activation, which it recomputes from x, the saved
 statistics, gamma and beta. The plain kernels are these with the identity.
-As in ``dense.py``, the code is tested once outside the element loops and
-each common code (identity, ReLU, leaky ReLU) gets its own copy of the loop
-with the code a constant, so that the loop vectorizes.
+As in ``dense.py``, the code is tested once outside the element loops, and
+the identity and ReLU each get their own copy of the loop with the code a
+constant, so that the loop vectorizes. Every copy costs compile time (each
+holds the activation dispatchers, inlined), so the other codes share one.
 
 Every kernel runs on the calling thread. The reductions run in one fixed
 order, row 0 to N-1 for a feature and feature 0 to O-1 for a row, the order of
@@ -41,7 +42,7 @@ from numba.np.numpy_support import as_dtype
 
 from .._checks import ArgSpec
 from .._jit import jit
-from .._scalar import IDENTITY, LEAKY_RELU, RELU, activate, activate_dz
+from .._scalar import IDENTITY, RELU, activate, activate_dz
 
 
 def _dz(code, dout, y, z, alpha):
@@ -117,8 +118,6 @@ def _columns_act(out, x, mean, invstd, gamma, beta, activation, alpha):
         _columns_act_loop(out, x, mean, invstd, gamma, beta, IDENTITY, alpha)
     elif activation == RELU:
         _columns_act_loop(out, x, mean, invstd, gamma, beta, RELU, alpha)
-    elif activation == LEAKY_RELU:
-        _columns_act_loop(out, x, mean, invstd, gamma, beta, LEAKY_RELU, alpha)
     else:
         _columns_act_loop(out, x, mean, invstd, gamma, beta, activation, alpha)
 
@@ -266,9 +265,6 @@ def batchnorm_act_backward(dx, dgamma, dbeta, dout, out, x, mean, invstd, gamma,
         _batchnorm_act_backward_loop(dx, dgamma, dbeta, dout, out, x, mean, invstd, gamma, beta, IDENTITY, alpha)
     elif activation == RELU:
         _batchnorm_act_backward_loop(dx, dgamma, dbeta, dout, out, x, mean, invstd, gamma, beta, RELU, alpha)
-    elif activation == LEAKY_RELU:
-        _batchnorm_act_backward_loop(dx, dgamma, dbeta, dout, out, x, mean, invstd, gamma, beta, LEAKY_RELU,
-                                     alpha)
     else:
         _batchnorm_act_backward_loop(dx, dgamma, dbeta, dout, out, x, mean, invstd, gamma, beta, activation,
                                      alpha)
@@ -336,8 +332,6 @@ def layernorm_act_forward(out, mean, invstd, x, gamma, beta, eps, activation, al
         _layernorm_act_forward_loop(out, mean, invstd, x, gamma, beta, eps, IDENTITY, alpha)
     elif activation == RELU:
         _layernorm_act_forward_loop(out, mean, invstd, x, gamma, beta, eps, RELU, alpha)
-    elif activation == LEAKY_RELU:
-        _layernorm_act_forward_loop(out, mean, invstd, x, gamma, beta, eps, LEAKY_RELU, alpha)
     else:
         _layernorm_act_forward_loop(out, mean, invstd, x, gamma, beta, eps, activation, alpha)
 
@@ -418,9 +412,6 @@ def layernorm_act_backward(dx, dgamma, dbeta, dout, out, x, mean, invstd, gamma,
         _layernorm_act_backward_loop(dx, dgamma, dbeta, dout, out, x, mean, invstd, gamma, beta, IDENTITY, alpha)
     elif activation == RELU:
         _layernorm_act_backward_loop(dx, dgamma, dbeta, dout, out, x, mean, invstd, gamma, beta, RELU, alpha)
-    elif activation == LEAKY_RELU:
-        _layernorm_act_backward_loop(dx, dgamma, dbeta, dout, out, x, mean, invstd, gamma, beta, LEAKY_RELU,
-                                     alpha)
     else:
         _layernorm_act_backward_loop(dx, dgamma, dbeta, dout, out, x, mean, invstd, gamma, beta, activation,
                                      alpha)
