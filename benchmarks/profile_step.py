@@ -64,8 +64,8 @@ def _kernels():
 
     @njit
     def losses(loss, probs, out, labels, dout, no_weight):
-        L.loss_code_forward(loss, probs, out, labels, out[:0], no_weight, R.LOSS_SCE)
-        L.loss_code_backward(dout, probs, out, labels, out[:0], no_weight, R.LOSS_SCE)
+        L.loss_code_forward(loss, probs, out, labels, out[:0], no_weight, R.LOSS_SCE, 0.0)
+        L.loss_code_backward(dout, probs, out, labels, out[:0], no_weight, R.LOSS_SCE, 0.0)
 
     @njit
     def update(theta, grad, s1, s2, n_weights, hyper):
