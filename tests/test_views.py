@@ -1,0 +1,56 @@
+"""The compiled loop's views without reference counting (fastbp/backends/_views.py)."""
+import sys
+from collections import namedtuple
+
+import numba
+import numpy as np
+import pytest
+
+from fastbp.backends._views import borrowed, matrix
+
+Pair = namedtuple("Pair", "a b n")
+
+
+@numba.njit
+def _matrix_of(buf, start, n_rows, n_cols):
+    view = matrix(buf, start, n_rows, n_cols)
+    view[n_rows - 1, n_cols - 1] = -1.0  # writes go to buf
+    return view.copy()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("start, n_rows, n_cols", [(0, 3, 4), (5, 1, 7), (2, 4, 1), (9, 2, 3)])
+def test_matrix_is_the_reshaped_slice(dtype, start, n_rows, n_cols):
+    buf = np.arange(20, dtype=dtype)
+    expected = buf[start:start + n_rows * n_cols].reshape(n_rows, n_cols).copy()
+    expected[-1, -1] = -1.0
+    got = _matrix_of(buf, start, n_rows, n_cols)
+    np.testing.assert_array_equal(got, expected)
+    assert buf[start + n_rows * n_cols - 1] == -1.0
+
+
+@numba.njit
+def _through_borrowed(pair, x):
+    p, y = borrowed((pair, x))
+    p.a[0] += 1.0
+    p.b[1] += 2
+    y[2] = 7.0
+    return p.a.sum() + p.b.sum() + y.sum() + p.n
+
+
+def test_borrowed_arrays_are_the_same_memory_and_hold_no_reference():
+    pair = Pair(np.zeros(3), np.zeros(4, dtype=np.int64), 5)
+    x = np.zeros((2, 3), dtype=np.float32).ravel()
+    counts = [sys.getrefcount(a) for a in (pair.a, pair.b, x)]
+    assert _through_borrowed(pair, x) == 1.0 + 2 + 7.0 + 5
+    assert pair.a[0] == 1.0 and pair.b[1] == 2 and x[2] == 7.0
+    assert [sys.getrefcount(a) for a in (pair.a, pair.b, x)] == counts
+
+
+@numba.njit
+def _matrix_of_borrowed(buf):
+    return matrix(borrowed(buf), 2, 2, 2).sum()
+
+
+def test_matrix_of_a_borrowed_buffer():
+    assert _matrix_of_borrowed(np.arange(8.0)) == 2 + 3 + 4 + 5
