@@ -13,6 +13,12 @@ entry points (``train_batches``, ``share_gradient``, ``apply_update``,
 ``_views.borrowed``, and views are cut with ``_views.matrix``: numba then counts no
 references in the loop (the counting was a tenth of the small network's step).
 
+Constants handed to a compiled callee are typed values (``np.bool_(True)``,
+``np.int64(0)``): numba types a bare ``True`` or ``0`` as a literal and compiles
+a copy of the callee, and of everything it links, for that constant. ``forward``
+was compiled twice that way (training and inference), ``batch_gradient`` twice
+under MPI.
+
 ``train_batches`` runs forward, loss, backward and the optimizer update for a
 range of batches with no Python in between and no allocation: the last,
 smaller batch uses prefix views of the same buffers.
@@ -306,7 +312,7 @@ def batch_gradient(net, ws, batch, opt, nb, loss, seed, row0):
     """
     n_ops = net.kinds.size
     labels, target, weight = _prefix(batch, nb)
-    forward(net, ws, opt.theta, nb, True, seed + opt.counters[0] * (n_ops + 1), row0)
+    forward(net, ws, opt.theta, nb, np.bool_(True), seed + opt.counters[0] * (n_ops + 1), row0)
     out = _rows(ws.acts, net.layout, ws.cap, n_ops, nb)
     probs = ws.probs[:nb]
     L.loss_code_forward(ws.loss, probs, out, labels, target, weight, loss.code, loss.param)
@@ -355,7 +361,7 @@ def train_batches(X, data, order, first, last, net, ws, batch, opt, loss, seed, 
         start = b * ws.cap
         nb = min(ws.cap, n - start)
         _gather_batch(ws, net, X, data, batch, order, start, nb)
-        status = batch_gradient(net, ws, batch, opt, nb, loss, seed, 0)
+        status = batch_gradient(net, ws, batch, opt, nb, loss, seed, np.int64(0))
         if status == R.OK:
             status = apply_update(net, ws, batch, opt, nb, loss, stats)
         if status != R.OK:
@@ -405,7 +411,7 @@ def share_gradient(X, data, order, start, nb, share, net, ws, batch, opt, loss, 
 def _infer_rows(X, net, ws, theta, start, nb):
     """The network's outputs (inference mode) on rows start..start+nb of X, as a view of ws."""
     _rows(ws.acts, net.layout, ws.cap, 0, nb)[:] = X[start:start + nb]
-    forward(net, ws, theta, nb, False, 0, 0)
+    forward(net, ws, theta, nb, np.bool_(False), np.int64(0), np.int64(0))
     return _rows(ws.acts, net.layout, ws.cap, net.kinds.size, nb)
 
 
