@@ -9,6 +9,13 @@ Each public kernel has its argument spec (``*_SPEC``, an ``ArgSpec``) just
 above it: what ``fastbp.kernels`` and ``fastbp.kernels.cuda`` check before
 calling it.
 
+Every update computes in the parameters' dtype: its hyperparameters (and the
+constants made of them, such as Adam's bias corrections, formed in float64)
+are cast to it before the loop, as the CUDA kernels and PyTorch do. A float32
+update in float64 arithmetic converted every element both ways and ran in
+half-width vectors: SGD with momentum on the small network's 2,410 parameters
+took 0.99 us that way.
+
 Each update has a ``*_serial`` twin that runs the same loop on the calling thread
 alone, for compiled loops that call BLAS between kernels (see ``_jit.py``); the
 parallel kernel calls it below the size where the thread pool pays off.
@@ -16,12 +23,25 @@ parallel kernel calls it below the size where the thread pool pays off.
 import math
 
 from numba import prange
+from numba.extending import overload
+from numba.np.numpy_support import as_dtype
 
 from .._checks import ArgSpec
 from .._jit import PARALLEL_MIN_ELEMENTS, jit
 from .._scalar import adam_eps_hat
 from ..registry import (H_ALPHA, H_BETA1, H_BETA2, H_CENTERED, H_DECOUPLED, H_EPS, H_EPS_HAT, H_LR, H_LR_DECAY,
                         H_MOMENTUM, H_NESTEROV, H_WEIGHT_DECAY, OPT_ADAGRAD, OPT_RMSPROP, OPT_SGD)
+
+
+def _like(a, x):
+    """The number x in the dtype of array a's elements."""
+    return a.dtype.type(x)
+
+
+@overload(_like, inline="always")
+def _like_typed(a, x):
+    cast = as_dtype(a.dtype).type
+    return lambda a, x: cast(x)
 
 
 SGD_UPDATE_SPEC = ArgSpec(
@@ -55,8 +75,9 @@ def _sgd_loop(param, grad, velocity, lr, momentum, nesterov, weight_decay):
     p = param.ravel()
     gr = grad.ravel()
     v = velocity.ravel()
+    step, mu, decay = _like(p, lr), _like(p, momentum), _like(p, weight_decay)
     for i in prange(p.size):
-        _sgd_one(p, gr, v, i, lr, momentum, nesterov, weight_decay)
+        _sgd_one(p, gr, v, i, step, mu, nesterov, decay)
 
 
 @jit(inline="always")
@@ -104,21 +125,24 @@ def _adam_loop(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay, dec
     gr = grad.ravel()
     mm = m.ravel()
     vv = v.ravel()
-    c1 = 1.0 / (1.0 - beta1**step)
-    c2 = 1.0 / (1.0 - beta2**step)
+    c1 = _like(p, 1.0 / (1.0 - beta1**step))
+    c2 = _like(p, 1.0 / (1.0 - beta2**step))
+    b1, b2 = (_like(p, beta1), _like(p, 1.0 - beta1)), (_like(p, beta2), _like(p, 1.0 - beta2))
+    rate, e, wd, decay = _like(p, lr), _like(p, eps), _like(p, weight_decay), _like(p, 1.0 - lr * weight_decay)
     for i in prange(p.size):
-        _adam_one(p, gr, mm, vv, i, lr, beta1, beta2, eps, c1, c2, weight_decay, decoupled)
+        _adam_one(p, gr, mm, vv, i, rate, b1, b2, e, c1, c2, wd, decay, decoupled)
 
 
 @jit(inline="always")
-def _adam_one(p, gr, mm, vv, i, lr, beta1, beta2, eps, c1, c2, weight_decay, decoupled):
+def _adam_one(p, gr, mm, vv, i, lr, b1, b2, eps, c1, c2, weight_decay, decay, decoupled):
+    """b1, b2: (beta, 1 - beta); decay: 1 - lr weight_decay (AdamW)."""
     g = gr[i]
     if decoupled:
-        p[i] *= 1.0 - lr * weight_decay
+        p[i] *= decay
     else:
         g += weight_decay * p[i]
-    mi = beta1 * mm[i] + (1.0 - beta1) * g
-    vi = beta2 * vv[i] + (1.0 - beta2) * g * g
+    mi = b1[0] * mm[i] + b1[1] * g
+    vi = b2[0] * vv[i] + b2[1] * g * g
     mm[i] = mi
     vv[i] = vi
     p[i] -= lr * (mi * c1) / (math.sqrt(vi * c2) + eps)
@@ -163,23 +187,25 @@ def _rmsprop_loop(param, grad, square_avg, momentum_buffer, grad_avg, lr, alpha,
                   weight_decay):
     p, gr, v = param.ravel(), grad.ravel(), square_avg.ravel()
     b, ga = momentum_buffer.ravel(), grad_avg.ravel()
+    step, a, rest, e = _like(p, lr), _like(p, alpha), _like(p, 1.0 - alpha), _like(p, eps)
+    mu, decay = _like(p, momentum), _like(p, weight_decay)
     for i in prange(p.size):
-        g = gr[i] + weight_decay * p[i]
-        vi = alpha * v[i] + (1.0 - alpha) * g * g
+        g = gr[i] + decay * p[i]
+        vi = a * v[i] + rest * g * g
         v[i] = vi
         if centered:
             # torch's lerp(gbar, g, 1 - alpha) with weight 1 - alpha < 0.5: gbar + w (g - gbar).
-            gi = ga[i] + (1.0 - alpha) * (g - ga[i])
+            gi = ga[i] + rest * (g - ga[i])
             ga[i] = gi
-            avg = math.sqrt(vi - gi * gi) + eps
+            avg = math.sqrt(vi - gi * gi) + e
         else:
-            avg = math.sqrt(vi) + eps
+            avg = math.sqrt(vi) + e
         if momentum > 0.0:
-            bi = momentum * b[i] + g / avg
+            bi = mu * b[i] + g / avg
             b[i] = bi
-            p[i] -= lr * bi
+            p[i] -= step * bi
         else:
-            p[i] -= lr * (g / avg)
+            p[i] -= step * (g / avg)
 
 
 ADAGRAD_UPDATE_SPEC = ArgSpec(
@@ -211,12 +237,13 @@ def adagrad_update_serial(param, grad, state_sum, lr, lr_decay, eps, step, weigh
 @jit(inline="always")
 def _adagrad_loop(param, grad, state_sum, lr, lr_decay, eps, step, weight_decay):
     p, gr, ss = param.ravel(), grad.ravel(), state_sum.ravel()
-    clr = lr / (1.0 + (step - 1) * lr_decay)
+    clr = _like(p, lr / (1.0 + (step - 1) * lr_decay))
+    e, decay = _like(p, eps), _like(p, weight_decay)
     for i in prange(p.size):
-        g = gr[i] + weight_decay * p[i]
+        g = gr[i] + decay * p[i]
         si = ss[i] + g * g
         ss[i] = si
-        p[i] -= clr * (g / (math.sqrt(si) + eps))
+        p[i] -= clr * (g / (math.sqrt(si) + e))
 
 
 # ----- dispatch by optimizer code (what the compiled training loop calls) ------------------
