@@ -22,6 +22,15 @@ def _params(rng, n_out, affine, dtype):
     return (rng.uniform(0.5, 1.5, n_out).astype(dtype), rng.standard_normal(n_out).astype(dtype))
 
 
+def _inference_inputs(rng, shape, dtype):
+    """x, gamma, beta and running statistics for BatchNorm in inference mode."""
+    x = rng.standard_normal(shape).astype(dtype)
+    gamma, beta = _params(rng, shape[1], True, dtype)
+    running_mean = rng.standard_normal(shape[1]).astype(dtype)
+    running_var = rng.uniform(0.5, 2.0, shape[1]).astype(dtype)
+    return x, gamma, beta, running_mean, running_var
+
+
 @pytest.mark.parametrize("affine", [True, False])
 def test_batchnorm_forward_backward_match_reference(backend, dtype, affine):
     rng = np.random.default_rng(50)
@@ -48,11 +57,8 @@ def test_batchnorm_forward_backward_match_reference(backend, dtype, affine):
 def test_batchnorm_inference_and_running_update_match_reference(backend, dtype):
     rng = np.random.default_rng(51)
     for shape in BN_SHAPES:
-        n, o = shape
-        x = rng.standard_normal(shape).astype(dtype)
-        gamma, beta = _params(rng, o, True, dtype)
-        running_mean = rng.standard_normal(o).astype(dtype)
-        running_var = rng.uniform(0.5, 2.0, o).astype(dtype)
+        n = shape[0]
+        x, gamma, beta, running_mean, running_var = _inference_inputs(rng, shape, dtype)
         out = np.full(shape, np.nan, dtype)
         call(backend, "batchnorm_inference", out, x, running_mean, running_var, gamma, beta, EPS)
         assert_close(out, ref.batchnorm_inference(x, running_mean, running_var, gamma, beta, EPS), dtype)
@@ -247,11 +253,7 @@ def test_batchnorm_act_inference_is_inference_then_the_activation(backend, dtype
     rng = np.random.default_rng(56)
     for name, alpha in (ACT_CASES if backend == "cpu" else SIMULATOR_ACT_CASES):
         for shape in BN_SHAPES[:2]:
-            n, o = shape
-            x = rng.standard_normal(shape).astype(dtype)
-            gamma, beta = _params(rng, o, True, dtype)
-            running_mean = rng.standard_normal(o).astype(dtype)
-            running_var = rng.uniform(0.5, 2.0, o).astype(dtype)
+            x, gamma, beta, running_mean, running_var = _inference_inputs(rng, shape, dtype)
             out = np.full(shape, np.nan, dtype)
             call(backend, "batchnorm_act_inference", out, x, running_mean, running_var, gamma, beta, EPS,
                  ACTIVATIONS[name], alpha)
