@@ -23,11 +23,14 @@ around it:
 import contextlib
 import os
 import sys
+import time
 import traceback
 
 import numpy as np
 
 from .kernels import registry as R
+
+_DRAIN_SECONDS = 0.5  # abort_on_error: time for mpiexec to forward the report before MPI_Abort
 
 
 def check_comm(comm, argument="comm"):
@@ -95,10 +98,13 @@ def abort_on_error(comm, agreed=()):
     except BaseException:
         if comm.Get_size() == 1:
             raise
-        rank = comm.Get_rank()
-        print(f"fastbp: rank {rank} of {comm.Get_size()} failed; aborting every rank (MPI_Abort):",
-              file=sys.stderr)
-        traceback.print_exc()
+        report = (f"fastbp: rank {comm.Get_rank()} of {comm.Get_size()} failed; aborting every rank "
+                  f"(MPI_Abort):\n{traceback.format_exc()}")
+        # One write, then a pause: mpiexec forwards a rank's stderr from a pipe and stops reading
+        # it once the abort reaches it. Line by line, it had forwarded the first line and dropped
+        # the traceback (a CI run under load); the pause lets it drain the pipe first.
+        sys.stderr.write(report)
         sys.stderr.flush()
+        time.sleep(_DRAIN_SECONDS)
         comm.Abort(1)
         raise
