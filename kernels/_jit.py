@@ -78,20 +78,34 @@ def scalar(func=None, *, dispatch=False):
     The function is recorded in ``SCALAR_FUNCTIONS`` so the CUDA backend can
     compile the same source as a device function.
 
-    A formula (``relu``, ``gelu_grad``) is compiled once as a function of its
-    own, and LLVM inlines it where it is small. A dispatcher on a code
-    (``activate``, ``loss_grad``: ``dispatch=True``) is inlined into its
-    caller's numba IR instead: a kernel's loop then holds one branch per code,
-    and a loop whose code is a constant folds to its one formula and
-    vectorizes. As a function of its own, a dispatcher stayed an opaque call
-    per element wherever its code was not a constant (ReLU's generic loop 3x
-    slower). Inlining the formulas too into every dispatcher copy cost numba's
-    compiler far more: ``fastbp train`` on a cold cache took 244 s with every
-    scalar inlined, 95 s with none (BENCHMARKS.md).
+    Each is compiled once per signature as a function of its own. A formula
+    (``relu``, ``gelu_grad``) is small, and LLVM inlines it where it pays. A
+    dispatcher on a code (``activate``, ``loss_grad``: ``dispatch=True``) is
+    marked always-inline for LLVM (numba's ``forceinline``): a kernel's loop then
+    holds one branch per code, and a loop whose code is a constant folds to its
+    one formula and vectorizes. Left to LLVM's cost model, a dispatcher stayed
+    an opaque call per element wherever its code was not a constant (ReLU's
+    generic loop 3x slower).
+
+    The dispatchers used to be inlined into each caller's numba IR instead
+    (``inline="always"``), which gave LLVM the same code but made numba type and
+    lower every copy again: each call site cost seconds of compile time
+    (``layernorm_act_backward``, six sites: 14.6 s, now 4.9 s; cold
+    ``fastbp train`` 116 -> 85 s, BENCHMARKS.md). Inlining the formulas into
+    numba's IR as well had cost even more (244 s for the cold run, then).
+
+    The floating-point flags are fixed here, not inherited: numba compiles a
+    shared function with the options of whichever kernel calls it first, so
+    a fastmath kernel (``_small_forward``) compiling ``activate`` first would
+    have handed its flags, and other rounding, to every kernel after it, and
+    results would have depended on the order of compilation. The scalar code is
+    IEEE arithmetic everywhere, fastmath kernels included.
     """
+    options = dict(fastmath=False, error_model="numpy")
+
     def register(f):
         SCALAR_FUNCTIONS.append(f)
-        return register_jitable(inline="always")(f) if dispatch else register_jitable(f)
+        return register_jitable(forceinline=dispatch, **options)(f)
 
     return register if func is None else register(func)
 

@@ -66,6 +66,40 @@ def test_importing_compiles_nothing():
     assert result.stdout.split() == [str(len(ISSUE_NAMES + LATER_NAMES)), "[]"]
 
 
+def test_scalar_code_keeps_its_own_floating_point_flags():
+    # numba compiles a shared function with the options of the kernel that calls it first.
+    # A fastmath caller first (as _small_forward can be) must not hand its flags to the
+    # formulas and dispatchers every other kernel links: results would depend on the order
+    # of compilation. A fresh interpreter, so that this caller is the first.
+    code = textwrap.dedent("""
+        import re
+        import numpy as np
+        from numba import njit
+        from numba.core.registry import cpu_target
+        from fastbp.kernels._scalar import GELU, activate, gelu
+
+        @njit(fastmath=True)
+        def first(z):
+            return gelu(z) + activate(GELU, z, 0.5)
+
+        first(np.float32(0.5))
+        for func in (gelu, activate):
+            for template in cpu_target.typing_context.resolve_value_type(func).templates:
+                for dispatcher, _ in template._impl_cache.values():
+                    for compiled in dispatcher.overloads.values():
+                        ir = compiled.library.get_llvm_str()
+                        ops = re.findall(r"= f(?:add|sub|mul|div) ([a-z ]*)(?:float|double) ", ir)
+                        print(func.__name__, len(ops), sorted(set(flag for op in ops for flag in op.split())))
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert {line.split()[0] for line in lines} == {"activate", "gelu"}, result.stdout
+    for line in lines:
+        name, n_ops, flags = line.split(" ", 2)
+        assert int(n_ops) > 0 and flags == "[]", line
+
+
 # ----------------------------------------------------------------------------
 # Public names are defined where a reader (and jump-to-definition) finds them
 # ----------------------------------------------------------------------------
