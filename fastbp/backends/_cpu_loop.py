@@ -270,6 +270,20 @@ def _gather(dst, src, order, start, nb):
 
 
 @jit
+def _copy_rows(dst, src, start, nb):
+    """dst[r, :] = src[start + r, :] for r < nb, element by element.
+
+    Not ``dst[:] = src[start:start + nb]``: an array assigned to a slice makes numba
+    compile its shape-mismatch error, an f-string of both shapes, with string
+    formatting's whole machinery (4-6 s of every cold start).
+    """
+    n_cols = src.shape[1]
+    for r in range(nb):
+        for c in range(n_cols):
+            dst[r, c] = src[start + r, c]
+
+
+@jit
 def _gather_rows(dst, src, order, start, nb):
     """dst[r, :] = src[order[start + r], :] for r < nb, element by element.
 
@@ -410,7 +424,7 @@ def share_gradient(X, data, order, start, nb, share, net, ws, batch, opt, loss, 
 @jit
 def _infer_rows(X, net, ws, theta, start, nb):
     """The network's outputs (inference mode) on rows start..start+nb of X, as a view of ws."""
-    _rows(ws.acts, net.layout, ws.cap, 0, nb)[:] = X[start:start + nb]
+    _copy_rows(_rows(ws.acts, net.layout, ws.cap, 0, nb), X, start, nb)
     forward(net, ws, theta, nb, np.bool_(False), np.int64(0), np.int64(0))
     return _rows(ws.acts, net.layout, ws.cap, net.kinds.size, nb)
 
@@ -422,7 +436,8 @@ def predict_batches(out_all, X, net, ws, theta):
     n = X.shape[0]
     for start in range(0, n, ws.cap):
         nb = min(ws.cap, n - start)
-        out_all[start:start + nb] = _infer_rows(X, net, ws, theta, start, nb)
+        out = _infer_rows(X, net, ws, theta, start, nb)
+        _copy_rows(out_all[start:start + nb], out, 0, nb)
 
 
 @jit
