@@ -88,11 +88,14 @@ def scalar(func=None, *, dispatch=False):
     generic loop 3x slower).
 
     The dispatchers used to be inlined into each caller's numba IR instead
-    (``inline="always"``), which gave LLVM the same code but made numba type and
-    lower every copy again: each call site cost seconds of compile time
-    (``layernorm_act_backward``, six sites: 14.6 s, now 4.9 s; cold
-    ``fastbp train`` 116 -> 85 s, BENCHMARKS.md). Inlining the formulas into
-    numba's IR as well had cost even more (244 s for the cold run, then).
+    (``inline="always"``), which made numba type and lower every copy again: each
+    call site cost seconds of compile time (``layernorm_act_backward``, six sites:
+    14.6 s, now 4.9 s; cold ``fastbp train`` 116 -> 85 s, BENCHMARKS.md). Inlining
+    the formulas into numba's IR as well had cost even more (244 s for the cold
+    run, then). LLVM then inlines the same code, but may optimize a loop around it
+    differently: the norm backward kernels' identity and ReLU copies ran 1.5x
+    slower until they called the formula directly (``norm._dz``); BENCHMARKS.md
+    has every kernel's timing against the IR-inlined dispatchers.
 
     The floating-point flags are fixed here, not inherited: numba compiles a
     shared function with the options of whichever kernel calls it first, so
