@@ -19,6 +19,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import time
 
 if not (os.path.exists("/dev/nvidiactl") or os.path.exists("/dev/nvidia0")):
     os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
@@ -32,7 +33,7 @@ import fastbp.kernels as cpu  # noqa: E402
 import fastbp.kernels.cuda as gpu  # noqa: E402
 from fastbp.kernels import ACTIVATIONS, KernelArgumentError  # noqa: E402
 from fastbp.kernels._scalar import OUTPUT_DERIVABLE  # noqa: E402
-from fastbp.kernels.cuda import _launch, activations, dense, dropout  # noqa: E402
+from fastbp.kernels.cuda import _launch, _numba_cuda, activations, dense, dropout  # noqa: E402
 from numba import cuda  # noqa: E402
 
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
@@ -281,6 +282,26 @@ def test_losses_match_cpu(name, dtype, weighted):
         close(g, c, dtype, f"{name} forward")
     (want_grad,), (got_grad,) = both(f"{name}_backward", *backward_args)
     close(got_grad, want_grad, dtype, f"{name} backward")
+
+
+@pytest.mark.skipif(not _numba_cuda.SIMULATOR, reason="the simulator's shared arrays; a GPU has real ones")
+def test_every_simulated_thread_of_a_block_gets_the_same_shared_array(monkeypatch):
+    # The simulator allocates a block's shared array when the first thread asks
+    # for it. A thread switch during that allocation used to give two threads
+    # two arrays, and the weight total of a loss came out as garbage (a CI
+    # flake). A slow allocation forces the switch every time.
+    forward_args, backward_args = _loss_args("softmax_cross_entropy", np.random.default_rng(12), (40, 3), F64, True)
+    want = run_cpu("softmax_cross_entropy_backward", *backward_args)
+    allocate = np.empty
+
+    def slow_empty(*args, **kwargs):
+        time.sleep(0.02)  # releases the GIL: the block's other threads run meanwhile
+        return allocate(*args, **kwargs)
+
+    monkeypatch.setattr(np, "empty", slow_empty)
+    got = run_gpu("softmax_cross_entropy_backward", *backward_args)
+    monkeypatch.undo()
+    close(got[0], want[0], F64, "weighted softmax cross-entropy backward")
 
 
 def test_loss_stays_on_the_device_and_is_reproducible():

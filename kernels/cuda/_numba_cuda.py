@@ -17,6 +17,8 @@ so the GPU kernels call the very same formulas as the CPU kernels.
 import importlib
 import importlib.util
 import os
+import sys
+import threading
 import warnings
 
 import numpy as np
@@ -99,6 +101,47 @@ from .._jit import SCALAR_FUNCTIONS
 # True under numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1), where every GPU
 # thread runs as Python: what the tests use on machines without a GPU.
 SIMULATOR = bool(_config.ENABLE_CUDASIM)
+
+
+def _serialize_simulated_shared_arrays():
+    """Make the simulator's ``cuda.shared.array`` give every thread of a block the same array.
+
+    The simulator runs a block's threads as Python threads and hands out shared
+    arrays from a dict keyed by the calling line: look up, and on a miss
+    allocate and store. Nothing guards that, so when the interpreter switches
+    threads between the look-up and the store, two threads allocate their own
+    "shared" array. A block reduction then reads uninitialized memory: in CI a
+    weighted loss summed its weights to a denormal and the step diverged. This
+    replaces the method with the same look-up under a lock. The simulator only;
+    a GPU's shared memory has no such step.
+    """
+    from numba.cuda.simulator import kernelapi
+
+    shared = kernelapi.FakeCUDAShared
+    if getattr(shared.array, "fastbp_serialized", False):
+        return
+    unguarded = shared.array
+    lock = threading.Lock()
+
+    def array(self, shape, dtype, alignment=None):
+        if alignment is not None or shape == 0:
+            return unguarded(self, shape, dtype, alignment)  # an error, or the one dynamic buffer
+        caller = sys._getframe(1)
+        key = (caller.f_code.co_filename, caller.f_lineno)  # the simulator's key: file and line
+        if isinstance(dtype, kernelapi.types.Type):
+            dtype = kernelapi.numpy_support.as_dtype(dtype)
+        with lock:
+            found = self._allocations.get(key)
+            if found is None:
+                found = self._allocations[key] = np.empty(shape, dtype)
+        return found
+
+    array.fastbp_serialized = True
+    shared.array = array
+
+
+if SIMULATOR:
+    _serialize_simulated_shared_arrays()
 
 # Decorator policy, as _jit.py is for the CPU. Kernels are cached on disk like
 # the CPU ones, in the same per-user folder (kernels/_cache.py; FASTBP_NO_CACHE=1
