@@ -45,34 +45,29 @@ _F64_MIN = -708.3964185322641  # log of 2^-1022
 _F64_MAX = 709.782712893384
 
 
-@intrinsic
-def _pow2_f32(typingctx, k):
-    """2^k as float32 for an integer k in [-126, 127], from the exponent bits."""
-    if not isinstance(k, types.Integer):
-        return None
+def _pow2(float_type, bits, bias, mantissa):
+    """An intrinsic: 2^k as ``float_type`` for an integer k in its normal exponent range, made
+    from the exponent bits (``bits`` wide, exponent ``bias``, ``mantissa`` bits below it)."""
+    int_type = types.int32 if bits == 32 else types.int64
+    llvm_float = ir.FloatType() if bits == 32 else ir.DoubleType()
 
-    def codegen(context, builder, sig, args):
-        i32 = ir.IntType(32)
-        k32 = context.cast(builder, args[0], sig.args[0], types.int32)
-        bits = builder.shl(builder.add(k32, ir.Constant(i32, 127)), ir.Constant(i32, 23))
-        return builder.bitcast(bits, ir.FloatType())
+    @intrinsic
+    def pow2(typingctx, k):
+        if not isinstance(k, types.Integer):
+            return None
 
-    return types.float32(k), codegen
+        def codegen(context, builder, sig, args):
+            word = ir.IntType(bits)
+            exponent = builder.add(context.cast(builder, args[0], sig.args[0], int_type), ir.Constant(word, bias))
+            return builder.bitcast(builder.shl(exponent, ir.Constant(word, mantissa)), llvm_float)
+
+        return float_type(k), codegen
+
+    return pow2
 
 
-@intrinsic
-def _pow2_f64(typingctx, k):
-    """2^k as float64 for an integer k in [-1022, 1023], from the exponent bits."""
-    if not isinstance(k, types.Integer):
-        return None
-
-    def codegen(context, builder, sig, args):
-        i64 = ir.IntType(64)
-        k64 = context.cast(builder, args[0], sig.args[0], types.int64)
-        bits = builder.shl(builder.add(k64, ir.Constant(i64, 1023)), ir.Constant(i64, 52))
-        return builder.bitcast(bits, ir.DoubleType())
-
-    return types.float64(k), codegen
+_pow2_f32 = _pow2(types.float32, 32, 127, 23)
+_pow2_f64 = _pow2(types.float64, 64, 1023, 52)
 
 
 def _exp_f32(x):
