@@ -85,7 +85,7 @@ def _exp_f32(x):
     if x > _F32_MAX:
         result = _F32_INF
     if x != x:
-        result = x
+        result = x + x  # NaN; not x itself, which LLVM turns into a masked store when in place
     return result
 
 
@@ -105,7 +105,7 @@ def _exp_f64(x):
     if x > _F64_MAX:
         result = math.inf
     if x != x:
-        result = x
+        result = x + x
     return result
 
 
