@@ -18,6 +18,7 @@ afterwards too. Needs ``perf`` on the PATH and permission to record this process
 Run with one thread per library (NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1) on a shared machine.
 """
 import argparse
+import atexit
 import os
 import re
 import shutil
@@ -113,8 +114,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if shutil.which("perf") is None:
         raise SystemExit("perf_step.py needs Linux perf on the PATH (e.g. the linux-tools package)")
-    # A fresh cache, so that every function is compiled here and has an LLVM module to name it.
-    os.environ["FASTBP_CACHE_DIR"] = tempfile.mkdtemp(prefix="fastbp-perf-cache-")
+    # A fresh cache, so that every function is compiled here and has an LLVM module to name it;
+    # removed at exit.
+    cache = tempfile.mkdtemp(prefix="fastbp-perf-cache-")
+    atexit.register(shutil.rmtree, cache, ignore_errors=True)
+    os.environ["FASTBP_CACHE_DIR"] = cache
     config = CONFIGS[args.config]
     model = build_fastbp(config, args.dtype)
     X, y = make_data(config)
