@@ -25,8 +25,8 @@ import numpy as np
 from .._checks import ArgSpec
 from .._jit import jit
 from .._scalar import loss_grad, loss_term
-from ._exp import exp_in_place
 from ..registry import LOSS_BCE, LOSS_HUBER, LOSS_MAE, LOSS_MSE, LOSS_POISSON, LOSS_SCE
+from ._exp import exp_in_place
 
 
 @jit
