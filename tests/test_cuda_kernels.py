@@ -290,7 +290,7 @@ def test_every_simulated_thread_of_a_block_gets_the_same_shared_array(monkeypatc
     # for it. A thread switch during that allocation used to give two threads
     # two arrays, and the weight total of a loss came out as garbage (a CI
     # flake). A slow allocation forces the switch every time.
-    forward_args, backward_args = _loss_args("softmax_cross_entropy", np.random.default_rng(12), (40, 3), F64, True)
+    _, backward_args = _loss_args("softmax_cross_entropy", np.random.default_rng(12), (40, 3), F64, True)
     want = run_cpu("softmax_cross_entropy_backward", *backward_args)
     allocate = np.empty
 
