@@ -3,6 +3,7 @@
     python benchmarks/compare.py                                  # everything, full configurations
     python benchmarks/compare.py --samples-scale 0.05 --repeats 1 # a quick look
     python benchmarks/compare.py --configs mnist --peers fastbp,torch --threads 1
+    python benchmarks/compare.py --configs 64-128-10:32,sweep --peers fastbp,jax,torch --no-threads
 
 Peers: fastbp.Sequential, a plain NumPy hand-written backprop (below), PyTorch on the CPU,
 JAX on the CPU (the whole training step under ``jax.jit``, an epoch's batches under
@@ -51,8 +52,9 @@ import numpy as np
 
 if __package__ in (None, ""):
     sys.path.append(str(Path(__file__).resolve().parents[1]))  # the repository, for benchmarks.configs
-from benchmarks.configs import (CLOCK_VARIABLE, CONFIGS, LEARNING_RATE, MOMENTUM,  # noqa: E402
-                                allocations_per_step, bench_clock, build_fastbp, fit_epoch, make_data)
+from benchmarks.configs import (CLOCK_VARIABLE, CONFIGS, LEARNING_RATE, MOMENTUM, SWEEP,  # noqa: E402
+                                allocations_per_step, bench_clock, build_fastbp, config_named, fit_epoch,
+                                make_data)
 
 THREAD_VARIABLES = ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 EVAL_SAMPLES = 4096
@@ -312,7 +314,7 @@ def _import(modules, threads):
 def measure_training(impl, config_name, n_samples, repeats, threads, allocations=False):
     """Run in a fresh process: warm-up epoch, ``repeats`` timed epochs, loss, memory."""
     label, modules, setup = IMPLEMENTATIONS[impl]
-    config = CONFIGS[config_name]
+    config = config_named(config_name)
     try:
         _import(modules, threads)
         X, y = make_data(config, n_samples)
@@ -443,10 +445,13 @@ def _target_rows(results, threads_table, startup, sgemm):
                          f"{value:.3g}x", value >= goal))
     for config in results:
         # Issue 12: >= 1x JAX everywhere, >= 2x where every layer is at most 64 wide.
-        goal = 2.0 if max(CONFIGS[config].layers) <= 64 else 1.0
-        value = ratio(config, "fastbp", "jax")
-        if value is not None:
-            rows.append((f"{config}: fastbp.Sequential >= {goal:g}x JAX", f"{value:.3g}x", value >= goal))
+        # ... and >= 1.5x PyTorch everywhere.
+        goal = 2.0 if max(config_named(config).layers) <= 64 else 1.0
+        for peer, goal in (("jax", goal), ("torch", 1.5)):
+            value = ratio(config, "fastbp", peer)
+            if value is not None:
+                rows.append((f"{config}: fastbp.Sequential >= {goal:g}x {IMPLEMENTATIONS[peer][0]}",
+                             f"{value:.3g}x", value >= goal))
     for config in results:
         for impl, alone in ((i, "fastbp") for i in IN_COMPANY), ("torch-fastbp-first", "torch"):
             value = ratio(config, impl, alone)
@@ -580,7 +585,7 @@ def train(impl, config_name, n_samples, repeats, threads, allocations=False):
         print(f"{label} skipped: {r['skipped']}")
         return {"skipped": r["skipped"]}
     r.update(n_samples=n_samples, samples_per_second=n_samples / r["seconds"],
-             gflops=CONFIGS[config_name].epoch_flops(n_samples) / r["seconds"] / 1e9)
+             gflops=config_named(config_name).epoch_flops(n_samples) / r["seconds"] / 1e9)
     print(f"{label} {r['samples_per_second']:>12,.0f} samples/s {r['gflops']:7.1f} GFLOP/s  "
           f"loss {r['loss']:.3f}  fit {r['fit_mb']:.0f} MB")
     return r
@@ -595,7 +600,9 @@ def _positive(text):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated, from %(default)s")
+    parser.add_argument("--configs", default=",".join(CONFIGS),
+                        help="comma-separated, from %(default)s, network specs such as 64-128-10:32 "
+                             "(sizes:batch), and 'sweep' for configs.SWEEP")
     parser.add_argument("--peers", default=",".join(IMPLEMENTATIONS), help="comma-separated, from %(default)s")
     parser.add_argument("--repeats", type=_positive, default=5, help="timed epochs after the warm-up (median)")
     parser.add_argument("--threads", type=_positive, default=os.cpu_count(), help="threads for every library")
@@ -616,12 +623,15 @@ def main(argv=None):
         return
 
     os.environ[CLOCK_VARIABLE] = args.clock  # read by the children
-    configs = args.configs.split(",")
+    configs = [c for name in args.configs.split(",") for c in (SWEEP if name == "sweep" else (name,))]
     peers = args.peers.split(",")
-    for name, known in ((configs, CONFIGS), (peers, IMPLEMENTATIONS)):
-        unknown = set(name) - set(known)
-        if unknown:
-            parser.error(f"unknown {sorted(unknown)}; expected some of {list(known)}")
+    unknown = set(peers) - set(IMPLEMENTATIONS)
+    if unknown:
+        parser.error(f"unknown peers {sorted(unknown)}; expected some of {list(IMPLEMENTATIONS)}")
+    try:
+        config_of = {name: config_named(name) for name in configs}
+    except ValueError as err:
+        parser.error(str(err))
     args.out_dir.mkdir(parents=True, exist_ok=True)
     meta = {"date": datetime.datetime.now().isoformat(timespec="minutes"), "cpu": _cpu_model(),
             "threads": args.threads, "load_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
@@ -632,14 +642,13 @@ def main(argv=None):
     print(", ".join(f"{k} {v}" for k, v in meta["versions"].items()))
     notes = []
 
-    n_samples = {name: max(2 * CONFIGS[name].batch_size, round(CONFIGS[name].n_samples * args.samples_scale))
-                 for name in configs}
+    n_samples = {name: max(2 * c.batch_size, round(c.n_samples * args.samples_scale)) for name, c in config_of.items()}
 
     # Fill numba's cache first, so that no measured process pays for compiling.
     for impl in ("fastbp", "fastbp-mlp"):
         if impl in peers:
             in_child({"measure": "measure_training", "impl": impl, "config_name": configs[0],
-                      "n_samples": 2 * CONFIGS[configs[0]].batch_size, "repeats": 1, "threads": args.threads},
+                      "n_samples": 2 * config_of[configs[0]].batch_size, "repeats": 1, "threads": args.threads},
                      args.threads)
 
     sgemm = in_child({"measure": "measure_sgemm", "size": args.sgemm_size, "repeats": max(3, args.repeats)},

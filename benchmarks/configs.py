@@ -60,6 +60,45 @@ CONFIGS = {c.name: c for c in (
     Config("wide", (1024, 2048, 2048, 10), 16_384, 256, asv_samples=2_048),
 )}
 
+# A network that is not in CONFIGS, named "inputs-hidden...-classes:batch" ("64-128-10:32"): an
+# epoch of about this many nominal flops (Config.epoch_flops), within the bounds below, so that
+# one epoch takes a fraction of a second for tiny and for wide networks alike.
+SPEC_EPOCH_FLOPS = 20e9
+SPEC_SAMPLES = (4_096, 100_000)
+
+
+def config_named(name):
+    """CONFIGS[name], or the Config a network spec such as "64-128-10:32" describes.
+
+    A spec has at least two layer sizes (inputs and classes), each a positive integer, and a
+    positive batch size after the colon; its epoch holds SPEC_EPOCH_FLOPS nominal flops (bounded
+    by SPEC_SAMPLES and at least two batches).
+    """
+    if name in CONFIGS:
+        return CONFIGS[name]
+    layers, sep, batch = name.partition(":")
+    try:
+        sizes = tuple(int(v) for v in layers.split("-"))
+        batch_size = int(batch)
+    except ValueError:
+        sizes, batch_size = (), 0
+    if not sep or len(sizes) < 2 or min(sizes) < 1 or batch_size < 1:
+        raise ValueError(f"config {name!r}: expected one of {sorted(CONFIGS)} or a network spec "
+                         f"'inputs-hidden...-classes:batch' such as '64-128-10:32'")
+    n_weights = sum(i * o for i, o in zip(sizes, sizes[1:]))
+    lo, hi = SPEC_SAMPLES
+    n_samples = max(2 * batch_size, min(hi, max(lo, round(SPEC_EPOCH_FLOPS / (6 * n_weights)))))
+    return Config(name, sizes, n_samples, batch_size, asv_samples=n_samples)
+
+
+# Networks beyond CONFIGS that issue 12's targets cover (2 to 5 dense layers, widths 16 to 1024,
+# batches 16 to 512): compare.py --configs sweep. Chosen to span the range: every layer at most 64
+# wide (the first three, where the target is 2x JAX), mixed widths, deep and narrow, wide and shallow.
+SWEEP = ("16-16-2:16", "32-64-64-4:64", "64-64-64-64-64-10:512", "100-32-16:128", "256-128-10:32",
+         "128-256-256-256-10:64", "784-128-10:16", "512-256-128-64-10:256", "1024-1024-10:128",
+         "32-1024-1024-10:512", "1024-512-512-16:32", "300-1000-100-10:256")
+
+
 # Kernel shapes (N, I, O) = (batch, inputs, outputs) of each configuration's first dense layer.
 SHAPES = {c.name: (c.batch_size, c.layers[0], c.layers[1]) for c in CONFIGS.values()}
 

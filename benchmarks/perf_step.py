@@ -31,7 +31,7 @@ from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.append(str(Path(__file__).resolve().parents[1]))
-from benchmarks.configs import CONFIGS, build_fastbp, fit_epoch, make_data  # noqa: E402
+from benchmarks.configs import CONFIGS, build_fastbp, config_named, fit_epoch, make_data  # noqa: E402
 
 _NAME_PART = re.compile(r"(\d+)")
 
@@ -106,12 +106,17 @@ def report(data, top):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default="small", choices=sorted(CONFIGS))
+    parser.add_argument("--config", default="small",
+                        help=f"one of {sorted(CONFIGS)}, or a network spec such as 64-128-10:32 (sizes:batch)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--data", default=None, help="where perf writes its samples (default: a temporary file)")
     args = parser.parse_args(argv)
+    try:
+        config = config_named(args.config)
+    except ValueError as err:
+        parser.error(str(err))
     if shutil.which("perf") is None:
         raise SystemExit("perf_step.py needs Linux perf on the PATH (e.g. the linux-tools package)")
     # A fresh cache, so that every function is compiled here and has an LLVM module to name it;
@@ -119,7 +124,6 @@ def main(argv=None):
     cache = tempfile.mkdtemp(prefix="fastbp-perf-cache-")
     atexit.register(shutil.rmtree, cache, ignore_errors=True)
     os.environ["FASTBP_CACHE_DIR"] = cache
-    config = CONFIGS[args.config]
     model = build_fastbp(config, args.dtype)
     X, y = make_data(config)
     X = X.astype(args.dtype)

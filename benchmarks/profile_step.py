@@ -27,7 +27,7 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path.append(str(Path(__file__).resolve().parents[1]))
 from benchmarks.configs import (CLOCK_VARIABLE, CONFIGS, LEARNING_RATE, MOMENTUM, bench_clock,  # noqa: E402
-                                build_fastbp, fit_epoch, make_data)
+                                build_fastbp, config_named, fit_epoch, make_data)
 
 
 def _kernels():
@@ -157,7 +157,8 @@ def profile(config, rounds=5, dtype="float32"):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--configs", default=",".join(CONFIGS))
+    parser.add_argument("--configs", default=",".join(CONFIGS),
+                        help="comma-separated, from %(default)s, or network specs such as 64-128-10:32 (sizes:batch)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="wall time, or the process's CPU time (run with one thread on a shared machine)")
@@ -167,7 +168,7 @@ def main(argv=None):
                                                  "update", "overhead")) + " | products (BLAS) | SIMD fwd + dw |")
     print("|---|--:|" + "--:|" * 7 + "--:|--:|")
     for name in args.configs.split(","):
-        parts, simd, step = profile(CONFIGS[name], args.rounds)
+        parts, simd, step = profile(config_named(name), args.rounds)
         order = ("gather", "products (step)", "epilogues", "loss", "finite check", "update")
         overhead = step - sum(parts[p] for p in order)
         cells = [f"{parts[p]:.2f} ({parts[p] / step:.0%})" for p in order]

@@ -1,0 +1,35 @@
+"""benchmarks/configs.py's network specs ("64-128-10:32"), which compare.py takes beside its named configurations."""
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.configs import CONFIGS, SPEC_EPOCH_FLOPS, SPEC_SAMPLES, SWEEP, config_named  # noqa: E402
+
+
+def test_a_named_configuration_is_returned_as_it_is():
+    assert config_named("mnist") is CONFIGS["mnist"]
+
+
+def test_a_spec_gives_its_layers_batch_and_an_epoch_of_bounded_flops():
+    config = config_named("784-128-10:16")
+    assert config.layers == (784, 128, 10) and config.batch_size == 16
+    assert config.n_samples == round(SPEC_EPOCH_FLOPS / (6 * (784 * 128 + 128 * 10)))
+    assert config_named("16-16-2:16").n_samples == SPEC_SAMPLES[1]  # tiny: capped
+    assert config_named("4096-4096-10:64").n_samples == SPEC_SAMPLES[0]  # huge: floored
+    assert config_named("4096-4096-10:8192").n_samples == 2 * 8192  # at least two batches
+
+
+@pytest.mark.parametrize("spec", ["64-10", "64-10:", "64:32", "64-x-10:32", "64-0-10:32", "64-32-10:0", "tiny"])
+def test_a_malformed_spec_is_refused_with_the_expected_form(spec):
+    with pytest.raises(ValueError, match="inputs-hidden...-classes:batch"):
+        config_named(spec)
+
+
+def test_the_sweep_stays_within_the_range_issue_12_names():
+    for spec in SWEEP:
+        config = config_named(spec)
+        assert 2 <= len(config.layers) - 1 <= 5
+        assert 16 <= config.batch_size <= 512
+        assert max(config.layers[1:-1]) <= 1024
