@@ -105,3 +105,54 @@ def test_no_internal_function_of_the_model_layer_takes_more_than_12_parameters()
     from fastbp.backends import _cpu_loop
 
     assert len(inspect.signature(_cpu_loop.train_batches.py_func).parameters) <= 12
+
+
+_LOOP_COMPILES = """
+import json
+import numpy as np
+from numba.core import event
+import fastbp
+from fastbp.backends import _cpu_loop
+
+compiled = set()
+
+
+class Listen(event.Listener):
+    def on_start(self, ev):
+        compiled.add(ev.data["dispatcher"].py_func.__name__)
+
+    def on_end(self, ev):
+        pass
+
+
+event.register("numba:compile", Listen())
+model = fastbp.Sequential([fastbp.Dense(3, 4, activation="relu"), fastbp.Dropout(0.5), fastbp.Dense(4, 2)], seed=0)
+model.compile("softmax_cross_entropy", fastbp.SGD())
+lowered = model.lowered()
+net, ws = lowered.net, lowered.workspace(2, model.dtype, True, model.loss.kind, model.buffers)
+_cpu_loop.forward(net, ws, model.theta, 2, np.bool_(True), np.int64(0), np.int64(0), net.activation_ops,
+                  net.norm_ops, net.dropout_ops)
+_cpu_loop.update_running(net, ws, 2, net.norm_ops)
+print(json.dumps([[net.activation_ops, net.norm_ops, bool(net.dropout_ops)], sorted(compiled)]))
+"""
+
+
+def test_the_loop_compiles_no_kernel_of_an_op_kind_the_network_lacks(tmp_path):
+    # A fresh interpreter with a cold cache, so that every kernel the loop reaches compiles and is seen.
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, FASTBP_CACHE_DIR=str(tmp_path), NUMBA_CACHE_DIR=str(tmp_path))
+    done = subprocess.run([sys.executable, "-c", _LOOP_COMPILES], env=env, capture_output=True, text=True,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    flags, compiled = json.loads(done.stdout.splitlines()[-1])
+    assert flags == [None, None, True]  # Dense and Dropout only
+    # The kinds it has compile (the walk sees them) ...
+    assert {"forward", "dense_act_forward", "dropout_forward_from", "update_running"} <= set(compiled)
+    # ... those it lacks do not: no norm kernel, no activation-op kernel.
+    absent = {"_norm_forward", "batchnorm_act_forward", "layernorm_act_forward", "batchnorm_update_running",
+              "activation_code_forward"}
+    assert not absent & set(compiled), sorted(absent & set(compiled))

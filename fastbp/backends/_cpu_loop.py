@@ -117,10 +117,13 @@ def _norm_backward(net, ws, theta, grad, i, nb):
 
 
 @jit
-def update_running(net, ws, nb):
-    """Move every BatchNorm op's running statistics toward the batch's, after a step that happened."""
+def update_running(net, ws, nb, norm_ops):
+    """Move every BatchNorm op's running statistics toward the batch's, after a step that happened.
+
+    norm_ops is ``net.norm_ops``: None, no norm op, and nothing to compile (``forward``).
+    """
     for i in range(net.kinds.size):
-        if net.kinds[i] == R.OP_BATCHNORM:
+        if norm_ops is not None and net.kinds[i] == R.OP_BATCHNORM:
             width = net.layout[i + 1] - net.layout[i]
             at = net.norms[i, R.NORM_RUNNING]
             saved = ws.saved[net.norms[i, R.NORM_SAVED]]
@@ -129,12 +132,17 @@ def update_running(net, ws, nb):
 
 
 @jit
-def forward(net, ws, theta, nb, training, seed, row0):
+def forward(net, ws, theta, nb, training, seed, row0, activation_ops, norm_ops, dropout_ops):
     """Run the network on the first nb rows of activation 0; activation i + 1 is op i's output.
 
     row0 is the first row's place in the whole batch: dropout draws row r's mask
     from the counters of row row0 + r, so a rank's share of a batch (MPI) gets
     the mask one process gives those rows.
+
+    activation_ops, norm_ops and dropout_ops are ``net``'s (``lowering.Network``),
+    passed as arguments of their own: where one is None, numba drops the branch
+    of that kind of op before typing, and this loop neither compiles nor links
+    its kernels.
     """
     layout, cap = net.layout, ws.cap
     for i in range(net.kinds.size):
@@ -146,9 +154,13 @@ def forward(net, ws, theta, nb, training, seed, row0):
             D.dense_act_forward(out, x, _weight(theta, net.params, p), _bias(theta, net.params, p),
                                 net.codes[i], net.alphas[i])
         elif kind == R.OP_ACTIVATION:
-            A.activation_code_forward(out, x, net.codes[i], net.alphas[i])
+            if activation_ops is not None:
+                A.activation_code_forward(out, x, net.codes[i], net.alphas[i])
         elif kind == R.OP_BATCHNORM or kind == R.OP_LAYERNORM:
-            _norm_forward(net, ws, theta, i, x, out, training)
+            if norm_ops is not None:
+                _norm_forward(net, ws, theta, i, x, out, training)
+        elif dropout_ops is None:
+            pass
         elif training:
             # A distinct stream per step and per layer.
             DR.dropout_forward_from(out, _rows(ws.masks, layout, cap, i + 1, nb), x, net.rates[i], seed + i,
@@ -158,8 +170,10 @@ def forward(net, ws, theta, nb, training, seed, row0):
 
 
 @jit
-def backward(net, ws, theta, grad, nb):
+def backward(net, ws, theta, grad, nb, activation_ops, norm_ops, dropout_ops):
     """Backpropagate the gradient of the last activation through every op into grad.
+
+    activation_ops, norm_ops, dropout_ops: as ``forward``'s.
 
     A dense layer's dz = dout * f'(z) goes to ``ws.scratch`` (at least nb times
     the widest layer), not over dout: LLVM cannot vectorize the pass when its
@@ -181,13 +195,15 @@ def backward(net, ws, theta, grad, nb):
                                  out, x, _weight(theta, net.params, p), net.codes[i], net.alphas[i])
         elif kind == R.OP_BATCHNORM or kind == R.OP_LAYERNORM:
             # Before the i == 0 exit: a norm op first in the network still has dgamma and dbeta.
-            _norm_backward(net, ws, theta, grad, i, nb)
+            if norm_ops is not None:
+                _norm_backward(net, ws, theta, grad, i, nb)
         elif i == 0:
             break
         elif kind == R.OP_ACTIVATION:
-            A.activation_code_backward(_rows(ws.dacts, layout, cap, i, nb), dout, out, x, net.codes[i],
-                                       net.alphas[i])
-        else:
+            if activation_ops is not None:
+                A.activation_code_backward(_rows(ws.dacts, layout, cap, i, nb), dout, out, x, net.codes[i],
+                                           net.alphas[i])
+        elif dropout_ops is not None:
             DR.dropout_backward_serial(_rows(ws.dacts, layout, cap, i, nb), dout, _rows(ws.masks, layout, cap, i + 1, nb))
 
 
@@ -326,7 +342,8 @@ def batch_gradient(net, ws, batch, opt, nb, loss, seed, row0):
     """
     n_ops = net.kinds.size
     labels, target, weight = _prefix(batch, nb)
-    forward(net, ws, opt.theta, nb, np.bool_(True), seed + opt.counters[0] * (n_ops + 1), row0)
+    forward(net, ws, opt.theta, nb, np.bool_(True), seed + opt.counters[0] * (n_ops + 1), row0, net.activation_ops,
+            net.norm_ops, net.dropout_ops)
     out = _rows(ws.acts, net.layout, ws.cap, n_ops, nb)
     probs = ws.probs[:nb]
     L.loss_code_forward(ws.loss, probs, out, labels, target, weight, loss.code, loss.param)
@@ -334,7 +351,7 @@ def batch_gradient(net, ws, batch, opt, nb, loss, seed, row0):
         return R.NONFINITE_LOSS
     L.loss_code_backward(_rows(ws.dacts, net.layout, ws.cap, n_ops, nb), probs, out, labels, target,
                          weight, loss.code, loss.param)
-    backward(net, ws, opt.theta, opt.grad, nb)
+    backward(net, ws, opt.theta, opt.grad, nb, net.activation_ops, net.norm_ops, net.dropout_ops)
     return R.OK
 
 
@@ -360,7 +377,7 @@ def _apply_update(net, ws, batch, opt, nb, loss, stats):
     O.optimizer_code_update(opt.theta, opt.grad, opt.state1, opt.state2, net.n_weights, opt.code,
                             opt.hyper, opt.counters[0])
     # Running statistics move only with a step that happened (fit refuses batches of one row).
-    update_running(net, ws, nb)
+    update_running(net, ws, nb, net.norm_ops)
     labels, target, weight = _prefix(batch, nb)
     out = _rows(ws.acts, net.layout, ws.cap, net.kinds.size, nb)
     accumulate_stats(stats, ws.loss[0], out, labels, target, weight, loss.code)
@@ -438,7 +455,8 @@ def _infer_rows(X, net, ws, theta, start, nb):
     forward pass under it were optimized and emitted once more (2.7 s of a cold start).
     """
     _copy_rows(_rows(ws.acts, net.layout, ws.cap, 0, nb), X, start, nb)
-    forward(net, ws, theta, nb, np.bool_(False), np.int64(0), np.int64(0))
+    forward(net, ws, theta, nb, np.bool_(False), np.int64(0), np.int64(0), net.activation_ops, net.norm_ops,
+            net.dropout_ops)
     return _rows(ws.acts, net.layout, ws.cap, net.kinds.size, nb)
 
 
