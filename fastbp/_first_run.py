@@ -16,10 +16,11 @@ import time
 
 from numba.core import event
 
-# A cold compile of the training loop (every layer kind, loss and optimizer in one
-# function) on the 2-core development machine: a cold `fastbp train --epochs 1` took
-# 65-72 s of wall time in all, 60-66 s of it compiling (BENCHMARKS.md, 2026-11-30, "cold
-# start"); more under load, less on a faster core.
+# A cold compile of the training loop (the kinds of op the network has, every loss and
+# optimizer, in one function) on the 2-core development machine: a cold `fastbp train
+# --epochs 1` (Dense and Dropout layers) took 45 s of wall time in all, most of it compiling;
+# a network with norm layers compiles their kernels too, 60-70 s (BENCHMARKS.md, "cold start");
+# more under load, less on a faster core.
 EXPECTED_SECONDS = 60
 
 _always = threading.local()
