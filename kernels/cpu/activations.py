@@ -34,6 +34,7 @@ from .._jit import PARALLEL_MIN_ELEMENTS, jit
 from .._scalar import activate, activate_grad, activate_input_grad
 from ..registry import (ELU, GELU, IDENTITY, INPUT_DERIVED, LEAKY_RELU, LOG_SOFTMAX, RELU, SELU, SIGMOID,
                         SILU, SOFTMAX, SOFTPLUS, TANH)
+from ._exp import vexp
 
 
 @jit(inline="always")
@@ -295,22 +296,31 @@ def _input_backward_loop(dx, dout, x, code):
 
 @jit(inline="always")
 def _softmax_row(out, x, n, log):
+    """Row n of softmax (or log-softmax) of x into out; out may be x itself.
+
+    Softmax takes its exponentials (``vexp``, inline) in a loop of their own, which vectorizes,
+    and sums them after it, in order. Log-softmax sums them as it goes, with libm's exp: it
+    must not write out before its last loop, which still reads x where out is x, and the
+    inline ``vexp`` in that summing loop, which does not vectorize, took twice libm's time
+    (BENCHMARKS.md, fifth session).
+    """
     n_out = x.shape[1]
     m = x[n, 0]
     for j in range(1, n_out):
         if x[n, j] > m:
             m = x[n, j]
     s = 0.0
-    for j in range(n_out):
-        e = math.exp(x[n, j] - m)
-        s += e
-        if not log:
-            out[n, j] = e
     if log:
+        for j in range(n_out):
+            s += math.exp(x[n, j] - m)
         lse = m + math.log(s)
         for j in range(n_out):
             out[n, j] = x[n, j] - lse
     else:
+        for j in range(n_out):
+            out[n, j] = vexp(x[n, j] - m)
+        for j in range(n_out):
+            s += out[n, j]
         inv = 1.0 / s
         for j in range(n_out):
             out[n, j] *= inv
@@ -324,7 +334,7 @@ def _softmax_backward_row(dx, dout, out, n, log):
         s += dout[n, j] if log else dout[n, j] * out[n, j]
     for j in range(n_out):
         if log:
-            dx[n, j] = dout[n, j] - math.exp(out[n, j]) * s
+            dx[n, j] = dout[n, j] - vexp(out[n, j]) * s
         else:
             dx[n, j] = out[n, j] * (dout[n, j] - s)
 
