@@ -17,11 +17,12 @@ import time
 from numba.core import event
 
 # A cold compile of the training loop (the kinds of op the network has, every loss and
-# optimizer, in one function) on the 2-core development machine: a cold `fastbp train
-# --epochs 1` (Dense and Dropout layers) took 45 s of wall time in all, most of it compiling;
-# a network with norm layers compiles their kernels too, 60-70 s (BENCHMARKS.md, "cold start");
-# more under load, less on a faster core.
-EXPECTED_SECONDS = 60
+# optimizer, in one function) on the 2-core development machine, wall time of a cold `fastbp
+# train --epochs 1`, most of it compiling: 37 s for Dense layers alone, 45 s with Dropout (the
+# default), 62 s with BatchNorm (BENCHMARKS.md, fifth session, "cold start"); more under load,
+# less on a faster core. The note says the second figure where the network has a norm layer.
+EXPECTED_SECONDS = 45
+EXPECTED_SECONDS_WITH_NORM = 60
 
 _always = threading.local()
 
@@ -40,8 +41,9 @@ def announce_always():
 class _Announce(event.Listener):
     """Prints the note at the start of the first compile, in the thread that compiles."""
 
-    def __init__(self, verbose):
-        self.verbose, self.compiled, self.thread = verbose, False, threading.get_ident()
+    def __init__(self, verbose, seconds):
+        self.verbose, self.seconds = verbose, seconds
+        self.compiled, self.thread = False, threading.get_ident()
 
     def on_start(self, ev):
         if self.compiled or threading.get_ident() != self.thread:
@@ -49,10 +51,15 @@ class _Announce(event.Listener):
         self.compiled = True
         if self.verbose or getattr(_always, "on", False):
             print(f"fastbp: compiling the training loop's kernels for this machine (once: about "
-                  f"{EXPECTED_SECONDS} s, cached on disk afterwards)", file=sys.stderr, flush=True)
+                  f"{self.seconds} s, cached on disk afterwards)", file=sys.stderr, flush=True)
 
     def on_end(self, ev):
         pass
+
+
+def expected_seconds(net):
+    """What the note says a cold compile of the loop for ``net`` (a ``lowering.Network``) takes."""
+    return EXPECTED_SECONDS_WITH_NORM if net is not None and net.norm_ops is not None else EXPECTED_SECONDS
 
 
 def compile_loop(trainer, order, hyper, verbose):
@@ -61,7 +68,7 @@ def compile_loop(trainer, order, hyper, verbose):
     ``trainer`` is a fit backend (``begin_epoch``, ``run``); ``order`` and ``hyper`` are
     any valid permutation and hyperparameters, since no batch runs.
     """
-    listener = _Announce(verbose)
+    listener = _Announce(verbose, expected_seconds(getattr(trainer, "net", None)))
     start = time.perf_counter()
     with event.install_listener("numba:compile", listener):
         trainer.begin_epoch(order, hyper)
