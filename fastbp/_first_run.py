@@ -57,9 +57,11 @@ class _Announce(event.Listener):
         pass
 
 
-def expected_seconds(net):
-    """What the note says a cold compile of the loop for ``net`` (a ``lowering.Network``) takes."""
-    return EXPECTED_SECONDS_WITH_NORM if net is not None and net.norm_ops is not None else EXPECTED_SECONDS
+def expected_seconds(trainer):
+    """What the note says a cold compile of ``trainer``'s loop takes: more where its network (a
+    ``lowering.Network``, the CPU backend's ``net``) has norm layers."""
+    net = getattr(trainer, "net", None)
+    return EXPECTED_SECONDS_WITH_NORM if getattr(net, "norm_ops", None) is not None else EXPECTED_SECONDS
 
 
 def compile_loop(trainer, order, hyper, verbose):
@@ -68,7 +70,7 @@ def compile_loop(trainer, order, hyper, verbose):
     ``trainer`` is a fit backend (``begin_epoch``, ``run``); ``order`` and ``hyper`` are
     any valid permutation and hyperparameters, since no batch runs.
     """
-    listener = _Announce(verbose, expected_seconds(getattr(trainer, "net", None)))
+    listener = _Announce(verbose, expected_seconds(trainer))
     start = time.perf_counter()
     with event.install_listener("numba:compile", listener):
         trainer.begin_epoch(order, hyper)
