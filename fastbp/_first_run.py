@@ -17,12 +17,13 @@ import time
 from numba.core import event
 
 # A cold compile of the training loop (the kinds of op the network has, every loss and
-# optimizer, in one function) on the 2-core development machine, wall time of a cold `fastbp
-# train --epochs 1`, most of it compiling: 37 s for Dense layers alone, 45 s with Dropout (the
-# default), 62 s with BatchNorm (BENCHMARKS.md, fifth session, "cold start"); more under load,
-# less on a faster core. The note says the second figure where the network has a norm layer.
-EXPECTED_SECONDS = 45
-EXPECTED_SECONDS_WITH_NORM = 60
+# optimizer; the kernels each compiled once, called by address) on the 2-core development
+# machine, wall time of a cold `fastbp train --epochs 1`, most of it compiling: 28 s for Dense
+# layers alone, 30 s with Dropout (the default), 44 s with BatchNorm (BENCHMARKS.md, fifth
+# session, "cold start"); more under load, less on a faster core. The note says the second
+# figure where the network has a norm layer.
+EXPECTED_SECONDS = 30
+EXPECTED_SECONDS_WITH_NORM = 45
 
 _always = threading.local()
 

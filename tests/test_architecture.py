@@ -129,11 +129,13 @@ event.register("numba:compile", Listen())
 model = fastbp.Sequential([fastbp.Dense(3, 4, activation="relu"), fastbp.Dropout(0.5), fastbp.Dense(4, 2)], seed=0)
 model.compile("softmax_cross_entropy", fastbp.SGD())
 lowered = model.lowered()
-net, ws = lowered.net, lowered.workspace(2, model.dtype, True, model.loss.kind, model.buffers)
+flags = [lowered.net.activation_ops, lowered.net.norm_ops, bool(lowered.net.dropout_ops)]
+net = _cpu_loop.with_kernels(lowered.net, model.dtype)
+ws = lowered.workspace(2, model.dtype, True, model.loss.kind, model.buffers)
 _cpu_loop.forward(net, ws, model.theta, 2, np.bool_(True), np.int64(0), np.int64(0), net.activation_ops,
                   net.norm_ops, net.dropout_ops)
 _cpu_loop.update_running(net, ws, 2, net.norm_ops)
-print(json.dumps([[net.activation_ops, net.norm_ops, bool(net.dropout_ops)], sorted(compiled)]))
+print(json.dumps([flags, sorted(compiled)]))
 """
 
 
@@ -156,3 +158,30 @@ def test_the_loop_compiles_no_kernel_of_an_op_kind_the_network_lacks(tmp_path):
     absent = {"_norm_forward", "batchnorm_act_forward", "layernorm_act_forward", "batchnorm_update_running",
               "activation_code_forward"}
     assert not absent & set(compiled), sorted(absent & set(compiled))
+
+
+def test_a_kernel_table_calls_its_kernels_and_refuses_other_argument_types():
+    from numba import njit
+    from numba.core.errors import TypingError
+
+    from fastbp.backends import _cpu_loop
+
+    table = _cpu_loop.kernel_table("dropout_ops", np.float32)
+
+    @njit
+    def identity(table, out, x):
+        _cpu_loop._kcall(table, "identity", (out, x, np.int64(R.IDENTITY), 0.0))
+
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    out = np.zeros_like(x)
+    identity(table, out, x)  # activation_forward_serial, called through its address
+    assert np.array_equal(out, x)
+
+    @njit
+    def wrong(table, a):
+        _cpu_loop._kcall(table, "backward", (a, a, a))
+
+    # 1-d arrays where the kernel was compiled for matrices: refused when the caller compiles,
+    # never called through the address.
+    with pytest.raises(TypingError, match="its table holds it for"):
+        wrong(table, np.zeros(4, dtype=np.float32))

@@ -23,6 +23,20 @@ under MPI.
 range of batches with no Python in between and no allocation: the last,
 smaller batch uses prefix views of the same buffers.
 
+The loop's levels (``train_batches``, ``batch_gradient``, ``forward``, ``backward``,
+...) call the kernels through their addresses, not directly. numba links every function a
+compiled function calls directly into its own module, optimizes and emits the whole again, so
+each level used to compile every kernel under it once more (a third of a cold start).
+``with_kernels`` puts the kernel tables of ``TABLES`` into the ``Network``: ``kernels`` (dense
+layers, loss, optimizer, metrics) always, and the table of each other op kind where the
+network has that kind, in place of its flag (``lowering.Network``). A table holds int64
+addresses (``kernel_table``: each kernel compiled, or loaded from the cache, for the signature
+the loop calls it with, once per process), so numba's dispatcher types the loop's arguments as
+quickly as before; ``_kcall(table, "name", (args))`` calls one with numba's calling convention,
+and refuses at compile time any argument types other than the signature the table was made
+for. The calls cost what a direct call costs; cold ``fastbp train`` on 2 cores: 45 -> 36 s,
+with BatchNorm 62 -> 48 s (BENCHMARKS.md, fifth session).
+
 Divergence is caught before it can damage the model: a non-finite loss or
 gradient stops the run *before* the update of that step, and the step is
 reported back. The CUDA backend (``cuda.py``) applies the same rules.
@@ -32,8 +46,11 @@ twins, the ``*_code_*`` dispatchers): the products are BLAS's, on BLAS's
 threads, and nothing here starts numba's thread pool (see ``kernels/_jit.py``).
 """
 import math
+from collections import namedtuple
 
+import numba
 import numpy as np
+from numba import types
 
 from ..kernels import registry as R
 from ..kernels._jit import jit
@@ -43,7 +60,7 @@ from ..kernels.cpu import dropout as DR
 from ..kernels.cpu import losses as L
 from ..kernels.cpu import norm as NM
 from ..kernels.cpu import optim as O
-from ._views import borrowed, matrix
+from ._views import borrowed, kernel_call_intrinsic, matrix
 
 
 @jit(inline="always")
@@ -79,15 +96,16 @@ def _norm_forward(net, ws, theta, i, x, out, training):
     saved = ws.saved[net.norms[i, R.NORM_SAVED]]
     eps, code, alpha = net.norm_consts[i, 0], net.codes[i], net.alphas[i]
     if net.kinds[i] == R.OP_LAYERNORM:
-        NM.layernorm_act_forward(out, saved[:n_rows], saved[ws.cap:ws.cap + n_rows], x, gamma, beta, eps, code,
-                                 alpha)
+        _kcall(net.norm_ops, "layernorm_forward", (out, saved[:n_rows], saved[ws.cap:ws.cap + n_rows], x, gamma, beta,
+                                                   eps, code, alpha))
     elif training:
-        NM.batchnorm_act_forward(out, saved[:width], saved[width:2 * width], saved[2 * width:3 * width], x,
-                                 gamma, beta, eps, code, alpha)
+        _kcall(net.norm_ops, "batchnorm_forward", (out, saved[:width], saved[width:2 * width],
+                                                   saved[2 * width:3 * width], x, gamma, beta, eps, code, alpha))
     else:
         at = net.norms[i, R.NORM_RUNNING]
-        NM.batchnorm_act_inference(out, x, ws.running[at:at + width], ws.running[at + width:at + 2 * width],
-                                   gamma, beta, eps, code, alpha)
+        _kcall(net.norm_ops, "batchnorm_inference", (out, x, ws.running[at:at + width],
+                                                     ws.running[at + width:at + 2 * width], gamma, beta, eps, code,
+                                                     alpha))
 
 
 @jit
@@ -109,26 +127,27 @@ def _norm_backward(net, ws, theta, grad, i, nb):
     saved = ws.saved[net.norms[i, R.NORM_SAVED]]
     code, alpha = net.codes[i], net.alphas[i]
     if net.kinds[i] == R.OP_LAYERNORM:
-        NM.layernorm_act_backward(dx, dgamma, dbeta, dout, out, x, saved[:nb], saved[cap:cap + nb], gamma, beta,
-                                  code, alpha)
+        _kcall(net.norm_ops, "layernorm_backward", (dx, dgamma, dbeta, dout, out, x, saved[:nb], saved[cap:cap + nb],
+                                                    gamma, beta, code, alpha))
     else:
-        NM.batchnorm_act_backward(dx, dgamma, dbeta, dout, out, x, saved[:width], saved[2 * width:3 * width],
-                                  gamma, beta, code, alpha)
+        _kcall(net.norm_ops, "batchnorm_backward", (dx, dgamma, dbeta, dout, out, x, saved[:width],
+                                                    saved[2 * width:3 * width], gamma, beta, code, alpha))
 
 
 @jit
 def update_running(net, ws, nb, norm_ops):
     """Move every BatchNorm op's running statistics toward the batch's, after a step that happened.
 
-    norm_ops is ``net.norm_ops``: None, no norm op, and nothing to compile (``forward``).
+    norm_ops is ``net.norm_ops``: None, no norm op, and nothing to compile (``forward``); else
+    the norm kernels' table.
     """
     for i in range(net.kinds.size):
         if norm_ops is not None and net.kinds[i] == R.OP_BATCHNORM:
             width = net.layout[i + 1] - net.layout[i]
             at = net.norms[i, R.NORM_RUNNING]
             saved = ws.saved[net.norms[i, R.NORM_SAVED]]
-            NM.batchnorm_update_running(ws.running[at:at + width], ws.running[at + width:at + 2 * width],
-                                        saved[:width], saved[width:2 * width], net.norm_consts[i, 1], nb)
+            _kcall(norm_ops, "update_running", (ws.running[at:at + width], ws.running[at + width:at + 2 * width],
+                                                saved[:width], saved[width:2 * width], net.norm_consts[i, 1], nb))
 
 
 @jit
@@ -139,10 +158,9 @@ def forward(net, ws, theta, nb, training, seed, row0, activation_ops, norm_ops, 
     from the counters of row row0 + r, so a rank's share of a batch (MPI) gets
     the mask one process gives those rows.
 
-    activation_ops, norm_ops and dropout_ops are ``net``'s (``lowering.Network``),
-    passed as arguments of their own: where one is None, numba drops the branch
-    of that kind of op before typing, and this loop neither compiles nor links
-    its kernels.
+    activation_ops, norm_ops and dropout_ops are ``net``'s kernel tables of those
+    op kinds (``with_kernels``), passed as arguments of their own: where one is
+    None, numba drops the branch of that kind of op before typing.
     """
     layout, cap = net.layout, ws.cap
     for i in range(net.kinds.size):
@@ -151,11 +169,11 @@ def forward(net, ws, theta, nb, training, seed, row0, activation_ops, norm_ops, 
         kind = net.kinds[i]
         if kind == R.OP_DENSE:
             p = net.params_of[i]
-            D.dense_act_forward(out, x, _weight(theta, net.params, p), _bias(theta, net.params, p),
-                                net.codes[i], net.alphas[i])
+            _kcall(net.kernels, "dense_forward", (out, x, _weight(theta, net.params, p), _bias(theta, net.params, p),
+                                                  net.codes[i], net.alphas[i]))
         elif kind == R.OP_ACTIVATION:
             if activation_ops is not None:
-                A.activation_code_forward(out, x, net.codes[i], net.alphas[i])
+                _kcall(activation_ops, "forward", (out, x, net.codes[i], net.alphas[i]))
         elif kind == R.OP_BATCHNORM or kind == R.OP_LAYERNORM:
             if norm_ops is not None:
                 _norm_forward(net, ws, theta, i, x, out, training)
@@ -163,10 +181,10 @@ def forward(net, ws, theta, nb, training, seed, row0, activation_ops, norm_ops, 
             pass
         elif training:
             # A distinct stream per step and per layer.
-            DR.dropout_forward_from(out, _rows(ws.masks, layout, cap, i + 1, nb), x, net.rates[i], seed + i,
-                                    row0 * x.shape[1])
+            _kcall(dropout_ops, "forward", (out, _rows(ws.masks, layout, cap, i + 1, nb), x, net.rates[i], seed + i,
+                                            row0 * x.shape[1]))
         else:
-            A.activation_forward_serial(out, x, np.int64(R.IDENTITY), 0.0)
+            _kcall(dropout_ops, "identity", (out, x, np.int64(R.IDENTITY), 0.0))
 
 
 @jit
@@ -191,8 +209,9 @@ def backward(net, ws, theta, grad, nb, activation_ops, norm_ops, dropout_ops):
             # The first layer needs no input gradient: a zero-size dx skips it.
             dx = _rows(ws.dacts, layout, cap, i, nb if i > 0 else 0)
             dz = matrix(ws.scratch, 0, nb, dout.shape[1])
-            D.dense_act_backward(dx, _weight(grad, net.params, p), _bias(grad, net.params, p), dz, dout,
-                                 out, x, _weight(theta, net.params, p), net.codes[i], net.alphas[i])
+            _kcall(net.kernels, "dense_backward", (dx, _weight(grad, net.params, p), _bias(grad, net.params, p), dz,
+                                                   dout, out, x, _weight(theta, net.params, p), net.codes[i],
+                                                   net.alphas[i]))
         elif kind == R.OP_BATCHNORM or kind == R.OP_LAYERNORM:
             # Before the i == 0 exit: a norm op first in the network still has dgamma and dbeta.
             if norm_ops is not None:
@@ -201,10 +220,11 @@ def backward(net, ws, theta, grad, nb, activation_ops, norm_ops, dropout_ops):
             break
         elif kind == R.OP_ACTIVATION:
             if activation_ops is not None:
-                A.activation_code_backward(_rows(ws.dacts, layout, cap, i, nb), dout, out, x, net.codes[i],
-                                           net.alphas[i])
+                _kcall(activation_ops, "backward", (_rows(ws.dacts, layout, cap, i, nb), dout, out, x, net.codes[i],
+                                                    net.alphas[i]))
         elif dropout_ops is not None:
-            DR.dropout_backward_serial(_rows(ws.dacts, layout, cap, i, nb), dout, _rows(ws.masks, layout, cap, i + 1, nb))
+            _kcall(dropout_ops, "backward", (_rows(ws.dacts, layout, cap, i, nb), dout, _rows(ws.masks, layout, cap, i +
+                                             1, nb)))
 
 
 @jit
@@ -346,11 +366,11 @@ def batch_gradient(net, ws, batch, opt, nb, loss, seed, row0):
             net.norm_ops, net.dropout_ops)
     out = _rows(ws.acts, net.layout, ws.cap, n_ops, nb)
     probs = ws.probs[:nb]
-    L.loss_code_forward(ws.loss, probs, out, labels, target, weight, loss.code, loss.param)
+    _kcall(net.kernels, "loss_forward", (ws.loss, probs, out, labels, target, weight, loss.code, loss.param))
     if not np.isfinite(ws.loss[0]):
         return R.NONFINITE_LOSS
-    L.loss_code_backward(_rows(ws.dacts, net.layout, ws.cap, n_ops, nb), probs, out, labels, target,
-                         weight, loss.code, loss.param)
+    _kcall(net.kernels, "loss_backward", (_rows(ws.dacts, net.layout, ws.cap, n_ops, nb), probs, out, labels, target,
+                                          weight, loss.code, loss.param))
     backward(net, ws, opt.theta, opt.grad, nb, net.activation_ops, net.norm_ops, net.dropout_ops)
     return R.OK
 
@@ -374,13 +394,13 @@ def _apply_update(net, ws, batch, opt, nb, loss, stats):
     if not all_finite(opt.grad):
         return R.NONFINITE_GRADIENT
     opt.counters[0] += 1
-    O.optimizer_code_update(opt.theta, opt.grad, opt.state1, opt.state2, net.n_weights, opt.code,
-                            opt.hyper, opt.counters[0])
+    _kcall(net.kernels, "update", (opt.theta, opt.grad, opt.state1, opt.state2, net.n_weights, opt.code, opt.hyper,
+                                   opt.counters[0]))
     # Running statistics move only with a step that happened (fit refuses batches of one row).
     update_running(net, ws, nb, net.norm_ops)
     labels, target, weight = _prefix(batch, nb)
     out = _rows(ws.acts, net.layout, ws.cap, net.kinds.size, nb)
-    accumulate_stats(stats, ws.loss[0], out, labels, target, weight, loss.code)
+    _kcall(net.kernels, "stats", (stats, ws.loss[0], out, labels, target, weight, loss.code))
     return R.OK
 
 
@@ -482,5 +502,79 @@ def evaluate_batches(X, data, net, ws, theta, loss, stats):
         labels = data.labels[start:start + nb] if data.labels.size else data.labels
         weight = data.weight[start:start + nb] if data.weight.size else data.weight
         target = data.target[start:start + nb]
-        L.loss_code_forward(ws.loss, ws.probs[:nb], out, labels, target, weight, loss.code, loss.param)
-        accumulate_stats(stats, ws.loss[0], out, labels, target, weight, loss.code)
+        _kcall(net.kernels, "loss_forward", (ws.loss, ws.probs[:nb], out, labels, target, weight, loss.code,
+                                             loss.param))
+        _kcall(net.kernels, "stats", (stats, ws.loss[0], out, labels, target, weight, loss.code))
+
+
+# The kernels the loop's levels call through their addresses: ``Network.kernels`` always, the
+# tables of the other op kinds where the network has such ops (``with_kernels``).
+Kernels = namedtuple("Kernels", "dense_forward dense_backward loss_forward loss_backward update stats")
+ActivationKernels = namedtuple("ActivationKernels", "forward backward")
+DropoutKernels = namedtuple("DropoutKernels", "forward backward identity")
+NormKernels = namedtuple("NormKernels", "batchnorm_forward batchnorm_inference layernorm_forward batchnorm_backward "
+                                        "layernorm_backward update_running")
+TABLES = {
+    "kernels": Kernels(D.dense_act_forward, D.dense_act_backward, L.loss_code_forward, L.loss_code_backward,
+                       O.optimizer_code_update, accumulate_stats),
+    "activation_ops": ActivationKernels(A.activation_code_forward, A.activation_code_backward),
+    "dropout_ops": DropoutKernels(DR.dropout_forward_from, DR.dropout_backward_serial, A.activation_forward_serial),
+    "norm_ops": NormKernels(NM.batchnorm_act_forward, NM.batchnorm_act_inference, NM.layernorm_act_forward,
+                            NM.batchnorm_act_backward, NM.layernorm_act_backward, NM.batchnorm_update_running),
+}
+
+
+def _signatures(dtype):
+    """Each table's kernel signatures for parameters of ``dtype``, as the loop calls them."""
+    dt = numba.from_dtype(np.dtype(dtype))
+    m, v = types.Array(dt, 2, "C"), types.Array(dt, 1, "C")
+    labels, f64s = types.Array(types.int64, 1, "C"), types.Array(types.float64, 1, "C")
+    i64, f64, void = types.int64, types.float64, types.void
+    norm_backward = void(m, v, v, m, m, m, v, v, v, v, i64, f64)
+    return {
+        "kernels": Kernels(dense_forward=void(m, m, m, v, i64, f64),
+                           dense_backward=void(m, m, v, m, m, m, m, m, i64, f64),
+                           loss_forward=void(v, m, m, labels, m, v, i64, f64),
+                           loss_backward=void(m, m, m, labels, m, v, i64, f64),
+                           update=void(v, v, v, v, i64, i64, f64s, i64),
+                           stats=void(f64s, dt, m, labels, m, v, i64)),
+        "activation_ops": ActivationKernels(forward=void(m, m, i64, f64), backward=void(m, m, m, m, i64, f64)),
+        "dropout_ops": DropoutKernels(forward=void(m, m, m, f64, i64, i64), backward=void(m, m, m),
+                                      identity=void(m, m, i64, f64)),
+        "norm_ops": NormKernels(batchnorm_forward=void(m, v, v, v, m, v, v, f64, i64, f64),
+                                batchnorm_inference=void(m, m, v, v, v, v, f64, i64, f64),
+                                layernorm_forward=void(m, v, v, m, v, v, f64, i64, f64),
+                                batchnorm_backward=norm_backward, layernorm_backward=norm_backward,
+                                update_running=void(v, v, v, v, f64, i64)),
+    }
+
+
+def _allowed(table_class, field):
+    """The signatures a table's kernel is held for: one per float dtype."""
+    name = next(n for n, t in TABLES.items() if type(t) is table_class)
+    return [getattr(_signatures(dtype)[name], field) for dtype in ("float32", "float64")]
+
+
+_kcall = kernel_call_intrinsic(_allowed)
+_TABLES_BY_DTYPE = {}
+
+
+def kernel_table(name, dtype):
+    """TABLES[name] as the addresses of its kernels compiled (or loaded from the cache) for
+    ``dtype``'s signatures; once per process."""
+    key = (name, np.dtype(dtype))
+    if key not in _TABLES_BY_DTYPE:
+        addresses = []
+        for kernel, sig in zip(TABLES[name], _signatures(dtype)[name]):
+            kernel.compile(sig.args)
+            result = kernel.get_compile_result(sig)
+            addresses.append(result.library.get_pointer_to_function(result.fndesc.llvm_func_name))
+        _TABLES_BY_DTYPE[key] = type(TABLES[name])(*addresses)
+    return _TABLES_BY_DTYPE[key]
+
+
+def with_kernels(net, dtype):
+    """``net`` (``lowering.Network``) with the CPU kernel tables for ``dtype``: ``kernels`` always,
+    and the table of each other op kind it has in place of that kind's flag (None stays None)."""
+    return net._replace(**{name: kernel_table(name, dtype) if name == "kernels" or getattr(net, name) is not None
+                           else None for name in TABLES})

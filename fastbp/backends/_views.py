@@ -18,7 +18,7 @@ for every reshape, 1.4% more.
   slices, compiled with boundscheck off), no reshape helper.
 """
 from numba import types
-from numba.core import cgutils
+from numba.core import cgutils, errors
 from numba.core.imputils import impl_ret_borrowed
 from numba.extending import intrinsic
 
@@ -66,3 +66,41 @@ def matrix(typingctx, buf, start, n_rows, n_cols):
 
     return result(buf, start, n_rows, n_cols), codegen
 
+
+
+def _kernel_call(context, builder, table_ty, table, index, arg_tys, args):
+    """Call the function at address ``table[index]`` with numba's calling convention; errors propagate."""
+    address = builder.extract_value(table, index)
+    fnty = context.call_conv.get_function_type(types.none, arg_tys)
+    fn = builder.inttoptr(address, fnty.as_pointer())
+    status, _ = context.call_conv.call_function(builder, fn, types.none, arg_tys, args)
+    with cgutils.if_unlikely(builder, status.is_error):
+        context.call_conv.return_status_propagate(builder, status)
+    return context.get_dummy_value()
+
+
+def kernel_call_intrinsic(signatures):
+    """An intrinsic ``call(table, name, args)``: the kernel at ``table.<name>`` (an address, see
+    ``_cpu_loop.kernel_table``) called with the tuple ``args``, whose types must be one of
+    ``signatures(table_class, name)`` (numba signatures): checked when the caller compiles,
+    since a call through an address with other types would be undefined."""
+
+    @intrinsic
+    def call(typingctx, table, name, args):
+        if not (isinstance(table, types.BaseNamedTuple) and isinstance(name, types.StringLiteral)
+                and isinstance(args, types.BaseTuple)):
+            return None
+        field = name.literal_value
+        index = table.fields.index(field)
+        arg_tys = tuple(args.types)
+        allowed = [tuple(s.args) for s in signatures(table.instance_class, field)]
+        if arg_tys not in allowed:
+            raise errors.TypingError(f"kernel {field!r} called with {arg_tys}; its table holds it for {allowed}")
+
+        def codegen(context, builder, sig, llargs):
+            values = cgutils.unpack_tuple(builder, llargs[2], len(arg_tys))
+            return _kernel_call(context, builder, table, llargs[0], index, arg_tys, values)
+
+        return types.none(table, name, args), codegen
+
+    return call

@@ -34,6 +34,7 @@ class Trainer:
     def __init__(self, model, lowered, X, data, batch_size, seed):
         self.model, self.X, self.data, self.seed = model, X, data, seed
         self.net = lowered.net
+        self._loop_net = None
         self.n_batches = -(-len(X) // batch_size)
         self.ws = lowered.workspace(batch_size, model.dtype, True, model.loss.kind, model.buffers)
         self.batch = _batch_targets(data, batch_size, model.dtype)
@@ -51,13 +52,20 @@ class Trainer:
     def run(self, first, last):
         optimizer = self.model.optimizer
         self.opt.counters[0] = optimizer.steps
-        status, stopped = _cpu_loop.train_batches(self.X, self.data, self.order, first, last, self.net,
+        status, stopped = _cpu_loop.train_batches(self.X, self.data, self.order, first, last, self.loop_net(),
                                                   self.ws, self.batch, self.opt, self.model.loss.spec(),
                                                   self.seed, self.stats)
         # PyTorch's num_batches_tracked: the training steps that happened.
         self.model.batches_tracked += int(self.opt.counters[0]) - optimizer.steps
         optimizer.steps = int(self.opt.counters[0])
         return status, stopped
+
+    def loop_net(self):
+        """The network with its kernel tables (``_cpu_loop.with_kernels``): made at the first run,
+        so that compiling the kernels happens under ``_first_run``'s note."""
+        if self._loop_net is None:
+            self._loop_net = _cpu_loop.with_kernels(self.net, self.model.dtype)
+        return self._loop_net
 
     def running_loss(self):
         return self.stats[R.S_LOSS] / max(self.stats[R.S_WEIGHT], 1e-300)
@@ -106,11 +114,11 @@ class DistributedTrainer(Trainer):
         self.share[1] = nb * (self.rank + 1) // self.size
 
     def _share_args(self, start, nb):
-        return (self.X, self.data, self.order, start, nb, self.share, self.net, self.ws, self.batch, self.opt,
-                self.model.loss.spec(), self.seed)
+        return (self.X, self.data, self.order, start, nb, self.share, self.loop_net(), self.ws, self.batch,
+                self.opt, self.model.loss.spec(), self.seed)
 
     def _update_args(self):
-        return (self.net, self.ws, self.batch, self.opt, int(self.share[1] - self.share[0]),
+        return (self.loop_net(), self.ws, self.batch, self.opt, int(self.share[1] - self.share[0]),
                 self.model.loss.spec(), self.stats)
 
     def run(self, first, last):
@@ -153,7 +161,7 @@ def outputs(model, lowered, X, batch_size):
     """The network's outputs (inference mode) on X, (n_samples, O)."""
     ws = lowered.workspace(batch_size, model.dtype, False, -1, model.buffers)
     out = np.empty((len(X), lowered.n_outputs), dtype=model.dtype)
-    _cpu_loop.predict_batches(out, X, lowered.net, ws, model.theta)
+    _cpu_loop.predict_batches(out, X, _cpu_loop.with_kernels(lowered.net, model.dtype), ws, model.theta)
     return out
 
 
@@ -161,7 +169,8 @@ def evaluate(model, lowered, X, data, batch_size):
     """The S_* sums of loss and metrics (inference mode) on (X, data)."""
     ws = lowered.workspace(batch_size, model.dtype, False, model.loss.kind, model.buffers)
     stats = np.zeros(R.N_STATS)
-    _cpu_loop.evaluate_batches(X, data, lowered.net, ws, model.theta, model.loss.spec(), stats)
+    _cpu_loop.evaluate_batches(X, data, _cpu_loop.with_kernels(lowered.net, model.dtype), ws, model.theta,
+                               model.loss.spec(), stats)
     return stats
 
 
@@ -184,14 +193,15 @@ def objective(model, lowered, X, data):
                     np.zeros(R.N_HYPER), np.zeros(1, dtype=np.int64))
     order = np.arange(n, dtype=np.int64)
     stats = np.zeros(R.N_STATS)
+    net = _cpu_loop.with_kernels(lowered.net, model.dtype)
 
     def f(theta):
         model.theta[...] = theta
         # The step count seeds the dropout masks: step 0 on every call, so that f is a
         # function of theta alone (the same masks for a line search or a gradient check).
         opt.counters[0] = 0
-        status, _ = _cpu_loop.train_batches(X, data, order, 0, 1, lowered.net, ws, batch, opt,
-                                            model.loss.spec(), 0, stats)
+        status, _ = _cpu_loop.train_batches(X, data, order, 0, 1, net, ws, batch, opt, model.loss.spec(), 0,
+                                            stats)
         if status != R.OK:
             return np.inf, np.zeros(opt.grad.size)
         return float(ws.loss[0]), opt.grad.astype(np.float64)
