@@ -1,4 +1,5 @@
-"""Views for the compiled loop that cost no reference counting: ``borrowed`` and ``matrix``.
+"""The compiled loop's low-level intrinsics: views that cost no reference counting
+(``borrowed`` and ``matrix``), and calls of kernels by address (``kernel_call_intrinsic``).
 
 numba counts references to every array it holds: each slice, reshape, and each array a
 function receives (a namedtuple argument counts every array in it) costs a call to
@@ -16,6 +17,9 @@ for every reshape, 1.4% more.
 - ``matrix(buf, start, n_rows, n_cols)``: the C-contiguous (n_rows, n_cols) view of
   ``buf[start:start + n_rows * n_cols]``, made in place: no bounds check (as the loop's
   slices, compiled with boundscheck off), no reshape helper.
+- ``kernel_call_intrinsic(signatures)``: the intrinsic by which the loop calls a kernel through
+  its address in a table of ``_cpu_loop.TABLES``, so that the loop does not link the kernel's
+  code (``_cpu_loop``'s docstring says why).
 """
 from numba import types
 from numba.core import cgutils, errors
