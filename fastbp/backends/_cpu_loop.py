@@ -34,8 +34,8 @@ addresses (``kernel_table``: each kernel compiled, or loaded from the cache, for
 the loop calls it with, once per process), so numba's dispatcher types the loop's arguments as
 quickly as before; ``_kcall(table, "name", (args))`` calls one with numba's calling convention,
 and refuses at compile time any argument types other than the signature the table was made
-for. The calls cost what a direct call costs; cold ``fastbp train`` on 2 cores: 45 -> 36 s,
-with BatchNorm 62 -> 48 s (BENCHMARKS.md, fifth session).
+for. The calls cost what a direct call costs; cold ``fastbp train`` on 2 cores: 45 -> 30 s,
+with BatchNorm 62 -> 44 s (BENCHMARKS.md, fifth session).
 
 Divergence is caught before it can damage the model: a non-finite loss or
 gradient stops the run *before* the update of that step, and the step is
@@ -45,6 +45,7 @@ These loops call only kernels that run on the calling thread (the ``*_serial``
 twins, the ``*_code_*`` dispatchers): the products are BLAS's, on BLAS's
 threads, and nothing here starts numba's thread pool (see ``kernels/_jit.py``).
 """
+import functools
 import math
 from collections import namedtuple
 
@@ -223,8 +224,8 @@ def backward(net, ws, theta, grad, nb, activation_ops, norm_ops, dropout_ops):
                 _kcall(activation_ops, "backward", (_rows(ws.dacts, layout, cap, i, nb), dout, out, x, net.codes[i],
                                                     net.alphas[i]))
         elif dropout_ops is not None:
-            _kcall(dropout_ops, "backward", (_rows(ws.dacts, layout, cap, i, nb), dout, _rows(ws.masks, layout, cap, i +
-                                             1, nb)))
+            masks = _rows(ws.masks, layout, cap, i + 1, nb)
+            _kcall(dropout_ops, "backward", (_rows(ws.dacts, layout, cap, i, nb), dout, masks))
 
 
 @jit
@@ -524,6 +525,7 @@ TABLES = {
 }
 
 
+@functools.lru_cache(maxsize=None)
 def _signatures(dtype):
     """Each table's kernel signatures for parameters of ``dtype``, as the loop calls them."""
     dt = numba.from_dtype(np.dtype(dtype))
@@ -552,7 +554,7 @@ def _signatures(dtype):
 def _allowed(table_class, field):
     """The signatures a table's kernel is held for: one per float dtype."""
     name = next(n for n, t in TABLES.items() if type(t) is table_class)
-    return [getattr(_signatures(dtype)[name], field) for dtype in ("float32", "float64")]
+    return [getattr(_signatures(np.dtype(dtype))[name], field) for dtype in ("float32", "float64")]
 
 
 _kcall = kernel_call_intrinsic(_allowed)
@@ -565,9 +567,8 @@ def kernel_table(name, dtype):
     key = (name, np.dtype(dtype))
     if key not in _TABLES_BY_DTYPE:
         addresses = []
-        for kernel, sig in zip(TABLES[name], _signatures(dtype)[name]):
-            kernel.compile(sig.args)
-            result = kernel.get_compile_result(sig)
+        for kernel, sig in zip(TABLES[name], _signatures(np.dtype(dtype))[name]):
+            result = kernel.get_compile_result(sig)  # compiles, or loads from the cache, if needed
             addresses.append(result.library.get_pointer_to_function(result.fndesc.llvm_func_name))
         _TABLES_BY_DTYPE[key] = type(TABLES[name])(*addresses)
     return _TABLES_BY_DTYPE[key]
