@@ -130,7 +130,7 @@ model = fastbp.Sequential([fastbp.Dense(3, 4, activation="relu"), fastbp.Dropout
 model.compile("softmax_cross_entropy", fastbp.SGD())
 lowered = model.lowered()
 flags = [lowered.net.activation_ops, lowered.net.norm_ops, bool(lowered.net.dropout_ops)]
-net = _cpu_loop.with_kernels(lowered.net, model.dtype)
+net = _cpu_loop.with_kernels(lowered.net, model.dtype, model.loss.kind, model.optimizer.kind)
 ws = lowered.workspace(2, model.dtype, True, model.loss.kind, model.buffers)
 _cpu_loop.forward(net, ws, model.theta, 2, np.bool_(True), np.int64(0), np.int64(0), net.activation_ops,
                   net.norm_ops, net.dropout_ops)
@@ -158,6 +158,13 @@ def test_the_loop_compiles_no_kernel_of_an_op_kind_the_network_lacks(tmp_path):
     absent = {"_norm_forward", "batchnorm_act_forward", "layernorm_act_forward", "batchnorm_update_running",
               "activation_code_forward"}
     assert not absent & set(compiled), sorted(absent & set(compiled))
+    # The kernel table holds the model's loss and optimizer (softmax cross-entropy, SGD) alone: the
+    # other losses and optimizers, and the dispatchers over all of them, do not compile.
+    assert {"sce_code_forward", "sce_code_backward", "softmax_stats", "sgd_code_update"} <= set(compiled)
+    others = {"adam_code_update", "rmsprop_code_update", "adagrad_code_update", "optimizer_code_update",
+              "mse_code_forward", "bce_code_backward", "elementwise_loss_forward", "loss_code_forward",
+              "elementwise_stats"}
+    assert not others & set(compiled), sorted(others & set(compiled))
 
 
 def test_a_kernel_table_calls_its_kernels_and_refuses_other_argument_types():
@@ -185,3 +192,28 @@ def test_a_kernel_table_calls_its_kernels_and_refuses_other_argument_types():
     # never called through the address.
     with pytest.raises(TypingError, match="its table holds it for"):
         wrong(table, np.zeros(4, dtype=np.float32))
+
+
+def test_a_table_made_without_loss_and_optimizer_refuses_their_kernels_when_called():
+    # predict of a model never compiled: the table's loss, update and stats entries raise, as
+    # they must never be reached; a code with no kernel is refused when the table is made.
+    from numba import njit
+
+    from fastbp.backends import _cpu_loop
+
+    table = _cpu_loop.kernel_table("kernels", np.float64)
+
+    @njit
+    def update(table, theta, hyper):
+        _cpu_loop._kcall(table, "update", (theta, theta, theta, theta, np.int64(1), np.int64(R.OPT_SGD), hyper,
+                                           np.int64(1)))
+
+    theta = np.ones(3)
+    with pytest.raises(RuntimeError, match="made without a loss or an optimizer"):
+        update(table, theta, np.full(R.N_HYPER, 0.5))
+    assert np.array_equal(theta, np.ones(3))
+    sgd = _cpu_loop.kernel_table("kernels", np.float64, R.LOSS_SCE, R.OPT_SGD)
+    update(sgd, theta, np.full(R.N_HYPER, 0.5))  # this one updates
+    assert not np.array_equal(theta, np.ones(3))
+    with pytest.raises(ValueError, match="no update kernel for optimizer code 99"):
+        _cpu_loop.kernel_table("kernels", np.float64, R.LOSS_SCE, 99)

@@ -316,3 +316,28 @@ def test_huber_and_mae_match_torch():
 def test_huber_delta_is_checked():
     with pytest.raises(KernelArgumentError, match=r"argument 'delta' must be > 0"):
         call("cpu", "huber_forward", np.empty(1), np.zeros((2, 3)), np.zeros((2, 3)), np.empty(0), 0.0)
+
+
+@pytest.mark.parametrize("weighting", WEIGHTING)
+@pytest.mark.parametrize("loss", LOSSES)
+def test_each_code_kernel_pair_is_the_named_kernels(dtype, loss, weighting):
+    # The compiled loop's kernel table holds one pair per loss code (CODE_FORWARD, CODE_BACKWARD),
+    # in the loop's signature: the same numbers as the named kernels, bit for bit.
+    from fastbp.kernels import registry as R
+    from fastbp.kernels.cpu import losses as L
+
+    code = next(entry.code for entry in R.LOSS_TABLE if entry.name == loss)
+    pred, target, weight = _problem(np.random.default_rng(5), loss, (7, 3), dtype, weighting)
+    labels = target if loss == "softmax_cross_entropy" else np.zeros(0, np.int64)
+    floats = pred[:0] if loss == "softmax_cross_entropy" else target
+    param = PARAMS.get(loss, (0.0,))[0]
+    want, probs_want = _forward("cpu", loss, pred, target, weight)
+    got, probs = np.full(1, np.nan, dtype), np.full(pred.shape, np.nan, dtype)
+    L.CODE_FORWARD[code](got, probs, pred, labels, floats, weight, code, param)
+    assert got[0] == want and np.isfinite(want)
+    if probs_want is not None:
+        np.testing.assert_array_equal(probs, probs_want)
+    grad = np.full(pred.shape, np.nan, dtype)
+    L.CODE_BACKWARD[code](grad, probs, pred, labels, floats, weight, code, param)
+    np.testing.assert_array_equal(grad, _backward("cpu", loss, pred, target, weight, probs_want))
+    assert sorted(L.CODE_FORWARD) == sorted(L.CODE_BACKWARD) == sorted(entry.code for entry in R.LOSS_TABLE)

@@ -378,3 +378,60 @@ def test_rmsprop_and_adagrad_argument_errors():
         adagrad_update(p, g, s, 0.1, 0.0, 1e-10, 0, 0.0)
     with pytest.raises(KernelArgumentError, match=r"argument 'lr_decay' must be >= 0"):
         adagrad_update(p, g, s, 0.1, -1.0, 1e-10, 1, 0.0)
+
+
+# The compiled loop's kernel table holds one update per optimizer code (``CODE_UPDATES``), reading
+# the hyperparameters from the optimizer's H_* array. Each must do what the public kernel does
+# with those hyperparameters passed by name: weight decay on the weights only, RMSprop's two
+# buffers in the halves of state2, Adam's eps_hat turned into eps for the step.
+CODE_UPDATE_CASES = {
+    "sgd": (lambda: __import__("fastbp").SGD(0.05, momentum=0.9, nesterov=True, weight_decay=0.01),
+            lambda p, g, s1, s2, wd, step: sgd_update(p, g, s1, 0.05, 0.9, True, wd)),
+    "adam": (lambda: __import__("fastbp").Adam(0.05, weight_decay=0.01, decoupled=True),
+             lambda p, g, s1, s2, wd, step: adam_update(p, g, s1, s2, 0.05, 0.9, 0.999, 1e-8, step, wd, True)),
+    "adam_eps_hat": (lambda: __import__("fastbp").Adam(0.05, eps=1e-3, eps_hat=True),
+                     lambda p, g, s1, s2, wd, step: adam_update(p, g, s1, s2, 0.05, 0.9, 0.999,
+                                                                1e-3 / np.sqrt(1.0 - 0.999**step), step, 0.0, False)),
+    "rmsprop": (lambda: __import__("fastbp").RMSprop(0.05, momentum=0.5, centered=True, weight_decay=0.01),
+                None),
+    "adagrad": (lambda: __import__("fastbp").Adagrad(0.05, lr_decay=0.1, weight_decay=0.01), None),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", sorted(CODE_UPDATE_CASES))
+def test_each_code_update_is_the_public_kernel_with_decay_on_the_weights_alone(dtype, case):
+    from fastbp.kernels.cpu import optim as O
+
+    make, public = CODE_UPDATE_CASES[case]
+    opt = make()
+    n, n_weights = 23, 15
+    rng = np.random.default_rng(3)
+    theta = rng.standard_normal(n).astype(dtype)
+    sizes = opt.state_sizes or (1,) * max(opt.n_states, 1)
+    states = [np.abs(rng.standard_normal(k * n)).astype(dtype) * 0.1 for k in sizes]
+    state1, state2 = states[0], states[-1]
+    mine = [theta.copy(), state1.copy(), state2.copy()]
+    theirs = [theta.copy(), state1.copy(), state2.copy()]
+    for step in (1, 2, 3):
+        grad = rng.standard_normal(n).astype(dtype)
+        O.CODE_UPDATES[opt.kind](mine[0], grad, mine[1], mine[2], n_weights, opt.kind, opt.hyper(0.05), step)
+        p, s1, s2 = theirs
+        for part, wd in ((slice(0, n_weights), opt.weight_decay), (slice(n_weights, n), 0.0)):
+            if case == "rmsprop":
+                rmsprop_update(p[part], grad[part], s1[part], s2[:n][part], s2[n:][part], 0.05, opt.alpha, opt.eps,
+                               opt.momentum, opt.centered, wd)
+            elif case == "adagrad":
+                adagrad_update(p[part], grad[part], s1[part], 0.05, opt.lr_decay, opt.eps, step, wd)
+            else:
+                public(p[part], grad[part], s1[part], s2[part], wd, step)
+        for a, b in zip(mine, theirs):
+            np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(mine[0], theta)  # it moved
+
+
+def test_the_code_updates_cover_every_optimizer():
+    from fastbp.kernels import registry as R
+    from fastbp.kernels.cpu import optim as O
+
+    assert sorted(O.CODE_UPDATES) == sorted(v for k, v in vars(R).items() if k.startswith("OPT_"))

@@ -228,20 +228,12 @@ def backward(net, ws, theta, grad, nb, activation_ops, norm_ops, dropout_ops):
             _kcall(dropout_ops, "backward", (_rows(ws.dacts, layout, cap, i, nb), dout, masks))
 
 
-@jit
-def accumulate_stats(stats, loss, out, labels, target, weight, loss_code):
-    """Add one batch's loss and metrics to stats, each sample counted with its weight s_n.
-
-    The loss (a weighted mean already) enters times the batch's weight total;
-    correct predictions and squared and absolute errors as sums of s_n times
-    the sample's terms, over S_WEIGHT = sum s_n (rows) or S_ELEMENTS = O sum s_n
-    (elements): weighted means, as the loss is. Unweighted, s_n = 1 and these
-    are plain counts and sums.
-    """
-    nb, n_out = out.shape
-    weighted = weight.size > 0
+@jit(inline="always")
+def _add_loss(stats, loss, weight, nb):
+    """Add the batch's loss (a weighted mean) times its weight total, the total and the row count;
+    returns the total (nb unweighted)."""
     total = 0.0
-    if weighted:
+    if weight.size > 0:
         for n in range(nb):
             total += weight[n]
     else:
@@ -249,40 +241,62 @@ def accumulate_stats(stats, loss, out, labels, target, weight, loss_code):
     stats[R.S_LOSS] += loss * total
     stats[R.S_WEIGHT] += total
     stats[R.S_COUNT] += nb
-    if loss_code == R.LOSS_SCE:
-        # In locals, not through stats, and against the running maximum rather than
-        # out[n, best]: LLVM keeps both in registers (the pass took 5% of the small
-        # network's step).
-        correct = 0.0
-        for n in range(nb):
-            best, top = 0, out[n, 0]
-            for j in range(1, n_out):
-                if out[n, j] > top:
-                    best, top = j, out[n, j]
-            if best == labels[n]:
-                correct += weight[n] if weighted else 1.0
-        stats[R.S_CORRECT] += correct
-    else:
-        stats[R.S_ELEMENTS] += total * n_out
-        correct = squared = absolute = 0.0
-        for n in range(nb):
-            s = weight[n] if weighted else 1.0
-            for j in range(n_out):
-                if loss_code == R.LOSS_BCE:
-                    if (out[n, j] > 0.0) == (target[n, j] > 0.5):
-                        correct += s
-                elif loss_code == R.LOSS_POISSON:
-                    # Errors of the predicted mean exp(eta), not of its log.
-                    d = math.exp(out[n, j]) - target[n, j]
-                    squared += s * (d * d)
-                    absolute += s * abs(d)
-                else:
-                    d = out[n, j] - target[n, j]
-                    squared += s * (d * d)
-                    absolute += s * abs(d)
-        stats[R.S_CORRECT] += correct
-        stats[R.S_SQUARED] += squared
-        stats[R.S_ABSOLUTE] += absolute
+    return total
+
+
+@jit
+def softmax_stats(stats, loss, out, labels, target, weight, loss_code):
+    """Add one batch's loss and accuracy (softmax cross-entropy) to stats, each sample counted with
+    its weight s_n.
+
+    The loss (a weighted mean already) enters times the batch's weight total; correct predictions
+    as the sum of s_n over them, over S_WEIGHT = sum s_n: a weighted mean, as the loss is.
+    Unweighted, s_n = 1 and these are plain counts.
+    """
+    nb, n_out = out.shape
+    _add_loss(stats, loss, weight, nb)
+    weighted = weight.size > 0
+    # In locals, not through stats, and against the running maximum rather than out[n, best]:
+    # LLVM keeps both in registers (the pass took 5% of the small network's step).
+    correct = 0.0
+    for n in range(nb):
+        best, top = 0, out[n, 0]
+        for j in range(1, n_out):
+            if out[n, j] > top:
+                best, top = j, out[n, j]
+        if best == labels[n]:
+            correct += weight[n] if weighted else 1.0
+    stats[R.S_CORRECT] += correct
+
+
+@jit
+def elementwise_stats(stats, loss, out, labels, target, weight, loss_code):
+    """Add one batch's loss and metrics (an elementwise loss) to stats, each sample counted with its
+    weight s_n: as ``softmax_stats``, with binary accuracy (BCE) or squared and absolute errors as
+    sums of s_n times the sample's terms over S_ELEMENTS = O sum s_n."""
+    nb, n_out = out.shape
+    total = _add_loss(stats, loss, weight, nb)
+    weighted = weight.size > 0
+    stats[R.S_ELEMENTS] += total * n_out
+    correct = squared = absolute = 0.0
+    for n in range(nb):
+        s = weight[n] if weighted else 1.0
+        for j in range(n_out):
+            if loss_code == R.LOSS_BCE:
+                if (out[n, j] > 0.0) == (target[n, j] > 0.5):
+                    correct += s
+            elif loss_code == R.LOSS_POISSON:
+                # Errors of the predicted mean exp(eta), not of its log.
+                d = math.exp(out[n, j]) - target[n, j]
+                squared += s * (d * d)
+                absolute += s * abs(d)
+            else:
+                d = out[n, j] - target[n, j]
+                squared += s * (d * d)
+                absolute += s * abs(d)
+    stats[R.S_CORRECT] += correct
+    stats[R.S_SQUARED] += squared
+    stats[R.S_ABSOLUTE] += absolute
 
 
 @jit
@@ -508,21 +522,41 @@ def evaluate_batches(X, data, net, ws, theta, loss, stats):
         _kcall(net.kernels, "stats", (stats, ws.loss[0], out, labels, target, weight, loss.code))
 
 
+STATS = {loss.code: softmax_stats if loss.code == R.LOSS_SCE else elementwise_stats for loss in R.LOSS_TABLE}
+
+
+@jit
+def _not_in_table(a0, a1, a2, a3, a4, a5, a6, a7):
+    """The entry for a loss or update kernel of a table made without that code (the loss's and the
+    update's signatures have eight arguments, the stats' seven)."""
+    raise RuntimeError("fastbp: this kernel table was made without a loss or an optimizer (with_kernels), "
+                       "and the loop called that kernel")
+
+
+@jit
+def _stats_not_in_table(a0, a1, a2, a3, a4, a5, a6):
+    _not_in_table(a0, a1, a2, a3, a4, a5, a6, a6)
+
+
 # The kernels the loop's levels call through their addresses: ``Network.kernels`` always, the
-# tables of the other op kinds where the network has such ops (``with_kernels``).
+# tables of the other op kinds where the network has such ops (``with_kernels``). A dict holds one
+# kernel per code: the table gets the model's loss's (``loss_forward``, ``loss_backward``,
+# ``stats``) and its optimizer's (``update``), so that a cold start compiles those alone.
 Kernels = namedtuple("Kernels", "dense_forward dense_backward loss_forward loss_backward update stats")
 ActivationKernels = namedtuple("ActivationKernels", "forward backward")
 DropoutKernels = namedtuple("DropoutKernels", "forward backward identity")
 NormKernels = namedtuple("NormKernels", "batchnorm_forward batchnorm_inference layernorm_forward batchnorm_backward "
                                         "layernorm_backward update_running")
 TABLES = {
-    "kernels": Kernels(D.dense_act_forward, D.dense_act_backward, L.loss_code_forward, L.loss_code_backward,
-                       O.optimizer_code_update, accumulate_stats),
+    "kernels": Kernels(D.dense_act_forward, D.dense_act_backward, L.CODE_FORWARD, L.CODE_BACKWARD, O.CODE_UPDATES,
+                       STATS),
     "activation_ops": ActivationKernels(A.activation_code_forward, A.activation_code_backward),
     "dropout_ops": DropoutKernels(DR.dropout_forward_from, DR.dropout_backward_serial, A.activation_forward_serial),
     "norm_ops": NormKernels(NM.batchnorm_act_forward, NM.batchnorm_act_inference, NM.layernorm_act_forward,
                             NM.batchnorm_act_backward, NM.layernorm_act_backward, NM.batchnorm_update_running),
 }
+# Which code picks the kernel of a dict entry of ``Kernels``.
+_CHOSEN_BY = Kernels(None, None, "loss", "loss", "optimizer", "loss")
 
 
 @functools.lru_cache(maxsize=None)
@@ -561,21 +595,45 @@ _kcall = kernel_call_intrinsic(_allowed)
 _TABLES_BY_DTYPE = {}
 
 
-def kernel_table(name, dtype):
+def _chosen(name, codes):
+    """TABLES[name]'s kernels, a dict entry resolved by its code in ``codes``; ``_not_in_table``
+    where that code is None."""
+    kernels = TABLES[name]
+    if name != "kernels":
+        return kernels
+    chosen = []
+    for field, kernel, by in zip(Kernels._fields, kernels, _CHOSEN_BY):
+        if by is not None:
+            code = codes[by]
+            if code is None:
+                kernel = _stats_not_in_table if field == "stats" else _not_in_table
+            elif code not in kernel:
+                raise ValueError(f"no {field} kernel for {by} code {code}; known: {sorted(kernel)}")
+            else:
+                kernel = kernel[code]
+        chosen.append(kernel)
+    return chosen
+
+
+def kernel_table(name, dtype, loss=None, optimizer=None):
     """TABLES[name] as the addresses of its kernels compiled (or loaded from the cache) for
-    ``dtype``'s signatures; once per process."""
-    key = (name, np.dtype(dtype))
+    ``dtype``'s signatures; once per process. ``loss`` and ``optimizer`` (registry codes) pick
+    the loss and update kernels of ``kernels``; where one is None, its entries raise when called
+    (a table for ``predict`` of a model with no loss)."""
+    codes = {"loss": loss, "optimizer": optimizer} if name == "kernels" else {"loss": None, "optimizer": None}
+    key = (name, np.dtype(dtype), codes["loss"], codes["optimizer"])
     if key not in _TABLES_BY_DTYPE:
         addresses = []
-        for kernel, sig in zip(TABLES[name], _signatures(np.dtype(dtype))[name]):
+        for kernel, sig in zip(_chosen(name, codes), _signatures(np.dtype(dtype))[name]):
             result = kernel.get_compile_result(sig)  # compiles, or loads from the cache, if needed
             addresses.append(result.library.get_pointer_to_function(result.fndesc.llvm_func_name))
         _TABLES_BY_DTYPE[key] = type(TABLES[name])(*addresses)
     return _TABLES_BY_DTYPE[key]
 
 
-def with_kernels(net, dtype):
+def with_kernels(net, dtype, loss=None, optimizer=None):
     """``net`` (``lowering.Network``) with the CPU kernel tables for ``dtype``: ``kernels`` always,
-    and the table of each other op kind it has in place of that kind's flag (None stays None)."""
-    return net._replace(**{name: kernel_table(name, dtype) if name == "kernels" or getattr(net, name) is not None
-                           else None for name in TABLES})
+    with the kernels of the ``loss`` and ``optimizer`` codes (``kernel_table``), and the table of
+    each other op kind it has in place of that kind's flag (None stays None)."""
+    return net._replace(**{name: kernel_table(name, dtype, loss, optimizer)
+                           if name == "kernels" or getattr(net, name) is not None else None for name in TABLES})

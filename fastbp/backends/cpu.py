@@ -64,7 +64,7 @@ class Trainer:
         """The network with its kernel tables (``_cpu_loop.with_kernels``): made at the first run,
         so that compiling the kernels happens under ``_first_run``'s note."""
         if self._loop_net is None:
-            self._loop_net = _cpu_loop.with_kernels(self.net, self.model.dtype)
+            self._loop_net = _cpu_loop.with_kernels(self.net, self.model.dtype, *_codes(self.model))
         return self._loop_net
 
     def running_loss(self):
@@ -157,11 +157,18 @@ class DistributedTrainer(Trainer):
         return R.OK, self.n_batches
 
 
+def _codes(model):
+    """The registry codes of the model's loss and optimizer (None before ``compile``): they pick the
+    loss and update kernels of the loop's kernel table."""
+    return (model.loss.kind if model.loss is not None else None,
+            model.optimizer.kind if model.optimizer is not None else None)
+
+
 def outputs(model, lowered, X, batch_size):
     """The network's outputs (inference mode) on X, (n_samples, O)."""
     ws = lowered.workspace(batch_size, model.dtype, False, -1, model.buffers)
     out = np.empty((len(X), lowered.n_outputs), dtype=model.dtype)
-    _cpu_loop.predict_batches(out, X, _cpu_loop.with_kernels(lowered.net, model.dtype), ws, model.theta)
+    _cpu_loop.predict_batches(out, X, _cpu_loop.with_kernels(lowered.net, model.dtype, *_codes(model)), ws, model.theta)
     return out
 
 
@@ -169,8 +176,8 @@ def evaluate(model, lowered, X, data, batch_size):
     """The S_* sums of loss and metrics (inference mode) on (X, data)."""
     ws = lowered.workspace(batch_size, model.dtype, False, model.loss.kind, model.buffers)
     stats = np.zeros(R.N_STATS)
-    _cpu_loop.evaluate_batches(X, data, _cpu_loop.with_kernels(lowered.net, model.dtype), ws, model.theta,
-                               model.loss.spec(), stats)
+    net = _cpu_loop.with_kernels(lowered.net, model.dtype, *_codes(model))
+    _cpu_loop.evaluate_batches(X, data, net, ws, model.theta, model.loss.spec(), stats)
     return stats
 
 
@@ -193,7 +200,7 @@ def objective(model, lowered, X, data):
                     np.zeros(R.N_HYPER), np.zeros(1, dtype=np.int64))
     order = np.arange(n, dtype=np.int64)
     stats = np.zeros(R.N_STATS)
-    net = _cpu_loop.with_kernels(lowered.net, model.dtype)
+    net = _cpu_loop.with_kernels(lowered.net, model.dtype, model.loss.kind, R.OPT_SGD)
 
     def f(theta):
         model.theta[...] = theta

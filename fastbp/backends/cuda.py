@@ -318,7 +318,7 @@ def outputs(model, lowered, X, batch_size):
 
 def evaluate(model, lowered, X, data, batch_size):
     """The S_* sums on (X, data): outputs from the device, loss and metrics by the CPU's code."""
-    from ._cpu_loop import accumulate_stats
+    from ._cpu_loop import STATS
     from ..kernels.cpu.losses import loss_code_forward
 
     out = outputs(model, lowered, X, batch_size)
@@ -327,5 +327,5 @@ def evaluate(model, lowered, X, data, batch_size):
     stats = np.zeros(R.N_STATS)
     spec = model.loss.spec()
     loss_code_forward(loss, probs, out, data.labels, data.target, data.weight, spec.code, spec.param)
-    accumulate_stats(stats, loss[0], out, data.labels, data.target, data.weight, model.loss.kind)
+    STATS[model.loss.kind](stats, loss[0], out, data.labels, data.target, data.weight, model.loss.kind)
     return stats

@@ -152,6 +152,11 @@ def softmax_cross_entropy_forward(loss, probs, logits, labels, weight):
     The log-sum-exp subtracts the row maximum, so logits of +-1e4 give a
     finite loss.
     """
+    _sce_forward(loss, probs, logits, labels, weight)
+
+
+@jit(inline="always")
+def _sce_forward(loss, probs, logits, labels, weight):
     n_rows, n_out = logits.shape
     for n in range(n_rows):
         m = _row_max(logits, n)
@@ -185,6 +190,11 @@ def softmax_cross_entropy_backward(dlogits, probs, labels, weight):
     d/dz_k [logsumexp(z) - z_y] = softmax(z)_k - [k == y]: the softmax Jacobian
     and the log cancel, which is why the two are fused. dlogits may alias probs.
     """
+    _sce_backward(dlogits, probs, labels, weight)
+
+
+@jit(inline="always")
+def _sce_backward(dlogits, probs, labels, weight):
     n_rows, n_out = probs.shape
     scale = _inverse_total(weight, n_rows)
     for n in range(n_rows):
@@ -328,3 +338,77 @@ def loss_code_backward(dout, probs, out, labels, target, weight, code, param):
         softmax_cross_entropy_backward(dout, probs, labels, weight)
     else:
         elementwise_loss_backward(dout, out, target, weight, code, param)
+
+
+# ----- one kernel pair per loss code (what the loop's kernel table holds) -------------------
+#
+# The loop's signature, (loss or dout, probs, out, labels, target, weight, code, param), with the
+# code fixed: the kernel table of a model holds its own loss's pair (``CODE_FORWARD``,
+# ``CODE_BACKWARD``), so that a cold start compiles one loss, not six.
+
+
+@jit
+def sce_code_forward(loss, probs, out, labels, target, weight, code, param):
+    _sce_forward(loss, probs, out, labels, weight)
+
+
+@jit
+def sce_code_backward(dout, probs, out, labels, target, weight, code, param):
+    _sce_backward(dout, probs, labels, weight)
+
+
+@jit
+def bce_code_forward(loss, probs, out, labels, target, weight, code, param):
+    _forward_loop(loss, out, target, weight, LOSS_BCE, param)
+
+
+@jit
+def bce_code_backward(dout, probs, out, labels, target, weight, code, param):
+    _backward_loop(dout, out, target, weight, LOSS_BCE, param)
+
+
+@jit
+def mse_code_forward(loss, probs, out, labels, target, weight, code, param):
+    _forward_loop(loss, out, target, weight, LOSS_MSE, param)
+
+
+@jit
+def mse_code_backward(dout, probs, out, labels, target, weight, code, param):
+    _backward_loop(dout, out, target, weight, LOSS_MSE, param)
+
+
+@jit
+def poisson_code_forward(loss, probs, out, labels, target, weight, code, param):
+    _forward_loop(loss, out, target, weight, LOSS_POISSON, param)
+
+
+@jit
+def poisson_code_backward(dout, probs, out, labels, target, weight, code, param):
+    _backward_loop(dout, out, target, weight, LOSS_POISSON, param)
+
+
+@jit
+def huber_code_forward(loss, probs, out, labels, target, weight, code, param):
+    _forward_loop(loss, out, target, weight, LOSS_HUBER, param)
+
+
+@jit
+def huber_code_backward(dout, probs, out, labels, target, weight, code, param):
+    _backward_loop(dout, out, target, weight, LOSS_HUBER, param)
+
+
+@jit
+def mae_code_forward(loss, probs, out, labels, target, weight, code, param):
+    _forward_loop(loss, out, target, weight, LOSS_MAE, param)
+
+
+@jit
+def mae_code_backward(dout, probs, out, labels, target, weight, code, param):
+    _backward_loop(dout, out, target, weight, LOSS_MAE, param)
+
+
+CODE_FORWARD = {LOSS_SCE: sce_code_forward, LOSS_BCE: bce_code_forward, LOSS_MSE: mse_code_forward,
+                LOSS_POISSON: poisson_code_forward, LOSS_HUBER: huber_code_forward, LOSS_MAE: mae_code_forward}
+CODE_BACKWARD = {LOSS_SCE: sce_code_backward, LOSS_BCE: bce_code_backward, LOSS_MSE: mse_code_backward,
+                 LOSS_POISSON: poisson_code_backward, LOSS_HUBER: huber_code_backward,
+                 LOSS_MAE: mae_code_backward}

@@ -30,7 +30,7 @@ from .._checks import ArgSpec
 from .._jit import PARALLEL_MIN_ELEMENTS, jit
 from .._scalar import adam_eps_hat
 from ..registry import (H_ALPHA, H_BETA1, H_BETA2, H_CENTERED, H_DECOUPLED, H_EPS, H_EPS_HAT, H_LR, H_LR_DECAY,
-                        H_MOMENTUM, H_NESTEROV, H_WEIGHT_DECAY, OPT_ADAGRAD, OPT_RMSPROP, OPT_SGD)
+                        H_MOMENTUM, H_NESTEROV, H_WEIGHT_DECAY, OPT_ADAGRAD, OPT_ADAM, OPT_RMSPROP, OPT_SGD)
 
 
 def _like(a, x):
@@ -246,44 +246,74 @@ def _adagrad_loop(param, grad, state_sum, lr, lr_decay, eps, step, weight_decay)
         p[i] -= clr * (g / (math.sqrt(si) + e))
 
 
-# ----- dispatch by optimizer code (what the compiled training loop calls) ------------------
+# ----- one update per optimizer code (what the compiled training loop calls) ---------------
+#
+# The four share one signature, the loop's: (theta, grad, state1, state2, n_weights, code, hyper,
+# step). ``hyper`` holds the hyperparameters in the registry's H_* layout; weight decay applies to
+# the first n_weights entries (the weights), not to the biases after them. ``step`` is the 1-based
+# count of updates (Adam's bias correction, Adagrad's lr decay). The loop's kernel table holds the
+# model's own (``CODE_UPDATES``), so a cold start compiles one optimizer, not four (``code`` is
+# then the table's; ``optimizer_code_update`` dispatches on it).
+
+
+@jit
+def sgd_code_update(theta, grad, state1, state2, n_weights, code, hyper, step):
+    """SGD: velocity in state1 (state2 unused)."""
+    lr, wd, momentum = hyper[H_LR], hyper[H_WEIGHT_DECAY], hyper[H_MOMENTUM]
+    nesterov = hyper[H_NESTEROV] != 0.0
+    w, b = slice(0, n_weights), slice(n_weights, theta.size)
+    _sgd_loop(theta[w], grad[w], state1[w], lr, momentum, nesterov, wd)
+    _sgd_loop(theta[b], grad[b], state1[b], lr, momentum, nesterov, 0.0)
+
+
+@jit
+def adam_code_update(theta, grad, state1, state2, n_weights, code, hyper, step):
+    """Adam and AdamW: m in state1, v in state2."""
+    lr, wd = hyper[H_LR], hyper[H_WEIGHT_DECAY]
+    b1, b2, eps = hyper[H_BETA1], hyper[H_BETA2], hyper[H_EPS]
+    if hyper[H_EPS_HAT] != 0.0:
+        eps = adam_eps_hat(eps, b2, step)
+    decoupled = hyper[H_DECOUPLED] != 0.0
+    w, b = slice(0, n_weights), slice(n_weights, theta.size)
+    _adam_loop(theta[w], grad[w], state1[w], state2[w], lr, b1, b2, eps, step, wd, decoupled)
+    _adam_loop(theta[b], grad[b], state1[b], state2[b], lr, b1, b2, eps, step, 0.0, decoupled)
+
+
+@jit
+def rmsprop_code_update(theta, grad, state1, state2, n_weights, code, hyper, step):
+    """RMSprop: square average in state1; momentum buffer and gradient average in the two halves of
+    state2 (twice theta's size)."""
+    lr, wd = hyper[H_LR], hyper[H_WEIGHT_DECAY]
+    buf, gavg = state2[:theta.size], state2[theta.size:]
+    alpha, eps, momentum = hyper[H_ALPHA], hyper[H_EPS], hyper[H_MOMENTUM]
+    centered = hyper[H_CENTERED] != 0.0
+    w, b = slice(0, n_weights), slice(n_weights, theta.size)
+    _rmsprop_loop(theta[w], grad[w], state1[w], buf[w], gavg[w], lr, alpha, eps, momentum, centered, wd)
+    _rmsprop_loop(theta[b], grad[b], state1[b], buf[b], gavg[b], lr, alpha, eps, momentum, centered, 0.0)
+
+
+@jit
+def adagrad_code_update(theta, grad, state1, state2, n_weights, code, hyper, step):
+    """Adagrad: sum of squares in state1 (state2 unused)."""
+    lr, wd, decay, eps = hyper[H_LR], hyper[H_WEIGHT_DECAY], hyper[H_LR_DECAY], hyper[H_EPS]
+    w, b = slice(0, n_weights), slice(n_weights, theta.size)
+    _adagrad_loop(theta[w], grad[w], state1[w], lr, decay, eps, step, wd)
+    _adagrad_loop(theta[b], grad[b], state1[b], lr, decay, eps, step, 0.0)
+
+
+CODE_UPDATES = {OPT_SGD: sgd_code_update, OPT_ADAM: adam_code_update, OPT_RMSPROP: rmsprop_code_update,
+                OPT_ADAGRAD: adagrad_code_update}
 
 
 @jit
 def optimizer_code_update(theta, grad, state1, state2, n_weights, code, hyper, step):
-    """One update of the flat parameter vector by the optimizer ``code`` of ``kernels.registry``.
-
-    ``hyper`` holds its hyperparameters in the registry's H_* layout; weight decay
-    applies to the first n_weights entries (the weights), not to the biases after them.
-    ``step`` is the 1-based count of updates (Adam's bias correction, Adagrad's lr decay).
-    State: SGD's velocity in state1; Adam's m, v in state1, state2; RMSprop's
-    square average in state1 and its momentum buffer and gradient average in the
-    two halves of state2 (twice theta's size); Adagrad's sum of squares in state1.
-    """
-    lr = hyper[H_LR]
-    wd = hyper[H_WEIGHT_DECAY]
-    w, b = slice(0, n_weights), slice(n_weights, theta.size)
+    """One update of the flat parameter vector by the optimizer ``code`` of ``kernels.registry``
+    (the ``*_code_update`` above say where each keeps its state)."""
     if code == OPT_RMSPROP:
-        buf, gavg = state2[:theta.size], state2[theta.size:]
-        alpha, eps, momentum = hyper[H_ALPHA], hyper[H_EPS], hyper[H_MOMENTUM]
-        centered = hyper[H_CENTERED] != 0.0
-        rmsprop_update_serial(theta[w], grad[w], state1[w], buf[w], gavg[w], lr, alpha, eps, momentum,
-                              centered, wd)
-        rmsprop_update_serial(theta[b], grad[b], state1[b], buf[b], gavg[b], lr, alpha, eps, momentum,
-                              centered, 0.0)
+        rmsprop_code_update(theta, grad, state1, state2, n_weights, code, hyper, step)
     elif code == OPT_ADAGRAD:
-        decay, eps = hyper[H_LR_DECAY], hyper[H_EPS]
-        adagrad_update_serial(theta[w], grad[w], state1[w], lr, decay, eps, step, wd)
-        adagrad_update_serial(theta[b], grad[b], state1[b], lr, decay, eps, step, 0.0)
+        adagrad_code_update(theta, grad, state1, state2, n_weights, code, hyper, step)
     elif code == OPT_SGD:
-        nesterov = hyper[H_NESTEROV] != 0.0
-        momentum = hyper[H_MOMENTUM]
-        sgd_update_serial(theta[w], grad[w], state1[w], lr, momentum, nesterov, wd)
-        sgd_update_serial(theta[b], grad[b], state1[b], lr, momentum, nesterov, 0.0)
+        sgd_code_update(theta, grad, state1, state2, n_weights, code, hyper, step)
     else:
-        b1, b2, eps = hyper[H_BETA1], hyper[H_BETA2], hyper[H_EPS]
-        if hyper[H_EPS_HAT] != 0.0:
-            eps = adam_eps_hat(eps, b2, step)
-        decoupled = hyper[H_DECOUPLED] != 0.0
-        adam_update_serial(theta[w], grad[w], state1[w], state2[w], lr, b1, b2, eps, step, wd, decoupled)
-        adam_update_serial(theta[b], grad[b], state1[b], state2[b], lr, b1, b2, eps, step, 0.0, decoupled)
+        adam_code_update(theta, grad, state1, state2, n_weights, code, hyper, step)

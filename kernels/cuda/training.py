@@ -75,7 +75,7 @@ def _batch_metrics_kernel(metrics, slot, out, labels, target, weight, code):
                 d = out[n, j] - target[n, j]
             if (out[n, j] > 0) == (target[n, j] > 0.5):
                 correct += s
-            # s (d d) and s |d|, as the CPU's accumulate_stats rounds them.
+            # s (d d) and s |d|, as the CPU's elementwise_stats rounds them.
             squared += s * (d * d)
             absolute += s * abs(d)
     correct = block_reduce(buf, correct, False)
@@ -95,7 +95,7 @@ def batch_metrics(metrics, slot, out, labels, target, weight, code):
     when (out > 0) == (target > 0.5) (binary cross-entropy on logits) and the
     error sums are of out - target (regression), or of exp(out) - target for
     the Poisson loss (the predicted mean). Each sample counts with its weight
-    (weight (N,), or empty for 1), as in the CPU's ``accumulate_stats``.
+    (weight (N,), or empty for 1), as in the CPU's ``softmax_stats`` and ``elementwise_stats``.
     metrics is float64 (n_batches, 3).
     """
     fixed(_batch_metrics_kernel, 1, METRIC_THREADS)(metrics, slot, out, labels, target, weight, code)
