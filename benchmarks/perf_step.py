@@ -63,12 +63,14 @@ def write_perf_map(path=None):
     most 1 MiB. Functions loaded from a cache, without an LLVM module, are left out.
     """
     import gc
+    import weakref
 
     from numba.core.dispatcher import Dispatcher
 
     starts = {}
     for obj in gc.get_objects():
-        if not isinstance(obj, Dispatcher):
+        # isinstance on a proxy asks its referent, and raises where that is gone: type() does not.
+        if type(obj) in (weakref.ProxyType, weakref.CallableProxyType) or not isinstance(obj, Dispatcher):
             continue
         for result in list(obj.overloads.values()):
             library = result.library

@@ -35,7 +35,16 @@ the loop calls it with, once per process), so numba's dispatcher types the loop'
 quickly as before; ``_kcall(table, "name", (args))`` calls one with numba's calling convention,
 and refuses at compile time any argument types other than the signature the table was made
 for. The calls cost what a direct call costs; cold ``fastbp train`` on 2 cores: 45 -> 30 s,
-with BatchNorm 62 -> 44 s (BENCHMARKS.md, fifth session).
+with BatchNorm 62 -> 44 s (BENCHMARKS.md, fifth session). A table holds the kernels of the
+model's own loss and optimizer (a dict entry of ``TABLES``, one kernel per code), not dispatchers
+over all of them.
+
+The kernels and the levels are therefore separate compile units, and on a cold cache they
+compile in parallel: ``with_kernels(..., ahead=...)`` has worker processes compile the heaviest
+kernels into the on-disk cache (``_warm``) while this process compiles the loop against tables of
+placeholder addresses (a table's type does not depend on its values) and the other kernels, then
+loads the workers' kernels from the cache. Cold ``fastbp train`` on 2 cores: 27 -> 15 s
+(BENCHMARKS.md, sixth session).
 
 Divergence is caught before it can damage the model: a non-finite loss or
 gradient stops the run *before* the update of that step, and the step is
@@ -61,6 +70,7 @@ from ..kernels.cpu import dropout as DR
 from ..kernels.cpu import losses as L
 from ..kernels.cpu import norm as NM
 from ..kernels.cpu import optim as O
+from . import _warm
 from ._views import borrowed, kernel_call_intrinsic, matrix
 
 
@@ -299,7 +309,7 @@ def elementwise_stats(stats, loss, out, labels, target, weight, loss_code):
     stats[R.S_ABSOLUTE] += absolute
 
 
-@jit
+@jit(inline="always")
 def all_finite(a):
     """True when no element is NaN or inf.
 
@@ -313,14 +323,14 @@ def all_finite(a):
     return finite == a.size
 
 
-@jit
+@jit(inline="always")
 def _gather(dst, src, order, start, nb):
     """dst[r] = src[order[start + r]] for r < nb, 1-d arrays."""
     for r in range(nb):
         dst[r] = src[order[start + r]]
 
 
-@jit
+@jit(inline="always")
 def _copy_rows(dst, src, start, nb):
     """dst[r, :] = src[start + r, :] for r < nb, element by element.
 
@@ -334,7 +344,7 @@ def _copy_rows(dst, src, start, nb):
             dst[r, c] = src[start + r, c]
 
 
-@jit
+@jit(inline="always")
 def _gather_rows(dst, src, order, start, nb):
     """dst[r, :] = src[order[start + r], :] for r < nb, element by element.
 
@@ -355,7 +365,7 @@ def _prefix(tg, nb):
             tg.weight[:nb] if tg.weight.size else tg.weight)
 
 
-@jit
+@jit(inline="always")
 def _gather_batch(ws, net, X, data, batch, order, start, nb):
     """Rows order[start:start + nb] of X into activation 0, of the targets into batch."""
     _gather_rows(_rows(ws.acts, net.layout, ws.cap, 0, nb), X, order, start, nb)
@@ -367,13 +377,17 @@ def _gather_batch(ws, net, X, data, batch, order, start, nb):
         _gather(batch.weight, data.weight, order, start, nb)
 
 
-@jit
+@jit(inline="always")
 def batch_gradient(net, ws, batch, opt, nb, loss, seed, row0):
     """Forward, loss and backward on the nb rows in activation 0 and ``batch``: the gradient into opt.grad.
 
     Returns OK, or NONFINITE_LOSS (then opt.grad is not written). The dropout
     stream is seed + step * (n_ops + 1), step = opt.counters[0]; row0 is the
     rows' place in the batch (``forward``).
+
+    Inlined into numba's IR of its callers (``train_batches``, ``share_gradient``), as are the
+    gathers and ``all_finite``: compiled as functions of their own, each cost a compile of its
+    own and was emitted once more in every caller (a cold ``fastbp train`` took 1-2 s longer).
     """
     n_ops = net.kinds.size
     labels, target, weight = _prefix(batch, nb)
@@ -615,25 +629,73 @@ def _chosen(name, codes):
     return chosen
 
 
+def _entry(name, field, dtype, loss, optimizer):
+    """The kernel and signature of TABLES[name].<field> for ``dtype`` and the codes."""
+    codes = {"loss": loss, "optimizer": optimizer}
+    index = type(TABLES[name])._fields.index(field)
+    return _chosen(name, codes)[index], _signatures(np.dtype(dtype))[name][index]
+
+
+def compile_entry(name, field, dtype, loss=None, optimizer=None):
+    """The address of TABLES[name].<field>'s kernel, compiled or loaded from the cache if needed."""
+    kernel, sig = _entry(name, field, dtype, loss, optimizer)
+    result = kernel.get_compile_result(sig)
+    return result.library.get_pointer_to_function(result.fndesc.llvm_func_name)
+
+
 def kernel_table(name, dtype, loss=None, optimizer=None):
     """TABLES[name] as the addresses of its kernels compiled (or loaded from the cache) for
     ``dtype``'s signatures; once per process. ``loss`` and ``optimizer`` (registry codes) pick
     the loss and update kernels of ``kernels``; where one is None, its entries raise when called
     (a table for ``predict`` of a model with no loss)."""
-    codes = {"loss": loss, "optimizer": optimizer} if name == "kernels" else {"loss": None, "optimizer": None}
-    key = (name, np.dtype(dtype), codes["loss"], codes["optimizer"])
+    if name != "kernels":
+        loss = optimizer = None
+    key = (name, np.dtype(dtype), loss, optimizer)
     if key not in _TABLES_BY_DTYPE:
-        addresses = []
-        for kernel, sig in zip(_chosen(name, codes), _signatures(np.dtype(dtype))[name]):
-            result = kernel.get_compile_result(sig)  # compiles, or loads from the cache, if needed
-            addresses.append(result.library.get_pointer_to_function(result.fndesc.llvm_func_name))
-        _TABLES_BY_DTYPE[key] = type(TABLES[name])(*addresses)
+        table = type(TABLES[name])
+        _TABLES_BY_DTYPE[key] = table(*(compile_entry(name, field, dtype, loss, optimizer) for field in table._fields))
     return _TABLES_BY_DTYPE[key]
 
 
-def with_kernels(net, dtype, loss=None, optimizer=None):
+# The kernels worker processes compile while this one compiles the loop (``_warm``): the
+# heaviest, those of the dense layers and the norm layers' backward (where the network has norm
+# layers), dealt round-robin to as many workers as there are cores beside this process's.
+_AHEAD = (("kernels", "dense_backward"), ("kernels", "dense_forward"), ("norm_ops", "batchnorm_backward"),
+          ("norm_ops", "layernorm_backward"))
+
+
+def _compile_ahead(net, dtype, loss, optimizer, ahead):
+    """On a cold cache: the kernels of ``_AHEAD`` in worker processes, meanwhile ``ahead(placeholder)``
+    (the caller compiles its loop against tables of zero addresses, which have the same types) and
+    the other kernels here; then wait for the workers."""
+    kernel, sig = _entry("kernels", "dense_backward", dtype, loss, optimizer)
+    if _warm.cached(kernel, sig):
+        return
+    names = [name for name in TABLES if name == "kernels" or getattr(net, name) is not None]
+    entries = [(name, field, loss, optimizer) for name, field in _AHEAD if name in names]
+    n_workers = min(len(entries), _warm.usable_cpus() - 1)
+    procs = _warm.start([entries[k::n_workers] for k in range(n_workers)], dtype)
+    if not procs:
+        return
+    try:
+        ahead(net._replace(**{name: type(TABLES[name])(*[0] * len(TABLES[name])) for name in names}))
+        for name in names:
+            for field in type(TABLES[name])._fields:
+                if (name, field) not in _AHEAD:
+                    compile_entry(name, field, dtype, loss, optimizer)
+    finally:
+        _warm.wait(procs)
+
+
+def with_kernels(net, dtype, loss=None, optimizer=None, ahead=None):
     """``net`` (``lowering.Network``) with the CPU kernel tables for ``dtype``: ``kernels`` always,
     with the kernels of the ``loss`` and ``optimizer`` codes (``kernel_table``), and the table of
-    each other op kind it has in place of that kind's flag (None stays None)."""
+    each other op kind it has in place of that kind's flag (None stays None).
+
+    ``ahead(placeholder_net)``, where given, compiles the caller's loop: on a cold cache it runs
+    while worker processes compile the heaviest kernels (``_compile_ahead``).
+    """
+    if ahead is not None:
+        _compile_ahead(net, dtype, loss, optimizer, ahead)
     return net._replace(**{name: kernel_table(name, dtype, loss, optimizer)
                            if name == "kernels" or getattr(net, name) is not None else None for name in TABLES})

@@ -64,8 +64,18 @@ class Trainer:
         """The network with its kernel tables (``_cpu_loop.with_kernels``): made at the first run,
         so that compiling the kernels happens under ``_first_run``'s note."""
         if self._loop_net is None:
-            self._loop_net = _cpu_loop.with_kernels(self.net, self.model.dtype, *_codes(self.model))
+            self._loop_net = _cpu_loop.with_kernels(self.net, self.model.dtype, *_codes(self.model),
+                                                    ahead=self._compile_loop if self.compile_ahead else None)
         return self._loop_net
+
+    # On a cold cache, the loop compiles here while worker processes compile the dense kernels
+    # (``_cpu_loop.with_kernels``, ``_warm``). Not under MPI, whose ranks share the cores already.
+    compile_ahead = True
+
+    def _compile_loop(self, net):
+        """Compile ``train_batches`` for this fit's argument types, ``net`` holding the tables."""
+        _compiled(_cpu_loop.train_batches, (self.X, self.data, self.order, 0, 0, net, self.ws, self.batch, self.opt,
+                                            self.model.loss.spec(), self.seed, self.stats))
 
     def running_loss(self):
         return self.stats[R.S_LOSS] / max(self.stats[R.S_WEIGHT], 1e-300)
@@ -97,6 +107,8 @@ class DistributedTrainer(Trainer):
     Python costs numba one small record per array (NRT counts 51 per step on
     a two-layer network), no array data.
     """
+
+    compile_ahead = False
 
     def __init__(self, model, lowered, X, data, batch_size, seed, comm):
         super().__init__(model, lowered, X, data, batch_size, seed)

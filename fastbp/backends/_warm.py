@@ -1,0 +1,94 @@
+"""A cold start's kernels compiled in other processes while this one compiles the loop.
+
+numba compiles one function at a time per process (a global lock; most of the work is Python),
+so on a cold cache ``fit`` used one core for the whole compile. Since the loop calls its
+kernels by address (``_cpu_loop.with_kernels``), the kernels and the loop's levels are separate
+compile units: the loop compiles against kernel tables of placeholder addresses (their type
+is all it needs), and the kernels go into the on-disk cache, wherever they are compiled.
+``with_kernels(..., ahead=...)`` therefore starts worker processes that compile the heaviest
+kernels into the cache (``python -m fastbp.backends._warm``), compiles the loop and the other
+kernels here meanwhile, waits for the workers, and then loads their kernels from the cache.
+
+A worker only fills the cache: if it fails, is killed, or writes to another cache folder, this
+process finds the kernel missing and compiles it itself, as before. Nothing starts where the
+cache is off, on one core, or where the heaviest kernel is in the cache already.
+"""
+import os
+import site
+import subprocess
+import sys
+
+import numpy as np
+
+from ..kernels import _cache
+
+# How long to wait for a worker before compiling its kernels here instead (a cold compile of
+# the dense kernels takes 10-20 s on the 2-core development machine).
+WAIT_SECONDS = 600
+
+
+_WORKER = "import sys; from fastbp.backends import _warm; _warm.main(sys.argv[1:])"
+
+
+def usable_cpus():
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def cached(dispatcher, sig):
+    """Whether ``dispatcher`` has ``sig`` compiled in this process or in the on-disk cache."""
+    if tuple(sig.args) in dispatcher.overloads:
+        return True
+    cache = getattr(dispatcher, "_cache", None)
+    return cache is not None and cache.load_overload(sig, dispatcher.targetctx) is not None
+
+
+def _child_env():
+    """This process's environment, where the child imports this very fastbp: the folder holding it
+    goes first on PYTHONPATH, unless it is a site-packages folder (found there anyway; put first,
+    it could shadow the standard library with an old backport)."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    site_dirs = site.getsitepackages() + [site.getusersitepackages()] if hasattr(site, "getsitepackages") else []
+    if root in map(os.path.abspath, site_dirs):
+        return dict(os.environ)
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+
+
+def start(groups, dtype):
+    """Start one worker per group of entries (``(table, field, loss, optimizer)``); the processes."""
+    if _cache.FOLDER is None or not groups or not sys.executable or getattr(sys, "frozen", False):
+        return []  # no cache to fill, nothing to do, or no Python to start (a frozen application)
+    env = _child_env()
+    procs = []
+    for group in groups:
+        args = [f"{name}:{field}:{loss}:{optimizer}" for name, field, loss, optimizer in group]
+        try:
+            procs.append(subprocess.Popen([sys.executable, "-c", _WORKER, np.dtype(dtype).name, *args], env=env, stdin=subprocess.DEVNULL,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        except OSError:
+            break
+    return procs
+
+
+def wait(procs):
+    """Wait for the workers (killing one that takes longer than ``WAIT_SECONDS``)."""
+    for proc in procs:
+        try:
+            proc.wait(timeout=WAIT_SECONDS)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def main(argv):
+    """A worker: compile the entries ``table:field:loss:optimizer`` of ``argv[1:]`` for dtype ``argv[0]``."""
+    from . import _cpu_loop
+
+    dtype = np.dtype(argv[0])
+    for entry in argv[1:]:
+        name, field, loss, optimizer = entry.split(":")
+        loss, optimizer = (None if code == "None" else int(code) for code in (loss, optimizer))
+        _cpu_loop.compile_entry(name, field, dtype, loss, optimizer)

@@ -1,0 +1,115 @@
+"""A cold start compiles the dense kernels in worker processes while fit compiles the loop (``_warm``)."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastbp
+from fastbp.backends import _cpu_loop, _warm
+from fastbp.kernels import _cache
+
+# The same model, data and seed in a cold subprocess and in this process.
+_FIT = """
+import numpy as np
+import fastbp
+
+
+def fit():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((96, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 96)
+    model = fastbp.Sequential([fastbp.Dense(6, 16, activation="relu"), fastbp.Dropout(0.25),
+                               fastbp.Dense(16, 3)], seed=1)
+    model.fit(X, y, epochs=2, batch_size=32, loss="softmax_cross_entropy",
+              optimizer=fastbp.SGD(0.1, momentum=0.9), seed=2, verbose=0)
+    return model.theta
+"""
+
+_COLD = _FIT + """
+import json
+from numba.core import event
+
+compiled = []
+
+
+class Listen(event.Listener):
+    def on_start(self, ev):
+        compiled.append(ev.data["dispatcher"].py_func.__name__)
+
+    def on_end(self, ev):
+        pass
+
+
+event.register("numba:compile", Listen())
+from fastbp.backends import _warm
+
+started = []
+start = _warm.start
+_warm.start = lambda groups, dtype: started.extend(start(groups, dtype)) or started
+theta = fit()
+np.save("theta.npy", theta)
+print(json.dumps({"compiled": compiled, "workers": [p.returncode for p in started]}))
+"""
+
+
+def _fit_here():
+    scope = {}
+    exec(_FIT, scope)
+    return scope["fit"]()
+
+
+def test_a_cold_fit_compiles_the_dense_kernels_in_a_worker_with_the_same_result(tmp_path):
+    env = dict(os.environ, FASTBP_CACHE_DIR=str(tmp_path / "cache"))
+    env.pop("FASTBP_NO_CACHE", None)
+    done = subprocess.run([sys.executable, "-c", _COLD], env=env, capture_output=True, text=True, cwd=tmp_path,
+                          timeout=900)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.splitlines()[-1])
+    if _warm.usable_cpus() < 2:
+        assert report["workers"] == []
+        pytest.skip("one CPU: no worker starts (checked); nothing more to see")
+    # One worker ran and succeeded; this process compiled the loop once (against placeholder tables,
+    # not again for the real ones) and loaded the dense kernels the worker left in the cache.
+    assert report["workers"] == [0]
+    assert report["compiled"].count("train_batches") == 1
+    assert {"train_batches", "forward", "backward", "sce_code_forward", "sgd_code_update"} <= set(report["compiled"])
+    assert not {"dense_act_forward", "dense_act_backward"} & set(report["compiled"]), report["compiled"]
+    # The kernels are the same wherever they were compiled: the same parameters to the bit.
+    np.testing.assert_array_equal(np.load(tmp_path / "theta.npy"), _fit_here())
+
+
+def test_a_failed_worker_leaves_its_kernels_to_this_process(monkeypatch):
+    want = _fit_here()
+    started = []
+    start = _warm.start
+    monkeypatch.setattr(_warm, "_WORKER", "import sys; sys.exit(3)")
+    monkeypatch.setattr(_warm, "cached", lambda dispatcher, sig: False)  # as if the cache were cold
+    monkeypatch.setattr(_warm, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(_warm, "start", lambda groups, dtype: started.extend(start(groups, dtype)) or started)
+    monkeypatch.setattr(_cpu_loop, "_TABLES_BY_DTYPE", {})
+    np.testing.assert_array_equal(_fit_here(), want)
+    assert [p.returncode for p in started] == [3]
+
+
+@pytest.mark.parametrize("why", ["cache off", "one cpu", "kernels cached"])
+def test_no_worker_starts_where_it_cannot_help(monkeypatch, why):
+    popen = []
+    monkeypatch.setattr(_warm.subprocess, "Popen", lambda *a, **k: popen.append(a))
+    monkeypatch.setattr(_warm, "usable_cpus", lambda: 1 if why == "one cpu" else 4)
+    if why == "cache off":
+        monkeypatch.setattr(_cache, "FOLDER", None)
+        monkeypatch.setattr(_warm, "cached", lambda dispatcher, sig: False)
+    elif why == "one cpu":
+        monkeypatch.setattr(_warm, "cached", lambda dispatcher, sig: False)
+    model = fastbp.Sequential([fastbp.Dense(4, 8, activation="relu"), fastbp.Dense(8, 2)], seed=0)
+    model.compile("softmax_cross_entropy", fastbp.SGD(0.1))
+    if why == "kernels cached":
+        _cpu_loop.kernel_table("kernels", model.dtype, model.loss.kind, model.optimizer.kind)
+    calls = []
+    net = _cpu_loop.with_kernels(model.lowered().net, model.dtype, model.loss.kind, model.optimizer.kind,
+                                 ahead=calls.append)
+    assert popen == [] and calls == []  # neither a worker nor the early compile of the loop
+    assert all(address != 0 for address in net.kernels)
