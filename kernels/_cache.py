@@ -23,8 +23,9 @@ fastbp therefore gives its functions a cache locator of its own:
   and ``FASTBP_SIMD_WIDTH`` where set. Any edit to any kernel module,
   ``_scalar.py`` and ``_jit.py`` included, or another fastbp release,
   selects a fresh subfolder, so a stale cache is never loaded. Compiled code outside this package (the training
-  loop) takes the tree hash plus its own file's hash as its source stamp; its
-  compile-time constants come from this package, so they are covered too.
+  loop) takes the tree hash plus its own file's hash as its source stamp, and a folder per
+  version of its file; its compile-time constants come from this package, so they are covered
+  too.
 
 Old subfolders are left in place (another environment may still use them);
 ``clear()`` removes the whole folder.
@@ -129,7 +130,14 @@ class _LocatorMixin:
         self._lineno = py_func.__code__.co_firstlineno
         self._cache_path = os.path.join(FOLDER, py_func.__module__)
         inside = os.path.realpath(py_file).startswith(_PACKAGE_DIR + os.sep)
-        self._stamp = TREE_HASH if inside else TREE_HASH + _file_hash(py_file)
+        self._stamp = TREE_HASH
+        if not inside:
+            # A folder per version of the file too: numba unpickles a function's whole index
+            # before it compares stamps, and an index written by another version of the file
+            # names its classes (a namedtuple of the loop's, renamed since: AttributeError).
+            file_hash = _file_hash(py_file)
+            self._stamp += file_hash
+            self._cache_path = os.path.join(self._cache_path, file_hash[:_TREE_NAME_LENGTH])
 
     def get_cache_path(self):
         return self._cache_path

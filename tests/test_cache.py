@@ -108,8 +108,32 @@ def test_code_outside_the_kernels_is_stamped_with_its_own_file_too(tmp_path):
     loop_stamp = loop_cache._impl.locator.get_source_stamp()
     assert kernel_stamp == _cache.TREE_HASH
     assert loop_stamp.startswith(_cache.TREE_HASH) and loop_stamp != kernel_stamp
-    assert loop_cache.cache_path == os.path.join(_cache.FOLDER, "fastbp.backends._cpu_loop")
+    folder = os.path.join(_cache.FOLDER, "fastbp.backends._cpu_loop", _cache._file_hash(_cpu_loop.__file__)[:20])
+    assert loop_cache.cache_path == folder
     assert isinstance(loop_cache, numba.core.caching.Cache)
+
+
+def test_each_version_of_a_file_outside_the_kernels_has_a_cache_folder_of_its_own(tmp_path, monkeypatch):
+    # numba unpickles a function's whole index before comparing stamps: an index written by
+    # another version of the file could name a class that version had and this one lacks.
+    import importlib.util
+
+    import numba
+
+    if _cache.FOLDER is None:
+        pytest.skip("caching is off in this process")
+    paths = []
+    for version, body in enumerate(("return 1", "return 2")):
+        source = tmp_path / f"v{version}" / "loopish.py"
+        source.parent.mkdir()
+        source.write_text(f"def f():\n    {body}\n")
+        spec = importlib.util.spec_from_file_location("loopish", source)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        dispatcher = _cache.enable_cpu(numba.njit(cache=False)(module.f))
+        paths.append(dispatcher._cache.cache_path)
+    assert paths[0] != paths[1]
+    assert all(os.path.dirname(p) == os.path.join(_cache.FOLDER, "loopish") for p in paths)
 
 
 def test_cuda_kernels_use_the_same_folder(tmp_path):
@@ -137,7 +161,9 @@ def test_cuda_kernels_use_the_same_folder(tmp_path):
         pytest.skip(f"numba-cuda cannot build a dispatcher here: {done.stderr.splitlines()[-1]}")
     assert done.returncode == 0, done.stderr
     path, folder = json.loads(done.stdout.strip().splitlines()[-1])
-    assert path == os.path.join(folder, "__main__") and folder.startswith(str(tmp_path))
+    # A file outside the kernels: a folder of its own per version of the file.
+    digest = _cache._file_hash(str(tmp_path / "probe.py"))[:20]
+    assert path == os.path.join(folder, "__main__", digest) and folder.startswith(str(tmp_path))
 
 
 def test_clear_removes_only_tree_folders(tmp_path, monkeypatch):
