@@ -14,11 +14,12 @@ which numba compiles (and caches) as structs, so two arrays of one type can
 never trade places unnoticed:
 
 - ``Network``: the lowered ops and the parameter table, read-only. Its ``activation_ops``,
-  ``norm_ops`` and ``dropout_ops`` are each None where the network has no op of that kind,
-  True where it has: the loop's levels take them as arguments of their own, and numba drops
-  the branches of an absent kind before typing, so that the loop neither compiles nor links
-  that kind's kernels (a cold ``fastbp train``, Dense and Dropout layers, no longer compiles
-  the norm and activation-op kernels). They are part of the loop's types: each combination of
+  ``batchnorm_ops``, ``layernorm_ops`` and ``dropout_ops`` are each None where the network has
+  no op of that kind, True where it has: the loop's levels take them as arguments of their own,
+  and numba drops the branches of an absent kind before typing, so that the loop neither
+  compiles nor links that kind's kernels (a cold ``fastbp train``, Dense and Dropout layers, no
+  longer compiles the norm and activation-op kernels; one with BatchNorm no longer compiles
+  LayerNorm's). They are part of the loop's types: each combination of
   kinds has its compiled loop. ``kernels`` is None here; the CPU backend puts its kernel tables
   there and in place of the flags it finds True (``_cpu_loop.with_kernels``).
 - ``Workspace``: buffers with room for ``cap`` rows of every activation
@@ -56,7 +57,7 @@ NORM_OPS = (R.OP_BATCHNORM, R.OP_LAYERNORM)
 ELEMENTWISE = frozenset(R.ELEMENTWISE_CODES.values())
 
 Network = namedtuple("Network", "kinds codes alphas rates params_of layout params n_weights norms "
-                                "norm_consts activation_ops norm_ops dropout_ops kernels")
+                                "norm_consts activation_ops batchnorm_ops layernorm_ops dropout_ops kernels")
 Workspace = namedtuple("Workspace", "acts dacts masks scratch probs loss cap saved normgrad running")
 Targets = namedtuple("Targets", "labels target weight")
 Optimizer = namedtuple("Optimizer", "theta grad state1 state2 code hyper counters")
@@ -82,7 +83,8 @@ class Lowered:
                            self.n_weights, np.array(norms, dtype=np.int64).reshape(len(kinds), R.N_NORM_COLUMNS),
                            np.array(norm_consts, dtype=np.float64).reshape(len(kinds), 2),
                            *(np.bool_(True) if any(k in group for k in kinds) else None
-                             for group in ((R.OP_ACTIVATION,), NORM_OPS, (R.OP_DROPOUT,))), None)
+                             for group in ((R.OP_ACTIVATION,), (R.OP_BATCHNORM,), (R.OP_LAYERNORM,), (R.OP_DROPOUT,))),
+                           None)
         is_norm = (self.net.kinds == R.OP_BATCHNORM) | (self.net.kinds == R.OP_LAYERNORM)
         self.n_norm_ops = int(np.count_nonzero(is_norm))
         self.norm_width = max([w for w, norm in zip(widths, is_norm) if norm], default=0)

@@ -129,12 +129,13 @@ event.register("numba:compile", Listen())
 model = fastbp.Sequential([fastbp.Dense(3, 4, activation="relu"), fastbp.Dropout(0.5), fastbp.Dense(4, 2)], seed=0)
 model.compile("softmax_cross_entropy", fastbp.SGD())
 lowered = model.lowered()
-flags = [lowered.net.activation_ops, lowered.net.norm_ops, bool(lowered.net.dropout_ops)]
+flags = [lowered.net.activation_ops, lowered.net.batchnorm_ops, lowered.net.layernorm_ops,
+         bool(lowered.net.dropout_ops)]
 net = _cpu_loop.with_kernels(lowered.net, model.dtype, model.loss.kind, model.optimizer.kind)
 ws = lowered.workspace(2, model.dtype, True, model.loss.kind, model.buffers)
 _cpu_loop.forward(net, ws, model.theta, 2, np.bool_(True), np.int64(0), np.int64(0), net.activation_ops,
-                  net.norm_ops, net.dropout_ops)
-_cpu_loop.update_running(net, ws, 2, net.norm_ops)
+                  net.batchnorm_ops, net.layernorm_ops, net.dropout_ops)
+_cpu_loop.update_running(net, ws, 2, net.batchnorm_ops)
 print(json.dumps([flags, sorted(compiled)]))
 """
 
@@ -151,7 +152,11 @@ def test_the_loop_compiles_no_kernel_of_an_op_kind_the_network_lacks(tmp_path):
                           cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     flags, compiled = json.loads(done.stdout.splitlines()[-1])
-    assert flags == [None, None, True]  # Dense and Dropout only
+    assert flags == [None, None, None, True]  # Dense and Dropout only
+    # One flag per kind: a network with BatchNorm has no LayerNorm kernels to compile, and the reverse.
+    for layer, want in ((fastbp.BatchNorm(4), [True, None]), (fastbp.LayerNorm(4), [None, True])):
+        net = fastbp.Sequential([fastbp.Dense(3, 4), layer, fastbp.Dense(4, 2)]).lowered().net
+        assert [None if f is None else bool(f) for f in (net.batchnorm_ops, net.layernorm_ops)] == want
     # The kinds it has compile (the walk sees them) ...
     assert {"forward", "dense_act_forward", "dropout_forward_from", "update_running"} <= set(compiled)
     # ... those it lacks do not: no norm kernel, no activation-op kernel.

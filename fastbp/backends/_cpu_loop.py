@@ -98,31 +98,34 @@ def _part(flat, at, size):
 
 
 @jit
-def _norm_forward(net, ws, theta, i, x, out, training):
+def _norm_forward(net, ws, theta, i, x, out, training, batchnorm_ops, layernorm_ops):
     """Op i, a BatchNorm or LayerNorm and its fused activation, on x into out; statistics to the
-    op's row of ws.saved."""
+    op's row of ws.saved. The kernel tables as ``forward``'s: a kind's branch is dropped where its
+    table is None."""
     n_rows, width = x.shape
     gamma = _part(theta, net.norms[i, R.NORM_GAMMA], width)
     beta = _part(theta, net.norms[i, R.NORM_BETA], width)
     saved = ws.saved[net.norms[i, R.NORM_SAVED]]
     eps, code, alpha = net.norm_consts[i, 0], net.codes[i], net.alphas[i]
     if net.kinds[i] == R.OP_LAYERNORM:
-        _kcall(net.norm_ops, "layernorm_forward", (out, saved[:n_rows], saved[ws.cap:ws.cap + n_rows], x, gamma, beta,
-                                                   eps, code, alpha))
+        if layernorm_ops is not None:
+            _kcall(layernorm_ops, "forward", (out, saved[:n_rows], saved[ws.cap:ws.cap + n_rows], x, gamma, beta, eps,
+                                              code, alpha))
+    elif batchnorm_ops is None:
+        pass
     elif training:
-        _kcall(net.norm_ops, "batchnorm_forward", (out, saved[:width], saved[width:2 * width],
-                                                   saved[2 * width:3 * width], x, gamma, beta, eps, code, alpha))
+        _kcall(batchnorm_ops, "forward", (out, saved[:width], saved[width:2 * width], saved[2 * width:3 * width], x,
+                                          gamma, beta, eps, code, alpha))
     else:
         at = net.norms[i, R.NORM_RUNNING]
-        _kcall(net.norm_ops, "batchnorm_inference", (out, x, ws.running[at:at + width],
-                                                     ws.running[at + width:at + 2 * width], gamma, beta, eps, code,
-                                                     alpha))
+        _kcall(batchnorm_ops, "inference", (out, x, ws.running[at:at + width], ws.running[at + width:at + 2 * width],
+                                            gamma, beta, eps, code, alpha))
 
 
 @jit
-def _norm_backward(net, ws, theta, grad, i, nb):
+def _norm_backward(net, ws, theta, grad, i, nb, batchnorm_ops, layernorm_ops):
     """Backward of norm op i and its fused activation into grad (dgamma, dbeta; scratch without affine)
-    and its input gradient."""
+    and its input gradient; the tables as ``_norm_forward``'s."""
     layout, cap = net.layout, ws.cap
     dout = _rows(ws.dacts, layout, cap, i + 1, nb)
     out = _rows(ws.acts, layout, cap, i + 1, nb)
@@ -138,38 +141,39 @@ def _norm_backward(net, ws, theta, grad, i, nb):
     saved = ws.saved[net.norms[i, R.NORM_SAVED]]
     code, alpha = net.codes[i], net.alphas[i]
     if net.kinds[i] == R.OP_LAYERNORM:
-        _kcall(net.norm_ops, "layernorm_backward", (dx, dgamma, dbeta, dout, out, x, saved[:nb], saved[cap:cap + nb],
-                                                    gamma, beta, code, alpha))
-    else:
-        _kcall(net.norm_ops, "batchnorm_backward", (dx, dgamma, dbeta, dout, out, x, saved[:width],
-                                                    saved[2 * width:3 * width], gamma, beta, code, alpha))
+        if layernorm_ops is not None:
+            _kcall(layernorm_ops, "backward", (dx, dgamma, dbeta, dout, out, x, saved[:nb], saved[cap:cap + nb], gamma,
+                                               beta, code, alpha))
+    elif batchnorm_ops is not None:
+        _kcall(batchnorm_ops, "backward", (dx, dgamma, dbeta, dout, out, x, saved[:width], saved[2 * width:3 * width],
+                                           gamma, beta, code, alpha))
 
 
 @jit
-def update_running(net, ws, nb, norm_ops):
+def update_running(net, ws, nb, batchnorm_ops):
     """Move every BatchNorm op's running statistics toward the batch's, after a step that happened.
 
-    norm_ops is ``net.norm_ops``: None, no norm op, and nothing to compile (``forward``); else
-    the norm kernels' table.
+    batchnorm_ops is ``net.batchnorm_ops``: None, no BatchNorm op, and nothing to compile
+    (``forward``); else the BatchNorm kernels' table.
     """
     for i in range(net.kinds.size):
-        if norm_ops is not None and net.kinds[i] == R.OP_BATCHNORM:
+        if batchnorm_ops is not None and net.kinds[i] == R.OP_BATCHNORM:
             width = net.layout[i + 1] - net.layout[i]
             at = net.norms[i, R.NORM_RUNNING]
             saved = ws.saved[net.norms[i, R.NORM_SAVED]]
-            _kcall(norm_ops, "update_running", (ws.running[at:at + width], ws.running[at + width:at + 2 * width],
-                                                saved[:width], saved[width:2 * width], net.norm_consts[i, 1], nb))
+            _kcall(batchnorm_ops, "update_running", (ws.running[at:at + width], ws.running[at + width:at + 2 * width],
+                                                     saved[:width], saved[width:2 * width], net.norm_consts[i, 1], nb))
 
 
 @jit
-def forward(net, ws, theta, nb, training, seed, row0, activation_ops, norm_ops, dropout_ops):
+def forward(net, ws, theta, nb, training, seed, row0, activation_ops, batchnorm_ops, layernorm_ops, dropout_ops):
     """Run the network on the first nb rows of activation 0; activation i + 1 is op i's output.
 
     row0 is the first row's place in the whole batch: dropout draws row r's mask
     from the counters of row row0 + r, so a rank's share of a batch (MPI) gets
     the mask one process gives those rows.
 
-    activation_ops, norm_ops and dropout_ops are ``net``'s kernel tables of those
+    activation_ops, batchnorm_ops, layernorm_ops and dropout_ops are ``net``'s kernel tables of those
     op kinds (``with_kernels``), passed as arguments of their own: where one is
     None, numba drops the branch of that kind of op before typing.
     """
@@ -185,9 +189,12 @@ def forward(net, ws, theta, nb, training, seed, row0, activation_ops, norm_ops, 
         elif kind == R.OP_ACTIVATION:
             if activation_ops is not None:
                 _kcall(activation_ops, "forward", (out, x, net.codes[i], net.alphas[i]))
-        elif kind == R.OP_BATCHNORM or kind == R.OP_LAYERNORM:
-            if norm_ops is not None:
-                _norm_forward(net, ws, theta, i, x, out, training)
+        elif kind == R.OP_BATCHNORM:
+            if batchnorm_ops is not None:
+                _norm_forward(net, ws, theta, i, x, out, training, batchnorm_ops, layernorm_ops)
+        elif kind == R.OP_LAYERNORM:
+            if layernorm_ops is not None:
+                _norm_forward(net, ws, theta, i, x, out, training, batchnorm_ops, layernorm_ops)
         elif dropout_ops is None:
             pass
         elif training:
@@ -199,10 +206,10 @@ def forward(net, ws, theta, nb, training, seed, row0, activation_ops, norm_ops, 
 
 
 @jit
-def backward(net, ws, theta, grad, nb, activation_ops, norm_ops, dropout_ops):
+def backward(net, ws, theta, grad, nb, activation_ops, batchnorm_ops, layernorm_ops, dropout_ops):
     """Backpropagate the gradient of the last activation through every op into grad.
 
-    activation_ops, norm_ops, dropout_ops: as ``forward``'s.
+    activation_ops, batchnorm_ops, layernorm_ops, dropout_ops: as ``forward``'s.
 
     A dense layer's dz = dout * f'(z) goes to ``ws.scratch`` (at least nb times
     the widest layer), not over dout: LLVM cannot vectorize the pass when its
@@ -223,10 +230,13 @@ def backward(net, ws, theta, grad, nb, activation_ops, norm_ops, dropout_ops):
             _kcall(net.kernels, "dense_backward", (dx, _weight(grad, net.params, p), _bias(grad, net.params, p), dz,
                                                    dout, out, x, _weight(theta, net.params, p), net.codes[i],
                                                    net.alphas[i]))
-        elif kind == R.OP_BATCHNORM or kind == R.OP_LAYERNORM:
-            # Before the i == 0 exit: a norm op first in the network still has dgamma and dbeta.
-            if norm_ops is not None:
-                _norm_backward(net, ws, theta, grad, i, nb)
+        # Before the i == 0 exit: a norm op first in the network still has dgamma and dbeta.
+        elif kind == R.OP_BATCHNORM:
+            if batchnorm_ops is not None:
+                _norm_backward(net, ws, theta, grad, i, nb, batchnorm_ops, layernorm_ops)
+        elif kind == R.OP_LAYERNORM:
+            if layernorm_ops is not None:
+                _norm_backward(net, ws, theta, grad, i, nb, batchnorm_ops, layernorm_ops)
         elif i == 0:
             break
         elif kind == R.OP_ACTIVATION:
@@ -392,7 +402,7 @@ def batch_gradient(net, ws, batch, opt, nb, loss, seed, row0):
     n_ops = net.kinds.size
     labels, target, weight = _prefix(batch, nb)
     forward(net, ws, opt.theta, nb, np.bool_(True), seed + opt.counters[0] * (n_ops + 1), row0, net.activation_ops,
-            net.norm_ops, net.dropout_ops)
+            net.batchnorm_ops, net.layernorm_ops, net.dropout_ops)
     out = _rows(ws.acts, net.layout, ws.cap, n_ops, nb)
     probs = ws.probs[:nb]
     _kcall(net.kernels, "loss_forward", (ws.loss, probs, out, labels, target, weight, loss.code, loss.param))
@@ -400,7 +410,8 @@ def batch_gradient(net, ws, batch, opt, nb, loss, seed, row0):
         return R.NONFINITE_LOSS
     _kcall(net.kernels, "loss_backward", (_rows(ws.dacts, net.layout, ws.cap, n_ops, nb), probs, out, labels, target,
                                           weight, loss.code, loss.param))
-    backward(net, ws, opt.theta, opt.grad, nb, net.activation_ops, net.norm_ops, net.dropout_ops)
+    backward(net, ws, opt.theta, opt.grad, nb, net.activation_ops, net.batchnorm_ops, net.layernorm_ops,
+             net.dropout_ops)
     return R.OK
 
 
@@ -426,7 +437,7 @@ def _apply_update(net, ws, batch, opt, nb, loss, stats):
     _kcall(net.kernels, "update", (opt.theta, opt.grad, opt.state1, opt.state2, net.n_weights, opt.code, opt.hyper,
                                    opt.counters[0]))
     # Running statistics move only with a step that happened (fit refuses batches of one row).
-    update_running(net, ws, nb, net.norm_ops)
+    update_running(net, ws, nb, net.batchnorm_ops)
     labels, target, weight = _prefix(batch, nb)
     out = _rows(ws.acts, net.layout, ws.cap, net.kinds.size, nb)
     _kcall(net.kernels, "stats", (stats, ws.loss[0], out, labels, target, weight, loss.code))
@@ -504,8 +515,8 @@ def _infer_rows(X, net, ws, theta, start, nb):
     forward pass under it were optimized and emitted once more (2.7 s of a cold start).
     """
     _copy_rows(_rows(ws.acts, net.layout, ws.cap, 0, nb), X, start, nb)
-    forward(net, ws, theta, nb, np.bool_(False), np.int64(0), np.int64(0), net.activation_ops, net.norm_ops,
-            net.dropout_ops)
+    forward(net, ws, theta, nb, np.bool_(False), np.int64(0), np.int64(0), net.activation_ops, net.batchnorm_ops,
+            net.layernorm_ops, net.dropout_ops)
     return _rows(ws.acts, net.layout, ws.cap, net.kinds.size, nb)
 
 
@@ -559,15 +570,16 @@ def _stats_not_in_table(a0, a1, a2, a3, a4, a5, a6):
 Kernels = namedtuple("Kernels", "dense_forward dense_backward loss_forward loss_backward update stats")
 ActivationKernels = namedtuple("ActivationKernels", "forward backward")
 DropoutKernels = namedtuple("DropoutKernels", "forward backward identity")
-NormKernels = namedtuple("NormKernels", "batchnorm_forward batchnorm_inference layernorm_forward batchnorm_backward "
-                                        "layernorm_backward update_running")
+BatchNormKernels = namedtuple("BatchNormKernels", "forward inference backward update_running")
+LayerNormKernels = namedtuple("LayerNormKernels", "forward backward")
 TABLES = {
     "kernels": Kernels(D.dense_act_forward, D.dense_act_backward, L.CODE_FORWARD, L.CODE_BACKWARD, O.CODE_UPDATES,
                        STATS),
     "activation_ops": ActivationKernels(A.activation_code_forward, A.activation_code_backward),
     "dropout_ops": DropoutKernels(DR.dropout_forward_from, DR.dropout_backward_serial, A.activation_forward_serial),
-    "norm_ops": NormKernels(NM.batchnorm_act_forward, NM.batchnorm_act_inference, NM.layernorm_act_forward,
-                            NM.batchnorm_act_backward, NM.layernorm_act_backward, NM.batchnorm_update_running),
+    "batchnorm_ops": BatchNormKernels(NM.batchnorm_act_forward, NM.batchnorm_act_inference, NM.batchnorm_act_backward,
+                                      NM.batchnorm_update_running),
+    "layernorm_ops": LayerNormKernels(NM.layernorm_act_forward, NM.layernorm_act_backward),
 }
 # Which code picks the kernel of a dict entry of ``Kernels``.
 _CHOSEN_BY = Kernels(None, None, "loss", "loss", "optimizer", "loss")
@@ -591,11 +603,10 @@ def _signatures(dtype):
         "activation_ops": ActivationKernels(forward=void(m, m, i64, f64), backward=void(m, m, m, m, i64, f64)),
         "dropout_ops": DropoutKernels(forward=void(m, m, m, f64, i64, i64), backward=void(m, m, m),
                                       identity=void(m, m, i64, f64)),
-        "norm_ops": NormKernels(batchnorm_forward=void(m, v, v, v, m, v, v, f64, i64, f64),
-                                batchnorm_inference=void(m, m, v, v, v, v, f64, i64, f64),
-                                layernorm_forward=void(m, v, v, m, v, v, f64, i64, f64),
-                                batchnorm_backward=norm_backward, layernorm_backward=norm_backward,
-                                update_running=void(v, v, v, v, f64, i64)),
+        "batchnorm_ops": BatchNormKernels(forward=void(m, v, v, v, m, v, v, f64, i64, f64),
+                                          inference=void(m, m, v, v, v, v, f64, i64, f64), backward=norm_backward,
+                                          update_running=void(v, v, v, v, f64, i64)),
+        "layernorm_ops": LayerNormKernels(forward=void(m, v, v, m, v, v, f64, i64, f64), backward=norm_backward),
     }
 
 
@@ -658,10 +669,10 @@ def kernel_table(name, dtype, loss=None, optimizer=None):
 
 
 # The kernels worker processes compile while this one compiles the loop (``_warm``): the
-# heaviest, those of the dense layers and the norm layers' backward (where the network has norm
-# layers), dealt round-robin to as many workers as there are cores beside this process's.
-_AHEAD = (("kernels", "dense_backward"), ("kernels", "dense_forward"), ("norm_ops", "batchnorm_backward"),
-          ("norm_ops", "layernorm_backward"))
+# heaviest, those of the dense and the norm layers (where the network has norm layers), dealt
+# round-robin to as many workers as there are cores beside this process's.
+_AHEAD = (("kernels", "dense_backward"), ("kernels", "dense_forward"), ("batchnorm_ops", "backward"),
+          ("layernorm_ops", "backward"), ("batchnorm_ops", "forward"), ("layernorm_ops", "forward"))
 
 
 def _compile_ahead(net, dtype, loss, optimizer, ahead):
