@@ -16,14 +16,16 @@ import time
 
 from numba.core import event
 
-# A cold compile of the training loop (the kinds of op the network has, every loss and
-# optimizer; the kernels each compiled once, called by address) on the 2-core development
-# machine, wall time of a cold `fastbp train --epochs 1`, most of it compiling: 28 s for Dense
-# layers alone, 30 s with Dropout (the default), 44 s with BatchNorm (BENCHMARKS.md, fifth
-# session, "cold start"); more under load, less on a faster core. The note says the second
-# figure where the network has a norm layer.
-EXPECTED_SECONDS = 30
-EXPECTED_SECONDS_WITH_NORM = 45
+# A cold compile of the training loop (the kinds of op the network has, its own loss and
+# optimizer; the kernels each compiled once, called by address, the heaviest in a worker process
+# while this one compiles the loop) on the 2-core development machine, wall time of a cold
+# `fastbp train --epochs 1`, most of it compiling: 14-17 s for Dense and Dropout layers (the
+# default), 19-22 s with BatchNorm or LayerNorm (BENCHMARKS.md, sixth session, "cold start").
+# On one core no worker starts, and the compile takes the sum: about 1.7 times as long (the
+# user CPU time of those runs). More under load, less on faster cores.
+EXPECTED_SECONDS = 15
+EXPECTED_SECONDS_WITH_NORM = 22
+ONE_CORE_FACTOR = 1.7
 
 _always = threading.local()
 
@@ -60,9 +62,13 @@ class _Announce(event.Listener):
 
 def expected_seconds(trainer):
     """What the note says a cold compile of ``trainer``'s loop takes: more where its network (a
-    ``lowering.Network``, the CPU backend's ``net``) has norm layers."""
+    ``lowering.Network``, the CPU backend's ``net``) has norm layers, and on one core."""
+    from .backends import _warm
+
     net = getattr(trainer, "net", None)
-    return EXPECTED_SECONDS_WITH_NORM if getattr(net, "norm_ops", None) is not None else EXPECTED_SECONDS
+    norm = any(getattr(net, name, None) is not None for name in ("batchnorm_ops", "layernorm_ops"))
+    seconds = EXPECTED_SECONDS_WITH_NORM if norm else EXPECTED_SECONDS
+    return seconds if _warm.usable_cpus() > 1 else round(seconds * ONE_CORE_FACTOR)
 
 
 def compile_loop(trainer, order, hyper, verbose):

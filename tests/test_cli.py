@@ -247,8 +247,11 @@ def test_a_cold_first_run_says_it_compiles_and_leaves_the_compile_out_of_the_fir
     assert "compiled first" not in out
 
 
-def test_the_first_run_note_expects_longer_for_a_network_with_norm_layers():
+def test_the_first_run_note_expects_longer_for_a_network_with_norm_layers(monkeypatch):
     from fastbp import _first_run
+    from fastbp.backends import _warm
+
+    monkeypatch.setattr(_warm, "usable_cpus", lambda: 2)
 
     from types import SimpleNamespace
 
@@ -263,6 +266,10 @@ def test_the_first_run_note_expects_longer_for_a_network_with_norm_layers():
     # The CUDA backend's trainer holds a network of its own, without these fields; no network at all.
     assert _first_run.expected_seconds(SimpleNamespace(net=object())) == _first_run.EXPECTED_SECONDS
     assert _first_run.expected_seconds(object()) == _first_run.EXPECTED_SECONDS
+    # One core: no worker process compiles beside fit, and the note says so.
+    monkeypatch.setattr(_warm, "usable_cpus", lambda: 1)
+    assert _first_run.expected_seconds(trainer()) == round(_first_run.EXPECTED_SECONDS * _first_run.ONE_CORE_FACTOR)
+    assert _first_run.expected_seconds(trainer(fastbp.LayerNorm(8))) > _first_run.expected_seconds(trainer())
 
 
 # ----- bad input: a message on stderr, a non-zero status, no traceback -----------------------
