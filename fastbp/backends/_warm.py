@@ -6,12 +6,15 @@ kernels by address (``_cpu_loop.with_kernels``), the kernels and the loop's leve
 compile units: the loop compiles against kernel tables of placeholder addresses (their type
 is all it needs), and the kernels go into the on-disk cache, wherever they are compiled.
 ``with_kernels(..., ahead=...)`` therefore starts worker processes that compile the heaviest
-kernels into the cache (``python -m fastbp.backends._warm``), compiles the loop and the other
-kernels here meanwhile, waits for the workers, and then loads their kernels from the cache.
+kernels into the cache (``python -c``, ``main`` below), compiles the loop and the other kernels
+here meanwhile, waits for the workers, and then loads their kernels from the cache.
 
-A worker only fills the cache: if it fails, is killed, or writes to another cache folder, this
-process finds the kernel missing and compiles it itself, as before. Nothing starts where the
-cache is off, on one core, or where the heaviest kernel is in the cache already.
+A worker only fills the cache: if it fails, is killed (after ``WAIT_SECONDS``), or writes to
+another cache folder, this process finds the kernel missing and compiles it itself, as before.
+Nothing starts where the cache is off, on one core, where the heaviest kernel is in the cache
+already, in a frozen application (no Python to start), or under MPI (``cpu.DistributedTrainer``:
+its ranks share the cores already). Processes that fit at once on a cold cache each start their
+own workers; they compile the same kernels, and the last to finish writes the cache entry.
 """
 import os
 import site
@@ -25,7 +28,6 @@ from ..kernels import _cache
 # How long to wait for a worker before compiling its kernels here instead (a cold compile of
 # the dense kernels takes 10-20 s on the 2-core development machine).
 WAIT_SECONDS = 600
-
 
 _WORKER = "import sys; from fastbp.backends import _warm; _warm.main(sys.argv[1:])"
 
@@ -66,8 +68,9 @@ def start(groups, dtype):
     for group in groups:
         args = [f"{name}:{field}:{loss}:{optimizer}" for name, field, loss, optimizer in group]
         try:
-            procs.append(subprocess.Popen([sys.executable, "-c", _WORKER, np.dtype(dtype).name, *args], env=env, stdin=subprocess.DEVNULL,
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            procs.append(subprocess.Popen([sys.executable, "-c", _WORKER, np.dtype(dtype).name, *args], env=env,
+                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL))
         except OSError:
             break
     return procs
