@@ -114,7 +114,7 @@ def profile(config, rounds=5, dtype="float32"):
         b, dz = np.zeros(o, dtype), rng.standard_normal((nb, o)).astype(dtype)
         code = R.RELU if layer < len(sizes) - 2 else R.IDENTITY
         macs = nb * i * o
-        uses_simd = G is not None and G.WIDTH > 0 and dtype == "float32" and macs <= G.SIMD_MAX_MACS
+        uses_simd = G is not None and G.use_simd(x, nb, macs)
         t("products (BLAS)", k["blas_fwd"], out, x, w)
         t("products (BLAS)", k["blas_tn"], np.empty((i, o), dtype), x, dz)
         if layer:

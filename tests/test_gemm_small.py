@@ -61,21 +61,29 @@ def _check_dense_kernels():
     """The checked dense kernels in float32, ReLU and identity, against float64 NumPy."""
     from fastbp import kernels as K_
 
+    def close(got, expected, k):
+        # as in _check_products: a few ulp of the largest term, growing with the sum's length k
+        scale = np.abs(expected).max() + 1.0
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * (1 + np.sqrt(k)) * scale)
+
     rng = np.random.default_rng(1)
-    for n, i, o in ((32, 64, 32), (7, 23, 5), (13, 17, 33), (1, 9, 1)):
+    # The last two straddle use_simd's rule for medium products: few rows (SIMD) and one more
+    # row than SIMD_FEW_ROWS (BLAS), both above SIMD_MAX_MACS.
+    for n, i, o in ((32, 64, 32), (7, 23, 5), (13, 17, 33), (1, 9, 1), (16, 700, 130),
+                    (G.SIMD_FEW_ROWS + 1, 600, 120)):
         x, w, b, dout = _operands(rng, n, i, o)
         for act in ("relu", "identity"):
             out = np.empty((n, o), np.float32)
             K_.dense_act_forward(out, x, w, b, K_.ACTIVATIONS[act], 0.0)
             z = x.astype(np.float64) @ w + b
             y = np.maximum(z, 0) if act == "relu" else z
-            np.testing.assert_allclose(out, y, rtol=1e-5, atol=1e-5)
+            close(out, y, i)
             dx, dw, db, dz = (np.empty(s, np.float32) for s in ((n, i), (i, o), (o,), (n, o)))
             K_.dense_act_backward(dx, dw, db, dz, dout, out, x, w, K_.ACTIVATIONS[act], 0.0)
             g = dout.astype(np.float64) * ((out > 0) if act == "relu" else 1.0)
-            np.testing.assert_allclose(dw, x.T.astype(np.float64) @ g, rtol=1e-5, atol=1e-5)
-            np.testing.assert_allclose(dx, g @ w.T.astype(np.float64), rtol=1e-5, atol=1e-5)
-            np.testing.assert_allclose(db, g.sum(0), rtol=1e-5, atol=1e-5)
+            close(dw, x.T.astype(np.float64) @ g, n)
+            close(dx, g @ w.T.astype(np.float64), o)
+            close(db, g.sum(0), n)
 
 
 @pytest.mark.skipif(WIDTH == 0, reason="no SIMD kernels on this CPU")
@@ -108,6 +116,17 @@ print(json.dumps({{"width": _simd.WIDTH, "worst": worst}}))
 
 def test_dense_kernels_at_the_host_width_match_float64():
     _check_dense_kernels()
+
+
+@pytest.mark.skipif(WIDTH == 0, reason="no SIMD kernels on this CPU")
+def test_medium_products_stay_in_simd_on_few_rows_only():
+    """The medium shapes _check_dense_kernels runs take the paths its comment says."""
+    few, more = G.SIMD_FEW_ROWS, G.SIMD_FEW_ROWS + 1
+    x16, x17 = np.empty((16, 700), np.float32), np.empty((more, 600), np.float32)
+    assert few >= 16 and 16 * 700 * 130 > G.SIMD_MAX_MACS and G.use_simd(x16, 16, 16 * 700 * 130)
+    assert more * 600 * 120 > G.SIMD_MAX_MACS and not G.use_simd(x17, more, more * 600 * 120)
+    assert not G.use_simd(x16, 16, G.SIMD_FEW_ROWS_MAX_MACS + 1)
+    assert not G.use_simd(x16.astype(np.float64), 16, 16 * 700 * 130)
 
 
 @pytest.mark.parametrize("width", [8, 16, 0])

@@ -12,7 +12,8 @@ the call overhead dominates and the loop nests win; they run in n-k-j order so
 the innermost loop walks contiguous rows with independent iterations.
 
 float32 products of small and medium layers (``gemm_small.use_simd``: a SIMD width for this
-CPU and at most ``SIMD_MAX_MACS`` multiply-adds) run in fastbp's own register-blocked SIMD
+CPU and at most ``SIMD_MAX_MACS`` multiply-adds, or ``SIMD_FEW_ROWS_MAX_MACS`` on a batch of at
+most ``SIMD_FEW_ROWS`` rows) run in fastbp's own register-blocked SIMD
 kernels instead (``gemm_small.py``), the forward with bias and ReLU fused into the tile's
 stores, and the weight gradient; dx = dz @ w.T keeps BLAS, as its operand w.T must be packed
 first (measured 0.7-1.0x of BLAS).
@@ -99,7 +100,7 @@ def dense_act_forward(out, x, w, b, activation, alpha):
     """
     n_rows, n_in = x.shape
     n_out = w.shape[1]
-    if (activation == RELU or activation == IDENTITY) and G.use_simd(x, n_rows * n_in * n_out):
+    if (activation == RELU or activation == IDENTITY) and G.use_simd(x, n_rows, n_rows * n_in * n_out):
         G.matmul_bias(out, x, w, b, activation == RELU)
     elif n_rows * n_in * n_out < BLAS_MIN_FLOPS:
         _small_forward(out, x, w, b, activation, alpha)
@@ -196,7 +197,7 @@ def _small_weight_grad(dw, x, dz):
 def _products_backward(dx, dw, dz, x, w):
     n_rows, n_in = x.shape
     n_out = w.shape[1]
-    if G.use_simd(x, n_rows * n_in * n_out):
+    if G.use_simd(x, n_rows, n_rows * n_in * n_out):
         G.matmul_tn(dw, x, dz)
         if dx.size:
             if n_rows * n_in * n_out < BLAS_MIN_FLOPS:

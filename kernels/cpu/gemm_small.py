@@ -28,6 +28,17 @@ from ._simd import (MR, MR_NARROW, NR, RELU_OUT, START_BIAS, START_C, START_ZERO
 # only: the crossover measured on 2 contended AVX2 cores (BENCHMARKS.md, issue 12) lies
 # between 0.5M (SIMD 1.4-9x faster than single-threaded OpenBLAS) and 17M (0.7x).
 SIMD_MAX_MACS = 1 << 20
+# A batch of at most SIMD_FEW_ROWS rows keeps its products here up to SIMD_FEW_ROWS_MAX_MACS.
+# OpenBLAS's two threads gain little on so few rows (16 x 784 x 128: 62 GFLOP/s, against 79
+# here on one thread), and in a training step they cost more than in a product timed alone:
+# the step's other kernels run between BLAS calls, and waking BLAS's second thread again costs
+# up to 35 us on this VM (after a 200 us pause, a product took as long as on one thread). On a
+# busy machine the two-thread products also slow down whenever either thread waits for its
+# core. Epochs at batch 16, alternating with the previous rule: 784-128-10 1.37x (and steadier:
+# 87-105k samples/s against 41-97k), 512-256-10 1.05x, 1024-256-10 1.09x. At 32 or 64 rows and
+# 2-4M multiply-adds BLAS's two threads won (0.72-0.86x): BENCHMARKS.md, seventh session.
+SIMD_FEW_ROWS = 16
+SIMD_FEW_ROWS_MAX_MACS = 1 << 22
 
 # Stack scratch for a packed panel of w.T (32 KiB, L1-sized), and its widest panel.
 PACK = 8192
@@ -117,6 +128,8 @@ def _is_float32_overload(a):
 
 
 @jit(inline="always")
-def use_simd(a, macs):
-    """Whether a product of ``macs`` multiply-adds on arrays like ``a`` runs in these kernels."""
-    return WIDTH > 0 and is_float32(a) and macs <= SIMD_MAX_MACS
+def use_simd(a, rows, macs):
+    """Whether a layer's product of ``macs`` multiply-adds over a batch of ``rows`` rows, on
+    arrays like ``a``, runs in these kernels."""
+    return WIDTH > 0 and is_float32(a) and (
+        macs <= SIMD_MAX_MACS or (rows <= SIMD_FEW_ROWS and macs <= SIMD_FEW_ROWS_MAX_MACS))
