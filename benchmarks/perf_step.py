@@ -126,6 +126,12 @@ def main(argv=None):
     cache = tempfile.mkdtemp(prefix="fastbp-perf-cache-")
     atexit.register(shutil.rmtree, cache, ignore_errors=True)
     os.environ["FASTBP_CACHE_DIR"] = cache
+    # ...and every function compiled in this process: on a cold cache a fit has worker processes
+    # compile the dense kernels (fastbp/backends/_warm.py), which this process then loads from the
+    # cache, with no module to name them. _warm starts none where this process has one CPU.
+    from fastbp.backends import _warm
+
+    _warm.usable_cpus = lambda: 1
     model = build_fastbp(config, args.dtype)
     X, y = make_data(config)
     X = X.astype(args.dtype)
