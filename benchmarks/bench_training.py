@@ -5,10 +5,20 @@ Epochs here have Config.asv_samples samples (layer and batch sizes as in the ful
 configuration) so that a benchmark stays within a few seconds; compare.py runs the full ones.
 setup runs one epoch first, so compiling (or loading numba's cache) is never timed.
 """
+import dataclasses
 import statistics
 import time
 
-from .configs import CONFIGS, allocations_per_step, build_fastbp, fit_epoch, make_data
+from .configs import CONFIGS, SWEEP, allocations_per_step, build_fastbp, config_named, fit_epoch, make_data
+
+# SweepEpoch's epochs: this fraction of compare.py's (about 2 GFLOP nominal, at least 8 batches).
+SWEEP_FRACTION = 10
+
+
+def sweep_config(name):
+    """configs.config_named(name) with the smaller epoch SweepEpoch times (asv_samples)."""
+    config = config_named(name)
+    return dataclasses.replace(config, asv_samples=max(8 * config.batch_size, config.n_samples // SWEEP_FRACTION))
 
 
 class Epoch:
@@ -18,8 +28,12 @@ class Epoch:
     repeat = (1, 5, 20.0)
     timeout = 300
 
+    @staticmethod
+    def config_of(name):
+        return CONFIGS[name]
+
     def setup(self, name):
-        self.config = CONFIGS[name]
+        self.config = self.config_of(name)
         self.X, self.y = make_data(self.config, self.config.asv_samples)
         self.model = build_fastbp(self.config)
         fit_epoch(self.model, self.X, self.y, self.config)
@@ -43,6 +57,16 @@ class Epoch:
         return allocations_per_step(self.model, self.X, self.y, self.config, n_batches)
 
     track_allocations_per_step.unit = "allocations"
+
+
+class SweepEpoch(Epoch):
+    """The same, for each network of configs.SWEEP: the 2 to 5 layers, widths 16 to 1024 and
+    batches 16 to 512 that issue 12's targets cover (compare.py --configs sweep runs them against
+    JAX and PyTorch), so that asv follows where fastbp's own kernels and BLAS take turns."""
+
+    params = [list(SWEEP)]
+    param_names = ["network"]
+    config_of = staticmethod(sweep_config)
 
 
 class Memory:

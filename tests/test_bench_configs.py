@@ -33,3 +33,18 @@ def test_the_sweep_stays_within_the_range_issue_12_names():
         assert 2 <= len(config.layers) - 1 <= 5
         assert 16 <= config.batch_size <= 512
         assert max(config.layers[1:-1]) <= 1024
+
+
+def test_asv_follows_each_sweep_network_on_a_tenth_of_its_epoch():
+    from benchmarks.bench_training import SWEEP_FRACTION, SweepEpoch, sweep_config
+
+    assert SweepEpoch.params == [list(SWEEP)]
+    full, small = config_named("784-128-10:16"), sweep_config("784-128-10:16")
+    assert (small.layers, small.batch_size) == (full.layers, full.batch_size)
+    assert small.asv_samples == full.n_samples // SWEEP_FRACTION
+    assert sweep_config("1024-1024-10:128").asv_samples == 8 * 128  # at least 8 batches
+    bench = SweepEpoch()
+    bench.setup("16-16-2:16")
+    assert len(bench.X) == sweep_config("16-16-2:16").asv_samples
+    assert bench.track_allocations_per_step("16-16-2:16") == 0
+    assert bench.track_samples_per_second("16-16-2:16") > 0
