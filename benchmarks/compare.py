@@ -4,6 +4,7 @@
     python benchmarks/compare.py --samples-scale 0.05 --repeats 1 # a quick look
     python benchmarks/compare.py --configs mnist --peers fastbp,torch --threads 1
     python benchmarks/compare.py --configs 64-128-10:32,sweep --peers fastbp,jax,torch --no-threads
+    python benchmarks/compare.py --configs sweep --peers fastbp,jax --rounds 3   # peers alternating
 
 Peers: fastbp.Sequential, a plain NumPy hand-written backprop (below), PyTorch on the CPU,
 JAX on the CPU (the whole training step under ``jax.jit``, an epoch's batches under
@@ -22,7 +23,11 @@ Each (implementation, configuration) runs in its own fresh process with NUMBA_NU
 OPENBLAS_NUM_THREADS, OMP_NUM_THREADS and MKL_NUM_THREADS set before any import (BLAS reads
 them once), and torch.set_num_threads too. That process imports its library, makes the data,
 trains one warm-up epoch (not timed; it compiles or loads numba's cache), then --repeats timed
-epochs; the median is reported. The report says which BLAS libraries the parent process
+epochs; the median is reported. With --rounds R the peers of a configuration take turns R
+times (fastbp, JAX, PyTorch, fastbp, ...), each turn a fresh process: on a machine whose speed
+drifts from minute to minute, every peer then samples the same stretches of it, the table pools
+all of a peer's timed epochs, and a note gives fastbp's ratio to each peer in each round. The
+report says which BLAS libraries the parent process
 loads (NumPy's and SciPy's, which fastbp's products call) and which kernel OpenBLAS picked
 (threadpoolctl's ``architecture``): with ``OPENBLAS_CORETYPE=Haswell`` set, as on this
 workplace's machines, OpenBLAS runs its AVX2 kernels on an AVX-512 CPU. Memory (Linux) is the process's peak resident set (VmHWM):
@@ -494,7 +499,10 @@ def write_report(out_dir, meta, results, threads_table, startup, notes):
         f"- load average at start / end: {meta['load_start']} / {meta['load_end']}",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
         f"- samples scale {meta['samples_scale']}, {meta['repeats']} timed epoch(s) after one warm-up "
-        f"(median, {meta.get('clock', 'wall')} clock), float32, SGD momentum {MOMENTUM}, lr {LEARNING_RATE}",
+        f"(median, {meta.get('clock', 'wall')} clock)"
+        + (f" in each of {meta['rounds']} rounds, the peers alternating (median of all)" if meta.get("rounds", 1) > 1
+           else "")
+        + f", float32, SGD momentum {MOMENTUM}, lr {LEARNING_RATE}",
         "- BLAS: " + "; ".join(meta.get("blas", [])),
         f"- SGEMM peak (NumPy float32 {meta['sgemm_size']}^3, median): {_fmt(sgemm, '.1f')} GFLOP/s",
         "- GFLOP/s = 6 x weights x samples / epoch seconds (2 forward + 4 backward flops per weight)",
@@ -591,6 +599,29 @@ def train(impl, config_name, n_samples, repeats, threads, allocations=False):
     return r
 
 
+def pooled(runs, config_name):
+    """One result from the same implementation's runs in alternating rounds: the median of all
+    their timed epochs; memory, loss and allocations from the first round."""
+    if any("seconds" not in r for r in runs):
+        return next(r for r in runs if "seconds" not in r)
+    r = dict(runs[0])
+    r["all_seconds"] = [t for run in runs for t in run["all_seconds"]]
+    r["round_seconds"] = [run["seconds"] for run in runs]
+    r["seconds"] = statistics.median(r["all_seconds"])
+    r["samples_per_second"] = r["n_samples"] / r["seconds"]
+    r["gflops"] = config_named(config_name).epoch_flops(r["n_samples"]) / r["seconds"] / 1e9
+    return r
+
+
+def round_ratios(by_impl):
+    """fastbp.Sequential's speed over each peer's, round by round: {peer: [ratio, ...]}."""
+    base = by_impl.get("fastbp", {}).get("round_seconds")
+    if not base:
+        return {}
+    return {impl: [s / b for s, b in zip(r["round_seconds"], base)]
+            for impl, r in by_impl.items() if impl != "fastbp" and "round_seconds" in r}
+
+
 def _positive(text):
     value = int(text)
     if value < 1:
@@ -605,6 +636,8 @@ def main(argv=None):
                              "(sizes:batch), and 'sweep' for configs.SWEEP")
     parser.add_argument("--peers", default=",".join(IMPLEMENTATIONS), help="comma-separated, from %(default)s")
     parser.add_argument("--repeats", type=_positive, default=5, help="timed epochs after the warm-up (median)")
+    parser.add_argument("--rounds", type=_positive, default=1,
+                        help="times the peers of a configuration take turns, a fresh process each (pooled)")
     parser.add_argument("--threads", type=_positive, default=os.cpu_count(), help="threads for every library")
     parser.add_argument("--samples-scale", type=float, default=1.0,
                         help="fraction of each configuration's samples (for quick runs)")
@@ -635,7 +668,7 @@ def main(argv=None):
     args.out_dir.mkdir(parents=True, exist_ok=True)
     meta = {"date": datetime.datetime.now().isoformat(timespec="minutes"), "cpu": _cpu_model(),
             "threads": args.threads, "load_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-            "versions": _versions(), "samples_scale": args.samples_scale, "repeats": args.repeats,
+            "versions": _versions(), "samples_scale": args.samples_scale, "repeats": args.repeats, "rounds": args.rounds,
             "sgemm_size": args.sgemm_size, "clock": args.clock, "blas": _blas_lines(args.threads)}
     print(f"{meta['cpu']}, {args.threads} threads, load average {meta['load_start']}")
     print("BLAS: " + "; ".join(meta["blas"]))
@@ -656,9 +689,15 @@ def main(argv=None):
     meta["sgemm_gflops"] = sgemm.get("gflops")
     print(f"SGEMM peak: {_fmt(meta['sgemm_gflops'], '.1f')} GFLOP/s")
 
-    results = {name: {impl: train(impl, name, n_samples[name], args.repeats, args.threads, allocations=True)
-                      for impl in peers}
-               for name in configs}
+    results = {}
+    for name in configs:
+        rounds = [{impl: train(impl, name, n_samples[name], args.repeats, args.threads, allocations=not turn)
+                   for impl in peers} for turn in range(args.rounds)]
+        results[name] = {impl: pooled([run[impl] for run in rounds], name) for impl in peers}
+        if args.rounds > 1:
+            for impl, ratios in round_ratios(results[name]).items():
+                notes.append(f"{name}: fastbp.Sequential ÷ {IMPLEMENTATIONS[impl][0]} by round: "
+                             + ", ".join(f"{x:.2f}" for x in ratios))
     for name, by_impl in results.items():
         for group in SAME_START:
             losses = {i: by_impl[i]["loss"] for i in group if "loss" in by_impl.get(i, {})}

@@ -48,3 +48,20 @@ def test_asv_follows_each_sweep_network_on_a_tenth_of_its_epoch():
     assert len(bench.X) == sweep_config("16-16-2:16").asv_samples
     assert bench.track_allocations_per_step("16-16-2:16") == 0
     assert bench.track_samples_per_second("16-16-2:16") > 0
+
+
+def test_compare_pools_alternating_rounds_and_gives_each_rounds_ratio():
+    from benchmarks.compare import pooled, round_ratios
+
+    def run(*seconds):
+        return {"seconds": sorted(seconds)[len(seconds) // 2], "all_seconds": list(seconds), "n_samples": 1000,
+                "loss": 0.5}
+
+    fast = pooled([run(1.0, 3.0, 2.0), run(4.0, 5.0, 6.0)], "784-128-10:16")
+    assert fast["all_seconds"] == [1.0, 3.0, 2.0, 4.0, 5.0, 6.0] and fast["round_seconds"] == [2.0, 5.0]
+    assert fast["seconds"] == 3.5 and fast["samples_per_second"] == 1000 / 3.5
+    slow = pooled([run(4.0), run(5.0)], "784-128-10:16")
+    assert round_ratios({"fastbp": fast, "jax": slow}) == {"jax": [2.0, 1.0]}
+    skipped = {"skipped": "JAX not available"}
+    assert pooled([run(1.0), skipped], "784-128-10:16") is skipped
+    assert round_ratios({"fastbp": fast, "jax": skipped}) == {}
