@@ -20,21 +20,21 @@ hidden layers, softmax cross-entropy and SGD with momentum 0.9 (learning rate
 configs.LEARNING_RATE), on the same synthetic data, with the same thread count.
 
 Each (implementation, configuration) runs in its own fresh process with NUMBA_NUM_THREADS,
-OPENBLAS_NUM_THREADS, OMP_NUM_THREADS and MKL_NUM_THREADS set before any import (BLAS reads
-them once), and torch.set_num_threads too. That process imports its library, makes the data,
-trains one warm-up epoch (not timed; it compiles or loads numba's cache), then --repeats timed
-epochs; the median is reported. With --rounds R the peers of a configuration take turns R
-times (fastbp, JAX, PyTorch, fastbp, ...), each turn a fresh process: on a machine whose speed
-drifts from minute to minute, every peer then samples the same stretches of it, the table pools
-all of a peer's timed epochs, and a note gives fastbp's ratio to each peer in each round. The
-report says which BLAS libraries the parent process
-loads (NumPy's and SciPy's, which fastbp's products call) and which kernel OpenBLAS picked
-(threadpoolctl's ``architecture``): with ``OPENBLAS_CORETYPE=Haswell`` set, as on this
-workplace's machines, OpenBLAS runs its AVX2 kernels on an AVX-512 CPU. Memory (Linux) is the process's peak resident set (VmHWM):
-its growth over the resident set once the library is imported and the data made, through
-the set-up and the first epoch ("fit MB": what a fit costs), and the peak overall. For the MLPClassifier rows an epoch is one ``fit`` call
-with max_iter=1 and warm_start=True (argument checks included); for fastbp.Sequential one
-``fit(epochs=1)``; for NumPy and PyTorch one pass of their training loop.
+OPENBLAS_NUM_THREADS, OMP_NUM_THREADS and MKL_NUM_THREADS set before any import (BLAS reads them
+once), and torch.set_num_threads too. That process imports its library, makes the data, trains
+one warm-up epoch (not timed; it compiles or loads numba's cache), then --repeats timed epochs;
+the median is reported. With --rounds R the peers of a configuration take turns R times (fastbp,
+JAX, PyTorch, fastbp, ...), each turn a fresh process: on a machine whose speed drifts from
+minute to minute, every peer then samples the same stretches of it, the table pools all of a
+peer's timed epochs, and a note gives fastbp's ratio to each peer in each round. The report says
+which BLAS libraries the parent process loads (NumPy's and SciPy's, which fastbp's products
+call) and which kernel OpenBLAS picked (threadpoolctl's ``architecture``): with
+``OPENBLAS_CORETYPE=Haswell`` set, as on this workplace's machines, OpenBLAS runs its AVX2
+kernels on an AVX-512 CPU. Memory (Linux) is the process's peak resident set (VmHWM): its growth
+over the resident set once the library is imported and the data made, through the set-up and the
+first epoch ("fit MB": what a fit costs), and the peak overall. For the MLPClassifier rows an
+epoch is one ``fit`` call with max_iter=1 and warm_start=True (argument checks included); for
+fastbp.Sequential one ``fit(epochs=1)``; for NumPy and PyTorch one pass of their training loop.
 
 GFLOP/s counts 6 flops per weight per sample (2 forward, 4 backward; configs.Config.epoch_flops)
 and is compared with this machine's SGEMM rate: a float32 NumPy matrix product of --sgemm-size.
@@ -668,7 +668,8 @@ def main(argv=None):
     args.out_dir.mkdir(parents=True, exist_ok=True)
     meta = {"date": datetime.datetime.now().isoformat(timespec="minutes"), "cpu": _cpu_model(),
             "threads": args.threads, "load_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-            "versions": _versions(), "samples_scale": args.samples_scale, "repeats": args.repeats, "rounds": args.rounds,
+            "versions": _versions(), "samples_scale": args.samples_scale, "repeats": args.repeats,
+            "rounds": args.rounds,
             "sgemm_size": args.sgemm_size, "clock": args.clock, "blas": _blas_lines(args.threads)}
     print(f"{meta['cpu']}, {args.threads} threads, load average {meta['load_start']}")
     print("BLAS: " + "; ".join(meta["blas"]))
