@@ -67,10 +67,11 @@ def _check_dense_kernels():
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * (1 + np.sqrt(k)) * scale)
 
     rng = np.random.default_rng(1)
+    # (16, 32, 32) and (16, 33, 32) straddle SIMD_NT_MAX_MACS (dx in the SIMD kernel, in BLAS).
     # The last two straddle use_simd's rule for medium products: few rows (SIMD) and one more
     # row than SIMD_FEW_ROWS (BLAS), both above SIMD_MAX_MACS.
-    for n, i, o in ((32, 64, 32), (7, 23, 5), (13, 17, 33), (1, 9, 1), (16, 700, 130),
-                    (G.SIMD_FEW_ROWS + 1, 600, 120)):
+    for n, i, o in ((32, 64, 32), (7, 23, 5), (13, 17, 33), (1, 9, 1), (16, 32, 32), (16, 33, 32),
+                    (16, 700, 130), (G.SIMD_FEW_ROWS + 1, 600, 120)):
         x, w, b, dout = _operands(rng, n, i, o)
         for act in ("relu", "identity"):
             out = np.empty((n, o), np.float32)
@@ -127,6 +128,7 @@ def test_medium_products_stay_in_simd_on_few_rows_only():
     assert more * 600 * 120 > G.SIMD_MAX_MACS and not G.use_simd(x17, more, more * 600 * 120)
     assert not G.use_simd(x16, 16, G.SIMD_FEW_ROWS_MAX_MACS + 1)
     assert not G.use_simd(x16.astype(np.float64), 16, 16 * 700 * 130)
+    assert 16 * 32 * 32 == G.SIMD_NT_MAX_MACS < 16 * 33 * 32 <= G.SIMD_MAX_MACS
 
 
 @pytest.mark.parametrize("width", [8, 16, 0])

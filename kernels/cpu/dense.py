@@ -15,8 +15,8 @@ float32 products of small and medium layers (``gemm_small.use_simd``: a SIMD wid
 CPU and at most ``SIMD_MAX_MACS`` multiply-adds, or ``SIMD_FEW_ROWS_MAX_MACS`` on a batch of at
 most ``SIMD_FEW_ROWS`` rows) run in fastbp's own register-blocked SIMD
 kernels instead (``gemm_small.py``), the forward with bias and ReLU fused into the tile's
-stores, and the weight gradient; dx = dz @ w.T keeps BLAS, as its operand w.T must be packed
-first (measured 0.7-1.0x of BLAS).
+stores, and the weight gradient. dx = dz @ w.T runs there too up to ``SIMD_NT_MAX_MACS``; above,
+BLAS, as the SIMD kernel packs w.T first and that packing is not paid back.
 
 Bias and activation (forward), activation derivative and bias gradient
 (backward) are each one serial pass over the (N, O) output, fused. They stay
@@ -200,8 +200,8 @@ def _products_backward(dx, dw, dz, x, w):
     if G.use_simd(x, n_rows, n_rows * n_in * n_out):
         G.matmul_tn(dw, x, dz)
         if dx.size:
-            if n_rows * n_in * n_out < BLAS_MIN_FLOPS:
-                _small_input_grad(dx, dz, w)
+            if n_rows * n_in * n_out <= G.SIMD_NT_MAX_MACS:
+                G.matmul_nt(dx, dz, w)
             else:
                 np.dot(dz, w.T, dx)
     elif n_rows * n_in * n_out < BLAS_MIN_FLOPS:

@@ -39,6 +39,14 @@ SIMD_MAX_MACS = 1 << 20
 # 2-4M multiply-adds BLAS's two threads won (0.72-0.86x): BENCHMARKS.md, seventh session.
 SIMD_FEW_ROWS = 16
 SIMD_FEW_ROWS_MAX_MACS = 1 << 22
+# dx = dz @ w.T of a product in these kernels runs here too up to this many multiply-adds, and
+# in BLAS above: matmul_nt packs w.T first (one pass over w), which larger products do not pay
+# back. 150 shapes of 16-256 rows, 16-256 inputs and 2-128 outputs against single-threaded
+# sgemm, medians of 5 (BENCHMARKS.md, eighth session): geometric mean of BLAS's time over this
+# kernel's 1.36 up to 4K multiply-adds (11 of 12 shapes faster), 1.10 from 4K to 16K (18 of
+# 23), 0.92 from 16K to 256K. The loop nests the smallest dx took before were 2-10x slower
+# than either.
+SIMD_NT_MAX_MACS = 1 << 14
 
 # Stack scratch for a packed panel of w.T (32 KiB, L1-sized), and its widest panel.
 PACK = 8192
