@@ -1,10 +1,11 @@
 """fastbp's own float32 SIMD products (kernels/cpu/gemm_small.py) against float64 NumPy.
 
-Shapes straddle every tile edge: rows around MR (6) and MR_NARROW (8), columns around one and
-two vectors (8 and 16 floats with AVX2, 16 and 32 with AVX-512), k around the driver's chunk
-KC (256). Both vector widths run, each in a fresh interpreter with FASTBP_SIMD_WIDTH set (the
-width is read once, at import): 16-wide IR runs on AVX2 hardware too. Width 0 checks that the
-dense kernels keep their plain path on a CPU without SIMD kernels.
+Shapes straddle every tile edge: rows around MR (6), the 4-row tile of a product's last rows
+and MR_NARROW (8), columns around one and two vectors (8 and 16 floats with AVX2, 16 and 32
+with AVX-512), k around the driver's chunk KC (256). Both vector widths run, each in a fresh
+interpreter with FASTBP_SIMD_WIDTH set (the width is read once, at import): 16-wide IR runs on
+AVX2 hardware too. Width 0 checks that the dense kernels keep their plain path on a CPU without
+SIMD kernels.
 """
 import json
 import os
@@ -17,7 +18,7 @@ import pytest
 from fastbp.kernels.cpu import gemm_small as G
 from fastbp.kernels.cpu._simd import WIDTH
 
-ROWS = (1, 5, 6, 7, 8, 9, 13)
+ROWS = (1, 2, 4, 5, 6, 7, 8, 9, 10, 13)  # the last tile: 1-4 rows (tile_rows4), 5-6 (tile_wide)
 K = (1, 3, 17)
 K_CHUNKS = (255, 256, 257, 600)
 

@@ -6,11 +6,12 @@ fused into the stores), dw = x.T @ dz and dx = dz @ w.T. Shapes as everywhere: x
 w (I, O), b (O,), out and dz (N, O). Outputs are overwritten. float32 only, rows contiguous;
 ``dense.py`` decides when these run instead of BLAS (``use_simd``).
 
-The driver walks the output in panels of NR columns, and in each panel tiles of MR rows: one
-panel of B (k x NR) is reused by every tile of rows while it is in cache. A product at most one
-vector wide (the logits) takes the narrow tile, MR_NARROW rows by one vector. dx needs w.T,
-whose rows are not contiguous: panels of it are packed, k-chunk by k-chunk, into PACK floats on
-the stack (no allocation), and chunks after the first accumulate into dx.
+The driver walks the output in panels of NR columns, and in each panel tiles of MR rows (the
+last one of 4 rows where at most 4 are left): one panel of B (k x NR) is reused by every tile
+of rows while it is in cache. A product at most one vector wide (the logits) takes the narrow
+tile, MR_NARROW rows by one vector. dx needs w.T, whose rows are not contiguous: panels of it
+are packed, k-chunk by k-chunk, into PACK floats on the stack (no allocation), and chunks after
+the first accumulate into dx.
 
 Every sum runs over k in order within a tile, on the calling thread: results do not depend on
 the thread count.
@@ -22,7 +23,7 @@ from numba.extending import overload
 
 from .._jit import jit
 from ._simd import (MR, MR_NARROW, NR, RELU_OUT, START_BIAS, START_C, START_ZERO, VEC, WIDTH, address,
-                    stack_floats, tile_narrow, tile_wide)
+                    stack_floats, tile_narrow, tile_rows4, tile_wide)
 
 # Products of at most this many multiply-adds (N I O) run here rather than in BLAS, float32
 # only: the crossover measured on 2 contended AVX2 cores (BENCHMARKS.md, issue 12) lies
@@ -80,8 +81,11 @@ def _gemm(c, a, b, bias, strides, m, n, k, mode):
                                 min(MR_NARROW, m - i0), cols, chunk_mode)
             else:
                 for i0 in range(0, m, MR):
-                    tile_wide(cj + _F4 * i0 * ldc, ak + _F4 * i0 * a_rs, bj, biasj, strides, kn,
-                              min(MR, m - i0), cols, chunk_mode)
+                    ci, ai, rows = cj + _F4 * i0 * ldc, ak + _F4 * i0 * a_rs, min(MR, m - i0)
+                    if rows > 4:
+                        tile_wide(ci, ai, bj, biasj, strides, kn, rows, cols, chunk_mode)
+                    else:
+                        tile_rows4(ci, ai, bj, biasj, strides, kn, rows, cols, chunk_mode)
 
 
 @jit
