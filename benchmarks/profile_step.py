@@ -10,8 +10,9 @@ no Python sits between calls; the median over ``rounds`` of the per-call time is
 A dense layer's time is split into its products (BLAS's sgemm, or fastbp's SIMD kernels where
 ``gemm_small.use_simd`` picks them: both are timed) and its epilogues (bias + activation
 forward; activation derivative + bias gradient backward). The step itself is timed by
-training one epoch with ``fit``; what the kernels do not account for is the loop's own
-overhead (views, calls, branches) and the cache misses of going from kernel to kernel.
+training epochs with ``fit`` on the configuration's own samples (``timed_epochs``); what the
+kernels do not account for is the loop's own overhead (views, calls, branches) and the cache
+misses of going from kernel to kernel.
 ``--clock cpu`` times by the process's CPU time instead of the wall clock: on a machine shared
 with other work, with NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1. Run with the thread count of interest (NUMBA_NUM_THREADS / OPENBLAS_NUM_THREADS set before
 start); BLAS products are timed on BLAS's threads, as in a step.
@@ -143,16 +144,30 @@ def profile(config, rounds=5, dtype="float32"):
     t("update", k["update"], theta, grad, np.zeros(n_params, dtype), np.zeros(0, dtype), config.n_weights, hyper)
 
     model = build_fastbp(config, dtype)
-    n_steps = max(20, int(4e9 / (6 * flops)))  # enough that fit's own set-up is under a few %
-    Xs, ys = make_data(config, n_steps * nb)
+    Xs, ys = make_data(config)
+    epochs, n_steps = timed_epochs(config)
     fit_epoch(model, Xs[:2 * nb], ys[:2 * nb], config)
     steps = []
     clock = bench_clock()
     for _ in range(rounds):
         start = clock()
-        fit_epoch(model, Xs, ys, config)
+        for _ in range(epochs):
+            fit_epoch(model, Xs, ys, config)
         steps.append((clock() - start) / n_steps * 1e6)
     return parts, simd, statistics.median(steps)
+
+
+def timed_epochs(config):
+    """(epochs, steps) of the step's timing: epochs over the configuration's own samples (as
+    compare.py trains on), enough of them that fit's own set-up is under a few % of the time.
+
+    Not one epoch over more samples: on a tiny network that took gigabytes of data (16-16-2:16,
+    890 MB), and gathering each batch's rows from DRAM came out as 2-4 us of "overhead" a step.
+    """
+    flops = config.batch_size * config.n_weights
+    per_epoch = -(-config.n_samples // config.batch_size)
+    epochs = max(1, -(-max(20, int(4e9 / (6 * flops))) // per_epoch))
+    return epochs, epochs * per_epoch
 
 
 def main(argv=None):

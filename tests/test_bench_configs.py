@@ -65,3 +65,17 @@ def test_compare_pools_alternating_rounds_and_gives_each_rounds_ratio():
     skipped = {"skipped": "JAX not available"}
     assert pooled([run(1.0), skipped], "784-128-10:16") is skipped
     assert round_ratios({"fastbp": fast, "jax": skipped}) == {}
+
+
+@pytest.mark.parametrize("spec", ["16-16-2:16", "small", "mnist", "1024-1024-10:128"])
+def test_profile_step_times_whole_epochs_over_the_configurations_own_samples(spec):
+    # profile_step once made one epoch of as many samples as its step count needed: 890 MB for
+    # 16-16-2:16, whose batches then came from DRAM and read as the loop's overhead.
+    from benchmarks.profile_step import timed_epochs
+
+    config = config_named(spec)
+    epochs, n_steps = timed_epochs(config)
+    per_epoch = -(-config.n_samples // config.batch_size)
+    assert n_steps == epochs * per_epoch >= 20
+    assert n_steps * 6 * config.batch_size * config.n_weights >= 4e9 or epochs == 1
+    assert epochs == 1 or (epochs - 1) * per_epoch * 6 * config.batch_size * config.n_weights < 4e9
