@@ -1,4 +1,5 @@
 """The compiled loop's views without reference counting (fastbp/backends/_views.py)."""
+import platform
 import sys
 from collections import namedtuple
 
@@ -6,7 +7,7 @@ import numba
 import numpy as np
 import pytest
 
-from fastbp.backends._views import borrowed, matrix
+from fastbp.backends._views import borrowed, matrix, prefetch
 
 Pair = namedtuple("Pair", "a b n")
 
@@ -54,3 +55,39 @@ def _matrix_of_borrowed(buf):
 
 def test_matrix_of_a_borrowed_buffer():
     assert _matrix_of_borrowed(np.arange(8.0)) == 2 + 3 + 4 + 5
+
+
+@numba.njit
+def _prefetch_rows_of(X, labels, rows):
+    for k in rows:
+        prefetch(X, k, 0, 3)
+        prefetch(X, k, X.shape[1] * X.itemsize - 1, 2)
+        prefetch(labels, k, 0, 1)
+        prefetch(labels, k, 0, 0)
+    return X[rows[0], 0]
+
+
+def test_prefetch_reads_nothing_and_never_faults():
+    X = np.arange(12.0, dtype=np.float32).reshape(4, 3)
+    labels = np.arange(4)
+    # Rows far past the arrays (unmapped memory): a prefetch is only a hint, and does not fault.
+    assert _prefetch_rows_of(X, labels, np.array([2, 1 << 40, -(1 << 40), 3])) == 6.0
+    np.testing.assert_array_equal(X, np.arange(12.0, dtype=np.float32).reshape(4, 3))
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86 prefetch instructions")
+def test_prefetch_emits_the_hint_of_each_locality():
+    X, labels = np.zeros((2, 3), dtype=np.float32), np.zeros(2, dtype=np.int64)
+    _prefetch_rows_of(X, labels, np.array([0]))
+    asm = _prefetch_rows_of.inspect_asm(_prefetch_rows_of.signatures[0])
+    for mnemonic in ("prefetcht0", "prefetcht1", "prefetcht2", "prefetchnta"):
+        assert mnemonic in asm
+
+
+def test_prefetch_wants_a_literal_locality():
+    @numba.njit
+    def hint(X, level):
+        prefetch(X, 0, 0, level)
+
+    with pytest.raises(numba.core.errors.TypingError):
+        hint(np.zeros((2, 2)), 3)

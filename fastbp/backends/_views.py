@@ -17,10 +17,13 @@ for every reshape, 1.4% more.
 - ``matrix(buf, start, n_rows, n_cols)``: the C-contiguous (n_rows, n_cols) view of
   ``buf[start:start + n_rows * n_cols]``, made in place: no bounds check (as the loop's
   slices, compiled with boundscheck off), no reshape helper.
+- ``prefetch(arr, index, offset, locality)``: a hint to bring one cache line of ``arr[index]``
+  into the caches ahead of its use (``llvm.prefetch``; never faults, whatever the address).
 - ``kernel_call_intrinsic(signatures)``: the intrinsic by which the loop calls a kernel through
   its address in a table of ``_cpu_loop.TABLES``, so that the loop does not link the kernel's
   code (``_cpu_loop``'s docstring says why).
 """
+from llvmlite import ir
 from numba import types
 from numba.core import cgutils, errors
 from numba.core.imputils import impl_ret_borrowed
@@ -70,6 +73,32 @@ def matrix(typingctx, buf, start, n_rows, n_cols):
 
     return result(buf, start, n_rows, n_cols), codegen
 
+
+@intrinsic
+def prefetch(typingctx, arr, index, offset, locality):
+    """Prefetch the cache line holding byte ``offset`` of ``arr[index]`` (a row of a 2-d array,
+    an element of a 1-d one), for reading. ``locality`` is ``llvm.prefetch``'s, a literal 0-3:
+    3 keeps the line in every cache level (x86 ``prefetcht0``), 0 in none for long. Only a hint:
+    an address past the array is not read, and no fault is possible."""
+    if not (isinstance(arr, types.Array) and isinstance(index, types.Integer) and isinstance(offset, types.Integer)
+            and isinstance(locality, types.IntegerLiteral)):
+        return None
+    level = locality.literal_value
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        stride = cgutils.unpack_tuple(builder, ary.strides, arr.ndim)[0]
+        at, off = (context.cast(builder, v, t, types.intp) for v, t in zip(args[1:3], sig.args[1:3]))
+        byte_ptr = ir.IntType(8).as_pointer()
+        address = builder.gep(builder.bitcast(ary.data, byte_ptr), [builder.add(builder.mul(at, stride), off)])
+        i32 = ir.IntType(32)
+        hint = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [byte_ptr, i32, i32, i32]),
+                                              "llvm.prefetch.p0i8")
+        # read (0), the locality, data cache (1)
+        builder.call(hint, [address, i32(0), i32(level), i32(1)])
+        return context.get_dummy_value()
+
+    return types.none(arr, index, offset, locality), codegen
 
 
 def _kernel_call(context, builder, table_ty, table, index, arg_tys, args):
