@@ -47,10 +47,19 @@ PARALLEL_MIN_ELEMENTS = 1 << 15
 SCALAR_FUNCTIONS = []
 
 
-def jit(func=None, *, parallel=False, fastmath=False, inline="never"):
+def jit(func=None, *, parallel=False, fastmath=False, inline="never", refcounts=True):
     """Compile a CPU kernel with the project's policy.
 
     Usable bare (``@jit``) or with options (``@jit(parallel=True)``).
+
+    ``refcounts=False`` compiles without numba's runtime (its ``_nrt=False``, which numba's own
+    string functions use): no reference counting of arrays at all, and no allocation (numba
+    refuses to compile one). For code that only cuts views of arrays its caller holds for the
+    whole call and returns none: the training loop's levels (``fastbp/backends/_cpu_loop.py``).
+    With the runtime, a function increfs every array of its arguments on entry and decrefs them
+    on exit, each a call even where the array is borrowed: two calls per array in a namedtuple
+    argument, 40 for each level of the 16-16-2 network's step (1.08-1.23x faster without them,
+    BENCHMARKS.md, ninth session).
     """
     options = dict(
         nogil=True,
@@ -65,6 +74,8 @@ def jit(func=None, *, parallel=False, fastmath=False, inline="never"):
         error_model="numpy",
         boundscheck=False,
     )
+    if not refcounts:
+        options["_nrt"] = False
 
     def decorate(f):
         return _cache.enable_cpu(njit(**options)(f))

@@ -365,7 +365,7 @@ ALLOCATIONS = textwrap.dedent("""
 
     # Count the NumPy arrays handed to the compiled loop, those inside its grouped
     # (namedtuple) arguments included: numba wraps each array argument in a new NRT
-    # MemInfo when it enters compiled code.
+    # MemInfo when it enters code compiled with its runtime, and the loop's is compiled without.
     array_args = []
     compiled = _cpu_loop.train_batches
 
@@ -448,12 +448,12 @@ def test_no_allocation_per_training_step(tmp_path):
     assert proc.returncode == 0, proc.stderr
     results = json.loads(proc.stdout.splitlines()[-1])
     for kind in ("sgd", "adam", "norm"):
-        # Fitting a model again allocates nothing but the unboxing of the arrays passed
-        # to the compiled loop once per epoch, and of X to the compiled finiteness check
-        # (and frees all of it).
+        # Fitting a model again allocates nothing but the unboxing of X for the compiled
+        # finiteness check (and frees it). The loop is compiled without numba's runtime
+        # (jit(refcounts=False)): the arrays passed to it, once per epoch, get no MemInfo.
         r = results.pop(kind + " again")
         assert r["array_args"] > 0
-        assert r["alloc"] == r["free"] == r["array_args"] + 1, (kind, r)
+        assert r["alloc"] == r["free"] == 1, (kind, r)
     for kind, runs in results.items():
         for name, r in runs.items():
             epochs, batch_size = map(int, name.split("x"))
@@ -466,14 +466,10 @@ def test_no_allocation_per_training_step(tmp_path):
         # Twice the batches (batch size 8 instead of 16) cost no extra allocation at all.
         assert runs["5x8"]["alloc"] == runs["5x16"]["alloc"], (kind, runs)
         assert runs["10x8"]["alloc"] == runs["10x16"]["alloc"], (kind, runs)
-        # What grows with the epochs is a per-epoch constant, and it is exactly the
-        # unboxing of the NumPy arrays passed to the compiled loop once per epoch (every call,
-        # the compiling one included, passes the same arrays).
-        one = runs["1x16"]
-        per_epoch = one["array_args"] // one["calls"]
-        assert per_epoch > 0 and per_epoch * one["calls"] == one["array_args"]
-        assert runs["5x16"]["alloc"] - runs["1x16"]["alloc"] == 4 * per_epoch, (kind, runs)
-        assert runs["10x16"]["alloc"] - runs["5x16"]["alloc"] == 5 * per_epoch, (kind, runs)
+        # Nor do ten times the epochs: the loop, called once per epoch with the same arrays,
+        # unboxes them without a MemInfo (it is compiled without numba's runtime).
+        assert runs["1x16"]["array_args"] > 0
+        assert runs["10x16"]["alloc"] == runs["5x16"]["alloc"] == runs["1x16"]["alloc"], (kind, runs)
 
 
 # ----- class_weight: the weight of each sample's class multiplies its sample_weight ------------------

@@ -7,11 +7,15 @@ data and for one batch, and the ``Optimizer`` (flat parameters, gradient,
 state, hyperparameters, step counter). Views into the flat buffers are made
 inside the compiled code, so no numba typed list is needed: building one
 compiles numba's list methods afresh in every process (1.3 s before the first
-epoch, measured), and filling it costs 0.1 ms per element on every call. The
-entry points (``train_batches``, ``share_gradient``, ``apply_update``,
-``predict_batches``, ``evaluate_batches``) first take their arrays as
-``_views.borrowed``, and views are cut with ``_views.matrix``: numba then counts no
-references in the loop (the counting was a tenth of the small network's step).
+epoch, measured), and filling it costs 0.1 ms per element on every call.
+
+No reference is counted in the loop (the counting was a tenth of the small network's step).
+The levels here are compiled without numba's runtime (``jit(refcounts=False)``): they only cut
+views of arrays their caller holds, and allocate nothing. The entry points (``train_batches``,
+``share_gradient``, ``apply_update``, ``predict_batches``, ``evaluate_batches``) take their
+arrays as ``_views.borrowed``, so that the kernels they call, which are compiled with the
+runtime (they are public, and some allocate when called on their own), get arrays whose
+increfs and decrefs are a test of a null pointer. Views are cut with ``_views.matrix``.
 
 Constants handed to a compiled callee are typed values (``np.bool_(True)``,
 ``np.int64(0)``): numba types a bare ``True`` or ``0`` as a literal and compiles
@@ -97,7 +101,7 @@ def _part(flat, at, size):
     return flat[at:at + size] if at >= 0 else flat[:0]
 
 
-@jit
+@jit(refcounts=False)
 def _norm_forward(net, ws, theta, i, x, out, training, batchnorm_ops, layernorm_ops):
     """Op i, a BatchNorm or LayerNorm and its fused activation, on x into out; statistics to the
     op's row of ws.saved. The kernel tables as ``forward``'s: a kind's branch is dropped where its
@@ -122,7 +126,7 @@ def _norm_forward(net, ws, theta, i, x, out, training, batchnorm_ops, layernorm_
                                             gamma, beta, eps, code, alpha))
 
 
-@jit
+@jit(refcounts=False)
 def _norm_backward(net, ws, theta, grad, i, nb, batchnorm_ops, layernorm_ops):
     """Backward of norm op i and its fused activation into grad (dgamma, dbeta; scratch without affine)
     and its input gradient; the tables as ``_norm_forward``'s."""
@@ -149,7 +153,7 @@ def _norm_backward(net, ws, theta, grad, i, nb, batchnorm_ops, layernorm_ops):
                                            gamma, beta, code, alpha))
 
 
-@jit
+@jit(refcounts=False)
 def update_running(net, ws, nb, batchnorm_ops):
     """Move every BatchNorm op's running statistics toward the batch's, after a step that happened.
 
@@ -165,7 +169,7 @@ def update_running(net, ws, nb, batchnorm_ops):
                                                      saved[:width], saved[width:2 * width], net.norm_consts[i, 1], nb))
 
 
-@jit
+@jit(refcounts=False)
 def forward(net, ws, theta, nb, training, seed, row0, activation_ops, batchnorm_ops, layernorm_ops, dropout_ops):
     """Run the network on the first nb rows of activation 0; activation i + 1 is op i's output.
 
@@ -205,7 +209,7 @@ def forward(net, ws, theta, nb, training, seed, row0, activation_ops, batchnorm_
             _kcall(dropout_ops, "identity", (out, x, np.int64(R.IDENTITY), 0.0))
 
 
-@jit
+@jit(refcounts=False)
 def backward(net, ws, theta, grad, nb, activation_ops, batchnorm_ops, layernorm_ops, dropout_ops):
     """Backpropagate the gradient of the last activation through every op into grad.
 
@@ -264,7 +268,7 @@ def _add_loss(stats, loss, weight, nb):
     return total
 
 
-@jit
+@jit(refcounts=False)
 def softmax_stats(stats, loss, out, labels, target, weight, loss_code):
     """Add one batch's loss and accuracy (softmax cross-entropy) to stats, each sample counted with
     its weight s_n.
@@ -289,7 +293,7 @@ def softmax_stats(stats, loss, out, labels, target, weight, loss_code):
     stats[R.S_CORRECT] += correct
 
 
-@jit
+@jit(refcounts=False)
 def elementwise_stats(stats, loss, out, labels, target, weight, loss_code):
     """Add one batch's loss and metrics (an elementwise loss) to stats, each sample counted with its
     weight s_n: as ``softmax_stats``, with binary accuracy (BCE) or squared and absolute errors as
@@ -451,7 +455,7 @@ def batch_gradient(net, ws, batch, opt, nb, loss, seed, row0):
     return R.OK
 
 
-@jit
+@jit(refcounts=False)
 def apply_update(net, ws, batch, opt, nb, loss, stats):
     """The optimizer step with opt.grad, unless it is not finite, and the nb rows' loss and metrics.
 
@@ -480,7 +484,7 @@ def _apply_update(net, ws, batch, opt, nb, loss, stats):
     return R.OK
 
 
-@jit
+@jit(refcounts=False)
 def train_batches(X, data, order, first, last, net, ws, batch, opt, loss, seed, stats):
     """Train on batches first..last-1 (of ws.cap rows) of the permutation ``order``.
 
@@ -507,7 +511,7 @@ def train_batches(X, data, order, first, last, net, ws, batch, opt, loss, seed, 
     return R.OK, last
 
 
-@jit
+@jit(refcounts=False)
 def _weight_total(weight, order, start, nb):
     """sum of weight[order[start:start + nb]], or nb when there are no sample weights."""
     if weight.size == 0:
@@ -518,7 +522,7 @@ def _weight_total(weight, order, start, nb):
     return total
 
 
-@jit
+@jit(refcounts=False)
 def share_gradient(X, data, order, start, nb, share, net, ws, batch, opt, loss, seed):
     """One rank's part of a data-parallel step: the gradient of rows share[0]..share[1]-1 of the batch.
 
@@ -558,7 +562,7 @@ def _infer_rows(X, net, ws, theta, start, nb):
     return _rows(ws.acts, net.layout, ws.cap, net.kinds.size, nb)
 
 
-@jit
+@jit(refcounts=False)
 def predict_batches(out_all, X, net, ws, theta):
     """Forward pass (inference mode) over X in batches of ws.cap rows into out_all (n, O)."""
     out_all, X, net, ws, theta = borrowed((out_all, X, net, ws, theta))
@@ -569,7 +573,7 @@ def predict_batches(out_all, X, net, ws, theta):
         _copy_rows(out_all[start:start + nb], out, 0, nb)
 
 
-@jit
+@jit(refcounts=False)
 def evaluate_batches(X, data, net, ws, theta, loss, stats):
     """Accumulate loss and metrics of the model (inference mode) over X into stats."""
     X, data, net, ws, theta, stats = borrowed((X, data, net, ws, theta, stats))
@@ -588,7 +592,7 @@ def evaluate_batches(X, data, net, ws, theta, loss, stats):
 STATS = {loss.code: softmax_stats if loss.code == R.LOSS_SCE else elementwise_stats for loss in R.LOSS_TABLE}
 
 
-@jit
+@jit(refcounts=False)
 def _not_in_table(a0, a1, a2, a3, a4, a5, a6, a7):
     """The entry for a loss or update kernel of a table made without that code (the loss's and the
     update's signatures have eight arguments, the stats' seven)."""
@@ -596,7 +600,7 @@ def _not_in_table(a0, a1, a2, a3, a4, a5, a6, a7):
                        "and the loop called that kernel")
 
 
-@jit
+@jit(refcounts=False)
 def _stats_not_in_table(a0, a1, a2, a3, a4, a5, a6):
     _not_in_table(a0, a1, a2, a3, a4, a5, a6, a6)
 
