@@ -91,3 +91,10 @@ def test_prefetch_wants_a_literal_locality():
 
     with pytest.raises(numba.core.errors.TypingError):
         hint(np.zeros((2, 2)), 3)
+
+    @numba.njit
+    def out_of_range(X):
+        prefetch(X, 0, 0, 4)
+
+    with pytest.raises(numba.core.errors.TypingError):
+        out_of_range(np.zeros((2, 2)))

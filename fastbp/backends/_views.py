@@ -80,8 +80,9 @@ def prefetch(typingctx, arr, index, offset, locality):
     an element of a 1-d one), for reading. ``locality`` is ``llvm.prefetch``'s, a literal 0-3:
     3 keeps the line in every cache level (x86 ``prefetcht0``), 0 in none for long. Only a hint:
     an address past the array is not read, and no fault is possible."""
-    if not (isinstance(arr, types.Array) and isinstance(index, types.Integer) and isinstance(offset, types.Integer)
-            and isinstance(locality, types.IntegerLiteral)):
+    if not (isinstance(arr, types.Array) and arr.ndim >= 1 and isinstance(index, types.Integer)
+            and isinstance(offset, types.Integer) and isinstance(locality, types.IntegerLiteral)
+            and 0 <= locality.literal_value <= 3):
         return None
     level = locality.literal_value
 
