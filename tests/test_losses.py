@@ -159,6 +159,20 @@ def test_softmax_cross_entropy_of_huge_logits(backend, dtype):
     assert_close(grad, ref.softmax_cross_entropy_backward(want_probs, labels), dtype, scale=1.0)
 
 
+def test_softmax_cross_entropy_of_many_rows_of_many_classes(backend, dtype):
+    # Unweighted, the CPU kernel sums the rows' log-sum-exps as the log of a product of sums, each
+    # in [1, O]: 400 uniform rows of 1000 classes multiply to 1000^400 = 1e1200, far past the
+    # float64 range unless the product is logged and restarted on the way. Every row's loss is
+    # log 1000.
+    logits = np.zeros((400, 1000), dtype)
+    labels = np.arange(400) % 1000
+    value, probs = _forward(backend, "softmax_cross_entropy", logits, labels, np.empty(0, dtype))
+    assert value == pytest.approx(np.log(1000.0), rel=1e-6 if dtype == np.float32 else 1e-12)
+    np.testing.assert_allclose(probs, 1e-3, rtol=1e-6 if dtype == np.float32 else 1e-12)
+    weighted, _ = _forward(backend, "softmax_cross_entropy", logits, labels, np.full(400, 0.5, dtype))
+    assert weighted == pytest.approx(value, rel=1e-6 if dtype == np.float32 else 1e-12)
+
+
 def test_binary_cross_entropy_of_huge_logits(backend, dtype):
     logits = np.array([[1e4, -1e4, 1e4, -1e4]], dtype)
     target = np.array([[1.0, 0.0, 0.0, 1.0]], dtype)
