@@ -119,7 +119,9 @@ def _softmax_cross_entropy_forward_kernel(loss, probs, logits, labels, weight):
             probs[n, j] *= inv
         label = labels[n]
         if 0 <= label < n_cols:
-            nll = m + math.log(s) - logits[n, label]
+            # As the CPU kernel: the shift first, exact where the label holds the maximum, so
+            # that a row fitted well loses no digits of log(s) to m.
+            nll = (m - logits[n, label]) + math.log(s)
         else:
             nll = math.nan
         total += nll * weight[n] if weighted else nll
