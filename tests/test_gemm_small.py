@@ -55,6 +55,31 @@ def _check_products(width):
             err = float(np.abs(got[name] - expected[name]).max() / scale)
             assert err < 1e-5 * (1 + np.sqrt(k)), (width, (m, k, n), name, err)
             worst = max(worst, err)
+    return max(worst, _check_copied_panels(rng, width))
+
+
+def _check_copied_panels(rng, width):
+    """The weight gradient with dz at a row stride of a multiple of PANEL_STRIDE floats (a column
+    slice of a wider array), whose panels matmul_tn copies before its tiles read them: against
+    float64, and bit for bit against the same product read in place (dz at another stride)."""
+    worst = 0.0
+    for m in (5, 7, 300):  # 300 rows: k in two chunks of KC
+        for k in (7, 17, 40):  # more rows of dw than one tile (MR)
+            for n in (1, width - 1, 2 * width, 2 * width + 3, G.PANEL_STRIDE):
+                x = rng.standard_normal((m, k)).astype(np.float32)
+                wide = rng.standard_normal((m, 2 * G.PANEL_STRIDE)).astype(np.float32)
+                padded = np.empty((m, n + (8 if (n + 8) % G.PANEL_STRIDE else 16)), np.float32)
+                copied, in_place = wide[:, :n], padded[:, :n]
+                in_place[:] = copied
+                assert copied.strides[0] // 4 % G.PANEL_STRIDE == 0 and in_place.strides[0] // 4 % G.PANEL_STRIDE
+                got, again = (np.full((k, n), np.nan, np.float32) for _ in range(2))
+                G.matmul_tn(got, x, copied)
+                G.matmul_tn(again, x, in_place)
+                assert np.array_equal(got, again), (width, (m, k, n))
+                expected = x.T.astype(np.float64) @ copied.astype(np.float64)
+                err = float(np.abs(got - expected).max() / (np.abs(expected).max() + 1.0))
+                assert err < 1e-5 * (1 + np.sqrt(m)), (width, (m, k, n), err)
+                worst = max(worst, err)
     return worst
 
 

@@ -100,6 +100,24 @@ def stack_floats(typingctx, n):
     return types.CPointer(types.float32)(n), codegen
 
 
+@intrinsic
+def stack_floats_here(typingctx, n):
+    """The address (an integer) of n float32 (a compile-time constant) on the calling function's
+    stack, allocated where this runs rather than in the function's entry block: a call that
+    does not reach it keeps its frame as small as before. The memory lives until the function
+    returns, so never call this in a loop (each pass would take n more floats)."""
+    if not isinstance(n, types.IntegerLiteral):
+        return None
+    count = n.literal_value
+
+    def codegen(context, builder, sig, args):
+        slot = builder.alloca(_F32, size=ir.Constant(_I64, count))
+        slot.align = 64
+        return builder.ptrtoint(slot, _I64)
+
+    return types.int64(n), codegen
+
+
 def _declare(module, name, ret, params):
     return cgutils.get_or_insert_function(module, ir.FunctionType(ret, params), name)
 
@@ -236,3 +254,51 @@ tile_narrow = _tile_intrinsic(MR_NARROW, 1)
 # 64 x 64 to 32 x 1024 x 512, weight gradient 0.97-1.10x, results unchanged bit for bit (a tile
 # for 2 rows as well gained a little more and cost 2 s of a cold `fastbp train`).
 tile_rows4 = _tile_intrinsic(4, NV)
+
+
+
+@intrinsic
+def copy_panel(typingctx, dst, src, ldb, k, cols):
+    """Copy k rows of ``cols`` <= NR floats from ``src`` (row stride ``ldb`` floats) to ``dst``
+    (row stride NR): a panel of B, its rows side by side, for tiles to read with ldb = NR
+    (``gemm_small._gemm``). Addresses as integers; a panel narrower than NR is copied with
+    masked loads and stores, and nothing past ``cols`` in a row is read or written."""
+    sig = types.void(types.int64, types.int64, types.int64, types.int64, types.int64)
+
+    def codegen(context, builder, signature, args):
+        vty = ir.VectorType(_F32, VEC)
+        vptr = vty.as_pointer()
+        mty = ir.VectorType(ir.IntType(1), VEC)
+        ity = ir.VectorType(_I32, VEC)
+        suffix = f"v{VEC}f32"
+        mload = _declare(builder.module, f"llvm.masked.load.{suffix}.p0{suffix}", vty, [vptr, _I32, mty, vty])
+        mstore = _declare(builder.module, f"llvm.masked.store.{suffix}.p0{suffix}", ir.VoidType(),
+                          [vty, vptr, _I32, mty])
+        dst_, src_ = (builder.inttoptr(v, _F32.as_pointer()) for v in args[:2])
+        ldb_, k_, cols_ = args[2:]
+        masks = []
+        for j in range(NV):
+            left = builder.trunc(builder.sub(cols_, ir.Constant(_I64, j * VEC)), _I32)
+            splat = builder.shuffle_vector(builder.insert_element(ir.Constant(ity, None), left, ir.Constant(_I32, 0)),
+                                           ir.Constant(ity, None), ir.Constant(ity, [0] * VEC))
+            masks.append(builder.icmp_signed("<", ir.Constant(ity, list(range(VEC))), splat))
+        zero = ir.Constant(vty, [0.0] * VEC)
+        align4 = ir.Constant(_I32, 4)
+
+        def at(base, row, j):
+            return builder.bitcast(builder.gep(base, [builder.add(row, ir.Constant(_I64, j * VEC))]), vptr)
+
+        with builder.if_else(builder.icmp_signed("==", cols_, ir.Constant(_I64, NR))) as (whole, ragged):
+            for masked, block in ((False, whole), (True, ragged)):
+                with block, cgutils.for_range(builder, k_) as loop:
+                    row_src = builder.mul(loop.index, ldb_)
+                    row_dst = builder.mul(loop.index, ir.Constant(_I64, NR))
+                    for j in range(NV):
+                        if masked:
+                            v = builder.call(mload, [at(src_, row_src, j), align4, masks[j], zero])
+                            builder.call(mstore, [v, at(dst_, row_dst, j), align4, masks[j]])
+                        else:
+                            builder.store(builder.load(at(src_, row_src, j), align=4), at(dst_, row_dst, j), align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen

@@ -11,7 +11,8 @@ last one of 4 rows where at most 4 are left): one panel of B (k x NR) is reused 
 of rows while it is in cache. A product at most one vector wide (the logits) takes the narrow
 tile, MR_NARROW rows by one vector. dx needs w.T, whose rows are not contiguous: panels of it
 are packed, k-chunk by k-chunk, into PACK floats on the stack (no allocation), and chunks after
-the first accumulate into dx.
+the first accumulate into dx. dw copies each panel of dz to the stack first where dz's row
+stride would map the panel's rows onto a few L1 sets (PANEL_STRIDE).
 
 Every sum runs over k in order within a tile, on the calling thread: results do not depend on
 the thread count.
@@ -23,7 +24,7 @@ from numba.extending import overload
 
 from .._jit import jit
 from ._simd import (MR, MR_NARROW, NR, RELU_OUT, START_BIAS, START_C, START_ZERO, VEC, WIDTH, address,
-                    stack_floats, tile_narrow, tile_rows4, tile_wide)
+                    copy_panel, stack_floats, stack_floats_here, tile_narrow, tile_rows4, tile_wide)
 
 # Products of at most this many multiply-adds (N I O) run here rather than in BLAS, float32
 # only: the crossover measured on 2 contended AVX2 cores (BENCHMARKS.md, issue 12) lies
@@ -54,6 +55,21 @@ PACK = 8192
 PACK_COLS = 256
 # k chunk of the driver: a B panel of KC x NR floats stays in L1.
 KC = 256
+# The weight gradient copies each panel of dz (its B) into a stack buffer, rows side by side
+# (``_gemm_copying_b``), where more than one tile of rows reads the panel and its rows would not
+# stay in L1: dz's row stride a multiple of PANEL_STRIDE floats (256 bytes), so that the rows
+# fall into a few of the L1's 64 sets (one set at 4 KiB), and a k chunk of rows spanning at
+# least L1_FLOATS (a 32 KiB, 8-way L1; Zen 5's 48 KiB has 12 ways in the same 64 sets): the rows
+# then outnumber those sets' ways, and later tiles of the panel found it evicted. Copied against
+# in place (one process, medians of 31 alternating calls, which vary 0.89-1.12x for the same
+# code): 1.03-1.30x on ten shapes copied, e.g. 16 x 128 x 1024 1.10-1.30x, 32 x 512 x 512
+# 1.07-1.21x, 128 x 128 x 128 1.12-1.19x; 0.92-1.03x on shapes below the span, which are not
+# copied (BENCHMARKS.md, tenth session). The forward's B, the weights, is read in place: there
+# the cost is the first, strided read of each panel, which a copy repeats (16 x 1024 x 512: 1.08x
+# slower copied).
+PANEL_STRIDE = 64
+L1_FLOATS = 8192
+PANEL = KC * NR
 _F4 = 4  # bytes per float32
 
 
@@ -100,12 +116,41 @@ def matmul_bias(out, x, w, b, relu):
 
 @jit
 def matmul_tn(dw, x, dz):
-    """dw = x.T @ dz. x (N, I), dz (N, O) -> dw (I, O); A[i, n] = x[n, i] is read in place."""
+    """dw = x.T @ dz. x (N, I), dz (N, O) -> dw (I, O); A[i, n] = x[n, i] is read in place.
+
+    Where dz's panels would not stay in L1 (PANEL_STRIDE), through ``_gemm_copying_b``.
+    """
     n_rows, n_in = x.shape
     n_out = dz.shape[1]
     strides = (dw.strides[0] // _F4, np.int64(1), x.strides[0] // _F4, dz.strides[0] // _F4)
-    _gemm(address(dw), address(x), address(dz), np.int64(0), strides, n_in, n_out, n_rows,
-          np.int64(START_ZERO))
+    ldz = strides[3]
+    if min(n_rows, KC) * ldz >= L1_FLOATS and ldz % PANEL_STRIDE == 0 and n_in > MR:
+        _gemm_copying_b(address(dw), address(x), address(dz), strides, n_in, n_out, n_rows)
+    else:
+        _gemm(address(dw), address(x), address(dz), np.int64(0), strides, n_in, n_out, n_rows,
+              np.int64(START_ZERO))
+
+
+@jit(inline="always")
+def _gemm_copying_b(c, a, b, strides, m, n, k):
+    """C = A @ B from zero as ``_gemm``, each k chunk of each panel of B first copied into PANEL
+    floats on the stack (``_simd.copy_panel``), rows side by side, where ``_gemm`` reads it with
+    a row stride of NR: the same chunks, tiles and sums as ``_gemm`` on B in place, equal bit for
+    bit. Inlined into ``matmul_tn`` (compiled as a function of its own, it took another copy of
+    ``_gemm``'s code, 1 s of a cold start), and the buffer is allocated here only: the calls that
+    copy nothing keep ``matmul_tn``'s frame as small as before (tiny products ran 5-10% slower
+    with it, or with the copy inside ``_gemm``).
+    """
+    ldc, a_rs, a_cs, ldb = strides
+    packed = stack_floats_here(PANEL)
+    panel_strides = (ldc, a_rs, a_cs, np.int64(NR))
+    for k0 in range(0, k, KC):
+        kn = min(KC, k - k0)
+        mode = np.int64(START_ZERO if k0 == 0 else START_C)
+        for j0 in range(0, n, NR):
+            cols = min(NR, n - j0)
+            copy_panel(packed, b + _F4 * (k0 * ldb + j0), ldb, kn, cols)
+            _gemm(c + _F4 * j0, a + _F4 * k0 * a_cs, packed, np.int64(0), panel_strides, m, cols, kn, mode)
 
 
 @jit
