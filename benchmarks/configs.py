@@ -94,9 +94,13 @@ def config_named(name):
 # Networks beyond CONFIGS that issue 12's targets cover (2 to 5 dense layers, widths 16 to 1024,
 # batches 16 to 512): compare.py --configs sweep. Chosen to span the range: every layer at most 64
 # wide (the first three, where the target is 2x JAX), mixed widths, deep and narrow, wide and shallow.
+# The last three came out slowest against JAX of twelve more networks (BENCHMARKS.md, tenth
+# session): a thin wide layer at batch 512, a wide first layer at batch 16 (whose weight gradient
+# copies dz's panels), and a BLAS-bound network at batch 64.
 SWEEP = ("16-16-2:16", "32-64-64-4:64", "64-64-64-64-64-10:512", "100-32-16:128", "256-128-10:32",
          "128-256-256-256-10:64", "784-128-10:16", "512-256-128-64-10:256", "1024-1024-10:128",
-         "32-1024-1024-10:512", "1024-512-512-16:32", "300-1000-100-10:256")
+         "32-1024-1024-10:512", "1024-512-512-16:32", "300-1000-100-10:256", "16-1024-16:512",
+         "128-1024-10:16", "256-1024-256:64")
 
 
 # Kernel shapes (N, I, O) = (batch, inputs, outputs) of each configuration's first dense layer.
