@@ -122,48 +122,64 @@ def _declare(module, name, ret, params):
     return cgutils.get_or_insert_function(module, ir.FunctionType(ret, params), name)
 
 
-def _emit_tile(builder, ptrs, strides, k, rows, cols, mode, mr, nv):
-    """The IR of one micro-tile; ``ptrs`` (c, a, b, bias) are float* values."""
-    vty = ir.VectorType(_F32, VEC)
-    vptr = vty.as_pointer()
-    mty = ir.VectorType(ir.IntType(1), VEC)
-    module = builder.module
-    suffix = f"v{VEC}f32"
-    fma = _declare(module, f"llvm.fma.{suffix}", vty, [vty, vty, vty])
-    # Named for a typed pointer (<VEC x float>*), as LLVM before opaque pointers wants; later
-    # LLVMs remangle the name to ".p0" when they read the module.
-    mload = _declare(module, f"llvm.masked.load.{suffix}.p0{suffix}", vty, [vptr, _I32, mty, vty])
-    mstore = _declare(module, f"llvm.masked.store.{suffix}.p0{suffix}", ir.VoidType(), [vty, vptr, _I32, mty])
-    c, a, b, bias = ptrs
-    ldc, a_rs, a_cs, ldb = strides
-    zero_vec = ir.Constant(vty, [0.0] * VEC)
-    iota = ir.Constant(ir.VectorType(_I32, VEC), list(range(VEC)))
-    splat_mask = ir.Constant(ir.VectorType(_I32, VEC), [0] * VEC)
-    align4 = ir.Constant(_I32, 4)
+class _Vectors:
+    """Loads and stores of VEC floats at a float* base plus an offset in floats: plain, or masked
+    (``llvm.masked.load``/``llvm.masked.store``: nothing outside the mask is read or written)."""
 
-    def vec_at(base, offset):
-        return builder.bitcast(builder.gep(base, [offset]), vptr)
+    def __init__(self, builder):
+        self.builder = builder
+        self.vty = vty = ir.VectorType(_F32, VEC)
+        self.vptr = vptr = vty.as_pointer()
+        mty = ir.VectorType(ir.IntType(1), VEC)
+        suffix = f"v{VEC}f32"
+        # Named for a typed pointer (<VEC x float>*), as LLVM before opaque pointers wants; later
+        # LLVMs remangle the name to ".p0" when they read the module.
+        self.mload = _declare(builder.module, f"llvm.masked.load.{suffix}.p0{suffix}", vty, [vptr, _I32, mty, vty])
+        self.mstore = _declare(builder.module, f"llvm.masked.store.{suffix}.p0{suffix}", ir.VoidType(),
+                               [vty, vptr, _I32, mty])
+        self.zero = ir.Constant(vty, [0.0] * VEC)
+        self.align4 = ir.Constant(_I32, 4)
 
-    def masks():
+    def masks(self, cols, nv):
+        """For each of nv vectors of a row, the lanes below ``cols`` (an i64) floats."""
+        builder, ity = self.builder, ir.VectorType(_I32, VEC)
+        iota = ir.Constant(ity, list(range(VEC)))
         out = []
         for j in range(nv):
             left = builder.trunc(builder.sub(cols, ir.Constant(_I64, j * VEC)), _I32)
-            splat = builder.shuffle_vector(builder.insert_element(ir.Constant(ir.VectorType(_I32, VEC), None),
-                                                                  left, ir.Constant(_I32, 0)),
-                                           ir.Constant(ir.VectorType(_I32, VEC), None), splat_mask)
+            splat = builder.shuffle_vector(builder.insert_element(ir.Constant(ity, None), left, ir.Constant(_I32, 0)),
+                                           ir.Constant(ity, None), ir.Constant(ity, [0] * VEC))
             out.append(builder.icmp_signed("<", iota, splat))
         return out
 
-    def load(base, offset, mask):
-        if mask is None:
-            return builder.load(vec_at(base, offset), align=4)
-        return builder.call(mload, [vec_at(base, offset), align4, mask, zero_vec])
+    def at(self, base, offset):
+        return self.builder.bitcast(self.builder.gep(base, [offset]), self.vptr)
 
-    def store(value, base, offset, mask):
+    def load(self, base, offset, mask):
         if mask is None:
-            builder.store(value, vec_at(base, offset), align=4)
+            return self.builder.load(self.at(base, offset), align=4)
+        return self.builder.call(self.mload, [self.at(base, offset), self.align4, mask, self.zero])
+
+    def store(self, value, base, offset, mask):
+        if mask is None:
+            self.builder.store(value, self.at(base, offset), align=4)
         else:
-            builder.call(mstore, [value, vec_at(base, offset), align4, mask])
+            self.builder.call(self.mstore, [value, self.at(base, offset), self.align4, mask])
+
+
+def _emit_tile(builder, ptrs, strides, k, rows, cols, mode, mr, nv):
+    """The IR of one micro-tile; ``ptrs`` (c, a, b, bias) are float* values."""
+    vectors = _Vectors(builder)
+    vty = vectors.vty
+    fma = _declare(builder.module, f"llvm.fma.v{VEC}f32", vty, [vty, vty, vty])
+    c, a, b, bias = ptrs
+    ldc, a_rs, a_cs, ldb = strides
+    zero_vec = vectors.zero
+    splat_mask = ir.Constant(ir.VectorType(_I32, VEC), [0] * VEC)
+    load, store = vectors.load, vectors.store
+
+    def masks():
+        return vectors.masks(cols, nv)
 
     # Rows past the tile's end read the last row again (valid memory) and are not stored.
     last = builder.sub(rows, ir.Constant(_I64, 1))
@@ -256,7 +272,6 @@ tile_narrow = _tile_intrinsic(MR_NARROW, 1)
 tile_rows4 = _tile_intrinsic(4, NV)
 
 
-
 @intrinsic
 def copy_panel(typingctx, dst, src, ldb, k, cols):
     """Copy k rows of ``cols`` <= NR floats from ``src`` (row stride ``ldb`` floats) to ``dst``
@@ -266,39 +281,19 @@ def copy_panel(typingctx, dst, src, ldb, k, cols):
     sig = types.void(types.int64, types.int64, types.int64, types.int64, types.int64)
 
     def codegen(context, builder, signature, args):
-        vty = ir.VectorType(_F32, VEC)
-        vptr = vty.as_pointer()
-        mty = ir.VectorType(ir.IntType(1), VEC)
-        ity = ir.VectorType(_I32, VEC)
-        suffix = f"v{VEC}f32"
-        mload = _declare(builder.module, f"llvm.masked.load.{suffix}.p0{suffix}", vty, [vptr, _I32, mty, vty])
-        mstore = _declare(builder.module, f"llvm.masked.store.{suffix}.p0{suffix}", ir.VoidType(),
-                          [vty, vptr, _I32, mty])
+        vectors = _Vectors(builder)
         dst_, src_ = (builder.inttoptr(v, _F32.as_pointer()) for v in args[:2])
         ldb_, k_, cols_ = args[2:]
-        masks = []
-        for j in range(NV):
-            left = builder.trunc(builder.sub(cols_, ir.Constant(_I64, j * VEC)), _I32)
-            splat = builder.shuffle_vector(builder.insert_element(ir.Constant(ity, None), left, ir.Constant(_I32, 0)),
-                                           ir.Constant(ity, None), ir.Constant(ity, [0] * VEC))
-            masks.append(builder.icmp_signed("<", ir.Constant(ity, list(range(VEC))), splat))
-        zero = ir.Constant(vty, [0.0] * VEC)
-        align4 = ir.Constant(_I32, 4)
-
-        def at(base, row, j):
-            return builder.bitcast(builder.gep(base, [builder.add(row, ir.Constant(_I64, j * VEC))]), vptr)
-
+        masks = vectors.masks(cols_, NV)
         with builder.if_else(builder.icmp_signed("==", cols_, ir.Constant(_I64, NR))) as (whole, ragged):
             for masked, block in ((False, whole), (True, ragged)):
                 with block, cgutils.for_range(builder, k_) as loop:
                     row_src = builder.mul(loop.index, ldb_)
                     row_dst = builder.mul(loop.index, ir.Constant(_I64, NR))
                     for j in range(NV):
-                        if masked:
-                            v = builder.call(mload, [at(src_, row_src, j), align4, masks[j], zero])
-                            builder.call(mstore, [v, at(dst_, row_dst, j), align4, masks[j]])
-                        else:
-                            builder.store(builder.load(at(src_, row_src, j), align=4), at(dst_, row_dst, j), align=4)
+                        mask = masks[j] if masked else None
+                        v = vectors.load(src_, builder.add(row_src, ir.Constant(_I64, j * VEC)), mask)
+                        vectors.store(v, dst_, builder.add(row_dst, ir.Constant(_I64, j * VEC)), mask)
         return context.get_dummy_value()
 
     return sig, codegen

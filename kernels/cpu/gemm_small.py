@@ -62,8 +62,8 @@ KC = 256
 # least L1_FLOATS (a 32 KiB, 8-way L1; Zen 5's 48 KiB has 12 ways in the same 64 sets): the rows
 # then outnumber those sets' ways, and later tiles of the panel found it evicted. Copied against
 # in place (one process, medians of 31 alternating calls, which vary 0.89-1.12x for the same
-# code): 1.03-1.30x on ten shapes copied, e.g. 16 x 128 x 1024 1.10-1.30x, 32 x 512 x 512
-# 1.07-1.21x, 128 x 128 x 128 1.12-1.19x; 0.92-1.03x on shapes below the span, which are not
+# code): 1.03-1.31x on ten shapes copied, e.g. 16 x 128 x 1024 1.10-1.31x, 32 x 512 x 512
+# 1.07-1.24x, 128 x 128 x 128 1.12-1.20x; 0.92-1.03x on shapes below the span, which are not
 # copied (BENCHMARKS.md, tenth session). The forward's B, the weights, is read in place: there
 # the cost is the first, strided read of each panel, which a copy repeats (16 x 1024 x 512: 1.08x
 # slower copied).
