@@ -95,9 +95,10 @@ def _check_dense_kernels():
     rng = np.random.default_rng(1)
     # (16, 32, 32) and (16, 33, 32) straddle SIMD_NT_MAX_MACS (dx in the SIMD kernel, in BLAS).
     # The last two straddle use_simd's rule for medium products: few rows (SIMD) and one more
-    # row than SIMD_FEW_ROWS (BLAS), both above SIMD_MAX_MACS.
+    # row than SIMD_FEW_ROWS (BLAS), both above SIMD_MAX_MACS. (16, 20, 512): dw copies dz's
+    # panels (16 rows at a stride of 512 floats span L1_FLOATS).
     for n, i, o in ((32, 64, 32), (7, 23, 5), (13, 17, 33), (1, 9, 1), (16, 32, 32), (16, 33, 32),
-                    (16, 700, 130), (G.SIMD_FEW_ROWS + 1, 600, 120)):
+                    (16, 700, 130), (G.SIMD_FEW_ROWS + 1, 600, 120), (16, 20, 512)):
         x, w, b, dout = _operands(rng, n, i, o)
         for act in ("relu", "identity"):
             out = np.empty((n, o), np.float32)
