@@ -292,11 +292,11 @@ def _cache_lines(clear):
         lines.append(f"cache: cleared {_cache.clear() / 2**20:.1f} MiB")
     state = _cache.info()
     if not state["enabled"]:
-        why = "FASTBP_NO_CACHE is set" if not _cache._enabled() else "no writable folder"
-        return lines + [f"cache: off ({why}): kernels compile in every process"]
+        return lines + [f"cache: off ({_cache.OFF_REASON}): kernels compile in every process"]
     warm = (f"warm: {state['indexes']} compiled functions, {state['bytes'] / 2**20:.1f} MiB"
             if state["indexes"] else "cold: the first fit compiles the kernels (about a minute), once")
-    lines.append(f"cache: {state['folder']} ({warm})")
+    read_only = "" if state["writable"] else ", read-only: new kernels are not saved"
+    lines.append(f"cache: {state['folder']} ({warm}{read_only})")
     if state["stale_trees"]:
         lines.append(f"cache: {state['stale_trees']} folder(s) of other fastbp versions or sources in "
                      f"{state['root']} (fastbp info --clear-cache removes them)")

@@ -15,9 +15,22 @@ fastbp therefore gives its functions a cache locator of its own:
   else ``$NUMBA_CACHE_DIR/fastbp``, else the platform's user cache folder
   (``$XDG_CACHE_HOME/fastbp`` or ``~/.cache/fastbp`` on Linux,
   ``~/Library/Caches/fastbp`` on macOS, ``%LOCALAPPDATA%\\fastbp\\Cache`` on
-  Windows). Where none is writable, a per-user folder in the temporary
+  Windows). Where none can be made, a per-user folder in the temporary
   directory; where that fails too, nothing is cached. ``FASTBP_NO_CACHE=1``
   turns caching off.
+- A cache folder is code that runs as you: numba's index files are pickles, and
+  its data files are machine code. So a folder is used only when it is owned by
+  this user (or by root, for a cache built into a system image) and no one else
+  may write to it, checked for the root and for every folder below it, as ssh
+  checks ``~/.ssh`` (``_trust_problem``). fastbp creates its folders with mode
+  0700. A folder that fails the check is neither read nor written: fastbp says
+  so once and compiles without a cache.
+- A cache that may be read but not written (a read-only image, another
+  account's ``fastbp compile`` run as root) is loaded from; what compiles
+  afresh is not saved, with one warning.
+- A cache entry that cannot be loaded (an emptied, truncated or garbled
+  ``.nbi``/``.nbc`` file, from a full disk or a killed process) is dropped with
+  one warning and compiled again, not raised into ``fit``.
 - Inside it, one subfolder per *kernel tree*: a hash of every source file of
   this package (``fastbp.kernels``), the numba version, the Python version
   and ``FASTBP_SIMD_WIDTH`` where set. Any edit to any kernel module,
@@ -33,6 +46,7 @@ Old subfolders are left in place (another environment may still use them);
 import hashlib
 import os
 import shutil
+import stat
 import sys
 import tempfile
 import warnings
@@ -68,9 +82,55 @@ def _candidate_roots():
     return roots + [_platform_cache_root(), os.path.join(tempfile.gettempdir(), f"fastbp-cache-{uid}")]
 
 
-def _writable(folder):
+# Where ownership and modes mean nothing (Windows), folders are not checked.
+_CHECKS_OWNERS = hasattr(os, "geteuid")
+# Owners whose folders may be loaded: this user, and root (a cache built into an image by root;
+# root can replace this user's files anyway).
+_TRUSTED_OWNERS = {os.geteuid(), 0} if _CHECKS_OWNERS else set()
+_warned = set()
+
+
+def _warn_once(message, kind=None):
+    """Warn with ``message`` unless this process warned of the same ``kind`` (or message) before."""
+    key = kind or message
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def _trust_problem(path, follow=True):
+    """Why the existing folder ``path`` may not hold compiled code, or None where it may.
+
+    It must be a directory, owned by this user or root, that neither its group nor others may
+    write to. ``follow=False`` refuses a symbolic link (folders below the root: a link there
+    could lead anywhere).
+    """
     try:
-        os.makedirs(folder, exist_ok=True)
+        st = os.stat(path) if follow else os.lstat(path)
+    except OSError as exc:
+        return f"cannot be inspected ({exc.strerror})"
+    if not stat.S_ISDIR(st.st_mode):
+        return "is not a directory"
+    if not _CHECKS_OWNERS:
+        return None
+    if st.st_uid not in _TRUSTED_OWNERS:
+        return f"is owned by uid {st.st_uid}, not by this user (uid {os.geteuid()})"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"may be written by other users (mode {stat.S_IMODE(st.st_mode):o})"
+    return None
+
+
+def _make_private(path):
+    """Create the folder ``path`` (and missing parents) with mode 0700; False where it cannot be."""
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except OSError:
+        return False
+    return True
+
+
+def _can_write(folder):
+    try:
         tempfile.TemporaryFile(dir=folder).close()
     except OSError:
         return False
@@ -100,21 +160,90 @@ def _file_hash(path):
         return hashlib.sha256(fh.read()).hexdigest()
 
 
+# Why nothing is cached, for ``fastbp info``; None where caching is on.
+OFF_REASON = None if _enabled() else "FASTBP_NO_CACHE is set"
+
+
+def _off(reason):
+    global OFF_REASON
+    OFF_REASON = reason
+
+
 def _root():
+    """The cache root and whether it may be written: the first candidate that exists or can be
+    made; (None, False) where caching is off, refused or impossible."""
     if not _enabled():
-        return None
+        return None, False
     candidates = _candidate_roots()
-    root = next((root for root in candidates if _writable(root)), None)
+    for root in candidates:
+        existed = os.path.isdir(root)
+        if not existed and not _make_private(root):
+            continue
+        problem = _trust_problem(root)
+        if problem is not None:
+            # Never fall through to another folder: a planted folder is an attack on this user,
+            # and they should hear of it.
+            _off(f"{root} {problem}")
+            _warn_once(f"fastbp: not using the compiled-kernel cache folder {root}: it {problem}. "
+                       f"Kernels compile afresh in every process until it is removed or fixed "
+                       f"(chmod go-w, or chown to this user), or FASTBP_CACHE_DIR names another folder")
+            return None, False
+        return root, _can_write(root)
+    _off(f"no folder could be made (tried {', '.join(candidates)})")
+    _warn_once(f"fastbp: no folder for the compiled-kernel cache could be made (tried {candidates}); "
+               f"kernels compile afresh in every process")
+    return None, False
+
+
+def _tree_folder(root, writable):
+    """This kernel tree's folder under ``root``, made if it may be; None where it is refused."""
     if root is None:
-        warnings.warn(f"fastbp: no writable folder for the compiled-kernel cache (tried {candidates}); "
-                      f"kernels compile afresh in every process", RuntimeWarning, stacklevel=2)
-    return root
+        return None
+    folder = os.path.join(root, TREE_HASH[:_TREE_NAME_LENGTH])
+    if not os.path.lexists(folder):
+        if not writable:
+            return folder  # nothing to load yet, nothing to save: every lookup misses
+        _make_private(folder)
+    problem = _trust_problem(folder, follow=False)
+    if problem is not None:
+        _off(f"{folder} {problem}")
+        _warn_once(f"fastbp: not using the compiled-kernel cache folder {folder}: it {problem}; "
+                   f"kernels compile afresh in every process")
+        return None
+    return folder
 
 
 TREE_HASH = tree_hash()
-ROOT = _root()
+ROOT, WRITABLE = _root()
 # The folder of this kernel tree's compiled code; None when nothing is cached.
-FOLDER = os.path.join(ROOT, TREE_HASH[:_TREE_NAME_LENGTH]) if ROOT else None
+FOLDER = _tree_folder(ROOT, WRITABLE)
+if FOLDER is None:
+    ROOT = None
+
+
+def _checked_path(path):
+    """Make (where allowed) and check every folder from FOLDER down to ``path``; the first problem
+    as (folder, why), or None. Results are remembered: a process checks each folder once."""
+    if path in _CHECKED:
+        return _CHECKED[path]
+    parent = os.path.dirname(path)
+    problem = _checked_path(parent) if path != FOLDER and parent != path else None
+    if problem is None and path != FOLDER:
+        if not os.path.lexists(path) and WRITABLE:
+            try:
+                os.mkdir(path, 0o700)
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                problem = (path, f"cannot be made ({exc.strerror})")
+        if problem is None and os.path.lexists(path):
+            why = _trust_problem(path, follow=False)
+            problem = None if why is None else (path, why)
+    _CHECKED[path] = problem
+    return problem
+
+
+_CHECKED = {}
 
 
 def _is_tree_folder(path):
@@ -148,23 +277,77 @@ class _LocatorMixin:
     def get_disambiguator(self):
         return str(self._lineno)
 
+    def ensure_cache_path(self):
+        """Check the folders down to this function's (numba calls it before a save); writing is
+        ``_Guarded.save_overload``'s concern, so a read-only cache still loads."""
+        problem = _checked_path(self._cache_path)
+        if problem is not None:
+            raise OSError(f"compiled-kernel cache folder {problem[0]} {problem[1]}")
+
     @classmethod
     def from_function(cls, py_func, py_file):
         if FOLDER is None or not os.path.exists(py_file):
             return None
         self = cls(py_func, py_file)
-        try:
-            self.ensure_cache_path()
-        except OSError:
-            return None
+        # A refused folder still gives a locator (numba raises without one); the cache that
+        # holds it is disabled (``_Guarded.__init__``).
+        self.refused = _checked_path(self._cache_path)
+        if self.refused is not None:
+            _warn_once(f"fastbp: not using the compiled-kernel cache folder {self.refused[0]}: it "
+                       f"{self.refused[1]}; the kernels under it compile afresh in every process",
+                       kind=self.refused[0])
         return self
+
+
+class _Guarded:
+    """What fastbp's cache classes add to numba's: an entry that fails to load is dropped and
+    compiled again; a save that fails (a read-only cache) is skipped."""
+
+    def __init__(self, py_func):
+        super().__init__(py_func)
+        if self._impl.locator.refused is not None:
+            self.disable()
+
+    def load_overload(self, sig, target_context):
+        try:
+            return super().load_overload(sig, target_context)
+        except Exception as exc:  # a garbled pickle raises anything: UnpicklingError, EOFError, ...
+            _warn_once(f"fastbp: dropped a compiled-kernel cache entry that could not be loaded "
+                       f"({self._cache_file._index_path}: {type(exc).__name__}); it is compiled again "
+                       f"(later entries that fail to load are dropped without a word)", kind="dropped")
+            self._drop_entries()
+            return None
+
+    def _drop_entries(self):
+        """Remove this function's index and data files (all signatures: the index names them)."""
+        index = self._cache_file._index_path
+        folder, base = os.path.dirname(index), os.path.basename(index)[:-len(".nbi")]
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            return
+        for name in names:
+            if name == base + ".nbi" or (name.startswith(base + ".") and name.endswith(".nbc")):
+                try:
+                    os.unlink(os.path.join(folder, name))
+                except OSError:
+                    pass
+
+    def save_overload(self, sig, data):
+        if not WRITABLE:
+            return
+        try:
+            super().save_overload(sig, data)
+        except OSError as exc:
+            _warn_once(f"fastbp: could not save compiled kernels to the cache ({exc}); "
+                       f"they are compiled again in the next process")
 
 
 def _cache_class(cache_base, impl_base, locator_base):
     """A numba cache class (CPU or CUDA) whose only locator is fastbp's."""
     locator = type("FastbpCacheLocator", (_LocatorMixin, locator_base), {})
     impl = type("FastbpCacheImpl", (impl_base,), {"_locator_classes": [locator]})
-    return type("FastbpFunctionCache", (cache_base,), {"_impl_class": impl})
+    return type("FastbpFunctionCache", (_Guarded, cache_base), {"_impl_class": impl})
 
 
 def _cpu_cache_class():
@@ -216,8 +399,8 @@ def info():
     if ROOT and os.path.isdir(ROOT):
         others = [d for d in os.listdir(ROOT)
                   if _is_tree_folder(os.path.join(ROOT, d)) and d != os.path.basename(FOLDER)]
-    return {"enabled": FOLDER is not None, "root": ROOT, "folder": FOLDER, "files": files,
-            "indexes": indexes, "bytes": nbytes, "stale_trees": len(others)}
+    return {"enabled": FOLDER is not None, "root": ROOT, "folder": FOLDER, "writable": bool(FOLDER and WRITABLE),
+            "files": files, "indexes": indexes, "bytes": nbytes, "stale_trees": len(others)}
 
 
 def clear():

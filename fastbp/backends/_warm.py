@@ -61,7 +61,7 @@ def _child_env():
 
 def start(groups, dtype):
     """Start one worker per group of entries (``(table, field, loss, optimizer)``); the processes."""
-    if _cache.FOLDER is None or not groups or not sys.executable or getattr(sys, "frozen", False):
+    if _cache.FOLDER is None or not _cache.WRITABLE or not groups or not sys.executable or getattr(sys, "frozen", False):
         return []  # no cache to fill, nothing to do, or no Python to start (a frozen application)
     env = _child_env()
     procs = []
