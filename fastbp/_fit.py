@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from . import _first_run, _mpi, _progress, backends
+from . import _first_run, _interrupt, _mpi, _progress, backends
 from ._validation import check_features, check_same_length, check_sample_weight
 from .callbacks import History
 from .kernels import registry as R
@@ -137,14 +137,17 @@ def logs_from_stats(loss_code, stats):
     return logs
 
 
-def _run_epoch(trainer, order, hyper, progress, chunk, batch_size, stats):
-    """Train one epoch in chunks of batches; returns (status, batch where it stopped)."""
+def _run_epoch(trainer, order, hyper, progress, chunks, batch_size, stats, interrupts):
+    """Train one epoch in calls of ``chunks.size`` batches, an interrupt raised only between two
+    (``_interrupt``); returns (status, batch where it stopped)."""
     trainer.begin_epoch(order, hyper)
     n_batches = trainer.n_batches
     batch = 0
     while batch < n_batches:
-        last = min(n_batches, batch + chunk)
-        status, stopped = trainer.run(batch, last)
+        last = min(n_batches, batch + chunks.size)
+        with interrupts.deferring():
+            status, stopped = chunks.timed(trainer.run, batch, last)
+        interrupts.check()
         if status != R.OK:
             return status, stopped
         if last < n_batches:
@@ -221,11 +224,21 @@ def fit_loop(model, train, val, epochs, batch_size, shuffle, rng, callbacks, ver
     opt.init_state(model.theta.size, model.dtype)
     backend = backends.get(model.device)
     trainer = _trainer(backend, model, lowered, train, batch_size, rng, comm)
-    n_batches = trainer.n_batches
     order = np.arange(n, dtype=np.int64)
     stats = np.zeros(R.N_STATS)
+    with _interrupt.Interrupts() as interrupts:
+        return _epochs(model, trainer, backend, lowered, order, stats, val, epochs, batch_size, shuffle, rng,
+                       callbacks, verbose, comm, interrupts)
+
+
+def _epochs(model, trainer, backend, lowered, order, stats, val, epochs, batch_size, shuffle, rng, callbacks,
+            verbose, comm, interrupts):
+    """fit_loop's compile and epochs, under its interrupt handling."""
+    n, opt, n_batches = len(order), model.optimizer, trainer.n_batches
     # Compile or load the loop before the first timed epoch, saying so first if it compiles.
     compile_seconds = _first_run.compile_loop(trainer, order, opt.hyper(0.0), verbose)
+    interrupts.check()  # one that a compile callback swallowed
+    chunks = _interrupt.BatchChunks(n_batches if verbose != 1 else max(1, n_batches // 40))
     if comm is not None:
         compile_seconds = _mpi.agreed_seconds(comm, compile_seconds)
 
@@ -242,9 +255,9 @@ def fit_loop(model, train, val, epochs, batch_size, shuffle, rng, callbacks, ver
         if shuffle:
             rng.shuffle(order)
         progress = _progress.EpochProgress(verbose, epoch - first_epoch, epochs, n_batches)
-        chunk = n_batches if verbose != 1 else max(1, n_batches // 40)
         start = time.perf_counter()
-        status, stopped = _run_epoch(trainer, order, opt.hyper(lr), progress, chunk, batch_size, stats)
+        status, stopped = _run_epoch(trainer, order, opt.hyper(lr), progress, chunks, batch_size, stats,
+                                     interrupts)
         if status != R.OK:
             raise _diverged(model, status, stopped, epoch, n_batches, lr, history, callbacks)
         seconds = time.perf_counter() - start

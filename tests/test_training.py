@@ -459,8 +459,10 @@ def test_no_allocation_per_training_step(tmp_path):
             epochs, batch_size = map(int, name.split("x"))
             assert r["steps"] == epochs * math.ceil(96 / batch_size), (kind, name, r)
             # verbose=0: one compiled call per epoch, after the empty one with which fit compiles
-            # (or loads) the loop before its first timed epoch (fastbp/_first_run.py).
-            assert r["calls"] == epochs + 1
+            # (or loads) the loop before its first timed epoch (fastbp/_first_run.py); the first
+            # call trains at most 8 batches (fastbp/_interrupt.py: BatchChunks), then calls grow.
+            n_batches = math.ceil(96 / batch_size)
+            assert r["calls"] == epochs + 1 + (n_batches > 8), (kind, name, r)
             assert r["alloc"] == r["free"], (kind, name, r)  # nothing leaks
             assert r["mi_alloc"] == r["alloc"]
         # Twice the batches (batch size 8 instead of 16) cost no extra allocation at all.

@@ -739,8 +739,11 @@ def _compile_ahead(net, dtype, loss, optimizer, ahead):
             for field in type(TABLES[name])._fields:
                 if (name, field) not in _AHEAD:
                     compile_entry(name, field, dtype, loss, optimizer)
-    finally:
-        _warm.wait(procs)
+    except BaseException:
+        # An interrupt or an error here: the workers' kernels are no longer wanted.
+        _warm.stop(procs)
+        raise
+    _warm.wait(procs)
 
 
 def with_kernels(net, dtype, loss=None, optimizer=None, ahead=None):

@@ -17,9 +17,12 @@ its ranks share the cores already). Processes that fit at once on a cold cache e
 own workers; they compile the same kernels, and the last to finish writes the cache entry.
 """
 import os
+import signal
 import site
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 
@@ -63,7 +66,7 @@ def start(groups, dtype):
     """Start one worker per group of entries (``(table, field, loss, optimizer)``); the processes."""
     if _cache.FOLDER is None or not _cache.WRITABLE or not groups or not sys.executable or getattr(sys, "frozen", False):
         return []  # no cache to fill, nothing to do, or no Python to start (a frozen application)
-    env = _child_env()
+    env = dict(_child_env(), FASTBP_WARM_PARENT=str(os.getpid()))
     procs = []
     for group in groups:
         args = [f"{name}:{field}:{loss}:{optimizer}" for name, field, loss, optimizer in group]
@@ -77,19 +80,58 @@ def start(groups, dtype):
 
 
 def wait(procs):
-    """Wait for the workers (killing one that takes longer than ``WAIT_SECONDS``)."""
+    """Wait for the workers (killing one that takes longer than ``WAIT_SECONDS``); an interrupt
+    while waiting stops them."""
+    try:
+        for proc in procs:
+            try:
+                proc.wait(timeout=WAIT_SECONDS)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    except BaseException:
+        stop(procs)
+        raise
+
+
+def stop(procs):
+    """End the workers now (a kernel a worker was writing is left out of the cache: numba writes
+    each entry to a temporary file and renames it)."""
     for proc in procs:
-        try:
-            proc.wait(timeout=WAIT_SECONDS)
-        except subprocess.TimeoutExpired:
+        if proc.poll() is None:
             proc.kill()
-            proc.wait()
+    for proc in procs:
+        proc.wait()
+
+
+def _die_with(parent):
+    """End this worker when ``parent`` ends, however it ends (SIGKILL too): where Linux offers it,
+    the kernel sends SIGKILL on the parent's death (PR_SET_PDEATHSIG); elsewhere a thread looks at
+    the parent pid twice a second."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before the request above took effect
+        os._exit(1)
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def main(argv):
     """A worker: compile the entries ``table:field:loss:optimizer`` of ``argv[1:]`` for dtype ``argv[0]``."""
     from . import _cpu_loop
 
+    _die_with(int(os.environ.get("FASTBP_WARM_PARENT", os.getppid())))
     dtype = np.dtype(argv[0])
     for entry in argv[1:]:
         name, field, loss, optimizer = entry.split(":")
