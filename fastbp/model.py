@@ -16,7 +16,7 @@ import numpy as np
 from . import _fit, _mpi, _progress, backends, export, interop, losses, optimizers
 from ._fit import DivergenceError  # noqa: F401 (fastbp.DivergenceError)
 from ._persist import load_model, save_model
-from ._validation import check_features, check_fraction, check_int
+from ._validation import check_features, check_fraction, check_int, check_weight_values
 from .callbacks import Callback
 from .kernels import registry as R
 from .layers import NORM_LAYERS, Dense, Layer
@@ -152,6 +152,8 @@ class Sequential:
             new = np.asarray(new)
             if new.shape != view.shape:
                 raise ValueError(f"weights[{i}] must have shape {view.shape}; got {new.shape}")
+            check_weight_values(new, f"weights[{i}]")
+        for view, new in zip(views, weights):
             view[...] = new
 
     def state_dict(self):
