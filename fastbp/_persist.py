@@ -12,8 +12,10 @@ import contextlib
 import json
 import math
 import os
+import socket
 import stat
 import tempfile
+import time
 import zipfile
 import zlib
 
@@ -37,9 +39,10 @@ def save_model(model, path):
     renamed over ``path``, so a crash, a kill or a full disk during a save
     leaves the file that was there before intact, never half a file. A failed
     save raises an OSError that names the path and the cause. A process killed
-    mid-save can leave its temporary file, ``.<name>.<random>.tmp``, beside the
-    target; later saves neither use nor remove it (another process might be
-    writing it): delete it by hand.
+    mid-save can leave its temporary file, ``.<name>.fastbp-tmp-<host>-<pid>-<random>``,
+    beside the target; the next save to the same path removes those of processes
+    on this host that have ended, and any that has not been written to for an hour,
+    never one that a live save is writing.
     """
     from . import __version__
 
@@ -73,8 +76,9 @@ def _write_whole(path, write):
         mode = stat.S_IMODE(os.stat(target).st_mode)
     except OSError:
         mode = 0o666 & ~_umask()
+    _remove_stale_temporaries(folder, name)
     try:
-        fd, temporary = tempfile.mkstemp(dir=folder, prefix="." + name + ".", suffix=".tmp")
+        fd, temporary = tempfile.mkstemp(dir=folder, prefix=f"{_temporary_prefix(name)}{_HOST}-{os.getpid()}-")
     except OSError as err:
         raise _save_error(path, folder, err) from err
     renamed = False
@@ -97,6 +101,61 @@ def _write_whole(path, write):
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
     _fsync_folder(folder)
+
+
+# A temporary file's name says whose it is: the host and the pid of the saving process
+# (mkstemp's random tail has no "-"), so that a later save can tell a dead process's
+# leftover from a live save's file.
+_HOST = "".join(c if c.isalnum() else "_" for c in socket.gethostname())[:32] or "host"
+# A live save writes its temporary file from start to end, so one untouched this long is
+# no save in progress: its process ended on another host, or its pid was taken by another.
+_STALE_SECONDS = 3600
+
+
+def _temporary_prefix(name):
+    return f".{name}.fastbp-tmp-"
+
+
+def _process_ended(pid):
+    """True where no process ``pid`` runs on this host. Windows has no signal 0 (os.kill
+    would end the process), so there every pid counts as running and only age decides."""
+    if os.name == "nt" or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # PermissionError: another user's live process
+        return False
+    return False
+
+
+def _remove_stale_temporaries(folder, name):
+    """Remove the temporary files that killed saves to ``folder/name`` left behind: those of
+    ended processes on this host, and those not written to for ``_STALE_SECONDS``."""
+    prefix = _temporary_prefix(name)
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return  # the save itself reports a folder it cannot use
+    now = time.time()
+    for entry in entries:
+        if not entry.name.startswith(prefix):
+            continue
+        parts = entry.name[len(prefix):].rsplit("-", 2)
+        if len(parts) != 3 or not parts[1].isdigit():
+            continue  # not a name this module makes: not ours to remove
+        host, pid = parts[0], int(parts[1])
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            idle = now - entry.stat(follow_symlinks=False).st_mtime
+        except OSError:
+            continue
+        ended = host == _HOST and pid != os.getpid() and _process_ended(pid)
+        if ended or idle > _STALE_SECONDS:
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
 
 
 def _save_error(path, folder, err):
