@@ -283,7 +283,7 @@ class Sequential:
         # Over MPI, from here on an error on one rank (its data, a callback) aborts every rank:
         # the others would wait in a collective for good.
         guard = (contextlib.nullcontext() if comm is None
-                 else _mpi.abort_on_error(comm, agreed=(_fit.DivergenceError,)))
+                 else _mpi.abort_on_error(comm, agreed=(_fit.DivergenceError, _mpi.DataMismatchError)))
         with guard:
             part = (0, 1) if comm is None else (comm.Get_rank(), comm.Get_size())
             train = self._prepare(X, y, sample_weight, "X", "y", "sample_weight", part)
@@ -297,6 +297,16 @@ class Sequential:
                 train, val = _fit.split_validation(*train, validation_split)
             train = _fit.weigh_classes(self, train, class_weight)
 
+            if comm is not None:
+                # Before any collective that assumes them equal: the ranks' shares and buffers.
+                def targets(data):
+                    return data.labels.shape if data.labels.size else data.target.shape
+
+                described = {"X": train[0].shape, "y": targets(train[1]), "sample_weight": train[1].weight.shape,
+                             "parameters": self.theta.size, "batch_size": batch_size}
+                if val is not None:
+                    described.update({"validation X": val[0].shape, "validation y": targets(val[1])})
+                _mpi.agree_on_data(comm, described)
             # A schedule or callback that watches val_* needs validation data: say so before any epoch.
             for watcher in [self.optimizer.schedule] + callbacks:
                 watcher.check_logs(val is not None)
