@@ -20,6 +20,7 @@ from .model import DivergenceError, Sequential, load  # noqa: E402
 from .optimizers import SGD, Adagrad, Adam, RMSprop  # noqa: E402
 from .schedules import CosineDecay, ExponentialDecay, ReduceLROnPlateau, StepDecay  # noqa: E402
 from ._threads import get_num_threads, set_num_threads  # noqa: E402
+from ._mpi import DataMismatchError, abort_on_error  # noqa: E402 (imports mpi4py when called, not here)
 
 
 def __getattr__(name):

@@ -14,10 +14,10 @@ import time
 import numpy as np
 
 from . import _first_run, _interrupt, _mpi, _progress, backends
-from ._validation import check_features, check_same_length, check_sample_weight
+from ._validation import check_features, check_same_length, check_sample_weight, first_nonfinite
 from .callbacks import History
 from .kernels import registry as R
-from .lowering import Targets, check_norm_batches, lower
+from .lowering import Targets, check_norm_batches, lower, named_views
 
 
 class DivergenceError(RuntimeError):
@@ -164,12 +164,32 @@ def _diverged(model, status, stopped, epoch, n_batches, lr, history, callbacks):
     before = model.theta.copy()
     for cb in [history] + callbacks:
         cb.on_train_end({})
-    weights = ("the model keeps its weights from before that step" if np.array_equal(before, model.theta)
-               else "the weights from before that step were then replaced by a callback's "
-                    "(EarlyStopping(restore_best_weights=True) restores its best epoch's)")
+    # equal_nan: weights that are NaN already are no callback's doing.
+    if not np.array_equal(before, model.theta, equal_nan=True):
+        weights = ("the weights from before that step were then replaced by a callback's "
+                   "(EarlyStopping(restore_best_weights=True) restores its best epoch's)")
+    else:
+        weights = "the model keeps its weights from before that step"
+    bad = first_nonfinite(named_views(before, model.buffers, model.layers, model._shapes))
+    if bad is not None:
+        # A step that would make the loss or gradient non-finite never happens, so an update
+        # with finite inputs made these weights non-finite: it overflowed.
+        cause = (f"the parameters were not finite before that step ({bad}): an earlier update "
+                 f"overflowed; {weights}. Try a smaller learning rate.")
+    else:
+        cause = f"{weights}. Try a smaller learning rate."
     message = (f"training diverged: non-finite {what} at epoch {epoch + 1}, batch "
-               f"{stopped + 1} of {n_batches} (lr {lr:g}); {weights}. Try a smaller learning rate.")
+               f"{stopped + 1} of {n_batches} (lr {lr:g}); {cause}")
     return DivergenceError(message, epoch, stopped, history)
+
+
+def check_parameters(model):
+    """ValueError naming the first non-finite parameter or running statistic: training from it
+    could only diverge, and prediction from it gives NaN."""
+    bad = first_nonfinite(named_views(model.theta, model.buffers, model.layers, model._shapes))
+    if bad is not None:
+        raise ValueError(f"fit needs finite parameters; the model's {bad} (set by set_weights, "
+                         f"set_flat_weights or an initializer such as bias_init)")
 
 
 def shuffling_rng(seed):
@@ -220,6 +240,7 @@ def fit_loop(model, train, val, epochs, batch_size, shuffle, rng, callbacks, ver
     n = len(X)
     batch_size = min(batch_size, n)
     check_norm_batches(lowered, n, batch_size, "fit")
+    check_parameters(model)
     opt = model.optimizer
     opt.init_state(model.theta.size, model.dtype)
     backend = backends.get(model.device)
@@ -249,7 +270,7 @@ def _epochs(model, trainer, backend, lowered, order, stats, val, epochs, batch_s
         cb.on_train_begin({})
     first_epoch = model.epochs_trained
     for epoch in range(first_epoch, first_epoch + epochs):
-        lr = opt.schedule.lr_at(epoch)
+        lr = opt.schedule.checked_lr_at(epoch)
         for cb in callbacks:
             cb.on_epoch_begin(epoch, {})
         if shuffle:

@@ -4,32 +4,38 @@
 training step of the CPU backend (``Sequential.objective``, the very forward,
 loss and backward code that ``fit`` runs) against central differences
 (L(theta + eps e_k) - L(theta - eps e_k)) / (2 eps) of the same full-batch loss,
-entry by entry, for every weight and bias block. ``gradcheck_pair(forward,
+entry by entry, for every weight and bias block and every norm layer's gamma and
+beta. ``gradcheck_pair(forward,
 backward, inputs)`` checks a forward/backward pair of your own, written with
 ``fastbp.kernels`` (an ``@njit`` training step, say), the same way.
 
-The error of a block is max_k |analytic_k - numeric_k| / max(max_k |analytic_k|,
-max_k |numeric_k|): relative to the block's largest gradient entry, so that
-entries near zero do not blow it up, and 0 for a block whose gradient is 0 on
-both sides. In float64 with eps = 1e-6 a correct backward gives about 1e-8 or
-less on smooth functions; a wrong one gives O(1). Kinks (ReLU at 0, MAE at a
-zero error, Huber at |error| = delta) within eps of an evaluated point spoil the
-differences there, not the backward. Like PyTorch's ``torch.autograd.gradcheck``
-(the anchor), this is for small problems: each checked entry costs two
-full-batch loss evaluations.
+An entry passes when |analytic - numeric| <= atol + rtol |numeric|, the test of
+PyTorch's ``torch.autograd.gradcheck`` (the anchor) with its defaults, atol = 1e-5
+and rtol = 1e-3: the absolute part lets a gradient that is 0 in truth (a bias
+before BatchNorm, whose mean subtraction cancels it) pass with rounding on either
+side, the relative part scales with large entries. The error of a block is its
+largest |analytic - numeric| / (atol + rtol |numeric|): the share of the
+tolerance its worst entry uses, so a block passes when its error is <= 1. In
+float64 with eps = 1e-6 a correct backward gives about 1e-4 or less on smooth
+functions; a 1% error in a gradient of size 1 gives about 10. Kinks (ReLU at 0,
+MAE at a zero error, Huber at |error| = delta) within eps of an evaluated point
+spoil the differences there, not the backward. Like PyTorch's, this is for small
+problems: each checked entry costs two full-batch loss evaluations.
 """
 import warnings
 from collections import namedtuple
 
 import numpy as np
 
-GradcheckResult = namedtuple("GradcheckResult", "errors per_layer max_error passed tol")
+GradcheckResult = namedtuple("GradcheckResult", "errors per_layer max_error passed atol rtol")
 GradcheckResult.__doc__ = """What a gradient check found.
 
-errors: {name: error} per checked block ('layers[0].weight', 'layers[0].bias', ... for
-gradcheck; 'inputs[1]' or the input's name for gradcheck_pair); per_layer: {layer: the
-largest error of its blocks} ('layers[0]'; the same as errors for gradcheck_pair);
-max_error: the largest of all; passed: max_error <= tol.
+errors: {name: error} per checked block ('layers[0].weight', 'layers[0].bias',
+'layers[1].gamma', 'layers[1].beta', ... for gradcheck; 'inputs[1]' or the input's name for
+gradcheck_pair), the error being max |analytic - numeric| / (atol + rtol |numeric|) over the
+block's entries; per_layer: {layer: the largest error of its blocks} ('layers[0]'; the same as
+errors for gradcheck_pair); max_error: the largest of all; passed: max_error <= 1, that is,
+every entry within atol + rtol |numeric|; atol, rtol: the tolerances used.
 """
 
 
@@ -37,11 +43,13 @@ class GradcheckError(AssertionError):
     """Raised by a gradient check called with ``raise_on_failure=True`` whose error exceeds tol."""
 
 
-def _block_error(analytic, numeric):
-    scale = max(np.abs(analytic).max(initial=0.0), np.abs(numeric).max(initial=0.0))
-    if scale == 0.0:
-        return 0.0
-    return float(np.abs(analytic - numeric).max() / scale)
+def _block_error(analytic, numeric, atol, rtol):
+    """max |analytic - numeric| / (atol + rtol |numeric|): <= 1 where every entry passes."""
+    diff = np.abs(analytic - numeric)
+    allowed = atol + rtol * np.abs(numeric)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.where(diff == 0, 0.0, diff / allowed)  # 0 / 0 (atol = 0, both exact): a pass
+    return float(share.max(initial=0.0))
 
 
 def _entries(size, max_entries, rng):
@@ -56,18 +64,30 @@ def _check_eps(eps):
     return float(eps)
 
 
-def _finish(errors, per_layer, tol, raise_on_failure):
+def _check_tolerances(atol, rtol):
+    for value, name in ((atol, "atol"), (rtol, "rtol")):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{name} must be a number; got {value!r} ({type(value).__name__})")
+        if not (np.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
+    if atol == 0 and rtol == 0:
+        raise ValueError("atol and rtol cannot both be 0: central differences are never exact")
+    return float(atol), float(rtol)
+
+
+def _finish(errors, per_layer, atol, rtol, raise_on_failure):
     max_error = max(errors.values(), default=0.0)
-    result = GradcheckResult(errors, per_layer, max_error, bool(max_error <= tol), tol)
+    result = GradcheckResult(errors, per_layer, max_error, bool(max_error <= 1.0), atol, rtol)
     if raise_on_failure and not result.passed:
         worst = max(errors, key=errors.get)
-        raise GradcheckError(f"gradient check failed: {worst} has relative error {errors[worst]:.3g} "
-                             f"> tol {tol:g}; errors: {errors}")
+        raise GradcheckError(f"gradient check failed: {worst} differs from the central differences by "
+                             f"{errors[worst]:.3g} times the tolerance atol + rtol |numeric| (atol "
+                             f"{atol:g}, rtol {rtol:g}); errors: {errors}")
     return result
 
 
-def gradcheck(model, X, y, loss=None, eps=1e-6, sample_weight=None, tol=1e-5, max_entries=None, seed=0,
-              raise_on_failure=False):
+def gradcheck(model, X, y, loss=None, eps=1e-6, sample_weight=None, atol=1e-5, rtol=1e-3, max_entries=None,
+              seed=0, raise_on_failure=False):
     """Check the analytic gradient of ``model``'s compiled training step against central differences.
 
     model: a ``fastbp.Sequential``. It is not modified: the check runs on a
@@ -78,21 +98,24 @@ def gradcheck(model, X, y, loss=None, eps=1e-6, sample_weight=None, tol=1e-5, ma
     ``fit``; the loss is their full-batch mean. Dropout is evaluated with a
     fixed mask (that of the first training step of seed 0), the same for the
     gradient and every difference, so the check covers the masked network's
-    backward too. max_entries: check at most this many entries per block,
-    drawn with ``seed`` (default: every entry).
+    backward too. atol, rtol: an entry passes when |analytic - numeric| <=
+    atol + rtol |numeric| (PyTorch's defaults). max_entries: check at most
+    this many entries per block, drawn with ``seed`` (default: every entry).
 
     Returns a ``GradcheckResult``: errors per block ('layers[i].weight',
-    'layers[i].bias', i the index in ``model.layers``), the largest per layer
-    ('layers[i]'), max_error, and passed = max_error <= tol. With
-    ``raise_on_failure=True`` a failed check raises ``GradcheckError`` instead.
+    'layers[i].bias', 'layers[i].gamma', 'layers[i].beta', i the index in
+    ``model.layers``), each max |analytic - numeric| / (atol + rtol |numeric|);
+    the largest per layer ('layers[i]'); max_error; and passed = max_error <= 1.
+    With ``raise_on_failure=True`` a failed check raises ``GradcheckError`` instead.
     """
-    from .layers import Dense, layer_from_config
-    from .lowering import param_views
+    from .layers import layer_from_config
+    from .lowering import named_views
     from .model import Sequential
 
     if not isinstance(model, Sequential):
         raise TypeError(f"model must be a fastbp.Sequential; got {type(model).__name__}")
     eps = _check_eps(eps)
+    atol, rtol = _check_tolerances(atol, rtol)
     if loss is None:
         if model.loss is None:
             raise ValueError("gradcheck needs a loss: pass loss=... or compile the model first")
@@ -110,28 +133,30 @@ def gradcheck(model, X, y, loss=None, eps=1e-6, sample_weight=None, tol=1e-5, ma
     loss0, grad = f(theta)
     if not np.isfinite(loss0):
         raise ValueError("gradcheck: the loss is not finite at the model's parameters")
-    shapes = copy.lowered().shapes
-    index = np.arange(theta.size)
+    # The blocks of theta by name, as index arrays; the running statistics are no parameters.
+    blocks = named_views(np.arange(theta.size), np.arange(copy.buffers.size), copy.layers, copy._shapes)
     rng = np.random.default_rng(seed)
     errors, per_layer = {}, {}
-    dense_at = [i for i, layer in enumerate(model.layers) if isinstance(layer, Dense)]
-    for layer_index, (w_idx, b_idx) in zip(dense_at, param_views(index, shapes)):
-        name = f"layers[{layer_index}]"
-        for part, idx in (("weight", w_idx.ravel()), ("bias", b_idx)):
-            chosen = idx[_entries(idx.size, max_entries, rng)]
-            numeric = np.empty(chosen.size)
-            for j, k in enumerate(chosen):
-                t = theta.copy()
-                t[k] += eps
-                up = f(t)[0]
-                t[k] = theta[k] - eps
-                numeric[j] = (up - f(t)[0]) / (2 * eps)
-            errors[f"{name}.{part}"] = _block_error(grad[chosen], numeric)
-        per_layer[name] = max(errors[f"{name}.weight"], errors[f"{name}.bias"])
-    return _finish(errors, per_layer, tol, raise_on_failure)
+    for block, idx in blocks:
+        if block.endswith((".running_mean", ".running_var")):
+            continue
+        idx = idx.ravel()
+        chosen = idx[_entries(idx.size, max_entries, rng)]
+        numeric = np.empty(chosen.size)
+        for j, k in enumerate(chosen):
+            t = theta.copy()
+            t[k] += eps
+            up = f(t)[0]
+            t[k] = theta[k] - eps
+            numeric[j] = (up - f(t)[0]) / (2 * eps)
+        errors[block] = _block_error(grad[chosen], numeric, atol, rtol)
+        layer = block.rsplit(".", 1)[0]
+        per_layer[layer] = max(per_layer.get(layer, 0.0), errors[block])
+    return _finish(errors, per_layer, atol, rtol, raise_on_failure)
 
 
-def gradcheck_pair(forward, backward, inputs, wrt=None, eps=1e-6, tol=1e-5, seed=0, raise_on_failure=False):
+def gradcheck_pair(forward, backward, inputs, wrt=None, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0,
+                   raise_on_failure=False):
     """Check a forward/backward pair of your own (written with ``fastbp.kernels``) by central differences.
 
     forward(*inputs) returns the output: an array, or a scalar such as a loss.
@@ -145,9 +170,11 @@ def gradcheck_pair(forward, backward, inputs, wrt=None, eps=1e-6, tol=1e-5, seed
     output), so that every output entry counts with its own weight.
 
     Returns a ``GradcheckResult`` with one error per checked input (named
-    'inputs[i]' or by its dict key); see ``gradcheck`` for the error measure.
+    'inputs[i]' or by its dict key); see ``gradcheck`` for the error measure
+    and atol, rtol.
     """
     eps = _check_eps(eps)
+    atol, rtol = _check_tolerances(atol, rtol)
     names = list(inputs) if isinstance(inputs, dict) else [f"inputs[{i}]" for i in range(len(inputs))]
     args = list(inputs.values()) if isinstance(inputs, dict) else list(inputs)
     if wrt is None:
@@ -193,5 +220,5 @@ def gradcheck_pair(forward, backward, inputs, wrt=None, eps=1e-6, tol=1e-5, seed
             flat[k] = keep - eps
             numeric[k] = (up - value()) / (2 * eps)
             flat[k] = keep
-        errors[names[i]] = _block_error(g.reshape(-1), numeric)
-    return _finish(errors, dict(errors), tol, raise_on_failure)
+        errors[names[i]] = _block_error(g.reshape(-1), numeric, atol, rtol)
+    return _finish(errors, dict(errors), atol, rtol, raise_on_failure)

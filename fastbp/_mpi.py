@@ -14,11 +14,16 @@ around it:
   the S_* sums added over the ranks.
 - ``rank_zero_output``: on the other ranks, no output (stdout, stderr) and no files while fit
   runs (progress, LearningRateLogger, ModelCheckpoint, save).
-- ``abort_on_error``: an exception on one rank (other than the agreed
-  ``DivergenceError``) prints its traceback and calls ``comm.Abort(1)``: the
-  other ranks may be waiting in a collective that will never complete, and
-  MPI offers no other way to wake them. The whole job ends with exit status 1.
-  A rank that is killed ends the job too (mpiexec's doing).
+- ``agree_on_data``: one allgather at the start of fit compares what every rank
+  was given (the data's shapes, the parameter count, the batch size); ranks that
+  differ would train on silently misaligned shares, or fail inside a collective.
+  Every rank raises the same ``DataMismatchError``, naming the ranks and sizes.
+- ``abort_on_error`` (public as ``fastbp.abort_on_error``): an exception on one
+  rank (other than the agreed ``DivergenceError`` and ``DataMismatchError``)
+  prints its traceback and calls ``comm.Abort(1)``: the other ranks may be
+  waiting in a collective that will never complete, and MPI offers no other way
+  to wake them. The whole job ends with exit status 1. A rank that is killed ends
+  the job too (mpiexec's doing).
 """
 import contextlib
 import os
@@ -44,6 +49,33 @@ def check_comm(comm, argument="comm"):
         raise TypeError(f"{argument} must be an mpi4py intracommunicator such as MPI.COMM_WORLD; "
                         f"got {type(comm).__name__}")
     return comm
+
+
+class DataMismatchError(ValueError):
+    """The ranks of a data-parallel fit were given different data shapes; every rank raises it."""
+
+
+def agree_on_data(comm, described):
+    """Raise ``DataMismatchError`` on every rank unless every rank's ``described`` is the same.
+
+    ``described``: {what: value} (a shape, a count), compared across the ranks with one
+    allgather. The message names each differing entry and which ranks have which value.
+    """
+    everyone = comm.allgather(described)
+    problems = []
+    for what in dict.fromkeys(k for d in everyone for k in d):
+        values = [d.get(what, "nothing") for d in everyone]
+        if len(set(map(repr, values))) > 1:
+            groups = {}
+            for r, value in enumerate(values):
+                groups.setdefault(repr(value), []).append(r)
+            parts = [f"{value} on rank{'s' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))}"
+                     for value, ranks in groups.items()]
+            problems.append(f"{what}: {'; '.join(parts)}")
+    if problems:
+        raise DataMismatchError("fit(comm=...) needs the same data, model and batch_size on every rank "
+                                "(each rank trains on its share of every global batch); they differ: "
+                                + " | ".join(problems))
 
 
 def agreed_seconds(comm, seconds):
@@ -90,7 +122,39 @@ def rank_zero_output(model, comm):
 
 @contextlib.contextmanager
 def abort_on_error(comm, agreed=()):
-    """Abort the whole job when this rank raises anything but an ``agreed`` exception (all ranks raise those)."""
+    """End the whole MPI job when the code inside raises on this rank.
+
+    One rank that raises while the others wait in a collective (a ``fit(comm=...)``,
+    a ``Barrier``) would leave them waiting for good: this prints the traceback and
+    calls ``comm.Abort(1)``, so every rank ends and ``mpiexec`` exits non-zero. Wrap
+    a script's whole body, the data loading before ``fit`` included::
+
+        with fastbp.abort_on_error(MPI.COMM_WORLD):
+            X, y = load_my_shard()
+            model.fit(X, y, comm=MPI.COMM_WORLD)
+
+    ``fit(comm=...)`` does the same for its own body.
+
+    Parameters
+    ----------
+    comm : mpi4py intracommunicator
+        The communicator of the job (``MPI.COMM_WORLD``).
+    agreed : tuple of exception classes, optional
+        Exceptions that every rank raises together (a ``DivergenceError``): they
+        propagate as they are, without an abort.
+
+    Raises
+    ------
+    TypeError
+        If ``comm`` is not an mpi4py intracommunicator.
+    ImportError
+        Without mpi4py.
+
+    Notes
+    -----
+    On a communicator of one rank the exception propagates as it is.
+    """
+    check_comm(comm)
     try:
         yield
     except agreed:

@@ -10,14 +10,21 @@ it load, and a reader from before it reads files with it.
 """
 import contextlib
 import json
+import math
 import os
+import socket
 import stat
 import tempfile
+import time
+import zipfile
+import zlib
 
 import numpy as np
 
 from . import losses, optimizers
-from .layers import layer_from_config
+from ._validation import first_nonfinite
+from .layers import Dense, layer_from_config
+from .lowering import named_views, norm_layout
 
 FORMAT = "fastbp-model"
 FORMAT_VERSION = 1
@@ -32,9 +39,10 @@ def save_model(model, path):
     renamed over ``path``, so a crash, a kill or a full disk during a save
     leaves the file that was there before intact, never half a file. A failed
     save raises an OSError that names the path and the cause. A process killed
-    mid-save can leave its temporary file, ``.<name>.<random>.tmp``, beside the
-    target; later saves neither use nor remove it (another process might be
-    writing it): delete it by hand.
+    mid-save can leave its temporary file, ``.<name>.fastbp-tmp-<host>-<pid>-<random>``,
+    beside the target; the next save to the same path removes those of processes
+    on this host that have ended, and any that has not been written to for an hour,
+    never one that a live save is writing.
     """
     from . import __version__
 
@@ -68,8 +76,9 @@ def _write_whole(path, write):
         mode = stat.S_IMODE(os.stat(target).st_mode)
     except OSError:
         mode = 0o666 & ~_umask()
+    _remove_stale_temporaries(folder, name)
     try:
-        fd, temporary = tempfile.mkstemp(dir=folder, prefix="." + name + ".", suffix=".tmp")
+        fd, temporary = tempfile.mkstemp(dir=folder, prefix=f"{_temporary_prefix(name)}{_HOST}-{os.getpid()}-")
     except OSError as err:
         raise _save_error(path, folder, err) from err
     renamed = False
@@ -92,6 +101,61 @@ def _write_whole(path, write):
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
     _fsync_folder(folder)
+
+
+# A temporary file's name says whose it is: the host and the pid of the saving process
+# (mkstemp's random tail has no "-"), so that a later save can tell a dead process's
+# leftover from a live save's file.
+_HOST = "".join(c if c.isalnum() else "_" for c in socket.gethostname())[:32] or "host"
+# A live save writes its temporary file from start to end, so one untouched this long is
+# no save in progress: its process ended on another host, or its pid was taken by another.
+_STALE_SECONDS = 3600
+
+
+def _temporary_prefix(name):
+    return f".{name}.fastbp-tmp-"
+
+
+def _process_ended(pid):
+    """True where no process ``pid`` runs on this host. Windows has no signal 0 (os.kill
+    would end the process), so there every pid counts as running and only age decides."""
+    if os.name == "nt" or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # PermissionError: another user's live process
+        return False
+    return False
+
+
+def _remove_stale_temporaries(folder, name):
+    """Remove the temporary files that killed saves to ``folder/name`` left behind: those of
+    ended processes on this host, and those not written to for ``_STALE_SECONDS``."""
+    prefix = _temporary_prefix(name)
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return  # the save itself reports a folder it cannot use
+    now = time.time()
+    for entry in entries:
+        if not entry.name.startswith(prefix):
+            continue
+        parts = entry.name[len(prefix):].rsplit("-", 2)
+        if len(parts) != 3 or not parts[1].isdigit():
+            continue  # not a name this module makes: not ours to remove
+        host, pid = parts[0], int(parts[1])
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            idle = now - entry.stat(follow_symlinks=False).st_mtime
+        except OSError:
+            continue
+        ended = host == _HOST and pid != os.getpid() and _process_ended(pid)
+        if ended or idle > _STALE_SECONDS:
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
 
 
 def _save_error(path, folder, err):
@@ -127,15 +191,93 @@ def _fsync_folder(folder):
         os.close(fd)
 
 
+# The JSON records and marks of a file: 0-d strings (the architecture of a large network is
+# some kilobytes; 4 Mi characters, 16 MiB in NumPy's UTF-32, leaves room and bounds the read).
+_RECORDS = ("format", "fastbp_version", "architecture", "rng_state")
+_MAX_RECORD_CHARS = 1 << 22
+
+
+def _headers(path, data):
+    """{key: (shape, dtype)} of every member, from its .npy header alone: no data is read."""
+    read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    headers = {}
+    for key in data.files:
+        name = key + ".npy"
+        try:
+            info = data.zip.getinfo(name)
+            with data.zip.open(info) as fh:
+                version = np.lib.format.read_magic(fh)
+                if version not in read:
+                    raise ValueError(f"unsupported .npy format version {version}")
+                shape, _, dtype = read[version](fh)
+                offset = fh.tell()
+        except KeyError:
+            raise ValueError(f"{path!r} is corrupt: its member {key!r} is not a .npy array") from None
+        except Exception as err:
+            raise ValueError(f"{path!r} is a damaged .npz archive: member {key!r}: {err}") from err
+        if dtype.hasobject:
+            raise ValueError(f"{path!r} is corrupt: its array {key!r} holds Python objects "
+                             f"(dtype {dtype}); a model file holds numbers and strings only")
+        # A header that promises more (or fewer) bytes than the member holds is refused here,
+        # before anything is allocated for it.
+        if offset + math.prod(shape) * dtype.itemsize != info.file_size:
+            raise ValueError(f"{path!r} is corrupt: its array {key!r} declares shape {shape} of "
+                             f"{dtype}, {math.prod(shape) * dtype.itemsize} bytes, but the member "
+                             f"holds {info.file_size - offset}")
+        headers[key] = (shape, dtype)
+    return headers
+
+
+def _record(path, data, headers, key):
+    """The 0-d string ``key``, checked by its header before it is read."""
+    shape, dtype = headers[key]
+    if shape != () or dtype.kind != "U" or dtype.itemsize // 4 > _MAX_RECORD_CHARS:
+        raise ValueError(f"{path!r} is corrupt: its {key!r} must be one string (of at most "
+                         f"{_MAX_RECORD_CHARS} characters); got shape {shape}, dtype {dtype}")
+    return str(data[key])
+
+
+def _json(path, text, key):
+    """json.loads(text), or a ValueError naming the file and the record (deep nesting included:
+    the parser raises RecursionError on it)."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as err:
+        raise ValueError(f"{path!r} has a corrupt {key} record: {err!r}") from err
+
+
+def _count(path, config, key, limit=2**63 - 1):
+    """config[key] (0 when absent) as a non-negative int, or a ValueError naming the file and the field."""
+    value = config.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= limit:
+        raise ValueError(f"{path!r} has a corrupt architecture record: {key!r} must be an integer "
+                         f">= 0; got {value!r}")
+    return value
+
+
+def _expect(path, headers, key, shape, dtype, what):
+    """ValueError naming the file and the array unless its header declares ``shape`` and ``dtype``."""
+    got_shape, got_dtype = headers[key]
+    if got_shape != shape or got_dtype != dtype:
+        raise ValueError(f"{path!r} is corrupt: {what} have shape {got_shape} and dtype {got_dtype}; "
+                         f"the architecture needs {shape} {dtype} (array {key!r})")
+
+
 def load_model(path, model_class):
     """Load a model written by ``Sequential.save`` as a ``model_class`` (Sequential, which
     passes itself, so that this module need not import model.py); it predicts bit for bit
     as saved.
 
     A file that is not such a model, or a damaged one, raises a ValueError that names it.
+    Nothing in the file is trusted: every array's count, shape and dtype is checked against
+    the architecture and optimizer the file declares, from the arrays' headers, before
+    anything the size of the network is allocated or read; then every value is checked to be
+    finite (and the running variances and second moments >= 0).
     """
+    source, path = path, (os.fsdecode(os.fspath(path)) if isinstance(path, (str, bytes, os.PathLike))
+                          else path)  # the name messages show; a file object stays as it is
     try:
-        data = np.load(path, allow_pickle=False)
+        data = np.load(source, allow_pickle=False)
     except FileNotFoundError:
         raise
     except Exception as err:
@@ -143,56 +285,111 @@ def load_model(path, model_class):
     if not isinstance(data, np.lib.npyio.NpzFile):
         raise ValueError(f"{path!r} is not a fastbp model file (a single .npy array, not a .npz archive)")
     with data:
+        headers = _headers(path, data)
         try:
-            # Read every member now: a damaged one (bad CRC, cut short) fails here, with the path.
-            arrays = {key: data[key] for key in data.files}
-        except Exception as err:
+            return _load(path, data, headers, model_class)
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:
+            # A member whose header read well but whose data is damaged (bad CRC, cut short).
+            if isinstance(err, FileNotFoundError):
+                raise
             raise ValueError(f"{path!r} is a damaged .npz archive: {err}") from err
-    if "format" not in arrays or str(arrays["format"]) != FORMAT:
-        raise ValueError(f"{path!r} is not a fastbp model file (no '{FORMAT}' marker; keys: {sorted(arrays)})")
-    missing = [key for key in ("format_version", "architecture", "theta") if key not in arrays]
+
+
+def _load(path, data, headers, model_class):
+    if "format" not in headers or headers["format"][1].kind != "U" or \
+            _record(path, data, headers, "format") != FORMAT:
+        raise ValueError(f"{path!r} is not a fastbp model file (no '{FORMAT}' marker; keys: {sorted(headers)})")
+    missing = [key for key in ("format_version", "architecture", "theta") if key not in headers]
     if missing:
         raise ValueError(f"{path!r} is corrupt: it lacks the arrays {missing}")
-    version = int(arrays["format_version"])
+    shape, dtype = headers["format_version"]
+    if shape != () or dtype.kind not in "iu":
+        raise ValueError(f"{path!r} is corrupt: its 'format_version' must be one integer; got shape "
+                         f"{shape}, dtype {dtype}")
+    version = int(data["format_version"])
     if version > FORMAT_VERSION:
         raise ValueError(f"{path!r} has model format version {version}; this fastbp reads up to "
                          f"{FORMAT_VERSION}: upgrade fastbp")
+    if version < 1:
+        raise ValueError(f"{path!r} is corrupt: its 'format_version' is {version}; versions start at 1")
+    config = _json(path, _record(path, data, headers, "architecture"), "architecture")
     try:
-        config = json.loads(str(arrays["architecture"]))
+        if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
+            raise ValueError("not a JSON object with a 'layers' list")
+        if config.get("dtype") not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64'; got {config.get('dtype')!r}")
+        dtype = np.dtype(config["dtype"])
         layers = [layer_from_config(entry["type"], entry["config"]) for entry in config["layers"]]
-        model = model_class(layers, dtype=config["dtype"], seed=config.get("seed"))
         loss = (losses.from_config(config.get("loss_config") or config["loss"]) if config.get("loss")
                 else None)
         optimizer = (optimizers.from_config(config["optimizer"], config["schedule"])
                      if config.get("optimizer") else None)
-    except (KeyError, TypeError, ValueError) as err:
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError) as err:
         raise ValueError(f"{path!r} has a corrupt architecture record: {err!r}") from err
-    theta = arrays["theta"]
-    if theta.shape != model.theta.shape or theta.dtype != model.theta.dtype:
-        raise ValueError(f"{path!r} is corrupt: its parameters have shape {theta.shape} and dtype "
-                         f"{theta.dtype}; the architecture needs {model.theta.shape} {model.theta.dtype}")
-    model.theta[...] = theta
-    buffers = arrays.get("buffers", np.zeros(0, dtype=model.dtype))
-    if buffers.shape != model.buffers.shape or buffers.dtype != model.buffers.dtype:
-        raise ValueError(f"{path!r} is corrupt: its running statistics have shape {buffers.shape} and "
-                         f"dtype {buffers.dtype}; the architecture needs {model.buffers.shape} "
-                         f"{model.buffers.dtype}")
-    model.buffers[...] = buffers
-    model.batches_tracked = int(config.get("batches_tracked", 0))
-    if "rng_state" in arrays:
+    epochs_trained = _count(path, config, "epochs_trained")
+    batches_tracked = _count(path, config, "batches_tracked")
+    steps = _count(path, config, "optimizer_steps")
+
+    # The sizes the architecture declares, against the arrays' headers, before the model (the
+    # size of the network) is built.
+    dense = [(layer.in_features, layer.out_features) for layer in layers if isinstance(layer, Dense)]
+    layout = norm_layout(layers, dense)
+    _expect(path, headers, "theta", (layout.n_parameters,), dtype, "its parameters")
+    if "buffers" in headers:
+        _expect(path, headers, "buffers", (layout.n_buffers,), dtype, "its running statistics")
+    elif layout.n_buffers:
+        raise ValueError(f"{path!r} is corrupt: it lacks the arrays ['buffers'] (BatchNorm's running "
+                         f"statistics)")
+    state_keys = sorted((k for k in headers if k.startswith("optimizer_state_")),
+                        key=lambda k: (len(k), k))
+    lengths = optimizer.state_lengths(layout.n_parameters) if optimizer is not None else []
+    expected_keys = [f"optimizer_state_{i}" for i in range(len(lengths))]
+    if state_keys and state_keys != expected_keys:
+        declared = (f"{type(optimizer).__name__} keeps {expected_keys}" if optimizer is not None
+                    else "it declares no optimizer")
+        raise ValueError(f"{path!r} is corrupt: it holds the optimizer state arrays {state_keys}; "
+                         f"{declared}")
+    for key, length in zip(state_keys, lengths):
+        _expect(path, headers, key, (length,), dtype, "its optimizer state")
+    if "rng_state" in headers:
+        rng_state = _json(path, _record(path, data, headers, "rng_state"), "random-state")
+
+    try:
+        model = model_class(layers, dtype=config["dtype"], seed=config.get("seed"))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path!r} has a corrupt architecture record: {err!r}") from err
+    model.theta[...] = data["theta"]
+    if "buffers" in headers:
+        model.buffers[...] = data["buffers"]
+    states = [np.ascontiguousarray(data[key]) for key in state_keys]
+    named = named_views(model.theta, model.buffers, model.layers, model._shapes)
+    named += [(key, array) for key, array in zip(state_keys, states)]
+    bad = first_nonfinite(named)
+    if bad is not None:
+        raise ValueError(f"{path!r} is corrupt: {bad}; a model's parameters, statistics and optimizer "
+                         f"state are finite")
+    negative = [(name, array) for name, array in named if name.endswith(".running_var")]
+    if optimizer is not None and states:
+        negative += [(state_keys[i], states[i]) for i in optimizer.nonnegative_states]
+    for name, array in negative:
+        if np.any(array < 0):
+            at = int(np.argmax(array < 0))
+            raise ValueError(f"{path!r} is corrupt: {name} holds {array[at].item()!r} at index {at}; it "
+                             f"must be >= 0 (a variance)")
+    model.batches_tracked = batches_tracked
+    if "rng_state" in headers:
         try:
-            model._rng.bit_generator.state = json.loads(str(arrays["rng_state"]))
-        except (KeyError, TypeError, ValueError) as err:
+            model._rng.bit_generator.state = rng_state
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as err:
             raise ValueError(f"{path!r} has a corrupt random-state record: {err!r}") from err
     # A file written before the record existed leaves the generator the constructor made:
     # fresh from the saved seed (past the draws of the initial weights), not where the
     # saved model's was, so training after such a load takes other shuffles and masks.
-    model.epochs_trained = config.get("epochs_trained", 0)
+    model.epochs_trained = epochs_trained
     model.loss = loss
     if optimizer is not None:
         model.optimizer = optimizer
-        states = [arrays[k] for k in sorted(arrays) if k.startswith("optimizer_state_")]
         if states:
             optimizer.state = states
-            optimizer.steps = int(config.get("optimizer_steps", 0))
+            optimizer.steps = steps
     return model

@@ -72,3 +72,29 @@ def check_same_length(X, y, x_name="X", y_name="y"):
     if len(X) != len(y):
         raise ValueError(f"{x_name} and {y_name} must have the same number of samples; got "
                          f"{len(X)} and {len(y)}")
+
+
+def first_nonfinite(named):
+    """'<name> holds <value> at index <i>' for the first non-finite entry of [(name, array)], or None."""
+    for name, array in named:
+        array = np.asarray(array)
+        if array.dtype.kind in "fc" and array.size and not np.all(np.isfinite(array)):
+            at = np.unravel_index(int(np.argmin(np.isfinite(array).ravel())), array.shape)
+            index = at[0] if len(at) == 1 else tuple(int(i) for i in at)
+            return f"{name} holds {array[at].item()!r} at index {index}"
+    return None
+
+
+def check_weight_values(array, name, variance=False):
+    """TypeError unless ``array`` holds real numbers, ValueError naming ``name`` and the entry
+    unless they are finite (and >= 0 for a ``variance``): what any array that becomes a
+    parameter or a running statistic must pass."""
+    if array.dtype.kind not in "fiu":
+        raise TypeError(f"{name} must hold real numbers; got dtype {array.dtype}")
+    bad = first_nonfinite([(name, array)])
+    if bad is not None:
+        raise ValueError(bad)
+    if variance and np.any(array < 0):
+        at = np.unravel_index(int(np.argmax(array < 0)), array.shape)
+        index = at[0] if len(at) == 1 else tuple(int(i) for i in at)
+        raise ValueError(f"{name} holds {array[at].item()!r} at index {index}; it must be >= 0 (a variance)")

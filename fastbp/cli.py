@@ -239,6 +239,19 @@ def _export(args):
     return 0
 
 
+def _products_blas_threads():
+    """The thread count of the BLAS that fastbp's products call (SciPy's), or None if none is found."""
+    import scipy
+    import scipy.linalg.cython_blas  # noqa: F401  (loads it)
+    from threadpoolctl import threadpool_info
+
+    folder = os.path.dirname(os.path.realpath(scipy.__file__))
+    found = [i for i in threadpool_info() if i["user_api"] == "blas"]
+    ours = [i for i in found if os.path.realpath(i["filepath"]).startswith((folder + os.sep, folder + ".libs" + os.sep))]
+    chosen = ours or found[:1]
+    return chosen[0]["num_threads"] if chosen else None
+
+
 def _blas_lines():
     """One line per BLAS library in the process, the one that fastbp's products call first.
 
@@ -312,8 +325,12 @@ def _info(args):
     print(f"python {platform.python_version()} on {platform.platform()}")
     print(f"numpy {np.__version__}, numba {numba.__version__}")
     # ----- threads: what decides training speed on the CPU --------------------------------
-    print(f"threads: {fastbp.get_num_threads()} (numba, of {numba.config.NUMBA_NUM_THREADS}; "
-          f"set with fastbp.set_num_threads or NUMBA_NUM_THREADS)")
+    # Both pools: the training loop runs on BLAS's threads, the standalone kernels on numba's,
+    # and NUMBA_NUM_THREADS alone leaves BLAS's count as it was.
+    blas = _products_blas_threads()
+    print(f"threads: numba {fastbp.get_num_threads()} (of {numba.config.NUMBA_NUM_THREADS}; "
+          f"NUMBA_NUM_THREADS), BLAS {blas if blas is not None else 'unknown'} (the products' and the "
+          f"training loop's; OPENBLAS_NUM_THREADS or OMP_NUM_THREADS); fastbp.set_num_threads sets both")
     print(f"numba threading layer: {numba.threading_layer()} "
           f"(NUMBA_THREADING_LAYER={numba.config.THREADING_LAYER}); it runs fastbp's parallel kernels "
           f"when called on their own, not the training loop")

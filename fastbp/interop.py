@@ -26,6 +26,7 @@ import copy
 
 import numpy as np
 
+from ._validation import check_weight_values
 from .layers import BatchNorm, Dense
 
 # scikit-learn's fitted attributes that fastbp's estimators keep with the same meaning.
@@ -80,6 +81,9 @@ def from_sklearn(estimator):
         raise ValueError(f"the estimator's output activation and layer count, {estimator.out_activation_!r} "
                          f"and {estimator.n_layers_}, do not match the {new.out_activation_!r} and "
                          f"{new.n_layers_} fastbp derives from its targets")
+    for name in ("coefs_", "intercepts_"):
+        for i, array in enumerate(getattr(estimator, name)):
+            check_weight_values(np.asarray(array), f"the estimator's {name}[{i}]")
     new._model.set_weights([a for pair in zip(estimator.coefs_, estimator.intercepts_) for a in pair])
     new._best_weights = new._model.get_flat_weights()
     for name in _FITTED:
@@ -141,8 +145,8 @@ def state_dict(model):
 def load_state_dict(model, state):
     """Load ``state`` (keys and layouts of ``state_dict``) into ``model``, cast to its dtype.
 
-    The keys must be exactly the model's; every shape must match. Nothing is
-    loaded unless everything fits. BatchNorm's "num_batches_tracked" entries
+    The keys must be exactly the model's; every shape must match; every value must be
+    a finite real number (running variances >= 0). Nothing is loaded unless everything fits. BatchNorm's "num_batches_tracked" entries
     set the model's one count (the first, if they differ).
     """
     if not hasattr(state, "keys") or not hasattr(state, "__getitem__"):
@@ -164,6 +168,7 @@ def load_state_dict(model, state):
         expected = view.shape[::-1] if transposed else view.shape
         if value.shape != expected:
             raise ValueError(f"state_dict[{key!r}] must have shape {expected}; got {value.shape}")
+        check_weight_values(value, f"state_dict[{key!r}]", variance=key.endswith(".running_var"))
         arrays[key] = value.T if transposed else value
     counts = []
     for key in tracked:

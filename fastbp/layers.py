@@ -75,6 +75,10 @@ class Dense(Layer):
         if init not in INITIALIZERS:
             raise ValueError(f"unknown init {init!r}; expected one of {INITIALIZERS}")
         self.init = init
+        if isinstance(bias_init, bool) or not isinstance(bias_init, (int, float, np.integer, np.floating)):
+            raise TypeError(f"bias_init must be a number; got {bias_init!r} ({type(bias_init).__name__})")
+        if not math.isfinite(bias_init):
+            raise ValueError(f"bias_init must be a finite number; got {bias_init!r}")
         self.bias_init = float(bias_init)
 
     @property

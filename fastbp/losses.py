@@ -58,12 +58,13 @@ class SoftmaxCrossEntropy(Loss):
         elif y.dtype.kind not in "iub":
             raise ValueError(f"{argument} must hold integer class labels for {self.name}; "
                              f"got dtype {y.dtype}")
-        y = y.astype(np.int64)
+        # The range is checked on the values as given: cast first, 2**63 or 1e20 would wrap
+        # to a negative int64 and be reported as such.
         if y.size and (y.min() < 0 or y.max() >= n_outputs):
             bad = y.min() if y.min() < 0 else y.max()
-            raise ValueError(f"{argument} holds label {bad}, outside [0, {n_outputs}) for a "
+            raise ValueError(f"{argument} holds label {int(bad.item())}, outside [0, {n_outputs}) for a "
                              f"network with {n_outputs} outputs")
-        return y
+        return y.astype(np.int64)
 
 
 class BinaryCrossEntropy(Loss):

@@ -187,6 +187,26 @@ def norm_views(flat, buffers, layers, shapes):
     return views
 
 
+def named_views(flat, buffers, layers, shapes):
+    """[(name, view)] of every block of ``flat`` (laid out like theta) and ``buffers``, in layer order.
+
+    Names as messages and gradient checks give them: 'layers[i].weight' (I, O) and
+    'layers[i].bias' per Dense layer, 'layers[i].gamma' and 'layers[i].beta' per
+    affine norm layer, 'layers[i].running_mean' and 'layers[i].running_var' per BatchNorm.
+    """
+    dense = iter(param_views(flat, shapes))
+    out = []
+    for i, (layer, views) in enumerate(zip(layers, norm_views(flat, buffers, layers, shapes))):
+        if isinstance(layer, Dense):
+            w, b = next(dense)
+            out += [(f"layers[{i}].weight", w), (f"layers[{i}].bias", b)]
+        elif views is not None:
+            for part, view in zip(("gamma", "beta", "running_mean", "running_var"), views):
+                if view is not None:
+                    out.append((f"layers[{i}].{part}", view))
+    return out
+
+
 def lower(layers, loss_link, n_features):
     """Lower ``layers`` (a valid Sequential's) for a loss whose own link is ``loss_link``.
 

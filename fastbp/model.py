@@ -16,7 +16,7 @@ import numpy as np
 from . import _fit, _mpi, _progress, backends, export, interop, losses, optimizers
 from ._fit import DivergenceError  # noqa: F401 (fastbp.DivergenceError)
 from ._persist import load_model, save_model
-from ._validation import check_features, check_fraction, check_int
+from ._validation import check_features, check_fraction, check_int, check_weight_values
 from .callbacks import Callback
 from .kernels import registry as R
 from .layers import NORM_LAYERS, Dense, Layer
@@ -152,6 +152,8 @@ class Sequential:
             new = np.asarray(new)
             if new.shape != view.shape:
                 raise ValueError(f"weights[{i}] must have shape {view.shape}; got {new.shape}")
+            check_weight_values(new, f"weights[{i}]")
+        for view, new in zip(views, weights):
             view[...] = new
 
     def state_dict(self):
@@ -281,7 +283,7 @@ class Sequential:
         # Over MPI, from here on an error on one rank (its data, a callback) aborts every rank:
         # the others would wait in a collective for good.
         guard = (contextlib.nullcontext() if comm is None
-                 else _mpi.abort_on_error(comm, agreed=(_fit.DivergenceError,)))
+                 else _mpi.abort_on_error(comm, agreed=(_fit.DivergenceError, _mpi.DataMismatchError)))
         with guard:
             part = (0, 1) if comm is None else (comm.Get_rank(), comm.Get_size())
             train = self._prepare(X, y, sample_weight, "X", "y", "sample_weight", part)
@@ -295,6 +297,16 @@ class Sequential:
                 train, val = _fit.split_validation(*train, validation_split)
             train = _fit.weigh_classes(self, train, class_weight)
 
+            if comm is not None:
+                # Before any collective that assumes them equal: the ranks' shares and buffers.
+                def targets(data):
+                    return data.labels.shape if data.labels.size else data.target.shape
+
+                described = {"X": train[0].shape, "y": targets(train[1]), "sample_weight": train[1].weight.shape,
+                             "parameters": self.theta.size, "batch_size": batch_size}
+                if val is not None:
+                    described.update({"validation X": val[0].shape, "validation y": targets(val[1])})
+                _mpi.agree_on_data(comm, described)
             # A schedule or callback that watches val_* needs validation data: say so before any epoch.
             for watcher in [self.optimizer.schedule] + callbacks:
                 watcher.check_logs(val is not None)

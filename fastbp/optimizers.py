@@ -5,6 +5,7 @@ parameter vector (weights, then biases). Weight decay applies to the weights
 only, as scikit-learn's ``alpha`` does.
 """
 import math
+import numbers
 
 import numpy as np
 
@@ -12,16 +13,35 @@ from .kernels import registry as R
 from . import schedules
 
 
-def _nonneg(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value >= 0 and math.isfinite(value)):
-        raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
+def _number(value, name):
+    """``value`` as a float; TypeError naming ``name`` unless it is a real number (bool is not)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number; got {value!r} ({type(value).__name__})")
     return float(value)
+
+
+def _nonneg(value, name):
+    value = _number(value, name)
+    if not (value >= 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
+    return value
 
 
 def _positive(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value > 0 and math.isfinite(value)):
+    value = _number(value, name)
+    if not (value > 0 and math.isfinite(value)):
         raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
-    return float(value)
+    return value
+
+
+def _betas(betas):
+    """Adam's (beta1, beta2): TypeError unless a pair of numbers, ValueError unless each in [0, 1)."""
+    if isinstance(betas, (str, bytes)) or not isinstance(betas, (tuple, list, np.ndarray)) or len(betas) != 2:
+        raise TypeError(f"betas must be a pair of numbers (beta1, beta2); got {betas!r}")
+    pair = tuple(_number(b, "betas") for b in betas)
+    if not all(0 <= b < 1 for b in pair):
+        raise ValueError(f"betas must be two numbers in [0, 1); got {betas!r}")
+    return pair
 
 
 class Optimizer:
@@ -41,12 +61,47 @@ class Optimizer:
     # buffers in its second array); None: n_states arrays of one parameter count each.
     state_sizes = None
 
+    # Which state arrays must stay >= 0: the update takes their square root.
+    nonnegative_states = ()
+
+    def state_lengths(self, size):
+        """The length of each state array for ``size`` parameters, in order."""
+        return [k * size for k in (self.state_sizes or (1,) * max(self.n_states, 1))]
+
+    def state_problem(self, size, dtype):
+        """None if ``state`` is what the update kernel is promised for ``size`` parameters of
+        ``dtype`` (count, length, dtype, C-contiguous 1-D), else what is wrong, in words."""
+        lengths = self.state_lengths(size)
+        if not isinstance(self.state, (list, tuple)) or len(self.state) != len(lengths):
+            count = len(self.state) if isinstance(self.state, (list, tuple)) else type(self.state).__name__
+            return f"{type(self).__name__} keeps {len(lengths)} state array(s); got {count}"
+        for i, (array, length) in enumerate(zip(self.state, lengths)):
+            if (not isinstance(array, np.ndarray) or array.shape != (length,) or array.dtype != dtype
+                    or not array.flags.c_contiguous or not array.flags.writeable):
+                got = (f"shape {array.shape}, dtype {array.dtype}" if isinstance(array, np.ndarray)
+                       else type(array).__name__)
+                return (f"state[{i}] must be a writeable C-contiguous {np.dtype(dtype)} array of shape "
+                        f"({length},); got {got}")
+        return None
+
     def init_state(self, size, dtype):
-        if self.state is None or self.state[0].size != size or self.state[0].dtype != dtype:
-            sizes = self.state_sizes or (1,) * max(self.n_states, 1)
-            self.state = [np.full(k * size, self.initial_state, dtype=dtype) if i == 0 else
-                          np.zeros(k * size, dtype=dtype) for i, k in enumerate(sizes)]
+        """Fresh state for ``size`` parameters of ``dtype``, unless the state held fits them.
+
+        State of another size or dtype (the optimizer used on another model before) starts
+        over; state whose first array fits but whose others do not is refused: the update
+        kernel would run past their ends.
+        """
+        fresh = (self.state is None or not isinstance(self.state, (list, tuple)) or not self.state
+                 or not isinstance(self.state[0], np.ndarray) or self.state[0].size != size
+                 or self.state[0].dtype != dtype)
+        if fresh:
+            self.state = [np.full(n, self.initial_state, dtype=dtype) if i == 0 else
+                          np.zeros(n, dtype=dtype) for i, n in enumerate(self.state_lengths(size))]
             self.steps = 0
+            return
+        problem = self.state_problem(size, dtype)
+        if problem is not None:
+            raise ValueError(f"the optimizer's state does not fit the model's {size} parameters: {problem}")
 
     initial_state = 0.0  # the first state array's starting value (Adagrad's accumulator)
 
@@ -97,16 +152,16 @@ class Adam(Optimizer):
 
     kind = R.OPT_ADAM
     n_states = 2
+    nonnegative_states = (1,)  # v
 
     def __init__(self, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, decoupled=False,
                  eps_hat=False):
         super().__init__(lr)
-        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
-            raise ValueError(f"betas must be two numbers in [0, 1); got {betas!r}")
-        self.betas = (float(betas[0]), float(betas[1]))
-        if not eps > 0:
-            raise ValueError(f"eps must be > 0; got {eps!r}")
-        self.eps = float(eps)
+        self.betas = _betas(betas)
+        # An infinite eps never moves a weight; NaN would make every weight NaN.
+        self.eps = _number(eps, "eps")
+        if not (self.eps > 0 and math.isfinite(self.eps)):
+            raise ValueError(f"eps must be > 0 and finite; got {eps!r}")
         self.weight_decay = _nonneg(weight_decay, "weight_decay")
         self.decoupled = bool(decoupled)
         self.eps_hat = bool(eps_hat)
@@ -139,12 +194,13 @@ class RMSprop(Optimizer):
     kind = R.OPT_RMSPROP
     n_states = 2
     state_sizes = (1, 2)
+    nonnegative_states = (0,)  # the square average
 
     def __init__(self, lr=0.01, alpha=0.99, eps=1e-8, momentum=0.0, centered=False, weight_decay=0.0):
         super().__init__(lr)
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha < 1:
+        self.alpha = _number(alpha, "alpha")
+        if not 0 <= self.alpha < 1:
             raise ValueError(f"alpha must be in [0, 1); got {alpha!r}")
-        self.alpha = float(alpha)
         self.eps = _positive(eps, "eps")
         self.momentum = _nonneg(momentum, "momentum")
         self.centered = bool(centered)
@@ -175,6 +231,7 @@ class Adagrad(Optimizer):
 
     kind = R.OPT_ADAGRAD
     n_states = 1
+    nonnegative_states = (0,)  # the sum of squares
 
     def __init__(self, lr=0.01, lr_decay=0.0, eps=1e-10, weight_decay=0.0, initial_accumulator_value=0.0):
         super().__init__(lr)

@@ -2,23 +2,63 @@
 
 Any of these, or any callable ``f(epoch) -> lr`` (epoch counted from 0), can be
 given as an optimizer's ``lr``. ``ReduceLROnPlateau`` also watches the epoch
-logs through ``on_epoch_end``.
+logs through ``on_epoch_end``. Every parameter is checked when the schedule is
+made, and ``fit`` checks each epoch's rate (``checked_lr_at``): a negative rate
+would climb the loss, a NaN one would make every weight NaN.
 """
 import math
+import numbers
 
 from .callbacks import _check_monitor, _monitored
+
+
+def _real(value, name):
+    """``value`` as a float; TypeError naming ``name`` unless it is a real number (bool is not)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number; got {value!r} ({type(value).__name__})")
+    return float(value)
+
+
+def _in_range(value, name, low, high, low_open=False, high_open=False):
+    """A finite float in [low, high] (ends open where asked), else a ValueError naming ``name``."""
+    value = _real(value, name)
+    inside = (math.isfinite(value) and (value > low if low_open else value >= low)
+              and (value < high if high_open else value <= high))
+    if not inside:
+        span = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must be in {span}, finite; got {value!r}")
+    return value
+
+
+def _positive_int(value, name, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be a{' positive' if minimum == 1 else 'n'} integer"
+                         f"{'' if minimum == 1 else f' >= {minimum}'}; got {value!r}")
+    return int(value)
 
 
 class Schedule:
     """Base class: ``lr_at(epoch)`` gives the rate for an epoch."""
 
     def __init__(self, lr):
+        if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
+            raise ValueError(f"lr must be a finite number > 0; got {lr!r}")
         self.lr = float(lr)
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0; got {lr!r}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a finite number > 0; got {lr!r}")
 
     def lr_at(self, epoch):
         raise NotImplementedError
+
+    def checked_lr_at(self, epoch):
+        """``lr_at(epoch)``, or a ValueError naming the schedule and the epoch unless it is a
+        finite number >= 0 (what fit uses: a subclass's or a reloaded schedule's rate too)."""
+        lr = self.lr_at(epoch)
+        if (isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr)
+                or lr < 0):
+            raise ValueError(f"the learning-rate schedule {type(self).__name__} gave {lr!r} for epoch "
+                             f"{epoch}; expected a finite number >= 0")
+        return float(lr)
 
     def check_logs(self, validation):
         """Called by fit before training, as ``Callback.check_logs``."""
@@ -40,10 +80,9 @@ class StepDecay(Schedule):
 
     def __init__(self, lr, step_size, gamma=0.1):
         super().__init__(lr)
-        if int(step_size) < 1:
-            raise ValueError(f"step_size must be a positive integer; got {step_size!r}")
-        self.step_size = int(step_size)
-        self.gamma = float(gamma)
+        self.step_size = _positive_int(step_size, "step_size")
+        # A negative gamma alternates the rate's sign, a NaN one makes it NaN.
+        self.gamma = _in_range(gamma, "gamma", 0.0, 1.0, low_open=True)
 
     def lr_at(self, epoch):
         return self.lr * self.gamma ** (epoch // self.step_size)
@@ -54,9 +93,7 @@ class ExponentialDecay(Schedule):
 
     def __init__(self, lr, gamma):
         super().__init__(lr)
-        if not 0 < gamma <= 1:
-            raise ValueError(f"gamma must be in (0, 1]; got {gamma!r}")
-        self.gamma = float(gamma)
+        self.gamma = _in_range(gamma, "gamma", 0.0, 1.0, low_open=True)
 
     def lr_at(self, epoch):
         return self.lr * self.gamma**epoch
@@ -67,10 +104,9 @@ class CosineDecay(Schedule):
 
     def __init__(self, lr, t_max, min_lr=0.0):
         super().__init__(lr)
-        if int(t_max) < 1:
-            raise ValueError(f"t_max must be a positive integer; got {t_max!r}")
-        self.t_max = int(t_max)
-        self.min_lr = float(min_lr)
+        self.t_max = _positive_int(t_max, "t_max")
+        # Below 0 the rate turns negative (gradient ascent) near the end of the cycle.
+        self.min_lr = _in_range(min_lr, "min_lr", 0.0, self.lr)
 
     def lr_at(self, epoch):
         t = min(epoch, self.t_max)
@@ -89,12 +125,16 @@ class ReduceLROnPlateau(Schedule):
     def __init__(self, lr, monitor="val_loss", factor=0.1, patience=10, min_delta=1e-4,
                  min_lr=0.0, mode="min"):
         super().__init__(lr)
-        if not 0 < factor < 1:
-            raise ValueError(f"factor must be in (0, 1); got {factor!r}")
+        factor = _in_range(factor, "factor", 0.0, 1.0, low_open=True, high_open=True)
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max'; got {mode!r}")
-        self.monitor, self.factor, self.patience = monitor, float(factor), int(patience)
-        self.min_delta, self.min_lr, self.mode = float(min_delta), float(min_lr), mode
+        if not isinstance(monitor, str):
+            raise TypeError(f"monitor must be the name of a log entry (a str); got {monitor!r}")
+        self.monitor, self.factor = monitor, factor
+        self.patience = _positive_int(patience, "patience", minimum=0)
+        self.min_delta = _in_range(min_delta, "min_delta", 0.0, math.inf)
+        self.min_lr = _in_range(min_lr, "min_lr", 0.0, self.lr)
+        self.mode = mode
         self.current = self.lr
         self.best = None
         self.wait = 0
@@ -123,14 +163,15 @@ class FunctionSchedule(Schedule):
 
     def __init__(self, function):
         self.function = function
-        self.lr = float(function(0))
+        self.lr = self.lr_at(0)
 
     def lr_at(self, epoch):
-        lr = float(self.function(epoch))
-        if not (lr >= 0 and math.isfinite(lr)):
+        lr = self.function(epoch)
+        if (isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr)
+                or lr < 0):
             raise ValueError(f"the learning-rate function returned {lr!r} for epoch {epoch}; "
                              f"expected a finite number >= 0")
-        return lr
+        return float(lr)
 
     def get_config(self):
         return {"type": "FunctionSchedule", "lr": self.lr}
@@ -159,6 +200,15 @@ def from_config(config):
         # A user function cannot be saved; the reloaded model continues at its base rate.
         return Constant(config["lr"])
     state = {k: config.pop(k) for k in ("current", "best", "wait") if k in config}
+    if kind not in SCHEDULE_TYPES:
+        raise ValueError(f"unknown schedule type {kind!r}")
     schedule = SCHEDULE_TYPES[kind](**config)
+    # ReduceLROnPlateau's progress, checked as its constructor checks its arguments.
+    if "current" in state:
+        state["current"] = _in_range(state["current"], "current", schedule.min_lr, schedule.lr)
+    if state.get("best") is not None:
+        state["best"] = _in_range(state["best"], "best", -math.inf, math.inf, True, True)
+    if "wait" in state:
+        state["wait"] = _positive_int(state["wait"], "wait", minimum=0)
     vars(schedule).update(state)
     return schedule

@@ -197,9 +197,50 @@ def nan(tmp):
     build(fastbp.SGD(lr=0.05)).fit(X, y, epochs=1, batch_size=10, verbose=0, comm=comm)
 
 
+def mismatch(tmp):
+    """Ranks given different data or models: every rank raises the same error before training."""
+    cases = [
+        # 4000 against 4007 rows: the same 8 batches of 512, which trained silently on misaligned shares.
+        ("rows", lambda: (build(fastbp.SGD(lr=0.05)), 4000 + 7 * (rank == 1), 5),
+         "X: (4000, 5) on rank 0; (4007, 5) on rank 1"),
+        # Different batch counts: a raw "Message truncated" from the allreduce.
+        ("batches", lambda: (build(fastbp.SGD(lr=0.05)), 4000 + 1000 * (rank == 1), 5),
+         "X: (4000, 5) on rank 0; (5000, 5) on rank 1"),
+        # Different feature counts (and so models): a raw error from the parameters' broadcast.
+        ("features", lambda: (fastbp.Sequential([fastbp.Dense(5 + rank, 3)], dtype="float64", seed=0)
+                              .compile("softmax_cross_entropy", "sgd"), 400, 5 + rank),
+         "parameters: 18 on rank 0; 21 on rank 1"),
+    ]
+    for name, make, expected in cases:
+        model, n, n_features = make()
+        X, y, _ = data(n=n, n_features=n_features)
+        before = model.get_flat_weights()
+        try:
+            model.fit(X, y, epochs=1, batch_size=512, verbose=0, comm=comm)
+        except fastbp.DataMismatchError as err:
+            message = str(err)
+            if expected not in message or "needs the same data, model and batch_size on every rank" not in message:
+                raise AssertionError(f"{name}: {message}")
+        else:
+            raise AssertionError(f"{name}: fit trained on different data")
+        if not np.array_equal(model.theta, before):
+            raise AssertionError(f"{name}: the model changed")
+        comm.Barrier()
+
+
+def early(tmp):
+    """Rank 1 raises before fit inside fastbp.abort_on_error; rank 0 would wait in fit for good."""
+    X, y, _ = data()
+    with fastbp.abort_on_error(comm):
+        if rank == 1:
+            raise RuntimeError("rank 1 could not read its data")
+        build(fastbp.SGD(lr=0.05)).fit(X, y, epochs=1000, batch_size=10, verbose=0, comm=comm)
+
+
 if __name__ == "__main__":
     scenario, tmp = sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "."
-    {"equal": equal, "diverge": diverge, "raise": fail, "kill": fail, "nan": nan, "estimator": estimator}[scenario](tmp)
+    {"equal": equal, "diverge": diverge, "raise": fail, "kill": fail, "nan": nan, "estimator": estimator,
+     "mismatch": mismatch, "early": early}[scenario](tmp)
     comm.Barrier()
     if rank == 0:
         print(f"OK {scenario}", flush=True)

@@ -122,6 +122,17 @@ def test_labels_out_of_range(data, bad, shown):
         fit(classifier(), X, y)
 
 
+@pytest.mark.parametrize("bad, shown", [(np.uint64(2**63), "9223372036854775808"),
+                                        (1e20, "100000000000000000000"), (-1e20, "-100000000000000000000")])
+def test_huge_labels_are_shown_as_given(data, bad, shown):
+    # Cast to int64 first, these wrapped and were reported as -9223372036854775808.
+    X, y = data
+    y = y.astype(type(bad))
+    y[7] = bad
+    with pytest.raises(ValueError, match=rf"y holds label {shown}, outside \[0, 3\) for a network with 3 outputs"):
+        fit(classifier(), X, y)
+
+
 def test_non_integer_labels_for_softmax_cross_entropy(data):
     X, y = data
     y = y.astype(np.float64)
@@ -382,6 +393,65 @@ def test_schedule_arguments():
         fastbp.EarlyStopping(mode="up")
 
 
+@pytest.mark.parametrize("make, message", [
+    (lambda: fastbp.Adam(eps="x"), r"eps must be a number; got 'x' \(str\)"),
+    (lambda: fastbp.Adam(betas=None), r"betas must be a pair of numbers \(beta1, beta2\); got None"),
+    (lambda: fastbp.Adam(betas=(0.9, "0.999")), r"betas must be a number; got '0.999' \(str\)"),
+    (lambda: fastbp.SGD(momentum="0.9"), r"momentum must be a number; got '0.9' \(str\)"),
+    (lambda: fastbp.StepDecay(0.1, 2, gamma="0.5"), r"gamma must be a number; got '0.5' \(str\)"),
+    (lambda: fastbp.Dense(3, 2, bias_init="0"), r"bias_init must be a number; got '0' \(str\)"),
+])
+def test_arguments_of_the_wrong_type_give_a_type_error_naming_them(make, message):
+    with pytest.raises(TypeError, match=message):
+        make()
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: fastbp.CosineDecay(0.1, 2, min_lr=-0.5), r"min_lr must be in \[0, 0.1\], finite; got -0.5"),
+    (lambda: fastbp.CosineDecay(0.1, 2, min_lr=0.2), r"min_lr must be in \[0, 0.1\], finite; got 0.2"),
+    (lambda: fastbp.StepDecay(0.1, 2, gamma=-1), r"gamma must be in \(0, 1\], finite; got -1.0"),
+    (lambda: fastbp.StepDecay(0.1, 2, gamma=float("nan")), r"gamma must be in \(0, 1\], finite; got nan"),
+    (lambda: fastbp.StepDecay(0.1, 2.5), r"step_size must be a positive integer; got 2.5"),
+    (lambda: fastbp.ReduceLROnPlateau(0.1, min_lr=float("inf")), r"min_lr must be in \[0, 0.1\], finite; got inf"),
+    (lambda: fastbp.ReduceLROnPlateau(0.1, patience=-1), r"patience must be an integer >= 0; got -1"),
+    (lambda: fastbp.ReduceLROnPlateau(0.1, min_delta=float("nan")), r"min_delta must be in \[0, inf\], finite"),
+    (lambda: fastbp.schedules.Constant(float("inf")), r"lr must be a finite number > 0; got inf"),
+    (lambda: fastbp.Adam(eps=float("inf")), r"eps must be > 0 and finite; got inf"),
+    (lambda: fastbp.Adam(eps=float("nan")), r"eps must be > 0 and finite; got nan"),
+    (lambda: fastbp.Dense(3, 2, bias_init=float("nan")), r"bias_init must be a finite number; got nan"),
+])
+def test_schedule_and_optimizer_values_that_make_no_sense(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+class Swinging(fastbp.schedules.Schedule):
+    """A user's schedule that turns negative at epoch 2."""
+
+    def lr_at(self, epoch):
+        return self.lr if epoch < 2 else -self.lr
+
+
+def test_each_epochs_rate_is_checked_naming_the_schedule_and_the_epoch(data):
+    X, y = data
+    model = classifier()
+    with pytest.raises(ValueError, match=r"the learning-rate schedule Swinging gave -0.1 for epoch 2; "
+                                         r"expected a finite number >= 0"):
+        fit(model, X, y, optimizer=fastbp.SGD(lr=Swinging(0.1)), epochs=4)
+    assert model.epochs_trained == 2
+
+
+@pytest.mark.parametrize("value", ["0.1", None, float("nan"), -0.5])
+def test_a_learning_rate_function_returning_no_rate_names_the_epoch(data, value):
+    X, y = data
+    opt = lambda: fastbp.SGD(lr=lambda epoch: 0.1 if epoch < 1 else value)  # noqa: E731
+    with pytest.raises(ValueError, match=rf"the learning-rate function returned {re.escape(repr(value))} "
+                                         r"for epoch 1; expected a finite number >= 0"):
+        fit(classifier(), X, y, optimizer=opt(), epochs=3)
+    with pytest.raises(ValueError, match=rf"returned {re.escape(repr(value))} for epoch 0"):
+        fastbp.SGD(lr=lambda epoch: value)
+
+
 def test_learning_rate_function_returning_a_bad_rate(data):
     X, y = data
     opt = fastbp.SGD(lr=lambda epoch: 0.1 if epoch < 1 else -1.0)
@@ -473,6 +543,32 @@ def test_divergence_names_epoch_and_batch_and_keeps_weights_from_before_the_step
         replay.fit(X[:err.batch * 8], y[:err.batch * 8], epochs=1, optimizer=opt, **DIVERGING)
     assert opt.steps == model.optimizer.steps
     np.testing.assert_array_equal(model.theta, replay.theta)
+
+
+def test_non_finite_parameters_are_refused_before_training_naming_the_array(data):
+    X, y = data
+    model = classifier()
+    theta = model.get_flat_weights()
+    theta[4 * 6 + 6 * 3 + 2] = np.nan  # layers[0].bias[2]: the biases follow every weight
+    model.set_flat_weights(theta)
+    with pytest.raises(ValueError, match=r"fit needs finite parameters; the model's layers\[0\].bias holds "
+                                         r"nan at index 2"):
+        fit(model, X, y, callbacks=[fastbp.EarlyStopping(monitor="loss", restore_best_weights=True)])
+
+
+def test_a_divergence_from_overflowing_weights_says_so(regression):
+    # A rate this large makes the weights infinite in one finite-gradient step; the next
+    # step's loss is then not finite. The message says the weights were, and blames no callback.
+    X, y = regression
+    model = regressor("float32")
+    with pytest.raises(fastbp.DivergenceError) as info:
+        model.fit(X, y, epochs=3, optimizer=fastbp.SGD(lr=3e38),
+                  callbacks=[fastbp.EarlyStopping(monitor="loss", restore_best_weights=True)], **DIVERGING)
+    message = str(info.value)
+    assert re.search(r"the parameters were not finite before that step \(layers\[\d\]\.(weight|bias) holds "
+                     r"-?(inf|nan) at index", message), message
+    assert "an earlier update overflowed; the model keeps its weights from before that step" in message
+    assert "callback" not in message
 
 
 # The divergence check on the gradient: every position of a vectorized loop (body and tail)

@@ -189,8 +189,18 @@ def test_info_reports_blas_threads_and_openmp(capsys):
 
     assert cli_main(["info"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    threads = [line for line in lines if line.startswith("threads: ")]
-    assert threads and int(threads[0].split()[1]) == fastbp.get_num_threads(), threads
+    threads = [re.match(r"threads: numba (\d+) \(of (\d+); NUMBA_NUM_THREADS\), BLAS (\d+) ", line)
+               for line in lines if line.startswith("threads: ")]
+    assert threads and threads[0], lines
+    numba_threads, numba_max, blas_threads = map(int, threads[0].groups())
+    assert (numba_threads, numba_max) == (fastbp.get_num_threads(), numba.config.NUMBA_NUM_THREADS)
+    import scipy
+
+    scipy_libs = os.path.dirname(os.path.realpath(scipy.__file__))
+    products = [i for i in threadpool_info() if i["user_api"] == "blas"
+                and os.path.realpath(i["filepath"]).startswith(scipy_libs)] or \
+               [i for i in threadpool_info() if i["user_api"] == "blas"]
+    assert blas_threads == products[0]["num_threads"], (lines, products)
     from fastbp.kernels import _cache
 
     if _cache.FOLDER:
@@ -382,3 +392,14 @@ def test_train_with_a_norm_layer_after_each_hidden_dense(blobs_npz, capsys, monk
     assert model.layers[0].activation == "identity" and model.layers[2].activation == "relu"
     if norm == "batch":
         assert model.batches_tracked == 3 * 4 and not np.allclose(model.buffers[:16], 0.0)
+
+
+def test_info_shows_numbas_and_blass_thread_counts_apart():
+    # NUMBA_NUM_THREADS sets numba's pool only; the BLAS that training runs on keeps its own.
+    env = dict(os.environ, NUMBA_NUM_THREADS="1", OPENBLAS_NUM_THREADS="2")
+    env.pop("OMP_NUM_THREADS", None)
+    run = subprocess.run([sys.executable, "-m", "fastbp", "info"], capture_output=True, text=True, env=env,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr
+    line = [line for line in run.stdout.splitlines() if line.startswith("threads: ")]
+    assert line and line[0].startswith("threads: numba 1 (of 1; NUMBA_NUM_THREADS), BLAS 2 "), run.stdout

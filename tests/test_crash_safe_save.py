@@ -5,7 +5,8 @@ the target once it is whole and on disk. These tests kill a saving process at
 random moments, fill the disk, and take away write permission, and check each
 time that the file at the path is a whole model: the new one or the old one,
 byte for byte, never a mixture, and that no temporary file is left behind except
-by a process that was killed while writing it.
+by a process that was killed while writing it, and that one only until the next save
+to that path.
 """
 import errno
 import os
@@ -32,7 +33,7 @@ def named(path):
 
 
 def temporaries(folder):
-    return sorted(p.name for p in Path(folder).iterdir() if p.name.endswith(".tmp"))
+    return sorted(p.name for p in Path(folder).iterdir() if ".fastbp-tmp-" in p.name)
 
 
 # ----- a process killed while saving -----------------------------------------------------------
@@ -93,9 +94,9 @@ def test_a_save_killed_at_any_moment_leaves_a_whole_model(tmp_path):
     try:
         assert server.stdout.readline() == "ready\n", log.read_text()
         rng = np.random.default_rng(10)
-        left, versions = [], []
+        left, versions, landed = [], [], 0
         for _ in range(8):
-            running = ask("loop")
+            running = running_pid = ask("loop")
             time.sleep(rng.uniform(0.05, 0.3))
             os.kill(running, signal.SIGKILL)
             running = None
@@ -107,29 +108,62 @@ def test_a_save_killed_at_any_moment_leaves_a_whole_model(tmp_path):
             reference.set_flat_weights(base + version)
             assert np.array_equal(loaded.decision_function(X), reference.decision_function(X))
             versions.append(version)
-            # The killed process may leave the one temporary file it was writing, no other,
-            # and removes none of those of the processes killed before it.
+            # The killed process may leave the one temporary file it was writing, no other:
+            # its first save removed those of the processes killed before it.
             now = temporaries(folder)
-            assert set(left) <= set(now) and len(now) <= len(left) + 1, (left, now)
+            assert len(now) <= 1, (left, now)
             assert sorted(os.listdir(folder)) == sorted(["model.npz"] + now)
+            if now:
+                assert now[0].startswith(".model.npz.fastbp-tmp-") and f"-{running_pid}-" in now[0], now
+                landed += 1
             left = now
         # The test must be able to fail: the savers got to replace the file, and kills hit
         # saves in progress. A save loop spends about two thirds of its time with a
         # temporary file open (the rest in fsync of the folder, after the rename), so
         # eight kills all missing one is a chance below 1 in 1000.
         assert max(versions) >= 1, versions
-        assert left, "no kill landed inside a save"
+        assert landed, "no kill landed inside a save"
 
-        # A fresh process saves over the leftovers undisturbed, and leaves none of its own.
+        # A fresh process saves, removes the leftover of the killed one, and leaves none of its own.
         ask("once 1000000")
         assert int(server.stdout.readline()) == 0, log.read_text()
         np.testing.assert_array_equal(fastbp.load(path).theta, base + 1000000)
-        assert temporaries(folder) == left
+        assert temporaries(folder) == []
     finally:
         if running is not None:
             os.kill(running, signal.SIGKILL)
         server.stdin.close()
         server.wait(timeout=60)
+
+
+def test_a_save_removes_dead_processes_leftovers_and_leaves_live_ones(tmp_path):
+    model = Sequential([Dense(3, 2)], seed=0)
+    path = tmp_path / "model.npz"
+    host = fastbp._persist._HOST
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                           text=True, check=True)
+    dead_pid = int(ended.stdout)
+    live = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        names = {
+            "dead": f".model.npz.fastbp-tmp-{host}-{dead_pid}-abc_12",
+            "live": f".model.npz.fastbp-tmp-{host}-{live.pid}-def_34",
+            "live-but-idle": f".model.npz.fastbp-tmp-{host}-{live.pid}-ghi_56",
+            "other-host": f".model.npz.fastbp-tmp-elsewhere-{dead_pid}-jkl_78",
+            "other-target": f".other.npz.fastbp-tmp-{host}-{dead_pid}-mno_90",
+            "not-ours": ".model.npz.fastbp-tmp-notes",
+        }
+        for name in names.values():
+            (tmp_path / name).write_bytes(b"partial")
+        hours_ago = time.time() - 2 * 3600
+        os.utime(tmp_path / names["live-but-idle"], (hours_ago, hours_ago))
+        model.save(path)
+        assert sorted(os.listdir(tmp_path)) == sorted(
+            ["model.npz", names["live"], names["other-host"], names["other-target"], names["not-ours"]])
+        assert fastbp.load(path).get_config() == model.get_config()
+    finally:
+        live.stdin.close()
+        live.wait(timeout=60)
 
 
 # ----- a save that fails ----------------------------------------------------------------------

@@ -33,7 +33,7 @@ def test_every_activation_passes(activation):
     result = fastbp.gradcheck(model, X, y, loss="softmax_cross_entropy")
     assert set(result.errors) == {"layers[0].weight", "layers[0].bias", "layers[2].weight", "layers[2].bias"}
     assert set(result.per_layer) == {"layers[0]", "layers[2]"}
-    assert result.passed and result.max_error < 1e-6, result.errors
+    assert result.passed and result.max_error < 1e-2, result.errors
 
 
 @pytest.mark.parametrize("loss", ["softmax_cross_entropy"] + ELEMENTWISE_LOSSES + ["huber_delta"])
@@ -46,7 +46,7 @@ def test_every_loss_passes(loss, weighted):
                               dtype="float64", seed=2)
     loss_arg = fastbp.losses.Huber(delta=0.4) if loss == "huber_delta" else loss
     result = fastbp.gradcheck(model, X, y, loss=loss_arg, sample_weight=w)
-    assert result.passed and result.max_error < 1e-6, result.errors
+    assert result.passed and result.max_error < 1e-2, result.errors
 
 
 def test_a_float32_model_is_checked_in_a_float64_copy_and_left_alone():
@@ -105,9 +105,11 @@ def test_a_wrong_backward_in_the_compiled_model_is_caught(monkeypatch):
     monkeypatch.setattr(fastbp.Sequential, "objective", wrong_first_layer)
     result = fastbp.gradcheck(model, X, y, loss="mse")
     assert not result.passed
-    assert result.errors["layers[0].weight"] == pytest.approx(0.01, rel=0.05)
-    assert result.errors["layers[1].weight"] < 1e-6 and result.errors["layers[0].bias"] < 1e-6
-    with pytest.raises(fastbp.GradcheckError, match=r"layers\[0\].weight has relative error"):
+    # A 1% error on an entry g uses 0.01 |g| / (1e-5 + 1e-3 |g|) of the tolerance: more
+    # than 1 where |g| > 1.2e-3, less than 10 always.
+    assert 1 < result.errors["layers[0].weight"] < 10, result.errors
+    assert result.errors["layers[1].weight"] < 1e-2 and result.errors["layers[0].bias"] < 1e-2
+    with pytest.raises(fastbp.GradcheckError, match=r"layers\[0\].weight differs from the central differences by"):
         fastbp.gradcheck(model, X, y, loss="mse", raise_on_failure=True)
 
 
@@ -172,15 +174,15 @@ def test_gradcheck_pair_passes_the_readme_step():
     forward, backward, inputs = _pair(_readme_grads)
     result = fastbp.gradcheck_pair(forward, backward, inputs)
     assert set(result.errors) == {"w", "b"}
-    assert result.passed and result.max_error < 1e-7, result.errors
+    assert result.passed and result.max_error < 1e-2, result.errors
 
 
 def test_gradcheck_pair_catches_a_wrong_backward():
     forward, backward, inputs = _pair(_wrong_grads)
     result = fastbp.gradcheck_pair(forward, backward, inputs)
     assert not result.passed
-    assert result.errors["w"] > 0.5 and result.errors["b"] < 1e-7
-    with pytest.raises(fastbp.GradcheckError, match="w has relative error"):
+    assert result.errors["w"] > 1 and result.errors["b"] < 1e-2
+    with pytest.raises(fastbp.GradcheckError, match="w differs from the central differences by"):
         fastbp.gradcheck_pair(forward, backward, inputs, raise_on_failure=True)
 
 
@@ -211,3 +213,53 @@ def test_gradcheck_pair_on_array_outputs_and_its_errors():
         fastbp.gradcheck_pair(forward, backward, (x.astype(np.float32),), wrt=[0])
     with pytest.raises(ValueError, match="backward returned 2 gradient"):
         fastbp.gradcheck_pair(forward, lambda dout, x: (x, x), (x,))
+
+
+def test_a_gradient_that_is_zero_in_truth_passes_and_norm_parameters_are_checked():
+    # The bias before BatchNorm has gradient 0 (the mean subtraction cancels it): analytic and
+    # numeric are rounding on either side of 0, which a purely relative error blew up to 1.
+    X, y = _data("softmax_cross_entropy", n=12, n_features=4, n_out=3)
+    model = fastbp.Sequential([fastbp.Dense(4, 5), fastbp.BatchNorm(5), fastbp.ReLU(), fastbp.Dense(5, 3),
+                               fastbp.LayerNorm(3)], dtype="float64", seed=0)
+    result = fastbp.gradcheck(model, X, y, loss="softmax_cross_entropy")
+    assert result.errors["layers[0].bias"] < 1e-2, result.errors
+    assert set(result.errors) == {"layers[0].weight", "layers[0].bias", "layers[1].gamma", "layers[1].beta",
+                                  "layers[3].weight", "layers[3].bias", "layers[4].gamma", "layers[4].beta"}
+    assert set(result.per_layer) == {"layers[0]", "layers[1]", "layers[3]", "layers[4]"}
+    assert result.passed and result.max_error < 1e-2, result.errors
+    assert (result.atol, result.rtol) == (1e-5, 1e-3)
+
+
+def test_a_wrong_gamma_gradient_is_caught(monkeypatch):
+    X, y = _data("mse", n=9, n_features=3, n_out=2)
+    model = fastbp.Sequential([fastbp.Dense(3, 4), fastbp.LayerNorm(4), fastbp.Tanh(), fastbp.Dense(4, 2)],
+                              dtype="float64", seed=1)
+    real = fastbp.Sequential.objective
+    gamma = slice(3 * 4 + 4 * 2 + 4 + 2, 3 * 4 + 4 * 2 + 4 + 2 + 4)  # after every weight and bias
+
+    def wrong_gamma(self, X, y, sample_weight=None):
+        f = real(self, X, y, sample_weight)
+
+        def g(theta):
+            value, grad = f(theta)
+            grad = grad.copy()
+            grad[gamma] *= 1.05
+            return value, grad
+        return g
+
+    monkeypatch.setattr(fastbp.Sequential, "objective", wrong_gamma)
+    result = fastbp.gradcheck(model, X, y, loss="mse")
+    assert not result.passed
+    assert result.errors["layers[1].gamma"] > 1, result.errors
+    assert max(v for k, v in result.errors.items() if k != "layers[1].gamma") < 1e-2, result.errors
+
+
+def test_tolerances_are_checked():
+    model = fastbp.Sequential([fastbp.Dense(3, 2)], dtype="float64", seed=0)
+    X, y = _data("mse")
+    with pytest.raises(ValueError, match="atol and rtol cannot both be 0"):
+        fastbp.gradcheck(model, X, y, loss="mse", atol=0, rtol=0)
+    with pytest.raises(ValueError, match="rtol must be a finite number >= 0; got -1"):
+        fastbp.gradcheck(model, X, y, loss="mse", rtol=-1)
+    with pytest.raises(TypeError, match="atol must be a number; got '1e-5'"):
+        fastbp.gradcheck(model, X, y, loss="mse", atol="1e-5")

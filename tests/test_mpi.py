@@ -101,6 +101,31 @@ def test_bad_data_on_one_rank_ends_the_job(tmp_path):
 
 
 @needs_mpiexec
+def test_ranks_given_different_data_all_raise_naming_the_ranks_and_sizes(tmp_path):
+    result = _worker(2, "mismatch", tmp_path)
+    assert result.returncode == 0 and "OK mismatch" in result.stdout, result.stderr[-3000:]
+
+
+@needs_mpiexec
+def test_a_rank_that_raises_before_fit_ends_the_job_under_abort_on_error(tmp_path):
+    # Rank 0 goes on into fit's collectives; without the abort it would wait there until
+    # the subprocess's timeout fails this test.
+    result = _worker(2, "early", tmp_path)
+    assert result.returncode != 0 and "OK" not in result.stdout
+    assert "rank 1 of 2 failed; aborting every rank" in result.stderr
+    assert "RuntimeError: rank 1 could not read its data" in result.stderr
+
+
+def test_abort_on_error_on_one_rank_raises_as_it_is_and_checks_its_argument():
+    with pytest.raises(KeyError, match="plain"):
+        with fastbp.abort_on_error(MPI.COMM_SELF):
+            raise KeyError("plain")
+    with pytest.raises(TypeError, match="comm must be an mpi4py intracommunicator"):
+        with fastbp.abort_on_error("world"):
+            pass
+
+
+@needs_mpiexec
 def test_cli_distributed_equals_one_process(tmp_path):
     rng = np.random.default_rng(0)
     X = rng.standard_normal((90, 6))
