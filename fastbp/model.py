@@ -10,19 +10,41 @@ arguments and hands over to ``fastbp._fit`` (data once, then the epochs), which
 runs them on a backend of ``fastbp.backends``.
 """
 import contextlib
+import copy
+import os
 
 import numpy as np
 
 from . import _fit, _mpi, _progress, backends, export, interop, losses, optimizers
 from ._fit import DivergenceError  # noqa: F401 (fastbp.DivergenceError)
 from ._persist import load_model, save_model
-from ._validation import check_features, check_fraction, check_int
+from ._validation import check_features, check_fraction, check_int, reject_sparse
 from .callbacks import Callback
 from .kernels import registry as R
 from .layers import NORM_LAYERS, Dense, Layer
 from .lowering import lower, norm_layout, norm_views, param_views
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+def _infer_widths(layers):
+    """The layers, with each Dense layer of unknown in_features after a known width given it.
+
+    Such a layer is copied first, so that a layer object shared with another model keeps
+    inferring its own width. Only a first Dense layer with nothing of known width before it
+    is left unknown: the data's width at the first fit decides it.
+    """
+    out, width = [], None
+    for layer in layers:
+        if isinstance(layer, Dense):
+            if layer.in_features is None and width is not None:
+                layer = copy.copy(layer)
+                layer.in_features = width
+            width = layer.out_features
+        elif isinstance(layer, NORM_LAYERS) and width is None:
+            width = layer.num_features
+        out.append(layer)
+    return out
 
 
 def _check_widths(layers, n_features):
@@ -70,9 +92,10 @@ class Sequential:
             if not isinstance(layer, Layer):
                 raise TypeError(f"layers[{i}] must be a fastbp layer (Dense, Activation, Dropout, ...); "
                                 f"got {type(layer).__name__}")
-        dense = [layer for layer in layers if isinstance(layer, Dense)]
-        if not dense:
+        if not any(isinstance(layer, Dense) for layer in layers):
             raise ValueError("layers must include at least one Dense layer")
+        layers = _infer_widths(layers)
+        dense = [layer for layer in layers if isinstance(layer, Dense)]
         _check_widths(layers, dense[0].in_features)
         self.layers = layers
         self.dtype = _dtype(dtype)
@@ -85,12 +108,46 @@ class Sequential:
         self.history = None
         self.epochs_trained = 0
         self._rng = np.random.default_rng(seed)
-        self._init_parameters(dense)
+        if self.n_features is None:
+            # Dense(out_features) first: the parameters are made at the first fit, from X's width.
+            self.theta = self.buffers = None
+        else:
+            self._init_parameters(dense)
         self.device = "cpu"
         if device != "cpu":
             self.to(device)
 
     # ----- parameters -------------------------------------------------------------------
+
+    @property
+    def built(self):
+        """Whether the parameters exist: False until the first fit of a model whose first
+        Dense layer infers its in_features."""
+        return self.theta is not None
+
+    def _require_built(self, what):
+        if self.theta is None:
+            raise RuntimeError(f"{what} needs a built model: the first Dense layer's in_features is "
+                               f"inferred from the data at the first fit; call fit first, or give it "
+                               f"as Dense(in_features, out_features)")
+
+    def _build_from(self, X, argument="X"):
+        """Give the first Dense layer X's width and make the parameters (the first fit of a
+        model whose width is inferred)."""
+        if self.theta is not None:
+            return
+        reject_sparse(X, argument)
+        shape = np.shape(X)
+        if len(shape) != 2:
+            raise ValueError(f"{argument} must be 2-D of shape (n_samples, n_features), which gives the "
+                             f"first Dense layer its in_features; got shape {shape}")
+        first = next(i for i, layer in enumerate(self.layers) if isinstance(layer, Dense))
+        self.layers[first] = copy.copy(self.layers[first])
+        self.layers[first].in_features = _check_width(shape[1], argument)
+        self.layers = _infer_widths(self.layers)
+        _check_widths(self.layers, shape[1])
+        self.n_features = shape[1]
+        self._init_parameters([layer for layer in self.layers if isinstance(layer, Dense)])
 
     def _init_parameters(self, dense):
         shapes = [(layer.in_features, layer.out_features) for layer in dense]
@@ -136,14 +193,17 @@ class Sequential:
 
     @property
     def n_parameters(self):
+        self._require_built("n_parameters")
         return self.theta.size
 
     def get_weights(self):
         """Copies of the trained arrays in layer order: [W0, b0, W1, b1, ...] (W as
         (in_features, out_features)), with gamma, beta where an affine norm layer sits."""
+        self._require_built("get_weights")
         return [a.copy() for a in self._weight_list(self.theta)]
 
     def set_weights(self, weights):
+        self._require_built("set_weights")
         views = self._weight_list(self.theta)
         if len(weights) != len(views):
             raise ValueError(f"weights must hold {len(views)} arrays (W and b per Dense layer, gamma and "
@@ -162,17 +222,21 @@ class Sequential:
         names them (``fastbp.interop`` tells how the indices line up); norm layers
         add nn.BatchNorm1d's and nn.LayerNorm's keys.
         """
+        self._require_built("state_dict")
         return interop.state_dict(self)
 
     def load_state_dict(self, state_dict):
         """Load parameters named and laid out as ``state_dict`` gives them (NumPy arrays,
         PyTorch tensors, anything ``numpy.asarray`` takes), cast to the model's dtype."""
+        self._require_built("load_state_dict")
         interop.load_state_dict(self, state_dict)
 
     def get_flat_weights(self):
+        self._require_built("get_flat_weights")
         return self.theta.copy()
 
     def set_flat_weights(self, flat):
+        self._require_built("set_flat_weights")
         self.theta[...] = flat
 
     # ----- configuration ----------------------------------------------------------------
@@ -198,10 +262,13 @@ class Sequential:
 
     def lowered(self):
         """The network lowered for the backends (``fastbp.lowering``), for the current loss."""
+        self._require_built("lowered")
         return lower(self.layers, self.loss.link if self.loss is not None else None, self.n_features)
 
     def summary(self):
-        lines = [f"Sequential ({self.dtype.name}, {self.n_parameters:,} parameters, device {self.device})"]
+        size = (f"{self.n_parameters:,} parameters" if self.built
+                else "not built: the first Dense layer's in_features comes from the data at the first fit")
+        lines = [f"Sequential ({self.dtype.name}, {size}, device {self.device})"]
         for i, layer in enumerate(self.layers):
             lines.append(f"  {i}: {layer!r}")
         return "\n".join(lines)
@@ -271,6 +338,7 @@ class Sequential:
                                  f"with that share's statistics, not the global batch's. LayerNorm works.")
         epochs = check_int(epochs, "epochs", minimum=1)
         batch_size = check_int(batch_size, "batch_size", minimum=1)
+        self._build_from(X)
         validation_split = check_fraction(validation_split, "validation_split")
         verbose = _progress.mode(verbose)
         callbacks = list(callbacks)
@@ -325,6 +393,7 @@ class Sequential:
         """
         if self.loss is None:
             raise RuntimeError("objective needs a loss: call compile(loss=...) first")
+        self._require_built("objective")
         X, data = self._prepare(X, y, sample_weight, "X", "y", "sample_weight")
         return backends.get("cpu").objective(self, self.lowered(), X, data)
 
@@ -334,6 +403,7 @@ class Sequential:
         """Loss and metrics on (X, y) in inference mode, as a dict."""
         if self.loss is None:
             raise RuntimeError("evaluate needs a loss: call compile(loss=...) or fit first")
+        self._require_built("evaluate")
         batch_size = check_int(batch_size, "batch_size")
         X, data = self._prepare(X, y, sample_weight, "X", "y", "sample_weight")
         stats = backends.get(self.device).evaluate(self, self.lowered(), X, data, min(batch_size, len(X)))
@@ -341,6 +411,7 @@ class Sequential:
 
     def decision_function(self, X, batch_size=1024):
         """The network's raw outputs (logits for classification losses), (n_samples, O)."""
+        self._require_built("predict")
         X = check_features(X, self.n_features, self.dtype)
         batch_size = min(check_int(batch_size, "batch_size"), len(X))
         return backends.get(self.device).outputs(self, self.lowered(), X, batch_size)
@@ -389,7 +460,25 @@ class Sequential:
         """Write the model to one .npz file: architecture as JSON, parameters, optimizer state.
 
         Inside a data-parallel fit (``comm=``), only rank 0 writes.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file, written with exactly this name (no ".npz" is added).
+
+        Raises
+        ------
+        ValueError
+            For a path whose extension names another framework's format (".h5", ".keras",
+            ".pt", ".onnx", ...): the file would be an .npz all the same.
+        RuntimeError
+            For a model not built yet (its first Dense layer's in_features comes from the
+            first fit).
+        OSError
+            When the file cannot be written; a file already there is left as it was.
         """
+        _check_save_path(path)
+        self._require_built("save")
         if getattr(self, "_saves", True):
             save_model(self, path)
 
@@ -400,7 +489,37 @@ class Sequential:
         classification loss, ``probabilities`` (predict_proba). ``dtype`` defaults to
         the model's. See ``fastbp.export``.
         """
+        self._require_built("to_onnx")
         return export.sequential_to_onnx(self, path, dtype, opset)
+
+
+# Formats of other frameworks: a model saved under such a name would be an .npz that the
+# name promises to be something else.
+_FOREIGN_EXTENSIONS = {".h5": "Keras/HDF5", ".hdf5": "HDF5", ".keras": "Keras", ".pt": "PyTorch",
+                       ".pth": "PyTorch", ".ckpt": "a checkpoint format", ".pkl": "pickle",
+                       ".pickle": "pickle", ".joblib": "joblib", ".onnx": "ONNX",
+                       ".safetensors": "safetensors", ".pb": "TensorFlow", ".json": "JSON",
+                       ".npy": "a single NumPy array"}
+
+
+def _check_save_path(path):
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike; got {type(path).__name__}")
+    name = os.fsdecode(os.fspath(path))
+    extension = os.path.splitext(name)[1].lower()
+    if extension in _FOREIGN_EXTENSIONS:
+        hint = " (model.to_onnx writes ONNX)" if extension == ".onnx" else (
+            " (model.to_torch() gives a torch module to save with torch.save)" if extension in (".pt", ".pth")
+            else "")
+        raise ValueError(f"path {name!r} has the extension {extension!r} of {_FOREIGN_EXTENSIONS[extension]}, "
+                         f"but save writes fastbp's .npz format: name it "
+                         f"{os.path.splitext(name)[0] + '.npz'!r}{hint}")
+
+
+def _check_width(width, argument):
+    if width < 1:
+        raise ValueError(f"{argument} has no features (shape (n, 0)): the first Dense layer needs at least one")
+    return int(width)
 
 
 def _missing(what):
