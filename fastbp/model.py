@@ -292,6 +292,11 @@ class Sequential:
         epoch, so that its speed leaves the compile out; the History keeps it
         as ``history.compile_seconds``).
 
+        ``verbose``: "auto" (and 1) draws a progress bar where it is watched live,
+        on a terminal or in a Jupyter notebook, and prints one line per epoch
+        elsewhere (a log, a pipe); 2 is one line per epoch, 0 nothing. The note
+        that the loop is being compiled shows whenever progress does.
+
         ``class_weight`` (None, 'balanced' or a dict {class: weight}) multiplies
         each training sample's ``sample_weight`` by the weight of its class, as
         scikit-learn's linear models do; the classes are the labels 0..O-1 of
