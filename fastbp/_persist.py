@@ -161,6 +161,9 @@ def load_model(path, model_class):
         config = json.loads(str(arrays["architecture"]))
         layers = [layer_from_config(entry["type"], entry["config"]) for entry in config["layers"]]
         model = model_class(layers, dtype=config["dtype"], seed=config.get("seed"))
+        # The inputs' standardization and the class labels, saved since the command line
+        # standardizes its features: absent from older files, which load without them.
+        model._restore_preprocessing(config)
         loss = (losses.from_config(config.get("loss_config") or config["loss"]) if config.get("loss")
                 else None)
         optimizer = (optimizers.from_config(config["optimizer"], config["schedule"])

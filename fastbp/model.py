@@ -108,6 +108,13 @@ class Sequential:
         self.history = None
         self.epochs_trained = 0
         self._rng = np.random.default_rng(seed)
+        # (mean, scale) that the model standardizes its inputs with (set_input_scaling), and the
+        # labels that its class indices stand for (the command line's classes): None by default.
+        self.input_scaling = None
+        self.classes = None
+        # Where the command line found the target in the training data (a dict), for its
+        # evaluate and predict on files of the same layout.
+        self.data_format = None
         if self.n_features is None:
             # Dense(out_features) first: the parameters are made at the first fit, from X's width.
             self.theta = self.buffers = None
@@ -238,6 +245,68 @@ class Sequential:
     def set_flat_weights(self, flat):
         self._require_built("set_flat_weights")
         self.theta[...] = flat
+
+    def set_input_scaling(self, mean, scale):
+        """Standardize every input: the network sees (X - mean) / scale.
+
+        Applied by ``fit``, ``evaluate``, ``predict``, ``decision_function``,
+        ``objective``, ``to_onnx`` and ``to_torch``, and saved with the model, so that
+        the model takes raw features. ``fastbp train`` sets it from the training
+        features unless given ``--no-scale``.
+
+        Parameters
+        ----------
+        mean : array_like of shape (I,) or None
+            Subtracted from each feature; None (with ``scale`` None) removes the scaling.
+        scale : array_like of shape (I,) or None
+            Each centred feature is divided by it; finite and > 0.
+
+        Returns
+        -------
+        self : Sequential
+
+        Raises
+        ------
+        RuntimeError
+            For a model not built yet.
+        ValueError
+            For a shape other than (I,), or a value that is not finite (or a scale <= 0).
+        """
+        if mean is None and scale is None:
+            self.input_scaling = None
+            return self
+        self._require_built("set_input_scaling")
+        checked = []
+        for name, value in (("mean", mean), ("scale", scale)):
+            try:
+                arr = np.array(value, dtype=np.float64)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"{name} must be numbers of shape ({self.n_features},); got {value!r}") from err
+            if arr.shape != (self.n_features,):
+                raise ValueError(f"{name} must have shape ({self.n_features},), one value per feature; "
+                                 f"got shape {arr.shape}")
+            if not np.all(np.isfinite(arr)) or (name == "scale" and np.any(arr <= 0)):
+                raise ValueError(f"{name} must be finite{' and > 0' if name == 'scale' else ''}; got "
+                                 f"values in [{arr.min()}, {arr.max()}]")
+            checked.append(arr)
+        self.input_scaling = tuple(checked)
+        return self
+
+    def _scaled(self, X):
+        """X, checked already, as the network sees it: standardized when the model is."""
+        if self.input_scaling is None:
+            return X
+        mean, scale = self.input_scaling
+        return np.ascontiguousarray((X - mean) / scale, dtype=self.dtype)
+
+    def _restore_preprocessing(self, config):
+        """input_scaling, classes and data_format from a saved record (absent in older files)."""
+        scaling = config.get("input_scaling")
+        if scaling is not None:
+            self.set_input_scaling(scaling["mean"], scaling["scale"])
+        classes = config.get("classes")
+        self.classes = None if classes is None else np.asarray(classes)
+        self.data_format = config.get("data_format")
 
     # ----- configuration ----------------------------------------------------------------
 
@@ -417,7 +486,7 @@ class Sequential:
     def decision_function(self, X, batch_size=1024):
         """The network's raw outputs (logits for classification losses), (n_samples, O)."""
         self._require_built("predict")
-        X = check_features(X, self.n_features, self.dtype)
+        X = self._scaled(check_features(X, self.n_features, self.dtype))
         batch_size = min(check_int(batch_size, "batch_size"), len(X))
         return backends.get(self.device).outputs(self, self.lowered(), X, batch_size)
 
@@ -459,6 +528,10 @@ class Sequential:
             "optimizer_steps": opt.steps if opt is not None else 0,
             "epochs_trained": self.epochs_trained,
             "batches_tracked": self.batches_tracked,
+            "input_scaling": (None if self.input_scaling is None else
+                              {"mean": self.input_scaling[0].tolist(), "scale": self.input_scaling[1].tolist()}),
+            "classes": None if self.classes is None else np.asarray(self.classes).tolist(),
+            "data_format": self.data_format,
         }
 
     def save(self, path):
