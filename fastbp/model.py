@@ -221,16 +221,61 @@ class Sequential:
                 raise ValueError(f"weights[{i}] must have shape {view.shape}; got {new.shape}")
             view[...] = new
 
-    def state_dict(self):
+    def state_dict(self, expanded=False):
         """Copies of the parameters (and BatchNorm's buffers) with PyTorch's names and layouts.
 
         {"<i>.weight": (out_features, in_features), "<i>.bias": (out_features,)}, i the
         layer's index in ``layers``, as ``nn.Sequential(nn.Linear, ...).state_dict()``
         names them (``fastbp.interop`` tells how the indices line up); norm layers
         add nn.BatchNorm1d's and nn.LayerNorm's keys.
+
+        Parameters
+        ----------
+        expanded : bool, default False
+            Key by the modules of ``to_torch``'s nn.Sequential instead, where each fused
+            activation is a module of its own: ``[Dense(64, 256, activation="relu"),
+            Dropout(0.2), Dense(256, 10)]`` gives "0.*" and "3.*", the keys of
+            ``nn.Sequential(nn.Linear, nn.ReLU, nn.Dropout, nn.Linear)``.
+
+        Returns
+        -------
+        dict of str to ndarray
+
+        Raises
+        ------
+        RuntimeError
+            For a model not built yet.
+        ValueError
+            With ``expanded`` for a model with ``input_scaling``, which no key holds
+            (``to_torch`` folds it into the first Linear).
         """
         self._require_built("state_dict")
-        return interop.state_dict(self)
+        return interop.expanded_state_dict(self) if expanded else interop.state_dict(self)
+
+    def to_torch(self):
+        """The model as a ``torch.nn.Sequential`` (imports torch only now) whose output is
+        ``decision_function``'s, to the dtype's rounding.
+
+        Each fused activation becomes its own module after its ``nn.Linear``; Dropout,
+        BatchNorm (with its running statistics) and LayerNorm map to ``nn.Dropout``,
+        ``nn.BatchNorm1d`` and ``nn.LayerNorm``; a final softmax or sigmoid that the loss
+        applies itself is left out, so the module returns logits. An input
+        standardization (``set_input_scaling``) is folded into the first Linear layer.
+        The module is in eval mode, its parameters copies in the model's dtype.
+
+        Returns
+        -------
+        torch.nn.Sequential
+
+        Raises
+        ------
+        ImportError
+            When PyTorch is not installed.
+        RuntimeError
+            For a model not built yet.
+        """
+        self._require_built("to_torch")
+        return interop.to_torch(self)
 
     def load_state_dict(self, state_dict):
         """Load parameters named and laid out as ``state_dict`` gives them (NumPy arrays,
