@@ -34,7 +34,7 @@ def prepare(model, X, y, sample_weight, names, part=(0, 1)):
     ``part`` (rank, ranks): the block of X's rows whose finiteness this rank checks.
     """
     x_name, y_name, w_name = names
-    X = check_features(X, model.n_features, model.dtype, x_name, part)
+    X = model._scaled(check_features(X, model.n_features, model.dtype, x_name, part))
     y_arr = np.asarray(y)
     if y_arr.ndim == 0:
         raise ValueError(f"{y_name} must be an array with one target per sample; got a scalar")

@@ -356,6 +356,9 @@ def _load(path, data, headers, model_class):
 
     try:
         model = model_class(layers, dtype=config["dtype"], seed=config.get("seed"))
+        # The inputs' standardization and the class labels, saved since the command line
+        # standardizes its features: absent from older files, which load without them.
+        model._restore_preprocessing(config)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{path!r} has a corrupt architecture record: {err!r}") from err
     model.theta[...] = data["theta"]

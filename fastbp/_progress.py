@@ -1,18 +1,51 @@
-"""Progress display for fit: a live bar on a terminal, silence elsewhere unless asked.
+"""Progress display for fit: a live bar on a terminal or in a notebook, one line per epoch elsewhere.
 
-verbose: 'auto' (a bar when stderr is a terminal), 1/True (always a bar),
-2 (one line per epoch), 0/False (nothing). The bar uses tqdm when it is
-installed and a plain carriage-return line otherwise.
+verbose: 'auto' and 1/True draw a bar where someone watches it live (stderr is a
+terminal, or fit runs in a Jupyter kernel) and print one line per epoch
+elsewhere (a log file, a pipe, CI), where every redraw of a bar would be
+written out; 2 is always one line per epoch, 0/False nothing. The bar is
+tqdm's (its notebook widget in a notebook) when tqdm is installed and usable,
+and a plain carriage-return line otherwise. Each epoch ends with its full summary
+on a line of its own, never cut to a bar's width.
 """
 import sys
 import time
 
 
+def in_notebook():
+    """Whether this process is a Jupyter (IPython) kernel, where stderr is no terminal but is
+    watched live. Looks only at an IPython already imported: fastbp never imports it."""
+    ipython = sys.modules.get("IPython")
+    get = getattr(ipython, "get_ipython", None)
+    if get is None:
+        return False
+    try:
+        shell = get()
+    except Exception:
+        return False
+    if shell is None:
+        return False
+    # ZMQInteractiveShell is Jupyter's kernel; other kernels (Colab's) are told by the
+    # kernel application in their config, as tqdm.autonotebook tells them.
+    return type(shell).__name__ == "ZMQInteractiveShell" or "IPKernelApp" in getattr(shell, "config", {})
+
+
+def _live():
+    """Whether the progress is watched as it happens: a terminal or a notebook."""
+    try:
+        terminal = sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed streams
+        terminal = False
+    return terminal or in_notebook()
+
+
 def mode(verbose):
-    if verbose == "auto":
-        return 1 if sys.stderr.isatty() else 0
-    if verbose in (0, 1, 2, True, False):
-        return int(verbose)
+    """0 (nothing), 1 (a live bar) or 2 (one line per epoch) for fit's ``verbose``."""
+    if isinstance(verbose, str) and verbose == "auto":
+        return 1 if _live() else 2
+    if verbose in (0, 1, 2, True, False) and not isinstance(verbose, str):
+        verbose = int(verbose)
+        return 2 if verbose == 1 and not _live() else verbose
     raise ValueError(f"verbose must be 'auto', 0, 1 or 2; got {verbose!r}")
 
 
@@ -28,6 +61,23 @@ def _format(logs):
     return ", ".join(parts)
 
 
+def _bar(n_batches, epoch, epochs):
+    """A tqdm bar for a terminal or a notebook, or None where tqdm is missing or unusable
+    (a notebook without ipywidgets): the text bar then."""
+    try:
+        if in_notebook():
+            # tqdm's widget needs ipywidgets; without it tqdm.notebook fails half-built.
+            import ipywidgets  # noqa: F401
+            from tqdm.notebook import tqdm
+        else:
+            from tqdm import tqdm
+        # leave=False: the bar goes at the epoch's end, and the full summary line stays.
+        return tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False,
+                    file=sys.stderr, dynamic_ncols=True)
+    except Exception:  # ImportError, or tqdm.notebook's error without its widgets
+        return None
+
+
 class EpochProgress:
     """Progress over the batches of one epoch."""
 
@@ -35,15 +85,8 @@ class EpochProgress:
         self.mode = verbose
         self.epoch, self.epochs, self.n_batches = epoch, epochs, n_batches
         self.start = time.perf_counter()
-        self.bar = None
-        if self.mode == 1:
-            try:
-                from tqdm.auto import tqdm
-            except ImportError:
-                tqdm = None
-            if tqdm is not None:
-                self.bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
-                                leave=True, file=sys.stderr, dynamic_ncols=True)
+        self.bar = _bar(n_batches, epoch, epochs) if self.mode == 1 else None
+        self.drawn = 0  # width of the text bar's last line, to blank it out at the end
 
     def update(self, done, samples, loss):
         if self.mode != 1:
@@ -53,17 +96,20 @@ class EpochProgress:
             self.bar.n = done
             self.bar.set_postfix_str(f"loss {loss:.4f}, {rate:,.0f} samples/s", refresh=True)
         else:
-            sys.stderr.write(f"\repoch {self.epoch + 1}/{self.epochs} [{done}/{self.n_batches}] "
-                             f"loss {loss:.4f}, {rate:,.0f} samples/s")
+            line = (f"epoch {self.epoch + 1}/{self.epochs} [{done}/{self.n_batches}] "
+                    f"loss {loss:.4f}, {rate:,.0f} samples/s")
+            sys.stderr.write("\r" + line.ljust(self.drawn))
             sys.stderr.flush()
+            self.drawn = len(line)
 
     def close(self, logs):
+        line = f"epoch {self.epoch + 1}/{self.epochs}: {_format(logs)}"
         if self.mode == 1:
             if self.bar is not None:
-                self.bar.n = self.n_batches
-                self.bar.set_postfix_str(_format(logs), refresh=True)
                 self.bar.close()
+                sys.stderr.write(line + "\n")
             else:
-                sys.stderr.write(f"\repoch {self.epoch + 1}/{self.epochs}: {_format(logs)}\n")
+                sys.stderr.write("\r" + line.ljust(self.drawn) + "\n")
+            sys.stderr.flush()
         elif self.mode == 2:
-            print(f"epoch {self.epoch + 1}/{self.epochs}: {_format(logs)}", flush=True)
+            print(line, flush=True)

@@ -6,6 +6,14 @@ import numpy as np
 from .backends._cpu_loop import all_finite
 
 
+def reject_sparse(X, argument="X"):
+    """A TypeError for a SciPy sparse matrix or array, which NumPy would wrap as one object."""
+    if type(X).__module__.startswith("scipy.sparse"):
+        raise TypeError(f"{argument} is a SciPy sparse {type(X).__name__} of shape {X.shape}; Sequential "
+                        f"takes dense arrays: pass {argument}.toarray() (fastbp.MLPClassifier and "
+                        f"MLPRegressor accept sparse CSR and CSC input as they are)")
+
+
 def check_features(X, n_features, dtype, argument="X", part=(0, 1)):
     """X as a C-contiguous (n_samples, n_features) array of ``dtype``, finite and non-empty.
 
@@ -16,6 +24,7 @@ def check_features(X, n_features, dtype, argument="X", part=(0, 1)):
     if hasattr(X, "__cuda_array_interface__") and not isinstance(X, np.ndarray):
         raise TypeError(f"{argument} must be host data (a NumPy array or array-like); got a device "
                         f"array of type {type(X).__name__}: copy it to the host first")
+    reject_sparse(X, argument)
     try:
         arr = np.asarray(X)
     except Exception as err:  # ragged lists and the like

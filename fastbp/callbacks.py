@@ -64,6 +64,49 @@ def _monitored(logs, monitor, owner):
                        f"{sorted(logs)} (val_* entries need validation_data or validation_split)")
 
 
+# The direction of the quantities fit writes into the logs (and their val_* twins), and of the
+# names users bring from Keras: what mode="auto" picks, and what an explicit mode must agree with.
+_MAXIMIZED = ("accuracy", "acc", "auc", "f1", "precision", "recall", "samples_per_second")
+_MINIMIZED = ("loss", "mse", "mae", "rmse", "error", "seconds")
+
+
+def _direction(monitor):
+    """'max' or 'min' for a quantity whose direction is known from its name, else None.
+
+    As Keras decides in mode="auto": accuracy-like names are maximized, losses and errors
+    minimized; a name that says neither is unknown.
+    """
+    name = monitor[4:] if monitor.startswith("val_") else monitor
+    if name in _MAXIMIZED or name.endswith(("_accuracy", "_acc", "_auc")):
+        return "max"
+    if name in _MINIMIZED or name.endswith(("_loss", "_error", "_mse", "_mae")):
+        return "min"
+    return None
+
+
+def resolve_mode(mode, monitor, owner):
+    """The 'min' or 'max' a callback watching ``monitor`` uses.
+
+    "auto" takes the monitored quantity's known direction, and 'min' for a name whose
+    direction is unknown (Keras's fallback); an explicit mode that contradicts a known
+    direction is refused, since it would keep the worst epoch.
+    """
+    if not isinstance(monitor, str):
+        raise TypeError(f"{owner}: monitor must be the name of a logged quantity (str); got "
+                        f"{type(monitor).__name__}")
+    if not isinstance(mode, str) or mode not in ("auto", "min", "max"):
+        raise ValueError(f"{owner}: mode must be 'auto', 'min' or 'max'; got {mode!r}")
+    known = _direction(monitor)
+    if mode == "auto":
+        return known or "min"
+    if known is not None and mode != known:
+        better = "higher" if known == "max" else "lower"
+        raise ValueError(f"{owner}: mode={mode!r} contradicts {monitor!r}, which is better when "
+                         f"{better}: mode={mode!r} would keep its worst epoch. Use mode={known!r} or "
+                         f"mode='auto'")
+    return mode
+
+
 class _Improvement:
     """Tracks the best value of a monitored quantity."""
 
@@ -86,14 +129,34 @@ class EarlyStopping(Callback):
 
     With ``restore_best_weights`` the model ends with the weights of its best epoch
     (and BatchNorm's running statistics of that epoch, which its weights were used with).
+
+    Parameters
+    ----------
+    monitor : str, default "val_loss"
+        The quantity of the epoch logs to watch ("loss", "accuracy", "val_accuracy", ...).
+    patience : int, default 5
+        Epochs without improvement after which training stops.
+    min_delta : float, default 0.0
+        The least change that counts as an improvement.
+    mode : {"auto", "min", "max"}, default "auto"
+        Whether lower or higher is better. "auto" maximizes accuracy-like quantities and
+        minimizes losses and errors, as Keras does ('min' for names it cannot tell).
+    restore_best_weights : bool, default False
+        End with the weights of the best epoch rather than the last.
+
+    Raises
+    ------
+    ValueError
+        For a mode other than these three, or one that contradicts the monitored quantity's
+        known direction (``mode="min"`` for "val_accuracy").
     """
 
-    def __init__(self, monitor="val_loss", patience=5, min_delta=0.0, mode="min",
+    def __init__(self, monitor="val_loss", patience=5, min_delta=0.0, mode="auto",
                  restore_best_weights=False):
-        self.monitor, self.patience, self.mode = monitor, int(patience), mode
+        self.mode = resolve_mode(mode, monitor, "EarlyStopping")
+        self.monitor, self.patience = monitor, int(patience)
         self.min_delta = float(min_delta)
         self.restore_best_weights = restore_best_weights
-        _Improvement(mode, min_delta)  # validates mode
 
     def check_logs(self, validation):
         _check_monitor(self.monitor, validation, "EarlyStopping")
@@ -126,11 +189,29 @@ class EarlyStopping(Callback):
 
 
 class ModelCheckpoint(Callback):
-    """Save the model to ``path`` after each epoch, or only when ``monitor`` improves."""
+    """Save the model to ``path`` after each epoch, or only when ``monitor`` improves.
 
-    def __init__(self, path, monitor="val_loss", save_best_only=True, mode="min"):
-        self.path, self.monitor, self.save_best_only, self.mode = path, monitor, save_best_only, mode
-        _Improvement(mode, 0.0)
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Where the model is saved (``Sequential.save``), overwritten at each save.
+    monitor : str, default "val_loss"
+        The quantity of the epoch logs that decides which epoch is best.
+    save_best_only : bool, default True
+        Save only at epochs that improve ``monitor``; False saves after every epoch.
+    mode : {"auto", "min", "max"}, default "auto"
+        Whether lower or higher is better; "auto" as in ``EarlyStopping``.
+
+    Raises
+    ------
+    ValueError
+        For a mode other than these three, or one that contradicts the monitored quantity's
+        known direction.
+    """
+
+    def __init__(self, path, monitor="val_loss", save_best_only=True, mode="auto"):
+        self.mode = resolve_mode(mode, monitor, "ModelCheckpoint")
+        self.path, self.monitor, self.save_best_only = path, monitor, save_best_only
 
     def check_logs(self, validation):
         if self.save_best_only:

@@ -12,25 +12,157 @@ import time
 import numpy as np
 
 
-def _load_data(path, dtype, argument="--data"):
-    """(X, y) from a .npz (arrays X and y), a .csv (label in the last column) or an MNIST IDX folder."""
+# A header column of one of these names is the target when --target does not say.
+_TARGET_NAMES = ("label", "labels", "target", "class", "y")
+
+
+class _Table:
+    """A data file read for the command line: features, the target column (if any) and where it was."""
+
+    def __init__(self, X, y, header=None, target=None):
+        self.X, self.y, self.header, self.target = X, y, header, target
+
+    def where(self):
+        """Words for the line that starts training: which column is the target."""
+        if self.target is None:
+            return ""
+        index, name = self.target
+        n = self.X.shape[1] + 1
+        return f", target column {name!r} ({index + 1} of {n})" if name else f", target column {index + 1} of {n}"
+
+
+def _is_number(field):
+    try:
+        float(field)
+    except ValueError:
+        return False
+    return True
+
+
+def _read_csv_rows(path):
+    """(header or None, rows of strings): a header is a first row with a name where the second
+    row has a number (string labels leave a data row's label column a non-number too)."""
+    import csv
+
+    from . import datasets
+
+    with datasets._open_text(path) as f:
+        rows = [row for row in csv.reader(f) if row and any(field.strip() for field in row)]
+    if not rows:
+        raise ValueError(f"{path!r} has no data rows: the file is empty or blank")
+    first = rows[0]
+    if len(rows) == 1:
+        is_header = not any(map(_is_number, first))
+    else:
+        is_header = any(not _is_number(a) and _is_number(b) for a, b in zip(first, rows[1]))
+    header = [name.strip() for name in first] if is_header else None
+    rows = rows[1:] if is_header else rows
+    if not rows:
+        raise ValueError(f"{path!r} has a header and no data rows")
+    width = len(header) if header else len(rows[0])
+    for number, row in enumerate(rows, 2 if is_header else 1):
+        if len(row) != width:
+            raise ValueError(f"{path!r}: row {number} has {len(row)} fields, the first has {width}")
+    return header, rows
+
+
+def _target_index(spec, header, n_columns, path, default):
+    """The target column's index for --target NAME|INDEX (None: a header's label/target/... column,
+    else ``default``)."""
+    if spec is None:
+        if header:
+            named = [i for i, name in enumerate(header) if name.lower() in _TARGET_NAMES]
+            if len(named) == 1:
+                return named[0]
+        return default % n_columns
+    try:
+        index = int(spec)
+    except ValueError:
+        if not header:
+            raise ValueError(f"--target {spec!r} names a column, but {path!r} has no header row; give the "
+                             f"column's index (0 to {n_columns - 1}, or -1 for the last)") from None
+        if spec not in header:
+            raise ValueError(f"--target {spec!r} is not a column of {path!r}; its columns are {header}") from None
+        return header.index(spec)
+    if not -n_columns <= index < n_columns:
+        raise ValueError(f"--target {index} is outside the {n_columns} columns of {path!r} "
+                         f"(0 to {n_columns - 1}, or negative from the end)")
+    return index % n_columns
+
+
+def _labels(fields):
+    """A label column: numbers when every field is one (int64 when all are whole), else strings."""
+    fields = np.array([f.strip() for f in fields])
+    if all(map(_is_number, fields)):
+        values = fields.astype(np.float64)
+        if np.all(np.isfinite(values)) and np.all(values == np.round(values)):
+            return values.astype(np.int64)
+        return values
+    return fields
+
+
+def _read_csv(path, target, dtype, model=None):
+    """A _Table from a CSV file: a header row when there is one, the target column by --target.
+
+    For a trained ``model`` (evaluate, predict), a file with exactly its number of
+    features is features only; otherwise the target is the column of the name it was
+    trained with, when the file has a header, or of the same index.
+    """
+    header, rows = _read_csv_rows(path)
+    n_columns = len(rows[0])
+    fmt = (model.data_format or {}) if model is not None else {}
+    if target is None and header and fmt.get("target_name") in header:
+        target = fmt["target_name"]
+    if model is not None and n_columns == model.n_features and (header is None or target not in header):
+        index = None
+    else:
+        index = _target_index(target, header, n_columns, path, fmt.get("target_index", -1))
+    keep = [j for j in range(n_columns) if j != index]
+    try:
+        X = np.array([[row[j] for j in keep] for row in rows], dtype=np.float64)
+    except ValueError:
+        for number, row in enumerate(rows, 2 if header else 1):
+            for j in keep:
+                if not _is_number(row[j]):
+                    column = f"{header[j]!r}" if header else str(j)
+                    raise ValueError(f"{path!r}: row {number}, column {column} is {row[j]!r}, not a number; "
+                                     f"only the target column (--target) may hold text") from None
+        raise
+    y = None if index is None else _labels([row[index] for row in rows])
+    where = None if index is None else (index, header[index] if header else None)
+    return _Table(X.astype(dtype), y, header, where)
+
+
+def _load_data(path, dtype, argument="--data", target=None, model=None):
+    """A _Table from a .npz (arrays X and y), a .csv or an MNIST IDX folder.
+
+    ``model``: a trained model reading data for evaluate or predict, whose saved
+    data_format says where its target column was.
+    """
     from . import datasets
 
     if path is None:
-        return datasets.load_digits(dtype=dtype)
+        X, y = datasets.load_digits(dtype=dtype)
+        return _Table(X, y)
     if os.path.isdir(path):
-        return datasets.load_mnist(path, kind="train", dtype=dtype)
+        X, y = datasets.load_mnist(path, kind="train", dtype=dtype)
+        return _Table(X, y)
     if not os.path.exists(path):
         raise SystemExit(f"fastbp: {argument} {path!r} does not exist")
     lower = path.lower()
     if lower.endswith(".npz"):
+        if model is not None:
+            with np.load(path, allow_pickle=False) as data:
+                if "X" not in data.files:
+                    raise ValueError(f"{path!r} has no array X (it has {data.files})")
+                return _Table(np.asarray(data["X"], dtype=dtype), data["y"] if "y" in data.files else None)
         X, y = datasets.load_npz(path)
-    elif lower.endswith((".csv", ".csv.gz", ".txt")):
-        X, y = datasets.load_csv(path)
-    else:
-        raise SystemExit(f"fastbp: {argument} {path!r}: expected a .npz file with arrays X and y, "
-                         f"a .csv file with the label in the last column, or a folder of MNIST IDX files")
-    return np.asarray(X, dtype=dtype), np.asarray(y)
+        return _Table(np.asarray(X, dtype=dtype), np.asarray(y))
+    if lower.endswith((".csv", ".csv.gz", ".txt")):
+        return _read_csv(path, target, dtype, model)
+    raise SystemExit(f"fastbp: {argument} {path!r}: expected a .npz file with arrays X and y, "
+                     f"a .csv file (a header row is optional; --target picks the label column, the last by "
+                     f"default), or a folder of MNIST IDX files")
 
 
 def _mnist_test(path, dtype):
@@ -52,38 +184,100 @@ def _sizes(text):
     return sizes
 
 
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1; got {text!r}")
+    return value
+
+
+def _number(low, high=None, low_open=False):
+    """An argparse type: a finite float in [low, high) (or (low, high) with low_open)."""
+    import math
+
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        inside = math.isfinite(value) and (value > low if low_open else value >= low) and (
+            high is None or value < high)
+        if not inside:
+            bounds = f"{'>' if low_open else '>='} {low:g}" + (f" and < {high:g}" if high is not None else "")
+            raise argparse.ArgumentTypeError(f"expected a number {bounds}; got {text!r}")
+        return value
+
+    return parse
+
+
+def _output_path(path, argument, extensions=None):
+    """Check an output path before any work: not a folder, in a folder that exists and is
+    writable, and (``extensions``) with a fitting extension; SystemExit naming the problem."""
+    if path is None:
+        return None
+    if os.path.isdir(path):
+        raise SystemExit(f"fastbp: {argument} {path!r} is a folder; give a file name in it, such as "
+                         f"{os.path.join(path, 'model.npz')!r}")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise SystemExit(f"fastbp: {argument} {path!r}: the folder {folder!r} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise SystemExit(f"fastbp: {argument} {path!r}: the folder {folder!r} is not writable")
+    if extensions == "model":
+        from .model import _check_save_path
+
+        try:
+            _check_save_path(path)
+        except ValueError as err:
+            raise SystemExit(f"fastbp: {argument}: {err}") from None
+    return path
+
+
 def _parser():
     parser = argparse.ArgumentParser(prog="fastbp", description="Train dense networks with hand-derived, "
                                      "numba-compiled backpropagation.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="train a network (default: the bundled 8x8 digits)")
-    train.add_argument("--data", help="a .npz (X, y), a .csv (label last) or an MNIST IDX folder; "
-                       "default: the bundled UCI digits")
-    train.add_argument("--hidden", type=_sizes, default=[256], help="hidden layer sizes, e.g. 256,128 (default 256)")
-    train.add_argument("--activation", default="relu", help="hidden activation (default relu)")
-    train.add_argument("--dropout", type=float, default=0.2, help="dropout rate after each hidden layer "
-                       "(default 0.2; 0 for none)")
+    train = sub.add_parser("train", help="train a network (default: the bundled 8x8 digits)",
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    train.add_argument("--data", help="a .npz (X, y), a .csv (a header row optional; the target column by "
+                       "--target) or an MNIST IDX folder; default: the bundled UCI digits")
+    train.add_argument("--target", help="the CSV's target column, by header name or index (negative from "
+                       "the end); default: a column named label, target, class or y, else the last")
+    train.add_argument("--no-scale", action="store_true", help="train on the features as they are; by "
+                       "default each is standardized with the training part's mean and standard deviation, "
+                       "saved with the model and applied by evaluate, predict and export")
+    train.add_argument("--hidden", type=_sizes, default=[256], help="hidden layer sizes, e.g. 256,128")
+    train.add_argument("--activation", default="relu", help="hidden activation")
+    train.add_argument("--dropout", type=_number(0.0, 1.0), default=0.2,
+                       help="dropout rate after each hidden layer (0 for none)")
     train.add_argument("--norm", choices=["none", "batch", "layer"], default="none",
                        help="normalize each hidden layer before its activation: Dense -> BatchNorm or "
-                       "LayerNorm -> activation (default none)")
-    train.add_argument("--loss", default=None, help="softmax_cross_entropy (default for integer labels), "
-                       "binary_cross_entropy, mse (default for real targets), mae, huber or poisson")
-    train.add_argument("--optimizer", choices=["sgd", "adam", "adamw", "rmsprop", "adagrad"], default="sgd")
-    train.add_argument("--lr", type=float, default=None, help="learning rate (default 0.1 for sgd, 0.001 for "
-                       "adam and adamw, 0.01 for rmsprop and adagrad)")
-    train.add_argument("--momentum", type=float, default=None, help="momentum of sgd (default 0.9) and "
-                       "rmsprop (default 0)")
-    train.add_argument("--weight-decay", type=float, default=0.0)
-    train.add_argument("--epochs", type=int, default=30)
-    train.add_argument("--batch-size", type=int, default=32)
-    train.add_argument("--test-size", type=float, default=0.2, help="held-out fraction when the data has "
-                       "no test part (default 0.2)")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    train.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
-    train.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    train.add_argument("--output", "-o", help="save the trained model to this .npz path")
+                       "LayerNorm -> activation")
+    train.add_argument("--loss", default=None, help="softmax_cross_entropy (default for class labels: whole "
+                       "numbers or text), binary_cross_entropy, mse (default for real targets), mae, huber or "
+                       "poisson")
+    train.add_argument("--optimizer", choices=["sgd", "adam", "adamw", "rmsprop", "adagrad"], default="sgd",
+                       help="the optimizer")
+    train.add_argument("--lr", type=_number(0.0, low_open=True), default=None,
+                       help="learning rate (default: 0.1 for sgd, 0.001 for adam and adamw, 0.01 for rmsprop "
+                       "and adagrad)")
+    train.add_argument("--momentum", type=_number(0.0, 1.0), default=None, help="momentum of sgd "
+                       "(default: 0.9) and rmsprop (default: 0)")
+    train.add_argument("--weight-decay", type=_number(0.0), default=0.0, help="L2 weight decay")
+    train.add_argument("--epochs", type=_positive_int, default=30, help="passes over the training data")
+    train.add_argument("--batch-size", type=_positive_int, default=32, help="samples per gradient step")
+    train.add_argument("--test-size", type=_number(0.0, 1.0, low_open=True), default=0.2,
+                       help="held-out fraction when the data has no test part")
+    train.add_argument("--seed", type=int, default=0, help="seed of the weights, split and shuffles")
+    train.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="parameter dtype")
+    train.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (default: all)")
+    train.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where to train")
+    train.add_argument("--output", "-o", help="save the trained model to this .npz path (checked before "
+                       "training)")
     train.add_argument("--quiet", "-q", action="store_true", help="no per-epoch output")
     train.add_argument("--distributed", action="store_true", help="data-parallel over MPI: run as "
                        "mpiexec -n N fastbp train --distributed ...; --batch-size is the global batch "
@@ -91,13 +285,20 @@ def _parser():
 
     evaluate = sub.add_parser("evaluate", help="loss and metrics of a saved model on data")
     evaluate.add_argument("model")
-    evaluate.add_argument("data")
+    evaluate.add_argument("data", help="a .npz (X, y) or a .csv with the target column the model was "
+                          "trained with (by name when both have a header row)")
+    evaluate.add_argument("--target", help="the CSV's target column, by header name or index "
+                          "(default: the one the model was trained with)")
 
     predict = sub.add_parser("predict", help="predictions of a saved model, one per line")
     predict.add_argument("model")
-    predict.add_argument("data")
+    predict.add_argument("data", help="a .npz (X) or a .csv: with exactly the model's number of columns "
+                         "it is features only; with one more, that column is the target and is left out")
+    predict.add_argument("--target", help="the CSV's target column to leave out, by header name or index "
+                         "(default: the one the model was trained with)")
     predict.add_argument("--output", "-o", help="write predictions to this file instead of stdout")
-    predict.add_argument("--proba", action="store_true", help="print class probabilities")
+    predict.add_argument("--proba", action="store_true", help="print class probabilities (one column per "
+                         "class, in the order of the model's classes)")
 
     export = sub.add_parser("export", help="write a saved model as an ONNX graph (needs onnx)")
     export.add_argument("model")
@@ -128,21 +329,43 @@ def _train(args):
         comm = MPI.COMM_WORLD
         if comm.Get_rank() != 0:
             say = _silent  # every rank trains and evaluates; rank 0 alone reports and saves
+    if comm is None or comm.Get_rank() == 0:
+        _output_path(args.output, "--output", "model")
     dtype = np.dtype(args.dtype)
-    X, y = _load_data(args.data, dtype)
+    table = _load_data(args.data, dtype, target=args.target)
+    X, y = table.X, np.asarray(table.y)
     test = _mnist_test(args.data, dtype) if args.data and os.path.isdir(args.data) else None
-    y = np.asarray(y)
-    integral = y.dtype.kind in "iu" or (y.dtype.kind == "f" and np.all(y == np.round(y)) and y.ndim == 1)
-    loss = args.loss or ("softmax_cross_entropy" if integral else "mse")
+    text = y.dtype.kind in "USO"
+    integral = y.dtype.kind in "iu" or (y.dtype.kind == "f" and y.ndim == 1 and np.all(y == np.round(y)))
+    loss = fastbp.losses.get(args.loss).name if args.loss else (
+        "softmax_cross_entropy" if text or integral else "mse")
+    classification = loss in ("softmax_cross_entropy", "binary_cross_entropy")
+    classes = None
+    if classification:
+        # Any labels, as the estimators take them: the sorted distinct values are the classes,
+        # trained as their indices 0..K-1 and written back as themselves.
+        labels = y if test is None else np.concatenate([y, test[1]])
+        classes = np.unique(labels)
+        if len(classes) < 2:
+            raise ValueError(f"the target column holds one class only ({classes[0]!r}): nothing to classify")
+        if loss == "binary_cross_entropy" and len(classes) != 2:
+            raise ValueError(f"binary_cross_entropy takes two classes; the target holds {len(classes)}: use "
+                             f"softmax_cross_entropy")
+        y = np.searchsorted(classes, y)
+        if test is not None:
+            test = (test[0], np.searchsorted(classes, test[1]))
+    elif text:
+        raise ValueError(f"--loss {loss} needs numeric targets; the target column holds text such as "
+                         f"{y[0]!r}")
     if test is not None:
         X_train, y_train = X, y
         X_test, y_test = test
     else:
-        stratify = y if loss == "softmax_cross_entropy" else None
+        stratify = y if classification and y.ndim == 1 else None
         X_train, X_test, y_train, y_test = datasets.train_test_split(
             X, y, test_size=args.test_size, seed=args.seed, stratify=stratify)
     if loss == "softmax_cross_entropy":
-        n_out = int(max(y_train.max(), y_test.max())) + 1
+        n_out = len(classes)
     else:
         n_out = 1 if y.ndim == 1 else y.shape[1]
     sizes = [X.shape[1]] + args.hidden + [n_out]
@@ -158,23 +381,33 @@ def _train(args):
             layers.append(fastbp.Dropout(args.dropout))
     layers.append(fastbp.Dense(sizes[-2], sizes[-1]))
     model = fastbp.Sequential(layers, dtype=args.dtype, seed=args.seed, device=args.device)
+    scaled = not args.no_scale
+    if scaled:
+        # Standardized with the training part's statistics only; a constant feature keeps scale 1.
+        std = X_train.std(axis=0, dtype=np.float64)
+        model.set_input_scaling(X_train.mean(axis=0, dtype=np.float64), np.where(std > 0, std, 1.0))
+    if classes is not None:
+        model.classes = classes
+    if table.target is not None:
+        model.data_format = {"target_index": int(table.target[0]), "target_name": table.target[1],
+                             "n_columns": int(X.shape[1] + 1)}
+    lr = {"sgd": 0.1, "adam": 0.001, "adamw": 0.001}.get(args.optimizer, 0.01) if args.lr is None else args.lr
     if args.optimizer == "sgd":
         momentum = 0.9 if args.momentum is None else args.momentum
-        optimizer = fastbp.SGD(lr=args.lr or 0.1, momentum=momentum, weight_decay=args.weight_decay)
+        optimizer = fastbp.SGD(lr=lr, momentum=momentum, weight_decay=args.weight_decay)
     elif args.optimizer == "rmsprop":
-        optimizer = fastbp.RMSprop(lr=args.lr or 0.01, momentum=args.momentum or 0.0,
-                                   weight_decay=args.weight_decay)
+        optimizer = fastbp.RMSprop(lr=lr, momentum=args.momentum or 0.0, weight_decay=args.weight_decay)
     elif args.optimizer == "adagrad":
-        optimizer = fastbp.Adagrad(lr=args.lr or 0.01, weight_decay=args.weight_decay)
+        optimizer = fastbp.Adagrad(lr=lr, weight_decay=args.weight_decay)
     else:
-        optimizer = fastbp.Adam(lr=args.lr or 0.001, weight_decay=args.weight_decay,
-                                decoupled=args.optimizer == "adamw")
+        optimizer = fastbp.Adam(lr=lr, weight_decay=args.weight_decay, decoupled=args.optimizer == "adamw")
     where = args.data or "bundled UCI digits"
     ranks = f", {comm.Get_size()} ranks (MPI)" if comm is not None else ""
     normed = f", {args.norm}norm" if norm is not None else ""
     say(f"fastbp {fastbp.__version__}: training {'-'.join(map(str, sizes))} ({args.activation}{normed}, {loss}, "
           f"{args.optimizer}) on {where}: {len(X_train)} train / {len(X_test)} test samples, "
-          f"{fastbp.get_num_threads()} threads, {args.device}{ranks}")
+          f"{fastbp.get_num_threads()} threads, {args.device}{ranks}{table.where()}"
+          f"{', features standardized' if scaled else ''}")
     start = time.perf_counter()
     with _first_run.announce_always():
         history = model.fit(X_train, y_train, epochs=args.epochs, batch_size=args.batch_size, loss=loss,
@@ -184,7 +417,7 @@ def _train(args):
     rates = history.history["samples_per_second"]
     train_metrics = model.evaluate(X_train, y_train)
     test_metrics = model.evaluate(X_test, y_test)
-    metric = "accuracy" if "accuracy" in test_metrics else "mse"
+    metric = next(m for m in ("accuracy", "mse", "mae") if m in test_metrics)
     say(f"train {metric}: {train_metrics[metric]:.4f}   test {metric}: {test_metrics[metric]:.4f}   "
           f"test loss: {test_metrics['loss']:.4f}")
     say(f"throughput: {np.median(rates[1:] if len(rates) > 1 else rates):,.0f} samples/s (median epoch), "
@@ -199,36 +432,56 @@ def _silent(*args, **kwargs):
     pass
 
 
-def _evaluate(args):
+def _load_model(path):
     import fastbp
 
-    model = fastbp.load(args.model)
-    X, y = _load_data(args.data, model.dtype, "DATA")
-    for key, value in model.evaluate(X, y).items():
+    if not os.path.exists(path):
+        raise SystemExit(f"fastbp: MODEL {path!r} does not exist")
+    return fastbp.load(path)
+
+
+def _class_indices(model, y, path):
+    """A data file's labels as the model's class indices (its saved classes), or as they are."""
+    if model.classes is None or y is None:
+        return y
+    classes = model.classes
+    if classes.dtype.kind in "USO":
+        y = np.asarray(y).astype(str)
+    unknown = ~np.isin(y, classes)
+    if np.any(unknown):
+        raise ValueError(f"{path!r} holds the label {np.asarray(y)[unknown][0]!r}, which is not one of the model's "
+                         f"classes {classes.tolist()}")
+    return np.searchsorted(classes, y)
+
+
+def _evaluate(args):
+    model = _load_model(args.model)
+    table = _load_data(args.data, model.dtype, "DATA", target=args.target, model=model)
+    if table.y is None:
+        raise ValueError(f"{args.data!r} has no target column: it has exactly the model's {model.n_features} "
+                         f"features; evaluate needs one more column, the target")
+    for key, value in model.evaluate(table.X, _class_indices(model, table.y, args.data)).items():
         print(f"{key}: {value:.6g}")
     return 0
 
 
 def _predict(args):
-    import fastbp
-
-    model = fastbp.load(args.model)
-    X, _ = _load_data(args.data, model.dtype, "DATA")
-    out = model.predict_proba(X) if args.proba else model.predict(X)
+    model = _load_model(args.model)
+    _output_path(args.output, "--output")
+    table = _load_data(args.data, model.dtype, "DATA", target=args.target, model=model)
+    out = model.predict_proba(table.X) if args.proba else model.predict(table.X)
+    if model.classes is not None and not args.proba:
+        out = model.classes[out.reshape(-1)]  # the labels the model was trained on
     out = out.reshape(len(out), -1)
-    fmt = "%.6g" if out.dtype.kind == "f" else "%d"
-    if args.output:
-        np.savetxt(args.output, out, fmt=fmt, delimiter=",")
-    else:
-        np.savetxt(sys.stdout, out, fmt=fmt, delimiter=",")
+    fmt = "%.6g" if out.dtype.kind == "f" else ("%s" if out.dtype.kind in "USO" else "%d")
+    np.savetxt(args.output or sys.stdout, out, fmt=fmt, delimiter=",")
     return 0
 
 
 def _export(args):
-    import fastbp
-
-    model = fastbp.load(args.model)
+    model = _load_model(args.model)
     output = args.output or os.path.splitext(args.model)[0] + ".onnx"
+    _output_path(output, "--output")
     try:
         proto = model.to_onnx(output, dtype=args.dtype, opset=args.opset)
     except ImportError as err:
@@ -364,6 +617,10 @@ def main(argv=None):
                "info": _info}[args.command]
     try:
         return handler(args)
+    except BrokenPipeError:
+        # The reader went away (fastbp predict ... | head): the rest of the output has nowhere to go.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"fastbp {args.command}: error: {err}", file=sys.stderr)
         return 2

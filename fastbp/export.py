@@ -412,7 +412,13 @@ def sequential_to_onnx(model, path=None, dtype=None, opset=None):
     onnx = _import_onnx()
     opset = _check_opset(onnx, opset)
     g = _Graph(onnx, _graph_dtype(dtype, model.dtype), opset)
-    output = _network(g, model.lowered(), model._param_views(model.theta), "X", (model.theta, model.buffers))
+    x = "X"
+    if model.input_scaling is not None:
+        # The model standardizes its inputs itself: so does the graph, before the network.
+        mean, scale = (g.initializer(a.astype(g.dtype), name)
+                       for a, name in zip(model.input_scaling, ("input_mean", "input_scale")))
+        x = g.node("Div", [g.node("Sub", ["X", mean]), scale])
+    output = _network(g, model.lowered(), model._param_views(model.theta), x, (model.theta, model.buffers))
     g.node("Identity", [output], out="output")
     outputs = [g.tensor("output", ["N", model.n_outputs])]
     link = model.loss.link if model.loss is not None else None

@@ -27,7 +27,7 @@ import copy
 import numpy as np
 
 from ._validation import check_weight_values
-from .layers import BatchNorm, Dense
+from .layers import NORM_LAYERS, Activation, BatchNorm, Dense, Dropout
 
 # scikit-learn's fitted attributes that fastbp's estimators keep with the same meaning.
 _FITTED = ("n_features_in_", "feature_names_in_", "n_iter_", "t_", "loss_", "loss_curve_", "best_loss_",
@@ -180,3 +180,119 @@ def load_state_dict(model, state):
         view[...] = arrays[key].astype(model.dtype, copy=False)
     if counts:
         model.batches_tracked = counts[0]
+
+
+# ----- a PyTorch module ------------------------------------------------------------------------
+
+# fastbp's activation names as torch.nn modules: (class name, keyword arguments from alpha).
+_TORCH_ACTIVATIONS = {
+    "relu": ("ReLU", None), "leaky_relu": ("LeakyReLU", "negative_slope"), "elu": ("ELU", "alpha"),
+    "sigmoid": ("Sigmoid", None), "tanh": ("Tanh", None), "softplus": ("Softplus", None),
+    "gelu": ("GELU", None), "silu": ("SiLU", None), "selu": ("SELU", None),
+    "softmax": ("Softmax", "dim"), "log_softmax": ("LogSoftmax", "dim"),
+}
+
+
+def _torch_plan(model):
+    """The modules of the expanded nn.Sequential, in order: (kind, layer index, layer, activation
+    name, alpha) with kind "linear", "activation", "dropout" or "norm".
+
+    A Dense layer's fused activation becomes a module of its own after its Linear; a last
+    activation that the loss applies itself (softmax before softmax cross-entropy, sigmoid
+    before binary cross-entropy) is left out, as decision_function leaves it out.
+    """
+    plan = []
+    for i, layer in enumerate(model.layers):
+        if isinstance(layer, Dense):
+            plan.append(("linear", i, layer, None, None))
+            if layer.activation != "identity":
+                plan.append(("activation", i, layer, layer.activation, layer.alpha))
+        elif isinstance(layer, Dropout):
+            plan.append(("dropout", i, layer, None, None))
+        elif isinstance(layer, NORM_LAYERS):
+            plan.append(("norm", i, layer, None, None))
+        elif isinstance(layer, Activation):
+            if layer.activation != "identity":
+                plan.append(("activation", i, layer, layer.activation, layer.alpha))
+    link = model.loss.link if model.loss is not None else None
+    last = next((k for k in range(len(plan) - 1, -1, -1) if plan[k][0] != "dropout"), None)
+    if link is not None and last is not None and plan[last][0] == "activation" and plan[last][3] == link:
+        del plan[last]
+    return plan
+
+
+def _expanded_prefixes(model):
+    """{layer index: module index} of the layers that own parameters or buffers."""
+    return {i: k for k, (kind, i, *_) in enumerate(_torch_plan(model)) if kind in ("linear", "norm")}
+
+
+def expanded_state_dict(model):
+    """``state_dict`` keyed by the modules of ``to_torch``'s nn.Sequential."""
+    if model.input_scaling is not None:
+        raise ValueError("this model standardizes its inputs (input_scaling), which no state_dict key holds: "
+                         "use model.to_torch(), which folds the standardization into the first Linear, or "
+                         "apply (X - mean) / scale yourself before the module")
+    where = _expanded_prefixes(model)
+    state = {}
+    for key, value in state_dict(model).items():
+        prefix, name = key.split(".", 1)
+        state[f"{where[int(prefix)]}.{name}"] = value
+    return state
+
+
+def to_torch(model):
+    """The model as a ``torch.nn.Sequential`` that computes what ``decision_function`` does.
+
+    Fused activations become modules of their own (Dense(64, 256, activation="relu") is
+    nn.Linear then nn.ReLU), Dropout is nn.Dropout, BatchNorm and LayerNorm are
+    nn.BatchNorm1d and nn.LayerNorm with their parameters and running statistics. The
+    weights are copies in the model's dtype; the module is in eval mode. An input
+    standardization (``set_input_scaling``) is folded into the first Linear layer.
+    """
+    try:
+        import torch
+        from torch import nn
+    except ImportError as err:
+        raise ImportError(f"to_torch needs PyTorch: pip install torch ({err})") from err
+    plan = _torch_plan(model)
+    dtype = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}[model.dtype]
+    modules = []
+    for kind, _, layer, activation, alpha in plan:
+        if kind == "linear":
+            modules.append(nn.Linear(layer.in_features, layer.out_features))
+        elif kind == "dropout":
+            modules.append(nn.Dropout(layer.rate))
+        elif kind == "norm" and isinstance(layer, BatchNorm):
+            modules.append(nn.BatchNorm1d(layer.num_features, eps=layer.eps, momentum=layer.momentum,
+                                          affine=layer.affine))
+        elif kind == "norm":
+            modules.append(nn.LayerNorm(layer.num_features, eps=layer.eps, elementwise_affine=layer.affine))
+        else:
+            name, argument = _TORCH_ACTIVATIONS[activation]
+            kwargs = {} if argument is None else {argument: 1 if argument == "dim" else alpha}
+            modules.append(getattr(nn, name)(**kwargs))
+    module = nn.Sequential(*modules).to(dtype)
+    state = dict(expanded_state_dict(model) if model.input_scaling is None else _folded(model))
+    module.load_state_dict({k: torch.as_tensor(np.ascontiguousarray(v)) for k, v in state.items()})
+    return module.eval()
+
+
+def _folded(model):
+    """The expanded state dict with (X - mean) / scale folded into the first Linear layer:
+    W' = W / scale (per input), b' = b - W' mean."""
+    # Only Dropout (the identity in inference) may stand before the Dense layer it folds into.
+    first = next(i for i, layer in enumerate(model.layers) if not isinstance(layer, Dropout))
+    if not isinstance(model.layers[first], Dense):
+        raise ValueError("to_torch folds the input standardization into the first Dense layer; this model "
+                         f"has {type(model.layers[first]).__name__} before it")
+    mean, scale = model.input_scaling
+    saved, model.input_scaling = model.input_scaling, None
+    try:
+        state = expanded_state_dict(model)
+    finally:
+        model.input_scaling = saved
+    key = str(_expanded_prefixes(model)[first])
+    w = state[key + ".weight"].astype(np.float64) / scale
+    state[key + ".bias"] = (state[key + ".bias"] - w @ mean).astype(model.dtype)
+    state[key + ".weight"] = w.astype(model.dtype)
+    return state

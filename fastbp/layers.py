@@ -62,11 +62,37 @@ class Dense(Layer):
     run as a separate pass). ``init`` chooses the weight initializer; the
     default is He for the ReLU family and Glorot otherwise. Biases start at
     ``bias_init`` (0).
+
+    ``Dense(out_features)``, with one size, leaves ``in_features`` to be inferred,
+    as Keras's ``Dense(units)`` and PyTorch's ``LazyLinear``: from the layer before
+    it when the model is made, or, for the first layer, from the data at the
+    model's first ``fit``.
+
+    Parameters
+    ----------
+    in_features : int or None
+        Inputs per sample; with ``out_features`` omitted, this one number is
+        ``out_features`` and ``in_features`` is inferred.
+    out_features : int, optional
+        Outputs per sample.
+    activation, init, alpha, bias_init
+        As above.
+
+    Raises
+    ------
+    ValueError
+        For a size that is not a positive integer, an unknown activation or initializer.
     """
 
-    def __init__(self, in_features, out_features, activation=None, init=None, alpha=None,
+    def __init__(self, in_features=None, out_features=None, activation=None, init=None, alpha=None,
                  bias_init=0.0):
-        self.in_features = _check_positive_int(in_features, "in_features")
+        if out_features is None:
+            # Dense(32): the one size given is the output's, as Keras's Dense(units).
+            in_features, out_features = None, in_features
+        if out_features is None:
+            raise ValueError("Dense needs out_features: Dense(out_features) or Dense(in_features, "
+                             "out_features); got neither")
+        self.in_features = None if in_features is None else _check_positive_int(in_features, "in_features")
         self.out_features = _check_positive_int(out_features, "out_features")
         self.activation = activation_name(activation)
         self.alpha = _check_alpha(self.activation, alpha)

@@ -49,8 +49,11 @@ class SoftmaxCrossEntropy(Loss):
         if y.ndim == 2 and y.shape[1] == 1:
             y = y[:, 0]
         if y.ndim != 1:
+            # Keras's categorical_crossentropy takes one-hot rows; this loss takes their labels.
+            hint = (f": for one-hot rows pass {argument}.argmax(axis=1)" if y.ndim == 2 and _one_hot(y)
+                    else "")
             raise ValueError(f"{argument} must be a 1-D array of integer class labels for "
-                             f"{self.name}; got shape {y.shape}")
+                             f"{self.name}; got shape {y.shape}{hint}")
         if y.dtype.kind == "f":
             if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
                 raise ValueError(f"{argument} must hold integer class labels for {self.name}; "
@@ -65,6 +68,10 @@ class SoftmaxCrossEntropy(Loss):
             raise ValueError(f"{argument} holds label {int(bad.item())}, outside [0, {n_outputs}) for a "
                              f"network with {n_outputs} outputs")
         return y.astype(np.int64)
+
+
+def _one_hot(y):
+    return y.dtype.kind in "iufb" and bool(np.all((y == 0) | (y == 1))) and bool(np.all(y.sum(axis=1) == 1))
 
 
 class BinaryCrossEntropy(Loss):
@@ -176,26 +183,55 @@ def _as_2d_targets(y, n_outputs, loss_name, argument):
     return y
 
 
-_BY_NAME = {}
-for _cls, _names in ((SoftmaxCrossEntropy, ("softmax_cross_entropy", "cross_entropy",
-                                            "sparse_categorical_crossentropy", "categorical_cross_entropy",
-                                            "log_loss")),
-                     (BinaryCrossEntropy, ("binary_cross_entropy", "binary_crossentropy", "bce")),
-                     (MeanSquaredError, ("mse", "mean_squared_error", "squared_error")),
-                     (Poisson, ("poisson",)),
-                     (Huber, ("huber", "huber_loss")),
-                     (MeanAbsoluteError, ("mae", "mean_absolute_error", "l1", "absolute_error"))):
-    for _n in _names:
-        _BY_NAME[_n] = _cls
+# Every spelling users bring, from Keras, PyTorch and scikit-learn, normalized by _key:
+# lower case without "_", "-" or spaces, so "CrossEntropyLoss", "cross-entropy" and
+# "cross_entropy" are one name.
+_ALIASES = (
+    (SoftmaxCrossEntropy, ("softmax_cross_entropy", "cross_entropy", "crossentropy", "ce",
+                           "categorical_crossentropy", "sparse_categorical_crossentropy",
+                           "CrossEntropyLoss", "log_loss")),
+    (BinaryCrossEntropy, ("binary_cross_entropy", "binary_crossentropy", "bce", "bce_with_logits",
+                          "binary_cross_entropy_with_logits", "BCEWithLogitsLoss")),
+    (MeanSquaredError, ("mse", "mean_squared_error", "squared_error", "squared_loss", "l2", "MSELoss")),
+    (Poisson, ("poisson", "PoissonNLLLoss")),
+    (Huber, ("huber", "huber_loss", "HuberLoss")),
+    (MeanAbsoluteError, ("mae", "mean_absolute_error", "absolute_error", "l1", "L1Loss")),
+)
+
+
+def _key(name):
+    return name.lower().replace("_", "").replace("-", "").replace(" ", "")
+
+
+_BY_NAME = {_key(alias): cls for cls, aliases in _ALIASES for alias in aliases}
 
 
 def get(loss):
-    """A Loss from a name or a Loss instance; ValueError naming the choices otherwise."""
+    """A Loss from a name or a Loss instance.
+
+    Parameters
+    ----------
+    loss : str or Loss
+        A ``Loss``, or a name in any of the spellings of ``_ALIASES`` (Keras's
+        "categorical_crossentropy", PyTorch's "CrossEntropyLoss", "bce", "l1", "l2", ...),
+        case, "_", "-" and spaces aside.
+
+    Returns
+    -------
+    Loss
+
+    Raises
+    ------
+    ValueError
+        For a name that is none of these, listing the names.
+    """
     if isinstance(loss, Loss):
         return loss
-    if isinstance(loss, str) and loss.lower() in _BY_NAME:
-        return _BY_NAME[loss.lower()]()
-    raise ValueError(f"unknown loss {loss!r}; expected a fastbp.losses.Loss or one of {sorted(_BY_NAME)}")
+    if isinstance(loss, str) and _key(loss) in _BY_NAME:
+        return _BY_NAME[_key(loss)]()
+    names = ", ".join(f"{cls.name!r} (or {', '.join(repr(a) for a in aliases if a != cls.name)})"
+                      for cls, aliases in _ALIASES)
+    raise ValueError(f"unknown loss {loss!r}; expected a fastbp.losses.Loss or one of {names}")
 
 
 def from_config(config):

@@ -10,19 +10,41 @@ arguments and hands over to ``fastbp._fit`` (data once, then the epochs), which
 runs them on a backend of ``fastbp.backends``.
 """
 import contextlib
+import copy
+import os
 
 import numpy as np
 
 from . import _fit, _mpi, _progress, backends, export, interop, losses, optimizers
 from ._fit import DivergenceError  # noqa: F401 (fastbp.DivergenceError)
 from ._persist import load_model, save_model
-from ._validation import check_features, check_fraction, check_int, check_weight_values
+from ._validation import check_features, check_fraction, check_int, check_weight_values, reject_sparse
 from .callbacks import Callback
 from .kernels import registry as R
 from .layers import NORM_LAYERS, Dense, Layer
 from .lowering import lower, norm_layout, norm_views, param_views
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+def _infer_widths(layers):
+    """The layers, with each Dense layer of unknown in_features after a known width given it.
+
+    Such a layer is copied first, so that a layer object shared with another model keeps
+    inferring its own width. Only a first Dense layer with nothing of known width before it
+    is left unknown: the data's width at the first fit decides it.
+    """
+    out, width = [], None
+    for layer in layers:
+        if isinstance(layer, Dense):
+            if layer.in_features is None and width is not None:
+                layer = copy.copy(layer)
+                layer.in_features = width
+            width = layer.out_features
+        elif isinstance(layer, NORM_LAYERS) and width is None:
+            width = layer.num_features
+        out.append(layer)
+    return out
 
 
 def _check_widths(layers, n_features):
@@ -70,9 +92,10 @@ class Sequential:
             if not isinstance(layer, Layer):
                 raise TypeError(f"layers[{i}] must be a fastbp layer (Dense, Activation, Dropout, ...); "
                                 f"got {type(layer).__name__}")
-        dense = [layer for layer in layers if isinstance(layer, Dense)]
-        if not dense:
+        if not any(isinstance(layer, Dense) for layer in layers):
             raise ValueError("layers must include at least one Dense layer")
+        layers = _infer_widths(layers)
+        dense = [layer for layer in layers if isinstance(layer, Dense)]
         _check_widths(layers, dense[0].in_features)
         self.layers = layers
         self.dtype = _dtype(dtype)
@@ -85,12 +108,53 @@ class Sequential:
         self.history = None
         self.epochs_trained = 0
         self._rng = np.random.default_rng(seed)
-        self._init_parameters(dense)
+        # (mean, scale) that the model standardizes its inputs with (set_input_scaling), and the
+        # labels that its class indices stand for (the command line's classes): None by default.
+        self.input_scaling = None
+        self.classes = None
+        # Where the command line found the target in the training data (a dict), for its
+        # evaluate and predict on files of the same layout.
+        self.data_format = None
+        if self.n_features is None:
+            # Dense(out_features) first: the parameters are made at the first fit, from X's width.
+            self.theta = self.buffers = None
+        else:
+            self._init_parameters(dense)
         self.device = "cpu"
         if device != "cpu":
             self.to(device)
 
     # ----- parameters -------------------------------------------------------------------
+
+    @property
+    def built(self):
+        """Whether the parameters exist: False until the first fit of a model whose first
+        Dense layer infers its in_features."""
+        return self.theta is not None
+
+    def _require_built(self, what):
+        if self.theta is None:
+            raise RuntimeError(f"{what} needs a built model: the first Dense layer's in_features is "
+                               f"inferred from the data at the first fit; call fit first, or give it "
+                               f"as Dense(in_features, out_features)")
+
+    def _build_from(self, X, argument="X"):
+        """Give the first Dense layer X's width and make the parameters (the first fit of a
+        model whose width is inferred)."""
+        if self.theta is not None:
+            return
+        reject_sparse(X, argument)
+        shape = np.shape(X)
+        if len(shape) != 2:
+            raise ValueError(f"{argument} must be 2-D of shape (n_samples, n_features), which gives the "
+                             f"first Dense layer its in_features; got shape {shape}")
+        first = next(i for i, layer in enumerate(self.layers) if isinstance(layer, Dense))
+        self.layers[first] = copy.copy(self.layers[first])
+        self.layers[first].in_features = _check_width(shape[1], argument)
+        self.layers = _infer_widths(self.layers)
+        _check_widths(self.layers, shape[1])
+        self.n_features = shape[1]
+        self._init_parameters([layer for layer in self.layers if isinstance(layer, Dense)])
 
     def _init_parameters(self, dense):
         shapes = [(layer.in_features, layer.out_features) for layer in dense]
@@ -136,14 +200,17 @@ class Sequential:
 
     @property
     def n_parameters(self):
+        self._require_built("n_parameters")
         return self.theta.size
 
     def get_weights(self):
         """Copies of the trained arrays in layer order: [W0, b0, W1, b1, ...] (W as
         (in_features, out_features)), with gamma, beta where an affine norm layer sits."""
+        self._require_built("get_weights")
         return [a.copy() for a in self._weight_list(self.theta)]
 
     def set_weights(self, weights):
+        self._require_built("set_weights")
         views = self._weight_list(self.theta)
         if len(weights) != len(views):
             raise ValueError(f"weights must hold {len(views)} arrays (W and b per Dense layer, gamma and "
@@ -156,26 +223,137 @@ class Sequential:
         for view, new in zip(views, weights):
             view[...] = new
 
-    def state_dict(self):
+    def state_dict(self, expanded=False):
         """Copies of the parameters (and BatchNorm's buffers) with PyTorch's names and layouts.
 
         {"<i>.weight": (out_features, in_features), "<i>.bias": (out_features,)}, i the
         layer's index in ``layers``, as ``nn.Sequential(nn.Linear, ...).state_dict()``
         names them (``fastbp.interop`` tells how the indices line up); norm layers
         add nn.BatchNorm1d's and nn.LayerNorm's keys.
+
+        Parameters
+        ----------
+        expanded : bool, default False
+            Key by the modules of ``to_torch``'s nn.Sequential instead, where each fused
+            activation is a module of its own: ``[Dense(64, 256, activation="relu"),
+            Dropout(0.2), Dense(256, 10)]`` gives "0.*" and "3.*", the keys of
+            ``nn.Sequential(nn.Linear, nn.ReLU, nn.Dropout, nn.Linear)``.
+
+        Returns
+        -------
+        dict of str to ndarray
+
+        Raises
+        ------
+        RuntimeError
+            For a model not built yet.
+        ValueError
+            With ``expanded`` for a model with ``input_scaling``, which no key holds
+            (``to_torch`` folds it into the first Linear).
         """
-        return interop.state_dict(self)
+        self._require_built("state_dict")
+        return interop.expanded_state_dict(self) if expanded else interop.state_dict(self)
+
+    def to_torch(self):
+        """The model as a ``torch.nn.Sequential`` (imports torch only now) whose output is
+        ``decision_function``'s, to the dtype's rounding.
+
+        Each fused activation becomes its own module after its ``nn.Linear``; Dropout,
+        BatchNorm (with its running statistics) and LayerNorm map to ``nn.Dropout``,
+        ``nn.BatchNorm1d`` and ``nn.LayerNorm``; a final softmax or sigmoid that the loss
+        applies itself is left out, so the module returns logits. An input
+        standardization (``set_input_scaling``) is folded into the first Linear layer.
+        The module is in eval mode, its parameters copies in the model's dtype.
+
+        Returns
+        -------
+        torch.nn.Sequential
+
+        Raises
+        ------
+        ImportError
+            When PyTorch is not installed.
+        RuntimeError
+            For a model not built yet.
+        """
+        self._require_built("to_torch")
+        return interop.to_torch(self)
 
     def load_state_dict(self, state_dict):
         """Load parameters named and laid out as ``state_dict`` gives them (NumPy arrays,
         PyTorch tensors, anything ``numpy.asarray`` takes), cast to the model's dtype."""
+        self._require_built("load_state_dict")
         interop.load_state_dict(self, state_dict)
 
     def get_flat_weights(self):
+        self._require_built("get_flat_weights")
         return self.theta.copy()
 
     def set_flat_weights(self, flat):
+        self._require_built("set_flat_weights")
         self.theta[...] = flat
+
+    def set_input_scaling(self, mean, scale):
+        """Standardize every input: the network sees (X - mean) / scale.
+
+        Applied by ``fit``, ``evaluate``, ``predict``, ``decision_function``,
+        ``objective``, ``to_onnx`` and ``to_torch``, and saved with the model, so that
+        the model takes raw features. ``fastbp train`` sets it from the training
+        features unless given ``--no-scale``.
+
+        Parameters
+        ----------
+        mean : array_like of shape (I,) or None
+            Subtracted from each feature; None (with ``scale`` None) removes the scaling.
+        scale : array_like of shape (I,) or None
+            Each centred feature is divided by it; finite and > 0.
+
+        Returns
+        -------
+        self : Sequential
+
+        Raises
+        ------
+        RuntimeError
+            For a model not built yet.
+        ValueError
+            For a shape other than (I,), or a value that is not finite (or a scale <= 0).
+        """
+        if mean is None and scale is None:
+            self.input_scaling = None
+            return self
+        self._require_built("set_input_scaling")
+        checked = []
+        for name, value in (("mean", mean), ("scale", scale)):
+            try:
+                arr = np.array(value, dtype=np.float64)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"{name} must be numbers of shape ({self.n_features},); got {value!r}") from err
+            if arr.shape != (self.n_features,):
+                raise ValueError(f"{name} must have shape ({self.n_features},), one value per feature; "
+                                 f"got shape {arr.shape}")
+            if not np.all(np.isfinite(arr)) or (name == "scale" and np.any(arr <= 0)):
+                raise ValueError(f"{name} must be finite{' and > 0' if name == 'scale' else ''}; got "
+                                 f"values in [{arr.min()}, {arr.max()}]")
+            checked.append(arr)
+        self.input_scaling = tuple(checked)
+        return self
+
+    def _scaled(self, X):
+        """X, checked already, as the network sees it: standardized when the model is."""
+        if self.input_scaling is None:
+            return X
+        mean, scale = self.input_scaling
+        return np.ascontiguousarray((X - mean) / scale, dtype=self.dtype)
+
+    def _restore_preprocessing(self, config):
+        """input_scaling, classes and data_format from a saved record (absent in older files)."""
+        scaling = config.get("input_scaling")
+        if scaling is not None:
+            self.set_input_scaling(scaling["mean"], scaling["scale"])
+        classes = config.get("classes")
+        self.classes = None if classes is None else np.asarray(classes)
+        self.data_format = config.get("data_format")
 
     # ----- configuration ----------------------------------------------------------------
 
@@ -200,10 +378,13 @@ class Sequential:
 
     def lowered(self):
         """The network lowered for the backends (``fastbp.lowering``), for the current loss."""
+        self._require_built("lowered")
         return lower(self.layers, self.loss.link if self.loss is not None else None, self.n_features)
 
     def summary(self):
-        lines = [f"Sequential ({self.dtype.name}, {self.n_parameters:,} parameters, device {self.device})"]
+        size = (f"{self.n_parameters:,} parameters" if self.built
+                else "not built: the first Dense layer's in_features comes from the data at the first fit")
+        lines = [f"Sequential ({self.dtype.name}, {size}, device {self.device})"]
         for i, layer in enumerate(self.layers):
             lines.append(f"  {i}: {layer!r}")
         return "\n".join(lines)
@@ -226,6 +407,11 @@ class Sequential:
         also compile_seconds when fit had to compile its loop (before that
         epoch, so that its speed leaves the compile out; the History keeps it
         as ``history.compile_seconds``).
+
+        ``verbose``: "auto" (and 1) draws a progress bar where it is watched live,
+        on a terminal or in a Jupyter notebook, and prints one line per epoch
+        elsewhere (a log, a pipe); 2 is one line per epoch, 0 nothing. The note
+        that the loop is being compiled shows whenever progress does.
 
         ``class_weight`` (None, 'balanced' or a dict {class: weight}) multiplies
         each training sample's ``sample_weight`` by the weight of its class, as
@@ -273,6 +459,7 @@ class Sequential:
                                  f"with that share's statistics, not the global batch's. LayerNorm works.")
         epochs = check_int(epochs, "epochs", minimum=1)
         batch_size = check_int(batch_size, "batch_size", minimum=1)
+        self._build_from(X)
         validation_split = check_fraction(validation_split, "validation_split")
         verbose = _progress.mode(verbose)
         callbacks = list(callbacks)
@@ -337,6 +524,7 @@ class Sequential:
         """
         if self.loss is None:
             raise RuntimeError("objective needs a loss: call compile(loss=...) first")
+        self._require_built("objective")
         X, data = self._prepare(X, y, sample_weight, "X", "y", "sample_weight")
         return backends.get("cpu").objective(self, self.lowered(), X, data)
 
@@ -346,6 +534,7 @@ class Sequential:
         """Loss and metrics on (X, y) in inference mode, as a dict."""
         if self.loss is None:
             raise RuntimeError("evaluate needs a loss: call compile(loss=...) or fit first")
+        self._require_built("evaluate")
         batch_size = check_int(batch_size, "batch_size")
         X, data = self._prepare(X, y, sample_weight, "X", "y", "sample_weight")
         stats = backends.get(self.device).evaluate(self, self.lowered(), X, data, min(batch_size, len(X)))
@@ -353,7 +542,8 @@ class Sequential:
 
     def decision_function(self, X, batch_size=1024):
         """The network's raw outputs (logits for classification losses), (n_samples, O)."""
-        X = check_features(X, self.n_features, self.dtype)
+        self._require_built("predict")
+        X = self._scaled(check_features(X, self.n_features, self.dtype))
         batch_size = min(check_int(batch_size, "batch_size"), len(X))
         return backends.get(self.device).outputs(self, self.lowered(), X, batch_size)
 
@@ -395,13 +585,35 @@ class Sequential:
             "optimizer_steps": opt.steps if opt is not None else 0,
             "epochs_trained": self.epochs_trained,
             "batches_tracked": self.batches_tracked,
+            "input_scaling": (None if self.input_scaling is None else
+                              {"mean": self.input_scaling[0].tolist(), "scale": self.input_scaling[1].tolist()}),
+            "classes": None if self.classes is None else np.asarray(self.classes).tolist(),
+            "data_format": self.data_format,
         }
 
     def save(self, path):
         """Write the model to one .npz file: architecture as JSON, parameters, optimizer state.
 
         Inside a data-parallel fit (``comm=``), only rank 0 writes.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file, written with exactly this name (no ".npz" is added).
+
+        Raises
+        ------
+        ValueError
+            For a path whose extension names another framework's format (".h5", ".keras",
+            ".pt", ".onnx", ...): the file would be an .npz all the same.
+        RuntimeError
+            For a model not built yet (its first Dense layer's in_features comes from the
+            first fit).
+        OSError
+            When the file cannot be written; a file already there is left as it was.
         """
+        _check_save_path(path)
+        self._require_built("save")
         if getattr(self, "_saves", True):
             save_model(self, path)
 
@@ -412,7 +624,37 @@ class Sequential:
         classification loss, ``probabilities`` (predict_proba). ``dtype`` defaults to
         the model's. See ``fastbp.export``.
         """
+        self._require_built("to_onnx")
         return export.sequential_to_onnx(self, path, dtype, opset)
+
+
+# Formats of other frameworks: a model saved under such a name would be an .npz that the
+# name promises to be something else.
+_FOREIGN_EXTENSIONS = {".h5": "Keras/HDF5", ".hdf5": "HDF5", ".keras": "Keras", ".pt": "PyTorch",
+                       ".pth": "PyTorch", ".ckpt": "a checkpoint format", ".pkl": "pickle",
+                       ".pickle": "pickle", ".joblib": "joblib", ".onnx": "ONNX",
+                       ".safetensors": "safetensors", ".pb": "TensorFlow", ".json": "JSON",
+                       ".npy": "a single NumPy array"}
+
+
+def _check_save_path(path):
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike; got {type(path).__name__}")
+    name = os.fsdecode(os.fspath(path))
+    extension = os.path.splitext(name)[1].lower()
+    if extension in _FOREIGN_EXTENSIONS:
+        hint = " (model.to_onnx writes ONNX)" if extension == ".onnx" else (
+            " (model.to_torch() gives a torch module to save with torch.save)" if extension in (".pt", ".pth")
+            else "")
+        raise ValueError(f"path {name!r} has the extension {extension!r} of {_FOREIGN_EXTENSIONS[extension]}, "
+                         f"but save writes fastbp's .npz format: name it "
+                         f"{os.path.splitext(name)[0] + '.npz'!r}{hint}")
+
+
+def _check_width(width, argument):
+    if width < 1:
+        raise ValueError(f"{argument} has no features (shape (n, 0)): the first Dense layer needs at least one")
+    return int(width)
 
 
 def _missing(what):

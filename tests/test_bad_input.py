@@ -389,7 +389,7 @@ def test_schedule_arguments():
         fastbp.CosineDecay(0.1, t_max=0)
     with pytest.raises(ValueError, match=r"factor must be in \(0, 1\)"):
         fastbp.ReduceLROnPlateau(0.1, factor=1.0)
-    with pytest.raises(ValueError, match="mode must be 'min' or 'max'"):
+    with pytest.raises(ValueError, match="mode must be 'auto', 'min' or 'max'; got 'up'"):
         fastbp.EarlyStopping(mode="up")
 
 

@@ -108,14 +108,15 @@ def test_the_scheduled_rate_is_the_one_applied(data):
 
 
 class Script(fastbp.Callback):
-    """Writes a scripted 'score' into each epoch's logs and keeps a copy of theta per epoch."""
+    """Writes a scripted 'score' (or ``name``) into each epoch's logs and keeps a copy of theta
+    per epoch."""
 
-    def __init__(self, scores):
-        self.scores = scores
+    def __init__(self, scores, name="score"):
+        self.scores, self.name = scores, name
         self.thetas = []
 
     def on_epoch_end(self, epoch, logs=None):
-        logs["score"] = self.scores[epoch]
+        logs[self.name] = self.scores[epoch]
         self.thetas.append(self.model.get_flat_weights())
 
 
@@ -173,6 +174,46 @@ def test_early_stopping_on_validation_loss(data):
     assert len(history.epoch) < 40 or best >= 37
     X, y = data
     assert m.evaluate(X[36:], y[36:])["loss"] == pytest.approx(history["val_loss"][best], rel=1e-12)
+
+
+def test_early_stopping_keeps_the_best_accuracy_by_default(data):
+    # Accuracy is better when higher: the default mode follows the quantity, so the
+    # restored epoch is the most accurate one, not the least.
+    script = Script([0.5, 0.7, 0.9, 0.6, 0.8, 0.85], name="val_accuracy")
+    stop = fastbp.EarlyStopping(monitor="val_accuracy", patience=3, restore_best_weights=True)
+    m, history = fit_with(data, [script, stop], epochs=6, validation_split=0.25)
+    assert stop.mode == "max" and stop.best_epoch == 2
+    assert history.epoch == [0, 1, 2, 3, 4, 5]
+    np.testing.assert_array_equal(m.theta, script.thetas[2])
+
+
+def test_model_checkpoint_saves_when_accuracy_rises(data, tmp_path):
+    path = tmp_path / "best.npz"
+    script = Script([0.5, 0.7, 0.6, 0.9, 0.8], name="accuracy")
+    checkpoint = fastbp.ModelCheckpoint(path, monitor="accuracy")
+    fit_with(data, [script, checkpoint], epochs=5)
+    assert checkpoint.saved_epochs == [0, 1, 3]
+    np.testing.assert_array_equal(fastbp.load(path).theta, script.thetas[3])
+
+
+@pytest.mark.parametrize("monitor, expected", [("val_loss", "min"), ("mae", "min"), ("val_mse", "min"),
+                                               ("accuracy", "max"), ("val_accuracy", "max"),
+                                               ("score", "min")])
+def test_auto_mode_follows_the_quantity(monitor, expected):
+    assert fastbp.EarlyStopping(monitor=monitor).mode == expected
+    assert fastbp.ModelCheckpoint("m.npz", monitor=monitor).mode == expected
+
+
+@pytest.mark.parametrize("owner", [fastbp.EarlyStopping, lambda **kw: fastbp.ModelCheckpoint("m.npz", **kw)])
+def test_a_mode_that_contradicts_the_quantity_is_refused(owner):
+    with pytest.raises(ValueError, match=r"mode='min' contradicts 'val_accuracy', which is better when "
+                                         r"higher.*mode='max'"):
+        owner(monitor="val_accuracy", mode="min")
+    with pytest.raises(ValueError, match=r"mode='max' contradicts 'loss', which is better when lower"):
+        owner(monitor="loss", mode="max")
+    with pytest.raises(ValueError, match=r"mode must be 'auto', 'min' or 'max'; got 'maximum'"):
+        owner(monitor="loss", mode="maximum")
+    assert owner(monitor="score", mode="max").mode == "max"  # a quantity of unknown direction
 
 
 def test_callbacks_that_watch_a_missing_quantity(data):

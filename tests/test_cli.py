@@ -313,8 +313,10 @@ def main(*args, capsys):
 @pytest.mark.parametrize("args, message", [
     (["--activation", "swish"], "fastbp train: error: unknown activation 'swish'"),
     (["--hidden", "16,0"], "argument --hidden: layer sizes must be positive; got '16,0'"),
-    (["--dropout", "1.5"], "fastbp train: error: Dropout rate must be a number in [0, 1); got 1.5"),
-    (["--batch-size", "0"], "fastbp train: error: batch_size must be an integer >= 1; got 0"),
+    (["--dropout", "1.5"], "argument --dropout: expected a number >= 0 and < 1; got '1.5'"),
+    (["--batch-size", "0"], "argument --batch-size: expected a whole number >= 1; got '0'"),
+    (["--epochs", "-2"], "argument --epochs: expected a whole number >= 1; got '-2'"),
+    (["--lr", "0"], "argument --lr: expected a number > 0; got '0'"),
     (["--optimizer", "lbfgs"], "argument --optimizer: invalid choice: 'lbfgs'"),
     (["--lr", "1e30", "--epochs", "2"], "fastbp train: error: training diverged: non-finite"),
 ])
@@ -403,3 +405,126 @@ def test_info_shows_numbas_and_blass_thread_counts_apart():
     assert run.returncode == 0, run.stderr
     line = [line for line in run.stdout.splitlines() if line.startswith("threads: ")]
     assert line and line[0].startswith("threads: numba 1 (of 1; NUMBA_NUM_THREADS), BLAS 2 "), run.stdout
+
+
+# ----- real tabular CSV files, through the installed fastbp command ---------------------------
+
+FASTBP = os.path.join(os.path.dirname(sys.executable), "fastbp")
+
+
+def fastbp_cmd(*args, cwd):
+    return subprocess.run([FASTBP, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def tabular(n=240, seed=0):
+    """Three species told apart by features of very different scales and offsets, as raw
+    measurements are: (features, string labels)."""
+    rng = np.random.default_rng(seed)
+    species = np.array(["bird", "cat", "dog"])[rng.integers(0, 3, n)]
+    centre = {"bird": 0.0, "cat": 1.0, "dog": 2.0}
+    c = np.array([centre[s] for s in species])
+    X = np.column_stack([5000 + 400 * c + 100 * rng.standard_normal(n),    # grams
+                         0.002 * c + 0.0006 * rng.standard_normal(n),       # a tiny ratio
+                         rng.standard_normal(n),                            # noise
+                         -300 + 60 * c + 20 * rng.standard_normal(n)])
+    return X, species
+
+
+def write_csv(path, header, columns):
+    rows = [",".join(str(v) for v in row) for row in zip(*columns)]
+    path.write_text((",".join(header) + "\n" if header else "") + "\n".join(rows) + "\n")
+
+
+@pytest.fixture(scope="module")
+def species_csv(workdir):
+    X, y = tabular()
+    header = ["species", "weight", "ratio", "noise", "offset"]
+    write_csv(workdir / "species.csv", header, [y, *X.T])
+    write_csv(workdir / "species_features.csv", None, list(X.T))  # features only, no header
+    return X, y
+
+
+def test_a_headed_csv_with_text_labels_first_trains_standardized(workdir, species_csv):
+    X, y = species_csv
+    out = ok(fastbp_cmd("train", "--data", "species.csv", "--target", "species", "--hidden", "16",
+                        "--epochs", "15", "--dropout", "0", "-o", "species.npz", cwd=workdir))
+    assert ("training 4-16-3 (relu, softmax_cross_entropy, sgd) on species.csv: 192 train / 48 test samples"
+            in out)
+    assert "target column 'species' (1 of 5), features standardized" in out
+    assert metric(out, "test accuracy") >= 0.9
+    # predict: a file of exactly the model's features is features only; the labels come back as text.
+    predicted = ok(fastbp_cmd("predict", "species.npz", "species_features.csv", cwd=workdir)).split()
+    assert len(predicted) == len(y) and set(predicted) <= {"bird", "cat", "dog"}
+    assert np.mean(np.array(predicted) == y) >= 0.9
+    # evaluate finds the target by its name, and maps the text labels as training did.
+    assert metric(ok(fastbp_cmd("evaluate", "species.npz", "species.csv", cwd=workdir)), "accuracy") >= 0.9
+    model = fastbp.load(workdir / "species.npz")
+    assert model.classes.tolist() == ["bird", "cat", "dog"]
+    mean, scale = model.input_scaling  # the training part's statistics, saved with the model
+    assert abs(mean[0] - X[:, 0].mean()) < 100 and abs(scale[1] / X[:, 1].std() - 1) < 0.2
+
+
+def test_a_label_column_is_found_by_its_name_without_target(workdir, species_csv):
+    X, y = species_csv
+    header = ["label", "weight", "ratio", "noise", "offset"]
+    write_csv(workdir / "labelled.csv", header, [np.searchsorted(["bird", "cat", "dog"], y), *X.T])
+    out = ok(fastbp_cmd("train", "--data", "labelled.csv", "--hidden", "8", "--epochs", "10", cwd=workdir))
+    assert "training 4-8-3 (relu, softmax_cross_entropy, sgd)" in out
+    assert "target column 'label' (1 of 5)" in out
+
+
+def test_the_standardization_is_in_the_exported_graph(workdir, species_csv):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    X, _ = species_csv
+    ok(fastbp_cmd("train", "--data", "species.csv", "--target", "0", "--hidden", "8", "--epochs", "2",
+                  "-o", "graph.npz", cwd=workdir))
+    ok(fastbp_cmd("export", "graph.npz", "-o", "graph.onnx", cwd=workdir))
+    model = fastbp.load(workdir / "graph.npz")
+    raw = X[:20].astype(np.float32)
+    logits = ort.InferenceSession(str(workdir / "graph.onnx")).run(["output"], {"X": raw})[0]
+    np.testing.assert_allclose(logits, model.decision_function(raw), rtol=1e-4, atol=1e-4)
+    mean, scale = model.input_scaling
+    assert scale[0] > 100 and abs(mean[0] - X[:, 0].mean()) < 100  # raw grams in, standardized inside
+
+
+def test_labels_that_are_not_0_to_k_minus_1_are_classes(workdir):
+    rng = np.random.default_rng(1)
+    labels = np.array([-1, 1000000000, 3000000])[rng.integers(0, 3, 90)]
+    X = rng.standard_normal((90, 3)) + 3 * (labels[:, None] == np.array([-1, 1000000000, 3000000])[None, :])
+    write_csv(workdir / "odd.csv", None, [*X.T, labels])
+    out = ok(fastbp_cmd("train", "--data", "odd.csv", "--hidden", "8", "--epochs", "5", "-o", "odd.npz",
+                        cwd=workdir))
+    assert "training 3-8-3 (relu, softmax_cross_entropy, sgd)" in out
+    predicted = ok(fastbp_cmd("predict", "odd.npz", "odd.csv", cwd=workdir)).split()
+    assert set(predicted) <= {"-1", "1000000000", "3000000"} and len(predicted) == 90
+    assert np.mean(np.array(predicted).astype(np.int64) == labels) > 0.8
+
+
+def test_poisson_counts_train_and_save(workdir):
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((80, 3))
+    write_csv(workdir / "counts.csv", None, [*X.T, rng.poisson(np.exp(0.3 * X[:, 0]))])
+    out = ok(fastbp_cmd("train", "--data", "counts.csv", "--loss", "poisson", "--optimizer", "adam",
+                        "--lr", "0.01", "--epochs", "2", "-o", "counts.npz", cwd=workdir))
+    assert re.search(r"train mae: \d+\.\d+ +test mae: \d+\.\d+", out), out
+    assert fastbp.load(workdir / "counts.npz").loss.name == "poisson"
+
+
+@pytest.mark.parametrize("output, message", [
+    (".", "is a folder; give a file name in it"),
+    ("absent/model.npz", "the folder"),
+    ("model.h5", "has the extension '.h5'"),
+])
+def test_output_paths_are_checked_before_training(workdir, blobs_npz, output, message):
+    path, _, _ = blobs_npz
+    proc = fastbp_cmd("train", "--data", path.name, "--epochs", "1", "-o", output, cwd=workdir)
+    failed(proc, message)
+    assert "epoch" not in proc.stdout and "training" not in proc.stdout
+
+
+def test_help_shows_the_defaults(workdir):
+    text = " ".join(ok(fastbp_cmd("train", "--help", cwd=workdir)).split())
+    for fragment in ("the optimizer (default: sgd)", "passes over the training data (default: 30)",
+                     "samples per gradient step (default: 32)", "(default: 0.2)", "(default: float32)"):
+        assert fragment in text, fragment

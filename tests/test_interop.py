@@ -219,3 +219,70 @@ def test_against_pytorch():
     with torch.no_grad():
         got = net(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(got, other.decision_function(x), rtol=1e-12, atol=1e-14)
+
+
+# ----- to_torch: the equivalent nn.Sequential ---------------------------------------------------
+
+
+def test_to_torch_expands_fused_activations():
+    torch = pytest.importorskip("torch")
+    X, y = fastbp.datasets.load_digits()
+    model = fastbp.Sequential([fastbp.Dense(64, 256, activation="relu"), fastbp.Dropout(0.2),
+                               fastbp.Dense(256, 10)], seed=0)
+    model.fit(X[:300], y[:300], epochs=2, loss="softmax_cross_entropy", verbose=0)
+    module = model.to_torch()
+    assert [type(m).__name__ for m in module] == ["Linear", "ReLU", "Dropout", "Linear"]
+    assert not module.training
+    with torch.no_grad():
+        logits = module(torch.as_tensor(X[:50])).numpy()
+    np.testing.assert_allclose(logits, model.decision_function(X[:50]), rtol=1e-5, atol=1e-5)
+    # The expanded state dict loads, strictly, into the module a PyTorch user would write.
+    state = model.state_dict(expanded=True)
+    assert list(state) == ["0.weight", "0.bias", "3.weight", "3.bias"]
+    own = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Dropout(0.2),
+                              torch.nn.Linear(256, 10)).eval()
+    own.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()})
+    with torch.no_grad():
+        np.testing.assert_array_equal(own(torch.as_tensor(X[:50])).numpy(), logits)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_to_torch_carries_norm_layers_and_their_running_statistics(dtype):
+    torch = pytest.importorskip("torch")
+    X, y = fastbp.datasets.make_blobs(64, 6, centers=3, seed=3)
+    layers = [fastbp.Dense(6, 8), fastbp.BatchNorm(8), fastbp.ReLU(), fastbp.Dense(8, 8, activation="tanh"),
+              fastbp.LayerNorm(8), fastbp.Dense(8, 8, activation="leaky_relu", alpha=0.2),
+              fastbp.Dense(8, 3), fastbp.Softmax()]
+    model = fastbp.Sequential(layers, seed=0, dtype=dtype)
+    model.fit(X, y, epochs=3, batch_size=16, loss="softmax_cross_entropy", verbose=0)
+    module = model.to_torch()
+    # The final Softmax is the loss's own: left out, as decision_function leaves it out.
+    assert [type(m).__name__ for m in module] == ["Linear", "BatchNorm1d", "ReLU", "Linear", "Tanh",
+                                                  "LayerNorm", "Linear", "LeakyReLU", "Linear"]
+    assert module[7].negative_slope == 0.2
+    bn = module[1]
+    np.testing.assert_array_equal(bn.running_mean.numpy(), model.state_dict()["1.running_mean"])
+    assert float(bn.running_var.numpy().min()) != 1.0 and int(bn.num_batches_tracked) == model.batches_tracked
+    with torch.no_grad():
+        logits = module(torch.as_tensor(X.astype(dtype))).numpy()
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(logits, model.decision_function(X), rtol=tol, atol=tol)
+
+
+def test_to_torch_folds_the_input_standardization():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 3)) * [100.0, 0.01, 1.0] + [5000.0, 0.0, -3.0]
+    model = fastbp.Sequential([fastbp.Dense(3, 5, activation="elu"), fastbp.Dense(5, 2)], seed=0, dtype="float64")
+    model.compile("mse")
+    model.set_input_scaling(X.mean(0), X.std(0))
+    with torch.no_grad():
+        out = model.to_torch()(torch.as_tensor(X)).numpy()
+    np.testing.assert_allclose(out, model.decision_function(X), rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match=r"standardizes its inputs .* use model\.to_torch\(\)"):
+        model.state_dict(expanded=True)
+
+
+def test_to_torch_of_an_unbuilt_model():
+    with pytest.raises(RuntimeError, match="to_torch needs a built model"):
+        fastbp.Sequential([fastbp.Dense(4), fastbp.Dense(2)]).to_torch()

@@ -377,3 +377,85 @@ def test_weighted_metrics_by_hand(device):
         logs = model.fit(_X3, y, epochs=1, batch_size=3, shuffle=False, verbose=0).history
         for key, value in plain.items():
             assert logs[key][0] == pytest.approx(value, rel=1e-12)
+
+
+# ----- conveniences: inferred widths, loss names, file names, sparse input -------------------
+
+
+def test_dense_infers_in_features_from_the_data_at_the_first_fit():
+    X, y = fastbp.datasets.make_blobs(60, 5, centers=3, seed=0)
+    lazy = Sequential([Dense(8, activation="relu"), Dense(3)], seed=0)
+    assert not lazy.built and lazy.layers[1].in_features == 8
+    assert "not built" in lazy.summary()
+    lazy.fit(X, y, epochs=2, batch_size=16, loss="softmax_cross_entropy", verbose=0)
+    assert lazy.built and lazy.n_features == 5 and lazy.layers[0].in_features == 5
+    # The same weights, drawn from the same seed, and the same training as the explicit model's.
+    explicit = Sequential([Dense(5, 8, activation="relu"), Dense(8, 3)], seed=0)
+    explicit.fit(X, y, epochs=2, batch_size=16, loss="softmax_cross_entropy", verbose=0)
+    np.testing.assert_array_equal(lazy.theta, explicit.theta)
+
+
+def test_an_unbuilt_model_says_that_fit_comes_first(tmp_path):
+    lazy = Sequential([Dense(4), Dense(2)], seed=0)
+    lazy.compile("mse")
+    X = np.zeros((3, 6))
+    for call in (lambda: lazy.predict(X), lambda: lazy.evaluate(X, np.zeros((3, 2))),
+                 lambda: lazy.save(tmp_path / "m.npz"), lambda: lazy.get_weights(), lambda: lazy.state_dict()):
+        with pytest.raises(RuntimeError, match=r"needs a built model: the first Dense layer's in_features "
+                                               r"is inferred from the data at the first fit"):
+            call()
+    assert not (tmp_path / "m.npz").exists()
+    with pytest.raises(ValueError, match=r"X must be 2-D of shape \(n_samples, n_features\).* got shape \(3,\)"):
+        lazy.fit(np.zeros(3), np.zeros((3, 2)), verbose=0)
+
+
+def test_a_lazy_layer_object_shared_by_two_models_keeps_inferring():
+    hidden = Dense(4)
+    a = Sequential([Dense(3, 6), hidden], seed=0)
+    b = Sequential([Dense(3, 9), hidden], seed=0)
+    assert (a.layers[1].in_features, b.layers[1].in_features, hidden.in_features) == (6, 9, None)
+
+
+@pytest.mark.parametrize("name, canonical", [
+    ("categorical_crossentropy", "softmax_cross_entropy"), ("sparse_categorical_crossentropy", "softmax_cross_entropy"),
+    ("cross_entropy", "softmax_cross_entropy"), ("CrossEntropyLoss", "softmax_cross_entropy"),
+    ("bce", "binary_cross_entropy"), ("binary_crossentropy", "binary_cross_entropy"),
+    ("BCEWithLogitsLoss", "binary_cross_entropy"), ("mean_squared_error", "mse"), ("l2", "mse"),
+    ("MSELoss", "mse"), ("mean_absolute_error", "mae"), ("l1", "mae"), ("L1Loss", "mae"),
+    ("huber_loss", "huber"), ("PoissonNLLLoss", "poisson")])
+def test_loss_names_in_the_spellings_users_bring(name, canonical):
+    assert fastbp.losses.get(name).name == canonical
+
+
+def test_one_hot_rows_are_refused_with_the_labels_to_pass():
+    X, y = fastbp.datasets.make_blobs(40, 4, centers=3, seed=1)
+    with pytest.raises(ValueError, match=r"y must be a 1-D array of integer class labels .* shape \(40, 3\): "
+                                         r"for one-hot rows pass y\.argmax\(axis=1\)"):
+        Sequential([Dense(4, 3)], seed=0).fit(X, np.eye(3)[y], loss="categorical_crossentropy", verbose=0)
+
+
+@pytest.mark.parametrize("name", ["model.h5", "model.keras", "model.pt", "model.onnx", "model.PKL"])
+def test_save_refuses_the_extension_of_another_format(tmp_path, name):
+    model = Sequential([Dense(3, 2)], seed=0)
+    with pytest.raises(ValueError, match=rf"path .*{name}' has the extension '\.{name.split('.')[1].lower()}' "
+                                         rf"of .*save writes fastbp's \.npz format: name it '.*model\.npz'"):
+        model.save(tmp_path / name)
+    assert list(tmp_path.iterdir()) == []
+    model.save(tmp_path / "model.npz")
+    model.save(tmp_path / "model")  # no extension: the exact name, as before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "model.npz"]
+
+
+def test_sparse_features_are_refused_with_the_conversion_to_use():
+    import scipy.sparse
+
+    X = scipy.sparse.random(10, 4, density=0.5, format="csr", random_state=0)
+    model = Sequential([Dense(4, 2)], seed=0)
+    with pytest.raises(TypeError, match=r"X is a SciPy sparse csr_matrix of shape \(10, 4\); Sequential takes "
+                                        r"dense arrays: pass X\.toarray\(\)"):
+        model.fit(X, np.zeros(10, dtype=np.int64), loss="softmax_cross_entropy", verbose=0)
+    with pytest.raises(TypeError, match=r"X\.toarray\(\)"):
+        model.predict(X)
+    with pytest.raises(TypeError, match=r"X\.toarray\(\)"):
+        Sequential([Dense(2)], seed=0).fit(X, np.zeros(10, dtype=np.int64), loss="cross_entropy", verbose=0)
+    np.testing.assert_array_equal(model.predict(X.toarray()), model.predict(np.asarray(X.todense())))

@@ -8,12 +8,14 @@ dropout, ``fit`` itself) reports. That checks every backward kernel, the
 fusion of activations into Dense, the loss's batch mean and the layout of the
 flat parameter vector at once.
 """
+import io
 import json
 import math
 import os
 import subprocess
 import sys
 import textwrap
+import types
 
 import numpy as np
 import pytest
@@ -325,12 +327,14 @@ def test_verbose_0_prints_nothing(tiny, capsys):
     assert capsys.readouterr() == ("", "")
 
 
-def test_verbose_auto_is_silent_off_a_terminal(tiny, capsys):
+def test_verbose_auto_prints_one_line_per_epoch_off_a_terminal(tiny, capsys):
+    # A log file or a pipe: no bar, whose every redraw would be written, but not silence either.
     X, y, model = tiny
     assert not sys.stderr.isatty()
     model.fit(X, y, epochs=3, loss=SCE)  # verbose="auto" by default
-    model.fit(X, y, epochs=1, loss=SCE, verbose="auto")
-    assert capsys.readouterr() == ("", "")
+    out, err = capsys.readouterr()
+    assert [line.split(":")[0] for line in out.splitlines()] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    assert "\r" not in out + err
 
 
 def test_verbose_2_prints_one_line_per_epoch(tiny, capsys):
@@ -346,12 +350,71 @@ def test_verbose_2_prints_one_line_per_epoch(tiny, capsys):
         assert line.endswith(" samples/s")
 
 
-def test_verbose_1_draws_progress_on_stderr_only(tiny, capsys):
-    X, y, model = tiny
-    model.fit(X, y, epochs=2, loss=SCE, verbose=1)
+def test_verbose_1_off_a_terminal_writes_one_line_per_epoch(capsys):
+    # Piped, a bar's redraws would fill the log (25 KB for 5 epochs of the digits).
+    X, y = ds.load_digits()
+    model = Sequential([Dense(64, 32, activation="relu"), Dense(32, 10)], seed=0)
+    model.fit(X, y, epochs=5, batch_size=32, loss=SCE, verbose=1)
     out, err = capsys.readouterr()
-    assert out == ""
-    assert "epoch 1/2" in err and "epoch 2/2" in err
+    assert "\r" not in out + err
+    assert [line.split(":")[0] for line in out.splitlines()] == [f"epoch {i}/5" for i in range(1, 6)]
+    assert len(out + err) < 1000
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+class ZMQInteractiveShell:
+    """What get_ipython() returns in a Jupyter kernel, as far as fastbp looks."""
+
+    config = {"IPKernelApp": {}}
+
+
+@pytest.fixture
+def notebook(monkeypatch):
+    ipython = types.ModuleType("IPython")
+    ipython.get_ipython = ZMQInteractiveShell
+    monkeypatch.setitem(sys.modules, "IPython", ipython)
+
+
+def long_logs_fit(model, X, y, verbose):
+    return model.fit(X, y, epochs=2, batch_size=4, loss=SCE, verbose=verbose, validation_split=0.25)
+
+
+def test_a_notebook_shows_a_bar_and_each_epochs_full_summary(tiny, notebook, monkeypatch, capsys):
+    # A Jupyter kernel's stderr is no terminal, but it is watched live: the bar (the text
+    # bar here, where ipywidgets is missing), the compile note, and every summary in full.
+    X, y, model = tiny
+    seen = []
+    real = fastbp._fit._first_run.compile_loop
+    monkeypatch.setattr(fastbp._fit._first_run, "compile_loop",
+                        lambda trainer, order, hyper, verbose: seen.append(verbose) or real(trainer, order, hyper, verbose))
+    history = long_logs_fit(model, X, y, "auto")
+    out, err = capsys.readouterr()
+    assert seen and seen[0]  # the compile note is printed when the loop compiles
+    assert "[1/" in err  # the bar drew batches
+    summaries = [line.split("\r")[-1].strip() for line in err.splitlines() if ": loss" in line]
+    assert len(summaries) == 2
+    last = summaries[-1]
+    assert last.startswith(f"epoch 2/2: loss {history['loss'][1]:.4f}, accuracy {history['accuracy'][1]:.4f}, "
+                           f"val_loss {history['val_loss'][1]:.4f}, val_accuracy {history['val_accuracy'][1]:.4f}, ")
+    assert last.endswith(" samples/s")
+
+
+def test_a_terminal_bar_ends_each_epoch_with_the_full_summary(tiny, monkeypatch):
+    pytest.importorskip("tqdm")
+    X, y, model = tiny
+    terminal = FakeTerminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    monkeypatch.setenv("COLUMNS", "60")
+    history = long_logs_fit(model, X, y, 1)
+    text = terminal.getvalue()
+    for epoch in range(2):
+        line = (f"epoch {epoch + 1}/2: loss {history['loss'][epoch]:.4f}, accuracy {history['accuracy'][epoch]:.4f}, "
+                f"val_loss {history['val_loss'][epoch]:.4f}, val_accuracy {history['val_accuracy'][epoch]:.4f}, ")
+        assert len(line) > 60 and line in text
 
 
 # ----- no allocation per step ---------------------------------------------------------------
