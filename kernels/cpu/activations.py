@@ -608,7 +608,7 @@ def _softmax_row(out, x, n, log):
     and sums them after it, in order. Log-softmax sums them as it goes, with libm's exp: it
     must not write out before its last loop, which still reads x where out is x, and the
     inline ``vexp`` in that summing loop, which does not vectorize, took twice libm's time
-    (BENCHMARKS.md, fifth session).
+    (docs/performance-log.md, 2026-11-30, d67e485).
     """
     n_out = x.shape[1]
     m = x[n, 0]

@@ -12,9 +12,9 @@ calling it.
 Every update computes in the parameters' dtype: its hyperparameters (and the
 constants made of them, such as Adam's bias corrections, formed in float64)
 are cast to it before the loop, as the CUDA kernels and PyTorch do. A float32
-update in float64 arithmetic converted every element both ways and ran in
+update in float64 arithmetic would convert every element both ways and run in
 half-width vectors: SGD with momentum on the small network's 2,410 parameters
-took 1.3 us that way, 0.4 us now (BENCHMARKS.md).
+takes 0.4 us, against 1.3 us that way (docs/performance-log.md, 2026-11-30, 73215a1).
 
 Each update has a ``*_serial`` twin that runs the same loop on the calling thread
 alone, for compiled loops that call BLAS between kernels (see ``_jit.py``); the
