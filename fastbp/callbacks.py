@@ -13,26 +13,82 @@ import numpy as np
 
 
 class Callback:
+    """Base class of the callbacks: hooks that ``Sequential.fit`` calls around each epoch.
+
+    Override any of the hooks; the base class's do nothing. ``self.model`` is the
+    model being trained; ``self.model.stop_training = True`` stops after the
+    current epoch.
+    """
+
     model = None
 
     def set_model(self, model):
+        """Called by fit before training with the model it trains.
+
+        Parameters
+        ----------
+        model : Sequential
+            The model, kept as ``self.model``.
+        """
         self.model = model
 
     def check_logs(self, validation):
-        """Called by fit before training; ``validation`` says whether the fit has validation
-        data, and so val_* entries in its epoch logs. Raise to refuse the fit."""
+        """Called by fit before training, to refuse a fit that cannot work.
+
+        Parameters
+        ----------
+        validation : bool
+            Whether the fit has validation data, and so val_* entries in its epoch logs.
+
+        Raises
+        ------
+        MonitorError
+            In the subclasses that watch a val_* quantity, when ``validation`` is False.
+        """
 
     def on_train_begin(self, logs=None):
-        pass
+        """Called once, before the first epoch.
+
+        Parameters
+        ----------
+        logs : dict, default None
+            The logs so far: for an epoch's end, its loss, metrics, val_* entries, lr,
+            seconds and samples_per_second.
+        """
 
     def on_epoch_begin(self, epoch, logs=None):
-        pass
+        """Called at the start of each epoch.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch, counted from 0.
+        logs : dict, default None
+            The logs so far: for an epoch's end, its loss, metrics, val_* entries, lr,
+            seconds and samples_per_second.
+        """
 
     def on_epoch_end(self, epoch, logs=None):
-        pass
+        """Called at the end of each epoch, after validation.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch, counted from 0.
+        logs : dict, default None
+            The logs so far: for an epoch's end, its loss, metrics, val_* entries, lr,
+            seconds and samples_per_second.
+        """
 
     def on_train_end(self, logs=None):
-        pass
+        """Called once, after the last epoch (also when a DivergenceError ends the fit).
+
+        Parameters
+        ----------
+        logs : dict, default None
+            The logs so far: for an epoch's end, its loss, metrics, val_* entries, lr,
+            seconds and samples_per_second.
+        """
 
 
 class MonitorError(KeyError, ValueError):
@@ -86,6 +142,25 @@ class EarlyStopping(Callback):
 
     With ``restore_best_weights`` the model ends with the weights of its best epoch
     (and BatchNorm's running statistics of that epoch, which its weights were used with).
+    Keras's convention: it stops after ``patience`` epochs without an improvement.
+
+    Parameters
+    ----------
+    monitor : str, default 'val_loss'
+        The quantity of the epoch logs to watch.
+    patience : int, default 5
+        Epochs without an improvement before stopping.
+    min_delta : float, default 0.0
+        The change that counts as an improvement.
+    mode : {'min', 'max'}, default 'min'
+        Whether lower or higher values of ``monitor`` are better.
+    restore_best_weights : bool, default False
+        End with the weights of the best epoch.
+
+    Raises
+    ------
+    ValueError
+        An unknown mode.
     """
 
     def __init__(self, monitor="val_loss", patience=5, min_delta=0.0, mode="min",
@@ -126,7 +201,19 @@ class EarlyStopping(Callback):
 
 
 class ModelCheckpoint(Callback):
-    """Save the model to ``path`` after each epoch, or only when ``monitor`` improves."""
+    """Save the model to ``path`` after each epoch, or only when ``monitor`` improves.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Where ``Sequential.save`` writes the model (overwritten each time).
+    monitor : str, default 'val_loss'
+        The quantity of the epoch logs to watch.
+    save_best_only : bool, default True
+        Save only when ``monitor`` improves; False saves after every epoch.
+    mode : {'min', 'max'}, default 'min'
+        Whether lower or higher values of ``monitor`` are better.
+    """
 
     def __init__(self, path, monitor="val_loss", save_best_only=True, mode="min"):
         self.path, self.monitor, self.save_best_only, self.mode = path, monitor, save_best_only, mode
@@ -148,7 +235,13 @@ class ModelCheckpoint(Callback):
 
 
 class LearningRateLogger(Callback):
-    """Record (and optionally print) the learning rate of every epoch in ``self.rates``."""
+    """Record (and optionally print) the learning rate of every epoch in ``self.rates``.
+
+    Parameters
+    ----------
+    print_rates : bool, default False
+        Also print each epoch's rate.
+    """
 
     def __init__(self, print_rates=False):
         self.print_rates = print_rates
@@ -166,6 +259,15 @@ class History(Callback):
     ``compile_seconds`` is the time the fit spent compiling its loop before the first
     epoch (None when it was compiled or cached already): it comes in the first epoch's
     logs only, so it is kept apart from the per-epoch series.
+
+    Attributes
+    ----------
+    history : dict of str to list
+        Each quantity of the epoch logs, one value per epoch.
+    epoch : list of int
+        The epochs, counted from 0.
+    compile_seconds : float or None
+        The time fit spent compiling before the first epoch.
     """
 
     def on_train_begin(self, logs=None):
@@ -189,7 +291,26 @@ class History(Callback):
         return f"History(epochs={len(self.epoch)}, last={last})"
 
     def plot(self, path=None, keys=None):
-        """Draw learning curves (matplotlib, an optional extra); save to ``path`` if given."""
+        """Draw learning curves (matplotlib, an optional extra); save to ``path`` if given.
+
+        Parameters
+        ----------
+        path : str or path-like, default None
+            Save the figure there (and close it); None keeps it open.
+        keys : list of str, default None
+            The quantities to draw, one panel each, with their val_* counterparts; default
+            every training quantity but lr, seconds and samples_per_second.
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+            The figure.
+
+        Raises
+        ------
+        ImportError
+            matplotlib is not installed.
+        """
         try:
             import matplotlib
 
