@@ -52,14 +52,43 @@ def _dtype(dtype):
 class Sequential:
     """A stack of layers trained with mini-batch gradient descent.
 
-    >>> model = Sequential([Dense(64, 32, activation="relu"), Dense(32, 10)], seed=0)
-    >>> history = model.fit(X, y, epochs=10, batch_size=32, loss="softmax_cross_entropy",
-    ...                     optimizer=SGD(lr=0.1, momentum=0.9))
-    >>> labels = model.predict(X_test)
+    The parameters live in one flat vector, ``theta`` (every weight matrix, then every
+    bias, then the norm layers' gamma and beta); BatchNorm's running statistics in
+    ``buffers``.
 
-    Parameters are float32 by default (``dtype='float64'`` for double precision),
-    initialized from ``seed``. ``device='cuda'`` keeps parameters and data on an
-    NVIDIA GPU (needs numba-cuda).
+    Parameters
+    ----------
+    layers : list of Layer
+        The layers in order: ``Dense``, activation layers, ``Dropout``, ``BatchNorm``,
+        ``LayerNorm``; at least one Dense, each layer's width matching the one before it.
+    dtype : {'float32', 'float64'}, default 'float32'
+        The precision of the parameters and of the training arithmetic.
+    seed : int, numpy Generator or None, default None
+        Seeds the initial weights and, unless ``fit`` is given its own, the shuffles and
+        the dropout masks.
+    device : {'cpu', 'cuda'}, default 'cpu'
+        'cuda' keeps parameters and data on an NVIDIA GPU (needs numba-cuda).
+
+    Raises
+    ------
+    ValueError
+        No layers, no Dense layer, or widths that do not match.
+    TypeError
+        A layer that is not a fastbp layer.
+
+    See Also
+    --------
+    fastbp.load : Load a saved model.
+    fastbp.MLPClassifier : The scikit-learn estimator built on it.
+
+    Examples
+    --------
+    >>> import fastbp
+    >>> X, y = fastbp.datasets.load_digits()
+    >>> model = fastbp.Sequential([fastbp.Dense(64, 32, activation="relu"), fastbp.Dense(32, 10)], seed=0)
+    >>> history = model.fit(X, y, epochs=2, loss="softmax_cross_entropy", verbose=0)
+    >>> model.predict(X[:3]).shape
+    (3,)
     """
 
     def __init__(self, layers, dtype="float32", seed=None, device="cpu"):
@@ -139,11 +168,29 @@ class Sequential:
         return self.theta.size
 
     def get_weights(self):
-        """Copies of the trained arrays in layer order: [W0, b0, W1, b1, ...] (W as
-        (in_features, out_features)), with gamma, beta where an affine norm layer sits."""
+        """Copies of the trained arrays in layer order.
+
+        Returns
+        -------
+        list of ndarray
+            [W0, b0, W1, b1, ...] (W as (in_features, out_features)), with gamma, beta
+            where an affine norm layer sits.
+        """
         return [a.copy() for a in self._weight_list(self.theta)]
 
     def set_weights(self, weights):
+        """Set the trained arrays from a list laid out as ``get_weights`` returns it.
+
+        Parameters
+        ----------
+        weights : list of array-like
+            One array per weight, bias, gamma and beta, of their shapes.
+
+        Raises
+        ------
+        ValueError
+            The wrong number of arrays, or an array of the wrong shape.
+        """
         views = self._weight_list(self.theta)
         if len(weights) != len(views):
             raise ValueError(f"weights must hold {len(views)} arrays (W and b per Dense layer, gamma and "
@@ -161,12 +208,27 @@ class Sequential:
         layer's index in ``layers``, as ``nn.Sequential(nn.Linear, ...).state_dict()``
         names them (``fastbp.interop`` tells how the indices line up); norm layers
         add nn.BatchNorm1d's and nn.LayerNorm's keys.
+
+        Returns
+        -------
+        dict of str to ndarray
+            The arrays by PyTorch's names.
         """
         return interop.state_dict(self)
 
     def load_state_dict(self, state_dict):
-        """Load parameters named and laid out as ``state_dict`` gives them (NumPy arrays,
-        PyTorch tensors, anything ``numpy.asarray`` takes), cast to the model's dtype."""
+        """Load parameters named and laid out as ``state_dict`` gives them, cast to the model's dtype.
+
+        Parameters
+        ----------
+        state_dict : dict of str to array-like
+            NumPy arrays, PyTorch tensors, anything ``numpy.asarray`` takes.
+
+        Raises
+        ------
+        ValueError
+            A missing or unexpected key, or an array of the wrong shape.
+        """
         interop.load_state_dict(self, state_dict)
 
     def get_flat_weights(self):
@@ -178,7 +240,25 @@ class Sequential:
     # ----- configuration ----------------------------------------------------------------
 
     def compile(self, loss, optimizer="sgd"):
-        """Set the loss and optimizer (Keras style); ``fit`` can also take them directly."""
+        """Set the loss and optimizer (Keras style); ``fit`` can also take them directly.
+
+        Parameters
+        ----------
+        loss : str or Loss
+            A loss name ('softmax_cross_entropy', 'mse', ...) or a ``fastbp.losses`` object.
+        optimizer : str or Optimizer, default 'sgd'
+            An optimizer name or object (``SGD``, ``Adam``, ...).
+
+        Returns
+        -------
+        Sequential
+            The model itself.
+
+        Raises
+        ------
+        ValueError
+            An unknown loss or optimizer, or softmax cross-entropy on one output.
+        """
         self.loss = losses.get(loss)
         self.optimizer = optimizers.get(optimizer)
         if self.loss.kind == R.LOSS_SCE and self.n_outputs < 2:
@@ -187,6 +267,23 @@ class Sequential:
         return self
 
     def to(self, device):
+        """Train and predict on ``device`` from now on.
+
+        Parameters
+        ----------
+        device : {'cpu', 'cuda'}
+            The device; 'cuda' needs numba-cuda and a GPU.
+
+        Returns
+        -------
+        Sequential
+            The model itself.
+
+        Raises
+        ------
+        ValueError
+            An unknown device.
+        """
         if device == "cpu":
             self.device = "cpu"
             return self
@@ -197,10 +294,23 @@ class Sequential:
         raise ValueError(f"device must be 'cpu' or 'cuda'; got {device!r}")
 
     def lowered(self):
-        """The network lowered for the backends (``fastbp.lowering``), for the current loss."""
+        """The network lowered for the backends (``fastbp.lowering``), for the current loss.
+
+        Returns
+        -------
+        fastbp.lowering.Lowered
+            The op arrays and the parameter table.
+        """
         return lower(self.layers, self.loss.link if self.loss is not None else None, self.n_features)
 
     def summary(self):
+        """A text summary: dtype, parameter count, device and the layers.
+
+        Returns
+        -------
+        str
+            One line for the model, one per layer.
+        """
         lines = [f"Sequential ({self.dtype.name}, {self.n_parameters:,} parameters, device {self.device})"]
         for i, layer in enumerate(self.layers):
             lines.append(f"  {i}: {layer!r}")
@@ -255,6 +365,53 @@ class Sequential:
         draws each row's mask from its place in the global batch, so it does
         not depend on the number of ranks. BatchNorm is refused (each rank would
         normalize its share alone); LayerNorm works.
+
+        Parameters
+        ----------
+        X : array-like of shape (N, I)
+            Training features.
+        y : array-like of shape (N,) or (N, O)
+            Integer class labels for the classification losses, targets otherwise.
+        epochs : int, default 1
+            Passes over the data.
+        batch_size : int, default 32
+            Samples per step (the global batch over MPI).
+        loss : str or Loss, default None
+            The loss; default the one ``compile`` set.
+        optimizer : str or Optimizer, default None
+            The optimizer; default the one ``compile`` set, else SGD.
+        validation_data : tuple, default None
+            ``(X_val, y_val)`` or ``(X_val, y_val, w_val)``.
+        validation_split : float, default 0.0
+            The last fraction of X held out for validation.
+        shuffle : bool, default True
+            Permute the samples every epoch.
+        seed : int, numpy Generator, RandomState or None, default None
+            The shuffles' and dropout masks' generator; None: the model's own.
+        callbacks : sequence of Callback, default ()
+            Called around each epoch.
+        verbose : {'auto', 0, 1, 2}, default 'auto'
+            Progress output: 'auto' prints a line per epoch on a terminal.
+        sample_weight : array-like of shape (N,), default None
+            Weights of the samples in the loss and metrics.
+        class_weight : None, 'balanced' or dict, default None
+            Weights of the classes, multiplying ``sample_weight``.
+        comm : mpi4py communicator, default None
+            Train data-parallel over MPI.
+
+        Returns
+        -------
+        History
+            The per-epoch logs.
+
+        Raises
+        ------
+        DivergenceError
+            A step's loss or gradient was not finite; the model is left as before it.
+        ValueError
+            Data or arguments the fit cannot use, named in the message.
+        MonitorError
+            A callback or schedule watches a val_* quantity without validation data.
         """
         if loss is not None or optimizer is not None or self.loss is None:
             self.compile(loss if loss is not None else (self.loss or _missing("loss")),
@@ -322,6 +479,25 @@ class Sequential:
         that f is a function of theta alone. BatchNorm layers normalize with the
         batch's statistics, as in training; ``f`` leaves the model's running
         statistics as they are.
+
+        Parameters
+        ----------
+        X : array-like of shape (N, I)
+            Features.
+        y : array-like of shape (N,) or (N, O)
+            Labels or targets, as for ``fit``.
+        sample_weight : array-like of shape (N,), default None
+            Weights of the samples.
+
+        Returns
+        -------
+        callable
+            ``f(theta) -> (loss, grad)``.
+
+        Raises
+        ------
+        RuntimeError
+            The model has no loss yet.
         """
         if self.loss is None:
             raise RuntimeError("objective needs a loss: call compile(loss=...) first")
@@ -331,7 +507,29 @@ class Sequential:
     # ----- inference --------------------------------------------------------------------
 
     def evaluate(self, X, y, sample_weight=None, batch_size=1024):
-        """Loss and metrics on (X, y) in inference mode, as a dict."""
+        """Loss and metrics on (X, y) in inference mode.
+
+        Parameters
+        ----------
+        X : array-like of shape (N, I)
+            Features.
+        y : array-like of shape (N,) or (N, O)
+            Labels or targets, as for ``fit``.
+        sample_weight : array-like of shape (N,), default None
+            Weights of the samples.
+        batch_size : int, default 1024
+            Rows per inference batch.
+
+        Returns
+        -------
+        dict of str to float
+            The loss and the loss's metrics ('accuracy', 'mse', 'mae').
+
+        Raises
+        ------
+        RuntimeError
+            The model has no loss yet.
+        """
         if self.loss is None:
             raise RuntimeError("evaluate needs a loss: call compile(loss=...) or fit first")
         batch_size = check_int(batch_size, "batch_size")
@@ -340,13 +538,44 @@ class Sequential:
         return _fit.logs_from_stats(self.loss.kind, stats)
 
     def decision_function(self, X, batch_size=1024):
-        """The network's raw outputs (logits for classification losses), (n_samples, O)."""
+        """The network's raw outputs (logits for classification losses).
+
+        Parameters
+        ----------
+        X : array-like of shape (N, I)
+            Features; converted once to a C-contiguous array of the model's dtype.
+        batch_size : int, default 1024
+            Rows per inference batch.
+
+        Returns
+        -------
+        ndarray of shape (N, O)
+            The outputs, in the model's dtype.
+        """
         X = check_features(X, self.n_features, self.dtype)
         batch_size = min(check_int(batch_size, "batch_size"), len(X))
         return backends.get(self.device).outputs(self, self.lowered(), X, batch_size)
 
     def predict_proba(self, X, batch_size=1024):
-        """Class probabilities: softmax of the logits (softmax cross-entropy) or sigmoid (BCE)."""
+        """Class probabilities: softmax of the logits (softmax cross-entropy) or sigmoid (BCE).
+
+        Parameters
+        ----------
+        X : array-like of shape (N, I)
+            Features; converted once to a C-contiguous array of the model's dtype.
+        batch_size : int, default 1024
+            Rows per inference batch.
+
+        Returns
+        -------
+        ndarray of shape (N, O)
+            The probabilities.
+
+        Raises
+        ------
+        RuntimeError
+            The loss is not a classification loss.
+        """
         if self.loss is None or self.loss.link is None:
             raise RuntimeError("predict_proba needs a classification loss (softmax_cross_entropy or "
                                "binary_cross_entropy): call compile or fit first")
@@ -359,7 +588,20 @@ class Sequential:
 
     def predict(self, X, batch_size=1024):
         """Class labels for classification losses, the mean exp(outputs) for the Poisson loss
-        (whose outputs are the log of the mean), the network's outputs otherwise."""
+        (whose outputs are the log of the mean), the network's outputs otherwise.
+
+        Parameters
+        ----------
+        X : array-like of shape (N, I)
+            Features; converted once to a C-contiguous array of the model's dtype.
+        batch_size : int, default 1024
+            Rows per inference batch.
+
+        Returns
+        -------
+        ndarray of shape (N,) or (N, O)
+            The predictions.
+        """
         if self.loss is not None and self.loss.kind == R.LOSS_SCE:
             return np.argmax(self.decision_function(X, batch_size), axis=1)
         if self.loss is not None and self.loss.kind == R.LOSS_BCE:
@@ -371,6 +613,13 @@ class Sequential:
     # ----- persistence ------------------------------------------------------------------
 
     def get_config(self):
+        """The model's architecture, loss, optimizer and counters as a JSON-able dict.
+
+        Returns
+        -------
+        dict
+            What ``save`` writes as the model's JSON record.
+        """
         opt = self.optimizer
         return {
             "layers": [{"type": type(layer).__name__, "config": layer.get_config()} for layer in self.layers],
@@ -389,6 +638,16 @@ class Sequential:
         """Write the model to one .npz file: architecture as JSON, parameters, optimizer state.
 
         Inside a data-parallel fit (``comm=``), only rank 0 writes.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The file; exactly this name (".npz" is not added).
+
+        Raises
+        ------
+        OSError
+            The file could not be written; the previous file at ``path`` is intact.
         """
         if getattr(self, "_saves", True):
             save_model(self, path)
@@ -399,6 +658,20 @@ class Sequential:
         Input ``X``; outputs ``output`` (what decision_function returns) and, for a
         classification loss, ``probabilities`` (predict_proba). ``dtype`` defaults to
         the model's. See ``fastbp.export``.
+
+        Parameters
+        ----------
+        path : str or path-like, default None
+            Where to write the graph; None writes nothing.
+        dtype : {None, 'float32', 'float64'}, default None
+            The graph's float type; default the model's.
+        opset : int, default None
+            The ONNX opset, 17 by default.
+
+        Returns
+        -------
+        onnx.ModelProto
+            The graph.
         """
         return export.sequential_to_onnx(self, path, dtype, opset)
 
@@ -410,6 +683,19 @@ def _missing(what):
 def load(path):
     """Load a model written by ``Sequential.save``; it predicts bit for bit as saved.
 
-    A file that is not such a model, or a damaged one, raises a ValueError that names it.
+    Parameters
+    ----------
+    path : str or path-like
+        The file ``Sequential.save`` wrote.
+
+    Returns
+    -------
+    Sequential
+        The model, with its loss, optimizer state and random state.
+
+    Raises
+    ------
+    ValueError
+        A file that is not such a model, or a damaged one, named in the message.
     """
     return load_model(path, Sequential)
