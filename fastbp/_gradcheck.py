@@ -24,12 +24,22 @@ from collections import namedtuple
 import numpy as np
 
 GradcheckResult = namedtuple("GradcheckResult", "errors per_layer max_error passed tol")
-GradcheckResult.__doc__ = """What a gradient check found.
+GradcheckResult.__doc__ = """What a gradient check found (a named tuple).
 
-errors: {name: error} per checked block ('layers[0].weight', 'layers[0].bias', ... for
-gradcheck; 'inputs[1]' or the input's name for gradcheck_pair); per_layer: {layer: the
-largest error of its blocks} ('layers[0]'; the same as errors for gradcheck_pair);
-max_error: the largest of all; passed: max_error <= tol.
+Parameters
+----------
+errors : dict of str to float
+    The relative error per checked block: 'layers[0].weight', 'layers[0].bias', ... for
+    gradcheck; 'inputs[1]' or the input's name for gradcheck_pair.
+per_layer : dict of str to float
+    The largest error of each layer's blocks ('layers[0]'); the same as errors for
+    gradcheck_pair.
+max_error : float
+    The largest error of all.
+passed : bool
+    max_error <= tol.
+tol : float
+    The tolerance the check used.
 """
 
 
@@ -81,10 +91,44 @@ def gradcheck(model, X, y, loss=None, eps=1e-6, sample_weight=None, tol=1e-5, ma
     backward too. max_entries: check at most this many entries per block,
     drawn with ``seed`` (default: every entry).
 
-    Returns a ``GradcheckResult``: errors per block ('layers[i].weight',
-    'layers[i].bias', i the index in ``model.layers``), the largest per layer
-    ('layers[i]'), max_error, and passed = max_error <= tol. With
-    ``raise_on_failure=True`` a failed check raises ``GradcheckError`` instead.
+    Parameters
+    ----------
+    model : Sequential
+        The model; left unchanged.
+    X : array-like of shape (N, I)
+        Features, as for ``fit``.
+    y : array-like of shape (N,) or (N, O)
+        Labels or targets, as for ``fit``.
+    loss : str or Loss, default None
+        The loss; default the model's compiled loss.
+    eps : float, default 1e-6
+        The central differences' step, in (0, 1).
+    sample_weight : array-like of shape (N,), default None
+        Weights of the samples in the loss.
+    tol : float, default 1e-5
+        The largest error that passes.
+    max_entries : int, default None
+        Check at most this many entries per block, drawn with ``seed``; None checks all.
+    seed : int, default 0
+        Draws the entries when ``max_entries`` is set.
+    raise_on_failure : bool, default False
+        Raise ``GradcheckError`` when the check fails, instead of returning.
+
+    Returns
+    -------
+    GradcheckResult
+        Errors per block ('layers[i].weight', 'layers[i].bias', i the index in
+        ``model.layers``), the largest per layer ('layers[i]'), max_error, and
+        passed = max_error <= tol.
+
+    Raises
+    ------
+    GradcheckError
+        With ``raise_on_failure=True``, when the check fails.
+    ValueError
+        No loss, a bad eps, or a loss that is not finite at the model's parameters.
+    TypeError
+        ``model`` is not a ``fastbp.Sequential``.
     """
     from .layers import Dense, layer_from_config
     from .lowering import param_views
@@ -134,18 +178,54 @@ def gradcheck(model, X, y, loss=None, eps=1e-6, sample_weight=None, tol=1e-5, ma
 def gradcheck_pair(forward, backward, inputs, wrt=None, eps=1e-6, tol=1e-5, seed=0, raise_on_failure=False):
     """Check a forward/backward pair of your own (written with ``fastbp.kernels``) by central differences.
 
-    forward(*inputs) returns the output: an array, or a scalar such as a loss.
-    backward(dout, *inputs) returns the gradients of sum(dout * output) with
-    respect to the inputs named by ``wrt``, one array each, in that order.
-    inputs: a tuple of the arguments (arrays and scalars), or a dict of them by
-    name (passed positionally, in the dict's order); forward must not modify
-    them. wrt: the indices (or names, for a dict) of the inputs to check;
-    default every float64 array among them. Checked inputs must be float64.
     dout is drawn from a normal distribution with ``seed`` (1.0 for a scalar
     output), so that every output entry counts with its own weight.
 
-    Returns a ``GradcheckResult`` with one error per checked input (named
-    'inputs[i]' or by its dict key); see ``gradcheck`` for the error measure.
+    Parameters
+    ----------
+    forward : callable
+        ``forward(*inputs)`` returns the output: an array, or a scalar such as a loss. It
+        must not modify its inputs.
+    backward : callable
+        ``backward(dout, *inputs)`` returns the gradients of sum(dout * output) with
+        respect to the inputs named by ``wrt``, one array each, in that order.
+    inputs : tuple or dict
+        The arguments (arrays and scalars), or a dict of them by name (passed
+        positionally, in the dict's order).
+    wrt : sequence of int or str, default None
+        The indices (or names, for a dict) of the inputs to check; default every float64
+        array among them. Checked inputs must be C-contiguous float64 arrays.
+    eps : float, default 1e-6
+        The central differences' step, in (0, 1).
+    tol : float, default 1e-5
+        The largest error that passes.
+    seed : int, default 0
+        Draws dout.
+    raise_on_failure : bool, default False
+        Raise ``GradcheckError`` when the check fails, instead of returning.
+
+    Returns
+    -------
+    GradcheckResult
+        One error per checked input (named 'inputs[i]' or by its dict key); see
+        ``gradcheck`` for the error measure.
+
+    Raises
+    ------
+    GradcheckError
+        With ``raise_on_failure=True``, when the check fails.
+    ValueError
+        No float64 input to check, a checked input that is not a C-contiguous float64
+        array, or gradients of the wrong number or shape.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastbp
+    >>> result = fastbp.gradcheck_pair(lambda x: np.tanh(x), lambda dout, x: dout * (1 - np.tanh(x) ** 2),
+    ...                                (np.linspace(-1.0, 1.0, 5),))
+    >>> result.passed
+    True
     """
     eps = _check_eps(eps)
     names = list(inputs) if isinstance(inputs, dict) else [f"inputs[{i}]" for i in range(len(inputs))]
