@@ -44,7 +44,8 @@ html_theme_options = {
 html_static_path = []
 
 autosummary_generate = True
-autodoc_default_options = {"members": False, "inherited-members": False}
+# A subclass overriding a hook is documented by the base class alone.
+autodoc_inherit_docstrings = False
 autodoc_typehints = "none"
 
 numpydoc_show_class_members = False

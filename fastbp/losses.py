@@ -119,7 +119,7 @@ class Poisson(Loss):
 class Huber(Loss):
     """Huber loss, PyTorch's ``HuberLoss(delta=...)`` (reduction 'mean').
 
-    With d = out - y, d^2 / 2 where |d| <= delta and delta (|d| - delta / 2) beyond, averaged
+    With d = out - y, d^2 / 2 where abs(d) <= delta and delta (abs(d) - delta / 2) beyond, averaged
     over outputs and (weighted) samples. Quadratic near the target, linear in the tails:
     robust to outliers. Targets (N, O) (or (N,) when O = 1). Metrics ``mse`` and ``mae``.
 
@@ -159,7 +159,7 @@ class Huber(Loss):
 
 
 class MeanAbsoluteError(Loss):
-    """Mean absolute error |out - y| over all outputs (PyTorch's ``L1Loss``, Keras's ``mae``).
+    """Mean absolute error abs(out - y) over all outputs (PyTorch's ``L1Loss``, Keras's ``mae``).
 
     Its gradient is sign(out - y) / (O sum_n s_n) per sample, 0 where out == y
     exactly (a subgradient, as PyTorch's). Targets (N, O) (or (N,) when O = 1).

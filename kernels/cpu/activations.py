@@ -389,7 +389,7 @@ SOFTPLUS_FORWARD_SPEC = ArgSpec([("out", "*"), ("x", "*")], writes=("out",))
 
 @jit
 def softplus_forward(out, x):
-    """out = log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)).
+    """out = log(1 + exp(x)) = max(x, 0) + log1p(exp(-abs(x))).
 
     Parameters
     ----------

@@ -300,7 +300,7 @@ def binary_cross_entropy_forward(loss, logits, target, weight):
 
     logits (N, O), target (N, O) in [0, 1], weight (N,) or empty ->
     loss[0] = sum_n s_n sum_o [log(1 + e^z) - t z] / (O sum_n s_n), with
-    log(1 + e^z) = max(z, 0) + log1p(e^-|z|).
+    log(1 + e^z) = max(z, 0) + log1p(e^-abs(z)).
 
     Parameters
     ----------
@@ -424,7 +424,7 @@ HUBER_FORWARD_SPEC = ArgSpec(
 def huber_forward(loss, pred, target, weight, delta):
     """Huber loss, PyTorch's ``HuberLoss``: with d = pred - target, per output
 
-    d^2 / 2 where |d| <= delta, delta (|d| - delta / 2) beyond;
+    d^2 / 2 where abs(d) <= delta, delta (abs(d) - delta / 2) beyond;
     loss[0] = sum_n s_n sum_o l / (O sum_n s_n).
 
     pred (N, O), target (N, O), weight (N,) or empty, delta > 0.
@@ -488,7 +488,7 @@ MAE_FORWARD_SPEC = ArgSpec(
 
 @jit
 def mae_forward(loss, pred, target, weight):
-    """Mean absolute error: loss[0] = sum_n s_n sum_o |pred - target| / (O sum_n s_n).
+    """Mean absolute error: loss[0] = sum_n s_n sum_o abs(pred - target) / (O sum_n s_n).
 
     pred (N, O), target (N, O), weight (N,) or empty.
 
@@ -520,7 +520,7 @@ MAE_BACKWARD_SPEC = ArgSpec(
 def mae_backward(dpred, pred, target, weight):
     """dpred (N, O) = s_n sign(pred - target) / (O sum_n s_n), overwritten.
 
-    |d| has no derivative at d = 0; the kernel uses sign(0) = 0 there, the
+    abs(d) has no derivative at d = 0; the kernel uses sign(0) = 0 there, the
     subgradient PyTorch's ``l1_loss`` uses.
 
     Parameters
