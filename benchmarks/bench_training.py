@@ -61,7 +61,7 @@ class Epoch:
 
 class SweepEpoch(Epoch):
     """The same, for each network of configs.SWEEP: the 2 to 5 layers, widths 16 to 1024 and
-    batches 16 to 512 that issue 12's targets cover (compare.py --configs sweep runs them against
+    batches 16 to 512 that the speed targets cover (compare.py --configs sweep runs them against
     JAX and PyTorch), so that asv follows where fastbp's own kernels and BLAS take turns."""
 
     params = [list(SWEEP)]

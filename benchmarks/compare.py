@@ -449,7 +449,7 @@ def _target_rows(results, threads_table, startup, sgemm):
             rows.append((f"{config}: {IMPLEMENTATIONS[impl][0]} >= {goal}x {IMPLEMENTATIONS[peer][0]}",
                          f"{value:.3g}x", value >= goal))
     for config in results:
-        # Issue 12: >= 1x JAX everywhere, >= 2x where every layer is at most 64 wide.
+        # The targets: >= 1x JAX everywhere, >= 2x where every layer is at most 64 wide.
         # ... and >= 1.5x PyTorch everywhere.
         goal = 2.0 if max(config_named(config).layers) <= 64 else 1.0
         for peer, goal in (("jax", goal), ("torch", 1.5)):

@@ -91,11 +91,11 @@ def config_named(name):
     return Config(name, sizes, n_samples, batch_size, asv_samples=n_samples)
 
 
-# Networks beyond CONFIGS that issue 12's targets cover (2 to 5 dense layers, widths 16 to 1024,
+# Networks beyond CONFIGS that the speed targets cover (2 to 5 dense layers, widths 16 to 1024,
 # batches 16 to 512): compare.py --configs sweep. Chosen to span the range: every layer at most 64
 # wide (the first three, where the target is 2x JAX), mixed widths, deep and narrow, wide and shallow.
-# The last three came out slowest against JAX of twelve more networks (BENCHMARKS.md, tenth
-# session): a thin wide layer at batch 512, a wide first layer at batch 16 (whose weight gradient
+# The last three came out slowest against JAX of twelve more networks (docs/performance-log.md,
+# 2026-11-30, 6a2f092): a thin wide layer at batch 512, a wide first layer at batch 16 (whose weight gradient
 # copies dz's panels), and a BLAS-bound network at batch 64.
 SWEEP = ("16-16-2:16", "32-64-64-4:64", "64-64-64-64-64-10:512", "100-32-16:128", "256-128-10:32",
          "128-256-256-256-10:64", "784-128-10:16", "512-256-128-64-10:256", "1024-1024-10:128",
@@ -112,7 +112,7 @@ KERNELS = {**{k: ("forward", "backward") for k in ("dense", "dense_act", "relu",
                                                   "mae")},
            "sgd_update": ("update",), "adam_update": ("update",), "rmsprop_update": ("update",),
            "adagrad_update": ("update",),
-           # Issue #15: the normalization layers, on the first dense layer's (N, O) output.
+           # The normalization layers, on the first dense layer's (N, O) output.
            "batchnorm": ("forward", "backward"), "layernorm": ("forward", "backward"),
            # ... and with the ReLU after them fused in (the ops a Dense, norm, ReLU network runs).
            "batchnorm_act": ("forward", "backward"), "layernorm_act": ("forward", "backward")}

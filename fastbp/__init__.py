@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 from . import callbacks, datasets, layers, losses, optimizers, schedules  # noqa: E402
 from .callbacks import (Callback, EarlyStopping, History, LearningRateLogger, ModelCheckpoint,  # noqa: E402
                         MonitorError)
-from ._gradcheck import GradcheckError, gradcheck, gradcheck_pair  # noqa: E402
+from ._gradcheck import GradcheckError, GradcheckResult, gradcheck, gradcheck_pair  # noqa: E402
 from .interop import from_sklearn  # noqa: E402 (imports scikit-learn when called, not here)
 from .layers import (ELU, GELU, SELU, Activation, BatchNorm, Dense, Dropout, LayerNorm, LeakyReLU,  # noqa: E402
                      LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Softplus, Tanh)
@@ -21,6 +21,21 @@ from .optimizers import SGD, Adagrad, Adam, RMSprop  # noqa: E402
 from .schedules import CosineDecay, ExponentialDecay, ReduceLROnPlateau, StepDecay  # noqa: E402
 from ._threads import get_num_threads, set_num_threads  # noqa: E402
 from ._mpi import DataMismatchError, abort_on_error  # noqa: E402 (imports mpi4py when called, not here)
+
+# The public names, each documented in the API reference (docs/api/fastbp.rst; tests/test_docs.py
+# checks that none is missing there). The submodules (fastbp.datasets, fastbp.losses, ...) are public too.
+__all__ = [
+    "Sequential", "load", "DivergenceError",
+    "Dense", "Activation", "ReLU", "LeakyReLU", "ELU", "Sigmoid", "Tanh", "Softplus", "GELU", "SiLU",
+    "SELU", "Softmax", "LogSoftmax", "Dropout", "BatchNorm", "LayerNorm",
+    "SGD", "Adam", "RMSprop", "Adagrad",
+    "StepDecay", "ExponentialDecay", "CosineDecay", "ReduceLROnPlateau",
+    "Callback", "EarlyStopping", "ModelCheckpoint", "LearningRateLogger", "History", "MonitorError",
+    "MLPClassifier", "MLPRegressor", "from_sklearn",
+    "gradcheck", "gradcheck_pair", "GradcheckResult", "GradcheckError",
+    "set_num_threads", "get_num_threads",
+    "abort_on_error", "DataMismatchError",
+]
 
 
 def __getattr__(name):

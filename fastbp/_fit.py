@@ -21,7 +21,19 @@ from .lowering import Targets, check_norm_batches, lower, named_views
 
 
 class DivergenceError(RuntimeError):
-    """Training produced a non-finite loss or gradient; the model is left as before that step."""
+    """Training produced a non-finite loss or gradient; the model is left as before that step.
+
+    Parameters
+    ----------
+    message : str
+        What diverged, where.
+    epoch : int
+        The epoch of the step, counted from 0.
+    batch : int
+        The batch of the step within its epoch, counted from 0.
+    history : History
+        The logs of the epochs before it.
+    """
 
     def __init__(self, message, epoch, batch, history):
         super().__init__(message)

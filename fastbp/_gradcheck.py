@@ -28,19 +28,35 @@ from collections import namedtuple
 import numpy as np
 
 GradcheckResult = namedtuple("GradcheckResult", "errors per_layer max_error passed atol rtol")
-GradcheckResult.__doc__ = """What a gradient check found.
+GradcheckResult.__doc__ = """What a gradient check found (a named tuple).
 
-errors: {name: error} per checked block ('layers[0].weight', 'layers[0].bias',
-'layers[1].gamma', 'layers[1].beta', ... for gradcheck; 'inputs[1]' or the input's name for
-gradcheck_pair), the error being max |analytic - numeric| / (atol + rtol |numeric|) over the
-block's entries; per_layer: {layer: the largest error of its blocks} ('layers[0]'; the same as
-errors for gradcheck_pair); max_error: the largest of all; passed: max_error <= 1, that is,
-every entry within atol + rtol |numeric|; atol, rtol: the tolerances used.
+Parameters
+----------
+errors : dict of str to float
+    The error per checked block: 'layers[0].weight', 'layers[0].bias', 'layers[1].gamma',
+    'layers[1].beta', ... for gradcheck; 'inputs[1]' or the input's name for gradcheck_pair.
+    A block's error is ``max(abs(analytic - numeric) / (atol + rtol * abs(numeric)))`` over
+    its entries: the share of the tolerance its worst entry uses.
+per_layer : dict of str to float
+    The largest error of each layer's blocks ('layers[0]'); the same as errors for
+    gradcheck_pair.
+max_error : float
+    The largest error of all.
+passed : bool
+    max_error <= 1, that is, every entry within ``atol + rtol * abs(numeric)``.
+atol : float
+    The absolute tolerance the check used.
+rtol : float
+    The relative tolerance the check used.
 """
 
 
 class GradcheckError(AssertionError):
-    """Raised by a gradient check called with ``raise_on_failure=True`` whose error exceeds tol."""
+    """Raised by a gradient check called with ``raise_on_failure=True`` that fails.
+
+    It fails when an entry's ``abs(analytic - numeric)`` exceeds
+    ``atol + rtol * abs(numeric)``, that is, when ``max_error`` exceeds 1.
+    """
 
 
 def _block_error(analytic, numeric, atol, rtol):
@@ -90,23 +106,58 @@ def gradcheck(model, X, y, loss=None, eps=1e-6, sample_weight=None, atol=1e-5, r
               seed=0, raise_on_failure=False):
     """Check the analytic gradient of ``model``'s compiled training step against central differences.
 
-    model: a ``fastbp.Sequential``. It is not modified: the check runs on a
-    float64 copy of its layers and parameters. A float32 model is copied to
-    float64 too, with a ``UserWarning`` saying so (float32 central differences
-    would measure rounding, not the backward). loss: a loss name or object;
-    default the model's compiled loss. X, y, sample_weight: the data, as for
-    ``fit``; the loss is their full-batch mean. Dropout is evaluated with a
-    fixed mask (that of the first training step of seed 0), the same for the
-    gradient and every difference, so the check covers the masked network's
-    backward too. atol, rtol: an entry passes when |analytic - numeric| <=
-    atol + rtol |numeric| (PyTorch's defaults). max_entries: check at most
-    this many entries per block, drawn with ``seed`` (default: every entry).
+    Every weight and bias block and every norm layer's gamma and beta is checked, entry by
+    entry. The model is not modified: the check runs on a float64 copy of its layers and
+    parameters. A float32 model is copied to float64 too, with a ``UserWarning`` saying so
+    (float32 central differences would measure rounding, not the backward). The loss is the
+    full-batch mean over the data. Dropout is evaluated with a fixed mask (that of the first
+    training step of seed 0), the same for the gradient and every difference, so the check
+    covers the masked network's backward too.
 
-    Returns a ``GradcheckResult``: errors per block ('layers[i].weight',
-    'layers[i].bias', 'layers[i].gamma', 'layers[i].beta', i the index in
-    ``model.layers``), each max |analytic - numeric| / (atol + rtol |numeric|);
-    the largest per layer ('layers[i]'); max_error; and passed = max_error <= 1.
-    With ``raise_on_failure=True`` a failed check raises ``GradcheckError`` instead.
+    Parameters
+    ----------
+    model : Sequential
+        The model; left unchanged.
+    X : array-like of shape (N, I)
+        Features, as for ``fit``.
+    y : array-like of shape (N,) or (N, O)
+        Labels or targets, as for ``fit``.
+    loss : str or Loss, default None
+        The loss; default the model's compiled loss.
+    eps : float, default 1e-6
+        The central differences' step, in (0, 1).
+    sample_weight : array-like of shape (N,), default None
+        Weights of the samples in the loss.
+    atol : float, default 1e-5
+        Absolute tolerance: an entry passes when
+        ``abs(analytic - numeric) <= atol + rtol * abs(numeric)``
+        (``torch.autograd.gradcheck``'s test and defaults). A finite number >= 0.
+    rtol : float, default 1e-3
+        Relative tolerance, as above. atol and rtol cannot both be 0.
+    max_entries : int, default None
+        Check at most this many entries per block, drawn with ``seed``; None checks all.
+    seed : int, default 0
+        Draws the entries when ``max_entries`` is set.
+    raise_on_failure : bool, default False
+        Raise ``GradcheckError`` when the check fails, instead of returning.
+
+    Returns
+    -------
+    GradcheckResult
+        Errors per block ('layers[i].weight', 'layers[i].bias', and 'layers[i].gamma',
+        'layers[i].beta' for norm layers, i the index in ``model.layers``), each
+        ``max(abs(analytic - numeric) / (atol + rtol * abs(numeric)))``; the largest per layer
+        ('layers[i]'); max_error; passed = max_error <= 1; and atol, rtol.
+
+    Raises
+    ------
+    GradcheckError
+        With ``raise_on_failure=True``, when the check fails.
+    ValueError
+        No loss, a bad eps, atol or rtol negative or not finite (or both 0), or a loss that
+        is not finite at the model's parameters.
+    TypeError
+        ``model`` is not a ``fastbp.Sequential``, or atol or rtol is not a number.
     """
     from .layers import layer_from_config
     from .lowering import named_views
@@ -159,19 +210,59 @@ def gradcheck_pair(forward, backward, inputs, wrt=None, eps=1e-6, atol=1e-5, rto
                    raise_on_failure=False):
     """Check a forward/backward pair of your own (written with ``fastbp.kernels``) by central differences.
 
-    forward(*inputs) returns the output: an array, or a scalar such as a loss.
-    backward(dout, *inputs) returns the gradients of sum(dout * output) with
-    respect to the inputs named by ``wrt``, one array each, in that order.
-    inputs: a tuple of the arguments (arrays and scalars), or a dict of them by
-    name (passed positionally, in the dict's order); forward must not modify
-    them. wrt: the indices (or names, for a dict) of the inputs to check;
-    default every float64 array among them. Checked inputs must be float64.
     dout is drawn from a normal distribution with ``seed`` (1.0 for a scalar
     output), so that every output entry counts with its own weight.
 
-    Returns a ``GradcheckResult`` with one error per checked input (named
-    'inputs[i]' or by its dict key); see ``gradcheck`` for the error measure
-    and atol, rtol.
+    Parameters
+    ----------
+    forward : callable
+        ``forward(*inputs)`` returns the output: an array, or a scalar such as a loss. It
+        must not modify its inputs.
+    backward : callable
+        ``backward(dout, *inputs)`` returns the gradients of sum(dout * output) with
+        respect to the inputs named by ``wrt``, one array each, in that order.
+    inputs : tuple or dict
+        The arguments (arrays and scalars), or a dict of them by name (passed
+        positionally, in the dict's order).
+    wrt : sequence of int or str, default None
+        The indices (or names, for a dict) of the inputs to check; default every float64
+        array among them. Checked inputs must be C-contiguous float64 arrays.
+    eps : float, default 1e-6
+        The central differences' step, in (0, 1).
+    atol : float, default 1e-5
+        Absolute tolerance: an entry passes when
+        ``abs(analytic - numeric) <= atol + rtol * abs(numeric)``, as in ``gradcheck``.
+    rtol : float, default 1e-3
+        Relative tolerance, as above. atol and rtol cannot both be 0.
+    seed : int, default 0
+        Draws dout.
+    raise_on_failure : bool, default False
+        Raise ``GradcheckError`` when the check fails, instead of returning.
+
+    Returns
+    -------
+    GradcheckResult
+        One error per checked input (named 'inputs[i]' or by its dict key); see
+        ``gradcheck`` for the error measure and atol, rtol.
+
+    Raises
+    ------
+    GradcheckError
+        With ``raise_on_failure=True``, when the check fails.
+    ValueError
+        No float64 input to check, a checked input that is not a C-contiguous float64
+        array, gradients of the wrong number or shape, or a bad eps, atol or rtol.
+    TypeError
+        atol or rtol is not a number.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastbp
+    >>> result = fastbp.gradcheck_pair(lambda x: np.tanh(x), lambda dout, x: dout * (1 - np.tanh(x) ** 2),
+    ...                                (np.linspace(-1.0, 1.0, 5),))
+    >>> result.passed
+    True
     """
     eps = _check_eps(eps)
     atol, rtol = _check_tolerances(atol, rtol)

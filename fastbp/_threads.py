@@ -16,7 +16,18 @@ from threadpoolctl import threadpool_limits
 
 
 def set_num_threads(n):
-    """Use ``n`` threads in numba's parallel kernels and in every BLAS library of the process."""
+    """Use ``n`` threads in numba's parallel kernels and in every BLAS library of the process.
+
+    Parameters
+    ----------
+    n : int
+        The thread count, from 1 to ``NUMBA_NUM_THREADS`` (set before Python starts).
+
+    Raises
+    ------
+    ValueError
+        ``n`` is not a positive integer, or is above ``NUMBA_NUM_THREADS``.
+    """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive integer; got {n!r}")
     if n > numba.config.NUMBA_NUM_THREADS:
@@ -29,5 +40,11 @@ def set_num_threads(n):
 
 
 def get_num_threads():
-    """Threads numba's parallel kernels use now."""
+    """Threads numba's parallel kernels use now.
+
+    Returns
+    -------
+    int
+        The thread count of numba's pool.
+    """
     return numba.get_num_threads()

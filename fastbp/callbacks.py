@@ -13,26 +13,82 @@ import numpy as np
 
 
 class Callback:
+    """Base class of the callbacks: hooks that ``Sequential.fit`` calls around each epoch.
+
+    Override any of the hooks; the base class's do nothing. ``self.model`` is the
+    model being trained; ``self.model.stop_training = True`` stops after the
+    current epoch.
+    """
+
     model = None
 
     def set_model(self, model):
+        """Called by fit before training with the model it trains.
+
+        Parameters
+        ----------
+        model : Sequential
+            The model, kept as ``self.model``.
+        """
         self.model = model
 
     def check_logs(self, validation):
-        """Called by fit before training; ``validation`` says whether the fit has validation
-        data, and so val_* entries in its epoch logs. Raise to refuse the fit."""
+        """Called by fit before training, to refuse a fit that cannot work.
+
+        Parameters
+        ----------
+        validation : bool
+            Whether the fit has validation data, and so val_* entries in its epoch logs.
+
+        Raises
+        ------
+        MonitorError
+            In the subclasses that watch a val_* quantity, when ``validation`` is False.
+        """
 
     def on_train_begin(self, logs=None):
-        pass
+        """Called once, before the first epoch.
+
+        Parameters
+        ----------
+        logs : dict, default None
+            The logs so far: for an epoch's end, its loss, metrics, val_* entries, lr,
+            seconds and samples_per_second.
+        """
 
     def on_epoch_begin(self, epoch, logs=None):
-        pass
+        """Called at the start of each epoch.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch, counted from 0.
+        logs : dict, default None
+            The logs so far: for an epoch's end, its loss, metrics, val_* entries, lr,
+            seconds and samples_per_second.
+        """
 
     def on_epoch_end(self, epoch, logs=None):
-        pass
+        """Called at the end of each epoch, after validation.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch, counted from 0.
+        logs : dict, default None
+            The logs so far: for an epoch's end, its loss, metrics, val_* entries, lr,
+            seconds and samples_per_second.
+        """
 
     def on_train_end(self, logs=None):
-        pass
+        """Called once, after the last epoch (also when a DivergenceError ends the fit).
+
+        Parameters
+        ----------
+        logs : dict, default None
+            The logs so far: for an epoch's end, its loss, metrics, val_* entries, lr,
+            seconds and samples_per_second.
+        """
 
 
 class MonitorError(KeyError, ValueError):
@@ -129,6 +185,7 @@ class EarlyStopping(Callback):
 
     With ``restore_best_weights`` the model ends with the weights of its best epoch
     (and BatchNorm's running statistics of that epoch, which its weights were used with).
+    Keras's convention: it stops after ``patience`` epochs without an improvement.
 
     Parameters
     ----------
@@ -149,6 +206,8 @@ class EarlyStopping(Callback):
     ValueError
         For a mode other than these three, or one that contradicts the monitored quantity's
         known direction (``mode="min"`` for "val_accuracy").
+    TypeError
+        ``monitor`` is not a str.
     """
 
     def __init__(self, monitor="val_loss", patience=5, min_delta=0.0, mode="auto",
@@ -193,7 +252,7 @@ class ModelCheckpoint(Callback):
 
     Parameters
     ----------
-    path : str or os.PathLike
+    path : str or path-like
         Where the model is saved (``Sequential.save``), overwritten at each save.
     monitor : str, default "val_loss"
         The quantity of the epoch logs that decides which epoch is best.
@@ -207,6 +266,8 @@ class ModelCheckpoint(Callback):
     ValueError
         For a mode other than these three, or one that contradicts the monitored quantity's
         known direction.
+    TypeError
+        ``monitor`` is not a str.
     """
 
     def __init__(self, path, monitor="val_loss", save_best_only=True, mode="auto"):
@@ -229,7 +290,13 @@ class ModelCheckpoint(Callback):
 
 
 class LearningRateLogger(Callback):
-    """Record (and optionally print) the learning rate of every epoch in ``self.rates``."""
+    """Record (and optionally print) the learning rate of every epoch in ``self.rates``.
+
+    Parameters
+    ----------
+    print_rates : bool, default False
+        Also print each epoch's rate.
+    """
 
     def __init__(self, print_rates=False):
         self.print_rates = print_rates
@@ -247,6 +314,15 @@ class History(Callback):
     ``compile_seconds`` is the time the fit spent compiling its loop before the first
     epoch (None when it was compiled or cached already): it comes in the first epoch's
     logs only, so it is kept apart from the per-epoch series.
+
+    Attributes
+    ----------
+    history : dict of str to list
+        Each quantity of the epoch logs, one value per epoch.
+    epoch : list of int
+        The epochs, counted from 0.
+    compile_seconds : float or None
+        The time fit spent compiling before the first epoch.
     """
 
     def on_train_begin(self, logs=None):
@@ -270,7 +346,26 @@ class History(Callback):
         return f"History(epochs={len(self.epoch)}, last={last})"
 
     def plot(self, path=None, keys=None):
-        """Draw learning curves (matplotlib, an optional extra); save to ``path`` if given."""
+        """Draw learning curves (matplotlib, an optional extra); save to ``path`` if given.
+
+        Parameters
+        ----------
+        path : str or path-like, default None
+            Save the figure there (and close it); None keeps it open.
+        keys : list of str, default None
+            The quantities to draw, one panel each, with their val_* counterparts; default
+            every training quantity but lr, seconds and samples_per_second.
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+            The figure.
+
+        Raises
+        ------
+        ImportError
+            matplotlib is not installed.
+        """
         try:
             import matplotlib
 

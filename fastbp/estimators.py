@@ -374,6 +374,18 @@ class _BaseMLP(BaseEstimator):
         Input ``X`` (float, the estimator's dtype); outputs as skl2onnx gives
         scikit-learn's: ``label`` and ``probabilities`` for the classifier,
         ``variable`` for the regressor. See ``fastbp.export``.
+
+        Parameters
+        ----------
+        path : str or path-like, default None
+            Where to write the graph; None writes nothing.
+        opset : int, default None
+            The ONNX opset, 17 by default.
+
+        Returns
+        -------
+        onnx.ModelProto
+            The graph.
         """
         return export.estimator_to_onnx(self, path, opset)
 
@@ -406,17 +418,68 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     """Multi-layer perceptron classifier: scikit-learn's MLPClassifier on fastbp.
 
     Parameters and fitted attributes are scikit-learn's (see
-    ``sklearn.neural_network.MLPClassifier``); the output layer is a softmax
-    for multiclass targets and logistic for binary and multilabel ones. Also:
+    ``sklearn.neural_network.MLPClassifier``), plus ``dtype``, ``device`` and
+    ``class_weight``; the output layer is a softmax for multiclass targets and
+    logistic for binary and multilabel ones. With the same ``random_state``,
+    'sgd' and 'adam' train to scikit-learn's parameters within rounding.
 
-    dtype : {None, 'float32', 'float64'}, default=None
+    Parameters
+    ----------
+    hidden_layer_sizes : tuple of int, default (100,)
+        The width of each hidden layer.
+    activation : {'identity', 'logistic', 'tanh', 'relu'}, default 'relu'
+        The hidden layers' activation.
+    solver : {'lbfgs', 'sgd', 'adam'}, default 'adam'
+        'sgd' and 'adam' train in fastbp's compiled loop, with scikit-learn's weights,
+        shuffles and learning-rate rules; 'lbfgs' runs SciPy's L-BFGS-B on fastbp's
+        full-batch loss and gradient.
+    alpha : float, default 0.0001
+        L2 penalty on the weights (not the biases), scaled as scikit-learn's.
+    batch_size : int or 'auto', default 'auto'
+        Samples per mini-batch; 'auto' is min(200, n_samples).
+    learning_rate : {'constant', 'invscaling', 'adaptive'}, default 'constant'
+        The schedule of 'sgd'.
+    learning_rate_init : float, default 0.001
+        The initial learning rate of 'sgd' and 'adam'.
+    power_t : float, default 0.5
+        The exponent of 'invscaling'.
+    max_iter : int, default 200
+        The most epochs (iterations of 'lbfgs').
+    shuffle : bool, default True
+        Shuffle the samples every epoch.
+    random_state : int, RandomState instance or None, default None
+        The weights' initialization, the shuffles and the early-stopping split.
+    tol : float, default 1e-4
+        The improvement that counts, for stopping.
+    verbose : bool, default False
+        Print the loss of every epoch.
+    warm_start : bool, default False
+        Continue from the previous fit's network.
+    momentum : float, default 0.9
+        Momentum of 'sgd'.
+    nesterovs_momentum : bool, default True
+        Nesterov's momentum for 'sgd'.
+    early_stopping : bool, default False
+        Hold out ``validation_fraction`` of the data and stop when its score stops improving.
+    validation_fraction : float, default 0.1
+        The held-out fraction for early stopping.
+    beta_1 : float, default 0.9
+        Adam's first-moment decay.
+    beta_2 : float, default 0.999
+        Adam's second-moment decay.
+    epsilon : float, default 1e-8
+        Adam's epsilon, added to the uncorrected sqrt(v) as scikit-learn does.
+    n_iter_no_change : int, default 10
+        Epochs without an improvement of ``tol`` before stopping.
+    max_fun : int, default 15000
+        The most loss evaluations of 'lbfgs'.
+    dtype : {None, 'float32', 'float64'}, default None
         Precision of the parameters and of the training arithmetic. None
         follows scikit-learn: float32 data trains in float32, anything else in
         float64. 'float32' trains in float32 whatever the data: the fast path.
-    device : {'cpu', 'cuda'}, default='cpu'
+    device : {'cpu', 'cuda'}, default 'cpu'
         Where the network trains ('cuda' needs numba-cuda and an NVIDIA GPU).
-
-    class_weight : dict, 'balanced' or None, default=None
+    class_weight : dict, 'balanced' or None, default None
         Weights of the classes, as in scikit-learn's linear models: each
         sample's weight (1, or its ``sample_weight``) is multiplied by the weight
         of its class. A dict maps classes (as in ``y``) to weights, 1 for those
@@ -427,8 +490,17 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         ``partial_fit`` (as ``SGDClassifier``). With early stopping, the
         validation score is weighted too.
 
-    >>> clf = MLPClassifier(hidden_layer_sizes=(64,), random_state=0).fit(X, y)
-    >>> clf.predict_proba(X[:2])
+    See Also
+    --------
+    fastbp.from_sklearn : A fastbp estimator from a fitted scikit-learn one.
+
+    Examples
+    --------
+    >>> import fastbp
+    >>> X, y = fastbp.datasets.load_digits()
+    >>> clf = fastbp.MLPClassifier(hidden_layer_sizes=(32,), max_iter=5, random_state=0).fit(X, y)
+    >>> clf.predict_proba(X[:2]).shape
+    (2, 10)
     """
 
     _parameter_constraints = {
@@ -447,13 +519,45 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def fit(self, X, y, sample_weight=None, comm=None):
         """Fit the network to X and class labels y (1-D, or a label indicator matrix).
 
-        ``comm``: an mpi4py communicator, to train data-parallel over MPI (``Sequential.fit``).
+        Parameters
+        ----------
+        X : array-like of shape (N, I)
+            Training features (dense, or a SciPy sparse matrix).
+        y : array-like of shape (N,) or (N, K)
+            Class labels, or a label indicator matrix for multilabel targets.
+        sample_weight : array-like of shape (N,), default None
+            Weights of the samples in the loss (and the validation score).
+        comm : mpi4py communicator, default None
+            Train data-parallel over MPI, as ``Sequential.fit(comm=...)`` ('sgd' or 'adam',
+            an integer ``random_state``).
+
+        Returns
+        -------
+        self
+            The fitted estimator.
         """
         return self._fit(X, y, sample_weight, incremental=False, comm=comm)
 
     @available_if(_stochastic)
     def partial_fit(self, X, y, sample_weight=None, classes=None):
-        """One epoch over (X, y); ``classes`` (all labels) is required on the first call."""
+        """One epoch over (X, y), continuing the network of the previous calls.
+
+        Parameters
+        ----------
+        X : array-like of shape (N, I)
+            Training features (dense, or a SciPy sparse matrix).
+        y : array-like of shape (N,) or (N, K)
+            Class labels, or a label indicator matrix for multilabel targets.
+        sample_weight : array-like of shape (N,), default None
+            Weights of the samples in the loss (and the validation score).
+        classes : array-like of shape (n_classes,), default None
+            Every class label; required on the first call.
+
+        Returns
+        -------
+        self
+            The fitted estimator.
+        """
         if _partial_fit_first_call(self, classes):
             self._label_binarizer = LabelBinarizer()
             self._label_binarizer.fit(y if type_of_target(y).startswith("multilabel") else classes)
@@ -541,7 +645,18 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return accuracy_score(y, self._labels(proba), sample_weight=sample_weight)
 
     def predict(self, X):
-        """Class labels (or a label indicator matrix for multilabel targets)."""
+        """Class labels (or a label indicator matrix for multilabel targets).
+
+        Parameters
+        ----------
+        X : array-like of shape (N, I)
+            Features.
+
+        Returns
+        -------
+        ndarray of shape (N,) or (N, K)
+            Labels from ``classes_``.
+        """
         logits, _ = self._forward(X)
         return self._labels(self._proba(logits))
 
@@ -551,6 +666,16 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         Binary targets get two columns, P(classes_[0]) and P(classes_[1]);
         multilabel targets one probability per label. Computed in float64,
         returned in the dtype of X and the network combined, as scikit-learn's.
+
+        Parameters
+        ----------
+        X : array-like of shape (N, I)
+            Features.
+
+        Returns
+        -------
+        ndarray of shape (N, n_classes)
+            The probabilities.
         """
         logits, dtype = self._forward(X)
         proba = self._proba(logits)
@@ -559,7 +684,18 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return proba.astype(dtype, copy=False)
 
     def predict_log_proba(self, X):
-        """log(predict_proba(X))."""
+        """log(predict_proba(X)).
+
+        Parameters
+        ----------
+        X : array-like of shape (N, I)
+            Features.
+
+        Returns
+        -------
+        ndarray of shape (N, n_classes)
+            The log-probabilities.
+        """
         proba = self.predict_proba(X)
         return np.log(proba, out=proba)
 
@@ -581,15 +717,74 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     the squared error, or the half Poisson deviance sum_o mean_n [y log(y / mu)
     - y + mu], whose y-only terms fastbp's loss leaves out and the estimator
     adds back from the training targets (exact with one batch per epoch, as
-    the penalty). Also:
+    the penalty). Predictions are float32 only for float32 X on a float32 network.
 
-    dtype : {None, 'float32', 'float64'}, default=None
+    Parameters
+    ----------
+    loss : {'squared_error', 'poisson'}, default 'squared_error'
+        The loss: half the squared error, or the Poisson deviance with a log link.
+    hidden_layer_sizes : tuple of int, default (100,)
+        The width of each hidden layer.
+    activation : {'identity', 'logistic', 'tanh', 'relu'}, default 'relu'
+        The hidden layers' activation.
+    solver : {'lbfgs', 'sgd', 'adam'}, default 'adam'
+        'sgd' and 'adam' train in fastbp's compiled loop, with scikit-learn's weights,
+        shuffles and learning-rate rules; 'lbfgs' runs SciPy's L-BFGS-B on fastbp's
+        full-batch loss and gradient.
+    alpha : float, default 0.0001
+        L2 penalty on the weights (not the biases), scaled as scikit-learn's.
+    batch_size : int or 'auto', default 'auto'
+        Samples per mini-batch; 'auto' is min(200, n_samples).
+    learning_rate : {'constant', 'invscaling', 'adaptive'}, default 'constant'
+        The schedule of 'sgd'.
+    learning_rate_init : float, default 0.001
+        The initial learning rate of 'sgd' and 'adam'.
+    power_t : float, default 0.5
+        The exponent of 'invscaling'.
+    max_iter : int, default 200
+        The most epochs (iterations of 'lbfgs').
+    shuffle : bool, default True
+        Shuffle the samples every epoch.
+    random_state : int, RandomState instance or None, default None
+        The weights' initialization, the shuffles and the early-stopping split.
+    tol : float, default 1e-4
+        The improvement that counts, for stopping.
+    verbose : bool, default False
+        Print the loss of every epoch.
+    warm_start : bool, default False
+        Continue from the previous fit's network.
+    momentum : float, default 0.9
+        Momentum of 'sgd'.
+    nesterovs_momentum : bool, default True
+        Nesterov's momentum for 'sgd'.
+    early_stopping : bool, default False
+        Hold out ``validation_fraction`` of the data and stop when its score stops improving.
+    validation_fraction : float, default 0.1
+        The held-out fraction for early stopping.
+    beta_1 : float, default 0.9
+        Adam's first-moment decay.
+    beta_2 : float, default 0.999
+        Adam's second-moment decay.
+    epsilon : float, default 1e-8
+        Adam's epsilon, added to the uncorrected sqrt(v) as scikit-learn does.
+    n_iter_no_change : int, default 10
+        Epochs without an improvement of ``tol`` before stopping.
+    max_fun : int, default 15000
+        The most loss evaluations of 'lbfgs'.
+    dtype : {None, 'float32', 'float64'}, default None
         Precision of the parameters and of the training arithmetic. None
         follows scikit-learn: float32 data trains in float32, anything else in
         float64. 'float32' trains in float32 whatever the data: the fast path.
-        Predictions are float32 only for float32 X on a float32 network.
-    device : {'cpu', 'cuda'}, default='cpu'
+    device : {'cpu', 'cuda'}, default 'cpu'
         Where the network trains ('cuda' needs numba-cuda and an NVIDIA GPU).
+
+    Examples
+    --------
+    >>> import fastbp
+    >>> X, y = fastbp.datasets.make_regression(n_samples=200, n_features=5, seed=0)
+    >>> reg = fastbp.MLPRegressor(hidden_layer_sizes=(16,), max_iter=5, random_state=0).fit(X, y)
+    >>> reg.predict(X[:3]).shape
+    (3,)
     """
 
     _parameter_constraints = {
@@ -609,13 +804,43 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def fit(self, X, y, sample_weight=None, comm=None):
         """Fit the network to X and targets y, (n_samples,) or (n_samples, n_outputs).
 
-        ``comm``: an mpi4py communicator, to train data-parallel over MPI (``Sequential.fit``).
+        Parameters
+        ----------
+        X : array-like of shape (N, I)
+            Training features (dense, or a SciPy sparse matrix).
+        y : array-like of shape (N,) or (N, K)
+            Targets.
+        sample_weight : array-like of shape (N,), default None
+            Weights of the samples in the loss (and the validation score).
+        comm : mpi4py communicator, default None
+            Train data-parallel over MPI, as ``Sequential.fit(comm=...)`` ('sgd' or 'adam',
+            an integer ``random_state``).
+
+        Returns
+        -------
+        self
+            The fitted estimator.
         """
         return self._fit(X, y, sample_weight, incremental=False, comm=comm)
 
     @available_if(_stochastic)
     def partial_fit(self, X, y, sample_weight=None):
-        """One epoch over (X, y), continuing the network of the previous calls."""
+        """One epoch over (X, y), continuing the network of the previous calls.
+
+        Parameters
+        ----------
+        X : array-like of shape (N, I)
+            Training features (dense, or a SciPy sparse matrix).
+        y : array-like of shape (N,) or (N, K)
+            Targets.
+        sample_weight : array-like of shape (N,), default None
+            Weights of the samples in the loss (and the validation score).
+
+        Returns
+        -------
+        self
+            The fitted estimator.
+        """
         return self._fit(X, y, sample_weight, incremental=True)
 
     def _validate_input(self, X, y, incremental, reset, dtype):
@@ -656,6 +881,16 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         """Predicted targets, (n_samples,) for one output, (n_samples, n_outputs) otherwise.
 
         In the dtype of X and the network combined, as scikit-learn's.
+
+        Parameters
+        ----------
+        X : array-like of shape (N, I)
+            Features.
+
+        Returns
+        -------
+        ndarray of shape (N,) or (N, n_outputs)
+            The predictions (the mean, for ``loss='poisson'``).
         """
         out, dtype = self._forward(X)
         out = self._mean(out).astype(dtype, copy=False)

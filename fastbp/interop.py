@@ -45,6 +45,23 @@ def from_sklearn(estimator):
     train on independently. The optimizer's state (Adam's moments, SGD's
     velocity) is not carried over: the first ``partial_fit`` starts a fresh
     optimizer from these weights, as scikit-learn's own ``fit`` would.
+
+    Parameters
+    ----------
+    estimator : sklearn.neural_network.MLPClassifier or MLPRegressor
+        A fitted scikit-learn estimator.
+
+    Returns
+    -------
+    fastbp.MLPClassifier or fastbp.MLPRegressor
+        The fastbp estimator, fitted, predicting as ``estimator`` does.
+
+    Raises
+    ------
+    ImportError
+        scikit-learn is not installed.
+    TypeError
+        ``estimator`` is not a scikit-learn MLP.
     """
     try:
         from sklearn.neural_network import MLPClassifier, MLPRegressor

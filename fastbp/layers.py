@@ -58,10 +58,8 @@ class Dense(Layer):
     """Fully connected layer out = f(x @ W + b), W (in_features, out_features).
 
     ``activation`` is fused into the dense kernels when its derivative follows
-    from the output (every activation but GELU, softmax and log-softmax, which
-    run as a separate pass). ``init`` chooses the weight initializer; the
-    default is He for the ReLU family and Glorot otherwise. Biases start at
-    ``bias_init`` (0).
+    from the output (every activation but GELU, SiLU, softmax and log-softmax,
+    which run as a separate pass).
 
     ``Dense(out_features)``, with one size, leaves ``in_features`` to be inferred,
     as Keras's ``Dense(units)`` and PyTorch's ``LazyLinear``: from the layer before
@@ -70,18 +68,40 @@ class Dense(Layer):
 
     Parameters
     ----------
-    in_features : int or None
-        Inputs per sample; with ``out_features`` omitted, this one number is
-        ``out_features`` and ``in_features`` is inferred.
-    out_features : int, optional
-        Outputs per sample.
-    activation, init, alpha, bias_init
-        As above.
+    in_features : int or None, default None
+        I, the width of the input x (N, I). Given alone (``Dense(32)``), the one number is
+        ``out_features`` and ``in_features`` is inferred; None infers it too.
+    out_features : int, default None
+        O, the width of the output (N, O). Required, as the second size or the only one.
+    activation : str or None, default None
+        A name of ``fastbp.kernels.ACTIVATIONS`` ('relu', 'tanh', 'gelu', ...); None,
+        'linear' or 'none' for no activation, 'logistic' for 'sigmoid'.
+    init : str or None, default None
+        The weight initializer: 'he_uniform', 'he_normal', 'glorot_uniform',
+        'glorot_normal' or 'zeros'. None: He uniform for relu, leaky_relu, elu and gelu,
+        Glorot uniform otherwise.
+    alpha : float or None, default None
+        The activation's parameter: the leaky slope (0.01) or ELU's alpha (1.0).
+    bias_init : float, default 0.0
+        The biases' starting value, a finite number.
 
     Raises
     ------
     ValueError
-        For a size that is not a positive integer, an unknown activation or initializer.
+        No size given, a width that is not a positive integer, an unknown activation or
+        initializer, an alpha out of the activation's range, or a bias_init that is not
+        finite.
+    TypeError
+        A bias_init that is not a number.
+
+    Examples
+    --------
+    >>> import fastbp
+    >>> layer = fastbp.Dense(64, 32, activation="relu")
+    >>> layer.init
+    'he_uniform'
+    >>> fastbp.Dense(10).in_features is None  # inferred from the layer before, or the data
+    True
     """
 
     def __init__(self, in_features=None, out_features=None, activation=None, init=None, alpha=None,
@@ -135,7 +155,21 @@ class Dense(Layer):
 
 
 class Activation(Layer):
-    """A standalone activation layer: any name of ``fastbp.layers.ACTIVATIONS``."""
+    """A standalone activation layer, applied elementwise (or row-wise: softmax, log-softmax).
+
+    Parameters
+    ----------
+    activation : str
+        A name of ``fastbp.kernels.ACTIVATIONS``: 'identity', 'relu', 'leaky_relu', 'elu',
+        'sigmoid', 'tanh', 'softplus', 'gelu', 'silu', 'selu', 'softmax' or 'log_softmax'.
+    alpha : float or None, default None
+        The activation's parameter where it has one: the leaky slope (0.01), ELU's alpha (1.0).
+
+    Raises
+    ------
+    ValueError
+        An unknown activation, or an alpha out of its range.
+    """
 
     def __init__(self, activation, alpha=None):
         self.activation = activation_name(activation)
@@ -155,7 +189,11 @@ def _activation_class(name):
     cls_name = "".join(part.capitalize() for part in name.split("_"))
     cls_name = {"Relu": "ReLU", "LeakyRelu": "LeakyReLU", "Elu": "ELU", "Gelu": "GELU",
                 "Silu": "SiLU", "Selu": "SELU", "LogSoftmax": "LogSoftmax"}.get(cls_name, cls_name)
-    doc = f"The {name} activation as a layer."
+    has_alpha = ACTIVATION_BY_NAME[name].alpha is not None
+    doc = (f"The {name} activation as a layer: ``Activation('{name}')``.\n\n"
+           "    Parameters\n    ----------\n    alpha : float or None, default None\n"
+           + (f"        The activation's parameter (default {ACTIVATION_BY_NAME[name].alpha}).\n"
+              if has_alpha else "        Unused: this activation has no parameter.\n"))
     return type(cls_name, (Activation,), {"__init__": __init__, "get_config": get_config,
                                           "__doc__": doc, "__module__": __name__})
 
@@ -174,7 +212,22 @@ SELU = _activation_class("selu")
 
 
 class Dropout(Layer):
-    """Inverted dropout: zeroes each input with probability ``rate`` while training."""
+    """Inverted dropout: zeroes each input with probability ``rate`` while training.
+
+    Kept inputs are scaled by 1 / (1 - rate), so inference (``evaluate``, ``predict``,
+    validation) passes the input through unchanged. The masks come from a counter-based
+    hash of the fit's seed: the same on the CPU and the GPU, and whatever the thread count.
+
+    Parameters
+    ----------
+    rate : float
+        The probability of dropping an input, in [0, 1).
+
+    Raises
+    ------
+    ValueError
+        A rate outside [0, 1).
+    """
 
     def __init__(self, rate):
         if isinstance(rate, bool) or not isinstance(rate, (int, float, np.floating)) or not 0.0 <= rate < 1.0:
@@ -211,7 +264,24 @@ class BatchNorm(Layer):
     A training batch needs at least two rows (one row has no variance), so
     ``fit`` refuses a batch_size that leaves a last batch of one sample, as
     PyTorch does when it meets that batch. Put it between a Dense layer without
-    activation and the activation: ``Dense(i, o), BatchNorm(o), ReLU()``.
+    activation and the activation: ``Dense(i, o), BatchNorm(o), ReLU()``; the
+    activation is then fused into the norm's kernels.
+
+    Parameters
+    ----------
+    num_features : int
+        O, the width of the layer's input (N, O).
+    momentum : float, default 0.1
+        The weight of each batch's statistics in the running statistics, in [0, 1].
+    eps : float, default 1e-5
+        Added to the variance before its square root.
+    affine : bool, default True
+        Learn a scale gamma and a shift beta per feature.
+
+    Raises
+    ------
+    ValueError
+        An argument out of its range.
     """
 
     def __init__(self, num_features, momentum=0.1, eps=1e-5, affine=True):
@@ -234,6 +304,20 @@ class LayerNorm(Layer):
     out = gamma (x - mean) / sqrt(var + eps) + beta with the row's mean and
     biased variance, the same in training and inference; gamma (init 1) and
     beta (init 0) are trained parameters when ``affine``. Any batch size.
+
+    Parameters
+    ----------
+    num_features : int
+        O, the width of the layer's input (N, O).
+    eps : float, default 1e-5
+        Added to the variance before its square root.
+    affine : bool, default True
+        Learn a scale gamma and a shift beta per feature.
+
+    Raises
+    ------
+    ValueError
+        An argument out of its range.
     """
 
     def __init__(self, num_features, eps=1e-5, affine=True):

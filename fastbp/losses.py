@@ -13,6 +13,8 @@ from .lowering import LossSpec
 
 
 class Loss:
+    """Base class of the losses: name, kernel code, output link, metrics and target checks."""
+
     name = ""
     kind = -1
     link = None  # activation fused into the loss: 'softmax', 'sigmoid' or None
@@ -123,10 +125,21 @@ class Poisson(Loss):
 
 
 class Huber(Loss):
-    """Huber loss, PyTorch's ``HuberLoss(delta=...)`` (reduction 'mean'): with d = out - y,
-    d^2 / 2 where |d| <= delta and delta (|d| - delta / 2) beyond, averaged over outputs and
-    (weighted) samples. Quadratic near the target, linear in the tails: robust to outliers.
-    Targets (N, O) (or (N,) when O = 1). Metrics ``mse`` and ``mae``.
+    """Huber loss, PyTorch's ``HuberLoss(delta=...)`` (reduction 'mean').
+
+    With d = out - y, d^2 / 2 where abs(d) <= delta and delta (abs(d) - delta / 2) beyond, averaged
+    over outputs and (weighted) samples. Quadratic near the target, linear in the tails:
+    robust to outliers. Targets (N, O) (or (N,) when O = 1). Metrics ``mse`` and ``mae``.
+
+    Parameters
+    ----------
+    delta : float, default 1.0
+        Where the loss turns from quadratic to linear, > 0.
+
+    Raises
+    ------
+    ValueError
+        A delta that is not a finite number > 0.
     """
 
     kind = R.LOSS_HUBER
@@ -154,7 +167,7 @@ class Huber(Loss):
 
 
 class MeanAbsoluteError(Loss):
-    """Mean absolute error |out - y| over all outputs (PyTorch's ``L1Loss``, Keras's ``mae``).
+    """Mean absolute error abs(out - y) over all outputs (PyTorch's ``L1Loss``, Keras's ``mae``).
 
     Its gradient is sign(out - y) / (O sum_n s_n) per sample, 0 where out == y
     exactly (a subgradient, as PyTorch's). Targets (N, O) (or (N,) when O = 1).

@@ -74,14 +74,46 @@ def _dtype(dtype):
 class Sequential:
     """A stack of layers trained with mini-batch gradient descent.
 
-    >>> model = Sequential([Dense(64, 32, activation="relu"), Dense(32, 10)], seed=0)
-    >>> history = model.fit(X, y, epochs=10, batch_size=32, loss="softmax_cross_entropy",
-    ...                     optimizer=SGD(lr=0.1, momentum=0.9))
-    >>> labels = model.predict(X_test)
+    The parameters live in one flat vector, ``theta`` (every weight matrix, then every
+    bias, then the norm layers' gamma and beta); BatchNorm's running statistics in
+    ``buffers``.
 
-    Parameters are float32 by default (``dtype='float64'`` for double precision),
-    initialized from ``seed``. ``device='cuda'`` keeps parameters and data on an
-    NVIDIA GPU (needs numba-cuda).
+    Parameters
+    ----------
+    layers : list of Layer
+        The layers in order: ``Dense``, activation layers, ``Dropout``, ``BatchNorm``,
+        ``LayerNorm``; at least one Dense, each layer's width matching the one before it.
+        A Dense layer given only its out_features (``Dense(32)``) takes its in_features
+        from the width before it; a first one takes it from the data at the first ``fit``,
+        and until then the model is not built (``built`` is False, ``theta`` None).
+    dtype : {'float32', 'float64'}, default 'float32'
+        The precision of the parameters and of the training arithmetic.
+    seed : int, numpy Generator or None, default None
+        Seeds the initial weights and, unless ``fit`` is given its own, the shuffles and
+        the dropout masks.
+    device : {'cpu', 'cuda'}, default 'cpu'
+        'cuda' keeps parameters and data on an NVIDIA GPU (needs numba-cuda).
+
+    Raises
+    ------
+    ValueError
+        No layers, no Dense layer, or widths that do not match.
+    TypeError
+        A layer that is not a fastbp layer.
+
+    See Also
+    --------
+    fastbp.load : Load a saved model.
+    fastbp.MLPClassifier : The scikit-learn estimator built on it.
+
+    Examples
+    --------
+    >>> import fastbp
+    >>> X, y = fastbp.datasets.load_digits()
+    >>> model = fastbp.Sequential([fastbp.Dense(64, 32, activation="relu"), fastbp.Dense(32, 10)], seed=0)
+    >>> history = model.fit(X, y, epochs=2, loss="softmax_cross_entropy", verbose=0)
+    >>> model.predict(X[:3]).shape
+    (3,)
     """
 
     def __init__(self, layers, dtype="float32", seed=None, device="cpu"):
@@ -204,12 +236,41 @@ class Sequential:
         return self.theta.size
 
     def get_weights(self):
-        """Copies of the trained arrays in layer order: [W0, b0, W1, b1, ...] (W as
-        (in_features, out_features)), with gamma, beta where an affine norm layer sits."""
+        """Copies of the trained arrays in layer order.
+
+        Returns
+        -------
+        list of ndarray
+            [W0, b0, W1, b1, ...] (W as (in_features, out_features)), with gamma, beta
+            where an affine norm layer sits.
+
+        Raises
+        ------
+        RuntimeError
+            For a model not built yet.
+        """
         self._require_built("get_weights")
         return [a.copy() for a in self._weight_list(self.theta)]
 
     def set_weights(self, weights):
+        """Set the trained arrays from a list laid out as ``get_weights`` returns it.
+
+        Every array is checked before any is written, so a refused list leaves the model as
+        it was.
+
+        Parameters
+        ----------
+        weights : list of array-like
+            One array per weight, bias, gamma and beta, of their shapes; real and finite.
+
+        Raises
+        ------
+        ValueError
+            The wrong number of arrays, an array of the wrong shape, or values that are not
+            real, finite numbers.
+        RuntimeError
+            For a model not built yet.
+        """
         self._require_built("set_weights")
         views = self._weight_list(self.theta)
         if len(weights) != len(views):
@@ -242,6 +303,7 @@ class Sequential:
         Returns
         -------
         dict of str to ndarray
+            The arrays by PyTorch's names.
 
         Raises
         ------
@@ -280,8 +342,21 @@ class Sequential:
         return interop.to_torch(self)
 
     def load_state_dict(self, state_dict):
-        """Load parameters named and laid out as ``state_dict`` gives them (NumPy arrays,
-        PyTorch tensors, anything ``numpy.asarray`` takes), cast to the model's dtype."""
+        """Load parameters named and laid out as ``state_dict`` gives them, cast to the model's dtype.
+
+        Parameters
+        ----------
+        state_dict : dict of str to array-like
+            NumPy arrays, PyTorch tensors, anything ``numpy.asarray`` takes.
+
+        Raises
+        ------
+        ValueError
+            A missing or unexpected key, an array of the wrong shape, or values that are not
+            finite real numbers (or a negative running variance); nothing is loaded then.
+        RuntimeError
+            For a model not built yet.
+        """
         self._require_built("load_state_dict")
         interop.load_state_dict(self, state_dict)
 
@@ -358,7 +433,25 @@ class Sequential:
     # ----- configuration ----------------------------------------------------------------
 
     def compile(self, loss, optimizer="sgd"):
-        """Set the loss and optimizer (Keras style); ``fit`` can also take them directly."""
+        """Set the loss and optimizer (Keras style); ``fit`` can also take them directly.
+
+        Parameters
+        ----------
+        loss : str or Loss
+            A loss name ('softmax_cross_entropy', 'mse', ...) or a ``fastbp.losses`` object.
+        optimizer : str or Optimizer, default 'sgd'
+            An optimizer name or object (``SGD``, ``Adam``, ...).
+
+        Returns
+        -------
+        Sequential
+            The model itself.
+
+        Raises
+        ------
+        ValueError
+            An unknown loss or optimizer, or softmax cross-entropy on one output.
+        """
         self.loss = losses.get(loss)
         self.optimizer = optimizers.get(optimizer)
         if self.loss.kind == R.LOSS_SCE and self.n_outputs < 2:
@@ -367,6 +460,23 @@ class Sequential:
         return self
 
     def to(self, device):
+        """Train and predict on ``device`` from now on.
+
+        Parameters
+        ----------
+        device : {'cpu', 'cuda'}
+            The device; 'cuda' needs numba-cuda and a GPU.
+
+        Returns
+        -------
+        Sequential
+            The model itself.
+
+        Raises
+        ------
+        ValueError
+            An unknown device.
+        """
         if device == "cpu":
             self.device = "cpu"
             return self
@@ -377,11 +487,30 @@ class Sequential:
         raise ValueError(f"device must be 'cpu' or 'cuda'; got {device!r}")
 
     def lowered(self):
-        """The network lowered for the backends (``fastbp.lowering``), for the current loss."""
+        """The network lowered for the backends (``fastbp.lowering``), for the current loss.
+
+        Returns
+        -------
+        fastbp.lowering.Lowered
+            The op arrays and the parameter table.
+
+        Raises
+        ------
+        RuntimeError
+            For a model not built yet.
+        """
         self._require_built("lowered")
         return lower(self.layers, self.loss.link if self.loss is not None else None, self.n_features)
 
     def summary(self):
+        """A text summary: dtype, parameter count, device and the layers.
+
+        Returns
+        -------
+        str
+            One line for the model (a model not built yet says so instead of counting its
+            parameters), one per layer.
+        """
         size = (f"{self.n_parameters:,} parameters" if self.built
                 else "not built: the first Dense layer's in_features comes from the data at the first fit")
         lines = [f"Sequential ({self.dtype.name}, {size}, device {self.device})"]
@@ -434,8 +563,13 @@ class Sequential:
         share of every batch, one allreduce sums them, and every rank applies the
         same update, so the result equals one process's (to rounding, float64:
         1e-9). Logs and callbacks see global values on every rank; only rank 0
-        prints and writes files. An exception on one rank aborts the job
-        (``comm.Abort(1)``); a divergence raises ``DivergenceError`` on all.
+        prints and writes files. The ranks first compare what they were given
+        (one allgather): other data shapes, another model or another
+        ``batch_size`` on any rank raises ``DataMismatchError`` on every rank.
+        An exception on one rank aborts the job (``comm.Abort(1)``); a
+        divergence raises ``DivergenceError`` on all. Wrap the whole script in
+        ``fastbp.abort_on_error(comm)`` so that an exception before ``fit``
+        (loading the data) ends the job too.
         X may be a memory map (``np.load(path, mmap_mode='r')``, in the model's
         dtype, else it is converted in memory): each rank then reads the rows of
         its shares and checks one block of rows for NaN (``validation_split``
@@ -443,6 +577,60 @@ class Sequential:
         draws each row's mask from its place in the global batch, so it does
         not depend on the number of ranks. BatchNorm is refused (each rank would
         normalize its share alone); LayerNorm works.
+
+        Parameters
+        ----------
+        X : array-like of shape (N, I)
+            Training features (standardized first where the model has an input scaling).
+            The first fit of a model whose first Dense layer was given only its
+            out_features takes that layer's in_features from X's width and makes the
+            parameters.
+        y : array-like of shape (N,) or (N, O)
+            Integer class labels for the classification losses, targets otherwise.
+        epochs : int, default 1
+            Passes over the data.
+        batch_size : int, default 32
+            Samples per step (the global batch over MPI).
+        loss : str or Loss, default None
+            The loss; default the one ``compile`` set.
+        optimizer : str or Optimizer, default None
+            The optimizer; default the one ``compile`` set, else SGD.
+        validation_data : tuple, default None
+            ``(X_val, y_val)`` or ``(X_val, y_val, w_val)``.
+        validation_split : float, default 0.0
+            The last fraction of X held out for validation.
+        shuffle : bool, default True
+            Permute the samples every epoch.
+        seed : int, numpy Generator, RandomState or None, default None
+            The shuffles' and dropout masks' generator; None: the model's own.
+        callbacks : sequence of Callback, default ()
+            Called around each epoch.
+        verbose : {'auto', 0, 1, 2}, default 'auto'
+            Progress output: 'auto' (and 1) draws a bar on a terminal or in a Jupyter
+            notebook and prints one line per epoch elsewhere (a log, a pipe); 2 is one line
+            per epoch, 0 nothing.
+        sample_weight : array-like of shape (N,), default None
+            Weights of the samples in the loss and metrics.
+        class_weight : None, 'balanced' or dict, default None
+            Weights of the classes, multiplying ``sample_weight``.
+        comm : mpi4py communicator, default None
+            Train data-parallel over MPI.
+
+        Returns
+        -------
+        History
+            The per-epoch logs.
+
+        Raises
+        ------
+        DivergenceError
+            A step's loss or gradient was not finite; the model is left as before it.
+        ValueError
+            Data or arguments the fit cannot use, named in the message.
+        MonitorError
+            A callback or schedule watches a val_* quantity without validation data.
+        DataMismatchError
+            With ``comm``: the ranks were given different data shapes, models or batch sizes.
         """
         if loss is not None or optimizer is not None or self.loss is None:
             self.compile(loss if loss is not None else (self.loss or _missing("loss")),
@@ -521,6 +709,25 @@ class Sequential:
         that f is a function of theta alone. BatchNorm layers normalize with the
         batch's statistics, as in training; ``f`` leaves the model's running
         statistics as they are.
+
+        Parameters
+        ----------
+        X : array-like of shape (N, I)
+            Features.
+        y : array-like of shape (N,) or (N, O)
+            Labels or targets, as for ``fit``.
+        sample_weight : array-like of shape (N,), default None
+            Weights of the samples.
+
+        Returns
+        -------
+        callable
+            ``f(theta) -> (loss, grad)``.
+
+        Raises
+        ------
+        RuntimeError
+            The model has no loss yet, or is not built yet.
         """
         if self.loss is None:
             raise RuntimeError("objective needs a loss: call compile(loss=...) first")
@@ -531,7 +738,29 @@ class Sequential:
     # ----- inference --------------------------------------------------------------------
 
     def evaluate(self, X, y, sample_weight=None, batch_size=1024):
-        """Loss and metrics on (X, y) in inference mode, as a dict."""
+        """Loss and metrics on (X, y) in inference mode.
+
+        Parameters
+        ----------
+        X : array-like of shape (N, I)
+            Features.
+        y : array-like of shape (N,) or (N, O)
+            Labels or targets, as for ``fit``.
+        sample_weight : array-like of shape (N,), default None
+            Weights of the samples.
+        batch_size : int, default 1024
+            Rows per inference batch.
+
+        Returns
+        -------
+        dict of str to float
+            The loss and the loss's metrics ('accuracy', 'mse', 'mae').
+
+        Raises
+        ------
+        RuntimeError
+            The model has no loss yet, or is not built yet.
+        """
         if self.loss is None:
             raise RuntimeError("evaluate needs a loss: call compile(loss=...) or fit first")
         self._require_built("evaluate")
@@ -541,14 +770,53 @@ class Sequential:
         return _fit.logs_from_stats(self.loss.kind, stats)
 
     def decision_function(self, X, batch_size=1024):
-        """The network's raw outputs (logits for classification losses), (n_samples, O)."""
+        """The network's raw outputs (logits for classification losses).
+
+        The inputs are standardized first where the model has an input scaling
+        (``set_input_scaling``).
+
+        Parameters
+        ----------
+        X : array-like of shape (N, I)
+            Features; converted once to a C-contiguous array of the model's dtype.
+        batch_size : int, default 1024
+            Rows per inference batch.
+
+        Returns
+        -------
+        ndarray of shape (N, O)
+            The outputs, in the model's dtype.
+
+        Raises
+        ------
+        RuntimeError
+            For a model not built yet.
+        """
         self._require_built("predict")
         X = self._scaled(check_features(X, self.n_features, self.dtype))
         batch_size = min(check_int(batch_size, "batch_size"), len(X))
         return backends.get(self.device).outputs(self, self.lowered(), X, batch_size)
 
     def predict_proba(self, X, batch_size=1024):
-        """Class probabilities: softmax of the logits (softmax cross-entropy) or sigmoid (BCE)."""
+        """Class probabilities: softmax of the logits (softmax cross-entropy) or sigmoid (BCE).
+
+        Parameters
+        ----------
+        X : array-like of shape (N, I)
+            Features; converted once to a C-contiguous array of the model's dtype.
+        batch_size : int, default 1024
+            Rows per inference batch.
+
+        Returns
+        -------
+        ndarray of shape (N, O)
+            The probabilities.
+
+        Raises
+        ------
+        RuntimeError
+            The loss is not a classification loss.
+        """
         if self.loss is None or self.loss.link is None:
             raise RuntimeError("predict_proba needs a classification loss (softmax_cross_entropy or "
                                "binary_cross_entropy): call compile or fit first")
@@ -561,7 +829,20 @@ class Sequential:
 
     def predict(self, X, batch_size=1024):
         """Class labels for classification losses, the mean exp(outputs) for the Poisson loss
-        (whose outputs are the log of the mean), the network's outputs otherwise."""
+        (whose outputs are the log of the mean), the network's outputs otherwise.
+
+        Parameters
+        ----------
+        X : array-like of shape (N, I)
+            Features; converted once to a C-contiguous array of the model's dtype.
+        batch_size : int, default 1024
+            Rows per inference batch.
+
+        Returns
+        -------
+        ndarray of shape (N,) or (N, O)
+            The predictions.
+        """
         if self.loss is not None and self.loss.kind == R.LOSS_SCE:
             return np.argmax(self.decision_function(X, batch_size), axis=1)
         if self.loss is not None and self.loss.kind == R.LOSS_BCE:
@@ -573,6 +854,13 @@ class Sequential:
     # ----- persistence ------------------------------------------------------------------
 
     def get_config(self):
+        """The model's architecture, loss, optimizer and counters as a JSON-able dict.
+
+        Returns
+        -------
+        dict
+            What ``save`` writes as the model's JSON record.
+        """
         opt = self.optimizer
         return {
             "layers": [{"type": type(layer).__name__, "config": layer.get_config()} for layer in self.layers],
@@ -598,19 +886,21 @@ class Sequential:
 
         Parameters
         ----------
-        path : str or os.PathLike
-            The file, written with exactly this name (no ".npz" is added).
+        path : str or path-like
+            The file; exactly this name (".npz" is not added).
 
         Raises
         ------
         ValueError
             For a path whose extension names another framework's format (".h5", ".keras",
             ".pt", ".onnx", ...): the file would be an .npz all the same.
+        TypeError
+            For a path that is not a str, bytes or path-like object.
         RuntimeError
             For a model not built yet (its first Dense layer's in_features comes from the
             first fit).
         OSError
-            When the file cannot be written; a file already there is left as it was.
+            The file could not be written; the previous file at ``path`` is intact.
         """
         _check_save_path(path)
         self._require_built("save")
@@ -623,6 +913,20 @@ class Sequential:
         Input ``X``; outputs ``output`` (what decision_function returns) and, for a
         classification loss, ``probabilities`` (predict_proba). ``dtype`` defaults to
         the model's. See ``fastbp.export``.
+
+        Parameters
+        ----------
+        path : str or path-like, default None
+            Where to write the graph; None writes nothing.
+        dtype : {None, 'float32', 'float64'}, default None
+            The graph's float type; default the model's.
+        opset : int, default None
+            The ONNX opset, 17 by default.
+
+        Returns
+        -------
+        onnx.ModelProto
+            The graph.
         """
         self._require_built("to_onnx")
         return export.sequential_to_onnx(self, path, dtype, opset)
@@ -664,6 +968,19 @@ def _missing(what):
 def load(path):
     """Load a model written by ``Sequential.save``; it predicts bit for bit as saved.
 
-    A file that is not such a model, or a damaged one, raises a ValueError that names it.
+    Parameters
+    ----------
+    path : str or path-like
+        The file ``Sequential.save`` wrote.
+
+    Returns
+    -------
+    Sequential
+        The model, with its loss, optimizer state and random state.
+
+    Raises
+    ------
+    ValueError
+        A file that is not such a model, or a damaged one, named in the message.
     """
     return load_model(path, Sequential)

@@ -113,7 +113,28 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    """Stochastic gradient descent with optional (Nesterov) momentum and L2 weight decay."""
+    """Stochastic gradient descent with optional (Nesterov) momentum and L2 weight decay.
+
+    PyTorch's formulation: g = grad + weight_decay * param (weights only);
+    v = momentum v + g; the step is lr * v (lr * (g + momentum v) with Nesterov).
+
+    Parameters
+    ----------
+    lr : float, Schedule or callable, default 0.01
+        The learning rate: a number > 0, a schedule of ``fastbp.schedules``
+        (``StepDecay``, ...) or a function ``f(epoch) -> lr``.
+    momentum : float, default 0.0
+        Momentum factor in [0, 1).
+    nesterov : bool, default False
+        Nesterov momentum (needs momentum > 0).
+    weight_decay : float, default 0.0
+        L2 penalty on the weights, >= 0.
+
+    Raises
+    ------
+    ValueError
+        A hyperparameter out of its range, named in the message.
+    """
 
     kind = R.OPT_SGD
     n_states = 1
@@ -148,6 +169,27 @@ class Adam(Optimizer):
     ``eps_hat=True`` to the uncorrected sqrt(v) instead, the paper's epsilon-hat,
     as Keras, TensorFlow and scikit-learn add theirs (the same eps then weighs
     up to 1 / sqrt(1 - beta2) times more in the first steps).
+
+    Parameters
+    ----------
+    lr : float, Schedule or callable, default 0.001
+        The learning rate: a number > 0, a schedule of ``fastbp.schedules``
+        (``StepDecay``, ...) or a function ``f(epoch) -> lr``.
+    betas : tuple of two floats, default (0.9, 0.999)
+        Decay rates of the first and second moments, each in [0, 1).
+    eps : float, default 1e-8
+        Added to the denominator, > 0.
+    weight_decay : float, default 0.0
+        Weight decay on the weights, >= 0: an L2 gradient term, or decoupled.
+    decoupled : bool, default False
+        Decoupled weight decay (AdamW): param = param (1 - lr weight_decay) before each step.
+    eps_hat : bool, default False
+        Add eps to the uncorrected sqrt(v), as Keras and scikit-learn do.
+
+    Raises
+    ------
+    ValueError
+        A hyperparameter out of its range, named in the message.
     """
 
     kind = R.OPT_ADAM
@@ -189,6 +231,27 @@ class RMSprop(Optimizer):
     mean of g; with momentum the step goes through a buffer b = momentum b + step.
     State: the square average, then the momentum buffer and the gradient average
     (one array of twice the parameter count), saved and loaded with the model.
+
+    Parameters
+    ----------
+    lr : float, Schedule or callable, default 0.01
+        The learning rate: a number > 0, a schedule of ``fastbp.schedules``
+        (``StepDecay``, ...) or a function ``f(epoch) -> lr``.
+    alpha : float, default 0.99
+        Decay rate of the squared-gradient average, in [0, 1).
+    eps : float, default 1e-8
+        Added to the denominator, > 0.
+    momentum : float, default 0.0
+        Momentum factor, >= 0.
+    centered : bool, default False
+        Normalize by the estimated variance of the gradient.
+    weight_decay : float, default 0.0
+        L2 penalty on the weights, >= 0.
+
+    Raises
+    ------
+    ValueError
+        A hyperparameter out of its range, named in the message.
     """
 
     kind = R.OPT_RMSPROP
@@ -227,6 +290,25 @@ class Adagrad(Optimizer):
     s += g^2 per parameter (s starts at ``initial_accumulator_value``); the step
     is lr / (1 + (t - 1) lr_decay) * g / (sqrt(s) + eps) at update t (1-based,
     the optimizer's step count, saved with the model). State: s.
+
+    Parameters
+    ----------
+    lr : float, Schedule or callable, default 0.01
+        The learning rate: a number > 0, a schedule of ``fastbp.schedules``
+        (``StepDecay``, ...) or a function ``f(epoch) -> lr``.
+    lr_decay : float, default 0.0
+        Learning-rate decay per update, >= 0.
+    eps : float, default 1e-10
+        Added to the denominator, > 0.
+    weight_decay : float, default 0.0
+        L2 penalty on the weights, >= 0.
+    initial_accumulator_value : float, default 0.0
+        The starting value of s, >= 0.
+
+    Raises
+    ------
+    ValueError
+        A hyperparameter out of its range, named in the message.
     """
 
     kind = R.OPT_ADAGRAD

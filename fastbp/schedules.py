@@ -76,7 +76,22 @@ class Constant(Schedule):
 
 
 class StepDecay(Schedule):
-    """lr * gamma ** (epoch // step_size)."""
+    """The rate lr * gamma ** (epoch // step_size): multiplied by gamma every step_size epochs.
+
+    Parameters
+    ----------
+    lr : float
+        The base learning rate, > 0.
+    step_size : int
+        Epochs between two decays, >= 1.
+    gamma : float, default 0.1
+        The factor of each decay.
+
+    Raises
+    ------
+    ValueError
+        An argument out of its range, named in the message.
+    """
 
     def __init__(self, lr, step_size, gamma=0.1):
         super().__init__(lr)
@@ -89,7 +104,20 @@ class StepDecay(Schedule):
 
 
 class ExponentialDecay(Schedule):
-    """lr * gamma ** epoch."""
+    """The rate lr * gamma ** epoch.
+
+    Parameters
+    ----------
+    lr : float
+        The base learning rate, > 0.
+    gamma : float
+        The factor per epoch, in (0, 1].
+
+    Raises
+    ------
+    ValueError
+        An argument out of its range, named in the message.
+    """
 
     def __init__(self, lr, gamma):
         super().__init__(lr)
@@ -100,7 +128,22 @@ class ExponentialDecay(Schedule):
 
 
 class CosineDecay(Schedule):
-    """Cosine annealing from lr to min_lr over t_max epochs, then min_lr."""
+    """Cosine annealing from lr to min_lr over t_max epochs, then min_lr.
+
+    Parameters
+    ----------
+    lr : float
+        The base learning rate, > 0.
+    t_max : int
+        Epochs of the annealing, >= 1.
+    min_lr : float, default 0.0
+        The rate at and after epoch t_max.
+
+    Raises
+    ------
+    ValueError
+        An argument out of its range, named in the message.
+    """
 
     def __init__(self, lr, t_max, min_lr=0.0):
         super().__init__(lr)
@@ -120,6 +163,28 @@ class ReduceLROnPlateau(Schedule):
     ``min_delta`` are tolerated, the next one multiplies the rate (floored at
     ``min_lr``) from the following epoch on, and the count starts over.
     (``EarlyStopping`` follows Keras instead: it stops after ``patience`` such epochs.)
+
+    Parameters
+    ----------
+    lr : float
+        The base learning rate, > 0.
+    monitor : str, default 'val_loss'
+        The quantity of the epoch logs to watch; a ``val_*`` one needs validation data.
+    factor : float, default 0.1
+        The factor of each reduction, in (0, 1).
+    patience : int, default 10
+        Epochs without improvement tolerated before a reduction.
+    min_delta : float, default 1e-4
+        The change that counts as an improvement.
+    min_lr : float, default 0.0
+        The floor of the rate.
+    mode : {'min', 'max'}, default 'min'
+        Whether lower or higher values of ``monitor`` are better.
+
+    Raises
+    ------
+    ValueError
+        An argument out of its range, named in the message.
     """
 
     def __init__(self, lr, monitor="val_loss", factor=0.1, patience=10, min_delta=1e-4,
@@ -143,7 +208,7 @@ class ReduceLROnPlateau(Schedule):
         return self.current
 
     def check_logs(self, validation):
-        # val_loss without validation data used to fall back to the training loss, silently.
+        # A val_* quantity without validation data fails the fit at once, before any epoch.
         _check_monitor(self.monitor, validation, "ReduceLROnPlateau")
 
     def on_epoch_end(self, epoch, logs):

@@ -19,7 +19,7 @@ from fastbp.kernels import KernelArgumentError, relu_forward, sigmoid_forward
 PARAMS = {"leaky_relu": (0.1,), "elu": (1.3,)}
 ELEMENTWISE = ["identity", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "softplus", "gelu"]
 ROWWISE = ["softmax", "log_softmax"]
-LATER = ["silu", "selu"]  # issue #15; last in ALL, so that the shape rotation of the others stays
+LATER = ["silu", "selu"]  # last in ALL, so that the shape rotation of the others stays
 ALL = ELEMENTWISE + ROWWISE + LATER
 ELEMENTWISE = ELEMENTWISE + LATER
 INPUT_DERIVED = ("gelu", "silu")

@@ -235,8 +235,8 @@ class Events(fastbp.Callback):
 
 @pytest.mark.parametrize("owner", ["ReduceLROnPlateau", "EarlyStopping", "ModelCheckpoint"])
 def test_a_val_monitor_without_validation_data_fails_before_the_first_epoch(data, tmp_path, owner):
-    # Each watches val_loss by default. ReduceLROnPlateau used to fall back to the training
-    # loss without a word; EarlyStopping and ModelCheckpoint failed after the first epoch.
+    # Each watches val_loss by default. The fit must fail at once, naming the quantity: not fall
+    # back to the training loss without a word, nor fail after the first epoch.
     X, y = data
     optimizer, callbacks = fastbp.SGD(0.1), []
     if owner == "ReduceLROnPlateau":

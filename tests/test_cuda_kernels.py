@@ -287,9 +287,9 @@ def test_losses_match_cpu(name, dtype, weighted):
 @pytest.mark.skipif(not _numba_cuda.SIMULATOR, reason="the simulator's shared arrays; a GPU has real ones")
 def test_every_simulated_thread_of_a_block_gets_the_same_shared_array(monkeypatch):
     # The simulator allocates a block's shared array when the first thread asks
-    # for it. A thread switch during that allocation used to give two threads
-    # two arrays, and the weight total of a loss came out as garbage (a CI
-    # flake). A slow allocation forces the switch every time.
+    # for it. A thread switch during that allocation must not give two threads
+    # two arrays (the weight total of a loss would come out as garbage).
+    # A slow allocation forces the switch every time.
     _, backward_args = _loss_args("softmax_cross_entropy", np.random.default_rng(12), (40, 3), F64, True)
     want = run_cpu("softmax_cross_entropy_backward", *backward_args)
     allocate = np.empty

@@ -22,15 +22,14 @@ ISSUE_NAMES = [
       for half in ("forward", "backward")),
     "dropout_forward", "dropout_backward", "sgd_update", "adam_update",
 ]
-# Kernels added after the issue's list (issue #13: the Poisson loss; issue #15: SiLU, SELU,
-# Huber, MAE, RMSprop, Adagrad).
+# Kernels beyond the first list: the Poisson loss; SiLU, SELU, Huber, MAE, RMSprop, Adagrad.
 LATER_NAMES = ["poisson_forward", "poisson_backward", "silu_forward", "silu_backward", "selu_forward",
                "selu_backward", "huber_forward", "huber_backward", "mae_forward", "mae_backward",
                "rmsprop_update", "adagrad_update"]
-# Issue #15: the normalization layers.
+# The normalization layers.
 LATER_NAMES += ["batchnorm_forward", "batchnorm_inference", "batchnorm_update_running", "batchnorm_backward",
                 "layernorm_forward", "layernorm_backward"]
-# Issue #15: the norm kernels with an activation fused after them.
+# The norm kernels with an activation fused after them.
 LATER_NAMES += ["batchnorm_act_forward", "batchnorm_act_inference", "batchnorm_act_backward",
                 "layernorm_act_forward", "layernorm_act_backward"]
 

@@ -219,7 +219,7 @@ def test_updates_only_need_write_access_to_what_they_write():
 
 
 # ----------------------------------------------------------------------------
-# RMSprop and Adagrad (issue #15): worked steps by hand, then torch.optim as the oracle
+# RMSprop and Adagrad: worked steps by hand, then torch.optim as the oracle
 # ----------------------------------------------------------------------------
 
 # alpha = 0.75 and eps = 0.5 keep the square roots short; param 1.0, lr 0.1, grads 1.0 then 0.5.

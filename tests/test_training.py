@@ -185,8 +185,8 @@ def test_a_dropout_step_is_the_gradient_of_the_masked_training_loss():
 
 
 def test_dropout_with_rate_zero_is_the_identity_in_training():
-    # Regression: a Dropout(0) used to multiply the backward pass by a mask that its
-    # forward never drew (zeros), so the layers before it never learned.
+    # Regression: the backward pass of a Dropout(0) must not multiply by a mask that its
+    # forward never drew (zeros), or the layers before it never learn.
     X, y = problem(SCE)
     kwargs = dict(epochs=3, batch_size=4, loss=SCE, optimizer=None, seed=0, verbose=0)
     with_zero = Sequential([Dense(4, 6, activation="relu"), Dropout(0.0), Dense(6, 3)], dtype="float64", seed=0)

@@ -93,7 +93,21 @@ IDENTITY_FORWARD_SPEC = ArgSpec([("out", "*"), ("x", "*")], writes=("out",))
 
 @jit
 def identity_forward(out, x):
-    """out = x."""
+    """out = x.
+
+    Parameters
+    ----------
+    out : ndarray
+        The forward output. Overwritten.
+    x : ndarray, the shape of ``out``
+        The forward input.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
+    """
     activation_forward(out, x, np.int64(IDENTITY), 0.0)
 
 
@@ -102,7 +116,21 @@ IDENTITY_BACKWARD_SPEC = ArgSpec([("dx", "*"), ("dout", "*")], writes=("dx",))
 
 @jit
 def identity_backward(dx, dout):
-    """dx = dout."""
+    """dx = dout.
+
+    Parameters
+    ----------
+    dx : ndarray
+        Gradient of the loss with respect to ``x``. Overwritten.
+    dout : ndarray, the shape of ``dx``
+        Gradient of the loss with respect to ``out`` (from the layer above).
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
+    """
     activation_backward(dx, dout, dout, np.int64(IDENTITY), 0.0)
 
 
@@ -111,7 +139,21 @@ RELU_FORWARD_SPEC = ArgSpec([("out", "*"), ("x", "*")], writes=("out",))
 
 @jit
 def relu_forward(out, x):
-    """out = max(x, 0)."""
+    """out = max(x, 0).
+
+    Parameters
+    ----------
+    out : ndarray
+        The forward output. Overwritten.
+    x : ndarray, the shape of ``out``
+        The forward input.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
+    """
     activation_forward(out, x, np.int64(RELU), 0.0)
 
 
@@ -120,7 +162,23 @@ RELU_BACKWARD_SPEC = ArgSpec([("dx", "*"), ("dout", "*"), ("out", "*")], writes=
 
 @jit
 def relu_backward(dx, dout, out):
-    """dx = dout * [out > 0], from the forward output."""
+    """dx = dout * [out > 0], from the forward output.
+
+    Parameters
+    ----------
+    dx : ndarray
+        Gradient of the loss with respect to ``x``. Overwritten.
+    dout : ndarray, the shape of ``dx``
+        Gradient of the loss with respect to ``out`` (from the layer above).
+    out : ndarray, the shape of ``dx``
+        The forward output.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
+    """
     activation_backward(dx, dout, out, np.int64(RELU), 0.0)
 
 
@@ -129,7 +187,23 @@ LEAKY_RELU_FORWARD_SPEC = ArgSpec([("out", "*"), ("x", "*"), ("slope", "nonneg")
 
 @jit
 def leaky_relu_forward(out, x, slope):
-    """out = x if x > 0 else slope * x (slope >= 0)."""
+    """out = x if x > 0 else slope * x (slope >= 0).
+
+    Parameters
+    ----------
+    out : ndarray
+        The forward output. Overwritten.
+    x : ndarray, the shape of ``out``
+        The forward input.
+    slope : float >= 0
+        Slope for x <= 0.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
+    """
     activation_forward(out, x, np.int64(LEAKY_RELU), slope)
 
 
@@ -139,7 +213,25 @@ LEAKY_RELU_BACKWARD_SPEC = ArgSpec(
 
 @jit
 def leaky_relu_backward(dx, dout, out, slope):
-    """dx = dout * (1 if out > 0 else slope), from the forward output."""
+    """dx = dout * (1 if out > 0 else slope), from the forward output.
+
+    Parameters
+    ----------
+    dx : ndarray
+        Gradient of the loss with respect to ``x``. Overwritten.
+    dout : ndarray, the shape of ``dx``
+        Gradient of the loss with respect to ``out`` (from the layer above).
+    out : ndarray, the shape of ``dx``
+        The forward output.
+    slope : float >= 0
+        Slope for x <= 0.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
+    """
     activation_backward(dx, dout, out, np.int64(LEAKY_RELU), slope)
 
 
@@ -148,7 +240,23 @@ ELU_FORWARD_SPEC = ArgSpec([("out", "*"), ("x", "*"), ("alpha", "positive")], wr
 
 @jit
 def elu_forward(out, x, alpha):
-    """out = x if x > 0 else alpha * (exp(x) - 1) (alpha > 0)."""
+    """out = x if x > 0 else alpha * (exp(x) - 1) (alpha > 0).
+
+    Parameters
+    ----------
+    out : ndarray
+        The forward output. Overwritten.
+    x : ndarray, the shape of ``out``
+        The forward input.
+    alpha : float > 0
+        The activation's parameter (leaky slope, ELU alpha); ignored by the others.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
+    """
     activation_forward(out, x, np.int64(ELU), alpha)
 
 
@@ -158,7 +266,25 @@ ELU_BACKWARD_SPEC = ArgSpec(
 
 @jit
 def elu_backward(dx, dout, out, alpha):
-    """dx = dout * (1 if out > 0 else out + alpha): alpha e^x = out + alpha for x <= 0."""
+    """dx = dout * (1 if out > 0 else out + alpha): alpha e^x = out + alpha for x <= 0.
+
+    Parameters
+    ----------
+    dx : ndarray
+        Gradient of the loss with respect to ``x``. Overwritten.
+    dout : ndarray, the shape of ``dx``
+        Gradient of the loss with respect to ``out`` (from the layer above).
+    out : ndarray, the shape of ``dx``
+        The forward output.
+    alpha : float > 0
+        The activation's parameter (leaky slope, ELU alpha); ignored by the others.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
+    """
     activation_backward(dx, dout, out, np.int64(ELU), alpha)
 
 
@@ -167,7 +293,21 @@ SIGMOID_FORWARD_SPEC = ArgSpec([("out", "*"), ("x", "*")], writes=("out",))
 
 @jit
 def sigmoid_forward(out, x):
-    """out = 1 / (1 + exp(-x)), without overflow for any x."""
+    """out = 1 / (1 + exp(-x)), without overflow for any x.
+
+    Parameters
+    ----------
+    out : ndarray
+        The forward output. Overwritten.
+    x : ndarray, the shape of ``out``
+        The forward input.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
+    """
     activation_forward(out, x, np.int64(SIGMOID), 0.0)
 
 
@@ -176,7 +316,23 @@ SIGMOID_BACKWARD_SPEC = ArgSpec([("dx", "*"), ("dout", "*"), ("out", "*")], writ
 
 @jit
 def sigmoid_backward(dx, dout, out):
-    """dx = dout * out * (1 - out)."""
+    """dx = dout * out * (1 - out).
+
+    Parameters
+    ----------
+    dx : ndarray
+        Gradient of the loss with respect to ``x``. Overwritten.
+    dout : ndarray, the shape of ``dx``
+        Gradient of the loss with respect to ``out`` (from the layer above).
+    out : ndarray, the shape of ``dx``
+        The forward output.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
+    """
     activation_backward(dx, dout, out, np.int64(SIGMOID), 0.0)
 
 
@@ -185,7 +341,21 @@ TANH_FORWARD_SPEC = ArgSpec([("out", "*"), ("x", "*")], writes=("out",))
 
 @jit
 def tanh_forward(out, x):
-    """out = tanh(x)."""
+    """out = tanh(x).
+
+    Parameters
+    ----------
+    out : ndarray
+        The forward output. Overwritten.
+    x : ndarray, the shape of ``out``
+        The forward input.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
+    """
     activation_forward(out, x, np.int64(TANH), 0.0)
 
 
@@ -194,7 +364,23 @@ TANH_BACKWARD_SPEC = ArgSpec([("dx", "*"), ("dout", "*"), ("out", "*")], writes=
 
 @jit
 def tanh_backward(dx, dout, out):
-    """dx = dout * (1 - out^2)."""
+    """dx = dout * (1 - out^2).
+
+    Parameters
+    ----------
+    dx : ndarray
+        Gradient of the loss with respect to ``x``. Overwritten.
+    dout : ndarray, the shape of ``dx``
+        Gradient of the loss with respect to ``out`` (from the layer above).
+    out : ndarray, the shape of ``dx``
+        The forward output.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
+    """
     activation_backward(dx, dout, out, np.int64(TANH), 0.0)
 
 
@@ -203,7 +389,21 @@ SOFTPLUS_FORWARD_SPEC = ArgSpec([("out", "*"), ("x", "*")], writes=("out",))
 
 @jit
 def softplus_forward(out, x):
-    """out = log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|))."""
+    """out = log(1 + exp(x)) = max(x, 0) + log1p(exp(-abs(x))).
+
+    Parameters
+    ----------
+    out : ndarray
+        The forward output. Overwritten.
+    x : ndarray, the shape of ``out``
+        The forward input.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
+    """
     activation_forward(out, x, np.int64(SOFTPLUS), 0.0)
 
 
@@ -212,7 +412,23 @@ SOFTPLUS_BACKWARD_SPEC = ArgSpec([("dx", "*"), ("dout", "*"), ("out", "*")], wri
 
 @jit
 def softplus_backward(dx, dout, out):
-    """dx = dout * sigmoid(x), with sigmoid(x) = 1 - exp(-out) from the output."""
+    """dx = dout * sigmoid(x), with sigmoid(x) = 1 - exp(-out) from the output.
+
+    Parameters
+    ----------
+    dx : ndarray
+        Gradient of the loss with respect to ``x``. Overwritten.
+    dout : ndarray, the shape of ``dx``
+        Gradient of the loss with respect to ``out`` (from the layer above).
+    out : ndarray, the shape of ``dx``
+        The forward output.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
+    """
     activation_backward(dx, dout, out, np.int64(SOFTPLUS), 0.0)
 
 
@@ -221,7 +437,21 @@ GELU_FORWARD_SPEC = ArgSpec([("out", "*"), ("x", "*")], writes=("out",))
 
 @jit
 def gelu_forward(out, x):
-    """out = x * Phi(x), the exact (erf) GELU."""
+    """out = x * Phi(x), the exact (erf) GELU.
+
+    Parameters
+    ----------
+    out : ndarray
+        The forward output. Overwritten.
+    x : ndarray, the shape of ``out``
+        The forward input.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
+    """
     activation_forward(out, x, np.int64(GELU), 0.0)
 
 
@@ -230,7 +460,23 @@ GELU_BACKWARD_SPEC = ArgSpec([("dx", "*"), ("dout", "*"), ("x", "*")], writes=("
 
 @jit
 def gelu_backward(dx, dout, x):
-    """dx = dout * (Phi(x) + x phi(x)), from the forward *input* x."""
+    """dx = dout * (Phi(x) + x phi(x)), from the forward *input* x.
+
+    Parameters
+    ----------
+    dx : ndarray
+        Gradient of the loss with respect to ``x``. Overwritten.
+    dout : ndarray, the shape of ``dx``
+        Gradient of the loss with respect to ``out`` (from the layer above).
+    x : ndarray, the shape of ``dx``
+        The forward input.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
+    """
     activation_input_backward(dx, dout, x, np.int64(GELU))
 
 
@@ -239,7 +485,21 @@ SILU_FORWARD_SPEC = ArgSpec([("out", "*"), ("x", "*")], writes=("out",))
 
 @jit
 def silu_forward(out, x):
-    """out = x * sigmoid(x) (SiLU, also called swish)."""
+    """out = x * sigmoid(x) (SiLU, also called swish).
+
+    Parameters
+    ----------
+    out : ndarray
+        The forward output. Overwritten.
+    x : ndarray, the shape of ``out``
+        The forward input.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
+    """
     activation_forward(out, x, np.int64(SILU), 0.0)
 
 
@@ -248,7 +508,23 @@ SILU_BACKWARD_SPEC = ArgSpec([("dx", "*"), ("dout", "*"), ("x", "*")], writes=("
 
 @jit
 def silu_backward(dx, dout, x):
-    """dx = dout * s (1 + x (1 - s)), s = sigmoid(x), from the forward *input* x."""
+    """dx = dout * s (1 + x (1 - s)), s = sigmoid(x), from the forward *input* x.
+
+    Parameters
+    ----------
+    dx : ndarray
+        Gradient of the loss with respect to ``x``. Overwritten.
+    dout : ndarray, the shape of ``dx``
+        Gradient of the loss with respect to ``out`` (from the layer above).
+    x : ndarray, the shape of ``dx``
+        The forward input.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
+    """
     activation_input_backward(dx, dout, x, np.int64(SILU))
 
 
@@ -257,7 +533,21 @@ SELU_FORWARD_SPEC = ArgSpec([("out", "*"), ("x", "*")], writes=("out",))
 
 @jit
 def selu_forward(out, x):
-    """out = scale * (x if x > 0 else alpha (exp(x) - 1)), PyTorch's fixed alpha and scale."""
+    """out = scale * (x if x > 0 else alpha (exp(x) - 1)), PyTorch's fixed alpha and scale.
+
+    Parameters
+    ----------
+    out : ndarray
+        The forward output. Overwritten.
+    x : ndarray, the shape of ``out``
+        The forward input.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
+    """
     activation_forward(out, x, np.int64(SELU), 0.0)
 
 
@@ -266,7 +556,23 @@ SELU_BACKWARD_SPEC = ArgSpec([("dx", "*"), ("dout", "*"), ("out", "*")], writes=
 
 @jit
 def selu_backward(dx, dout, out):
-    """dx = dout * (scale if out > 0 else out + scale alpha), from the output."""
+    """dx = dout * (scale if out > 0 else out + scale alpha), from the output.
+
+    Parameters
+    ----------
+    dx : ndarray
+        Gradient of the loss with respect to ``x``. Overwritten.
+    dout : ndarray, the shape of ``dx``
+        Gradient of the loss with respect to ``out`` (from the layer above).
+    out : ndarray, the shape of ``dx``
+        The forward output.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
+    """
     activation_backward(dx, dout, out, np.int64(SELU), 0.0)
 
 
@@ -302,7 +608,7 @@ def _softmax_row(out, x, n, log):
     and sums them after it, in order. Log-softmax sums them as it goes, with libm's exp: it
     must not write out before its last loop, which still reads x where out is x, and the
     inline ``vexp`` in that summing loop, which does not vectorize, took twice libm's time
-    (BENCHMARKS.md, fifth session).
+    (docs/performance-log.md, 2026-11-30, d67e485).
     """
     n_out = x.shape[1]
     m = x[n, 0]
@@ -359,6 +665,19 @@ def softmax_forward(out, x):
     """Row-wise softmax: out[n, j] = exp(x[n, j] - m_n) / sum_k exp(x[n, k] - m_n).
 
     x (N, O) -> out (N, O), overwritten; m_n is the row maximum.
+
+    Parameters
+    ----------
+    out : ndarray of shape (N, O)
+        The forward output. Overwritten.
+    x : ndarray of shape (N, O)
+        The forward input.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
     """
     if x.size < PARALLEL_MIN_ELEMENTS:
         softmax_forward_serial(out, x)
@@ -381,6 +700,21 @@ def softmax_backward(dx, dout, out):
 
     The Jacobian is dy_j/dx_k = y_j ([j == k] - y_k), so
     dx_k = sum_j dout_j y_j ([j == k] - y_k) = y_k (dout_k - <dout, y>).
+
+    Parameters
+    ----------
+    dx : ndarray of shape (N, O)
+        Gradient of the loss with respect to ``x``. Overwritten.
+    dout : ndarray of shape (N, O)
+        Gradient of the loss with respect to ``out`` (from the layer above).
+    out : ndarray of shape (N, O)
+        The forward output.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
     """
     if out.size < PARALLEL_MIN_ELEMENTS:
         softmax_backward_serial(dx, dout, out)
@@ -399,7 +733,21 @@ LOG_SOFTMAX_FORWARD_SPEC = ArgSpec([("out", "NO"), ("x", "NO")], writes=("out",)
 
 @jit(parallel=True)
 def log_softmax_forward(out, x):
-    """Row-wise log-softmax: out[n, j] = x[n, j] - m_n - log sum_k exp(x[n, k] - m_n)."""
+    """Row-wise log-softmax: out[n, j] = x[n, j] - m_n - log sum_k exp(x[n, k] - m_n).
+
+    Parameters
+    ----------
+    out : ndarray of shape (N, O)
+        The forward output. Overwritten.
+    x : ndarray of shape (N, O)
+        The forward input.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
+    """
     if x.size < PARALLEL_MIN_ELEMENTS:
         log_softmax_forward_serial(out, x)
     else:
@@ -420,6 +768,21 @@ def log_softmax_backward(dx, dout, out):
     """Backward of row-wise log-softmax from its output y: dx = dout - exp(y) sum_j dout_j.
 
     dy_j/dx_k = [j == k] - softmax_k and softmax = exp(y).
+
+    Parameters
+    ----------
+    dx : ndarray of shape (N, O)
+        Gradient of the loss with respect to ``x``. Overwritten.
+    dout : ndarray of shape (N, O)
+        Gradient of the loss with respect to ``out`` (from the layer above).
+    out : ndarray of shape (N, O)
+        The forward output.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
     """
     if out.size < PARALLEL_MIN_ELEMENTS:
         log_softmax_backward_serial(dx, dout, out)

@@ -97,6 +97,27 @@ def dense_act_forward(out, x, w, b, activation, alpha):
     activation code from ``fastbp.kernels.ACTIVATIONS`` and ``alpha`` its
     parameter (leaky slope, ELU alpha; ignored otherwise). Bias and activation
     are applied in the same pass over out.
+
+    Parameters
+    ----------
+    out : ndarray of shape (N, O)
+        The forward output. Overwritten.
+    x : ndarray of shape (N, I)
+        The forward input.
+    w : ndarray of shape (I, O)
+        Weights.
+    b : ndarray of shape (O,)
+        Bias.
+    activation : int
+        Activation code, a value of ``fastbp.kernels.ACTIVATIONS``.
+    alpha : float
+        The activation's parameter (leaky slope, ELU alpha); ignored by the others.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
     """
     n_rows, n_in = x.shape
     n_out = w.shape[1]
@@ -117,6 +138,23 @@ def dense_forward(out, x, w, b):
     """Dense forward: out = x @ w + b.
 
     x (N, I), w (I, O), b (O,) -> out (N, O), overwritten.
+
+    Parameters
+    ----------
+    out : ndarray of shape (N, O)
+        The forward output. Overwritten.
+    x : ndarray of shape (N, I)
+        The forward input.
+    w : ndarray of shape (I, O)
+        Weights.
+    b : ndarray of shape (O,)
+        Bias.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
     """
     # np.int64(IDENTITY), not a bare 0: numba types a literal 0 as Literal[int](0)
     # and would compile (and cache) a second copy of dense_act_forward and its
@@ -227,6 +265,27 @@ def dense_backward(dx, dw, db, dout, x, w):
     dw (I, O) = x.T @ dout, db (O,) = dout.sum(0). All three are overwritten.
     Pass a zero-size dx (e.g. ``np.empty((0, 0))``) to skip the input gradient,
     as the first layer of a network does.
+
+    Parameters
+    ----------
+    dx : ndarray of shape (N, I) or of size 0
+        Gradient of the loss with respect to ``x``. Overwritten.
+    dw : ndarray of shape (I, O)
+        Gradient of the loss with respect to ``w``. Overwritten.
+    db : ndarray of shape (O,)
+        Gradient of the loss with respect to ``b``. Overwritten.
+    dout : ndarray of shape (N, O)
+        Gradient of the loss with respect to ``out`` (from the layer above).
+    x : ndarray of shape (N, I)
+        The forward input.
+    w : ndarray of shape (I, O)
+        Weights.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
     """
     n_rows, n_out = dout.shape
     for j in range(n_out):
@@ -252,6 +311,35 @@ def dense_act_backward(dx, dw, db, dz, dout, out, x, w, activation, alpha):
     db (O,) = dz.sum(0). All outputs are overwritten; dz may be the same array
     as dout (the gradient is then transformed in place). A zero-size dx skips
     the input gradient. Not valid for GELU, whose derivative needs z.
+
+    Parameters
+    ----------
+    dx : ndarray of shape (N, I) or of size 0
+        Gradient of the loss with respect to ``x``. Overwritten.
+    dw : ndarray of shape (I, O)
+        Gradient of the loss with respect to ``w``. Overwritten.
+    db : ndarray of shape (O,)
+        Gradient of the loss with respect to ``b``. Overwritten.
+    dz : ndarray of shape (N, O)
+        Gradient with respect to the pre-activation z = x @ w + b; may be ``dout`` itself. Overwritten.
+    dout : ndarray of shape (N, O)
+        Gradient of the loss with respect to ``out`` (from the layer above).
+    out : ndarray of shape (N, O)
+        The forward output.
+    x : ndarray of shape (N, I)
+        The forward input.
+    w : ndarray of shape (I, O)
+        Weights.
+    activation : int
+        Activation code, a value of ``fastbp.kernels.ACTIVATIONS``.
+    alpha : float
+        The activation's parameter (leaky slope, ELU alpha); ignored by the others.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
     """
     _act_grad_and_bias(dz, db, dout, out, activation, alpha)
     _products_backward(dx, dw, dz, x, w)

@@ -33,6 +33,25 @@ def dropout_forward(out, mask, x, rate, seed):
 
     x (N, O) -> out (N, O) and mask (N, O), both overwritten; 0 <= rate < 1,
     seed >= 0. The caller passes a fresh seed per step.
+
+    Parameters
+    ----------
+    out : ndarray
+        Output, x * mask; may be ``x`` itself.
+    mask : ndarray, the shape of ``out``
+        Receives the mask: 0 for a dropped element, 1 / (1 - rate) for a kept one.
+    x : ndarray, the shape of ``out``
+        Input.
+    rate : float in [0, 1)
+        Probability of dropping an element.
+    seed : int in [0, 2**63)
+        Seed of the counter-based generator; the same seed draws the same mask.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
     """
     if x.size < PARALLEL_MIN_ELEMENTS:
         dropout_forward_serial(out, mask, x, rate, seed)
@@ -72,7 +91,23 @@ DROPOUT_BACKWARD_SPEC = ArgSpec([("dx", "*"), ("dout", "*"), ("mask", "*")], wri
 
 @jit(parallel=True)
 def dropout_backward(dx, dout, mask):
-    """dx = dout * mask (N, O), overwritten; the mask already holds 1 / (1 - rate)."""
+    """dx = dout * mask (N, O), overwritten; the mask already holds 1 / (1 - rate).
+
+    Parameters
+    ----------
+    dx : ndarray
+        Gradient with respect to the dropout's input, dout * mask. Overwritten.
+    dout : ndarray, the shape of ``dx``
+        Gradient of the loss with respect to ``out`` (from the layer above).
+    mask : ndarray, the shape of ``dx``
+        The dropout mask: 0 for a dropped element, 1 / (1 - rate) for a kept one.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
+    """
     if dx.size < PARALLEL_MIN_ELEMENTS:
         dropout_backward_serial(dx, dout, mask)
     else:

@@ -27,7 +27,8 @@ from ._simd import (MR, MR_NARROW, NR, RELU_OUT, START_BIAS, START_C, START_ZERO
                     copy_panel, stack_floats, stack_floats_here, tile_narrow, tile_rows4, tile_wide)
 
 # Products of at most this many multiply-adds (N I O) run here rather than in BLAS, float32
-# only: the crossover measured on 2 contended AVX2 cores (BENCHMARKS.md, issue 12) lies
+# only: the crossover measured on 2 contended AVX2 cores (docs/performance-log.md, 2026-11-29,
+# "fastbp's own SIMD products") lies
 # between 0.5M (SIMD 1.4-9x faster than single-threaded OpenBLAS) and 17M (0.7x).
 SIMD_MAX_MACS = 1 << 20
 # A batch of at most SIMD_FEW_ROWS rows keeps its products here up to SIMD_FEW_ROWS_MAX_MACS.
@@ -38,16 +39,17 @@ SIMD_MAX_MACS = 1 << 20
 # busy machine the two-thread products also slow down whenever either thread waits for its
 # core. Epochs at batch 16, alternating with the previous rule: 784-128-10 1.37x (and steadier:
 # 87-105k samples/s against 41-97k), 512-256-10 1.05x, 1024-256-10 1.09x. At 32 or 64 rows and
-# 2-4M multiply-adds BLAS's two threads won (0.72-0.86x): BENCHMARKS.md, seventh session.
+# 2-4M multiply-adds BLAS's two threads won (0.72-0.86x): docs/performance-log.md, 2026-11-30,
+# b663958.
 SIMD_FEW_ROWS = 16
 SIMD_FEW_ROWS_MAX_MACS = 1 << 22
 # dx = dz @ w.T of a product in these kernels runs here too up to this many multiply-adds, and
 # in BLAS above: matmul_nt packs w.T first (one pass over w), which larger products do not pay
 # back. 150 shapes of 16-256 rows, 16-256 inputs and 2-128 outputs against single-threaded
-# sgemm, medians of 5 (BENCHMARKS.md, eighth session): geometric mean of BLAS's time over this
+# sgemm, medians of 5 (docs/performance-log.md, 2026-11-30, eebaeb3): geometric mean of BLAS's time over this
 # kernel's 1.36 up to 4K multiply-adds (11 of 12 shapes faster), 1.10 from 4K to 16K (18 of
-# 23), 0.92 from 16K to 256K. The loop nests the smallest dx took before were 2-10x slower
-# than either.
+# 23), 0.92 from 16K to 256K. dense.py's loop nests are 2-10x slower than either on these
+# shapes.
 SIMD_NT_MAX_MACS = 1 << 14
 
 # Stack scratch for a packed panel of w.T (32 KiB, L1-sized), and its widest panel.
@@ -64,7 +66,7 @@ KC = 256
 # in place (one process, medians of 31 alternating calls, which vary 0.89-1.12x for the same
 # code): 1.03-1.31x on ten shapes copied, e.g. 16 x 128 x 1024 1.10-1.31x, 32 x 512 x 512
 # 1.07-1.24x, 128 x 128 x 128 1.12-1.20x; 0.92-1.03x on shapes below the span, which are not
-# copied (BENCHMARKS.md, tenth session). The forward's B, the weights, is read in place: there
+# copied (docs/performance-log.md, 2026-11-30, 6a2f092). The forward's B, the weights, is read in place: there
 # the cost is the first, strided read of each panel, which a copy repeats (16 x 1024 x 512: 1.08x
 # slower copied).
 PANEL_STRIDE = 64

@@ -114,6 +114,23 @@ def mse_forward(loss, pred, target, weight):
     """Mean squared error: loss[0] = sum_n s_n sum_o (pred - target)^2 / (O sum_n s_n).
 
     pred (N, O), target (N, O), weight (N,) or empty.
+
+    Parameters
+    ----------
+    loss : ndarray of shape (1,)
+        Receives the mean loss of the batch.
+    pred : ndarray of shape (N, O)
+        The network's outputs.
+    target : ndarray of shape (N, O)
+        Targets.
+    weight : ndarray of shape (N,) or of size 0
+        Sample weights s_n, finite and non-negative; a zero-size array weighs every sample 1.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
     """
     elementwise_loss_forward(loss, pred, target, weight, np.int64(LOSS_MSE), 0.0)
 
@@ -124,7 +141,25 @@ MSE_BACKWARD_SPEC = ArgSpec(
 
 @jit
 def mse_backward(dpred, pred, target, weight):
-    """dpred (N, O) = 2 s_n (pred - target) / (O sum_n s_n), overwritten."""
+    """dpred (N, O) = 2 s_n (pred - target) / (O sum_n s_n), overwritten.
+
+    Parameters
+    ----------
+    dpred : ndarray of shape (N, O)
+        Gradient of the mean loss with respect to ``pred``. Overwritten.
+    pred : ndarray of shape (N, O)
+        The network's outputs.
+    target : ndarray of shape (N, O)
+        Targets.
+    weight : ndarray of shape (N,) or of size 0
+        Sample weights s_n, finite and non-negative; a zero-size array weighs every sample 1.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
+    """
     elementwise_loss_backward(dpred, pred, target, weight, np.int64(LOSS_MSE), 0.0)
 
 
@@ -151,6 +186,25 @@ def softmax_cross_entropy_forward(loss, probs, logits, labels, weight):
     loss[0] = sum_n s_n (logsumexp(logits_n) - logits_n[labels_n]) / sum_n s_n.
     The log-sum-exp subtracts the row maximum, so logits of +-1e4 give a
     finite loss.
+
+    Parameters
+    ----------
+    loss : ndarray of shape (1,)
+        Receives the mean loss of the batch.
+    probs : ndarray of shape (N, O)
+        Receives the softmax probabilities of ``logits``; ``softmax_cross_entropy_backward`` reads them.
+    logits : ndarray of shape (N, O)
+        The network's outputs before the softmax or sigmoid.
+    labels : ndarray of int, shape (N,)
+        Class labels in [0, O).
+    weight : ndarray of shape (N,) or of size 0
+        Sample weights s_n, finite and non-negative; a zero-size array weighs every sample 1.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
     """
     _sce_forward(loss, probs, logits, labels, weight)
 
@@ -204,6 +258,23 @@ def softmax_cross_entropy_backward(dlogits, probs, labels, weight):
 
     d/dz_k [logsumexp(z) - z_y] = softmax(z)_k - [k == y]: the softmax Jacobian
     and the log cancel, which is why the two are fused. dlogits may alias probs.
+
+    Parameters
+    ----------
+    dlogits : ndarray of shape (N, O)
+        Gradient of the mean loss with respect to ``logits``. Overwritten.
+    probs : ndarray of shape (N, O)
+        Receives the softmax probabilities of ``logits``; ``softmax_cross_entropy_backward`` reads them.
+    labels : ndarray of int, shape (N,)
+        Class labels in [0, O).
+    weight : ndarray of shape (N,) or of size 0
+        Sample weights s_n, finite and non-negative; a zero-size array weighs every sample 1.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
     """
     _sce_backward(dlogits, probs, labels, weight)
 
@@ -229,7 +300,24 @@ def binary_cross_entropy_forward(loss, logits, target, weight):
 
     logits (N, O), target (N, O) in [0, 1], weight (N,) or empty ->
     loss[0] = sum_n s_n sum_o [log(1 + e^z) - t z] / (O sum_n s_n), with
-    log(1 + e^z) = max(z, 0) + log1p(e^-|z|).
+    log(1 + e^z) = max(z, 0) + log1p(e^-abs(z)).
+
+    Parameters
+    ----------
+    loss : ndarray of shape (1,)
+        Receives the mean loss of the batch.
+    logits : ndarray of shape (N, O)
+        The network's outputs before the softmax or sigmoid.
+    target : ndarray of shape (N, O)
+        Targets.
+    weight : ndarray of shape (N,) or of size 0
+        Sample weights s_n, finite and non-negative; a zero-size array weighs every sample 1.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
     """
     elementwise_loss_forward(loss, logits, target, weight, np.int64(LOSS_BCE), 0.0)
 
@@ -241,7 +329,25 @@ BINARY_CROSS_ENTROPY_BACKWARD_SPEC = ArgSpec(
 
 @jit
 def binary_cross_entropy_backward(dlogits, logits, target, weight):
-    """dlogits (N, O) = s_n (sigmoid(z) - t) / (O sum_n s_n), overwritten."""
+    """dlogits (N, O) = s_n (sigmoid(z) - t) / (O sum_n s_n), overwritten.
+
+    Parameters
+    ----------
+    dlogits : ndarray of shape (N, O)
+        Gradient of the mean loss with respect to ``logits``. Overwritten.
+    logits : ndarray of shape (N, O)
+        The network's outputs before the softmax or sigmoid.
+    target : ndarray of shape (N, O)
+        Targets.
+    weight : ndarray of shape (N,) or of size 0
+        Sample weights s_n, finite and non-negative; a zero-size array weighs every sample 1.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
+    """
     elementwise_loss_backward(dlogits, logits, target, weight, np.int64(LOSS_BCE), 0.0)
 
 
@@ -257,6 +363,23 @@ def poisson_forward(loss, pred, target, weight):
     loss[0] = sum_n s_n sum_o [exp(eta) - y eta] / (O sum_n s_n): the negative
     log-likelihood without its constant log(y!), scikit-learn's
     ``HalfPoissonLoss`` (the deviance minus terms that depend on y alone).
+
+    Parameters
+    ----------
+    loss : ndarray of shape (1,)
+        Receives the mean loss of the batch.
+    pred : ndarray of shape (N, O)
+        The network's outputs.
+    target : ndarray of shape (N, O)
+        Targets.
+    weight : ndarray of shape (N,) or of size 0
+        Sample weights s_n, finite and non-negative; a zero-size array weighs every sample 1.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
     """
     elementwise_loss_forward(loss, pred, target, weight, np.int64(LOSS_POISSON), 0.0)
 
@@ -271,6 +394,23 @@ def poisson_backward(dpred, pred, target, weight):
 
     d/deta [exp(eta) - y eta] = exp(eta) - y: the log link is the canonical one,
     so the gradient is mean minus target, as for the other fused losses.
+
+    Parameters
+    ----------
+    dpred : ndarray of shape (N, O)
+        Gradient of the mean loss with respect to ``pred``. Overwritten.
+    pred : ndarray of shape (N, O)
+        The network's outputs.
+    target : ndarray of shape (N, O)
+        Targets.
+    weight : ndarray of shape (N,) or of size 0
+        Sample weights s_n, finite and non-negative; a zero-size array weighs every sample 1.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
     """
     elementwise_loss_backward(dpred, pred, target, weight, np.int64(LOSS_POISSON), 0.0)
 
@@ -283,10 +423,30 @@ HUBER_FORWARD_SPEC = ArgSpec(
 @jit
 def huber_forward(loss, pred, target, weight, delta):
     """Huber loss, PyTorch's ``HuberLoss``: with d = pred - target, per output
-    d^2 / 2 where |d| <= delta, delta (|d| - delta / 2) beyond;
+
+    d^2 / 2 where abs(d) <= delta, delta (abs(d) - delta / 2) beyond;
     loss[0] = sum_n s_n sum_o l / (O sum_n s_n).
 
     pred (N, O), target (N, O), weight (N,) or empty, delta > 0.
+
+    Parameters
+    ----------
+    loss : ndarray of shape (1,)
+        Receives the mean loss of the batch.
+    pred : ndarray of shape (N, O)
+        The network's outputs.
+    target : ndarray of shape (N, O)
+        Targets.
+    weight : ndarray of shape (N,) or of size 0
+        Sample weights s_n, finite and non-negative; a zero-size array weighs every sample 1.
+    delta : float > 0
+        Where the loss turns from quadratic to linear.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
     """
     elementwise_loss_forward(loss, pred, target, weight, np.int64(LOSS_HUBER), delta)
 
@@ -298,7 +458,27 @@ HUBER_BACKWARD_SPEC = ArgSpec(
 
 @jit
 def huber_backward(dpred, pred, target, weight, delta):
-    """dpred (N, O) = s_n clip(pred - target, -delta, delta) / (O sum_n s_n), overwritten."""
+    """dpred (N, O) = s_n clip(pred - target, -delta, delta) / (O sum_n s_n), overwritten.
+
+    Parameters
+    ----------
+    dpred : ndarray of shape (N, O)
+        Gradient of the mean loss with respect to ``pred``. Overwritten.
+    pred : ndarray of shape (N, O)
+        The network's outputs.
+    target : ndarray of shape (N, O)
+        Targets.
+    weight : ndarray of shape (N,) or of size 0
+        Sample weights s_n, finite and non-negative; a zero-size array weighs every sample 1.
+    delta : float > 0
+        Where the loss turns from quadratic to linear.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
+    """
     elementwise_loss_backward(dpred, pred, target, weight, np.int64(LOSS_HUBER), delta)
 
 
@@ -308,9 +488,26 @@ MAE_FORWARD_SPEC = ArgSpec(
 
 @jit
 def mae_forward(loss, pred, target, weight):
-    """Mean absolute error: loss[0] = sum_n s_n sum_o |pred - target| / (O sum_n s_n).
+    """Mean absolute error: loss[0] = sum_n s_n sum_o abs(pred - target) / (O sum_n s_n).
 
     pred (N, O), target (N, O), weight (N,) or empty.
+
+    Parameters
+    ----------
+    loss : ndarray of shape (1,)
+        Receives the mean loss of the batch.
+    pred : ndarray of shape (N, O)
+        The network's outputs.
+    target : ndarray of shape (N, O)
+        Targets.
+    weight : ndarray of shape (N,) or of size 0
+        Sample weights s_n, finite and non-negative; a zero-size array weighs every sample 1.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
     """
     elementwise_loss_forward(loss, pred, target, weight, np.int64(LOSS_MAE), 0.0)
 
@@ -323,8 +520,25 @@ MAE_BACKWARD_SPEC = ArgSpec(
 def mae_backward(dpred, pred, target, weight):
     """dpred (N, O) = s_n sign(pred - target) / (O sum_n s_n), overwritten.
 
-    |d| has no derivative at d = 0; the kernel uses sign(0) = 0 there, the
+    abs(d) has no derivative at d = 0; the kernel uses sign(0) = 0 there, the
     subgradient PyTorch's ``l1_loss`` uses.
+
+    Parameters
+    ----------
+    dpred : ndarray of shape (N, O)
+        Gradient of the mean loss with respect to ``pred``. Overwritten.
+    pred : ndarray of shape (N, O)
+        The network's outputs.
+    target : ndarray of shape (N, O)
+        Targets.
+    weight : ndarray of shape (N,) or of size 0
+        Sample weights s_n, finite and non-negative; a zero-size array weighs every sample 1.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
     """
     elementwise_loss_backward(dpred, pred, target, weight, np.int64(LOSS_MAE), 0.0)
 

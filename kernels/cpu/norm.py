@@ -88,6 +88,35 @@ def batchnorm_act_forward(out, mean, var, invstd, x, gamma, beta, eps, activatio
     order, and the output pass. gamma, beta (O,) or zero-size (no affine).
     ``activation`` is an elementwise code of ``fastbp.kernels.ACTIVATIONS``,
     ``alpha`` its parameter.
+
+    Parameters
+    ----------
+    out : ndarray of shape (N, O)
+        The forward output. Overwritten.
+    mean : ndarray of shape (O,)
+        The mean of each column (batch norm) or row (layer norm). Overwritten.
+    var : ndarray of shape (O,)
+        The batch's biased variance of each column. Overwritten.
+    invstd : ndarray of shape (O,)
+        1 / sqrt(var + eps). Overwritten.
+    x : ndarray of shape (N, O)
+        The forward input.
+    gamma : ndarray of shape (O,) or of size 0
+        Scale; a zero-size array for no affine transform (then ``beta`` is zero-size too).
+    beta : ndarray of shape (O,) or of size 0
+        Shift; zero-size exactly when ``gamma`` is.
+    eps : float > 0
+        Added to the variance before its square root.
+    activation : int
+        Activation code, a value of ``fastbp.kernels.ACTIVATIONS``.
+    alpha : float
+        The activation's parameter (leaky slope, ELU alpha); ignored by the others.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
     """
     n_rows, n_out = x.shape
     for j in range(n_out):
@@ -145,6 +174,31 @@ def batchnorm_forward(out, mean, var, invstd, x, gamma, beta, eps):
 
     x (N, O) -> out (N, O) = gamma * (x - mean) * invstd + beta, and mean,
     var (biased), invstd (O,) per feature; all overwritten.
+
+    Parameters
+    ----------
+    out : ndarray of shape (N, O)
+        The forward output. Overwritten.
+    mean : ndarray of shape (O,)
+        The mean of each column (batch norm) or row (layer norm). Overwritten.
+    var : ndarray of shape (O,)
+        The batch's biased variance of each column. Overwritten.
+    invstd : ndarray of shape (O,)
+        1 / sqrt(var + eps). Overwritten.
+    x : ndarray of shape (N, O)
+        The forward input.
+    gamma : ndarray of shape (O,) or of size 0
+        Scale; a zero-size array for no affine transform (then ``beta`` is zero-size too).
+    beta : ndarray of shape (O,) or of size 0
+        Shift; zero-size exactly when ``gamma`` is.
+    eps : float > 0
+        Added to the variance before its square root.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
     """
     # np.int64, not a bare literal: see dense_forward.
     batchnorm_act_forward(out, mean, var, invstd, x, gamma, beta, eps, np.int64(IDENTITY), 0.0)
@@ -177,6 +231,33 @@ def batchnorm_act_inference(out, x, running_mean, running_var, gamma, beta, eps,
 
     out (N, O) = f(gamma * (x - running_mean) / sqrt(running_var + eps) + beta),
     overwritten; any N, 1 included.
+
+    Parameters
+    ----------
+    out : ndarray of shape (N, O)
+        The forward output. Overwritten.
+    x : ndarray of shape (N, O)
+        The forward input.
+    running_mean : ndarray of shape (O,)
+        Running mean of each feature.
+    running_var : ndarray of shape (O,)
+        Running (unbiased) variance of each feature.
+    gamma : ndarray of shape (O,) or of size 0
+        Scale; a zero-size array for no affine transform (then ``beta`` is zero-size too).
+    beta : ndarray of shape (O,) or of size 0
+        Shift; zero-size exactly when ``gamma`` is.
+    eps : float > 0
+        Added to the variance before its square root.
+    activation : int
+        Activation code, a value of ``fastbp.kernels.ACTIVATIONS``.
+    alpha : float
+        The activation's parameter (leaky slope, ELU alpha); ignored by the others.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
     """
     if activation == IDENTITY:
         _inference_loop(out, x, running_mean, running_var, gamma, beta, eps, IDENTITY, alpha)
@@ -198,6 +279,29 @@ def batchnorm_inference(out, x, running_mean, running_var, gamma, beta, eps):
 
     out (N, O) = gamma * (x - running_mean) / sqrt(running_var + eps) + beta,
     overwritten; any N, 1 included.
+
+    Parameters
+    ----------
+    out : ndarray of shape (N, O)
+        The forward output. Overwritten.
+    x : ndarray of shape (N, O)
+        The forward input.
+    running_mean : ndarray of shape (O,)
+        Running mean of each feature.
+    running_var : ndarray of shape (O,)
+        Running (unbiased) variance of each feature.
+    gamma : ndarray of shape (O,) or of size 0
+        Scale; a zero-size array for no affine transform (then ``beta`` is zero-size too).
+    beta : ndarray of shape (O,) or of size 0
+        Shift; zero-size exactly when ``gamma`` is.
+    eps : float > 0
+        Added to the variance before its square root.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
     """
     batchnorm_act_inference(out, x, running_mean, running_var, gamma, beta, eps, np.int64(IDENTITY), 0.0)
 
@@ -217,6 +321,27 @@ def batchnorm_update_running(running_mean, running_var, mean, var, momentum, n):
     unbiased variance, where the normalization used the biased one. mean and
     var (O,) are what ``batchnorm_forward`` saved; both running arrays updated
     in place.
+
+    Parameters
+    ----------
+    running_mean : ndarray of shape (O,)
+        Running mean of each feature. Overwritten.
+    running_var : ndarray of shape (O,)
+        Running (unbiased) variance of each feature. Overwritten.
+    mean : ndarray of shape (O,)
+        The batch mean of each column, from ``batchnorm_forward``.
+    var : ndarray of shape (O,)
+        The batch's biased variance, from ``batchnorm_forward``.
+    momentum : float in [0, 1]
+        Weight of the batch's statistics (PyTorch's momentum, 0.1 by default).
+    n : int >= 2
+        Rows in the batch whose statistics ``mean`` and ``var`` are.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
     """
     unbias = n / (n - 1.0)
     for j in range(mean.size):
@@ -271,6 +396,39 @@ def batchnorm_act_backward(dx, dgamma, dbeta, dout, out, x, mean, invstd, gamma,
     beta 0, and dgamma, dbeta are still the sums above. g is computed once per
     element and kept in dx between the two passes (GELU's derivative costs an
     erf and an exp).
+
+    Parameters
+    ----------
+    dx : ndarray of shape (N, O) or of size 0
+        Gradient of the loss with respect to ``x``. Overwritten.
+    dgamma : ndarray of shape (O,)
+        Gradient of the loss with respect to ``gamma``; zero-size when ``gamma`` is. Overwritten.
+    dbeta : ndarray of shape (O,)
+        Gradient of the loss with respect to ``beta``; zero-size when ``beta`` is. Overwritten.
+    dout : ndarray of shape (N, O)
+        Gradient of the loss with respect to ``out`` (from the layer above).
+    out : ndarray of shape (N, O)
+        The forward output.
+    x : ndarray of shape (N, O)
+        The forward input.
+    mean : ndarray of shape (O,)
+        The mean of each column (batch norm) or row (layer norm).
+    invstd : ndarray of shape (O,)
+        1 / sqrt(var + eps).
+    gamma : ndarray of shape (O,) or of size 0
+        Scale; a zero-size array for no affine transform (then ``beta`` is zero-size too).
+    beta : ndarray of shape (O,) or of size 0
+        Shift; zero-size exactly when ``gamma`` is.
+    activation : int
+        Activation code, a value of ``fastbp.kernels.ACTIVATIONS``.
+    alpha : float
+        The activation's parameter (leaky slope, ELU alpha); ignored by the others.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
     """
     if activation == IDENTITY:
         _batchnorm_act_backward_loop(dx, dgamma, dbeta, dout, out, x, mean, invstd, gamma, beta, IDENTITY, alpha)
@@ -297,6 +455,31 @@ def batchnorm_backward(dx, dgamma, dbeta, dout, x, mean, invstd, gamma):
     all overwritten. A zero-size dx skips the input gradient; mean and invstd
     are the forward's. With a zero-size gamma (no affine) gamma is 1 and
     dgamma, dbeta are still the sums above.
+
+    Parameters
+    ----------
+    dx : ndarray of shape (N, O) or of size 0
+        Gradient of the loss with respect to ``x``. Overwritten.
+    dgamma : ndarray of shape (O,)
+        Gradient of the loss with respect to ``gamma``; zero-size when ``gamma`` is. Overwritten.
+    dbeta : ndarray of shape (O,)
+        Gradient of the loss with respect to ``beta``; zero-size when ``beta`` is. Overwritten.
+    dout : ndarray of shape (N, O)
+        Gradient of the loss with respect to ``out`` (from the layer above).
+    x : ndarray of shape (N, O)
+        The forward input.
+    mean : ndarray of shape (O,)
+        The mean of each column (batch norm) or row (layer norm).
+    invstd : ndarray of shape (O,)
+        1 / sqrt(var + eps).
+    gamma : ndarray of shape (O,) or of size 0
+        Scale; a zero-size array for no affine transform (then ``beta`` is zero-size too).
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
     """
     # With the identity, neither out nor beta is read: dout and gamma stand in.
     batchnorm_act_backward(dx, dgamma, dbeta, dout, dout, x, mean, invstd, gamma, gamma, np.int64(IDENTITY), 0.0)
@@ -338,6 +521,33 @@ def layernorm_act_forward(out, mean, invstd, x, gamma, beta, eps, activation, al
     x (N, O) -> out (N, O) = f(gamma * (x - mean_n) * invstd_n + beta), and per
     row mean (N,), invstd (N,) = 1 / sqrt(var_n + eps) with var_n the biased
     variance; all overwritten. Any N, 1 included.
+
+    Parameters
+    ----------
+    out : ndarray of shape (N, O)
+        The forward output. Overwritten.
+    mean : ndarray of shape (N,)
+        The mean of each column (batch norm) or row (layer norm). Overwritten.
+    invstd : ndarray of shape (N,)
+        1 / sqrt(var + eps). Overwritten.
+    x : ndarray of shape (N, O)
+        The forward input.
+    gamma : ndarray of shape (O,) or of size 0
+        Scale; a zero-size array for no affine transform (then ``beta`` is zero-size too).
+    beta : ndarray of shape (O,) or of size 0
+        Shift; zero-size exactly when ``gamma`` is.
+    eps : float > 0
+        Added to the variance before its square root.
+    activation : int
+        Activation code, a value of ``fastbp.kernels.ACTIVATIONS``.
+    alpha : float
+        The activation's parameter (leaky slope, ELU alpha); ignored by the others.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
     """
     if activation == IDENTITY:
         _layernorm_act_forward_loop(out, mean, invstd, x, gamma, beta, eps, IDENTITY, alpha)
@@ -359,6 +569,29 @@ def layernorm_forward(out, mean, invstd, x, gamma, beta, eps):
 
     x (N, O) -> out (N, O) = gamma * (x - mean_n) * invstd_n + beta, and per row
     mean (N,), invstd (N,); all overwritten. Any N, 1 included.
+
+    Parameters
+    ----------
+    out : ndarray of shape (N, O)
+        The forward output. Overwritten.
+    mean : ndarray of shape (N,)
+        The mean of each column (batch norm) or row (layer norm). Overwritten.
+    invstd : ndarray of shape (N,)
+        1 / sqrt(var + eps). Overwritten.
+    x : ndarray of shape (N, O)
+        The forward input.
+    gamma : ndarray of shape (O,) or of size 0
+        Scale; a zero-size array for no affine transform (then ``beta`` is zero-size too).
+    beta : ndarray of shape (O,) or of size 0
+        Shift; zero-size exactly when ``gamma`` is.
+    eps : float > 0
+        Added to the variance before its square root.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
     """
     layernorm_act_forward(out, mean, invstd, x, gamma, beta, eps, np.int64(IDENTITY), 0.0)
 
@@ -418,6 +651,39 @@ def layernorm_act_backward(dx, dgamma, dbeta, dout, out, x, mean, invstd, gamma,
     and per row, with g = d * gamma,
     dx (N, O) = invstd_n (g - mean_j(g) - xhat mean_j(g xhat));
     all overwritten. A zero-size dx skips the input gradient.
+
+    Parameters
+    ----------
+    dx : ndarray of shape (N, O) or of size 0
+        Gradient of the loss with respect to ``x``. Overwritten.
+    dgamma : ndarray of shape (O,)
+        Gradient of the loss with respect to ``gamma``; zero-size when ``gamma`` is. Overwritten.
+    dbeta : ndarray of shape (O,)
+        Gradient of the loss with respect to ``beta``; zero-size when ``beta`` is. Overwritten.
+    dout : ndarray of shape (N, O)
+        Gradient of the loss with respect to ``out`` (from the layer above).
+    out : ndarray of shape (N, O)
+        The forward output.
+    x : ndarray of shape (N, O)
+        The forward input.
+    mean : ndarray of shape (N,)
+        The mean of each column (batch norm) or row (layer norm).
+    invstd : ndarray of shape (N,)
+        1 / sqrt(var + eps).
+    gamma : ndarray of shape (O,) or of size 0
+        Scale; a zero-size array for no affine transform (then ``beta`` is zero-size too).
+    beta : ndarray of shape (O,) or of size 0
+        Shift; zero-size exactly when ``gamma`` is.
+    activation : int
+        Activation code, a value of ``fastbp.kernels.ACTIVATIONS``.
+    alpha : float
+        The activation's parameter (leaky slope, ELU alpha); ignored by the others.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
     """
     if activation == IDENTITY:
         _layernorm_act_backward_loop(dx, dgamma, dbeta, dout, out, x, mean, invstd, gamma, beta, IDENTITY, alpha)
@@ -441,6 +707,31 @@ def layernorm_backward(dx, dgamma, dbeta, dout, x, mean, invstd, gamma):
     dbeta (O,) = sum_n dout, dgamma (O,) = sum_n dout * xhat, and per row, with
     g = dout * gamma, dx (N, O) = invstd_n (g - mean_j(g) - xhat mean_j(g xhat));
     all overwritten. A zero-size dx skips the input gradient.
+
+    Parameters
+    ----------
+    dx : ndarray of shape (N, O) or of size 0
+        Gradient of the loss with respect to ``x``. Overwritten.
+    dgamma : ndarray of shape (O,)
+        Gradient of the loss with respect to ``gamma``; zero-size when ``gamma`` is. Overwritten.
+    dbeta : ndarray of shape (O,)
+        Gradient of the loss with respect to ``beta``; zero-size when ``beta`` is. Overwritten.
+    dout : ndarray of shape (N, O)
+        Gradient of the loss with respect to ``out`` (from the layer above).
+    x : ndarray of shape (N, O)
+        The forward input.
+    mean : ndarray of shape (N,)
+        The mean of each column (batch norm) or row (layer norm).
+    invstd : ndarray of shape (N,)
+        1 / sqrt(var + eps).
+    gamma : ndarray of shape (O,) or of size 0
+        Scale; a zero-size array for no affine transform (then ``beta`` is zero-size too).
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
     """
     # With the identity, neither out nor beta is read: dout and gamma stand in.
     layernorm_act_backward(dx, dgamma, dbeta, dout, dout, x, mean, invstd, gamma, gamma, np.int64(IDENTITY), 0.0)

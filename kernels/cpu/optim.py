@@ -12,9 +12,9 @@ calling it.
 Every update computes in the parameters' dtype: its hyperparameters (and the
 constants made of them, such as Adam's bias corrections, formed in float64)
 are cast to it before the loop, as the CUDA kernels and PyTorch do. A float32
-update in float64 arithmetic converted every element both ways and ran in
+update in float64 arithmetic would convert every element both ways and run in
 half-width vectors: SGD with momentum on the small network's 2,410 parameters
-took 1.3 us that way, 0.4 us now (BENCHMARKS.md).
+takes 0.4 us, against 1.3 us that way (docs/performance-log.md, 2026-11-30, 73215a1).
 
 Each update has a ``*_serial`` twin that runs the same loop on the calling thread
 alone, for compiled loops that call BLAS between kernels (see ``_jit.py``); the
@@ -57,6 +57,29 @@ def sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay):
     g = grad + weight_decay * param; if momentum: v = momentum * v + g and
     g = g + momentum * v (nesterov) or g = v; then param -= lr * g.
     Updates param and velocity in place (velocity is untouched when momentum is 0).
+
+    Parameters
+    ----------
+    param : ndarray
+        Parameters, updated in place.
+    grad : ndarray, the shape of ``param``
+        Gradient of the loss with respect to ``param``.
+    velocity : ndarray, the shape of ``param``
+        Momentum buffer, updated in place; zeros before the first step.
+    lr : float >= 0
+        Learning rate.
+    momentum : float >= 0
+        Momentum factor.
+    nesterov : bool
+        Use Nesterov momentum.
+    weight_decay : float >= 0
+        L2 penalty (added to the gradient, or decoupled for AdamW).
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
     """
     if param.size < PARALLEL_MIN_ELEMENTS:
         sgd_update_serial(param, grad, velocity, lr, momentum, nesterov, weight_decay)
@@ -102,10 +125,41 @@ def adam_update(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay, de
     """Adam / AdamW update for step number ``step`` (1 for the first update).
 
     L2 (decoupled=False): g = grad + weight_decay * param.
-    AdamW (decoupled=True): param *= 1 - lr * weight_decay before the step.
+    AdamW (decoupled=True): param = param (1 - lr weight_decay) before the step.
     m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2;
     param -= lr * (m / (1 - beta1^step)) / (sqrt(v / (1 - beta2^step)) + eps).
     Updates param, m and v in place.
+
+    Parameters
+    ----------
+    param : ndarray
+        Parameters, updated in place.
+    grad : ndarray, the shape of ``param``
+        Gradient of the loss with respect to ``param``.
+    m : ndarray, the shape of ``param``
+        First moment estimate, updated in place; zeros before the first step.
+    v : ndarray, the shape of ``param``
+        Second moment estimate, updated in place; zeros before the first step.
+    lr : float >= 0
+        Learning rate.
+    beta1 : float in [0, 1)
+        Decay rate of the first moment.
+    beta2 : float in [0, 1)
+        Decay rate of the second moment.
+    eps : float > 0
+        Added to the denominator for stability.
+    step : int >= 1
+        Number of this update, 1 for the first.
+    weight_decay : float >= 0
+        L2 penalty (added to the gradient, or decoupled for AdamW).
+    decoupled : bool
+        Decoupled weight decay (AdamW) instead of an L2 gradient term.
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
     """
     if param.size < PARALLEL_MIN_ELEMENTS:
         adam_update_serial(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay, decoupled)
@@ -165,6 +219,37 @@ def rmsprop_update(param, grad, square_avg, momentum_buffer, grad_avg, lr, alpha
     else a = sqrt(v) + eps. With momentum: b = momentum b + g / a, param -= lr b;
     without: param -= lr g / a. Updates param, square_avg and, when used,
     momentum_buffer (momentum > 0) and grad_avg (centered) in place.
+
+    Parameters
+    ----------
+    param : ndarray
+        Parameters, updated in place.
+    grad : ndarray, the shape of ``param``
+        Gradient of the loss with respect to ``param``.
+    square_avg : ndarray, the shape of ``param``
+        Running average of the squared gradient, updated in place.
+    momentum_buffer : ndarray, the shape of ``param``
+        Momentum buffer, updated in place (unused when momentum is 0).
+    grad_avg : ndarray, the shape of ``param``
+        Running average of the gradient, updated in place (used when centered).
+    lr : float >= 0
+        Learning rate.
+    alpha : float in [0, 1)
+        The activation's parameter (leaky slope, ELU alpha); ignored by the others.
+    eps : float > 0
+        Added to the denominator for stability.
+    momentum : float >= 0
+        Momentum factor.
+    centered : bool
+        Normalize by the estimated variance of the gradient instead of its second moment.
+    weight_decay : float >= 0
+        L2 penalty (added to the gradient, or decoupled for AdamW).
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
     """
     if param.size < PARALLEL_MIN_ELEMENTS:
         rmsprop_update_serial(param, grad, square_avg, momentum_buffer, grad_avg, lr, alpha, eps, momentum,
@@ -221,6 +306,31 @@ def adagrad_update(param, grad, state_sum, lr, lr_decay, eps, step, weight_decay
     g = grad + weight_decay * param; clr = lr / (1 + (step - 1) lr_decay);
     state_sum += g^2; param -= clr g / (sqrt(state_sum) + eps).
     Updates param and state_sum in place.
+
+    Parameters
+    ----------
+    param : ndarray
+        Parameters, updated in place.
+    grad : ndarray, the shape of ``param``
+        Gradient of the loss with respect to ``param``.
+    state_sum : ndarray, the shape of ``param``
+        Sum of squared gradients, updated in place.
+    lr : float >= 0
+        Learning rate.
+    lr_decay : float >= 0
+        Learning-rate decay: the step's rate is lr / (1 + (step - 1) lr_decay).
+    eps : float > 0
+        Added to the denominator for stability.
+    step : int >= 1
+        Number of this update, 1 for the first.
+    weight_decay : float >= 0
+        L2 penalty (added to the gradient, or decoupled for AdamW).
+
+    Raises
+    ------
+    KernelArgumentError
+        Called from Python with an argument that breaks these rules (shape, dtype,
+        contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
     """
     if param.size < PARALLEL_MIN_ELEMENTS:
         adagrad_update_serial(param, grad, state_sum, lr, lr_decay, eps, step, weight_decay)

@@ -15,7 +15,9 @@ which waits for the device. Hot loops call ``f.unchecked`` after validating
 once; the loss kernels stay memory-safe with bad labels even then.
 """
 import functools
+import importlib
 import inspect
+import re
 
 import numpy as np
 
@@ -64,11 +66,30 @@ def check_device_call(kernel, spec, args):
     return converted
 
 
+_DEVICE_NOTE = ("On the GPU: every array argument is a CUDA device array (a numba device array or any\n"
+                "    object with ``__cuda_array_interface__``), C-contiguous, with the shape and dtype\n"
+                "    given below; scalars are Python numbers. The call returns without waiting for the\n"
+                "    device.\n\n    ")
+
+
+def device_doc(cpu_doc):
+    """The CPU kernel's docstring, worded for device arrays: the arguments and rules are the same.
+
+    The note goes after the summary line; array types read "device array"; the closing
+    sentence on ``@njit`` code becomes one on ``.unchecked``.
+    """
+    summary, _, rest = cpu_doc.partition("\n\n    ")
+    rest = re.sub(r"^(    \w+ : )ndarray", r"\1device array", rest, flags=re.M)
+    rest = rest.replace("Inside ``@njit`` code nothing is checked.", "``.unchecked`` skips the checks.")
+    return f"{summary}\n\n    {_DEVICE_NOTE}{rest}"
+
+
 def public(launcher, spec):
     """Wrap an unchecked launcher as a checked entry point (``.unchecked`` is the launcher).
 
     ``spec`` is the ``ArgSpec`` of the CPU kernel of the same name: the launcher
-    must take the same arguments in the same order.
+    must take the same arguments in the same order. The entry point's docstring is the
+    CPU kernel's (``device_doc``), so both are documented in one place.
     """
     name = launcher.__name__
     check_signature(launcher, spec)
@@ -77,6 +98,8 @@ def public(launcher, spec):
         launcher(*check_device_call(name, spec, args))
 
     functools.update_wrapper(wrapper, launcher)
+    cpu_module = importlib.import_module(launcher.__module__.replace(".cuda.", ".cpu."))
+    wrapper.__doc__ = device_doc(getattr(cpu_module, name).py_func.__doc__)
     wrapper.__signature__ = inspect.signature(launcher)
     wrapper.unchecked = launcher
     wrapper.spec = spec

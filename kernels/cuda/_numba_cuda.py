@@ -208,6 +208,16 @@ def as_device_array(obj):
     synchronizes it first (NUMBA_CUDA_ARRAY_INTERFACE_SYNC=0 skips that when all
     work runs on one stream). In a hot loop convert once and pass the numba
     arrays. Host arrays (NumPy) give None.
+
+    Parameters
+    ----------
+    obj : object
+        A numba device array, an object with ``__cuda_array_interface__``, or anything else.
+
+    Returns
+    -------
+    DeviceNDArray or None
+        The device array viewing ``obj``'s memory, or None when ``obj`` is not on the device.
     """
     if getattr(obj, "__cuda_ndarray__", False):
         return obj
