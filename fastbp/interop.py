@@ -62,6 +62,10 @@ def from_sklearn(estimator):
         scikit-learn is not installed.
     TypeError
         ``estimator`` is not a scikit-learn MLP.
+    ValueError
+        Weights of another dtype than float32 or float64, an output activation or layer
+        count that its targets do not give, or ``coefs_`` or ``intercepts_`` that are not
+        finite.
     """
     try:
         from sklearn.neural_network import MLPClassifier, MLPRegressor
@@ -163,8 +167,9 @@ def load_state_dict(model, state):
     """Load ``state`` (keys and layouts of ``state_dict``) into ``model``, cast to its dtype.
 
     The keys must be exactly the model's; every shape must match; every value must be
-    a finite real number (running variances >= 0). Nothing is loaded unless everything fits. BatchNorm's "num_batches_tracked" entries
-    set the model's one count (the first, if they differ).
+    a finite real number (running variances >= 0). Nothing is loaded unless everything
+    fits. BatchNorm's "num_batches_tracked" entries set the model's one count (the first,
+    if they differ).
     """
     if not hasattr(state, "keys") or not hasattr(state, "__getitem__"):
         raise TypeError(f"state_dict must be a mapping of names to arrays; got {type(state).__name__}")

@@ -134,6 +134,8 @@ class SGD(Optimizer):
     ------
     ValueError
         A hyperparameter out of its range, named in the message.
+    TypeError
+        A hyperparameter that is not a number, named in the message.
     """
 
     kind = R.OPT_SGD
@@ -190,6 +192,8 @@ class Adam(Optimizer):
     ------
     ValueError
         A hyperparameter out of its range, named in the message.
+    TypeError
+        A hyperparameter that is not a number, named in the message.
     """
 
     kind = R.OPT_ADAM
@@ -252,6 +256,8 @@ class RMSprop(Optimizer):
     ------
     ValueError
         A hyperparameter out of its range, named in the message.
+    TypeError
+        A hyperparameter that is not a number, named in the message.
     """
 
     kind = R.OPT_RMSPROP
@@ -309,6 +315,8 @@ class Adagrad(Optimizer):
     ------
     ValueError
         A hyperparameter out of its range, named in the message.
+    TypeError
+        A hyperparameter that is not a number, named in the message.
     """
 
     kind = R.OPT_ADAGRAD

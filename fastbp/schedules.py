@@ -81,16 +81,18 @@ class StepDecay(Schedule):
     Parameters
     ----------
     lr : float
-        The base learning rate, > 0.
+        The base learning rate, finite and > 0.
     step_size : int
         Epochs between two decays, >= 1.
     gamma : float, default 0.1
-        The factor of each decay.
+        The factor of each decay, in (0, 1].
 
     Raises
     ------
     ValueError
         An argument out of its range, named in the message.
+    TypeError
+        A gamma that is not a real number.
     """
 
     def __init__(self, lr, step_size, gamma=0.1):
@@ -109,7 +111,7 @@ class ExponentialDecay(Schedule):
     Parameters
     ----------
     lr : float
-        The base learning rate, > 0.
+        The base learning rate, finite and > 0.
     gamma : float
         The factor per epoch, in (0, 1].
 
@@ -117,6 +119,8 @@ class ExponentialDecay(Schedule):
     ------
     ValueError
         An argument out of its range, named in the message.
+    TypeError
+        A gamma that is not a real number.
     """
 
     def __init__(self, lr, gamma):
@@ -133,16 +137,18 @@ class CosineDecay(Schedule):
     Parameters
     ----------
     lr : float
-        The base learning rate, > 0.
+        The base learning rate, finite and > 0.
     t_max : int
         Epochs of the annealing, >= 1.
     min_lr : float, default 0.0
-        The rate at and after epoch t_max.
+        The rate at and after epoch t_max, in [0, lr].
 
     Raises
     ------
     ValueError
         An argument out of its range, named in the message.
+    TypeError
+        A min_lr that is not a real number.
     """
 
     def __init__(self, lr, t_max, min_lr=0.0):
@@ -167,17 +173,17 @@ class ReduceLROnPlateau(Schedule):
     Parameters
     ----------
     lr : float
-        The base learning rate, > 0.
+        The base learning rate, finite and > 0.
     monitor : str, default 'val_loss'
         The quantity of the epoch logs to watch; a ``val_*`` one needs validation data.
     factor : float, default 0.1
         The factor of each reduction, in (0, 1).
     patience : int, default 10
-        Epochs without improvement tolerated before a reduction.
+        Epochs without improvement tolerated before a reduction, >= 0.
     min_delta : float, default 1e-4
-        The change that counts as an improvement.
+        The change that counts as an improvement, finite and >= 0.
     min_lr : float, default 0.0
-        The floor of the rate.
+        The floor of the rate, in [0, lr].
     mode : {'min', 'max'}, default 'min'
         Whether lower or higher values of ``monitor`` are better.
 
@@ -185,6 +191,9 @@ class ReduceLROnPlateau(Schedule):
     ------
     ValueError
         An argument out of its range, named in the message.
+    TypeError
+        A factor, min_delta or min_lr that is not a real number, or a monitor that is not
+        a str.
     """
 
     def __init__(self, lr, monitor="val_loss", factor=0.1, patience=10, min_delta=1e-4,
