@@ -12,7 +12,7 @@ fastbp's own: ``dtype`` and ``device``.
 a float64 network, float32 data a float32 one, anything else becomes float64;
 predictions are in the dtype of the data and the network combined, as
 scikit-learn's matrix products give them. ``dtype='float32'`` is the fast path:
-the network trains in float32 whatever the data (see the README for the gain).
+the network trains in float32 whatever the data (docs/estimators.md gives the gain).
 
 How scikit-learn's math maps onto fastbp's, so that the same hyperparameters
 follow the same trajectory (initialization, gradient scale, learning rates,

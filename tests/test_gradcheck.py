@@ -113,12 +113,12 @@ def test_a_wrong_backward_in_the_compiled_model_is_caught(monkeypatch):
         fastbp.gradcheck(model, X, y, loss="mse", raise_on_failure=True)
 
 
-# ----- a user's own pair: the README's @njit training step ------------------------------------------
+# ----- a user's own pair: the @njit training step of docs/kernels.md --------------------------------
 
 
 @njit
 def _readme_loss(x, labels, w, b, buffers):
-    """The forward half of the README's train_step: dense, then softmax cross-entropy."""
+    """The forward half of docs/kernels.md's train_step: dense, then softmax cross-entropy."""
     out, probs, dout, dw, db, no_dx, no_weight, loss = buffers
     K.dense_forward(out, x, w, b)
     K.softmax_cross_entropy_forward(loss, probs, out, labels, no_weight)
