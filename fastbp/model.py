@@ -374,7 +374,7 @@ class Sequential:
         Applied by ``fit``, ``evaluate``, ``predict``, ``decision_function``,
         ``objective``, ``to_onnx`` and ``to_torch``, and saved with the model, so that
         the model takes raw features. ``fastbp train`` sets it from the training
-        features unless given ``--no-scale``.
+        features of a .npz or .csv unless given ``--no-scale``.
 
         Parameters
         ----------
