@@ -59,7 +59,7 @@ def jit(func=None, *, parallel=False, fastmath=False, inline="never", refcounts=
     With the runtime, a function increfs every array of its arguments on entry and decrefs them
     on exit, each a call even where the array is borrowed: two calls per array in a namedtuple
     argument, 40 for each level of the 16-16-2 network's step (1.08-1.23x faster without them,
-    BENCHMARKS.md, ninth session).
+    docs/performance-log.md, 2026-11-30, 51bfeff).
     """
     options = dict(
         nogil=True,
@@ -98,15 +98,16 @@ def scalar(func=None, *, dispatch=False):
     an opaque call per element wherever its code was not a constant (ReLU's
     generic loop 3x slower).
 
-    The dispatchers used to be inlined into each caller's numba IR instead
-    (``inline="always"``), which made numba type and lower every copy again: each
-    call site cost seconds of compile time (``layernorm_act_backward``, six sites:
-    14.6 s, now 4.9 s; cold ``fastbp train`` 116 -> 85 s, BENCHMARKS.md). Inlining
-    the formulas into numba's IR as well had cost even more (244 s for the cold
-    run, then). LLVM then inlines the same code, but may optimize a loop around it
-    differently: the norm backward kernels' identity and ReLU copies ran 1.5x
-    slower until they called the formula directly (``norm._dz``); BENCHMARKS.md
-    has every kernel's timing against the IR-inlined dispatchers.
+    A dispatcher is not inlined into its callers' numba IR (``inline="always"``): numba would
+    type and lower every copy again, seconds of compile time per call site
+    (``layernorm_act_backward`` has six), and the formulas inlined there cost more still. LLVM
+    inlines the same code, but may optimize a loop around it differently: the norm backward
+    kernels' identity and ReLU copies ran 1.5x slower until they called the formula directly
+    (``norm._dz``). The timings are in docs/performance-log.md. A helper with one call site
+    and no formula dispatch of its own (the dense kernels' product drivers) is the other way
+    round: inlined into numba's IR it is typed once either way, and is not compiled, optimized
+    and emitted as a function of its own before its caller optimizes it again
+    (``kernels/cpu/dense.py``).
 
     The floating-point flags are fixed here, not inherited: numba compiles a
     shared function with the options of whichever kernel calls it first, so

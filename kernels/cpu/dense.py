@@ -24,6 +24,14 @@ serial on purpose: they cost O(N O) against the O(N I O) of the product, and a
 parallel region would wake numba's thread pool between BLAS calls, whose own
 threads then compete with it for the cores.
 
+Compile time: the helpers below that have one call site in a kernel (the bias and activation
+passes, the product drivers ``_products_backward`` and ``gemm_small.matmul_*``) are inlined into
+numba's IR (``inline="always"``). Compiled as functions of their own, each was optimized and
+emitted on its own, then again inside every caller: a cold compile of dense_act_forward and
+dense_act_backward took 1.3x as long (benchmarks/bench_compile.py, 2026-12-07). The fastmath
+loop nests stay functions of their own: inlined, they would take the caller's floating-point
+flags, and other rounding. ``_gemm``, with three callers, too.
+
 Each public kernel has its argument spec (``*_SPEC``, an ``ArgSpec``) just
 above it: what ``fastbp.kernels`` and ``fastbp.kernels.cuda`` check before
 calling it.
@@ -47,7 +55,7 @@ def _bias_act_loop(out, b, activation, alpha):
             out[n, j] = activate(activation, out[n, j] + b[j], alpha)
 
 
-@jit
+@jit(inline="always")
 def _bias_act_rows(out, b, activation, alpha):
     """out[n, :] = f(out[n, :] + b): one pass over the BLAS product.
 
@@ -174,7 +182,7 @@ def _act_grad_and_bias_loop(dz, db, dout, y, activation, alpha):
             db[j] += g
 
 
-@jit
+@jit(inline="always")
 def _act_grad_and_bias(dz, db, dout, y, activation, alpha):
     """dz = dout * f'(z) from the output y, and db = dz.sum(0), in one pass; dz may be dout.
 
@@ -231,7 +239,7 @@ def _small_weight_grad(dw, x, dz):
                 dw[i, j] += xv * dz[n, j]
 
 
-@jit
+@jit(inline="always")
 def _products_backward(dx, dw, dz, x, w):
     n_rows, n_in = x.shape
     n_out = w.shape[1]

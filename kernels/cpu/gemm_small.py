@@ -106,7 +106,7 @@ def _gemm(c, a, b, bias, strides, m, n, k, mode):
                         tile_rows4(ci, ai, bj, biasj, strides, kn, rows, cols, chunk_mode)
 
 
-@jit
+@jit(inline="always")
 def matmul_bias(out, x, w, b, relu):
     """out = x @ w + b, then max(out, 0) if relu. x (N, I), w (I, O), b (O,) -> out (N, O)."""
     n_rows, n_in = x.shape
@@ -116,7 +116,7 @@ def matmul_bias(out, x, w, b, relu):
     _gemm(address(out), address(x), address(w), address(b), strides, n_rows, n_out, n_in, np.int64(mode))
 
 
-@jit
+@jit(inline="always")
 def matmul_tn(dw, x, dz):
     """dw = x.T @ dz. x (N, I), dz (N, O) -> dw (I, O); A[i, n] = x[n, i] is read in place.
 
@@ -155,7 +155,7 @@ def _gemm_copying_b(c, a, b, strides, m, n, k):
             _gemm(c + _F4 * j0, a + _F4 * k0 * a_cs, packed, np.int64(0), panel_strides, m, cols, kn, mode)
 
 
-@jit
+@jit(inline="always")
 def matmul_nt(dx, dz, w):
     """dx = dz @ w.T. dz (N, O), w (I, O) -> dx (N, I), through packed panels of w.T."""
     n_rows, n_out = dz.shape
