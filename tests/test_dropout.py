@@ -90,3 +90,13 @@ def test_argument_errors_name_the_argument():
     with pytest.raises(KernelArgumentError, match=r"argument 'mask' must be writeable"):
         mask.flags.writeable = False
         dropout_forward(out, mask, x, 0.5, 0)
+
+
+@pytest.mark.parametrize("shape", [(5, 23), (1, 1), (32, 7)])
+def test_dropout_inference_copies_its_input(shape):
+    from fastbp.kernels.cpu import dropout
+
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    out = np.full_like(x, np.nan)
+    dropout.dropout_inference(out, x)
+    assert np.array_equal(out, x)
