@@ -7,7 +7,8 @@ vectors of a row of B, broadcasts MR elements of A and issues MR * NV ``llvm.fma
 accumulators live in allocas that LLVM's SROA turns into registers (6 x 2 of them: 12 of the 16
 ymm registers with AVX2, of the 32 zmm registers with AVX-512).
 
-The vector width comes from the host CPU (llvmlite's feature list): 16 floats with AVX-512F,
+The vector width comes from the CPU numba compiles for (llvmlite's feature list of the host, or
+the CPU that ``NUMBA_CPU_NAME`` and ``NUMBA_CPU_FEATURES`` name): 16 floats with AVX-512F,
 8 with AVX2 + FMA, 0 (no SIMD kernels: callers keep BLAS and their loop nests) otherwise.
 ``FASTBP_SIMD_WIDTH`` (0, 8 or 16), read once at import, forces it: the tests run both widths
 on one machine (16-wide IR runs on AVX2 hardware too, LLVM splits each vector in two). The
@@ -29,13 +30,12 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 
-def _host_width():
-    forced = os.environ.get("FASTBP_SIMD_WIDTH", "").strip()
-    if forced:
-        if forced not in ("0", "8", "16"):
-            raise ValueError(f"FASTBP_SIMD_WIDTH must be 0, 8 or 16; got {forced!r}")
-        return int(forced)
-    features = llb.get_host_cpu_features()
+# The widths of the x86-64 microarchitecture levels that a cache built ahead for "any machine of
+# that level" names (``fastbp compile --cpu``): a level's name implies its features.
+_LEVEL_WIDTHS = {"generic": 0, "x86-64": 0, "x86-64-v2": 0, "x86-64-v3": 8, "x86-64-v4": 16}
+
+
+def _width_of(features):
     if features.get("avx512f", False):
         return 16
     if features.get("avx2", False) and features.get("fma", False):
@@ -43,8 +43,28 @@ def _host_width():
     return 0
 
 
+def _target_width():
+    """The vector width of the CPU numba compiles for: the host's, or the one that
+    ``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES`` name (a cache built for other machines)."""
+    forced = os.environ.get("FASTBP_SIMD_WIDTH", "").strip()
+    if forced:
+        if forced not in ("0", "8", "16"):
+            raise ValueError(f"FASTBP_SIMD_WIDTH must be 0, 8 or 16; got {forced!r}")
+        return int(forced)
+    from numba.core import config
+
+    if config.CPU_FEATURES:
+        named = {f[1:]: f[0] == "+" for f in config.CPU_FEATURES.split(",") if f[:1] in "+-" and len(f) > 1}
+        return _width_of(named)
+    if config.CPU_NAME is not None and config.CPU_NAME != llb.get_host_cpu_name():
+        # A named CPU whose features numba takes from LLVM: known levels by name; for others,
+        # no SIMD kernels (BLAS and the loop nests run anywhere).
+        return _LEVEL_WIDTHS.get(config.CPU_NAME.lower(), 0)
+    return _width_of(llb.get_host_cpu_features())
+
+
 # Floats per vector register; 0: no SIMD kernels on this CPU. A compile-time constant.
-WIDTH = _host_width()
+WIDTH = _target_width()
 # The micro-tile: MR rows by NV vectors of columns (6 x 16 with AVX2, 6 x 32 with AVX-512), and
 # a narrow one for the last columns of a product at most one vector wide (10 logits).
 MR = 6
