@@ -15,13 +15,13 @@ never trade places unnoticed:
 
 - ``Network``: the lowered ops and the parameter table, read-only. Its ``activation_ops``,
   ``batchnorm_ops``, ``layernorm_ops`` and ``dropout_ops`` are each None where the network has
-  no op of that kind, True where it has: the loop's levels take them as arguments of their own,
-  and numba drops the branches of an absent kind before typing, so that the loop neither
-  compiles nor links that kind's kernels (a cold ``fastbp train``, Dense and Dropout layers, no
-  longer compiles the norm and activation-op kernels; one with BatchNorm no longer compiles
-  LayerNorm's). They are part of the loop's types: each combination of
-  kinds has its compiled loop. ``kernels`` is None here; the CPU backend puts its kernel tables
-  there and in place of the flags it finds True (``_cpu_loop.with_kernels``).
+  no op of that kind, True where it has. ``kernels`` is None here; the CPU backend puts its
+  kernel tables there and in place of the flags (``_cpu_loop.with_kernels``): the table of a
+  kind the network has; for an absent activation or dropout kind a table of zero addresses,
+  which the loop holds but never calls, so that one compiled loop serves networks with and
+  without them; for an absent norm kind None, whose branches numba drops before typing (they
+  are the loop's largest), so that the loop has one compiled form per combination of norm
+  kinds.
 - ``Workspace``: buffers with room for ``cap`` rows of every activation
   (activations, their gradients, dropout masks), the scratch for a dense
   layer's dz, the softmax probabilities and the one-element loss.

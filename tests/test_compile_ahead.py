@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -113,3 +114,44 @@ def test_no_worker_starts_where_it_cannot_help(monkeypatch, why):
                                  ahead=calls.append)
     assert popen == [] and calls == []  # neither a worker nor the early compile of the loop
     assert all(address != 0 for address in net.kernels)
+
+
+# A fit whose network has the layers named in argv, on a cache another network filled.
+_KINDS = textwrap.dedent("""
+    import json, sys
+    from numba.core import event
+    compiled = []
+
+    class Listen(event.Listener):
+        def on_start(self, ev):
+            compiled.append(ev.data["dispatcher"].py_func.__qualname__)
+
+        def on_end(self, ev):
+            pass
+
+    event.register("numba:compile", Listen())
+    import numpy as np
+    import fastbp
+    X = np.random.default_rng(0).standard_normal((64, 6)).astype(np.float32)
+    y = np.arange(64) % 3
+    middle = {"plain": [], "gelu": [fastbp.GELU()], "dropout": [fastbp.Dropout(0.3)]}[sys.argv[1]]
+    model = fastbp.Sequential([fastbp.Dense(6, 16, activation="relu"), *middle, fastbp.Dense(16, 3)], seed=0)
+    model.fit(X, y, epochs=1, batch_size=16, loss="softmax_cross_entropy", verbose=0)
+    print(json.dumps(compiled))
+""")
+
+
+@pytest.mark.slow
+def test_a_new_activation_or_dropout_layer_compiles_its_kernels_not_the_loop_again(tmp_path):
+    def fit(kind):
+        env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "FASTBP_NO_CACHE")}
+        done = subprocess.run([sys.executable, "-c", _KINDS, kind], env=dict(env, FASTBP_CACHE_DIR=str(tmp_path / "c")),
+                              cwd=tmp_path, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    assert "train_batches" in fit("plain")
+    gelu = fit("gelu")
+    assert "activation_code_forward" in gelu and "train_batches" not in gelu
+    dropout = fit("dropout")
+    assert "dropout_forward_from" in dropout and "train_batches" not in dropout

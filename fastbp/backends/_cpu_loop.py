@@ -28,27 +28,27 @@ range of batches with no Python in between and no allocation: the last,
 smaller batch uses prefix views of the same buffers.
 
 The loop's levels (``train_batches``, ``batch_gradient``, ``forward``, ``backward``,
-...) call the kernels through their addresses, not directly. numba links every function a
-compiled function calls directly into its own module, optimizes and emits the whole again, so
-each level used to compile every kernel under it once more (a third of a cold start).
-``with_kernels`` puts the kernel tables of ``TABLES`` into the ``Network``: ``kernels`` (dense
-layers, loss, optimizer, metrics) always, and the table of each other op kind where the
-network has that kind, in place of its flag (``lowering.Network``). A table holds int64
-addresses (``kernel_table``: each kernel compiled, or loaded from the cache, for the signature
-the loop calls it with, once per process), so numba's dispatcher types the loop's arguments as
-quickly as before; ``_kcall(table, "name", (args))`` calls one with numba's calling convention,
-and refuses at compile time any argument types other than the signature the table was made
-for. The calls cost what a direct call costs; cold ``fastbp train`` on 2 cores: 45 -> 30 s,
-with BatchNorm 62 -> 44 s (BENCHMARKS.md, fifth session). A table holds the kernels of the
-model's own loss and optimizer (a dict entry of ``TABLES``, one kernel per code), not dispatchers
-over all of them.
+...) call the kernels through their addresses, not directly: numba links every function a
+compiled function calls directly into its own module and optimizes and emits the whole again,
+so each level would compile every kernel under it once more. ``with_kernels`` puts the kernel
+tables of ``TABLES`` into the ``Network``: ``kernels`` (dense layers, loss, optimizer, metrics),
+the activation and dropout ops' tables always (zero addresses where the network has no such op:
+one compiled loop serves both), and a norm kind's table where the network has that kind (None
+otherwise: their branches are the loop's largest). A table holds int64 addresses
+(``kernel_table``: each kernel compiled, or loaded from the cache, for the signature the loop
+calls it with, once per process), so numba's dispatcher types the loop's arguments as quickly
+as any; ``_kcall(table, "name", (args))`` calls one with numba's calling convention, and refuses
+at compile time any argument types other than the signature the table was made for. The calls
+cost what a direct call costs. A table holds the kernels of the model's own loss and optimizer
+(a dict entry of ``TABLES``, one kernel per code), so a new loss or optimizer compiles its own
+kernels and nothing else (docs/performance-log.md, 2026-11-30, d67e485).
 
 The kernels and the levels are therefore separate compile units, and on a cold cache they
 compile in parallel: ``with_kernels(..., ahead=...)`` has worker processes compile the heaviest
 kernels into the on-disk cache (``_warm``) while this process compiles the loop against tables of
 placeholder addresses (a table's type does not depend on its values) and the other kernels, then
-loads the workers' kernels from the cache. Cold ``fastbp train`` on 2 cores: 27 -> 15 s
-(BENCHMARKS.md, sixth session).
+loads the workers' kernels from the cache (docs/performance-log.md, 2026-11-30, 5473674).
+``fastbp compile`` (``fastbp/_precompile.py``) compiles the same units ahead.
 
 Divergence is caught before it can damage the model: a non-finite loss or
 gradient stops the run *before* the update of that step, and the step is
@@ -206,7 +206,7 @@ def forward(net, ws, theta, nb, training, seed, row0, activation_ops, batchnorm_
             _kcall(dropout_ops, "forward", (out, _rows(ws.masks, layout, cap, i + 1, nb), x, net.rates[i], seed + i,
                                             row0 * x.shape[1]))
         else:
-            _kcall(dropout_ops, "identity", (out, x, np.int64(R.IDENTITY), 0.0))
+            _kcall(dropout_ops, "inference", (out, x))
 
 
 @jit(refcounts=False)
@@ -614,14 +614,14 @@ def _stats_not_in_table(a0, a1, a2, a3, a4, a5, a6):
 # ``stats``) and its optimizer's (``update``), so that a cold start compiles those alone.
 Kernels = namedtuple("Kernels", "dense_forward dense_backward loss_forward loss_backward update stats")
 ActivationKernels = namedtuple("ActivationKernels", "forward backward")
-DropoutKernels = namedtuple("DropoutKernels", "forward backward identity")
+DropoutKernels = namedtuple("DropoutKernels", "forward backward inference")
 BatchNormKernels = namedtuple("BatchNormKernels", "forward inference backward update_running")
 LayerNormKernels = namedtuple("LayerNormKernels", "forward backward")
 TABLES = {
     "kernels": Kernels(D.dense_act_forward, D.dense_act_backward, L.CODE_FORWARD, L.CODE_BACKWARD, O.CODE_UPDATES,
                        STATS),
     "activation_ops": ActivationKernels(A.activation_code_forward, A.activation_code_backward),
-    "dropout_ops": DropoutKernels(DR.dropout_forward_from, DR.dropout_backward_serial, A.activation_forward_serial),
+    "dropout_ops": DropoutKernels(DR.dropout_forward_from, DR.dropout_backward_serial, DR.dropout_inference),
     "batchnorm_ops": BatchNormKernels(NM.batchnorm_act_forward, NM.batchnorm_act_inference, NM.batchnorm_act_backward,
                                       NM.batchnorm_update_running),
     "layernorm_ops": LayerNormKernels(NM.layernorm_act_forward, NM.layernorm_act_backward),
@@ -647,7 +647,7 @@ def _signatures(dtype):
                            stats=void(f64s, dt, m, labels, m, v, i64)),
         "activation_ops": ActivationKernels(forward=void(m, m, i64, f64), backward=void(m, m, m, m, i64, f64)),
         "dropout_ops": DropoutKernels(forward=void(m, m, m, f64, i64, i64), backward=void(m, m, m),
-                                      identity=void(m, m, i64, f64)),
+                                      inference=void(m, m)),
         "batchnorm_ops": BatchNormKernels(forward=void(m, v, v, v, m, v, v, f64, i64, f64),
                                           inference=void(m, m, v, v, v, v, f64, i64, f64), backward=norm_backward,
                                           update_running=void(v, v, v, v, f64, i64)),
@@ -713,11 +713,60 @@ def kernel_table(name, dtype, loss=None, optimizer=None):
     return _TABLES_BY_DTYPE[key]
 
 
+# What each compile unit costs, in seconds of one core of the 2-core development machine (AMD
+# EPYC, AVX-512; each unit alone in a fresh process, benchmarks/bench_compile.py): what the first
+# run's note adds up (``pending``), and how ``fastbp compile`` deals units to its workers.
+COMPILE_SECONDS = {
+    "kernels": Kernels(dense_forward=2.2, dense_backward=2.8, loss_forward=0.8, loss_backward=0.3, update=0.8,
+                       stats=0.25),
+    "activation_ops": ActivationKernels(forward=1.2, backward=1.2),
+    "dropout_ops": DropoutKernels(forward=0.2, backward=0.1, inference=0.1),
+    "batchnorm_ops": BatchNormKernels(forward=1.9, inference=1.6, backward=2.1, update_running=0.1),
+    "layernorm_ops": LayerNormKernels(forward=0.7, backward=1.6),
+}
+# The loop's levels (train_batches and evaluate_batches), and what norm layers add to them.
+LOOP_SECONDS = 3.3
+LOOP_NORM_SECONDS = 1.5
+# What the first run's note calls each table's kernels.
+TABLE_NAMES = {"activation_ops": "activation layers", "dropout_ops": "dropout", "batchnorm_ops": "BatchNorm",
+               "layernorm_ops": "LayerNorm"}
+
+
+def pending(net, dtype, loss=None, optimizer=None):
+    """The kernels of ``net``'s tables not compiled yet in this process nor in the cache, as
+    ((table, field), single-core seconds) pairs."""
+    found = []
+    for name in TABLES:
+        if name != "kernels" and getattr(net, name) is None:
+            continue
+        for field in type(TABLES[name])._fields:
+            kernel, sig = _entry(name, field, dtype, loss, optimizer)
+            if not _warm.cached(kernel, sig):
+                found.append(((name, field), getattr(COMPILE_SECONDS[name], field)))
+    return found
+
+
 # The kernels worker processes compile while this one compiles the loop (``_warm``): the
 # heaviest, those of the dense and the norm layers (where the network has norm layers), dealt
-# round-robin to as many workers as there are cores beside this process's.
+# round-robin to as many workers as there are cores beside this process's. On two cores the one
+# worker's share and this process's (the loop's levels, ``evaluate_batches`` and the other
+# kernels) then take about as long (benchmarks/bench_compile.py --first-result).
 _AHEAD = (("kernels", "dense_backward"), ("kernels", "dense_forward"), ("batchnorm_ops", "backward"),
           ("layernorm_ops", "backward"), ("batchnorm_ops", "forward"), ("layernorm_ops", "forward"))
+
+
+def _placeholder(name):
+    """A table of TABLES[name]'s type holding zero addresses: what the loop is compiled against
+    while the kernels compile elsewhere, and what it holds for an op kind the network lacks
+    (never called: no op of that kind)."""
+    return type(TABLES[name])(*[0] * len(TABLES[name]))
+
+
+def placeholder_net(net):
+    """``net`` with a table of zero addresses for each op kind the loop holds for it: the types
+    ``with_kernels`` gives it, for compiling the loop while its kernels are compiled elsewhere."""
+    present = [name for name in TABLES if name == "kernels" or getattr(net, name) is not None]
+    return net._replace(**{name: _placeholder(name) if name in present else _absent(name) for name in TABLES})
 
 
 def _compile_ahead(net, dtype, loss, optimizer, ahead):
@@ -734,7 +783,7 @@ def _compile_ahead(net, dtype, loss, optimizer, ahead):
     if not procs:
         return
     try:
-        ahead(net._replace(**{name: type(TABLES[name])(*[0] * len(TABLES[name])) for name in names}))
+        ahead(placeholder_net(net))
         for name in names:
             for field in type(TABLES[name])._fields:
                 if (name, field) not in _AHEAD:
@@ -748,8 +797,13 @@ def _compile_ahead(net, dtype, loss, optimizer, ahead):
 
 def with_kernels(net, dtype, loss=None, optimizer=None, ahead=None):
     """``net`` (``lowering.Network``) with the CPU kernel tables for ``dtype``: ``kernels`` always,
-    with the kernels of the ``loss`` and ``optimizer`` codes (``kernel_table``), and the table of
-    each other op kind it has in place of that kind's flag (None stays None).
+    with the kernels of the ``loss`` and ``optimizer`` codes (``kernel_table``), and for each other
+    op kind the table of its kernels where the network has that kind (its flag True), else a
+    table of zero addresses (``_placeholder``).
+
+    Every table is there, whatever the network: the tables' types do not depend on their
+    addresses, so the loop's levels compile once per dtype, and a network with a new loss,
+    optimizer, activation or norm layer compiles only that thing's kernels, not the loop again.
 
     ``ahead(placeholder_net)``, where given, compiles the caller's loop: on a cold cache it runs
     while worker processes compile the heaviest kernels (``_compile_ahead``).
@@ -757,4 +811,17 @@ def with_kernels(net, dtype, loss=None, optimizer=None, ahead=None):
     if ahead is not None:
         _compile_ahead(net, dtype, loss, optimizer, ahead)
     return net._replace(**{name: kernel_table(name, dtype, loss, optimizer)
-                           if name == "kernels" or getattr(net, name) is not None else None for name in TABLES})
+                           if name == "kernels" or getattr(net, name) is not None else _absent(name)
+                           for name in TABLES})
+
+
+# Op kinds whose branches the loop always holds, present in the network or not (a table of zero
+# addresses where absent): their code in the loop is one kernel call, cheap to compile. The norm
+# kinds' branches cut views of statistics and weigh more (1.7 s of a cold `fastbp train` on the
+# 2-core development machine): the loop has them only where the network has norm layers.
+ALWAYS_IN_LOOP = ("kernels", "activation_ops", "dropout_ops")
+
+
+def _absent(name):
+    """What an op kind's table is where the network has no op of that kind."""
+    return _placeholder(name) if name in ALWAYS_IN_LOOP else None

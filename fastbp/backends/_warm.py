@@ -44,8 +44,10 @@ def usable_cpus():
 
 
 def cached(dispatcher, sig):
-    """Whether ``dispatcher`` has ``sig`` compiled in this process or in the on-disk cache."""
-    if tuple(sig.args) in dispatcher.overloads:
+    """Whether ``dispatcher`` has ``sig`` compiled in this process or in the on-disk cache. ``sig`` as
+    the function was compiled with: a numba signature (``get_compile_result``) or a tuple of
+    argument types (``compile``); numba keys its cache entries on that very object."""
+    if (tuple(sig.args) if hasattr(sig, "args") else tuple(sig)) in dispatcher.overloads:
         return True
     cache = getattr(dispatcher, "_cache", None)
     return cache is not None and cache.load_overload(sig, dispatcher.targetctx) is not None

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..kernels import registry as R
 from ..lowering import Optimizer, Targets, check_norm_batches
-from . import _cpu_loop
+from . import _cpu_loop, _warm
 
 
 def _batch_targets(data, cap, dtype):
@@ -73,9 +73,26 @@ class Trainer:
     compile_ahead = True
 
     def _compile_loop(self, net):
-        """Compile ``train_batches`` for this fit's argument types, ``net`` holding the tables."""
+        """Compile ``train_batches`` for this fit's argument types, ``net`` holding the tables; and
+        ``evaluate_batches``, which fit's validation and ``evaluate`` call next (an inference
+        workspace has the training one's types), while the workers still compile kernels."""
+        loss = self.model.loss.spec()
         _compiled(_cpu_loop.train_batches, (self.X, self.data, self.order, 0, 0, net, self.ws, self.batch, self.opt,
-                                            self.model.loss.spec(), self.seed, self.stats))
+                                            loss, self.seed, self.stats))
+        _compiled(_cpu_loop.evaluate_batches, (self.X, self.data, net, self.ws, self.model.theta, loss, self.stats))
+
+    def pending(self):
+        """What the first run compiles: ((table, field) or "loop", single-core seconds) of each
+        unit neither compiled in this process nor in the cache (``_first_run``)."""
+        loss, optimizer = _codes(self.model)
+        found = _cpu_loop.pending(self.net, self.model.dtype, loss, optimizer)
+        args = (self.X, self.data, self.order, 0, 0, _cpu_loop.placeholder_net(self.net), self.ws, self.batch,
+                self.opt, self.model.loss.spec(), self.seed, self.stats)
+        loop = _cpu_loop.train_batches
+        if not _warm.cached(loop, tuple(loop.typeof_pyval(a) for a in args)):
+            norms = sum(getattr(self.net, name) is not None for name in ("batchnorm_ops", "layernorm_ops"))
+            found.append(("loop", _cpu_loop.LOOP_SECONDS + norms * _cpu_loop.LOOP_NORM_SECONDS))
+        return found
 
     def running_loss(self):
         return self.stats[R.S_LOSS] / max(self.stats[R.S_WEIGHT], 1e-300)
@@ -182,6 +199,14 @@ def outputs(model, lowered, X, batch_size):
     out = np.empty((len(X), lowered.n_outputs), dtype=model.dtype)
     _cpu_loop.predict_batches(out, X, _cpu_loop.with_kernels(lowered.net, model.dtype, *_codes(model)), ws, model.theta)
     return out
+
+
+def compile_outputs(model, lowered, net, X, batch_size):
+    """Compile (or load) ``predict_batches`` for ``outputs``'s argument types, ``net`` holding the
+    tables (``fastbp compile``: zero addresses)."""
+    ws = lowered.workspace(batch_size, model.dtype, False, -1, model.buffers)
+    out = np.empty((len(X), lowered.n_outputs), dtype=model.dtype)
+    _compiled(_cpu_loop.predict_batches, (out, X, net, ws, model.theta))
 
 
 def evaluate(model, lowered, X, data, batch_size):
