@@ -259,58 +259,51 @@ def fit_loop(model, train, val, epochs, batch_size, shuffle, rng, callbacks, ver
     trainer = _trainer(backend, model, lowered, train, batch_size, rng, comm)
     order = np.arange(n, dtype=np.int64)
     stats = np.zeros(R.N_STATS)
+    n_batches = trainer.n_batches
     with _interrupt.Interrupts() as interrupts:
-        return _epochs(model, trainer, backend, lowered, order, stats, val, epochs, batch_size, shuffle, rng,
-                       callbacks, verbose, comm, interrupts)
-
-
-def _epochs(model, trainer, backend, lowered, order, stats, val, epochs, batch_size, shuffle, rng, callbacks,
-            verbose, comm, interrupts):
-    """fit_loop's compile and epochs, under its interrupt handling."""
-    n, opt, n_batches = len(order), model.optimizer, trainer.n_batches
-    # Compile or load the loop before the first timed epoch, saying so first if it compiles.
-    compile_seconds = _first_run.compile_loop(trainer, order, opt.hyper(0.0), verbose)
-    interrupts.check()  # one that a compile callback swallowed
-    chunks = _interrupt.BatchChunks(n_batches if verbose != 1 else max(1, n_batches // 40))
-    if comm is not None:
-        compile_seconds = _mpi.agreed_seconds(comm, compile_seconds)
-
-    history = model.history = History()
-    model.stop_training = False
-    for cb in [history] + callbacks:
-        cb.set_model(model)
-        cb.on_train_begin({})
-    first_epoch = model.epochs_trained
-    for epoch in range(first_epoch, first_epoch + epochs):
-        lr = opt.schedule.checked_lr_at(epoch)
-        for cb in callbacks:
-            cb.on_epoch_begin(epoch, {})
-        if shuffle:
-            rng.shuffle(order)
-        progress = _progress.EpochProgress(verbose, epoch - first_epoch, epochs, n_batches)
-        start = time.perf_counter()
-        status, stopped = _run_epoch(trainer, order, opt.hyper(lr), progress, chunks, batch_size, stats,
-                                     interrupts)
-        if status != R.OK:
-            raise _diverged(model, status, stopped, epoch, n_batches, lr, history, callbacks)
-        seconds = time.perf_counter() - start
+        # Compile or load the loop before the first timed epoch, saying so first if it compiles.
+        compile_seconds = _first_run.compile_loop(trainer, order, opt.hyper(0.0), verbose)
+        interrupts.check()  # one that a compile callback swallowed
+        chunks = _interrupt.BatchChunks(n_batches if verbose != 1 else max(1, n_batches // 40))
         if comm is not None:
-            seconds = _mpi.agreed_seconds(comm, seconds)
-        logs = logs_from_stats(model.loss.kind, stats)
-        if val is not None:
-            val_stats = (backend.evaluate(model, lowered, *val, min(1024, len(val[0]))) if comm is None
-                         else _mpi.evaluate(backend, model, lowered, *val, comm))
-            logs.update({"val_" + k: v for k, v in logs_from_stats(model.loss.kind, val_stats).items()})
-        logs.update(lr=lr, seconds=seconds, samples_per_second=n / seconds if seconds > 0 else math.inf)
-        if compile_seconds is not None and epoch == first_epoch:
-            logs["compile_seconds"] = compile_seconds
-        model.epochs_trained = epoch + 1
-        progress.close(logs)
-        opt.schedule.on_epoch_end(epoch, logs)
+            compile_seconds = _mpi.agreed_seconds(comm, compile_seconds)
+
+        history = model.history = History()
+        model.stop_training = False
         for cb in [history] + callbacks:
-            cb.on_epoch_end(epoch, logs)
-        if model.stop_training:
-            break
-    for cb in [history] + callbacks:
-        cb.on_train_end({})
-    return history
+            cb.set_model(model)
+            cb.on_train_begin({})
+        first_epoch = model.epochs_trained
+        for epoch in range(first_epoch, first_epoch + epochs):
+            lr = opt.schedule.checked_lr_at(epoch)
+            for cb in callbacks:
+                cb.on_epoch_begin(epoch, {})
+            if shuffle:
+                rng.shuffle(order)
+            progress = _progress.EpochProgress(verbose, epoch - first_epoch, epochs, n_batches)
+            start = time.perf_counter()
+            status, stopped = _run_epoch(trainer, order, opt.hyper(lr), progress, chunks, batch_size, stats,
+                                         interrupts)
+            if status != R.OK:
+                raise _diverged(model, status, stopped, epoch, n_batches, lr, history, callbacks)
+            seconds = time.perf_counter() - start
+            if comm is not None:
+                seconds = _mpi.agreed_seconds(comm, seconds)
+            logs = logs_from_stats(model.loss.kind, stats)
+            if val is not None:
+                val_stats = (backend.evaluate(model, lowered, *val, min(1024, len(val[0]))) if comm is None
+                             else _mpi.evaluate(backend, model, lowered, *val, comm))
+                logs.update({"val_" + k: v for k, v in logs_from_stats(model.loss.kind, val_stats).items()})
+            logs.update(lr=lr, seconds=seconds, samples_per_second=n / seconds if seconds > 0 else math.inf)
+            if compile_seconds is not None and epoch == first_epoch:
+                logs["compile_seconds"] = compile_seconds
+            model.epochs_trained = epoch + 1
+            progress.close(logs)
+            opt.schedule.on_epoch_end(epoch, logs)
+            for cb in [history] + callbacks:
+                cb.on_epoch_end(epoch, logs)
+            if model.stop_training:
+                break
+        for cb in [history] + callbacks:
+            cb.on_train_end({})
+        return history
