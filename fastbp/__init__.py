@@ -21,6 +21,7 @@ from .optimizers import SGD, Adagrad, Adam, RMSprop  # noqa: E402
 from .schedules import CosineDecay, ExponentialDecay, ReduceLROnPlateau, StepDecay  # noqa: E402
 from ._threads import get_num_threads, set_num_threads  # noqa: E402
 from ._mpi import DataMismatchError, abort_on_error  # noqa: E402 (imports mpi4py when called, not here)
+from ._first_run import CompileWarning  # noqa: E402
 
 # The public names, each documented in the API reference (docs/api/fastbp.rst; tests/test_docs.py
 # checks that none is missing there). The submodules (fastbp.datasets, fastbp.losses, ...) are public too.
@@ -35,6 +36,7 @@ __all__ = [
     "gradcheck", "gradcheck_pair", "GradcheckResult", "GradcheckError",
     "set_num_threads", "get_num_threads",
     "abort_on_error", "DataMismatchError",
+    "CompileWarning",
 ]
 
 

@@ -13,19 +13,23 @@ import contextlib
 import sys
 import threading
 import time
+import warnings
 
 from numba.core import event
 
-# A cold compile of the training loop (the kinds of op the network has, its own loss and
-# optimizer; the kernels each compiled once, called by address, the heaviest in a worker process
-# while this one compiles the loop) on the 2-core development machine, wall time of a cold
-# `fastbp train --epochs 1`, most of it compiling: 14-17 s for Dense and Dropout layers (the
-# default), 19-22 s with BatchNorm or LayerNorm (BENCHMARKS.md, sixth session, "cold start").
-# On one core no worker starts, and the compile takes the sum: about 1.7 times as long (the
-# user CPU time of those runs). More under load, less on faster cores.
-EXPECTED_SECONDS = 15
-EXPECTED_SECONDS_WITH_NORM = 22
-ONE_CORE_FACTOR = 1.7
+
+class CompileWarning(UserWarning):
+    """The first fit on a machine compiles fastbp's kernels: what, and about how long.
+
+    Issued (once per process) instead of the printed note where fit prints nothing, as inside
+    ``fastbp.MLPClassifier`` and ``fastbp.MLPRegressor``; silence it with
+    ``warnings.filterwarnings("ignore", category=fastbp.CompileWarning)``.
+    """
+
+
+# The wall time of a compile against the single-core seconds of its units
+# (``_cpu_loop.COMPILE_SECONDS``): what the processes' start, the wait for workers and imports add.
+_OVERHEAD = 1.3
 
 _always = threading.local()
 
@@ -42,33 +46,87 @@ def announce_always():
 
 
 class _Announce(event.Listener):
-    """Prints the note at the start of the first compile, in the thread that compiles."""
+    """Says what compiles at the start of the first compile, in the thread that compiles: a note
+    on stderr (``verbose``, or ``announce_always``), else a ``CompileWarning`` under
+    ``warn_instead``."""
 
-    def __init__(self, verbose, seconds):
-        self.verbose, self.seconds = verbose, seconds
+    def __init__(self, verbose, message):
+        self.verbose, self.message = verbose, message
         self.compiled, self.thread = False, threading.get_ident()
 
     def on_start(self, ev):
+        global _warned
         if self.compiled or threading.get_ident() != self.thread:
             return
         self.compiled = True
         if self.verbose or getattr(_always, "on", False):
-            print(f"fastbp: compiling the training loop's kernels for this machine (once: about "
-                  f"{self.seconds} s, cached on disk afterwards)", file=sys.stderr, flush=True)
+            print(f"fastbp: {self.message()}", file=sys.stderr, flush=True)
+        elif getattr(_warn, "on", False) and not _warned:
+            _warned = True
+            warnings.warn(self.message(), CompileWarning, stacklevel=2)
 
     def on_end(self, ev):
         pass
 
 
-def expected_seconds(trainer):
-    """What the note says a cold compile of ``trainer``'s loop takes: more where its network (a
-    ``lowering.Network``, the CPU backend's ``net``) has norm layers, and on one core."""
+_warn = threading.local()
+_warned = False
+
+
+@contextlib.contextmanager
+def warn_instead():
+    """Issue a ``CompileWarning`` (once per process) where fit would print no note (the
+    estimators: scikit-learn pipelines stay quiet where warnings are filtered)."""
+    before = getattr(_warn, "on", False)
+    _warn.on = True
+    try:
+        yield
+    finally:
+        _warn.on = before
+
+
+def _unit_name(unit, model):
+    if unit == "loop":
+        return "the training loop"
+    table, field = unit
+    if table != "kernels":
+        return _cpu_loop_names()[table]
+    if field.startswith("dense"):
+        return "dense layers"
+    if field == "update":
+        return f"{type(model.optimizer).__name__} updates"
+    return f"the {model.loss.name} loss"
+
+
+def _cpu_loop_names():
+    from .backends import _cpu_loop
+
+    return _cpu_loop.TABLE_NAMES
+
+
+def expected_seconds(units):
+    """About how long compiling ``units`` ((unit, single-core seconds) pairs) takes here: on two
+    cores or more the heaviest kernels compile in a worker process meanwhile, so the wait is the
+    larger of the two shares, and never less than the longest unit."""
     from .backends import _warm
 
-    net = getattr(trainer, "net", None)
-    norm = any(getattr(net, name, None) is not None for name in ("batchnorm_ops", "layernorm_ops"))
-    seconds = EXPECTED_SECONDS_WITH_NORM if norm else EXPECTED_SECONDS
-    return seconds if _warm.usable_cpus() > 1 else round(seconds * ONE_CORE_FACTOR)
+    seconds = [s for _, s in units]
+    if not seconds:
+        return 0
+    share = sum(seconds) / min(2, _warm.usable_cpus())
+    return max(1, round(_OVERHEAD * max(share, max(seconds))))
+
+
+def note(trainer):
+    """What the first run says: the units that compile (``trainer.pending()``) and the wait."""
+    model = trainer.model
+    pending = trainer.pending() if hasattr(trainer, "pending") else None
+    if pending is None:  # a backend that cannot tell (CUDA): the whole of it
+        return ("compiling the training loop's kernels for this machine (once, then cached on disk; "
+                "seconds to a minute)")
+    names = list(dict.fromkeys(_unit_name(unit, model) for unit, _ in pending))
+    return (f"compiling for this machine (once, then cached on disk): {', '.join(names)}; about "
+            f"{expected_seconds(pending)} s")
 
 
 def compile_loop(trainer, order, hyper, verbose):
@@ -77,7 +135,7 @@ def compile_loop(trainer, order, hyper, verbose):
     ``trainer`` is a fit backend (``begin_epoch``, ``run``); ``order`` and ``hyper`` are
     any valid permutation and hyperparameters, since no batch runs.
     """
-    listener = _Announce(verbose, expected_seconds(trainer))
+    listener = _Announce(verbose, lambda: note(trainer))
     start = time.perf_counter()
     with event.install_listener("numba:compile", listener):
         trainer.begin_epoch(order, hyper)

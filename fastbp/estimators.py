@@ -47,7 +47,7 @@ except ImportError as err:  # sklearn missing, or older than 1.6 (validate_data,
     raise ImportError("fastbp.MLPClassifier and fastbp.MLPRegressor need scikit-learn >= 1.6: "
                       f"pip install 'fastbp[sklearn]' ({err})") from err
 
-from . import export
+from . import _first_run, export
 from ._sklearn_rules import (LbfgsObjective, SklearnEpochs, clipped_batch_size, initial_weights,
                              output_scales, stochastic_optimizer, validation_split, weight_decay)
 from .layers import Dense
@@ -222,12 +222,16 @@ class _BaseMLP(BaseEstimator):
 
     def _run_epochs(self, X, Y, sample_weight, batch_size, callback, incremental, comm=None):
         """One model.fit over the epochs; divergence raises scikit-learn's ValueError, Ctrl-C warns."""
+        # The first fit on a machine compiles: said on stderr where the estimator is verbose, else
+        # as one CompileWarning, which a pipeline can filter.
+        note = _first_run.announce_always() if self.verbose else _first_run.warn_instead()
         try:
-            self._model.fit(X, self._fastbp_targets(Y), epochs=1 if incremental else self.max_iter,
-                            batch_size=batch_size, shuffle=self.shuffle,
-                            seed=self._random_state,
-                            callbacks=[callback], verbose=0, sample_weight=sample_weight,
-                            **({} if comm is None else {"comm": comm}))
+            with note:
+                self._model.fit(X, self._fastbp_targets(Y), epochs=1 if incremental else self.max_iter,
+                                batch_size=batch_size, shuffle=self.shuffle,
+                                seed=self._random_state,
+                                callbacks=[callback], verbose=0, sample_weight=sample_weight,
+                                **({} if comm is None else {"comm": comm}))
         except DivergenceError as err:
             if not self._keep_best_after_divergence(err, callback):
                 raise ValueError(f"Solver produced non-finite parameter weights. The input data may "

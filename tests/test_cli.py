@@ -238,7 +238,7 @@ def test_a_cold_first_run_says_it_compiles_and_leaves_the_compile_out_of_the_fir
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"))
     for name in ("FASTBP_NO_CACHE", "FASTBP_CACHE_DIR"):  # either would keep this run from being cold
         env.pop(name, None)
-    note = "compiling the training loop's kernels for this machine"
+    note = "compiling for this machine (once, then cached on disk): "
     cold = cli("train", "--epochs", "3", "--hidden", "64", cwd=tmp_path, env=env)
     out = ok(cold)
     assert note in cold.stderr
@@ -257,29 +257,58 @@ def test_a_cold_first_run_says_it_compiles_and_leaves_the_compile_out_of_the_fir
     assert "compiled first" not in out
 
 
-def test_the_first_run_note_expects_longer_for_a_network_with_norm_layers(monkeypatch):
-    from fastbp import _first_run
-    from fastbp.backends import _warm
-
-    monkeypatch.setattr(_warm, "usable_cpus", lambda: 2)
-
+def test_the_first_run_note_names_what_compiles_and_adds_up_its_wait(monkeypatch):
     from types import SimpleNamespace
 
-    def trainer(*layers):
-        model = fastbp.Sequential([fastbp.Dense(4, 8), *layers, fastbp.Dense(8, 2)])
-        return SimpleNamespace(net=model.compile("softmax_cross_entropy", fastbp.SGD()).lowered().net)
+    from fastbp import _first_run
+    from fastbp.backends import _cpu_loop, _warm
 
-    assert _first_run.expected_seconds(trainer()) == _first_run.EXPECTED_SECONDS
-    assert _first_run.expected_seconds(trainer(fastbp.Dropout(0.2))) == _first_run.EXPECTED_SECONDS
-    assert _first_run.expected_seconds(trainer(fastbp.BatchNorm(8))) == _first_run.EXPECTED_SECONDS_WITH_NORM
-    assert _first_run.EXPECTED_SECONDS < _first_run.EXPECTED_SECONDS_WITH_NORM
-    # The CUDA backend's trainer holds a network of its own, without these fields; no network at all.
-    assert _first_run.expected_seconds(SimpleNamespace(net=object())) == _first_run.EXPECTED_SECONDS
-    assert _first_run.expected_seconds(object()) == _first_run.EXPECTED_SECONDS
-    # One core: no worker process compiles beside fit, and the note says so.
+    monkeypatch.setattr(_warm, "usable_cpus", lambda: 2)
+    model = fastbp.Sequential([fastbp.Dense(4, 8), fastbp.BatchNorm(8), fastbp.Dense(8, 2)])
+    model.compile("mse", fastbp.RMSprop())
+    seconds = _cpu_loop.COMPILE_SECONDS
+    pending = [(("kernels", "dense_backward"), seconds["kernels"].dense_backward),
+               (("kernels", "loss_forward"), seconds["kernels"].loss_forward),
+               (("kernels", "update"), seconds["kernels"].update),
+               (("batchnorm_ops", "forward"), seconds["batchnorm_ops"].forward),
+               ("loop", _cpu_loop.LOOP_SECONDS + _cpu_loop.LOOP_NORM_SECONDS)]
+    note = _first_run.note(SimpleNamespace(model=model, pending=lambda: pending))
+    assert note.startswith("compiling for this machine")
+    for name in ("dense layers", "the mse loss", "RMSprop updates", "BatchNorm", "the training loop"):
+        assert name in note, note
+    total = sum(s for _, s in pending)
+    two_cores = _first_run.expected_seconds(pending)
+    assert two_cores == max(1, round(_first_run._OVERHEAD * total / 2))
+    assert f"about {two_cores} s" in note
+    # One core: no worker compiles beside fit, the wait is the sum.
     monkeypatch.setattr(_warm, "usable_cpus", lambda: 1)
-    assert _first_run.expected_seconds(trainer()) == round(_first_run.EXPECTED_SECONDS * _first_run.ONE_CORE_FACTOR)
-    assert _first_run.expected_seconds(trainer(fastbp.LayerNorm(8))) > _first_run.expected_seconds(trainer())
+    assert _first_run.expected_seconds(pending) == round(_first_run._OVERHEAD * total) > two_cores
+    # Nothing pending (a warm cache): nothing to wait for; one small unit: never "about 0 s".
+    assert _first_run.expected_seconds([]) == 0
+    assert _first_run.expected_seconds([(("kernels", "stats"), 0.25)]) == 1
+    # A backend that cannot tell what it compiles (CUDA) still gets a note.
+    assert "compiling" in _first_run.note(SimpleNamespace(model=model))
+
+
+def test_an_estimators_first_fit_warns_once_instead_of_printing(tmp_path):
+    script = (
+        "import json, warnings, fastbp\n"
+        "from fastbp import datasets\n"
+        "X, y = datasets.load_digits()\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    fastbp.MLPClassifier(max_iter=2, hidden_layer_sizes=(16,)).fit(X, y)\n"
+        "    fastbp.MLPRegressor(max_iter=2, hidden_layer_sizes=(16,)).fit(X, y.astype(float))\n"
+        "print(json.dumps([str(w.message) for w in caught if w.category is fastbp.CompileWarning]))\n")
+    env = dict(os.environ, FASTBP_CACHE_DIR=str(tmp_path / "cache"))
+    done = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stderr
+    import json
+
+    messages = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(messages) == 1 and "the training loop" in messages[0] and "about" in messages[0]
+    assert "compiling" not in done.stderr  # nothing printed
 
 
 # ----- bad input: a message on stderr, a non-zero status, no traceback -----------------------
