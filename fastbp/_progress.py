@@ -113,3 +113,35 @@ class EpochProgress:
             sys.stderr.flush()
         elif self.mode == 2:
             print(line, flush=True)
+
+
+class counter:
+    """Progress over ``total`` named steps (``fastbp compile``): tqdm's bar where someone watches
+    (a terminal or a notebook) and tqdm is installed, else one line per step ("[3/12] name").
+    Used as a context manager, it gives the function to call after each step with its name."""
+
+    def __init__(self, total, what, enabled=True):
+        self.total, self.what, self.enabled, self.done, self.bar = total, what, enabled, 0, None
+
+    def __enter__(self):
+        if self.enabled and _live():
+            try:
+                from tqdm.auto import tqdm
+
+                self.bar = tqdm(total=self.total, desc=self.what, unit="unit", file=sys.stderr)
+            except ImportError:
+                pass
+        return self.step
+
+    def step(self, name):
+        self.done += 1
+        if self.bar is not None:
+            self.bar.set_postfix_str(name, refresh=False)
+            self.bar.update(1)
+        elif self.enabled:
+            print(f"[{self.done}/{self.total}] {name}", file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
+        return False

@@ -1,4 +1,4 @@
-"""The ``fastbp`` command line: train, evaluate, predict, export, info.
+"""The ``fastbp`` command line: train, evaluate, predict, export, compile, info.
 
 ``fastbp train`` with no arguments trains a 64-256-10 ReLU network (dropout 0.2) on the
 bundled UCI digits and reports train and test accuracy and throughput.
@@ -308,11 +308,82 @@ def _parser():
                         help="the graph's float type (default: the model's)")
     export.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
 
+    compile_ = sub.add_parser(
+        "compile", help="compile the kernels ahead into the cache (for container images and CI caches)",
+        description="Compile what fits can reach into fastbp's compiled-kernel cache, so that the first fit "
+                    "starts warm: in a Dockerfile, RUN fastbp compile; in CI, before caching the folder "
+                    "(fastbp info names it).")
+    compile_.add_argument("--dtype", type=_choices(_precompile_names("DTYPES")), default="float32",
+                          help="comma-separated dtypes of the parameters: float32, float64 (default: float32)")
+    compile_.add_argument("--losses", type=_choices(_precompile_names("LOSSES")), default="all",
+                          help="comma-separated losses, or all (default: all)")
+    compile_.add_argument("--optimizers", type=_choices(_precompile_names("OPTIMIZERS")), default="all",
+                          help="comma-separated optimizers: sgd, adam (adamw too), rmsprop, adagrad; or all "
+                               "(default: all)")
+    compile_.add_argument("--norms", type=_choices(_precompile_names("NORMS"), allow_none=True), default="all",
+                          help="norm layers: batchnorm, layernorm, all or none (default: all)")
+    compile_.add_argument("--cpu", default=None,
+                          help="compile for this CPU instead of this machine's, an LLVM CPU name such as "
+                               "x86-64-v3; processes load it with NUMBA_CPU_NAME set to it and NUMBA_CPU_FEATURES "
+                               "set empty (default: this machine's CPU)")
+    compile_.add_argument("--jobs", "-j", type=_positive_int, default=None,
+                          help="worker processes (default: the CPUs this process may use)")
+    compile_.add_argument("--quiet", action="store_true", help="no progress bar")
+
     info = sub.add_parser("info", help="versions, BLAS and threads, the compiled-kernel cache, "
                                        "and whether a CUDA GPU is usable")
     info.add_argument("--clear-cache", action="store_true",
                       help="remove fastbp's cached compiled kernels (every version's) first")
     return parser
+
+
+def _precompile_names(table):
+    from . import _precompile
+
+    return tuple(getattr(_precompile, table))
+
+
+def _choices(known, allow_none=False):
+    """An argparse type: a comma-separated subset of ``known``, "all", or (where allowed) "none"."""
+    def parse(text):
+        words = [w.strip() for w in text.split(",") if w.strip()]
+        words = ["adam" if w == "adamw" else w for w in words]
+        if words == ["all"]:
+            return tuple(known)
+        if allow_none and words == ["none"]:
+            return ()
+        unknown = [w for w in words if w not in known]
+        if unknown or not words:
+            extra = ", none" if allow_none else ""
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of {', '.join(known)} (or all{extra}); "
+                                             f"got {text!r}")
+        return tuple(dict.fromkeys(words))
+    return parse
+
+
+def _compile(args):
+    from . import _precompile
+    from ._progress import counter
+
+    found = _precompile.units(args.dtype, args.losses, args.optimizers, args.norms)
+    target = f" for CPU {args.cpu}" if args.cpu else ""
+    print(f"fastbp compile: {len(found)} compile units{target} into {_cache_folder()}", flush=True)
+    start = time.perf_counter()
+    with counter(len(found), "compiling", enabled=not args.quiet) as step:
+        _precompile.precompile(args.dtype, args.losses, args.optimizers, args.norms, jobs=args.jobs, cpu=args.cpu,
+                               progress=lambda unit: step(_precompile.describe(unit)))
+    print(f"fastbp compile: done in {time.perf_counter() - start:.1f} s", flush=True)
+    if args.cpu:
+        print(f"fastbp compile: processes load these kernels when their environment has "
+              f"NUMBA_CPU_NAME={args.cpu} and NUMBA_CPU_FEATURES= (empty), e.g. in a Dockerfile:\n"
+              f"  ENV NUMBA_CPU_NAME={args.cpu} NUMBA_CPU_FEATURES=", flush=True)
+    return 0
+
+
+def _cache_folder():
+    from .kernels import _cache
+
+    return _cache.FOLDER or "(no cache)"
 
 
 def _train(args):
@@ -620,7 +691,7 @@ def _info(args):
 def main(argv=None):
     args = _parser().parse_args(argv)
     handler = {"train": _train, "evaluate": _evaluate, "predict": _predict, "export": _export,
-               "info": _info}[args.command]
+               "compile": _compile, "info": _info}[args.command]
     try:
         return handler(args)
     except BrokenPipeError:

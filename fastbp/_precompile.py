@@ -1,0 +1,190 @@
+"""Compile ahead, into the on-disk cache, what a user's fits can reach: ``fastbp compile``.
+
+A container image or a CI cache built with ``RUN fastbp compile`` starts its first fit warm.
+What a fit compiles is a set of separate units (``backends/_cpu_loop.py``): the loop's levels
+(``train_batches``, ``evaluate_batches``, ``predict_batches``), one set per dtype and per
+combination of norm kinds, and the kernels of its tables, the dense layers', dropout's and the
+activation layers' for every network, each loss's and each optimizer's, and the norm layers'.
+``units`` lists them for a choice of dtypes, losses, optimizers and norm kinds; ``precompile``
+deals them to worker processes (numba compiles one function at a time per process) and reports
+each one done.
+
+With ``cpu`` (a CPU name of LLVM's, such as ``x86-64-v3``) the code is compiled for that CPU
+rather than for this one: the workers run with ``NUMBA_CPU_NAME`` set to it and
+``NUMBA_CPU_FEATURES`` empty (the name's own features), which numba records in each cache
+entry's key. A process that sets the same two variables loads those entries on any machine that
+runs that CPU's instructions, whatever its own CPU is called; one that does not compiles for its
+own CPU as usual.
+"""
+import itertools
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from .kernels import _cache
+from .kernels import registry as R
+
+DTYPES = ("float32", "float64")
+LOSSES = {loss.name: loss.code for loss in R.LOSS_TABLE}
+OPTIMIZERS = {"sgd": R.OPT_SGD, "adam": R.OPT_ADAM, "rmsprop": R.OPT_RMSPROP, "adagrad": R.OPT_ADAGRAD}
+NORMS = ("batchnorm", "layernorm")
+_NORM_TABLES = {"batchnorm": "batchnorm_ops", "layernorm": "layernorm_ops"}
+
+def units(dtypes=DTYPES, losses=tuple(LOSSES), optimizers=tuple(OPTIMIZERS), norms=NORMS):
+    """The compile units for these choices: ``("kernel", table, field, dtype, loss, optimizer)`` and
+    ``("loop", dtype, norm_kinds)`` tuples (codes of ``kernels.registry``), each compiled once."""
+    found = []
+    for dtype in dtypes:
+        found += [("kernel", "kernels", field, dtype, None, None) for field in ("dense_forward", "dense_backward")]
+        for loss in losses:
+            found += [("kernel", "kernels", field, dtype, LOSSES[loss], None)
+                      for field in ("loss_forward", "loss_backward", "stats")]
+        found += [("kernel", "kernels", "update", dtype, None, OPTIMIZERS[name]) for name in optimizers]
+        tables = ["activation_ops", "dropout_ops"] + [_NORM_TABLES[norm] for norm in norms]
+        from .backends import _cpu_loop
+
+        for table in tables:
+            found += [("kernel", table, field, dtype, None, None) for field in type(_cpu_loop.TABLES[table])._fields]
+        for size in range(len(norms) + 1):
+            found += [("loop", dtype, kinds) for kinds in itertools.combinations(norms, size)]
+    return found
+
+
+def describe(unit):
+    """A unit as the progress bar names it."""
+    if unit[0] == "loop":
+        kinds = "+".join(unit[2]) or "no norm layers"
+        return f"training loop ({unit[1]}, {kinds})"
+    _, table, field, dtype, loss, optimizer = unit
+    code = loss if loss is not None else optimizer
+    name = next((n for n, c in {**LOSSES, **OPTIMIZERS}.items() if c == code and
+                 (n in LOSSES) == (loss is not None)), None) if code is not None else None
+    return f"{table.replace('_ops', '')}.{field}{f' ({name})' if name else ''} ({dtype})"
+
+
+def _cost(unit):
+    """A unit's single-core seconds (``_cpu_loop.COMPILE_SECONDS``): the loop's levels with
+    ``predict_batches``, or one kernel."""
+    from .backends import _cpu_loop
+
+    if unit[0] == "loop":
+        return _cpu_loop.LOOP_SECONDS + len(unit[2]) * _cpu_loop.LOOP_NORM_SECONDS
+    return getattr(_cpu_loop.COMPILE_SECONDS[unit[1]], unit[2])
+
+
+def deal(found, n_workers):
+    """``found`` dealt to ``n_workers`` lists, longest first to the least loaded (LPT)."""
+    shares = [[] for _ in range(max(1, n_workers))]
+    loads = [0.0] * len(shares)
+    for unit in sorted(found, key=_cost, reverse=True):
+        k = loads.index(min(loads))
+        shares[k].append(unit)
+        loads[k] += _cost(unit)
+    return [share for share in shares if share]
+
+
+def cpu_environment(cpu):
+    """The environment variables that make numba compile for ``cpu`` (None: this machine's)."""
+    return {} if cpu is None else {"NUMBA_CPU_NAME": cpu, "NUMBA_CPU_FEATURES": ""}
+
+
+def precompile(dtypes=DTYPES, losses=tuple(LOSSES), optimizers=tuple(OPTIMIZERS), norms=NORMS, jobs=None,
+               cpu=None, progress=None):
+    """Compile the units of ``units(...)`` into the cache folder, in ``jobs`` worker processes.
+
+    ``progress(unit)`` is called as each unit is done. Returns the number of units. Raises
+    RuntimeError naming the units of a worker that failed, and where nothing can be cached.
+    """
+    if _cache.FOLDER is None or not _cache.WRITABLE:
+        raise RuntimeError(f"fastbp compile: the compiled-kernel cache cannot be written "
+                           f"({_cache.OFF_REASON or f'{_cache.FOLDER} is read-only'})")
+    from .backends import _warm
+
+    found = units(dtypes, losses, optimizers, norms)
+    jobs = jobs or _warm.usable_cpus()
+    env = dict(_warm._child_env(), **cpu_environment(cpu), FASTBP_WARM_PARENT=str(os.getpid()))
+    procs = []
+    try:
+        for share in deal(found, jobs):
+            procs.append((subprocess.Popen(
+                [sys.executable, "-c", "import sys; from fastbp import _precompile; _precompile.worker(sys.argv[1])",
+                 json.dumps(share)], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, text=True), share))
+        _follow(procs, progress)
+    except BaseException:
+        _warm.stop([proc for proc, _ in procs])
+        raise
+    return len(found)
+
+
+def _follow(procs, progress):
+    """Report each unit a worker prints as done; raise for a worker that failed."""
+    import selectors
+
+    selector = selectors.DefaultSelector()
+    for proc, share in procs:
+        selector.register(proc.stdout, selectors.EVENT_READ, (proc, share))
+    open_streams = len(procs)
+    while open_streams:
+        for key, _ in selector.select():
+            proc, share = key.data
+            line = key.fileobj.readline()
+            if not line:
+                selector.unregister(key.fileobj)
+                open_streams -= 1
+                continue
+            if line.startswith("done ") and progress is not None:
+                progress(tuple(_as_unit(json.loads(line[5:]))))
+    failed = []
+    for proc, share in procs:
+        if proc.wait() != 0:
+            failed.append((share, proc.stderr.read().strip().splitlines()[-1:] or ["(no message)"]))
+    if failed:
+        raise RuntimeError("fastbp compile: a worker failed on " + "; ".join(
+            f"{', '.join(describe(_as_unit(u)) for u in share)}: {why[0]}" for share, why in failed))
+
+
+def _as_unit(unit):
+    return tuple(unit) if unit[0] == "kernel" else ("loop", unit[1], tuple(unit[2]))
+
+
+def worker(share):
+    """A worker: compile each unit of the JSON list ``share``, printing ``done <unit>`` after each."""
+    from .backends import _warm
+
+    _warm._die_with(int(os.environ.get("FASTBP_WARM_PARENT", os.getppid())))
+    for unit in json.loads(share):
+        if unit[0] == "kernel":
+            from .backends import _cpu_loop
+
+            _, table, field, dtype, loss, optimizer = unit
+            _cpu_loop.compile_entry(table, field, np.dtype(dtype), loss, optimizer)
+        else:
+            compile_loops(np.dtype(unit[1]), unit[2])
+        print("done " + json.dumps(unit), flush=True)
+
+
+def compile_loops(dtype, norms):
+    """Compile (or load) the loop's levels for ``dtype`` and a network with the norm kinds ``norms``,
+    against kernel tables of zero addresses (the tables' types are all the loop needs)."""
+    from . import _fit, layers
+    from .backends import _cpu_loop, cpu
+    from .model import Sequential
+
+    hidden = [layers.Dense(4, 4)]
+    hidden += [layers.BatchNorm(4)] if "batchnorm" in norms else []
+    hidden += [layers.LayerNorm(4)] if "layernorm" in norms else []
+    model = Sequential(hidden + [layers.Activation("relu"), layers.Dropout(0.5), layers.Dense(4, 2)], dtype=dtype,
+                       seed=0)
+    model.compile("softmax_cross_entropy", "sgd")
+    X = np.zeros((8, 4), dtype=dtype)
+    X, data = _fit.prepare(model, X, np.arange(8) % 2, None, ("X", "y", "sample_weight"))
+    lowered = model.lowered()
+    model.optimizer.init_state(model.theta.size, model.dtype)
+    trainer = cpu.Trainer(model, lowered, X, data, 4, 0)
+    net = _cpu_loop.placeholder_net(lowered.net)
+    trainer._compile_loop(net)
+    cpu.compile_outputs(model, lowered, net, X, 4)
