@@ -8,6 +8,7 @@ script to print all four figures.
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -134,5 +135,126 @@ class WarmCache(_Fresh):
         return run_fresh(_DIGITS, self.cache)[0]
 
 
+# ----- time to a first result: the targets of a cold start, each a median of fresh processes --------
+
+# `fastbp train` as a user runs it first: the whole process, interpreter start to exit.
+_TRAIN = [sys.executable, "-m", "fastbp", "train", "--quiet"]
+
+# One fit on the cache that `fastbp train` filled, of its network (64-256-10, ReLU, dropout 0.2,
+# softmax cross-entropy, SGD with momentum) with one new kind of thing; prints the fit's seconds.
+_FIRST_FIT = """
+import sys, time
+import numpy as np
+import fastbp
+from fastbp import datasets
+X, y = datasets.load_digits()
+X = (X / 16.0).astype(np.float32)
+what = sys.argv[1]
+if what == "norm":
+    hidden = [fastbp.Dense(64, 256), fastbp.BatchNorm(256), fastbp.ReLU()]
+else:
+    hidden = [fastbp.Dense(64, 256, activation="gelu" if what == "activation" else "relu")]
+model = fastbp.Sequential(hidden + [fastbp.Dropout(0.2), fastbp.Dense(256, 10)], seed=0)
+loss, target = ("mse", np.eye(10, dtype=np.float32)[y]) if what == "loss" else ("softmax_cross_entropy", y)
+optimizer = fastbp.RMSprop(lr=0.001) if what == "optimizer" else fastbp.SGD(lr=0.1, momentum=0.9)
+start = time.perf_counter()
+model.fit(X, target, epochs=1, batch_size=32, loss=loss, optimizer=optimizer, verbose=0)
+print(time.perf_counter() - start)
+"""
+
+# scikit-learn's way in, with the estimators' defaults: the whole process, import to end of fit.
+_ESTIMATOR = """
+import sys, warnings
+warnings.simplefilter("ignore")
+import fastbp
+from fastbp import datasets
+X, y = datasets.load_digits()
+if sys.argv[1] == "classifier":
+    fastbp.MLPClassifier().fit(X, y)
+else:
+    fastbp.MLPRegressor().fit(X, y.astype(float))
+"""
+
+
+def _fresh_env(cache_dir):
+    env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir, FASTBP_CACHE_DIR=cache_dir)
+    env.pop("FASTBP_NO_CACHE", None)
+    return env
+
+
+def _timed(command, cache_dir, cpus=None):
+    """Wall seconds of ``command`` in a fresh process on the cache ``cache_dir``, on ``cpus`` (a
+    taskset list such as "0") where given; and what it printed."""
+    if cpus is not None:
+        command = ["taskset", "-c", cpus, *command]
+    start = time.perf_counter()
+    done = subprocess.run(command, env=_fresh_env(cache_dir), cwd=cache_dir, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if done.returncode:
+        raise RuntimeError(f"benchmark subprocess failed:\n{done.stderr}")
+    return wall, done.stdout
+
+
+def first_result_figures(rounds=3, cpus=None):
+    """Median seconds of ``rounds`` fresh processes for each target of a cold start.
+
+    - ``train_cold``: `fastbp train` (the bundled digits, 30 epochs), a fresh cache folder.
+    - ``first_fit_<what>``: on a copy of the cache that `fastbp train` filled, a fit that brings
+      one new loss (mse), optimizer (RMSprop), activation (GELU) or norm layer (BatchNorm); the
+      fit's own seconds.
+    - ``classifier_cold``, ``regressor_cold``: MLPClassifier / MLPRegressor with their defaults on
+      the digits, import to end of fit, a fresh cache folder.
+    """
+    runs = {}
+    for _ in range(rounds):
+        cache = tempfile.mkdtemp(prefix="fastbp-cold-")
+        try:
+            runs.setdefault("train_cold", []).append(_timed(_TRAIN, cache, cpus)[0])
+            for what in ("loss", "optimizer", "activation", "norm"):
+                copy = tempfile.mkdtemp(prefix="fastbp-warm-")
+                try:
+                    shutil.copytree(cache, copy, dirs_exist_ok=True)
+                    printed = _timed([sys.executable, "-c", _FIRST_FIT, what], copy, cpus)[1]
+                    runs.setdefault(f"first_fit_{what}", []).append(float(printed.split()[-1]))
+                finally:
+                    shutil.rmtree(copy, ignore_errors=True)
+        finally:
+            shutil.rmtree(cache, ignore_errors=True)
+        for kind in ("classifier", "regressor"):
+            cache = tempfile.mkdtemp(prefix="fastbp-cold-")
+            try:
+                runs.setdefault(f"{kind}_cold", []).append(_timed([sys.executable, "-c", _ESTIMATOR, kind],
+                                                                  cache, cpus)[0])
+            finally:
+                shutil.rmtree(cache, ignore_errors=True)
+    return {name: statistics.median(values) for name, values in runs.items()}, runs
+
+
+class FirstResult(_Fresh):
+    """The cold-start targets (``first_result_figures``), one fresh process each."""
+
+    timeout = 1800
+
+    def track_train_cold(self):
+        """`fastbp train`, whole process, empty cache folder."""
+        return _timed(_TRAIN, self.cache)[0]
+
+    def track_classifier_cold(self):
+        """MLPClassifier().fit on the digits, whole process, empty cache folder."""
+        return _timed([sys.executable, "-c", _ESTIMATOR, "classifier"], self.cache)[0]
+
+
 if __name__ == "__main__":
-    print(json.dumps(startup_figures(), indent=1))
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--first-result", action="store_true",
+                        help="the cold-start targets: fastbp train, a first fit per new kind, the estimators")
+    parser.add_argument("--rounds", type=int, default=3, help="fresh processes per figure (default: 3)")
+    parser.add_argument("--cpus", help="run the processes on these CPUs only (taskset list, e.g. 0)")
+    args = parser.parse_args()
+    if args.first_result:
+        medians, runs = first_result_figures(args.rounds, args.cpus)
+        print(json.dumps({"median": medians, "runs": runs}, indent=1))
+    else:
+        print(json.dumps(startup_figures(), indent=1))
