@@ -110,8 +110,8 @@ def precompile(dtypes=DTYPES, losses=tuple(LOSSES), optimizers=tuple(OPTIMIZERS)
     try:
         for share in deal(found, jobs):
             procs.append((subprocess.Popen(
-                [sys.executable, "-c", "import sys; from fastbp import _precompile; _precompile.worker(sys.argv[1])",
-                 json.dumps(share)], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                _warm.worker_command("from fastbp import _precompile; _precompile.worker(sys.argv[1])",
+                                     json.dumps(share)), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, text=True), share))
         _follow(procs, progress)
     except BaseException:

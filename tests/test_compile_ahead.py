@@ -86,7 +86,8 @@ def test_a_failed_worker_leaves_its_kernels_to_this_process(monkeypatch):
     want = _fit_here()
     started = []
     start = _warm.start
-    monkeypatch.setattr(_warm, "_WORKER", "import sys; sys.exit(3)")
+    monkeypatch.setattr(_warm, "worker_command", lambda statement, *args: [sys.executable, "-c",
+                                                                          "import sys; sys.exit(3)"])
     monkeypatch.setattr(_warm, "cached", lambda dispatcher, sig: False)  # as if the cache were cold
     monkeypatch.setattr(_warm, "usable_cpus", lambda: 2)
     monkeypatch.setattr(_warm, "start", lambda groups, dtype: started.extend(start(groups, dtype)) or started)
@@ -155,3 +156,46 @@ def test_a_new_activation_or_dropout_layer_compiles_its_kernels_not_the_loop_aga
     assert "activation_code_forward" in gelu and "train_batches" not in gelu
     dropout = fit("dropout")
     assert "dropout_forward_from" in dropout and "train_batches" not in dropout
+
+
+# A cold fit with validation, recording what numba compiles in each phase.
+_PHASES = textwrap.dedent("""
+    import json
+    from numba.core import event
+    import numpy as np
+    import fastbp
+    events, phase = [], ["before the epochs"]
+
+    class Listen(event.Listener):
+        def on_start(self, ev):
+            events.append((phase[0], ev.data["dispatcher"].py_func.__qualname__))
+
+        def on_end(self, ev):
+            pass
+
+    class Phase(fastbp.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            phase[0] = f"epoch {epoch}"
+
+    event.register("numba:compile", Listen())
+    X = np.random.default_rng(0).standard_normal((256, 8)).astype(np.float32)
+    y = np.arange(256) % 3
+    model = fastbp.Sequential([fastbp.Dense(8, 16, activation="relu"), fastbp.Dropout(0.2), fastbp.Dense(16, 3)],
+                              seed=0)
+    model.fit(X, y, epochs=2, batch_size=16, loss="softmax_cross_entropy", verbose=0,
+              validation_data=(X[:50], y[:50]), callbacks=[Phase()])
+    print(json.dumps(events))
+""")
+
+
+@pytest.mark.slow
+def test_a_cold_fit_compiles_everything_before_its_first_epoch(tmp_path):
+    # The compile is out of the first epoch's time and samples/s (fastbp/_first_run.py), the
+    # validation's evaluate_batches included: it compiles while the workers compile kernels.
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "FASTBP_NO_CACHE")}
+    done = subprocess.run([sys.executable, "-c", _PHASES], env=dict(env, FASTBP_CACHE_DIR=str(tmp_path / "c")),
+                          cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    events = json.loads(done.stdout.strip().splitlines()[-1])
+    assert any(name == "train_batches" for _, name in events)
+    assert [e for e in events if e[0] != "before the epochs"] == []

@@ -32,7 +32,21 @@ from ..kernels import _cache
 # the dense kernels takes 10-20 s on the 2-core development machine).
 WAIT_SECONDS = 600
 
-_WORKER = "import sys; from fastbp.backends import _warm; _warm.main(sys.argv[1:])"
+# A worker's first act, before importing fastbp (seconds under load): end with the parent
+# (``_die_with``, here as it can be without fastbp); PR_SET_PDEATHSIG is 1, SIGKILL 9.
+_GUARD = ("import ctypes, os, sys\n"
+          "try:\n"
+          "    ctypes.CDLL(None).prctl(1, 9, 0, 0, 0)\n"
+          "except (OSError, AttributeError):\n"
+          "    pass\n"
+          "if os.getppid() != int(os.environ.get('FASTBP_WARM_PARENT', os.getppid())):\n"
+          "    sys.exit(1)\n")
+
+
+def worker_command(statement, *args):
+    """The command line of a worker process that runs the Python ``statement`` (``sys.argv[1:]``
+    are ``args``), ending with its parent from its first line."""
+    return [sys.executable, "-c", _GUARD + statement, *args]
 
 
 def usable_cpus():
@@ -73,7 +87,8 @@ def start(groups, dtype):
     for group in groups:
         args = [f"{name}:{field}:{loss}:{optimizer}" for name, field, loss, optimizer in group]
         try:
-            procs.append(subprocess.Popen([sys.executable, "-c", _WORKER, np.dtype(dtype).name, *args], env=env,
+            procs.append(subprocess.Popen(worker_command("from fastbp.backends import _warm; _warm.main(sys.argv[1:])",
+                                                         np.dtype(dtype).name, *args), env=env,
                                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                           stderr=subprocess.DEVNULL))
         except OSError:
