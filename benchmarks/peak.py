@@ -110,7 +110,7 @@ def default_width():
     return WIDTH or 4
 
 
-def fma_gflops(width=None, seconds=0.1, repeats=5, clock=time.perf_counter):
+def fma_gflops(width=None, seconds=0.05, repeats=7, clock=time.process_time):
     """One core's float32 FMA rate, from a register-only micro-kernel, in GFLOP/s.
 
     Parameters
@@ -118,12 +118,13 @@ def fma_gflops(width=None, seconds=0.1, repeats=5, clock=time.perf_counter):
     width : int, optional
         Floats per vector, one of 1, 2, 4, 8, 16; default ``default_width()`` (16 with AVX-512F,
         8 with AVX2 + FMA). A width above the hardware's runs as several registers per vector.
-    seconds : float, default 0.1
+    seconds : float, default 0.05
         About how long each timed call runs.
-    repeats : int, default 5
+    repeats : int, default 7
         Timed calls; the fastest is reported (a peak: interruptions only slow a call down).
-    clock : callable, default time.perf_counter
-        The clock, e.g. ``time.process_time`` on a machine shared with other work.
+    clock : callable, default time.process_time
+        The clock. The process's CPU time is one thread's time on a core, which other work on
+        the machine does not lengthen (the wall clock counts the time slices it takes).
 
     Returns
     -------
@@ -223,7 +224,7 @@ def _add_chain_kernel():
     return run
 
 
-def clock_ghz(seconds=0.05, repeats=5, clock=time.perf_counter):
+def clock_ghz(seconds=0.05, repeats=7, clock=time.process_time):
     """The core's clock while it runs, in GHz, from a chain of dependent integer adds (x86-64).
 
     ``perf stat -e cycles`` needs hardware counters that a virtual machine often lacks; a chain
@@ -234,10 +235,10 @@ def clock_ghz(seconds=0.05, repeats=5, clock=time.perf_counter):
     ----------
     seconds : float, default 0.05
         About how long each timed call runs.
-    repeats : int, default 5
+    repeats : int, default 7
         Timed calls; the fastest is reported.
-    clock : callable, default time.perf_counter
-        The clock.
+    clock : callable, default time.process_time
+        The clock; CPU time, as for fma_gflops.
 
     Returns
     -------
