@@ -364,7 +364,14 @@ def measure_fma_peak():
     """One core's float32 FMA peak (peak.fma_gflops at fastbp's vector width) and its clock.
 
     Both by the process's CPU time, whatever --clock says: one thread's peak is its rate while
-    it holds a core, which the time slices other work takes must not dilute."""
+    it holds a core, which the time slices other work takes must not dilute.
+
+    Returns
+    -------
+    dict
+        ``gflops`` (peak.fma_gflops), ``width`` (floats per vector), ``clock_ghz``
+        (peak.clock_ghz; None off x86-64).
+    """
     width = peak.default_width()
     return {"gflops": peak.fma_gflops(width), "width": width, "clock_ghz": peak.clock_ghz()}
 
@@ -496,7 +503,7 @@ def _target_rows(results, threads_table, startup, sgemm):
     return rows
 
 
-def fma_peak_line(meta):
+def _fma_peak_line(meta):
     """The header's line on the FMA peak: per core, flops per cycle at the measured clock, and
     what the run's threads make of it."""
     fma, ghz = meta.get("fma_peak_gflops"), meta.get("clock_ghz")
@@ -532,7 +539,7 @@ def write_report(out_dir, meta, results, threads_table, startup, notes):
         + f", float32, SGD momentum {MOMENTUM}, lr {LEARNING_RATE}",
         "- BLAS: " + "; ".join(meta.get("blas", [])),
         f"- SGEMM peak (NumPy float32 {meta['sgemm_size']}^3, median): {_fmt(sgemm, '.1f')} GFLOP/s",
-        fma_peak_line(meta),
+        _fma_peak_line(meta),
         "- GFLOP/s = 6 x weights x samples / epoch seconds (2 forward + 4 backward flops per weight); "
         "real GFLOP/s leaves out the first layer's dx, which nobody computes (Config.real_epoch_flops); "
         "the % columns divide real GFLOP/s by each peak",
@@ -735,7 +742,7 @@ def main(argv=None):
     meta.update(fma_peak_gflops=fma.get("gflops"), fma_width=fma.get("width"), clock_ghz=fma.get("clock_ghz"))
     if "skipped" in fma:
         meta["fma_peak_skipped"] = fma["skipped"]
-    print(fma_peak_line(meta)[2:])
+    print(_fma_peak_line(meta)[2:])
 
     results = {}
     for name in configs:

@@ -70,7 +70,16 @@ DRY_RUN_CONFIG = Config("tiny", (4, 3, 2), 4, 4, asv_samples=4)
 
 
 def device_info():
-    """Run in a fresh process: the device, the driver and CUDA versions, the CUDA target."""
+    """The device, the driver and CUDA versions and the CUDA target; run in a fresh process.
+
+    Returns
+    -------
+    dict
+        ``simulator``, ``numba_cuda_target``, ``cuda_available``, ``name``, ``compute_capability``,
+        ``driver_version`` (nvidia-smi), ``driver_cuda_version``, ``cuda_runtime_version``,
+        ``memory_gib``; a field that cannot be read says why in its value. ``error`` alone (with
+        ``simulator``) where fastbp's CUDA package does not import.
+    """
     info = {"simulator": os.environ.get("NUMBA_ENABLE_CUDASIM", "0") == "1"}
     try:
         from fastbp.kernels.cuda._numba_cuda import TARGET, cuda
@@ -142,7 +151,23 @@ def _torch_setup(config, X, y, device):
 
 
 def measure_training(peer, config, epochs):
-    """Run in a fresh process: one warm-up epoch, then ``epochs`` timed ones; seconds and samples/s."""
+    """One warm-up epoch, then ``epochs`` timed ones, of one peer; run in a fresh process.
+
+    Parameters
+    ----------
+    peer : {'fastbp', 'torch'}
+        fastbp.Sequential on device="cuda", or PyTorch on CUDA (on the CPU under the simulator).
+    config : dict
+        The fields of a ``configs.Config``.
+    epochs : int
+        Timed epochs.
+
+    Returns
+    -------
+    dict
+        ``device``, ``first_epoch_seconds`` (compiling included), ``seconds`` (each timed epoch),
+        ``median_seconds`` and ``samples_per_second``; or ``skipped`` with the reason.
+    """
     from benchmarks.configs import build_fastbp, fit_epoch, make_data
 
     config = Config(**{**config, "layers": tuple(config["layers"])})
@@ -210,11 +235,28 @@ def _child(job, env, timeout):
 
 
 def run_tests(pytest_args, env, timeout, workers, junit):
-    """``python -m pytest`` on ``pytest_args`` within ``timeout`` seconds; the summary as a dict.
+    """Run ``python -m pytest`` from the repository within a time limit and summarize it.
 
-    Counts come from pytest's JUnit XML: tests, passed, failed (errors included), skipped,
-    with the ids of the failures and pytest's own last line. A run stopped at ``timeout`` writes
-    no XML: its counts are read from the progress characters printed so far.
+    Parameters
+    ----------
+    pytest_args : list of str
+        Test paths and options.
+    env : dict
+        The environment of the run (NUMBA_ENABLE_CUDASIM decides the simulator).
+    timeout : float
+        Seconds before the run, its workers included, is killed.
+    workers : int
+        pytest-xdist workers; 0 runs in the one process.
+    junit : path
+        Where pytest writes its JUnit XML, which the counts come from.
+
+    Returns
+    -------
+    dict
+        ``command``, ``seconds``, ``returncode`` (None if stopped), ``timed_out``, ``tests``,
+        ``passed``, ``failed`` (errors included), ``skipped``, ``failures`` (test ids) and
+        ``last_line`` (pytest's). A run stopped at ``timeout`` writes no XML: its counts come
+        from the progress characters printed so far, and ``failures`` is empty.
     """
     command = [sys.executable, "-m", "pytest", *pytest_args, "-q", "-p", "no:cacheprovider",
                f"--numprocesses={workers}", f"--junitxml={junit}"]
@@ -257,7 +299,22 @@ def _versions():
 
 
 def write_report(out_dir, figures):
-    """gpu_check.json (``figures`` as they are) and gpu_check.md in ``out_dir``; returns the markdown."""
+    """Write gpu_check.json (the figures as they are) and gpu_check.md (a report) to ``out_dir``.
+
+    Parameters
+    ----------
+    out_dir : pathlib.Path
+        Created if missing.
+    figures : dict
+        ``date``, ``host``, ``dry_run``, ``budget_seconds``, ``epochs``, ``versions``, ``device``
+        (device_info), ``tests`` (run_tests), ``training`` ({network: {layers, n_samples,
+        batch_size, peer: measure_training's result}}) and ``elapsed_seconds``.
+
+    Returns
+    -------
+    str
+        The markdown.
+    """
     device, tests = figures["device"], figures["tests"]
     memory = f", {device['memory_gib']} GiB" if isinstance(device.get("memory_gib"), (int, float)) else ""
     lines = ["# fastbp on CUDA" + (" (dry run: numba's CUDA simulator)" if figures["dry_run"] else ""), "",
@@ -302,6 +359,7 @@ def write_report(out_dir, figures):
 
 
 def main(argv=None):
+    """The command line (see the module's docstring); returns the exit status, 0."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results",
                         help="folder for gpu_check.json and gpu_check.md (default %(default)s)")

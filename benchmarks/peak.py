@@ -25,9 +25,9 @@ import numpy as np
 
 # Independent accumulators. A chain issues its next FMA only when the previous one is done, so
 # the core is full when chains >= FMA latency x FMA issue rate: 4 cycles x 2 per cycle = 8 on
-# Skylake-SP, Ice Lake and Zen 2-4 (Zen 4 runs a 512-bit FMA as two 256-bit halves on its two
-# pipes: 4 x 1 zmm per cycle), 5 x 2 = 10 on Haswell. 12 covers them all and, with the two
-# operands, still fits the 16 ymm registers of AVX2 without spilling.
+# Skylake-SP, Ice Lake, Zen 3 and Zen 4 (4 x 1 with 512 bits on Zen 4, whose two 256-bit pipes
+# take one zmm FMA together), 5 x 2 = 10 on Haswell and Zen 2. 12 covers them all and, with the
+# two operands, still fits the 16 ymm registers of AVX2 without spilling.
 CHAINS = 12
 # Rounds of CHAINS FMAs per trip of the loop: the counter, compare and branch run beside the
 # FMAs on other ports, and 48 FMAs a trip leave them no weight.
@@ -98,13 +98,30 @@ def _chains_kernel(width):
 
 
 def flops_per_trip(width):
-    """Flops of one trip of the micro-kernel's loop: CHAINS x UNROLL FMAs of ``width`` lanes, 2 each."""
+    """Flops of one trip of the micro-kernel's loop.
+
+    Parameters
+    ----------
+    width : int
+        Floats per vector.
+
+    Returns
+    -------
+    int
+        CHAINS x UNROLL FMAs of ``width`` lanes, 2 flops each.
+    """
     return 2 * CHAINS * UNROLL * width
 
 
 def default_width():
-    """The vector width of fastbp's SIMD kernels on this CPU (``_simd.WIDTH``), or 4 (SSE) where
-    they have none."""
+    """The vector width the FMA peak is measured at by default.
+
+    Returns
+    -------
+    int
+        ``fastbp.kernels.cpu._simd.WIDTH`` (16 with AVX-512F, 8 with AVX2 + FMA), or 4 (SSE)
+        where fastbp has no SIMD kernels.
+    """
     from fastbp.kernels.cpu._simd import WIDTH
 
     return WIDTH or 4
@@ -141,7 +158,9 @@ def fma_gflops(width=None, seconds=0.05, repeats=7, clock=time.process_time):
     The theoretical figure is FMA units x lanes per unit x 2 flops x clock: on Zen 4 two 256-bit
     pipes, 2 x 8 x 2 = 32 flops per cycle at either width (a 512-bit FMA takes both), so 83
     GFLOP/s at 2.6 GHz and 118 at a 3.7 GHz boost; on a Xeon with two 512-bit FMA units, 64
-    flops per cycle with AVX-512 and 32 with AVX2.
+    flops per cycle with AVX-512 and 32 with AVX2. On the 2-vCPU AMD EPYC (Zen 4) virtual
+    machine of BENCHMARKS.md it measures 115-117 GFLOP/s at either width, 32.0 flops per cycle
+    at the 3.6-3.7 GHz that ``clock_ghz`` reads, under a load average of 10 as when idle.
     """
     width = default_width() if width is None else width
     if width not in WIDTHS:
@@ -169,7 +188,18 @@ def fma_gflops(width=None, seconds=0.05, repeats=7, clock=time.process_time):
 
 
 def fma_kernel_ir(width=None):
-    """The LLVM IR of the micro-kernel at ``width`` (compiled on first use), for inspection."""
+    """The LLVM IR of the FMA micro-kernel, compiled on first use, for inspection.
+
+    Parameters
+    ----------
+    width : int, optional
+        Floats per vector; default ``default_width()``.
+
+    Returns
+    -------
+    str
+        The IR of the compiled function, ``llvm.fma.v<width>f32`` calls included.
+    """
     width = default_width() if width is None else width
     run = _chains_kernel(width)
     run(1, np.float32(1.0), np.float32(0.0))
@@ -177,7 +207,18 @@ def fma_kernel_ir(width=None):
 
 
 def fma_kernel_asm(width=None):
-    """The machine code of the micro-kernel at ``width``, for inspection (which registers)."""
+    """The machine code of the FMA micro-kernel, for inspection (which registers it uses).
+
+    Parameters
+    ----------
+    width : int, optional
+        Floats per vector; default ``default_width()``.
+
+    Returns
+    -------
+    str
+        The assembly of the compiled function.
+    """
     width = default_width() if width is None else width
     run = _chains_kernel(width)
     run(1, np.float32(1.0), np.float32(0.0))
@@ -296,7 +337,14 @@ VECTOR_FLAGS = ("sse4_2", "avx", "fma", "avx2", "avx512f", "avx512bw", "avx512vl
 
 
 def cpu_vector_flags():
-    """The CPU's vector flags of ``VECTOR_FLAGS`` that /proc/cpuinfo lists (Linux), else an empty list."""
+    """The CPU's vector extensions, as /proc/cpuinfo names them.
+
+    Returns
+    -------
+    list of str
+        The flags of ``VECTOR_FLAGS`` that /proc/cpuinfo lists, in that order; empty where there
+        is no /proc/cpuinfo (not Linux).
+    """
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
