@@ -36,8 +36,13 @@ first epoch ("fit MB": what a fit costs), and the peak overall. For the MLPClass
 epoch is one ``fit`` call with max_iter=1 and warm_start=True (argument checks included); for
 fastbp.Sequential one ``fit(epochs=1)``; for NumPy and PyTorch one pass of their training loop.
 
-GFLOP/s counts 6 flops per weight per sample (2 forward, 4 backward; configs.Config.epoch_flops)
-and is compared with this machine's SGEMM rate: a float32 NumPy matrix product of --sgemm-size.
+GFLOP/s counts 6 flops per weight per sample (2 forward, 4 backward; configs.Config.epoch_flops);
+real GFLOP/s leaves out the first layer's dx, which no implementation computes
+(Config.real_epoch_flops). Real GFLOP/s is compared with two peaks measured in the same run
+(benchmarks/peak.py): this machine's SGEMM rate, a float32 NumPy matrix product of --sgemm-size
+with the run's threads, and one core's FMA peak, a register-only micro-kernel of independent
+``llvm.fma`` chains at fastbp's vector width, times the threads. The header names the CPU, its
+vector flags, and its clock as measured while it runs.
 Results: a markdown table (compare.md), the raw figures (compare.json) and a bar chart
 (compare.png) in --out-dir.
 """
@@ -57,6 +62,7 @@ import numpy as np
 
 if __package__ in (None, ""):
     sys.path.append(str(Path(__file__).resolve().parents[1]))  # the repository, for benchmarks.configs
+from benchmarks import peak  # noqa: E402
 from benchmarks.configs import (CLOCK_VARIABLE, CONFIGS, LEARNING_RATE, MOMENTUM, SWEEP,  # noqa: E402
                                 allocations_per_step, bench_clock, build_fastbp, config_named, fit_epoch,
                                 make_data)
@@ -351,17 +357,23 @@ def measure_training(impl, config_name, n_samples, repeats, threads, allocations
 
 def measure_sgemm(size, repeats):
     """Median GFLOP/s of a float32 (size x size) @ (size x size) NumPy product, after one warm-up."""
-    rng = np.random.default_rng(0)
-    a, b = (rng.standard_normal((size, size), dtype=np.float32) for _ in range(2))
-    c = np.empty_like(a)
-    np.matmul(a, b, out=c)
-    seconds = []
-    clock = bench_clock()
-    for _ in range(repeats):
-        start = clock()
-        np.matmul(a, b, out=c)
-        seconds.append(clock() - start)
-    return {"gflops": 2 * size**3 / statistics.median(seconds) / 1e9}
+    return {"gflops": peak.sgemm_gflops(size, repeats, clock=bench_clock())}
+
+
+def measure_fma_peak():
+    """One core's float32 FMA peak (peak.fma_gflops at fastbp's vector width) and its clock.
+
+    Both by the process's CPU time, whatever --clock says: one thread's peak is its rate while
+    it holds a core, which the time slices other work takes must not dilute.
+
+    Returns
+    -------
+    dict
+        ``gflops`` (peak.fma_gflops), ``width`` (floats per vector), ``clock_ghz``
+        (peak.clock_ghz; None off x86-64).
+    """
+    width = peak.default_width()
+    return {"gflops": peak.fma_gflops(width), "width": width, "clock_ghz": peak.clock_ghz()}
 
 
 def in_child(job, threads):
@@ -466,7 +478,8 @@ def _target_rows(results, threads_table, startup, sgemm):
     mnist = results.get("mnist", {}).get("fastbp", {})
     if mnist.get("gflops") and sgemm:
         fraction = mnist["gflops"] / sgemm
-        rows.append(("mnist: fastbp at ~85% of SGEMM peak", f"{fraction:.0%}", fraction >= 0.85))
+        rows.append(("mnist: fastbp at ~85% of SGEMM peak (nominal flops)",
+                     f"{fraction:.0%} (real flops: {mnist['real_gflops'] / sgemm:.0%})", fraction >= 0.85))
     for config, r in results.items():
         for impl in ("fastbp", *IN_COMPANY):
             if "allocations_per_step" in r.get(impl, {}):
@@ -490,12 +503,33 @@ def _target_rows(results, threads_table, startup, sgemm):
     return rows
 
 
+def _fma_peak_line(meta):
+    """The header's line on the FMA peak: per core, flops per cycle at the measured clock, and
+    what the run's threads make of it."""
+    fma, ghz = meta.get("fma_peak_gflops"), meta.get("clock_ghz")
+    if not fma:
+        return f"- FMA peak: not measured ({meta.get('fma_peak_skipped', 'no result')})"
+    per_cycle = f" = {fma / ghz:.1f} flops per cycle at {ghz:.2f} GHz (measured clock)" if ghz else ""
+    return (f"- FMA peak (one core, float32, {meta['fma_width']}-wide llvm.fma, {peak.CHAINS} chains in registers, "
+            f"fastest of 7, CPU time): {fma:.1f} GFLOP/s{per_cycle}; x {_cores(meta)} thread(s) = "
+            f"{fma * _cores(meta):.1f} GFLOP/s, the % FMA peak column's base")
+
+
+def _cores(meta):
+    """Cores the run's threads can occupy: the FMA peak scales with them, not beyond the CPUs."""
+    return min(meta["threads"], os.cpu_count() or 1)
+
+
 def write_report(out_dir, meta, results, threads_table, startup, notes):
     sgemm = meta["sgemm_gflops"]
+    fma = meta.get("fma_peak_gflops")
+    fma_all = fma * _cores(meta) if fma else None
+    flags = meta.get("cpu_flags")
     lines = [
         "# fastbp side-by-side comparison", "",
         f"- date: {meta['date']}",
-        f"- CPU: {meta['cpu']} ({os.cpu_count()} logical CPUs); threads: {meta['threads']}",
+        f"- CPU: {meta['cpu']} ({os.cpu_count()} logical CPUs), vector flags: "
+        f"{' '.join(flags) if flags else 'unknown'}; threads: {meta['threads']}",
         f"- load average at start / end: {meta['load_start']} / {meta['load_end']}",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),
         f"- samples scale {meta['samples_scale']}, {meta['repeats']} timed epoch(s) after one warm-up "
@@ -505,26 +539,30 @@ def write_report(out_dir, meta, results, threads_table, startup, notes):
         + f", float32, SGD momentum {MOMENTUM}, lr {LEARNING_RATE}",
         "- BLAS: " + "; ".join(meta.get("blas", [])),
         f"- SGEMM peak (NumPy float32 {meta['sgemm_size']}^3, median): {_fmt(sgemm, '.1f')} GFLOP/s",
-        "- GFLOP/s = 6 x weights x samples / epoch seconds (2 forward + 4 backward flops per weight)",
+        _fma_peak_line(meta),
+        "- GFLOP/s = 6 x weights x samples / epoch seconds (2 forward + 4 backward flops per weight); "
+        "real GFLOP/s leaves out the first layer's dx, which nobody computes (Config.real_epoch_flops); "
+        "the % columns divide real GFLOP/s by each peak",
         "- fit MB: growth of the peak resident set over the resident set once the library is imported "
         "and the data made, through the model's set-up and first epoch; peak RSS MB: the process's peak",
         "- fastbp.Sequential, NumPy and PyTorch start He-uniform, the MLPClassifiers Glorot-uniform "
         "(scikit-learn's): compare losses within each group", "",
-        "| config | implementation | dtype | samples | samples/s | GFLOP/s | % SGEMM peak "
-        "| fastbp.Sequential ÷ this | loss after | peak RSS MB | fit MB |",
-        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| config | implementation | dtype | samples | samples/s | GFLOP/s | real GFLOP/s | % SGEMM peak "
+        "| % FMA peak | fastbp.Sequential ÷ this | loss after | peak RSS MB | fit MB |",
+        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for config, by_impl in results.items():
         base = by_impl.get("fastbp", {}).get("samples_per_second")
         for impl, r in by_impl.items():
             label = IMPLEMENTATIONS[impl][0]
             if "skipped" in r:
-                lines.append(f"| {config} | {label} | | | skipped: {r['skipped']} | | | | | | |")
+                lines.append(f"| {config} | {label} | | | skipped: {r['skipped']} | | | | | | | | |")
                 continue
             speedup = base / r["samples_per_second"] if base and impl != "fastbp" else None
             lines.append(
                 f"| {config} | {label} | {r['dtype']} | {r['n_samples']:,} | {r['samples_per_second']:,.0f} | {r['gflops']:.1f} "
-                f"| {_fmt(r['gflops'] / sgemm if sgemm else None, '.0%')} | {_fmt(speedup, '.2f')} "
+                f"| {r['real_gflops']:.1f} | {_fmt(r['real_gflops'] / sgemm if sgemm else None, '.0%')} "
+                f"| {_fmt(r['real_gflops'] / fma_all if fma_all else None, '.0%')} | {_fmt(speedup, '.2f')} "
                 f"| {r['loss']:.3f} | {r['peak_mb']:.0f} | {r['fit_mb']:.0f} |")
     if threads_table:
         lines += ["", "fastbp.Sequential, samples/s by thread count (each in a fresh process):", "",
@@ -592,11 +630,19 @@ def train(impl, config_name, n_samples, repeats, threads, allocations=False):
     if "seconds" not in r:
         print(f"{label} skipped: {r['skipped']}")
         return {"skipped": r["skipped"]}
-    r.update(n_samples=n_samples, samples_per_second=n_samples / r["seconds"],
-             gflops=config_named(config_name).epoch_flops(n_samples) / r["seconds"] / 1e9)
-    print(f"{label} {r['samples_per_second']:>12,.0f} samples/s {r['gflops']:7.1f} GFLOP/s  "
+    r.update(n_samples=n_samples, samples_per_second=n_samples / r["seconds"])
+    r.update(_rates(config_name, r))
+    print(f"{label} {r['samples_per_second']:>12,.0f} samples/s {r['gflops']:7.1f} GFLOP/s "
+          f"({r['real_gflops']:.1f} real)  "
           f"loss {r['loss']:.3f}  fit {r['fit_mb']:.0f} MB")
     return r
+
+
+def _rates(config_name, r):
+    """GFLOP/s, nominal and real (configs.Config), of a result with n_samples and seconds."""
+    config = config_named(config_name)
+    return {"gflops": config.epoch_flops(r["n_samples"]) / r["seconds"] / 1e9,
+            "real_gflops": config.real_epoch_flops(r["n_samples"]) / r["seconds"] / 1e9}
 
 
 def pooled(runs, config_name):
@@ -609,7 +655,7 @@ def pooled(runs, config_name):
     r["round_seconds"] = [run["seconds"] for run in runs]
     r["seconds"] = statistics.median(r["all_seconds"])
     r["samples_per_second"] = r["n_samples"] / r["seconds"]
-    r["gflops"] = config_named(config_name).epoch_flops(r["n_samples"]) / r["seconds"] / 1e9
+    r.update(_rates(config_name, r))
     return r
 
 
@@ -641,7 +687,8 @@ def main(argv=None):
     parser.add_argument("--threads", type=_positive, default=os.cpu_count(), help="threads for every library")
     parser.add_argument("--samples-scale", type=float, default=1.0,
                         help="fraction of each configuration's samples (for quick runs)")
-    parser.add_argument("--sgemm-size", type=int, default=4096)
+    parser.add_argument("--sgemm-size", type=int, default=peak.SGEMM_SIZE,
+                        help="rows and columns of the SGEMM peak's operands")
     parser.add_argument("--no-threads", action="store_true", help="skip fastbp's 1-vs-2 thread runs")
     parser.add_argument("--no-startup", action="store_true", help="skip the cold/warm start-up runs")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
@@ -667,11 +714,13 @@ def main(argv=None):
         parser.error(str(err))
     args.out_dir.mkdir(parents=True, exist_ok=True)
     meta = {"date": datetime.datetime.now().isoformat(timespec="minutes"), "cpu": _cpu_model(),
+            "cpu_flags": peak.cpu_vector_flags(),
             "threads": args.threads, "load_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
             "versions": _versions(), "samples_scale": args.samples_scale, "repeats": args.repeats,
             "rounds": args.rounds,
             "sgemm_size": args.sgemm_size, "clock": args.clock, "blas": _blas_lines(args.threads)}
-    print(f"{meta['cpu']}, {args.threads} threads, load average {meta['load_start']}")
+    print(f"{meta['cpu']} ({' '.join(meta['cpu_flags'])}), {args.threads} threads, "
+          f"load average {meta['load_start']}")
     print("BLAS: " + "; ".join(meta["blas"]))
     print(", ".join(f"{k} {v}" for k, v in meta["versions"].items()))
     notes = []
@@ -689,6 +738,11 @@ def main(argv=None):
                      args.threads)
     meta["sgemm_gflops"] = sgemm.get("gflops")
     print(f"SGEMM peak: {_fmt(meta['sgemm_gflops'], '.1f')} GFLOP/s")
+    fma = in_child({"measure": "measure_fma_peak"}, 1)  # one core, one thread
+    meta.update(fma_peak_gflops=fma.get("gflops"), fma_width=fma.get("width"), clock_ghz=fma.get("clock_ghz"))
+    if "skipped" in fma:
+        meta["fma_peak_skipped"] = fma["skipped"]
+    print(_fma_peak_line(meta)[2:])
 
     results = {}
     for name in configs:

@@ -1,10 +1,15 @@
 """benchmarks/configs.py's network specs ("64-128-10:32"), which compare.py takes beside its named configurations."""
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 from benchmarks.configs import CONFIGS, SPEC_EPOCH_FLOPS, SPEC_SAMPLES, SWEEP, config_named  # noqa: E402
 
 
@@ -79,3 +84,119 @@ def test_profile_step_times_whole_epochs_over_the_configurations_own_samples(spe
     assert n_steps == epochs * per_epoch >= 20
     assert n_steps * 6 * config.batch_size * config.n_weights >= 4e9 or epochs == 1
     assert epochs == 1 or (epochs - 1) * per_epoch * 6 * config.batch_size * config.n_weights < 4e9
+
+
+def test_real_flops_leave_out_the_first_layers_input_gradient_alone():
+    config = config_named("64-32-10:16")
+    forward = 2 * (64 * 32 + 32 * 10)
+    weight_grads = 2 * (64 * 32 + 32 * 10)
+    input_grads = 2 * (32 * 10)  # the second layer's dx only
+    assert config.real_epoch_flops(1) == forward + weight_grads + input_grads == 10_112
+    assert config.real_epoch_flops(3) == 3 * 10_112
+    assert config.epoch_flops(1) - config.real_epoch_flops(1) == 2 * 64 * 32
+    mnist = CONFIGS["mnist"]
+    assert mnist.real_epoch_flops() == mnist.n_samples * (6 * (784 * 512 + 512 * 256 + 256 * 10) - 2 * 784 * 512)
+
+
+@pytest.mark.parametrize("width", [8, 16])
+def test_the_fma_peak_is_a_positive_rate_from_fmas_of_the_requested_width(width):
+    from benchmarks import peak
+
+    gflops = peak.fma_gflops(width, seconds=0.002, repeats=1)
+    assert np.isfinite(gflops) and gflops > 0
+    ir = peak.fma_kernel_ir(width)
+    # Every FMA of the loop is at the requested width, and there are CHAINS x UNROLL of them.
+    assert f"@llvm.fma.v{width}f32" in ir
+    assert ir.count(f"call <{width} x float> @llvm.fma.v{width}f32") >= peak.CHAINS * peak.UNROLL
+    assert "@llvm.fma.v" not in ir.replace(f"@llvm.fma.v{width}f32", "")
+    assert peak.flops_per_trip(width) == 2 * peak.CHAINS * peak.UNROLL * width
+
+
+def test_the_fma_peak_defaults_to_fastbps_vector_width_and_refuses_others():
+    from benchmarks import peak
+    from fastbp.kernels.cpu._simd import WIDTH
+
+    assert peak.default_width() == (WIDTH or 4)
+    assert f"@llvm.fma.v{peak.default_width()}f32" in peak.fma_kernel_ir()
+    with pytest.raises(ValueError, match="width must be one of"):
+        peak.fma_gflops(12)
+
+
+def test_the_measured_clock_is_a_positive_frequency():
+    import platform
+
+    from benchmarks import peak
+
+    ghz = peak.clock_ghz(seconds=0.002, repeats=1)
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        assert ghz is None
+    else:
+        assert np.isfinite(ghz) and 0.1 < ghz < 20  # cycles per ns: any CPU of this century
+
+
+def test_the_sgemm_peak_is_a_positive_rate():
+    from benchmarks import peak
+
+    gflops = peak.sgemm_gflops(64, repeats=1)
+    assert np.isfinite(gflops) and gflops > 0
+
+
+def _report_meta(**extra):
+    meta = {"date": "2026-12-01T10:00", "cpu": "Some CPU", "cpu_flags": ["avx2", "fma", "avx512f"], "threads": 1,
+            "load_start": "0.10", "load_end": "0.20", "versions": {"numpy": "2"}, "samples_scale": 1.0,
+            "repeats": 1, "rounds": 1, "sgemm_size": 64, "clock": "wall", "blas": ["openblas kernel Zen"],
+            "sgemm_gflops": 100.0, "fma_peak_gflops": 50.0, "fma_width": 16, "clock_ghz": 2.5}
+    meta.update(extra)
+    return meta
+
+
+def test_compare_reports_real_gflops_against_both_peaks(tmp_path):
+    from benchmarks.compare import pooled, write_report
+
+    run = {"seconds": 1.0, "all_seconds": [1.0], "n_samples": 1000, "loss": 0.5, "dtype": "float32",
+           "peak_mb": 100.0, "fit_mb": 10.0}
+    r = pooled([run], "small")
+    small = CONFIGS["small"]
+    assert r["gflops"] == small.epoch_flops(1000) / 1e9
+    assert r["real_gflops"] == small.real_epoch_flops(1000) / 1e9
+    r["real_gflops"], r["gflops"] = 10.0, 14.0  # round figures for the percentages below
+    text = write_report(tmp_path, _report_meta(), {"small": {"fastbp": r}}, {}, None, [])
+    assert "vector flags: avx2 fma avx512f" in text
+    assert "FMA peak (one core, float32, 16-wide llvm.fma, 12 chains" in text
+    assert "50.0 GFLOP/s = 20.0 flops per cycle at 2.50 GHz" in text
+    header = next(line for line in text.splitlines() if line.startswith("| config |"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    row = next(line for line in text.splitlines() if line.startswith("| small |"))
+    values = dict(zip(columns, (c.strip() for c in row.strip("|").split("|"))))
+    assert values["GFLOP/s"] == "14.0" and values["real GFLOP/s"] == "10.0"
+    assert values["% SGEMM peak"] == "10%"  # 10 of 100
+    assert values["% FMA peak"] == "20%"  # 10 of 50 x 1 thread
+    saved = json.loads((tmp_path / "compare.json").read_text())
+    assert saved["meta"]["fma_peak_gflops"] == 50.0 and saved["results"]["small"]["fastbp"]["real_gflops"] == 10.0
+
+
+def test_compare_says_when_the_fma_peak_was_not_measured(tmp_path):
+    from benchmarks.compare import write_report
+
+    text = write_report(tmp_path, _report_meta(fma_peak_gflops=None, fma_peak_skipped="failed: no LLVM"), {}, {},
+                        None, [])
+    assert "FMA peak: not measured (failed: no LLVM)" in text
+
+
+def test_compare_quick_run_measures_both_peaks_and_reports_the_new_columns(tmp_path):
+    # The smallest whole run: one tiny network, the NumPy peer (nothing of fastbp's to compile
+    # in the children but the micro-kernel), a small product.
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "compare.py"), "--configs", "16-16-2:16",
+                           "--peers", "numpy", "--repeats", "1", "--samples-scale", "0.01", "--threads", "1",
+                           "--no-threads", "--no-startup", "--sgemm-size", "128", "--out-dir", str(tmp_path)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    saved = json.loads((tmp_path / "compare.json").read_text())
+    meta, numpy_run = saved["meta"], saved["results"]["16-16-2:16"]["numpy"]
+    for key in ("sgemm_gflops", "fma_peak_gflops", "clock_ghz"):
+        assert meta[key] > 0, key
+    assert meta["fma_width"] in (4, 8, 16) and isinstance(meta["cpu_flags"], list)
+    assert 0 < numpy_run["real_gflops"] < numpy_run["gflops"]
+    text = (tmp_path / "compare.md").read_text()
+    assert "| real GFLOP/s | % SGEMM peak | % FMA peak |" in text and "- FMA peak (one core" in text
