@@ -779,7 +779,8 @@ def _compile_ahead(net, dtype, loss, optimizer, ahead):
     names = [name for name in TABLES if name == "kernels" or getattr(net, name) is not None]
     entries = [(name, field, loss, optimizer) for name, field in _AHEAD if name in names]
     n_workers = min(len(entries), _warm.usable_cpus() - 1)
-    procs = _warm.start([entries[k::n_workers] for k in range(n_workers)], dtype)
+    procs = _warm.start(compile_worker, [[np.dtype(dtype).name] + [":".join(map(str, entry)) for entry in
+                                                                    entries[k::n_workers]] for k in range(n_workers)])
     if not procs:
         return
     try:
@@ -793,6 +794,17 @@ def _compile_ahead(net, dtype, loss, optimizer, ahead):
         _warm.stop(procs)
         raise
     _warm.wait(procs)
+
+
+def compile_worker(argv):
+    """A worker process of ``_compile_ahead`` (``_warm.start``): compile the entries
+    ``table:field:loss:optimizer`` of ``argv[1:]`` for dtype ``argv[0]`` into the cache."""
+    _warm.die_with_parent()
+    dtype = np.dtype(argv[0])
+    for entry in argv[1:]:
+        name, field, loss, optimizer = entry.split(":")
+        loss, optimizer = (None if code == "None" else int(code) for code in (loss, optimizer))
+        compile_entry(name, field, dtype, loss, optimizer)
 
 
 def with_kernels(net, dtype, loss=None, optimizer=None, ahead=None):
