@@ -3,7 +3,7 @@ import numbers
 
 import numpy as np
 
-from .backends._cpu_loop import all_finite
+from .kernels.cpu._finite import all_finite
 
 
 def reject_sparse(X, argument="X"):

@@ -576,7 +576,7 @@ def test_a_divergence_from_overflowing_weights_says_so(regression):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_the_gradient_check_finds_every_non_finite_value(dtype, bad):
-    from fastbp.backends._cpu_loop import all_finite as _all_finite
+    from fastbp.kernels.cpu._finite import all_finite as _all_finite
 
     grad = np.linspace(-1e30, 1e30, 37).astype(dtype)
     assert _all_finite(grad)
