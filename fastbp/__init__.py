@@ -7,8 +7,7 @@ estimators are ``fastbp.MLPClassifier`` and ``fastbp.MLPRegressor``, and
 ``fastbp.from_sklearn`` makes one of a fitted scikit-learn MLP.
 Importing fastbp compiles nothing.
 """
-__version__ = "0.1.0"
-
+from ._version import __version__  # noqa: F401
 from . import callbacks, datasets, layers, losses, optimizers, schedules  # noqa: E402
 from .callbacks import (Callback, EarlyStopping, History, LearningRateLogger, ModelCheckpoint,  # noqa: E402
                         MonitorError)

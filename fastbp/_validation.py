@@ -65,6 +65,14 @@ def check_sample_weight(sample_weight, n_samples, dtype, argument="sample_weight
     return np.ascontiguousarray(w, dtype=dtype)
 
 
+def check_dtype(dtype, argument="dtype"):
+    """np.dtype('float32') or np.dtype('float64') from a name or anything np.dtype takes."""
+    name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+    if name not in ("float32", "float64"):
+        raise ValueError(f"{argument} must be 'float32' or 'float64'; got {dtype!r}")
+    return np.dtype(name)
+
+
 def check_int(value, argument, minimum=1):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"{argument} must be an integer >= {minimum}; got {value!r}")

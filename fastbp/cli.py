@@ -46,7 +46,7 @@ def _read_csv_rows(path):
 
     from . import datasets
 
-    with datasets._open_text(path) as f:
+    with datasets.open_text(path) as f:
         rows = [row for row in csv.reader(f) if row and any(field.strip() for field in row)]
     if not rows:
         raise ValueError(f"{path!r} has no data rows: the file is empty or blank")
@@ -227,10 +227,10 @@ def _output_path(path, argument, extensions=None):
     if not os.access(folder, os.W_OK):
         raise SystemExit(f"fastbp: {argument} {path!r}: the folder {folder!r} is not writable")
     if extensions == "model":
-        from .model import _check_save_path
+        from ._persist import check_save_path
 
         try:
-            _check_save_path(path)
+            check_save_path(path)
         except ValueError as err:
             raise SystemExit(f"fastbp: {argument}: {err}") from None
     return path

@@ -695,7 +695,7 @@ def load_npz(path, mmap=False):
     return X.reshape(len(X), math.prod(X.shape[1:])), y
 
 
-def _open_text(path):
+def open_text(path):
     """Open ``path`` for reading text, through gzip if it starts with the gzip magic bytes."""
     with open(path, "rb") as f:
         gzipped = f.read(2) == _GZIP_MAGIC
@@ -716,7 +716,7 @@ def _is_number(field):
 def _csv_problem(path, delimiter, header_line):
     """Find the first line of ``path`` that numpy could not read, and describe it."""
     n_fields = None
-    with _open_text(path) as f:
+    with open_text(path) as f:
         for line_number, line in enumerate(f, 1):
             if line_number <= header_line or line.isspace():
                 continue
@@ -769,7 +769,7 @@ def load_csv(path, label_column=-1, delimiter=",", skip_header="auto"):
     if not (auto or isinstance(skip_header, (bool, np.bool_))):
         raise ValueError(f"skip_header must be 'auto', True or False; got {skip_header!r}")
 
-    with _open_text(name) as f:
+    with open_text(name) as f:
         numbered = enumerate(f, 1)
         first_number, first = next(((i, line) for i, line in numbered if not line.isspace()),
                                    (0, None))

@@ -50,8 +50,9 @@ except ImportError as err:  # sklearn missing, or older than 1.6 (validate_data,
 from . import _first_run, export
 from ._sklearn_rules import (LbfgsObjective, SklearnEpochs, clipped_batch_size, initial_weights,
                              output_scales, stochastic_optimizer, validation_split, weight_decay)
+from ._validation import check_dtype
 from .layers import Dense
-from .model import DivergenceError, Sequential, _dtype
+from .model import DivergenceError, Sequential
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -108,7 +109,7 @@ class _BaseMLP(BaseEstimator):
         sizes = self._hidden_layer_sizes()
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
         if self.dtype is not None:
-            dtype = _dtype(self.dtype)
+            dtype = check_dtype(self.dtype)
         else:  # scikit-learn's rule; a continued network keeps the dtype it was fitted in
             dtype = _INPUT_DTYPES if first_pass else self._model.dtype
 

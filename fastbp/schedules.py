@@ -9,7 +9,7 @@ would climb the loss, a NaN one would make every weight NaN.
 import math
 import numbers
 
-from .callbacks import _check_monitor, _monitored
+from .callbacks import check_monitor, monitored
 
 
 def _real(value, name):
@@ -218,10 +218,10 @@ class ReduceLROnPlateau(Schedule):
 
     def check_logs(self, validation):
         # A val_* quantity without validation data fails the fit at once, before any epoch.
-        _check_monitor(self.monitor, validation, "ReduceLROnPlateau")
+        check_monitor(self.monitor, validation, "ReduceLROnPlateau")
 
     def on_epoch_end(self, epoch, logs):
-        value = _monitored(logs, self.monitor, "ReduceLROnPlateau")
+        value = monitored(logs, self.monitor, "ReduceLROnPlateau")
         sign = 1.0 if self.mode == "min" else -1.0
         if self.best is None or sign * (self.best - value) > self.min_delta:
             self.best, self.wait = value, 0
