@@ -21,7 +21,7 @@ from ._validation import (check_dtype, check_features, check_fraction, check_int
                           reject_sparse)
 from .callbacks import Callback
 from .kernels import registry as R
-from .layers import NORM_LAYERS, Dense, Layer
+from .layers import NORM_LAYERS, BatchNorm, Dense, Layer
 from .lowering import lower, norm_layout, norm_views, param_views
 
 
@@ -634,7 +634,7 @@ class Sequential:
             if self.device != "cpu":
                 raise ValueError(f"comm= (data-parallel training over MPI) runs CPU models; this model "
                                  f"is on {self.device!r}: call model.to('cpu') first")
-            batchnorms = [i for i, layer in enumerate(self.layers) if type(layer).__name__ == "BatchNorm"]
+            batchnorms = [i for i, layer in enumerate(self.layers) if isinstance(layer, BatchNorm)]
             if batchnorms:
                 raise ValueError(f"comm= (data-parallel training over MPI) does not train BatchNorm layers "
                                  f"(layers {batchnorms}): each rank would normalize its share of a batch "
@@ -682,9 +682,15 @@ class Sequential:
             rng = self._rng if seed is None else _fit.shuffling_rng(seed)
             if comm is None:
                 return _fit.fit_loop(self, train, val, epochs, batch_size, shuffle, rng, callbacks, verbose)
-            with _mpi.rank_zero_output(self, comm):
-                return _fit.fit_loop(self, train, val, epochs, batch_size, shuffle, rng, callbacks,
-                                     verbose if comm.Get_rank() == 0 else 0, comm)
+            with _mpi.rank_zero_output(comm) as writes_files:
+                # A callback's save (ModelCheckpoint) writes on rank 0 only: every rank holds the
+                # same weights, and the ranks may share one folder.
+                self._saves = writes_files
+                try:
+                    return _fit.fit_loop(self, train, val, epochs, batch_size, shuffle, rng, callbacks,
+                                         verbose if comm.Get_rank() == 0 else 0, comm)
+                finally:
+                    self._saves = True
 
     def _prepare(self, X, y, sample_weight, x_name, y_name, w_name, part=(0, 1)):
         return _fit.prepare(self, X, y, sample_weight, (x_name, y_name, w_name), part)
@@ -898,7 +904,7 @@ class Sequential:
         """
         check_save_path(path)
         self._require_built("save")
-        if getattr(self, "_saves", True):
+        if getattr(self, "_saves", True):  # False on the ranks but 0 of a data-parallel fit
             save_model(self, path)
 
     def to_onnx(self, path=None, dtype=None, opset=None):
