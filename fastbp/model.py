@@ -621,6 +621,9 @@ class Sequential:
             A step's loss or gradient was not finite; the model is left as before it.
         ValueError
             Data or arguments the fit cannot use, named in the message.
+        TypeError
+            An argument of the wrong type (batch_size or epochs not an integer, a seed that is
+            not an int or a generator, ...), named in the message.
         MonitorError
             A callback or schedule watches a val_* quantity without validation data.
         DataMismatchError
