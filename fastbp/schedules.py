@@ -9,7 +9,7 @@ would climb the loss, a NaN one would make every weight NaN.
 import math
 import numbers
 
-from ._validation import check_in_range, check_int, check_positive, check_real, describe
+from ._validation import check_in_range, check_int, check_positive, describe
 from .callbacks import check_monitor, monitored
 
 
