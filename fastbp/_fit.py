@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from . import _first_run, _interrupt, _mpi, _progress, backends
-from ._validation import check_features, check_same_length, check_sample_weight, first_nonfinite
+from ._validation import check_features, check_same_length, check_sample_weight, check_seed, first_nonfinite
 from .callbacks import History
 from .kernels import registry as R
 from .lowering import Targets, check_norm_batches, lower, named_views
@@ -206,12 +206,10 @@ def check_parameters(model):
 
 def shuffling_rng(seed):
     """fit's ``seed`` as the generator whose ``shuffle`` orders each epoch: an int seeds a new one."""
+    seed = check_seed(seed, random_state=True)
     if isinstance(seed, (np.random.Generator, np.random.RandomState)):
         return seed
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise TypeError(f"seed must be None, a non-negative int, a numpy.random.Generator or "
-                        f"RandomState; got {seed!r} ({type(seed).__name__})")
-    return np.random.default_rng(int(seed))
+    return np.random.default_rng(seed)
 
 
 def _mask_seed(rng, lowered):

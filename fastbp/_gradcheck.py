@@ -27,6 +27,8 @@ from collections import namedtuple
 
 import numpy as np
 
+from ._validation import check_in_range, check_nonnegative, check_seed
+
 GradcheckResult = namedtuple("GradcheckResult", "errors per_layer max_error passed atol rtol")
 GradcheckResult.__doc__ = """What a gradient check found (a named tuple).
 
@@ -75,20 +77,14 @@ def _entries(size, max_entries, rng):
 
 
 def _check_eps(eps):
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
-        raise ValueError(f"eps must be a number in (0, 1); got {eps!r}")
-    return float(eps)
+    return check_in_range(eps, "eps", 0, 1, low_open=True, high_open=True)
 
 
 def _check_tolerances(atol, rtol):
-    for value, name in ((atol, "atol"), (rtol, "rtol")):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"{name} must be a number; got {value!r} ({type(value).__name__})")
-        if not (np.isfinite(value) and value >= 0):
-            raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
+    atol, rtol = check_nonnegative(atol, "atol"), check_nonnegative(rtol, "rtol")
     if atol == 0 and rtol == 0:
         raise ValueError("atol and rtol cannot both be 0: central differences are never exact")
-    return float(atol), float(rtol)
+    return atol, rtol
 
 
 def _finish(errors, per_layer, atol, rtol, raise_on_failure):
@@ -186,7 +182,7 @@ def gradcheck(model, X, y, loss=None, eps=1e-6, sample_weight=None, atol=1e-5, r
         raise ValueError("gradcheck: the loss is not finite at the model's parameters")
     # The blocks of theta by name, as index arrays; the running statistics are no parameters.
     blocks = named_views(np.arange(theta.size), np.arange(copy.buffers.size), copy.layers, copy._shapes)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed(seed))
     errors, per_layer = {}, {}
     for block, idx in blocks:
         if block.endswith((".running_mean", ".running_var")):
@@ -282,7 +278,7 @@ def gradcheck_pair(forward, backward, inputs, wrt=None, eps=1e-6, atol=1e-5, rto
             raise ValueError(f"gradcheck_pair checks C-contiguous float64 arrays only: {names[i]} is {got}; "
                              f"pass np.ascontiguousarray(..., dtype=np.float64)")
     out = np.asarray(forward(*args), dtype=np.float64)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed(seed))
     dout = np.ones(()) if out.size == 1 and out.ndim == 0 else rng.standard_normal(out.shape)
 
     def value():

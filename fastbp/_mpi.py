@@ -106,18 +106,15 @@ def evaluate(backend, model, lowered, X, data, comm):
 
 
 @contextlib.contextmanager
-def rank_zero_output(model, comm):
-    """Rank 0 prints and writes files; the others' stdout and stderr go to the null device, save does nothing."""
+def rank_zero_output(comm):
+    """Rank 0 prints; the others' stdout and stderr go to the null device. Yields whether this
+    rank writes files (rank 0 alone): the caller turns its saves off where it does not."""
     if comm.Get_rank() == 0:
-        yield
+        yield True
         return
-    model._saves = False
-    try:
-        with (open(os.devnull, "w") as null, contextlib.redirect_stdout(null),
-              contextlib.redirect_stderr(null)):
-            yield
-    finally:
-        model._saves = True
+    with (open(os.devnull, "w") as null, contextlib.redirect_stdout(null),
+          contextlib.redirect_stderr(null)):
+        yield False
 
 
 @contextlib.contextmanager

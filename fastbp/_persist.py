@@ -23,6 +23,7 @@ import numpy as np
 
 from . import losses, optimizers
 from ._validation import first_nonfinite
+from ._version import __version__
 from .layers import Dense, layer_from_config
 from .lowering import named_views, norm_layout
 
@@ -44,8 +45,6 @@ def save_model(model, path):
     on this host that have ended, and any that has not been written to for an hour,
     never one that a live save is writing.
     """
-    from . import __version__
-
     arrays = {
         "format": np.array(FORMAT),
         "format_version": np.array(FORMAT_VERSION),
@@ -61,10 +60,35 @@ def save_model(model, path):
     if model.optimizer is not None and model.optimizer.state is not None:
         for i, s in enumerate(model.optimizer.state):
             arrays[f"optimizer_state_{i}"] = s
-    _write_whole(path, lambda fh: np.savez(fh, **arrays))
+    write_whole(path, lambda fh: np.savez(fh, **arrays))
 
 
-def _write_whole(path, write):
+# Formats of other frameworks: a model saved under such a name would be an .npz that the
+# name promises to be something else.
+FOREIGN_EXTENSIONS = {".h5": "Keras/HDF5", ".hdf5": "HDF5", ".keras": "Keras", ".pt": "PyTorch",
+                      ".pth": "PyTorch", ".ckpt": "a checkpoint format", ".pkl": "pickle",
+                      ".pickle": "pickle", ".joblib": "joblib", ".onnx": "ONNX",
+                      ".safetensors": "safetensors", ".pb": "TensorFlow", ".json": "JSON",
+                      ".npy": "a single NumPy array"}
+
+
+def check_save_path(path):
+    """TypeError unless ``path`` is a str, bytes or os.PathLike; ValueError for the extension of
+    another format, which save would write .npz under (``Sequential.save``, ``fastbp train``)."""
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike; got {type(path).__name__}")
+    name = os.fsdecode(os.fspath(path))
+    extension = os.path.splitext(name)[1].lower()
+    if extension in FOREIGN_EXTENSIONS:
+        hint = " (model.to_onnx writes ONNX)" if extension == ".onnx" else (
+            " (model.to_torch() gives a torch module to save with torch.save)" if extension in (".pt", ".pth")
+            else "")
+        raise ValueError(f"path {name!r} has the extension {extension!r} of {FOREIGN_EXTENSIONS[extension]}, "
+                         f"but save writes fastbp's .npz format: name it "
+                         f"{os.path.splitext(name)[0] + '.npz'!r}{hint}")
+
+
+def write_whole(path, write):
     """Call ``write(fh)`` on a temporary file beside ``path``, make it durable, then rename
     it over ``path``. Until the rename, a reader of ``path`` sees the old file, whole."""
     # Through a symbolic link, as open(path, "wb") would write: replace the file it

@@ -18,7 +18,6 @@ own CPU as usual.
 """
 import itertools
 import json
-import os
 import subprocess
 import sys
 
@@ -105,7 +104,7 @@ def precompile(dtypes=DTYPES, losses=tuple(LOSSES), optimizers=tuple(OPTIMIZERS)
 
     found = units(dtypes, losses, optimizers, norms)
     jobs = jobs or _warm.usable_cpus()
-    env = dict(_warm._child_env(), **cpu_environment(cpu), FASTBP_WARM_PARENT=str(os.getpid()))
+    env = dict(_warm.child_env(), **cpu_environment(cpu))
     procs = []
     try:
         for share in deal(found, jobs):
@@ -155,7 +154,7 @@ def worker(share):
     """A worker: compile each unit of the JSON list ``share``, printing ``done <unit>`` after each."""
     from .backends import _warm
 
-    _warm._die_with(int(os.environ.get("FASTBP_WARM_PARENT", os.getppid())))
+    _warm.die_with_parent()
     for unit in json.loads(share):
         if unit[0] == "kernel":
             from .backends import _cpu_loop

@@ -97,6 +97,10 @@ def stochastic_optimizer(params, c):
 def validation_split(X, Y, sample_weight, fraction, random_state, stratify):
     """scikit-learn's early-stopping hold-out: (X, Y, sample_weight), (X_val, Y_val, sw_val).
 
+    scikit-learn's own train_test_split, not ``fastbp.datasets.train_test_split``: from the same
+    ``random_state`` it holds out the rows scikit-learn's MLPs hold out, which the estimators'
+    match to scikit-learn's results rests on.
+
     ``stratify`` is Y or None; scikit-learn stratifies single-output
     classification only.
     """

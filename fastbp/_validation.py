@@ -1,9 +1,17 @@
-"""Input checks at the public boundary: once per call, with messages that name the argument."""
+"""Input checks at the public boundary: once per call, with messages that name the argument,
+what it must be and what it is.
+
+One policy for every public entry point (layers, optimizers, schedules, datasets, the model,
+the estimators, the command line): a TypeError for a value of the wrong type (a str where a
+number belongs, a float where an integer does; bool is not a number here), a ValueError for a
+value of the right type outside its range.
+"""
+import math
 import numbers
 
 import numpy as np
 
-from .backends._cpu_loop import all_finite
+from .kernels.cpu._finite import all_finite
 
 
 def reject_sparse(X, argument="X"):
@@ -65,16 +73,103 @@ def check_sample_weight(sample_weight, n_samples, dtype, argument="sample_weight
     return np.ascontiguousarray(w, dtype=dtype)
 
 
+def check_dtype(dtype, argument="dtype"):
+    """np.dtype('float32') or np.dtype('float64') from a name or anything np.dtype takes."""
+    name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+    if name not in ("float32", "float64"):
+        raise ValueError(f"{argument} must be 'float32' or 'float64'; got {dtype!r}")
+    return np.dtype(name)
+
+
+def describe(value):
+    """What a message says was given: ``str 'x'``, ``float 2.5``, ``float32 array of shape (3,)``."""
+    if isinstance(value, np.ndarray):
+        return f"{value.dtype} array of shape {value.shape}"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _is_bool(value):
+    return isinstance(value, (bool, np.bool_))
+
+
+def check_real(value, argument):
+    """``value`` as a float; TypeError unless it is a real number (bool is not)."""
+    if _is_bool(value) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{argument} must be a number; got {describe(value)}")
+    return float(value)
+
+
 def check_int(value, argument, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+    """``value`` as an int; TypeError unless it is an integer (bool is not), ValueError below ``minimum``."""
+    if _is_bool(value) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{argument} must be an integer; got {describe(value)}")
+    if value < minimum:
         raise ValueError(f"{argument} must be an integer >= {minimum}; got {value!r}")
     return int(value)
 
 
+def check_bool(value, argument):
+    """``value`` as a bool; TypeError unless it is True or False (NumPy's bools included)."""
+    if not _is_bool(value):
+        raise TypeError(f"{argument} must be True or False; got {describe(value)}")
+    return bool(value)
+
+
+def check_finite(value, argument):
+    """``value`` as a float, a finite number."""
+    number = check_real(value, argument)
+    if not math.isfinite(number):
+        raise ValueError(f"{argument} must be a finite number; got {value!r}")
+    return number
+
+
+def check_nonnegative(value, argument):
+    """``value`` as a float, a finite number >= 0."""
+    number = check_real(value, argument)
+    if not (number >= 0 and math.isfinite(number)):
+        raise ValueError(f"{argument} must be a finite number >= 0; got {value!r}")
+    return number
+
+
+def check_positive(value, argument):
+    """``value`` as a float, a finite number > 0."""
+    number = check_real(value, argument)
+    if not (number > 0 and math.isfinite(number)):
+        raise ValueError(f"{argument} must be a finite number > 0; got {value!r}")
+    return number
+
+
 def check_fraction(value, argument, low=0.0, high=1.0):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not low <= value < high:
+    """``value`` as a float in [low, high)."""
+    number = check_real(value, argument)
+    if not low <= number < high:
         raise ValueError(f"{argument} must be a number in [{low}, {high}); got {value!r}")
-    return float(value)
+    return number
+
+
+def check_in_range(value, argument, low, high, low_open=False, high_open=False):
+    """``value`` as a finite float in [low, high], each end open where asked."""
+    number = check_real(value, argument)
+    inside = (math.isfinite(number) and (number > low if low_open else number >= low)
+              and (number < high if high_open else number <= high))
+    if not inside:
+        span = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ValueError(f"{argument} must be in {span}, finite; got {number!r}")
+    return number
+
+
+def check_seed(seed, argument="seed", random_state=False):
+    """``seed`` checked, as given: None, an int >= 0 (as an int) or a numpy.random.Generator, and
+    with ``random_state`` a numpy.random.RandomState too (scikit-learn's kind, which fit takes)."""
+    generators = (np.random.Generator, np.random.RandomState) if random_state else (np.random.Generator,)
+    if seed is None or isinstance(seed, generators):
+        return seed
+    if _is_bool(seed) or not isinstance(seed, numbers.Integral):
+        kinds = "a numpy.random.Generator or RandomState" if random_state else "a numpy.random.Generator"
+        raise TypeError(f"{argument} must be None, an int >= 0 or {kinds}; got {describe(seed)}")
+    if seed < 0:
+        raise ValueError(f"{argument} must be >= 0; got {seed}")
+    return int(seed)
 
 
 def check_same_length(X, y, x_name="X", y_name="y"):

@@ -103,7 +103,7 @@ class MonitorError(KeyError, ValueError):
         return str(self.args[0])  # the message, not KeyError's repr of it
 
 
-def _check_monitor(monitor, validation, owner):
+def check_monitor(monitor, validation, owner):
     """At the start of fit: a val_* quantity needs validation data, or it never appears."""
     if monitor.startswith("val_") and not validation:
         raise MonitorError(f"{owner} monitors {monitor!r}, which the epoch logs lack; this fit has no "
@@ -111,7 +111,7 @@ def _check_monitor(monitor, validation, owner):
                            f"pass one of them to fit, or monitor a training quantity such as 'loss'")
 
 
-def _monitored(logs, monitor, owner):
+def monitored(logs, monitor, owner):
     """At the end of an epoch: the monitored value. A quantity that neither fit nor an
     earlier callback wrote into the logs is an error."""
     if monitor in logs:
@@ -218,7 +218,7 @@ class EarlyStopping(Callback):
         self.restore_best_weights = restore_best_weights
 
     def check_logs(self, validation):
-        _check_monitor(self.monitor, validation, "EarlyStopping")
+        check_monitor(self.monitor, validation, "EarlyStopping")
 
     def on_train_begin(self, logs=None):
         self.tracker = _Improvement(self.mode, self.min_delta)
@@ -228,7 +228,7 @@ class EarlyStopping(Callback):
         self.stopped_epoch = None
 
     def on_epoch_end(self, epoch, logs=None):
-        value = _monitored(logs, self.monitor, "EarlyStopping")
+        value = monitored(logs, self.monitor, "EarlyStopping")
         if self.tracker.improved(value):
             self.wait = 0
             self.best_epoch = epoch
@@ -276,14 +276,14 @@ class ModelCheckpoint(Callback):
 
     def check_logs(self, validation):
         if self.save_best_only:
-            _check_monitor(self.monitor, validation, "ModelCheckpoint")
+            check_monitor(self.monitor, validation, "ModelCheckpoint")
 
     def on_train_begin(self, logs=None):
         self.tracker = _Improvement(self.mode, 0.0)
         self.saved_epochs = []
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.save_best_only and not self.tracker.improved(_monitored(logs, self.monitor, "ModelCheckpoint")):
+        if self.save_best_only and not self.tracker.improved(monitored(logs, self.monitor, "ModelCheckpoint")):
             return
         self.model.save(self.path)
         self.saved_epochs.append(epoch)

@@ -4,12 +4,16 @@
 bundled UCI digits and reports train and test accuracy and throughput.
 """
 import argparse
+import math
 import os
 import platform
 import sys
 import time
 
 import numpy as np
+
+from ._validation import check_in_range, check_int
+from .datasets import is_number
 
 
 # A header column of one of these names is the target when --target does not say.
@@ -31,14 +35,6 @@ class _Table:
         return f", target column {name!r} ({index + 1} of {n})" if name else f", target column {index + 1} of {n}"
 
 
-def _is_number(field):
-    try:
-        float(field)
-    except ValueError:
-        return False
-    return True
-
-
 def _read_csv_rows(path):
     """(header or None, rows of strings): a header is a first row with a name where the second
     row has a number (string labels leave a data row's label column a non-number too)."""
@@ -46,15 +42,15 @@ def _read_csv_rows(path):
 
     from . import datasets
 
-    with datasets._open_text(path) as f:
+    with datasets.open_text(path) as f:
         rows = [row for row in csv.reader(f) if row and any(field.strip() for field in row)]
     if not rows:
         raise ValueError(f"{path!r} has no data rows: the file is empty or blank")
     first = rows[0]
     if len(rows) == 1:
-        is_header = not any(map(_is_number, first))
+        is_header = not any(map(is_number, first))
     else:
-        is_header = any(not _is_number(a) and _is_number(b) for a, b in zip(first, rows[1]))
+        is_header = any(not is_number(a) and is_number(b) for a, b in zip(first, rows[1]))
     header = [name.strip() for name in first] if is_header else None
     rows = rows[1:] if is_header else rows
     if not rows:
@@ -93,7 +89,7 @@ def _target_index(spec, header, n_columns, path, default):
 def _labels(fields):
     """A label column: numbers when every field is one (int64 when all are whole), else strings."""
     fields = np.array([f.strip() for f in fields])
-    if all(map(_is_number, fields)):
+    if all(map(is_number, fields)):
         values = fields.astype(np.float64)
         if np.all(np.isfinite(values)) and np.all(values == np.round(values)):
             return values.astype(np.int64)
@@ -123,7 +119,7 @@ def _read_csv(path, target, dtype, model=None):
     except ValueError:
         for number, row in enumerate(rows, 2 if header else 1):
             for j in keep:
-                if not _is_number(row[j]):
+                if not is_number(row[j]):
                     column = f"{header[j]!r}" if header else str(j)
                     raise ValueError(f"{path!r}: row {number}, column {column} is {row[j]!r}, not a number; "
                                      f"only the target column (--target) may hold text") from None
@@ -179,36 +175,31 @@ def _sizes(text):
         sizes = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated layer sizes such as 128,64; got {text!r}")
-    if any(s < 1 for s in sizes):
-        raise argparse.ArgumentTypeError(f"layer sizes must be positive; got {text!r}")
-    return sizes
+    try:
+        return [check_int(size, "a layer size") for size in sizes]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"layer sizes must be positive; got {text!r}") from None
 
 
 def _positive_int(text):
+    """An argparse type: a whole number >= 1 (``check_int``'s rule, on the text's number)."""
     try:
-        value = int(text)
+        return check_int(int(text), "the value")
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1; got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1; got {text!r}")
-    return value
 
 
 def _number(low, high=None, low_open=False):
-    """An argparse type: a finite float in [low, high) (or (low, high) with low_open)."""
-    import math
+    """An argparse type: a finite float in [low, high) (or (low, high) with low_open)
+    (``check_in_range``'s rule, on the text's number)."""
 
     def parse(text):
         try:
-            value = float(text)
+            return check_in_range(float(text), "the value", low, math.inf if high is None else high, low_open,
+                                  high_open=True)
         except ValueError:
-            value = math.nan
-        inside = math.isfinite(value) and (value > low if low_open else value >= low) and (
-            high is None or value < high)
-        if not inside:
             bounds = f"{'>' if low_open else '>='} {low:g}" + (f" and < {high:g}" if high is not None else "")
-            raise argparse.ArgumentTypeError(f"expected a number {bounds}; got {text!r}")
-        return value
+            raise argparse.ArgumentTypeError(f"expected a number {bounds}; got {text!r}") from None
 
     return parse
 
@@ -227,10 +218,10 @@ def _output_path(path, argument, extensions=None):
     if not os.access(folder, os.W_OK):
         raise SystemExit(f"fastbp: {argument} {path!r}: the folder {folder!r} is not writable")
     if extensions == "model":
-        from .model import _check_save_path
+        from ._persist import check_save_path
 
         try:
-            _check_save_path(path)
+            check_save_path(path)
         except ValueError as err:
             raise SystemExit(f"fastbp: {argument}: {err}") from None
     return path

@@ -19,6 +19,8 @@ from itertools import chain
 
 import numpy as np
 
+from ._validation import check_bool, check_int, check_nonnegative, check_seed, describe
+
 __all__ = [
     "load_digits",
     "load_idx",
@@ -36,34 +38,6 @@ _GZIP_MAGIC = b"\x1f\x8b"
 
 
 # ----------------------------------------------------------------------------- argument checks
-
-
-def _describe(value):
-    if isinstance(value, np.ndarray):
-        return f"{value.dtype} array of shape {value.shape}"
-    return f"{type(value).__name__} {value!r}"
-
-
-def _check_int(value, name, minimum):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int; got {_describe(value)}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}; got {value}")
-    return int(value)
-
-
-def _check_nonnegative(value, name):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number; got {_describe(value)}")
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{name} must be a finite number >= 0; got {value}")
-    return float(value)
-
-
-def _check_bool(value, name):
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False; got {_describe(value)}")
-    return bool(value)
 
 
 def _check_dtype(dtype, floating, reason=""):
@@ -85,19 +59,12 @@ def _check_dtype(dtype, floating, reason=""):
 
 def _check_path(path, name):
     if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"{name} must be a path (str or os.PathLike); got {_describe(path)}")
+        raise TypeError(f"{name} must be a path (str or os.PathLike); got {describe(path)}")
     return os.fspath(path)
 
 
 def _rng(seed):
-    if seed is not None and not isinstance(seed, np.random.Generator):
-        if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
-            raise TypeError(f"seed must be None, an int >= 0 or a numpy.random.Generator; "
-                            f"got {_describe(seed)}")
-        if seed < 0:
-            raise ValueError(f"seed must be >= 0; got {seed}")
-        seed = int(seed)
-    return np.random.default_rng(seed)
+    return np.random.default_rng(check_seed(seed))
 
 
 def _class_counts(n_samples, n_classes):
@@ -128,7 +95,7 @@ def load_digits(dtype=np.float32, scale=True):
     X : ndarray of shape (1797, 64)
     y : int64 ndarray of shape (1797,)
     """
-    scale = _check_bool(scale, "scale")
+    scale = check_bool(scale, "scale")
     dtype = _check_dtype(dtype, floating=scale, reason=" when scale=True")
     resource = resources.files(__package__) / "data" / "digits.npz"
     with resource.open("rb") as f, np.load(f, allow_pickle=False) as archive:
@@ -264,7 +231,7 @@ def load_idx(images, labels=None, dtype=np.float32, scale=True):
     images = _check_path(images, "images")
     if labels is not None:
         labels = _check_path(labels, "labels")
-    scale = _check_bool(scale, "scale")
+    scale = check_bool(scale, "scale")
     dtype = _check_dtype(dtype, floating=scale, reason=" when scale=True")
     return _load_idx(images, labels, dtype, scale)
 
@@ -344,7 +311,7 @@ def load_mnist(directory, kind="train", dtype=np.float32, scale=True):
     directory = _check_path(directory, "directory")
     if kind not in ("train", "test"):
         raise ValueError(f"kind must be 'train' or 'test'; got {kind!r}")
-    scale = _check_bool(scale, "scale")
+    scale = check_bool(scale, "scale")
     dtype = _check_dtype(dtype, floating=scale, reason=" when scale=True")
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"MNIST directory {directory!r} does not exist "
@@ -381,19 +348,19 @@ def make_blobs(n_samples=1000, n_features=2, centers=3, cluster_std=1.0, seed=No
     y : int64 ndarray of shape (n_samples,)
         The cluster of each sample, 0..K-1, in random order.
     """
-    n_samples = _check_int(n_samples, "n_samples", 1)
-    n_features = _check_int(n_features, "n_features", 1)
+    n_samples = check_int(n_samples, "n_samples", 1)
+    n_features = check_int(n_features, "n_features", 1)
     dtype = _check_dtype(dtype, floating=True)
     rng = _rng(seed)
     if isinstance(centers, (numbers.Integral, np.bool_)):
-        n_centers = _check_int(centers, "centers", 1)
+        n_centers = check_int(centers, "centers", 1)
         center_points = rng.uniform(-10.0, 10.0, size=(n_centers, n_features))
     else:
         try:
             center_points = np.asarray(centers, dtype=np.float64)
         except (TypeError, ValueError):
             raise TypeError(f"centers must be an int or an array of shape (K, n_features); "
-                            f"got {_describe(centers)}") from None
+                            f"got {describe(centers)}") from None
         if center_points.ndim != 2 or center_points.shape[1] != n_features \
                 or len(center_points) == 0:
             raise ValueError(f"centers must be an int or an array of shape "
@@ -439,9 +406,9 @@ def make_spirals(n_samples=1000, n_classes=3, noise=0.2, seed=None, dtype=np.flo
     y : int64 ndarray of shape (n_samples,)
         The arm of each sample, in random order.
     """
-    n_samples = _check_int(n_samples, "n_samples", 1)
-    n_classes = _check_int(n_classes, "n_classes", 1)
-    noise = _check_nonnegative(noise, "noise")
+    n_samples = check_int(n_samples, "n_samples", 1)
+    n_classes = check_int(n_classes, "n_classes", 1)
+    noise = check_nonnegative(noise, "noise")
     dtype = _check_dtype(dtype, floating=True)
     rng = _rng(seed)
     counts = _class_counts(n_samples, n_classes)
@@ -486,11 +453,11 @@ def make_regression(n_samples=1000, n_features=10, n_targets=1, noise=0.1, nonli
     X : ndarray of shape (n_samples, n_features)
     y : ndarray of shape (n_samples, n_targets), of type ``dtype``
     """
-    n_samples = _check_int(n_samples, "n_samples", 1)
-    n_features = _check_int(n_features, "n_features", 1)
-    n_targets = _check_int(n_targets, "n_targets", 1)
-    noise = _check_nonnegative(noise, "noise")
-    nonlinear = _check_bool(nonlinear, "nonlinear")
+    n_samples = check_int(n_samples, "n_samples", 1)
+    n_features = check_int(n_features, "n_features", 1)
+    n_targets = check_int(n_targets, "n_targets", 1)
+    noise = check_nonnegative(noise, "noise")
+    nonlinear = check_bool(nonlinear, "nonlinear")
     dtype = _check_dtype(dtype, floating=True)
     rng = _rng(seed)
     X = rng.standard_normal((n_samples, n_features))
@@ -509,7 +476,7 @@ def make_regression(n_samples=1000, n_features=10, n_targets=1, noise=0.1, nonli
 def _test_count(test_size, n):
     if isinstance(test_size, (bool, np.bool_)) or not isinstance(test_size, numbers.Real):
         raise TypeError(f"test_size must be a fraction in (0, 1) or an int count; "
-                        f"got {_describe(test_size)}")
+                        f"got {describe(test_size)}")
     if isinstance(test_size, numbers.Integral):
         if not 1 <= test_size <= n - 1:
             raise ValueError(f"test_size as a count must be between 1 and {n - 1} so that both "
@@ -580,7 +547,7 @@ def train_test_split(*arrays, test_size=0.25, seed=None, shuffle=True, stratify=
     if n == 0:
         raise ValueError("arrays must not be empty; got 0 samples")
     n_test = _test_count(test_size, n)
-    shuffle = _check_bool(shuffle, "shuffle")
+    shuffle = check_bool(shuffle, "shuffle")
     rng = _rng(seed)
     if stratify is not None:
         if not shuffle:
@@ -695,7 +662,7 @@ def load_npz(path, mmap=False):
     return X.reshape(len(X), math.prod(X.shape[1:])), y
 
 
-def _open_text(path):
+def open_text(path):
     """Open ``path`` for reading text, through gzip if it starts with the gzip magic bytes."""
     with open(path, "rb") as f:
         gzipped = f.read(2) == _GZIP_MAGIC
@@ -705,7 +672,8 @@ def _open_text(path):
     return open(path, encoding="utf-8-sig")
 
 
-def _is_number(field):
+def is_number(field):
+    """Whether a text field reads as a number (the CSV readers here and in the command line)."""
     try:
         float(field)
     except ValueError:
@@ -716,7 +684,7 @@ def _is_number(field):
 def _csv_problem(path, delimiter, header_line):
     """Find the first line of ``path`` that numpy could not read, and describe it."""
     n_fields = None
-    with _open_text(path) as f:
+    with open_text(path) as f:
         for line_number, line in enumerate(f, 1):
             if line_number <= header_line or line.isspace():
                 continue
@@ -727,7 +695,7 @@ def _csv_problem(path, delimiter, header_line):
                 return (f"line {line_number} of {path!r} has {len(fields)} fields: expected "
                         f"{n_fields}, as on line {first_line}")
             for column, field in enumerate(fields, 1):
-                if not _is_number(field):
+                if not is_number(field):
                     return (f"line {line_number} of {path!r}, column {column}: expected a "
                             f"number; found {field.strip()!r}")
     return None
@@ -760,7 +728,7 @@ def load_csv(path, label_column=-1, delimiter=",", skip_header="auto"):
     name = _check_path(path, "path")
     if label_column is not None and (isinstance(label_column, (bool, np.bool_))
                                      or not isinstance(label_column, numbers.Integral)):
-        raise TypeError(f"label_column must be an int or None; got {_describe(label_column)}")
+        raise TypeError(f"label_column must be an int or None; got {describe(label_column)}")
     if delimiter is not None and (not isinstance(delimiter, str) or len(delimiter) != 1
                                   or delimiter in "\r\n"):
         raise ValueError(f"delimiter must be one character other than a line break, or None "
@@ -769,14 +737,14 @@ def load_csv(path, label_column=-1, delimiter=",", skip_header="auto"):
     if not (auto or isinstance(skip_header, (bool, np.bool_))):
         raise ValueError(f"skip_header must be 'auto', True or False; got {skip_header!r}")
 
-    with _open_text(name) as f:
+    with open_text(name) as f:
         numbered = enumerate(f, 1)
         first_number, first = next(((i, line) for i, line in numbered if not line.isspace()),
                                    (0, None))
         if first is None:
             raise ValueError(f"{name!r} has no data rows: the file is empty or blank")
         if auto:
-            skip_header = not all(map(_is_number, first.split(delimiter)))
+            skip_header = not all(map(is_number, first.split(delimiter)))
         header_line = first_number if skip_header else 0
         rest = (line for _, line in numbered if not line.isspace())
         # numpy's C parser is a few times faster than Python's float(), but it does not say

@@ -23,6 +23,7 @@ in ``fastbp._sklearn_rules``.
 CPU whatever ``device``. Sparse X is accepted and densified once per call (the
 kernels are dense).
 """
+import copy
 import numbers
 import warnings
 
@@ -32,6 +33,7 @@ import scipy.sparse
 import scipy.special
 
 try:
+    from sklearn import neural_network
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.metrics import accuracy_score, r2_score
@@ -50,10 +52,11 @@ except ImportError as err:  # sklearn missing, or older than 1.6 (validate_data,
 from . import _first_run, export
 from ._sklearn_rules import (LbfgsObjective, SklearnEpochs, clipped_batch_size, initial_weights,
                              output_scales, stochastic_optimizer, validation_split, weight_decay)
+from ._validation import check_dtype, check_weight_values
 from .layers import Dense
-from .model import DivergenceError, Sequential, _dtype
+from .model import DivergenceError, Sequential
 
-__all__ = ["MLPClassifier", "MLPRegressor"]
+__all__ = ["MLPClassifier", "MLPRegressor", "from_sklearn"]
 
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
 _NO_Y = object()  # validate X alone (y=None must still reach validate_data, which names it)
@@ -108,7 +111,7 @@ class _BaseMLP(BaseEstimator):
         sizes = self._hidden_layer_sizes()
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
         if self.dtype is not None:
-            dtype = _dtype(self.dtype)
+            dtype = check_dtype(self.dtype)
         else:  # scikit-learn's rule; a continued network keeps the dtype it was fitted in
             dtype = _INPUT_DTYPES if first_pass else self._model.dtype
 
@@ -909,6 +912,52 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
         return tags
+
+
+# scikit-learn's fitted attributes that fastbp's estimators keep with the same meaning.
+_FITTED = ("n_features_in_", "feature_names_in_", "n_iter_", "t_", "loss_", "loss_curve_", "best_loss_",
+           "validation_scores_", "best_validation_score_", "_no_improvement_count")
+
+
+def from_sklearn(estimator):
+    """The implementation of ``fastbp.from_sklearn`` (documented there), beside the estimators
+    whose fitted state it sets."""
+    if isinstance(estimator, neural_network.MLPClassifier):
+        cls = MLPClassifier
+    elif isinstance(estimator, neural_network.MLPRegressor):
+        cls = MLPRegressor
+    else:
+        raise TypeError(f"from_sklearn takes a fitted sklearn.neural_network.MLPClassifier or "
+                        f"MLPRegressor; got {type(estimator).__name__}")
+    check_is_fitted(estimator)
+    dtype = np.dtype(estimator.coefs_[0].dtype)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"the estimator's weights are {dtype}; fastbp takes float32 or float64")
+    names = set(cls._get_param_names()) - {"dtype", "device"}
+    params = {k: copy.deepcopy(v) for k, v in estimator.get_params(deep=False).items() if k in names}
+    new = cls(**params, dtype=dtype.name)
+    new._validate_params()  # what fastbp refuses (momentum=1) is refused now, not at the next fit
+
+    if cls is MLPClassifier:
+        new._label_binarizer = copy.deepcopy(estimator._label_binarizer)
+        new.classes_ = new._label_binarizer.classes_
+    layer_units = [estimator.coefs_[0].shape[0]] + [b.size for b in estimator.intercepts_]
+    # _initialize draws initial weights, which scikit-learn's replace below: any source will do.
+    new._random_state = np.random.RandomState(0)
+    new._initialize(np.empty((0, estimator.n_outputs_)), layer_units, dtype)
+    if (new.out_activation_, new.n_layers_) != (estimator.out_activation_, estimator.n_layers_):
+        raise ValueError(f"the estimator's output activation and layer count, {estimator.out_activation_!r} "
+                         f"and {estimator.n_layers_}, do not match the {new.out_activation_!r} and "
+                         f"{new.n_layers_} fastbp derives from its targets")
+    for name in ("coefs_", "intercepts_"):
+        for i, array in enumerate(getattr(estimator, name)):
+            check_weight_values(np.asarray(array), f"the estimator's {name}[{i}]")
+    new._model.set_weights([a for pair in zip(estimator.coefs_, estimator.intercepts_) for a in pair])
+    new._best_weights = new._model.get_flat_weights()
+    for name in _FITTED:
+        if hasattr(estimator, name):
+            setattr(new, name, copy.deepcopy(getattr(estimator, name)))
+    return new
 
 
 def _partial_fit_first_call(estimator, classes):

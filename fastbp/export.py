@@ -39,6 +39,8 @@ import math
 
 import numpy as np
 
+from ._validation import check_dtype
+from ._version import __version__
 from .kernels import registry as R
 
 DEFAULT_OPSET = 17  # from 2022, which runtimes have long supported
@@ -95,7 +97,7 @@ class _Graph:
         graph = helper.make_graph(self.nodes, "fastbp", inputs, outputs, initializer=self.initializers)
         opsets = [helper.make_opsetid("", self.opset)]
         model = helper.make_model(graph, opset_imports=opsets, producer_name="fastbp",
-                                  producer_version=_version(), doc_string=doc,
+                                  producer_version=__version__, doc_string=doc,
                                   ir_version=helper.find_min_ir_version_for(opsets))
         self.onnx.checker.check_model(model, full_check=True)
         return model
@@ -104,12 +106,6 @@ class _Graph:
         """A value description (graph input or output), ``elem_type`` the graph's float by default."""
         return self.onnx.helper.make_tensor_value_info(
             name, self.proto_dtype if elem_type is None else elem_type, shape)
-
-
-def _version():
-    from . import __version__
-
-    return __version__
 
 
 # ----- activations, by the registry's names ------------------------------------------------
@@ -386,19 +382,16 @@ def _check_opset(onnx, opset):
 def _graph_dtype(dtype, default):
     if dtype is None:
         return np.dtype(default)
-    name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
-    if name not in ("float32", "float64"):
-        raise ValueError(f"dtype must be 'float32' or 'float64'; got {dtype!r}")
-    return np.dtype(name)
+    return check_dtype(dtype)
 
 
 def _finish(model, path):
     """Write ``model`` to ``path`` (whole or not at all, as Sequential.save writes) unless None."""
     if path is not None:
-        from ._persist import _write_whole
+        from ._persist import write_whole
 
         data = model.SerializeToString()
-        _write_whole(path, lambda fh: fh.write(data))
+        write_whole(path, lambda fh: fh.write(data))
     return model
 
 

@@ -1,10 +1,5 @@
-"""Weights in from scikit-learn and in and out in PyTorch's layout.
-
-``from_sklearn(estimator)`` turns a fitted ``sklearn.neural_network``
-MLPClassifier or MLPRegressor into fastbp's estimator of the same name, with
-the same weights, classes, fitted attributes and constructor parameters, so
-that it predicts what scikit-learn predicts and ``partial_fit`` goes on from
-there. scikit-learn is imported inside the function only.
+"""Weights in and out in PyTorch's layout (``from_sklearn``, weights in from scikit-learn, is
+the estimators' own: ``fastbp/estimators.py``).
 
 ``state_dict(model)`` / ``load_state_dict(model, state)`` (``Sequential``'s
 methods of those names) use the names and layouts of a PyTorch
@@ -22,96 +17,10 @@ and for BatchNorm "<index>.running_mean", "<index>.running_var" and
 "<index>.num_batches_tracked" (one count for the model). fastbp never imports torch: values go out as NumPy
 arrays and come in as anything ``numpy.asarray`` takes (a CPU tensor does).
 """
-import copy
-
 import numpy as np
 
 from ._validation import check_weight_values
 from .layers import NORM_LAYERS, Activation, BatchNorm, Dense, Dropout
-
-# scikit-learn's fitted attributes that fastbp's estimators keep with the same meaning.
-_FITTED = ("n_features_in_", "feature_names_in_", "n_iter_", "t_", "loss_", "loss_curve_", "best_loss_",
-           "validation_scores_", "best_validation_score_", "_no_improvement_count")
-
-
-def from_sklearn(estimator):
-    """fastbp's MLPClassifier or MLPRegressor with a fitted scikit-learn estimator's weights and state.
-
-    Every constructor parameter of scikit-learn's estimator that fastbp's has
-    is copied; ``dtype`` follows the weights' (float64, or float32 for a
-    network scikit-learn fitted on float32 data); ``device`` is 'cpu'. The
-    weights, ``classes_`` and the fitted attributes (``n_iter_``,
-    ``loss_curve_``, ``best_loss_``, ...) are copies, so the two estimators
-    train on independently. The optimizer's state (Adam's moments, SGD's
-    velocity) is not carried over: the first ``partial_fit`` starts a fresh
-    optimizer from these weights, as scikit-learn's own ``fit`` would.
-
-    Parameters
-    ----------
-    estimator : sklearn.neural_network.MLPClassifier or MLPRegressor
-        A fitted scikit-learn estimator.
-
-    Returns
-    -------
-    fastbp.MLPClassifier or fastbp.MLPRegressor
-        The fastbp estimator, fitted, predicting as ``estimator`` does.
-
-    Raises
-    ------
-    ImportError
-        scikit-learn is not installed.
-    TypeError
-        ``estimator`` is not a scikit-learn MLP.
-    ValueError
-        Weights of another dtype than float32 or float64, an output activation or layer
-        count that its targets do not give, or ``coefs_`` or ``intercepts_`` that are not
-        finite.
-    """
-    try:
-        from sklearn.neural_network import MLPClassifier, MLPRegressor
-        from sklearn.utils.validation import check_is_fitted
-    except ImportError as err:
-        raise ImportError(f"fastbp.from_sklearn needs scikit-learn: pip install 'fastbp[sklearn]' "
-                          f"({err})") from err
-    from . import estimators
-
-    if isinstance(estimator, MLPClassifier):
-        cls = estimators.MLPClassifier
-    elif isinstance(estimator, MLPRegressor):
-        cls = estimators.MLPRegressor
-    else:
-        raise TypeError(f"from_sklearn takes a fitted sklearn.neural_network.MLPClassifier or "
-                        f"MLPRegressor; got {type(estimator).__name__}")
-    check_is_fitted(estimator)
-    dtype = np.dtype(estimator.coefs_[0].dtype)
-    if dtype not in (np.float32, np.float64):
-        raise ValueError(f"the estimator's weights are {dtype}; fastbp takes float32 or float64")
-    names = set(cls._get_param_names()) - {"dtype", "device"}
-    params = {k: copy.deepcopy(v) for k, v in estimator.get_params(deep=False).items() if k in names}
-    new = cls(**params, dtype=dtype.name)
-    new._validate_params()  # what fastbp refuses (momentum=1) is refused now, not at the next fit
-
-    if cls is estimators.MLPClassifier:
-        new._label_binarizer = copy.deepcopy(estimator._label_binarizer)
-        new.classes_ = new._label_binarizer.classes_
-    layer_units = [estimator.coefs_[0].shape[0]] + [b.size for b in estimator.intercepts_]
-    # _initialize draws initial weights, which scikit-learn's replace below: any source will do.
-    new._random_state = np.random.RandomState(0)
-    new._initialize(np.empty((0, estimator.n_outputs_)), layer_units, dtype)
-    if (new.out_activation_, new.n_layers_) != (estimator.out_activation_, estimator.n_layers_):
-        raise ValueError(f"the estimator's output activation and layer count, {estimator.out_activation_!r} "
-                         f"and {estimator.n_layers_}, do not match the {new.out_activation_!r} and "
-                         f"{new.n_layers_} fastbp derives from its targets")
-    for name in ("coefs_", "intercepts_"):
-        for i, array in enumerate(getattr(estimator, name)):
-            check_weight_values(np.asarray(array), f"the estimator's {name}[{i}]")
-    new._model.set_weights([a for pair in zip(estimator.coefs_, estimator.intercepts_) for a in pair])
-    new._best_weights = new._model.get_flat_weights()
-    for name in _FITTED:
-        if hasattr(estimator, name):
-            setattr(new, name, copy.deepcopy(getattr(estimator, name)))
-    return new
-
 
 # ----- PyTorch's names and layouts -----------------------------------------------------------
 

@@ -7,6 +7,8 @@ import math
 
 import numpy as np
 
+from ._validation import (check_bool, check_finite, check_fraction, check_in_range, check_int, check_positive,
+                          check_real)
 from .kernels.registry import ACTIVATION_BY_NAME, ACTIVATIONS, OUTPUT_DERIVABLE
 
 _ALIASES = {None: "identity", "linear": "identity", "none": "identity", "logistic": "sigmoid"}
@@ -20,12 +22,6 @@ def activation_name(activation, argument="activation"):
         raise ValueError(f"unknown {argument} {activation!r}; expected one of "
                          f"{sorted(ACTIVATIONS)} (or None/'linear')")
     return name
-
-
-def _check_positive_int(value, argument):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{argument} must be a positive integer; got {value!r}")
-    return int(value)
 
 
 class Layer:
@@ -46,7 +42,7 @@ class Layer:
 def _check_alpha(activation, alpha):
     """The activation parameter, checked where the output-based derivative depends on it."""
     entry = ACTIVATION_BY_NAME[activation]
-    alpha = float((entry.alpha or 0.0) if alpha is None else alpha)
+    alpha = float(entry.alpha or 0.0) if alpha is None else check_real(alpha, "alpha")
     if entry.alpha_rule == "nonneg" and not alpha >= 0.0:
         raise ValueError(f"alpha (the {activation} parameter) must be >= 0; got {alpha!r}")
     if entry.alpha_rule == "positive" and not alpha > 0.0:
@@ -88,11 +84,10 @@ class Dense(Layer):
     Raises
     ------
     ValueError
-        No size given, a width that is not a positive integer, an unknown activation or
-        initializer, an alpha out of the activation's range, or a bias_init that is not
-        finite.
+        No size given, a width below 1, an unknown activation or initializer, an alpha out
+        of the activation's range, or a bias_init that is not finite.
     TypeError
-        A bias_init that is not a number.
+        A width that is not an integer, or an alpha or bias_init that is not a number.
 
     Examples
     --------
@@ -112,8 +107,8 @@ class Dense(Layer):
         if out_features is None:
             raise ValueError("Dense needs out_features: Dense(out_features) or Dense(in_features, "
                              "out_features); got neither")
-        self.in_features = None if in_features is None else _check_positive_int(in_features, "in_features")
-        self.out_features = _check_positive_int(out_features, "out_features")
+        self.in_features = None if in_features is None else check_int(in_features, "in_features")
+        self.out_features = check_int(out_features, "out_features")
         self.activation = activation_name(activation)
         self.alpha = _check_alpha(self.activation, alpha)
         if init is None:
@@ -121,11 +116,7 @@ class Dense(Layer):
         if init not in INITIALIZERS:
             raise ValueError(f"unknown init {init!r}; expected one of {INITIALIZERS}")
         self.init = init
-        if isinstance(bias_init, bool) or not isinstance(bias_init, (int, float, np.integer, np.floating)):
-            raise TypeError(f"bias_init must be a number; got {bias_init!r} ({type(bias_init).__name__})")
-        if not math.isfinite(bias_init):
-            raise ValueError(f"bias_init must be a finite number; got {bias_init!r}")
-        self.bias_init = float(bias_init)
+        self.bias_init = check_finite(bias_init, "bias_init")
 
     @property
     def fused(self):
@@ -169,6 +160,8 @@ class Activation(Layer):
     ------
     ValueError
         An unknown activation, or an alpha out of its range.
+    TypeError
+        An alpha that is not a number.
     """
 
     def __init__(self, activation, alpha=None):
@@ -227,28 +220,15 @@ class Dropout(Layer):
     ------
     ValueError
         A rate outside [0, 1).
+    TypeError
+        A rate that is not a number.
     """
 
     def __init__(self, rate):
-        if isinstance(rate, bool) or not isinstance(rate, (int, float, np.floating)) or not 0.0 <= rate < 1.0:
-            raise ValueError(f"Dropout rate must be a number in [0, 1); got {rate!r}")
-        self.rate = float(rate)
+        self.rate = check_fraction(rate, "Dropout rate", 0, 1)
 
     def get_config(self):
         return dict(rate=self.rate)
-
-
-def _check_eps(eps):
-    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.floating)) or not eps > 0.0 \
-            or not math.isfinite(eps):
-        raise ValueError(f"eps must be a finite number > 0; got {eps!r}")
-    return float(eps)
-
-
-def _check_affine(affine):
-    if not isinstance(affine, (bool, np.bool_)):
-        raise ValueError(f"affine must be True or False; got {affine!r}")
-    return bool(affine)
 
 
 class BatchNorm(Layer):
@@ -282,16 +262,15 @@ class BatchNorm(Layer):
     ------
     ValueError
         An argument out of its range.
+    TypeError
+        An argument of the wrong type (num_features not an integer, affine not a bool, ...).
     """
 
     def __init__(self, num_features, momentum=0.1, eps=1e-5, affine=True):
-        self.num_features = _check_positive_int(num_features, "num_features")
-        if isinstance(momentum, bool) or not isinstance(momentum, (int, float, np.floating)) \
-                or not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"momentum must be a number in [0, 1]; got {momentum!r}")
-        self.momentum = float(momentum)
-        self.eps = _check_eps(eps)
-        self.affine = _check_affine(affine)
+        self.num_features = check_int(num_features, "num_features")
+        self.momentum = check_in_range(momentum, "momentum", 0, 1)
+        self.eps = check_positive(eps, "eps")
+        self.affine = check_bool(affine, "affine")
 
     def get_config(self):
         return dict(num_features=self.num_features, momentum=self.momentum, eps=self.eps,
@@ -318,12 +297,14 @@ class LayerNorm(Layer):
     ------
     ValueError
         An argument out of its range.
+    TypeError
+        An argument of the wrong type (num_features not an integer, affine not a bool, ...).
     """
 
     def __init__(self, num_features, eps=1e-5, affine=True):
-        self.num_features = _check_positive_int(num_features, "num_features")
-        self.eps = _check_eps(eps)
-        self.affine = _check_affine(affine)
+        self.num_features = check_int(num_features, "num_features")
+        self.eps = check_positive(eps, "eps")
+        self.affine = check_bool(affine, "affine")
 
     def get_config(self):
         return dict(num_features=self.num_features, eps=self.eps, affine=self.affine)

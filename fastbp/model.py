@@ -11,20 +11,19 @@ runs them on a backend of ``fastbp.backends``.
 """
 import contextlib
 import copy
-import os
 
 import numpy as np
 
 from . import _fit, _mpi, _progress, backends, export, interop, losses, optimizers
 from ._fit import DivergenceError  # noqa: F401 (fastbp.DivergenceError)
-from ._persist import load_model, save_model
-from ._validation import check_features, check_fraction, check_int, check_weight_values, reject_sparse
+from ._persist import check_save_path, load_model, save_model
+from ._validation import (check_dtype, check_features, check_fraction, check_int, check_weight_values,
+                          reject_sparse)
 from .callbacks import Callback
 from .kernels import registry as R
-from .layers import NORM_LAYERS, Dense, Layer
+from .layers import NORM_LAYERS, BatchNorm, Dense, Layer
 from .lowering import lower, norm_layout, norm_views, param_views
 
-_DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
 def _infer_widths(layers):
@@ -62,11 +61,6 @@ def _check_widths(layers, n_features):
                              f"{layer.num_features} features but {source} {width}")
 
 
-def _dtype(dtype):
-    name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
-    if name not in _DTYPES:
-        raise ValueError(f"dtype must be 'float32' or 'float64'; got {dtype!r}")
-    return np.dtype(_DTYPES[name])
 
 
 
@@ -130,7 +124,7 @@ class Sequential:
         dense = [layer for layer in layers if isinstance(layer, Dense)]
         _check_widths(layers, dense[0].in_features)
         self.layers = layers
-        self.dtype = _dtype(dtype)
+        self.dtype = check_dtype(dtype)
         self.seed = seed
         self.n_features = dense[0].in_features
         self.n_outputs = dense[-1].out_features
@@ -627,6 +621,9 @@ class Sequential:
             A step's loss or gradient was not finite; the model is left as before it.
         ValueError
             Data or arguments the fit cannot use, named in the message.
+        TypeError
+            An argument of the wrong type (batch_size or epochs not an integer, a seed that is
+            not an int or a generator, ...), named in the message.
         MonitorError
             A callback or schedule watches a val_* quantity without validation data.
         DataMismatchError
@@ -640,7 +637,7 @@ class Sequential:
             if self.device != "cpu":
                 raise ValueError(f"comm= (data-parallel training over MPI) runs CPU models; this model "
                                  f"is on {self.device!r}: call model.to('cpu') first")
-            batchnorms = [i for i, layer in enumerate(self.layers) if type(layer).__name__ == "BatchNorm"]
+            batchnorms = [i for i, layer in enumerate(self.layers) if isinstance(layer, BatchNorm)]
             if batchnorms:
                 raise ValueError(f"comm= (data-parallel training over MPI) does not train BatchNorm layers "
                                  f"(layers {batchnorms}): each rank would normalize its share of a batch "
@@ -688,9 +685,15 @@ class Sequential:
             rng = self._rng if seed is None else _fit.shuffling_rng(seed)
             if comm is None:
                 return _fit.fit_loop(self, train, val, epochs, batch_size, shuffle, rng, callbacks, verbose)
-            with _mpi.rank_zero_output(self, comm):
-                return _fit.fit_loop(self, train, val, epochs, batch_size, shuffle, rng, callbacks,
-                                     verbose if comm.Get_rank() == 0 else 0, comm)
+            with _mpi.rank_zero_output(comm) as writes_files:
+                # A callback's save (ModelCheckpoint) writes on rank 0 only: every rank holds the
+                # same weights, and the ranks may share one folder.
+                self._saves = writes_files
+                try:
+                    return _fit.fit_loop(self, train, val, epochs, batch_size, shuffle, rng, callbacks,
+                                         verbose if comm.Get_rank() == 0 else 0, comm)
+                finally:
+                    self._saves = True
 
     def _prepare(self, X, y, sample_weight, x_name, y_name, w_name, part=(0, 1)):
         return _fit.prepare(self, X, y, sample_weight, (x_name, y_name, w_name), part)
@@ -902,9 +905,9 @@ class Sequential:
         OSError
             The file could not be written; the previous file at ``path`` is intact.
         """
-        _check_save_path(path)
+        check_save_path(path)
         self._require_built("save")
-        if getattr(self, "_saves", True):
+        if getattr(self, "_saves", True):  # False on the ranks but 0 of a data-parallel fit
             save_model(self, path)
 
     def to_onnx(self, path=None, dtype=None, opset=None):
@@ -930,29 +933,6 @@ class Sequential:
         """
         self._require_built("to_onnx")
         return export.sequential_to_onnx(self, path, dtype, opset)
-
-
-# Formats of other frameworks: a model saved under such a name would be an .npz that the
-# name promises to be something else.
-_FOREIGN_EXTENSIONS = {".h5": "Keras/HDF5", ".hdf5": "HDF5", ".keras": "Keras", ".pt": "PyTorch",
-                       ".pth": "PyTorch", ".ckpt": "a checkpoint format", ".pkl": "pickle",
-                       ".pickle": "pickle", ".joblib": "joblib", ".onnx": "ONNX",
-                       ".safetensors": "safetensors", ".pb": "TensorFlow", ".json": "JSON",
-                       ".npy": "a single NumPy array"}
-
-
-def _check_save_path(path):
-    if not isinstance(path, (str, bytes, os.PathLike)):
-        raise TypeError(f"path must be a str or os.PathLike; got {type(path).__name__}")
-    name = os.fsdecode(os.fspath(path))
-    extension = os.path.splitext(name)[1].lower()
-    if extension in _FOREIGN_EXTENSIONS:
-        hint = " (model.to_onnx writes ONNX)" if extension == ".onnx" else (
-            " (model.to_torch() gives a torch module to save with torch.save)" if extension in (".pt", ".pth")
-            else "")
-        raise ValueError(f"path {name!r} has the extension {extension!r} of {_FOREIGN_EXTENSIONS[extension]}, "
-                         f"but save writes fastbp's .npz format: name it "
-                         f"{os.path.splitext(name)[0] + '.npz'!r}{hint}")
 
 
 def _check_width(width, argument):

@@ -4,41 +4,19 @@ Each updates every parameter of the model in one kernel call over the flat
 parameter vector (weights, then biases). Weight decay applies to the weights
 only, as scikit-learn's ``alpha`` does.
 """
-import math
-import numbers
 
 import numpy as np
 
-from .kernels import registry as R
 from . import schedules
-
-
-def _number(value, name):
-    """``value`` as a float; TypeError naming ``name`` unless it is a real number (bool is not)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number; got {value!r} ({type(value).__name__})")
-    return float(value)
-
-
-def _nonneg(value, name):
-    value = _number(value, name)
-    if not (value >= 0 and math.isfinite(value)):
-        raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
-    return value
-
-
-def _positive(value, name):
-    value = _number(value, name)
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
-    return value
+from ._validation import check_fraction, check_nonnegative, check_positive, check_real
+from .kernels import registry as R
 
 
 def _betas(betas):
     """Adam's (beta1, beta2): TypeError unless a pair of numbers, ValueError unless each in [0, 1)."""
     if isinstance(betas, (str, bytes)) or not isinstance(betas, (tuple, list, np.ndarray)) or len(betas) != 2:
         raise TypeError(f"betas must be a pair of numbers (beta1, beta2); got {betas!r}")
-    pair = tuple(_number(b, "betas") for b in betas)
+    pair = tuple(check_real(b, "betas") for b in betas)
     if not all(0 <= b < 1 for b in pair):
         raise ValueError(f"betas must be two numbers in [0, 1); got {betas!r}")
     return pair
@@ -143,13 +121,13 @@ class SGD(Optimizer):
 
     def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
         super().__init__(lr)
-        self.momentum = _nonneg(momentum, "momentum")
+        self.momentum = check_nonnegative(momentum, "momentum")
         if self.momentum >= 1:
             raise ValueError(f"momentum must be in [0, 1); got {momentum!r}")
         self.nesterov = bool(nesterov)
         if self.nesterov and self.momentum == 0:
             raise ValueError("nesterov=True needs momentum > 0")
-        self.weight_decay = _nonneg(weight_decay, "weight_decay")
+        self.weight_decay = check_nonnegative(weight_decay, "weight_decay")
 
     def hyper(self, lr):
         h = np.zeros(R.N_HYPER)
@@ -205,10 +183,8 @@ class Adam(Optimizer):
         super().__init__(lr)
         self.betas = _betas(betas)
         # An infinite eps never moves a weight; NaN would make every weight NaN.
-        self.eps = _number(eps, "eps")
-        if not (self.eps > 0 and math.isfinite(self.eps)):
-            raise ValueError(f"eps must be > 0 and finite; got {eps!r}")
-        self.weight_decay = _nonneg(weight_decay, "weight_decay")
+        self.eps = check_positive(eps, "eps")
+        self.weight_decay = check_nonnegative(weight_decay, "weight_decay")
         self.decoupled = bool(decoupled)
         self.eps_hat = bool(eps_hat)
 
@@ -267,13 +243,11 @@ class RMSprop(Optimizer):
 
     def __init__(self, lr=0.01, alpha=0.99, eps=1e-8, momentum=0.0, centered=False, weight_decay=0.0):
         super().__init__(lr)
-        self.alpha = _number(alpha, "alpha")
-        if not 0 <= self.alpha < 1:
-            raise ValueError(f"alpha must be in [0, 1); got {alpha!r}")
-        self.eps = _positive(eps, "eps")
-        self.momentum = _nonneg(momentum, "momentum")
+        self.alpha = check_fraction(alpha, "alpha", 0, 1)
+        self.eps = check_positive(eps, "eps")
+        self.momentum = check_nonnegative(momentum, "momentum")
         self.centered = bool(centered)
-        self.weight_decay = _nonneg(weight_decay, "weight_decay")
+        self.weight_decay = check_nonnegative(weight_decay, "weight_decay")
 
     def hyper(self, lr):
         h = np.zeros(R.N_HYPER)
@@ -325,10 +299,10 @@ class Adagrad(Optimizer):
 
     def __init__(self, lr=0.01, lr_decay=0.0, eps=1e-10, weight_decay=0.0, initial_accumulator_value=0.0):
         super().__init__(lr)
-        self.lr_decay = _nonneg(lr_decay, "lr_decay")
-        self.eps = _positive(eps, "eps")
-        self.weight_decay = _nonneg(weight_decay, "weight_decay")
-        self.initial_accumulator_value = _nonneg(initial_accumulator_value, "initial_accumulator_value")
+        self.lr_decay = check_nonnegative(lr_decay, "lr_decay")
+        self.eps = check_positive(eps, "eps")
+        self.weight_decay = check_nonnegative(weight_decay, "weight_decay")
+        self.initial_accumulator_value = check_nonnegative(initial_accumulator_value, "initial_accumulator_value")
 
     @property
     def initial_state(self):

@@ -9,43 +9,15 @@ would climb the loss, a NaN one would make every weight NaN.
 import math
 import numbers
 
-from .callbacks import _check_monitor, _monitored
-
-
-def _real(value, name):
-    """``value`` as a float; TypeError naming ``name`` unless it is a real number (bool is not)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number; got {value!r} ({type(value).__name__})")
-    return float(value)
-
-
-def _in_range(value, name, low, high, low_open=False, high_open=False):
-    """A finite float in [low, high] (ends open where asked), else a ValueError naming ``name``."""
-    value = _real(value, name)
-    inside = (math.isfinite(value) and (value > low if low_open else value >= low)
-              and (value < high if high_open else value <= high))
-    if not inside:
-        span = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-        raise ValueError(f"{name} must be in {span}, finite; got {value!r}")
-    return value
-
-
-def _positive_int(value, name, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be a{' positive' if minimum == 1 else 'n'} integer"
-                         f"{'' if minimum == 1 else f' >= {minimum}'}; got {value!r}")
-    return int(value)
+from ._validation import check_in_range, check_int, check_positive, describe
+from .callbacks import check_monitor, monitored
 
 
 class Schedule:
     """Base class: ``lr_at(epoch)`` gives the rate for an epoch."""
 
     def __init__(self, lr):
-        if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
-            raise ValueError(f"lr must be a finite number > 0; got {lr!r}")
-        self.lr = float(lr)
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a finite number > 0; got {lr!r}")
+        self.lr = check_positive(lr, "lr")
 
     def lr_at(self, epoch):
         raise NotImplementedError
@@ -97,9 +69,9 @@ class StepDecay(Schedule):
 
     def __init__(self, lr, step_size, gamma=0.1):
         super().__init__(lr)
-        self.step_size = _positive_int(step_size, "step_size")
+        self.step_size = check_int(step_size, "step_size")
         # A negative gamma alternates the rate's sign, a NaN one makes it NaN.
-        self.gamma = _in_range(gamma, "gamma", 0.0, 1.0, low_open=True)
+        self.gamma = check_in_range(gamma, "gamma", 0.0, 1.0, low_open=True)
 
     def lr_at(self, epoch):
         return self.lr * self.gamma ** (epoch // self.step_size)
@@ -125,7 +97,7 @@ class ExponentialDecay(Schedule):
 
     def __init__(self, lr, gamma):
         super().__init__(lr)
-        self.gamma = _in_range(gamma, "gamma", 0.0, 1.0, low_open=True)
+        self.gamma = check_in_range(gamma, "gamma", 0.0, 1.0, low_open=True)
 
     def lr_at(self, epoch):
         return self.lr * self.gamma**epoch
@@ -153,9 +125,9 @@ class CosineDecay(Schedule):
 
     def __init__(self, lr, t_max, min_lr=0.0):
         super().__init__(lr)
-        self.t_max = _positive_int(t_max, "t_max")
+        self.t_max = check_int(t_max, "t_max")
         # Below 0 the rate turns negative (gradient ascent) near the end of the cycle.
-        self.min_lr = _in_range(min_lr, "min_lr", 0.0, self.lr)
+        self.min_lr = check_in_range(min_lr, "min_lr", 0.0, self.lr)
 
     def lr_at(self, epoch):
         t = min(epoch, self.t_max)
@@ -199,15 +171,15 @@ class ReduceLROnPlateau(Schedule):
     def __init__(self, lr, monitor="val_loss", factor=0.1, patience=10, min_delta=1e-4,
                  min_lr=0.0, mode="min"):
         super().__init__(lr)
-        factor = _in_range(factor, "factor", 0.0, 1.0, low_open=True, high_open=True)
+        factor = check_in_range(factor, "factor", 0.0, 1.0, low_open=True, high_open=True)
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max'; got {mode!r}")
         if not isinstance(monitor, str):
             raise TypeError(f"monitor must be the name of a log entry (a str); got {monitor!r}")
         self.monitor, self.factor = monitor, factor
-        self.patience = _positive_int(patience, "patience", minimum=0)
-        self.min_delta = _in_range(min_delta, "min_delta", 0.0, math.inf)
-        self.min_lr = _in_range(min_lr, "min_lr", 0.0, self.lr)
+        self.patience = check_int(patience, "patience", minimum=0)
+        self.min_delta = check_in_range(min_delta, "min_delta", 0.0, math.inf)
+        self.min_lr = check_in_range(min_lr, "min_lr", 0.0, self.lr)
         self.mode = mode
         self.current = self.lr
         self.best = None
@@ -218,10 +190,10 @@ class ReduceLROnPlateau(Schedule):
 
     def check_logs(self, validation):
         # A val_* quantity without validation data fails the fit at once, before any epoch.
-        _check_monitor(self.monitor, validation, "ReduceLROnPlateau")
+        check_monitor(self.monitor, validation, "ReduceLROnPlateau")
 
     def on_epoch_end(self, epoch, logs):
-        value = _monitored(logs, self.monitor, "ReduceLROnPlateau")
+        value = monitored(logs, self.monitor, "ReduceLROnPlateau")
         sign = 1.0 if self.mode == "min" else -1.0
         if self.best is None or sign * (self.best - value) > self.min_delta:
             self.best, self.wait = value, 0
@@ -261,10 +233,10 @@ def get(lr):
         return lr
     if callable(lr):
         return FunctionSchedule(lr)
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0 or not math.isfinite(lr):
-        raise ValueError(f"lr must be a finite number > 0, a fastbp.schedules.Schedule or a "
-                         f"callable of the epoch; got {lr!r}")
-    return Constant(lr)
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
+        raise TypeError(f"lr must be a finite number > 0, a fastbp.schedules.Schedule or a "
+                        f"callable of the epoch; got {describe(lr)}")
+    return Constant(lr)  # checks the value
 
 
 def from_config(config):
@@ -279,10 +251,10 @@ def from_config(config):
     schedule = SCHEDULE_TYPES[kind](**config)
     # ReduceLROnPlateau's progress, checked as its constructor checks its arguments.
     if "current" in state:
-        state["current"] = _in_range(state["current"], "current", schedule.min_lr, schedule.lr)
+        state["current"] = check_in_range(state["current"], "current", schedule.min_lr, schedule.lr)
     if state.get("best") is not None:
-        state["best"] = _in_range(state["best"], "best", -math.inf, math.inf, True, True)
+        state["best"] = check_in_range(state["best"], "best", -math.inf, math.inf, True, True)
     if "wait" in state:
-        state["wait"] = _positive_int(state["wait"], "wait", minimum=0)
+        state["wait"] = check_int(state["wait"], "wait", minimum=0)
     vars(schedule).update(state)
     return schedule

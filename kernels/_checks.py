@@ -27,7 +27,8 @@ class KernelArgumentError(ValueError):
     """A kernel was called with arrays or scalars it cannot work on."""
 
 
-def _fail(kernel, name, expected, given):
+def reject(kernel, name, expected, given):
+    """Raise the one error form of the CPU and CUDA checks: the kernel, the argument, what it must be, what it is."""
     raise KernelArgumentError(f"{kernel}: argument '{name}' must be {expected}; got {given}")
 
 
@@ -40,11 +41,11 @@ def _describe(a):
 
 def _check_array(kernel, name, a, output):
     if not isinstance(a, np.ndarray):
-        _fail(kernel, name, "a NumPy array", _describe(a))
+        reject(kernel, name, "a NumPy array", _describe(a))
     if not a.flags.c_contiguous:
-        _fail(kernel, name, "C-contiguous (use np.ascontiguousarray)", _describe(a))
+        reject(kernel, name, "C-contiguous (use np.ascontiguousarray)", _describe(a))
     if output and not a.flags.writeable:
-        _fail(kernel, name, "writeable (it is an output)", "a read-only array")
+        reject(kernel, name, "writeable (it is an output)", "a read-only array")
 
 
 DIMENSION_LETTERS = frozenset("NIO")
@@ -132,7 +133,7 @@ def check_arrays(kernel, spec, args, as_array, describe):
     for first, second in spec.paired:
         a, b = converted[position[first]], converted[position[second]]
         if (a.size == 0) != (b.size == 0):
-            _fail(kernel, second, f"zero-size exactly when '{first}' is (both absent, or both given)",
+            reject(kernel, second, f"zero-size exactly when '{first}' is (both absent, or both given)",
                   f"{describe(args[position[second]])} with '{first}' of size {a.size}")
     return converted, walk.dims
 
@@ -161,7 +162,7 @@ class _Walk:
         self.shape = None  # of the first "*" array
 
     def fail(self, name, expected, a):
-        _fail(self.kernel, name, expected, self.describe(a))
+        reject(self.kernel, name, expected, self.describe(a))
 
 
 def _check_float(walk, name, d, a):
@@ -246,23 +247,23 @@ def _array_check(kind):
 def _real(kernel, name, a):
     """A finite real number (not a bool), as a float."""
     if isinstance(a, (bool, np.bool_)) or not isinstance(a, numbers.Real):
-        _fail(kernel, name, "a real number", _describe(a))
+        reject(kernel, name, "a real number", _describe(a))
     a = float(a)
     if not np.isfinite(a):
-        _fail(kernel, name, "finite", a)
+        reject(kernel, name, "finite", a)
     return a
 
 
 def _integer(kernel, name, a):
     """An integer (not a bool), as a Python int."""
     if isinstance(a, (bool, np.bool_)) or not isinstance(a, numbers.Integral):
-        _fail(kernel, name, "an integer", _describe(a))
+        reject(kernel, name, "an integer", _describe(a))
     return operator.index(a)
 
 
 def _check_bool(kernel, name, a):
     if not isinstance(a, (bool, np.bool_)):
-        _fail(kernel, name, "a bool", _describe(a))
+        reject(kernel, name, "a bool", _describe(a))
 
 
 def _check_real(kernel, name, a):
@@ -272,56 +273,56 @@ def _check_real(kernel, name, a):
 def _check_rate(kernel, name, a):
     a = _real(kernel, name, a)
     if not 0.0 <= a < 1.0:
-        _fail(kernel, name, "in [0, 1)", a)
+        reject(kernel, name, "in [0, 1)", a)
 
 
 def _check_positive(kernel, name, a):
     a = _real(kernel, name, a)
     if not a > 0.0:
-        _fail(kernel, name, "> 0", a)
+        reject(kernel, name, "> 0", a)
 
 
 def _check_nonneg(kernel, name, a):
     a = _real(kernel, name, a)
     if not a >= 0.0:
-        _fail(kernel, name, ">= 0", a)
+        reject(kernel, name, ">= 0", a)
 
 
 def _check_momentum(kernel, name, a):
     a = _real(kernel, name, a)
     if not 0.0 <= a <= 1.0:
-        _fail(kernel, name, "in [0, 1]", a)
+        reject(kernel, name, "in [0, 1]", a)
 
 
 def _check_count(kernel, name, a):
     a = _integer(kernel, name, a)
     if a < 2:
-        _fail(kernel, name, ">= 2 (an unbiased variance needs two rows)", a)
+        reject(kernel, name, ">= 2 (an unbiased variance needs two rows)", a)
 
 
 def _check_seed(kernel, name, a):
     a = _integer(kernel, name, a)
     if not 0 <= a < 2**63:
-        _fail(kernel, name, "in [0, 2**63)", a)
+        reject(kernel, name, "in [0, 2**63)", a)
 
 
 def _check_step(kernel, name, a):
     a = _integer(kernel, name, a)
     if a < 1:
-        _fail(kernel, name, ">= 1 (the first update is step 1)", a)
+        reject(kernel, name, ">= 1 (the first update is step 1)", a)
 
 
 def _check_act(kernel, name, a):
     a = _integer(kernel, name, a)
     if a not in _CODE_NAMES:
-        _fail(kernel, name, f"an activation code from ACTIVATIONS {ACTIVATION_CODES}", a)
+        reject(kernel, name, f"an activation code from ACTIVATIONS {ACTIVATION_CODES}", a)
     return a
 
 
 def _check_act_fused(kernel, name, a):
     a = _check_act(kernel, name, a)
     if a not in OUTPUT_DERIVABLE:
-        _fail(kernel, name, "an activation whose derivative follows from its output "
+        reject(kernel, name, "an activation whose derivative follows from its output "
               "(GELU needs its input: use dense_backward and gelu_backward; so does SiLU)", _CODE_NAMES[a])
 
 
@@ -355,13 +356,13 @@ def _check_label_values(kernel, name, labels, n_classes):
     lo, hi = int(labels.min()), int(labels.max())
     if lo < 0 or hi >= n_classes:
         bad = lo if lo < 0 else hi
-        _fail(kernel, name, f"class labels in [0, {n_classes})", f"label {bad}")
+        reject(kernel, name, f"class labels in [0, {n_classes})", f"label {bad}")
 
 
 def _check_weight_values(kernel, name, weight):
     # All zero is allowed: the loss kernels give such a batch loss 0 and gradient 0.
     if not np.all(np.isfinite(weight)) or weight.min() < 0:
-        _fail(kernel, name, "finite and non-negative sample weights",
+        reject(kernel, name, "finite and non-negative sample weights",
               "a negative or non-finite weight")
 
 

@@ -1,6 +1,8 @@
-"""The registry is the one source of codes, and both backends dispatch by it the same way."""
+"""The registry is the one source of codes, both backends dispatch by it the same way, and the
+modules import one another in the layer order docs/architecture.md states."""
 import ast
 import inspect
+import re
 from pathlib import Path
 
 import numpy as np
@@ -222,3 +224,181 @@ def test_a_table_made_without_loss_and_optimizer_refuses_their_kernels_when_call
     assert not np.array_equal(theta, np.ones(3))
     with pytest.raises(ValueError, match="no update kernel for optimizer code 99"):
         _cpu_loop.kernel_table("kernels", np.float64, R.LOSS_SCE, 99)
+
+
+# ----- The import graph: no cycle, imports only downward, no private name of another module ----------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _modules():
+    """{dotted name: (path, is_package)} of every module of fastbp and fastbp.kernels, from the source tree."""
+    found = {}
+    for base, prefix in ((ROOT / "fastbp", "fastbp"), (ROOT / "kernels", "fastbp.kernels")):
+        for path in sorted(base.rglob("*.py")):
+            parts = list(path.relative_to(base).with_suffix("").parts)
+            if prefix == "fastbp" and parts[0] == "kernels":
+                continue  # the link to kernels/, walked as fastbp.kernels
+            is_package = parts[-1] == "__init__"
+            found[".".join([prefix] + parts[:-1 if is_package else None])] = (path, is_package)
+    return found
+
+
+def _source(name, path, is_package):
+    """(the module's syntax tree, the package its relative imports start from)."""
+    return ast.parse(path.read_text()), name if is_package else name.rpartition(".")[0]
+
+
+def _from_target(node, package):
+    """The module a ``from ... import`` names, relative levels resolved; None outside fastbp."""
+    if node.level:
+        base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+        return f"{base}.{node.module}" if node.module else base
+    return node.module if (node.module or "").split(".")[0] == "fastbp" else None
+
+
+def _imports(name, path, is_package, modules):
+    """(target module, imported name or None, line) for every import of fastbp in the module,
+    at module level and inside functions. ``from p import m`` of a submodule m targets p.m;
+    of any other name, p itself."""
+    tree, package = _source(name, path, is_package)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "fastbp":
+                    yield alias.name, None, node.lineno
+        elif isinstance(node, ast.ImportFrom) and _from_target(node, package) is not None:
+            target = _from_target(node, package)
+            for alias in node.names:
+                if f"{target}.{alias.name}" in modules:
+                    yield f"{target}.{alias.name}", None, node.lineno
+                else:
+                    yield target, alias.name, node.lineno
+
+
+def _private_uses(name, path, is_package, modules):
+    """'module:line what' for each private name of another module that this one imports
+    (``from m import _f``) or reads off a module it imported (``m._f``)."""
+    tree, package = _source(name, path, is_package)
+    found, aliases = [], {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name in modules:
+                    aliases[alias.asname or alias.name.split(".")[0]] = alias.name if alias.asname else "fastbp"
+        elif isinstance(node, ast.ImportFrom) and _from_target(node, package) is not None:
+            target = _from_target(node, package)
+            for alias in node.names:
+                if f"{target}.{alias.name}" in modules:
+                    aliases[alias.asname or alias.name] = f"{target}.{alias.name}"
+                elif _private(alias.name) and target != name:
+                    found.append(f"{name}:{node.lineno} from {target} import {alias.name}")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases \
+                and _private(node.attr) and aliases[node.value.id] != name:
+            found.append(f"{name}:{node.lineno} {aliases[node.value.id]}.{node.attr}")
+    return found
+
+
+def _private(attr):
+    return attr.startswith("_") and not attr.startswith("__")
+
+
+def _graph():
+    modules = _modules()
+    return modules, {name: {target for target, _, _ in _imports(name, *modules[name], modules)} - {name}
+                     for name in modules}
+
+
+def _layers():
+    """The layer order docs/architecture.md states: [(layer name, {module or 'prefix.*'})], lowest first."""
+    text = (ROOT / "docs" / "architecture.md").read_text().split("## Layers", 1)[1].split("\n## ", 1)[0]
+    layers = []
+    for line in text.splitlines():
+        match = re.match(r"^\d+\. ([^:]+): (.*)$", line)
+        if match:
+            layers.append((match[1], {("fastbp." + m if m != "fastbp" else m) for m in re.findall(r"`([\w.*]+)`",
+                                                                                                   match[2])}))
+    return layers
+
+
+def _layer_of(module, layers):
+    for rank, (_, members) in enumerate(layers):
+        if module in members or any(m.endswith(".*") and (module + ".").startswith(m[:-1]) for m in members):
+            return rank
+    return None
+
+
+def _cycles(edges):
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in edges[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while not component or component[-1] != v:
+                component.append(stack.pop())
+                on_stack.discard(component[-1])
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_import_graph_walk_sees_module_and_function_level_and_relative_imports():
+    modules, edges = _graph()
+    assert {"fastbp.model", "fastbp.backends._cpu_loop", "fastbp.kernels.registry", "fastbp.kernels.cpu.dense"} <= set(
+        modules)
+    assert "fastbp.kernels.registry" in edges["fastbp.layers"]  # from .kernels.registry import ...
+    assert "fastbp.kernels.registry" in edges["fastbp.backends._cpu_loop"]  # from ..kernels import registry
+    assert "fastbp.backends.cpu" in edges["fastbp.backends"]  # inside get()
+    assert "fastbp.kernels._cache" in edges["fastbp.kernels._jit"]
+    assert edges["fastbp.kernels.registry"] == set()
+    # Every import of fastbp names a module that exists.
+    assert not {(m, t) for m in edges for t in edges[m] if t not in modules}
+    # A cycle is found.
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_import_cycle_in_fastbp_or_its_kernels():
+    _, edges = _graph()
+    assert _cycles(edges) == []
+
+
+def test_every_import_points_down_the_layers_of_docs_architecture():
+    modules, edges = _graph()
+    layers = _layers()
+    assert [name for name, _ in layers][:1] == ["kernels"] and len(layers) >= 5
+    unplaced = sorted(m for m in modules if _layer_of(m, layers) is None)
+    assert unplaced == [], f"docs/architecture.md's layers do not place {unplaced}"
+    stale = sorted(m for _, members in layers for m in members if not m.endswith(".*") and m not in modules)
+    assert stale == [], f"docs/architecture.md's layers name modules that do not exist: {stale}"
+    upward = sorted(f"{m} ({layers[_layer_of(m, layers)][0]}) imports {t} ({layers[_layer_of(t, layers)][0]})"
+                    for m in edges for t in edges[m] if _layer_of(t, layers) > _layer_of(m, layers))
+    assert upward == []
+
+
+def test_no_module_imports_a_private_name_of_another(tmp_path):
+    # A private module (_validation, backends._cpu_loop) is the package's own and may be imported
+    # anywhere in it; a private name inside a module (_dtype, _fail) belongs to that module alone.
+    modules = _modules()
+    found = [use for name in modules for use in _private_uses(name, *modules[name], modules)]
+    assert found == []
+    # The check sees both forms, and lets a module use its own private names and a private module.
+    probe = tmp_path / "probe.py"
+    probe.write_text("from . import model, _validation\nfrom .backends._warm import _die_with, start\n"
+                     "def f():\n    from .probe import _own\n    return model._dtype, _validation.check_int\n")
+    assert _private_uses("fastbp.probe", probe, False, modules) == [
+        "fastbp.probe:2 from fastbp.backends._warm import _die_with", "fastbp.probe:5 fastbp.model._dtype"]

@@ -49,7 +49,7 @@ from fastbp.backends import _warm
 
 started = []
 start = _warm.start
-_warm.start = lambda groups, dtype: started.extend(start(groups, dtype)) or started
+_warm.start = lambda main, arg_lists: started.extend(start(main, arg_lists)) or started
 theta = fit()
 np.save("theta.npy", theta)
 print(json.dumps({"compiled": compiled, "workers": [p.returncode for p in started]}))
@@ -86,11 +86,10 @@ def test_a_failed_worker_leaves_its_kernels_to_this_process(monkeypatch):
     want = _fit_here()
     started = []
     start = _warm.start
-    monkeypatch.setattr(_warm, "worker_command", lambda statement, *args: [sys.executable, "-c",
-                                                                          "import sys; sys.exit(3)"])
+    monkeypatch.setattr(_warm, "_PROGRAM", "import sys; sys.exit(3)")
     monkeypatch.setattr(_warm, "cached", lambda dispatcher, sig: False)  # as if the cache were cold
     monkeypatch.setattr(_warm, "usable_cpus", lambda: 2)
-    monkeypatch.setattr(_warm, "start", lambda groups, dtype: started.extend(start(groups, dtype)) or started)
+    monkeypatch.setattr(_warm, "start", lambda main, arg_lists: started.extend(start(main, arg_lists)) or started)
     monkeypatch.setattr(_cpu_loop, "_TABLES_BY_DTYPE", {})
     np.testing.assert_array_equal(_fit_here(), want)
     assert [p.returncode for p in started] == [3]

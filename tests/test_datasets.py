@@ -372,10 +372,10 @@ def test_regression_noise_is_additive_with_given_std():
 
 
 @pytest.mark.parametrize("make, kwargs, error, message", [
-    (make_blobs, {"n_samples": 0}, ValueError, "n_samples must be >= 1; got 0"),
-    (make_blobs, {"n_samples": 2.5}, TypeError, "n_samples must be an int; got float 2.5"),
-    (make_blobs, {"n_features": True}, TypeError, "n_features must be an int; got bool True"),
-    (make_blobs, {"centers": 0}, ValueError, "centers must be >= 1"),
+    (make_blobs, {"n_samples": 0}, ValueError, "n_samples must be an integer >= 1; got 0"),
+    (make_blobs, {"n_samples": 2.5}, TypeError, "n_samples must be an integer; got float 2.5"),
+    (make_blobs, {"n_features": True}, TypeError, "n_features must be an integer; got bool True"),
+    (make_blobs, {"centers": 0}, ValueError, "centers must be an integer >= 1"),
     (make_blobs, {"centers": [[0, 0, 0]]}, ValueError,
      r"centers must be .* \(K, n_features=2\); got shape \(1, 3\)"),
     (make_blobs, {"centers": "abc"}, TypeError, "centers must be an int or an array"),
@@ -384,10 +384,10 @@ def test_regression_noise_is_additive_with_given_std():
     (make_blobs, {"dtype": np.int64}, ValueError, "dtype must be a floating type"),
     (make_blobs, {"seed": "x"}, TypeError, "seed must be None, an int >= 0 or a numpy"),
     (make_blobs, {"seed": -1}, ValueError, "seed must be >= 0; got -1"),
-    (make_spirals, {"n_classes": 0}, ValueError, "n_classes must be >= 1; got 0"),
+    (make_spirals, {"n_classes": 0}, ValueError, "n_classes must be an integer >= 1; got 0"),
     (make_spirals, {"noise": -0.1}, ValueError, "noise must be a finite number >= 0; got -0.1"),
     (make_spirals, {"noise": "big"}, TypeError, "noise must be a number; got str 'big'"),
-    (make_regression, {"n_targets": 0}, ValueError, "n_targets must be >= 1; got 0"),
+    (make_regression, {"n_targets": 0}, ValueError, "n_targets must be an integer >= 1; got 0"),
     (make_regression, {"noise": float("nan")}, ValueError, "noise must be a finite number"),
     (make_regression, {"nonlinear": 1}, TypeError, "nonlinear must be True or False; got int 1"),
 ])

@@ -76,8 +76,10 @@ def test_max_entries_checks_a_sample_and_bad_arguments_are_named():
     assert fastbp.gradcheck(model, X, y, loss="mse", max_entries=2).passed
     with pytest.raises(ValueError, match="gradcheck needs a loss"):
         fastbp.gradcheck(model, X, y)
-    with pytest.raises(ValueError, match=r"eps must be a number in \(0, 1\); got 0"):
+    with pytest.raises(ValueError, match=r"eps must be in \(0, 1\), finite; got 0.0"):
         fastbp.gradcheck(model, X, y, loss="mse", eps=0)
+    with pytest.raises(TypeError, match="eps must be a number; got str '0.1'"):
+        fastbp.gradcheck(model, X, y, loss="mse", eps="0.1")
     with pytest.raises(TypeError, match="model must be a fastbp.Sequential"):
         fastbp.gradcheck("model", X, y, loss="mse")
 
@@ -261,5 +263,5 @@ def test_tolerances_are_checked():
         fastbp.gradcheck(model, X, y, loss="mse", atol=0, rtol=0)
     with pytest.raises(ValueError, match="rtol must be a finite number >= 0; got -1"):
         fastbp.gradcheck(model, X, y, loss="mse", rtol=-1)
-    with pytest.raises(TypeError, match="atol must be a number; got '1e-5'"):
+    with pytest.raises(TypeError, match="atol must be a number; got str '1e-5'"):
         fastbp.gradcheck(model, X, y, loss="mse", atol="1e-5")

@@ -112,8 +112,8 @@ _COLD = textwrap.dedent("""
     from fastbp.backends import _warm
 
     start = _warm.start
-    def recording(groups, dtype):
-        procs = start(groups, dtype)
+    def recording(main, arg_lists):
+        procs = start(main, arg_lists)
         print(json.dumps({"workers": [p.pid for p in procs]}), flush=True)
         recording.procs = procs
         return procs

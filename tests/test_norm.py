@@ -327,9 +327,11 @@ def test_layer_widths_are_checked():
         Sequential([Dense(4, 6), BatchNorm(5), Dense(6, 2)])
     with pytest.raises(ValueError, match=r"layer 0 \(LayerNorm\) normalizes num_features=3 .* input has 4"):
         Sequential([LayerNorm(3), Dense(4, 2)])
-    for bad in (dict(momentum=1.5), dict(eps=0.0), dict(affine="yes")):
+    for bad in (dict(momentum=1.5), dict(eps=0.0)):
         with pytest.raises(ValueError, match=next(iter(bad))):
             BatchNorm(4, **bad)
+    with pytest.raises(TypeError, match="affine must be True or False; got str 'yes'"):
+        BatchNorm(4, affine="yes")
     with pytest.raises(ValueError, match="num_features"):
         LayerNorm(0)
 

@@ -74,6 +74,7 @@ from ..kernels.cpu import dropout as DR
 from ..kernels.cpu import losses as L
 from ..kernels.cpu import norm as NM
 from ..kernels.cpu import optim as O
+from ..kernels.cpu._finite import all_finite
 from . import _warm
 from ._views import borrowed, kernel_call_intrinsic, matrix, prefetch
 
@@ -321,23 +322,6 @@ def elementwise_stats(stats, loss, out, labels, target, weight, loss_code):
     stats[R.S_CORRECT] += correct
     stats[R.S_SQUARED] += squared
     stats[R.S_ABSOLUTE] += absolute
-
-
-@jit(inline="always")
-def all_finite(a):
-    """True when no element is NaN or inf.
-
-    An OR over "not |x| < inf" (true for NaN as for inf), a boolean reduction that vectorizes
-    without fastmath: LLVM tests 8 floats at once as integers (|x| masked, compared with inf's
-    bits). A count of |x| < inf vectorized too, but widened every mask to 64-bit counters and
-    took twice as long (2410 float32 elements: 317 against 145 ns; 535,818: 75 against 43 us).
-    (A fastmath sum of x - x does not work: with reassociation LLVM is free to fold it to 0 and
-    hide a NaN, which it does for float64.)
-    """
-    bad = False
-    for i in range(a.size):
-        bad |= not abs(a[i]) < math.inf
-    return not bad
 
 
 @jit(inline="always")
@@ -779,7 +763,8 @@ def _compile_ahead(net, dtype, loss, optimizer, ahead):
     names = [name for name in TABLES if name == "kernels" or getattr(net, name) is not None]
     entries = [(name, field, loss, optimizer) for name, field in _AHEAD if name in names]
     n_workers = min(len(entries), _warm.usable_cpus() - 1)
-    procs = _warm.start([entries[k::n_workers] for k in range(n_workers)], dtype)
+    procs = _warm.start(compile_worker, [[np.dtype(dtype).name] + [":".join(map(str, entry)) for entry in
+                                                                    entries[k::n_workers]] for k in range(n_workers)])
     if not procs:
         return
     try:
@@ -793,6 +778,17 @@ def _compile_ahead(net, dtype, loss, optimizer, ahead):
         _warm.stop(procs)
         raise
     _warm.wait(procs)
+
+
+def compile_worker(argv):
+    """A worker process of ``_compile_ahead`` (``_warm.start``): compile the entries
+    ``table:field:loss:optimizer`` of ``argv[1:]`` for dtype ``argv[0]`` into the cache."""
+    _warm.die_with_parent()
+    dtype = np.dtype(argv[0])
+    for entry in argv[1:]:
+        name, field, loss, optimizer = entry.split(":")
+        loss, optimizer = (None if code == "None" else int(code) for code in (loss, optimizer))
+        compile_entry(name, field, dtype, loss, optimizer)
 
 
 def with_kernels(net, dtype, loss=None, optimizer=None, ahead=None):

@@ -6,8 +6,10 @@ kernels by address (``_cpu_loop.with_kernels``), the kernels and the loop's leve
 compile units: the loop compiles against kernel tables of placeholder addresses (their type
 is all it needs), and the kernels go into the on-disk cache, wherever they are compiled.
 ``with_kernels(..., ahead=...)`` therefore starts worker processes that compile the heaviest
-kernels into the cache (``python -c``, ``main`` below), compiles the loop and the other kernels
-here meanwhile, waits for the workers, and then loads their kernels from the cache.
+kernels into the cache (``python -c``, running ``_cpu_loop.compile_worker``), compiles the loop and
+the other kernels here meanwhile, waits for the workers, and then loads their kernels from the cache.
+This module only starts, watches and ends worker processes; what a worker runs is its caller's
+(``start`` takes the function), so it imports nothing of the loop it serves.
 
 A worker only fills the cache: if it fails, is killed (after ``WAIT_SECONDS``), or writes to
 another cache folder, this process finds the kernel missing and compiles it itself, as before.
@@ -24,16 +26,17 @@ import sys
 import threading
 import time
 
-import numpy as np
-
 from ..kernels import _cache
 
 # How long to wait for a worker before compiling its kernels here instead (a cold compile of
 # the dense kernels takes 10-20 s on the 2-core development machine).
 WAIT_SECONDS = 600
 
+# What a worker runs: ``main(sys.argv[1:])``, ``main`` a module-level function named by ``start``.
+_PROGRAM = "import sys; from {module} import {name} as main; main(sys.argv[1:])"
+
 # A worker's first act, before importing fastbp (seconds under load): end with the parent
-# (``_die_with``, here as it can be without fastbp); PR_SET_PDEATHSIG is 1, SIGKILL 9.
+# (``die_with_parent``, here as it can be without fastbp); PR_SET_PDEATHSIG is 1, SIGKILL 9.
 _GUARD = ("import ctypes, os, sys\n"
           "try:\n"
           "    ctypes.CDLL(None).prctl(1, 9, 0, 0, 0)\n"
@@ -67,28 +70,31 @@ def cached(dispatcher, sig):
     return cache is not None and cache.load_overload(sig, dispatcher.targetctx) is not None
 
 
-def _child_env():
-    """This process's environment, where the child imports this very fastbp: the folder holding it
-    goes first on PYTHONPATH, unless it is a site-packages folder (found there anyway; put first,
-    it could shadow the standard library with an old backport)."""
+def child_env():
+    """This process's environment for a worker, which imports this very fastbp: the folder holding
+    it goes first on PYTHONPATH, unless it is a site-packages folder (found there anyway; put
+    first, it could shadow the standard library with an old backport). FASTBP_WARM_PARENT names
+    this process, for the worker's ``die_with_parent``."""
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     site_dirs = site.getsitepackages() + [site.getusersitepackages()] if hasattr(site, "getsitepackages") else []
+    env = dict(os.environ, FASTBP_WARM_PARENT=str(os.getpid()))
     if root in map(os.path.abspath, site_dirs):
-        return dict(os.environ)
-    return dict(os.environ, PYTHONPATH=os.pathsep.join([root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+        return env
+    return dict(env, PYTHONPATH=os.pathsep.join([root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
 
 
-def start(groups, dtype):
-    """Start one worker per group of entries (``(table, field, loss, optimizer)``); the processes."""
-    if _cache.FOLDER is None or not _cache.WRITABLE or not groups or not sys.executable or getattr(sys, "frozen", False):
+def start(main, arg_lists):
+    """Start one worker per list of ``arg_lists``, each running ``main(args)`` (a module-level
+    function, imported by its module's name in the worker); the processes."""
+    if (_cache.FOLDER is None or not _cache.WRITABLE or not arg_lists or not sys.executable
+            or getattr(sys, "frozen", False)):
         return []  # no cache to fill, nothing to do, or no Python to start (a frozen application)
-    env = dict(_child_env(), FASTBP_WARM_PARENT=str(os.getpid()))
+    program = _PROGRAM.format(module=main.__module__, name=main.__qualname__)
+    env = child_env()
     procs = []
-    for group in groups:
-        args = [f"{name}:{field}:{loss}:{optimizer}" for name, field, loss, optimizer in group]
+    for args in arg_lists:
         try:
-            procs.append(subprocess.Popen(worker_command("from fastbp.backends import _warm; _warm.main(sys.argv[1:])",
-                                                         np.dtype(dtype).name, *args), env=env,
+            procs.append(subprocess.Popen(worker_command(program, *args), env=env,
                                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                           stderr=subprocess.DEVNULL))
         except OSError:
@@ -121,10 +127,11 @@ def stop(procs):
         proc.wait()
 
 
-def _die_with(parent):
-    """End this worker when ``parent`` ends, however it ends (SIGKILL too): where Linux offers it,
-    the kernel sends SIGKILL on the parent's death (PR_SET_PDEATHSIG); elsewhere a thread looks at
-    the parent pid twice a second."""
+def die_with_parent():
+    """End this worker when the process that started it (FASTBP_WARM_PARENT, set by ``child_env``)
+    ends, however it ends (SIGKILL too): where Linux offers it, the kernel sends SIGKILL on the
+    parent's death (PR_SET_PDEATHSIG); elsewhere a thread looks at the parent pid twice a second."""
+    parent = int(os.environ.get("FASTBP_WARM_PARENT", os.getppid()))
     try:
         import ctypes
 
@@ -142,15 +149,3 @@ def _die_with(parent):
         os._exit(1)
 
     threading.Thread(target=watch, daemon=True).start()
-
-
-def main(argv):
-    """A worker: compile the entries ``table:field:loss:optimizer`` of ``argv[1:]`` for dtype ``argv[0]``."""
-    from . import _cpu_loop
-
-    _die_with(int(os.environ.get("FASTBP_WARM_PARENT", os.getppid())))
-    dtype = np.dtype(argv[0])
-    for entry in argv[1:]:
-        name, field, loss, optimizer = entry.split(":")
-        loss, optimizer = (None if code == "None" else int(code) for code in (loss, optimizer))
-        _cpu_loop.compile_entry(name, field, dtype, loss, optimizer)

@@ -21,7 +21,7 @@ import re
 
 import numpy as np
 
-from .._checks import _fail, check_arrays, check_signature, check_values
+from .._checks import check_arrays, check_signature, check_values, reject
 from ._numba_cuda import as_device_array, exported_readonly
 
 
@@ -39,13 +39,13 @@ def _device_array(kernel, name, a, output):
     d = as_device_array(a)
     if d is None:
         hint = " (copy it once with numba.cuda.to_device)" if isinstance(a, np.ndarray) else ""
-        _fail(kernel, name, "a CUDA device array (a numba device array or any object with "
+        reject(kernel, name, "a CUDA device array (a numba device array or any object with "
               "__cuda_array_interface__, such as a CuPy array or a PyTorch CUDA tensor)" + hint,
               _describe(a))
     if not d.is_c_contiguous():
-        _fail(kernel, name, "C-contiguous (make a contiguous copy)", _describe(a))
+        reject(kernel, name, "C-contiguous (make a contiguous copy)", _describe(a))
     if output and exported_readonly(a):
-        _fail(kernel, name, "writeable (it is an output)", "a read-only device array")
+        reject(kernel, name, "writeable (it is an output)", "a read-only device array")
     return d
 
 
