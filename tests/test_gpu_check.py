@@ -92,7 +92,10 @@ def test_the_test_summary_counts_a_finished_run_and_a_stopped_one(tmp_path):
     env = dict(os.environ)
     finished = run_tests([str(tmp_path / "test_sample.py"), "-k", "not hangs"], env, 300, 0, tmp_path / "a.xml")
     assert (finished["tests"], finished["passed"], finished["skipped"], finished["failed"]) == (3, 1, 1, 1)
-    assert finished["failures"] == ["test_sample::test_fails"] and finished["returncode"] == 1
+    # JUnit's class name carries the file's path from pytest's root folder, which depends on where
+    # the test runs: only the module and the test are fixed.
+    assert len(finished["failures"]) == 1 and finished["failures"][0].endswith("test_sample::test_fails")
+    assert finished["returncode"] == 1
     assert not finished["timed_out"] and "1 failed, 1 passed, 1 skipped" in finished["last_line"]
     # Stopped by its time limit: no XML, the counts from the progress characters printed so far.
     stopped = run_tests([str(tmp_path / "test_sample.py")], env, 10, 0, tmp_path / "b.xml")
