@@ -58,9 +58,9 @@ def describe(unit):
         kinds = "+".join(unit[2]) or "no norm layers"
         return f"training loop ({unit[1]}, {kinds})"
     _, table, field, dtype, loss, optimizer = unit
-    code = loss if loss is not None else optimizer
-    name = next((n for n, c in {**LOSSES, **OPTIMIZERS}.items() if c == code and
-                 (n in LOSSES) == (loss is not None)), None) if code is not None else None
+    names = {code: name for name, code in LOSSES.items()} if loss is not None else \
+        {code: name for name, code in OPTIMIZERS.items()}
+    name = names.get(loss if loss is not None else optimizer)
     return f"{table.replace('_ops', '')}.{field}{f' ({name})' if name else ''} ({dtype})"
 
 

@@ -75,6 +75,21 @@ def test_units_cover_every_table_entry_and_loop_once():
     assert sum(u[2] == "stats" for u in per_dtype) == len(_precompile.LOSSES)
 
 
+def test_units_are_named_by_their_loss_or_optimizer():
+    from fastbp.kernels import registry as R
+
+    assert _precompile.describe(("kernel", "kernels", "update", "float32", None, R.OPT_ADAM)) == \
+        "kernels.update (adam) (float32)"
+    # The loss and optimizer codes overlap (0 is softmax cross-entropy and SGD): each by its own table.
+    assert _precompile.describe(("kernel", "kernels", "loss_forward", "float64", R.LOSS_SCE, None)) == \
+        "kernels.loss_forward (softmax_cross_entropy) (float64)"
+    assert _precompile.describe(("kernel", "kernels", "update", "float32", None, R.OPT_SGD)) == \
+        "kernels.update (sgd) (float32)"
+    assert _precompile.describe(("kernel", "dropout_ops", "forward", "float32", None, None)) == \
+        "dropout.forward (float32)"
+    assert _precompile.describe(("loop", "float32", ("batchnorm",))) == "training loop (float32, batchnorm)"
+
+
 def test_dealing_puts_the_longest_first_and_balances():
     shares = _precompile.deal(_precompile.units(dtypes=("float32",)), 2)
     loads = [sum(map(_precompile._cost, share)) for share in shares]
