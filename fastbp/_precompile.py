@@ -30,23 +30,28 @@ DTYPES = ("float32", "float64")
 LOSSES = {loss.name: loss.code for loss in R.LOSS_TABLE}
 OPTIMIZERS = {"sgd": R.OPT_SGD, "adam": R.OPT_ADAM, "rmsprop": R.OPT_RMSPROP, "adagrad": R.OPT_ADAGRAD}
 NORMS = ("batchnorm", "layernorm")
+ACTIVATIONS = tuple(R.ACTIVATIONS)
 _NORM_TABLES = {"batchnorm": "batchnorm_ops", "layernorm": "layernorm_ops"}
 
-def units(dtypes=DTYPES, losses=tuple(LOSSES), optimizers=tuple(OPTIMIZERS), norms=NORMS):
-    """The compile units for these choices: ``("kernel", table, field, dtype, loss, optimizer)`` and
-    ``("loop", dtype, norm_kinds)`` tuples (codes of ``kernels.registry``), each compiled once."""
+def units(dtypes=DTYPES, losses=tuple(LOSSES), optimizers=tuple(OPTIMIZERS), norms=NORMS, activations=ACTIVATIONS):
+    """The compile units for these choices: ``("kernel", table, field, dtype, loss, optimizer, code)``
+    and ``("loop", dtype, norm_kinds)`` tuples (codes of ``kernels.registry``), each compiled once.
+    ``activations`` (names) are those the activation layers' kernels are compiled for, one kernel
+    per code (``_cpu_loop.BY_CODE``)."""
+    from .backends import _cpu_loop
+
     found = []
     for dtype in dtypes:
-        found += [("kernel", "kernels", field, dtype, None, None) for field in ("dense_forward", "dense_backward")]
+        found += [("kernel", "kernels", field, dtype, None, None, None) for field in ("dense_forward", "dense_backward")]
         for loss in losses:
-            found += [("kernel", "kernels", field, dtype, LOSSES[loss], None)
+            found += [("kernel", "kernels", field, dtype, LOSSES[loss], None, None)
                       for field in ("loss_forward", "loss_backward", "stats")]
-        found += [("kernel", "kernels", "update", dtype, None, OPTIMIZERS[name]) for name in optimizers]
+        found += [("kernel", "kernels", "update", dtype, None, OPTIMIZERS[name], None) for name in optimizers]
         tables = ["activation_ops", "dropout_ops"] + [_NORM_TABLES[norm] for norm in norms]
-        from .backends import _cpu_loop
-
         for table in tables:
-            found += [("kernel", table, field, dtype, None, None) for field in type(_cpu_loop.TABLES[table])._fields]
+            codes = [R.ACTIVATIONS[name] for name in activations] if table in _cpu_loop.BY_CODE else [None]
+            found += [("kernel", table, field, dtype, None, None, code)
+                      for field in type(_cpu_loop.TABLES[table])._fields for code in codes]
         for size in range(len(norms) + 1):
             found += [("loop", dtype, kinds) for kinds in itertools.combinations(norms, size)]
     return found
@@ -57,10 +62,13 @@ def describe(unit):
     if unit[0] == "loop":
         kinds = "+".join(unit[2]) or "no norm layers"
         return f"training loop ({unit[1]}, {kinds})"
-    _, table, field, dtype, loss, optimizer = unit
-    names = {code: name for name, code in LOSSES.items()} if loss is not None else \
-        {code: name for name, code in OPTIMIZERS.items()}
-    name = names.get(loss if loss is not None else optimizer)
+    _, table, field, dtype, loss, optimizer, code = unit
+    if code is not None:
+        name = R.ACTIVATION_NAMES[code]
+    else:
+        names = {code: name for name, code in LOSSES.items()} if loss is not None else \
+            {code: name for name, code in OPTIMIZERS.items()}
+        name = names.get(loss if loss is not None else optimizer)
     return f"{table.replace('_ops', '')}.{field}{f' ({name})' if name else ''} ({dtype})"
 
 
@@ -91,7 +99,7 @@ def cpu_environment(cpu):
 
 
 def precompile(dtypes=DTYPES, losses=tuple(LOSSES), optimizers=tuple(OPTIMIZERS), norms=NORMS, jobs=None,
-               cpu=None, progress=None):
+               cpu=None, progress=None, activations=ACTIVATIONS):
     """Compile the units of ``units(...)`` into the cache folder, in ``jobs`` worker processes.
 
     ``progress(unit)`` is called as each unit is done. Returns the number of units. Raises
@@ -102,7 +110,7 @@ def precompile(dtypes=DTYPES, losses=tuple(LOSSES), optimizers=tuple(OPTIMIZERS)
                            f"({_cache.OFF_REASON or f'{_cache.FOLDER} is read-only'})")
     from .backends import _warm
 
-    found = units(dtypes, losses, optimizers, norms)
+    found = units(dtypes, losses, optimizers, norms, activations)
     jobs = jobs or _warm.usable_cpus()
     env = dict(_warm.child_env(), **cpu_environment(cpu))
     procs = []
@@ -159,8 +167,8 @@ def worker(share):
         if unit[0] == "kernel":
             from .backends import _cpu_loop
 
-            _, table, field, dtype, loss, optimizer = unit
-            _cpu_loop.compile_entry(table, field, np.dtype(dtype), loss, optimizer)
+            _, table, field, dtype, loss, optimizer, code = unit
+            _cpu_loop.compile_entry(table, field, np.dtype(dtype), loss, optimizer, code)
         else:
             compile_loops(np.dtype(unit[1]), unit[2])
         print("done " + json.dumps(unit), flush=True)

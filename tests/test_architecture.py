@@ -83,6 +83,12 @@ def test_dispatch_by_code_runs_the_named_kernel(backend, activation):
         getattr(A, activation.name + "_backward")(dx_name, dout_dev, second, *extra)
     A.activation_code_backward(dx_code, dout_dev, y_dev, x_dev, np.int64(activation.code), alpha)
     np.testing.assert_array_equal(to_host(backend, dx_code), to_host(backend, dx_name))
+    if backend == "cpu":
+        # The CPU training loop calls the kernels compiled for this one code: the same bits.
+        A.activation_forward_for(activation.code)(code_dev, x_dev, np.int64(-1), alpha)
+        np.testing.assert_array_equal(code_dev, by_name)
+        A.activation_backward_for(activation.code)(dx_code, dout_dev, y_dev, x_dev, np.int64(-1), alpha)
+        np.testing.assert_array_equal(dx_code, to_host(backend, dx_name))
 
 
 # Public keyword APIs (fit, the scikit-learn constructors) may take many parameters; nothing else.
@@ -165,6 +171,7 @@ def test_the_loop_compiles_no_kernel_of_an_op_kind_the_network_lacks(tmp_path):
     absent = {"_norm_forward", "batchnorm_act_forward", "layernorm_act_forward", "batchnorm_update_running",
               "activation_code_forward"}
     assert not absent & set(compiled), sorted(absent & set(compiled))
+    assert not [name for name in compiled if name.startswith(("activation_forward_", "activation_backward_"))]
     # The kernel table holds the model's loss and optimizer (softmax cross-entropy, SGD) alone: the
     # other losses and optimizers, and the dispatchers over all of them, do not compile.
     assert {"sce_code_forward", "sce_code_backward", "softmax_stats", "sgd_code_update"} <= set(compiled)
@@ -199,6 +206,34 @@ def test_a_kernel_table_calls_its_kernels_and_refuses_other_argument_types():
     # never called through the address.
     with pytest.raises(TypingError, match="its table holds it for"):
         wrong(table, np.zeros(4, dtype=np.float32))
+
+
+def test_a_table_by_code_calls_the_kernel_of_the_op_code_and_refuses_a_code_it_lacks():
+    from numba import njit
+
+    from fastbp.backends import _cpu_loop
+
+    table = _cpu_loop.kernel_table("activation_ops", np.float32, codes=(R.RELU, R.TANH))
+
+    @njit
+    def forward(table, code, out, x):
+        _cpu_loop._kcall_code(table, "forward", code, (out, x, code, 0.0))
+
+    x = np.linspace(-2, 2, 6, dtype=np.float32).reshape(2, 3)
+    out = np.zeros_like(x)
+    forward(table, np.int64(R.TANH), out, x)
+    assert np.array_equal(out, np.tanh(x))
+    forward(table, np.int64(R.RELU), out, x)
+    assert np.array_equal(out, np.maximum(x, 0))
+    # A code the table was not made for, or no code at all: an error, never a call of address 0.
+    out[:] = 7
+    with pytest.raises(RuntimeError, match="not in the table"):
+        forward(table, np.int64(R.GELU), out, x)
+    with pytest.raises(RuntimeError, match="no 'forward' kernel for this code"):
+        forward(table, np.int64(_cpu_loop.N_CODES), out, x)
+    with pytest.raises(RuntimeError, match="no 'forward' kernel for this code"):
+        forward(table, np.int64(-1), out, x)
+    assert np.all(out == 7)
 
 
 def test_a_table_made_without_loss_and_optimizer_refuses_their_kernels_when_called():

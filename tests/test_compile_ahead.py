@@ -152,7 +152,9 @@ def test_a_new_activation_or_dropout_layer_compiles_its_kernels_not_the_loop_aga
 
     assert "train_batches" in fit("plain")
     gelu = fit("gelu")
-    assert "activation_code_forward" in gelu and "train_batches" not in gelu
+    # GELU's kernels alone, not one of every activation.
+    assert {"activation_forward_gelu", "activation_backward_gelu"} <= set(gelu) and "train_batches" not in gelu
+    assert not [name for name in gelu if name.startswith("activation_") and not name.endswith("_gelu")], gelu
     dropout = fit("dropout")
     assert "dropout_forward_from" in dropout and "train_batches" not in dropout
 

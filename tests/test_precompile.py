@@ -69,6 +69,10 @@ def test_units_cover_every_table_entry_and_loop_once():
     kernels = {u[1:3] for u in found if u[0] == "kernel"}
     from fastbp.backends import _cpu_loop
     assert kernels == {(t, f) for t, table in _cpu_loop.TABLES.items() for f in type(table)._fields}
+    # The activation layers' kernels once per code.
+    from fastbp.kernels import registry as R
+    assert sorted(u[6] for u in found if u[1:4] == ("activation_ops", "forward", "float32")) == \
+        sorted(R.ACTIVATIONS.values())
     # Each loss's three kernels and each optimizer's update, per dtype.
     per_dtype = [u for u in found if u[0] == "kernel" and u[3] == "float32"]
     assert sum(u[2] == "update" for u in per_dtype) == len(_precompile.OPTIMIZERS)
@@ -78,15 +82,17 @@ def test_units_cover_every_table_entry_and_loop_once():
 def test_units_are_named_by_their_loss_or_optimizer():
     from fastbp.kernels import registry as R
 
-    assert _precompile.describe(("kernel", "kernels", "update", "float32", None, R.OPT_ADAM)) == \
+    assert _precompile.describe(("kernel", "kernels", "update", "float32", None, R.OPT_ADAM, None)) == \
         "kernels.update (adam) (float32)"
     # The loss and optimizer codes overlap (0 is softmax cross-entropy and SGD): each by its own table.
-    assert _precompile.describe(("kernel", "kernels", "loss_forward", "float64", R.LOSS_SCE, None)) == \
+    assert _precompile.describe(("kernel", "kernels", "loss_forward", "float64", R.LOSS_SCE, None, None)) == \
         "kernels.loss_forward (softmax_cross_entropy) (float64)"
-    assert _precompile.describe(("kernel", "kernels", "update", "float32", None, R.OPT_SGD)) == \
+    assert _precompile.describe(("kernel", "kernels", "update", "float32", None, R.OPT_SGD, None)) == \
         "kernels.update (sgd) (float32)"
-    assert _precompile.describe(("kernel", "dropout_ops", "forward", "float32", None, None)) == \
+    assert _precompile.describe(("kernel", "dropout_ops", "forward", "float32", None, None, None)) == \
         "dropout.forward (float32)"
+    assert _precompile.describe(("kernel", "activation_ops", "backward", "float32", None, None, R.GELU)) == \
+        "activation.backward (gelu) (float32)"
     assert _precompile.describe(("loop", "float32", ("batchnorm",))) == "training loop (float32, batchnorm)"
 
 

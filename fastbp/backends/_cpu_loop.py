@@ -76,7 +76,7 @@ from ..kernels.cpu import norm as NM
 from ..kernels.cpu import optim as O
 from ..kernels.cpu._finite import all_finite
 from . import _warm
-from ._views import borrowed, kernel_call_intrinsic, matrix, prefetch
+from ._views import borrowed, kernel_call_by_code_intrinsic, kernel_call_intrinsic, matrix, prefetch
 
 
 @jit(inline="always")
@@ -193,7 +193,7 @@ def forward(net, ws, theta, nb, training, seed, row0, activation_ops, batchnorm_
                                                   net.codes[i], net.alphas[i]))
         elif kind == R.OP_ACTIVATION:
             if activation_ops is not None:
-                _kcall(activation_ops, "forward", (out, x, net.codes[i], net.alphas[i]))
+                _kcall_code(activation_ops, "forward", net.codes[i], (out, x, net.codes[i], net.alphas[i]))
         elif kind == R.OP_BATCHNORM:
             if batchnorm_ops is not None:
                 _norm_forward(net, ws, theta, i, x, out, training, batchnorm_ops, layernorm_ops)
@@ -246,8 +246,8 @@ def backward(net, ws, theta, grad, nb, activation_ops, batchnorm_ops, layernorm_
             break
         elif kind == R.OP_ACTIVATION:
             if activation_ops is not None:
-                _kcall(activation_ops, "backward", (_rows(ws.dacts, layout, cap, i, nb), dout, out, x, net.codes[i],
-                                                    net.alphas[i]))
+                _kcall_code(activation_ops, "backward", net.codes[i], (_rows(ws.dacts, layout, cap, i, nb), dout, out,
+                                                                       x, net.codes[i], net.alphas[i]))
         elif dropout_ops is not None:
             masks = _rows(ws.masks, layout, cap, i + 1, nb)
             _kcall(dropout_ops, "backward", (_rows(ws.dacts, layout, cap, i, nb), dout, masks))
@@ -604,7 +604,7 @@ LayerNormKernels = namedtuple("LayerNormKernels", "forward backward")
 TABLES = {
     "kernels": Kernels(D.dense_act_forward, D.dense_act_backward, L.CODE_FORWARD, L.CODE_BACKWARD, O.CODE_UPDATES,
                        STATS),
-    "activation_ops": ActivationKernels(A.activation_code_forward, A.activation_code_backward),
+    "activation_ops": ActivationKernels(A.activation_forward_for, A.activation_backward_for),
     "dropout_ops": DropoutKernels(DR.dropout_forward_from, DR.dropout_backward_serial, DR.dropout_inference),
     "batchnorm_ops": BatchNormKernels(NM.batchnorm_act_forward, NM.batchnorm_act_inference, NM.batchnorm_act_backward,
                                       NM.batchnorm_update_running),
@@ -612,6 +612,14 @@ TABLES = {
 }
 # Which code picks the kernel of a dict entry of ``Kernels``.
 _CHOSEN_BY = Kernels(None, None, "loss", "loss", "optimizer", "loss")
+# Tables of kernels compiled for one activation code each: a field holds a kernel factory
+# (``activations.activation_forward_for``) and, in a table of addresses, one address per code
+# (zero for the codes the network does not have), which ``_kcall_code`` picks by the op's code
+# at run time. A kernel of every code took 3x as long to compile as one code's.
+BY_CODE = frozenset({"activation_ops"})
+N_CODES = max(R.ACTIVATIONS.values()) + 1
+# The op kind whose codes a table of ``BY_CODE`` is made for.
+_KIND_OF = {"activation_ops": R.OP_ACTIVATION}
 
 
 @functools.lru_cache(maxsize=None)
@@ -646,6 +654,7 @@ def _allowed(table_class, field):
 
 
 _kcall = kernel_call_intrinsic(_allowed)
+_kcall_code = kernel_call_by_code_intrinsic(_allowed)
 _TABLES_BY_DTYPE = {}
 
 
@@ -669,31 +678,50 @@ def _chosen(name, codes):
     return chosen
 
 
-def _entry(name, field, dtype, loss, optimizer):
-    """The kernel and signature of TABLES[name].<field> for ``dtype`` and the codes."""
+def _entry(name, field, dtype, loss, optimizer, code=None):
+    """The kernel and signature of TABLES[name].<field> for ``dtype`` and the codes (``code``: the
+    activation code of a table of ``BY_CODE``)."""
     codes = {"loss": loss, "optimizer": optimizer}
     index = type(TABLES[name])._fields.index(field)
-    return _chosen(name, codes)[index], _signatures(np.dtype(dtype))[name][index]
+    kernel = _chosen(name, codes)[index]
+    if name in BY_CODE:
+        kernel = kernel(code)
+    return kernel, _signatures(np.dtype(dtype))[name][index]
 
 
-def compile_entry(name, field, dtype, loss=None, optimizer=None):
+def compile_entry(name, field, dtype, loss=None, optimizer=None, code=None):
     """The address of TABLES[name].<field>'s kernel, compiled or loaded from the cache if needed."""
-    kernel, sig = _entry(name, field, dtype, loss, optimizer)
+    kernel, sig = _entry(name, field, dtype, loss, optimizer, code)
     result = kernel.get_compile_result(sig)
     return result.library.get_pointer_to_function(result.fndesc.llvm_func_name)
 
 
-def kernel_table(name, dtype, loss=None, optimizer=None):
+def table_codes(net, name):
+    """The activation codes that a table of ``BY_CODE`` needs kernels of for ``net`` (sorted);
+    () for the other tables."""
+    if name not in BY_CODE:
+        return ()
+    return tuple(sorted({int(c) for c in net.codes[net.kinds == _KIND_OF[name]]}))
+
+
+def kernel_table(name, dtype, loss=None, optimizer=None, codes=()):
     """TABLES[name] as the addresses of its kernels compiled (or loaded from the cache) for
     ``dtype``'s signatures; once per process. ``loss`` and ``optimizer`` (registry codes) pick
     the loss and update kernels of ``kernels``; where one is None, its entries raise when called
-    (a table for ``predict`` of a model with no loss)."""
+    (a table for ``predict`` of a model with no loss). A table of ``BY_CODE`` holds the kernels
+    of the activation ``codes``, and zero for every other code."""
     if name != "kernels":
         loss = optimizer = None
-    key = (name, np.dtype(dtype), loss, optimizer)
+    codes = tuple(sorted(codes)) if name in BY_CODE else ()
+    key = (name, np.dtype(dtype), loss, optimizer, codes)
     if key not in _TABLES_BY_DTYPE:
         table = type(TABLES[name])
-        _TABLES_BY_DTYPE[key] = table(*(compile_entry(name, field, dtype, loss, optimizer) for field in table._fields))
+        if name in BY_CODE:
+            fields = [tuple(compile_entry(name, field, dtype, code=code) if code in codes else 0
+                            for code in range(N_CODES)) for field in table._fields]
+        else:
+            fields = [compile_entry(name, field, dtype, loss, optimizer) for field in table._fields]
+        _TABLES_BY_DTYPE[key] = table(*fields)
     return _TABLES_BY_DTYPE[key]
 
 
@@ -703,7 +731,8 @@ def kernel_table(name, dtype, loss=None, optimizer=None):
 COMPILE_SECONDS = {
     "kernels": Kernels(dense_forward=2.2, dense_backward=2.8, loss_forward=0.8, loss_backward=0.3, update=0.8,
                        stats=0.25),
-    "activation_ops": ActivationKernels(forward=1.2, backward=1.2),
+    # One code's kernels (``BY_CODE``).
+    "activation_ops": ActivationKernels(forward=0.6, backward=0.4),
     "dropout_ops": DropoutKernels(forward=0.2, backward=0.1, inference=0.1),
     "batchnorm_ops": BatchNormKernels(forward=1.9, inference=1.6, backward=2.1, update_running=0.1),
     "layernorm_ops": LayerNormKernels(forward=0.7, backward=1.6),
@@ -724,9 +753,10 @@ def pending(net, dtype, loss=None, optimizer=None):
         if name != "kernels" and getattr(net, name) is None:
             continue
         for field in type(TABLES[name])._fields:
-            kernel, sig = _entry(name, field, dtype, loss, optimizer)
-            if not _warm.cached(kernel, sig):
-                found.append(((name, field), getattr(COMPILE_SECONDS[name], field)))
+            for code in table_codes(net, name) or (None,):
+                kernel, sig = _entry(name, field, dtype, loss, optimizer, code)
+                if not _warm.cached(kernel, sig):
+                    found.append(((name, field), getattr(COMPILE_SECONDS[name], field)))
     return found
 
 
@@ -743,7 +773,8 @@ def _placeholder(name):
     """A table of TABLES[name]'s type holding zero addresses: what the loop is compiled against
     while the kernels compile elsewhere, and what it holds for an op kind the network lacks
     (never called: no op of that kind)."""
-    return type(TABLES[name])(*[0] * len(TABLES[name]))
+    zero = (0,) * N_CODES if name in BY_CODE else 0
+    return type(TABLES[name])(*[zero] * len(TABLES[name]))
 
 
 def placeholder_net(net):
@@ -761,7 +792,8 @@ def _compile_ahead(net, dtype, loss, optimizer, ahead):
     if _warm.cached(kernel, sig):
         return
     names = [name for name in TABLES if name == "kernels" or getattr(net, name) is not None]
-    entries = [(name, field, loss, optimizer) for name, field in _AHEAD if name in names]
+    entries = [(name, field, loss, optimizer, code) for name, field in _AHEAD if name in names
+               for code in table_codes(net, name) or (None,)]
     n_workers = min(len(entries), _warm.usable_cpus() - 1)
     procs = _warm.start(compile_worker, [[np.dtype(dtype).name] + [":".join(map(str, entry)) for entry in
                                                                     entries[k::n_workers]] for k in range(n_workers)])
@@ -772,7 +804,8 @@ def _compile_ahead(net, dtype, loss, optimizer, ahead):
         for name in names:
             for field in type(TABLES[name])._fields:
                 if (name, field) not in _AHEAD:
-                    compile_entry(name, field, dtype, loss, optimizer)
+                    for code in table_codes(net, name) or (None,):
+                        compile_entry(name, field, dtype, loss, optimizer, code)
     except BaseException:
         # An interrupt or an error here: the workers' kernels are no longer wanted.
         _warm.stop(procs)
@@ -782,13 +815,13 @@ def _compile_ahead(net, dtype, loss, optimizer, ahead):
 
 def compile_worker(argv):
     """A worker process of ``_compile_ahead`` (``_warm.start``): compile the entries
-    ``table:field:loss:optimizer`` of ``argv[1:]`` for dtype ``argv[0]`` into the cache."""
+    ``table:field:loss:optimizer:code`` of ``argv[1:]`` for dtype ``argv[0]`` into the cache."""
     _warm.die_with_parent()
     dtype = np.dtype(argv[0])
     for entry in argv[1:]:
-        name, field, loss, optimizer = entry.split(":")
-        loss, optimizer = (None if code == "None" else int(code) for code in (loss, optimizer))
-        compile_entry(name, field, dtype, loss, optimizer)
+        name, field, *codes = entry.split(":")
+        loss, optimizer, code = (None if code == "None" else int(code) for code in codes)
+        compile_entry(name, field, dtype, loss, optimizer, code)
 
 
 def with_kernels(net, dtype, loss=None, optimizer=None, ahead=None):
@@ -806,7 +839,7 @@ def with_kernels(net, dtype, loss=None, optimizer=None, ahead=None):
     """
     if ahead is not None:
         _compile_ahead(net, dtype, loss, optimizer, ahead)
-    return net._replace(**{name: kernel_table(name, dtype, loss, optimizer)
+    return net._replace(**{name: kernel_table(name, dtype, loss, optimizer, table_codes(net, name))
                            if name == "kernels" or getattr(net, name) is not None else _absent(name)
                            for name in TABLES})
 

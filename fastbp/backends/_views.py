@@ -21,7 +21,8 @@ for every reshape, 1.4% more.
   into the caches ahead of its use (``llvm.prefetch``; never faults, whatever the address).
 - ``kernel_call_intrinsic(signatures)``: the intrinsic by which the loop calls a kernel through
   its address in a table of ``_cpu_loop.TABLES``, so that the loop does not link the kernel's
-  code (``_cpu_loop``'s docstring says why).
+  code (``_cpu_loop``'s docstring says why); ``kernel_call_by_code_intrinsic``, one through the
+  address a table holds for a run-time code (kernels compiled for one activation code each).
 """
 from llvmlite import ir
 from numba import types
@@ -102,15 +103,24 @@ def prefetch(typingctx, arr, index, offset, locality):
     return types.none(arr, index, offset, locality), codegen
 
 
-def _kernel_call(context, builder, table_ty, table, index, arg_tys, args):
-    """Call the function at address ``table[index]`` with numba's calling convention; errors propagate."""
-    address = builder.extract_value(table, index)
+def _kernel_call(context, builder, address, arg_tys, args):
+    """Call the function at ``address`` (an integer) with numba's calling convention; errors propagate."""
     fnty = context.call_conv.get_function_type(types.none, arg_tys)
     fn = builder.inttoptr(address, fnty.as_pointer())
     status, _ = context.call_conv.call_function(builder, fn, types.none, arg_tys, args)
     with cgutils.if_unlikely(builder, status.is_error):
         context.call_conv.return_status_propagate(builder, status)
     return context.get_dummy_value()
+
+
+def _check_call(table, field, args, signatures):
+    """The argument types of a call of ``table.<field>`` with the tuple type ``args``; TypingError
+    unless they are one of ``signatures(table_class, field)``."""
+    arg_tys = tuple(args.types)
+    allowed = [tuple(s.args) for s in signatures(table.instance_class, field)]
+    if arg_tys not in allowed:
+        raise errors.TypingError(f"kernel {field!r} called with {arg_tys}; its table holds it for {allowed}")
+    return arg_tys
 
 
 def kernel_call_intrinsic(signatures):
@@ -126,15 +136,51 @@ def kernel_call_intrinsic(signatures):
             return None
         field = name.literal_value
         index = table.fields.index(field)
-        arg_tys = tuple(args.types)
-        allowed = [tuple(s.args) for s in signatures(table.instance_class, field)]
-        if arg_tys not in allowed:
-            raise errors.TypingError(f"kernel {field!r} called with {arg_tys}; its table holds it for {allowed}")
+        if not isinstance(table.types[index], types.Integer):
+            return None
+        arg_tys = _check_call(table, field, args, signatures)
 
         def codegen(context, builder, sig, llargs):
             values = cgutils.unpack_tuple(builder, llargs[2], len(arg_tys))
-            return _kernel_call(context, builder, table, llargs[0], index, arg_tys, values)
+            address = builder.extract_value(llargs[0], index)
+            return _kernel_call(context, builder, address, arg_tys, values)
 
         return types.none(table, name, args), codegen
+
+    return call
+
+
+def kernel_call_by_code_intrinsic(signatures):
+    """An intrinsic ``call(table, name, code, args)``: as ``kernel_call_intrinsic``'s, for a table
+    field that holds one address per code (a tuple indexed by the run-time ``code``: a kernel
+    compiled for that code alone). A code out of the tuple's range, or one whose address is zero
+    (not compiled for this table), raises RuntimeError instead of calling anything."""
+
+    @intrinsic
+    def call(typingctx, table, name, code, args):
+        if not (isinstance(table, types.BaseNamedTuple) and isinstance(name, types.StringLiteral)
+                and isinstance(code, types.Integer) and isinstance(args, types.BaseTuple)):
+            return None
+        field = name.literal_value
+        index = table.fields.index(field)
+        addresses_ty = table.types[index]
+        if not (isinstance(addresses_ty, types.UniTuple) and isinstance(addresses_ty.dtype, types.Integer)):
+            return None
+        arg_tys = _check_call(table, field, args, signatures)
+
+        def codegen(context, builder, sig, llargs):
+            at = context.cast(builder, llargs[2], sig.args[2], types.intp)
+            slots = cgutils.alloca_once_value(builder, builder.extract_value(llargs[0], index))
+            in_range = builder.icmp_unsigned("<", at, at.type(addresses_ty.count))
+            with cgutils.if_unlikely(builder, builder.not_(in_range)):
+                context.call_conv.return_user_exc(builder, RuntimeError, (f"fastbp: no {field!r} kernel for this code",))
+            address = builder.load(builder.gep(slots, [ir.IntType(32)(0), at]))
+            with cgutils.if_unlikely(builder, cgutils.is_null(builder, address)):
+                context.call_conv.return_user_exc(
+                    builder, RuntimeError, (f"fastbp: the {field!r} kernel of this code is not in the table",))
+            values = cgutils.unpack_tuple(builder, llargs[3], len(arg_tys))
+            return _kernel_call(context, builder, address, arg_tys, values)
+
+        return types.none(table, name, code, args), codegen
 
     return call
