@@ -12,7 +12,7 @@ state and counters agree.
 While kernels compile the interrupt is raised at once, as usual (numba compiles in Python). But
 llvmlite calls back into Python from C (its object cache), and an exception raised inside such a
 callback is printed and dropped: the interrupt was lost and training ran to its end. The recorded
-flag raises it again once the compile returns.
+flag raises it again once the compile returns, or in place of the error the lost interrupt caused.
 """
 import signal
 import threading
@@ -48,6 +48,11 @@ class Interrupts:
             self._previous = None
         if exc[0] is None:
             self.check()
+        elif self.pending and not issubclass(exc[0], KeyboardInterrupt):
+            # The dropped interrupt can itself cause the error: numba's cache then finds no
+            # compiled object to save ("no compiled object yet"). The user asked to stop.
+            self.pending = False
+            raise KeyboardInterrupt from exc[1]
         return False
 
     def _handle(self, signum, frame):

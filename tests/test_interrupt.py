@@ -79,6 +79,25 @@ def test_an_interrupt_swallowed_by_a_callback_from_c_is_raised_again():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_an_error_left_by_a_swallowed_interrupt_becomes_the_interrupt():
+    # An interrupt dropped inside llvmlite's object-cache callback leaves numba without the
+    # compiled object, and saving to the cache then fails with a RuntimeError.
+    with pytest.raises(KeyboardInterrupt) as raised:
+        with _interrupt.Interrupts():
+            try:
+                signal.raise_signal(signal.SIGINT)
+            except KeyboardInterrupt:
+                pass
+            raise RuntimeError("no compiled object yet")
+    assert isinstance(raised.value.__cause__, RuntimeError)
+
+
+def test_an_error_without_an_interrupt_is_left_alone():
+    with pytest.raises(RuntimeError):
+        with _interrupt.Interrupts():
+            raise RuntimeError("a real error")
+
+
 def test_deferred_interrupts_wait_for_the_check():
     with _interrupt.Interrupts() as interrupts:
         with interrupts.deferring():
