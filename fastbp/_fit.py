@@ -196,8 +196,15 @@ def _diverged(model, status, stopped, epoch, n_batches, lr, history, callbacks):
 
 
 def check_parameters(model):
-    """ValueError naming the first non-finite parameter or running statistic: training from it
-    could only diverge, and prediction from it gives NaN."""
+    """ValueError for read-only parameters or buffers (fit writes them), or naming the first
+    non-finite parameter or running statistic: training from it could only diverge, and
+    prediction from it gives NaN."""
+    for name in ("theta", "buffers"):
+        array = getattr(model, name)
+        if not array.flags.writeable:
+            raise ValueError(f"fit updates the model's {name} in place, and it is read-only (a memory map or "
+                             f"a frozen array); give the model a writable copy first: "
+                             f"model.{name} = np.array(model.{name})")
     bad = first_nonfinite(named_views(model.theta, model.buffers, model.layers, model._shapes))
     if bad is not None:
         raise ValueError(f"fit needs finite parameters; the model's {bad} (set by set_weights, "

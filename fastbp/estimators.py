@@ -333,11 +333,14 @@ class _BaseMLP(BaseEstimator):
     def __setstate__(self, state):
         super().__setstate__(state)
         if "_model" in state:
-            # Loaded from a read-only memory map (joblib), the parameters and optimizer
-            # state get writable copies, so that the estimator can train on.
+            # Loaded from a read-only memory map (joblib), the parameters, buffers and optimizer
+            # state get writable copies, so that the estimator can train on, and so that the
+            # compiled loops, whose kernels are compiled for writable arrays, take them.
             model = self._model
             if not model.theta.flags.writeable:
                 model.theta = np.array(model.theta)
+            if model.buffers is not None and not model.buffers.flags.writeable:
+                model.buffers = np.array(model.buffers)
             if model.optimizer is not None and model.optimizer.state is not None:
                 model.optimizer.state = [s if s.flags.writeable else np.array(s) for s in model.optimizer.state]
             self._bind_params()

@@ -576,6 +576,22 @@ def test_non_finite_parameters_are_refused_before_training_naming_the_array(data
         fit(model, X, y, callbacks=[fastbp.EarlyStopping(monitor="loss", restore_best_weights=True)])
 
 
+@pytest.mark.parametrize("frozen", ["theta", "buffers"])
+def test_read_only_parameters_predict_and_evaluate_and_fit_names_them(data, frozen):
+    # A memory-mapped or frozen model: inference reads it (the compiled loops take writable arrays
+    # only, so it reads a copy); fit, which writes in place, says what to do.
+    X, y = data
+    model = Sequential([Dense(4, 6), fastbp.BatchNorm(6), fastbp.Activation("relu"), Dense(6, 3)], seed=0)
+    fit(model, X, y)
+    expected, scores = model.predict_proba(X), model.evaluate(X, y)
+    getattr(model, frozen).flags.writeable = False
+    np.testing.assert_array_equal(model.predict_proba(X), expected)
+    assert model.evaluate(X, y) == scores
+    with pytest.raises(ValueError, match=rf"fit updates the model's {frozen} in place, and it is read-only.*"
+                                         rf"model\.{frozen} = np\.array\(model\.{frozen}\)"):
+        fit(model, X, y)
+
+
 def test_a_divergence_from_overflowing_weights_says_so(regression):
     # A rate this large makes the weights infinite in one finite-gradient step; the next
     # step's loss is then not finite. The message says the weights were, and blames no callback.

@@ -193,11 +193,19 @@ def _codes(model):
             model.optimizer.kind if model.optimizer is not None else None)
 
 
+def _writable(array):
+    """``array``, or a copy where it is read-only (a memory-mapped file, a joblib load): the loops'
+    kernels are compiled for writable arrays only (numba types a read-only array apart), and
+    inference only reads the parameters."""
+    return array if array.flags.writeable else np.array(array)
+
+
 def outputs(model, lowered, X, batch_size):
     """The network's outputs (inference mode) on X, (n_samples, O)."""
-    ws = lowered.workspace(batch_size, model.dtype, False, -1, model.buffers)
+    ws = lowered.workspace(batch_size, model.dtype, False, -1, _writable(model.buffers))
     out = np.empty((len(X), lowered.n_outputs), dtype=model.dtype)
-    _cpu_loop.predict_batches(out, X, _cpu_loop.with_kernels(lowered.net, model.dtype, *_codes(model)), ws, model.theta)
+    net = _cpu_loop.with_kernels(lowered.net, model.dtype, *_codes(model))
+    _cpu_loop.predict_batches(out, X, net, ws, _writable(model.theta))
     return out
 
 
@@ -211,10 +219,10 @@ def compile_outputs(model, lowered, net, X, batch_size):
 
 def evaluate(model, lowered, X, data, batch_size):
     """The S_* sums of loss and metrics (inference mode) on (X, data)."""
-    ws = lowered.workspace(batch_size, model.dtype, False, model.loss.kind, model.buffers)
+    ws = lowered.workspace(batch_size, model.dtype, False, model.loss.kind, _writable(model.buffers))
     stats = np.zeros(R.N_STATS)
     net = _cpu_loop.with_kernels(lowered.net, model.dtype, *_codes(model))
-    _cpu_loop.evaluate_batches(X, data, net, ws, model.theta, model.loss.spec(), stats)
+    _cpu_loop.evaluate_batches(X, data, net, ws, _writable(model.theta), model.loss.spec(), stats)
     return stats
 
 
