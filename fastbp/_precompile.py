@@ -2,10 +2,10 @@
 
 A container image or a CI cache built with ``RUN fastbp compile`` starts its first fit warm.
 What a fit compiles is a set of separate units (``backends/_cpu_loop.py``): the loop's levels
-(``train_batches``, ``evaluate_batches``, ``predict_batches``), one set per dtype and per
-combination of norm kinds, and the kernels of its tables, the dense layers', dropout's and the
-activation layers' for every network, each loss's and each optimizer's, and the norm layers'.
-``units`` lists them for a choice of dtypes, losses, optimizers and norm kinds; ``precompile``
+(``train_batches``, ``evaluate_batches``, ``predict_batches``), one set per dtype, and the
+kernels of its tables: the dense layers' and dropout's for every network, each loss's and each
+optimizer's, and the activation and norm layers', one per activation code. ``units`` lists
+them for a choice of dtypes, losses, optimizers, norm kinds and activations; ``precompile``
 deals them to worker processes (numba compiles one function at a time per process) and reports
 each one done.
 
@@ -16,7 +16,6 @@ entry's key. A process that sets the same two variables loads those entries on a
 runs that CPU's instructions, whatever its own CPU is called; one that does not compiles for its
 own CPU as usual.
 """
-import itertools
 import json
 import subprocess
 import sys
@@ -35,33 +34,32 @@ _NORM_TABLES = {"batchnorm": "batchnorm_ops", "layernorm": "layernorm_ops"}
 
 def units(dtypes=DTYPES, losses=tuple(LOSSES), optimizers=tuple(OPTIMIZERS), norms=NORMS, activations=ACTIVATIONS):
     """The compile units for these choices: ``("kernel", table, field, dtype, loss, optimizer, code)``
-    and ``("loop", dtype, norm_kinds)`` tuples (codes of ``kernels.registry``), each compiled once.
-    ``activations`` (names) are those the activation layers' kernels are compiled for, one kernel
-    per code (``_cpu_loop.BY_CODE``)."""
+    and ``("loop", dtype)`` tuples (codes of ``kernels.registry``), each compiled once.
+    ``activations`` (names) are those the activation and norm layers' kernels are compiled for,
+    one kernel per code (``_cpu_loop.BY_CODE``)."""
     from .backends import _cpu_loop
 
     found = []
     for dtype in dtypes:
-        found += [("kernel", "kernels", field, dtype, None, None, None) for field in ("dense_forward", "dense_backward")]
+        found += [("kernel", "kernels", field, dtype, None, None, None)
+                  for field in ("dense_forward", "dense_backward")]
         for loss in losses:
             found += [("kernel", "kernels", field, dtype, LOSSES[loss], None, None)
                       for field in ("loss_forward", "loss_backward", "stats")]
         found += [("kernel", "kernels", "update", dtype, None, OPTIMIZERS[name], None) for name in optimizers]
         tables = ["activation_ops", "dropout_ops"] + [_NORM_TABLES[norm] for norm in norms]
         for table in tables:
-            codes = [R.ACTIVATIONS[name] for name in activations] if table in _cpu_loop.BY_CODE else [None]
+            codes = [R.ACTIVATIONS[name] for name in activations]
             found += [("kernel", table, field, dtype, None, None, code)
-                      for field in type(_cpu_loop.TABLES[table])._fields for code in codes]
-        for size in range(len(norms) + 1):
-            found += [("loop", dtype, kinds) for kinds in itertools.combinations(norms, size)]
+                      for field in _cpu_loop.fields(table) for code in _cpu_loop.field_codes(table, field, codes)]
+        found.append(("loop", dtype))
     return found
 
 
 def describe(unit):
     """A unit as the progress bar names it."""
     if unit[0] == "loop":
-        kinds = "+".join(unit[2]) or "no norm layers"
-        return f"training loop ({unit[1]}, {kinds})"
+        return f"training loop ({unit[1]})"
     _, table, field, dtype, loss, optimizer, code = unit
     if code is not None:
         name = R.ACTIVATION_NAMES[code]
@@ -78,7 +76,7 @@ def _cost(unit):
     from .backends import _cpu_loop
 
     if unit[0] == "loop":
-        return _cpu_loop.LOOP_SECONDS + len(unit[2]) * _cpu_loop.LOOP_NORM_SECONDS
+        return _cpu_loop.LOOP_SECONDS
     return getattr(_cpu_loop.COMPILE_SECONDS[unit[1]], unit[2])
 
 
@@ -155,7 +153,7 @@ def _follow(procs, progress):
 
 
 def _as_unit(unit):
-    return tuple(unit) if unit[0] == "kernel" else ("loop", unit[1], tuple(unit[2]))
+    return tuple(unit)
 
 
 def worker(share):
@@ -170,22 +168,18 @@ def worker(share):
             _, table, field, dtype, loss, optimizer, code = unit
             _cpu_loop.compile_entry(table, field, np.dtype(dtype), loss, optimizer, code)
         else:
-            compile_loops(np.dtype(unit[1]), unit[2])
+            compile_loops(np.dtype(unit[1]))
         print("done " + json.dumps(unit), flush=True)
 
 
-def compile_loops(dtype, norms):
-    """Compile (or load) the loop's levels for ``dtype`` and a network with the norm kinds ``norms``,
-    against kernel tables of zero addresses (the tables' types are all the loop needs)."""
+def compile_loops(dtype):
+    """Compile (or load) the loop's levels for ``dtype``, against kernel tables of zero addresses
+    (the tables' types are all the loop needs, and one loop serves every network)."""
     from . import _fit, layers
     from .backends import _cpu_loop, cpu
     from .model import Sequential
 
-    hidden = [layers.Dense(4, 4)]
-    hidden += [layers.BatchNorm(4)] if "batchnorm" in norms else []
-    hidden += [layers.LayerNorm(4)] if "layernorm" in norms else []
-    model = Sequential(hidden + [layers.Activation("relu"), layers.Dropout(0.5), layers.Dense(4, 2)], dtype=dtype,
-                       seed=0)
+    model = Sequential([layers.Dense(4, 4), layers.Dense(4, 2)], dtype=dtype, seed=0)
     model.compile("softmax_cross_entropy", "sgd")
     X = np.zeros((8, 4), dtype=dtype)
     X, data = _fit.prepare(model, X, np.arange(8) % 2, None, ("X", "y", "sample_weight"))

@@ -15,13 +15,11 @@ never trade places unnoticed:
 
 - ``Network``: the lowered ops and the parameter table, read-only. Its ``activation_ops``,
   ``batchnorm_ops``, ``layernorm_ops`` and ``dropout_ops`` are each None where the network has
-  no op of that kind, True where it has. ``kernels`` is None here; the CPU backend puts its
-  kernel tables there and in place of the flags (``_cpu_loop.with_kernels``): the table of a
-  kind the network has; for an absent activation or dropout kind a table of zero addresses,
-  which the loop holds but never calls, so that one compiled loop serves networks with and
-  without them; for an absent norm kind None, whose branches numba drops before typing (they
-  are the loop's largest), so that the loop has one compiled form per combination of norm
-  kinds.
+  no op of that kind, True where it has. ``kernels`` and ``code_kernels`` are None here; the
+  CPU backend puts its kernel tables there and in place of the flags
+  (``_cpu_loop.with_kernels``): the table of a kind the network has, and for an absent kind a
+  table of zero addresses, which the loop holds but never calls, so that one compiled loop
+  serves every network.
 - ``Workspace``: buffers with room for ``cap`` rows of every activation
   (activations, their gradients, dropout masks), the scratch for a dense
   layer's dz, the softmax probabilities and the one-element loss.
@@ -57,7 +55,7 @@ NORM_OPS = (R.OP_BATCHNORM, R.OP_LAYERNORM)
 ELEMENTWISE = frozenset(R.ELEMENTWISE_CODES.values())
 
 Network = namedtuple("Network", "kinds codes alphas rates params_of layout params n_weights norms "
-                                "norm_consts activation_ops batchnorm_ops layernorm_ops dropout_ops kernels")
+                                "norm_consts activation_ops batchnorm_ops layernorm_ops dropout_ops kernels code_kernels")
 Workspace = namedtuple("Workspace", "acts dacts masks scratch probs loss cap saved normgrad running")
 Targets = namedtuple("Targets", "labels target weight")
 Optimizer = namedtuple("Optimizer", "theta grad state1 state2 code hyper counters")
@@ -84,7 +82,7 @@ class Lowered:
                            np.array(norm_consts, dtype=np.float64).reshape(len(kinds), 2),
                            *(np.bool_(True) if any(k in group for k in kinds) else None
                              for group in ((R.OP_ACTIVATION,), (R.OP_BATCHNORM,), (R.OP_LAYERNORM,), (R.OP_DROPOUT,))),
-                           None)
+                           None, None)
         is_norm = (self.net.kinds == R.OP_BATCHNORM) | (self.net.kinds == R.OP_LAYERNORM)
         self.n_norm_ops = int(np.count_nonzero(is_norm))
         self.norm_width = max([w for w, norm in zip(widths, is_norm) if norm], default=0)

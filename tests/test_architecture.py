@@ -141,9 +141,8 @@ flags = [lowered.net.activation_ops, lowered.net.batchnorm_ops, lowered.net.laye
          bool(lowered.net.dropout_ops)]
 net = _cpu_loop.with_kernels(lowered.net, model.dtype, model.loss.kind, model.optimizer.kind)
 ws = lowered.workspace(2, model.dtype, True, model.loss.kind, model.buffers)
-_cpu_loop.forward(net, ws, model.theta, 2, np.bool_(True), np.int64(0), np.int64(0), net.activation_ops,
-                  net.batchnorm_ops, net.layernorm_ops, net.dropout_ops)
-_cpu_loop.update_running(net, ws, 2, net.batchnorm_ops)
+_cpu_loop.forward(net, ws, model.theta, 2, np.bool_(True), np.int64(0), np.int64(0))
+_cpu_loop.update_running(net, ws, 2)
 print(json.dumps([flags, sorted(compiled)]))
 """
 
@@ -168,10 +167,10 @@ def test_the_loop_compiles_no_kernel_of_an_op_kind_the_network_lacks(tmp_path):
     # The kinds it has compile (the walk sees them) ...
     assert {"forward", "dense_act_forward", "dropout_forward_from", "update_running"} <= set(compiled)
     # ... those it lacks do not: no norm kernel, no activation-op kernel.
-    absent = {"_norm_forward", "batchnorm_act_forward", "layernorm_act_forward", "batchnorm_update_running",
-              "activation_code_forward"}
+    absent = {"batchnorm_act_forward", "layernorm_act_forward", "batchnorm_update_running", "activation_code_forward"}
     assert not absent & set(compiled), sorted(absent & set(compiled))
-    assert not [name for name in compiled if name.startswith(("activation_forward_", "activation_backward_"))]
+    assert not [name for name in compiled if name.startswith(("activation_forward_", "activation_backward_",
+                                                              "batchnorm_op_", "layernorm_op_"))]
     # The kernel table holds the model's loss and optimizer (softmax cross-entropy, SGD) alone: the
     # other losses and optimizers, and the dispatchers over all of them, do not compile.
     assert {"sce_code_forward", "sce_code_backward", "softmax_stats", "sgd_code_update"} <= set(compiled)
@@ -213,26 +212,27 @@ def test_a_table_by_code_calls_the_kernel_of_the_op_code_and_refuses_a_code_it_l
 
     from fastbp.backends import _cpu_loop
 
-    table = _cpu_loop.kernel_table("activation_ops", np.float32, codes=(R.RELU, R.TANH))
+    table = _cpu_loop.kernel_table("activation_ops", np.float32)
+    addresses = _cpu_loop.code_kernels(np.float32, {"activation_ops": (R.RELU, R.TANH)})
 
     @njit
-    def forward(table, code, out, x):
-        _cpu_loop._kcall_code(table, "forward", code, (out, x, code, 0.0))
+    def forward(addresses, table, code, out, x):
+        _cpu_loop._kcall_code(addresses, table, "forward", code, (out, x, code, 0.0))
 
     x = np.linspace(-2, 2, 6, dtype=np.float32).reshape(2, 3)
     out = np.zeros_like(x)
-    forward(table, np.int64(R.TANH), out, x)
+    forward(addresses, table, np.int64(R.TANH), out, x)
     assert np.array_equal(out, np.tanh(x))
-    forward(table, np.int64(R.RELU), out, x)
+    forward(addresses, table, np.int64(R.RELU), out, x)
     assert np.array_equal(out, np.maximum(x, 0))
     # A code the table was not made for, or no code at all: an error, never a call of address 0.
     out[:] = 7
     with pytest.raises(RuntimeError, match="not in the table"):
-        forward(table, np.int64(R.GELU), out, x)
+        forward(addresses, table, np.int64(R.GELU), out, x)
     with pytest.raises(RuntimeError, match="no 'forward' kernel for this code"):
-        forward(table, np.int64(_cpu_loop.N_CODES), out, x)
+        forward(addresses, table, np.int64(_cpu_loop.N_CODES), out, x)
     with pytest.raises(RuntimeError, match="no 'forward' kernel for this code"):
-        forward(table, np.int64(-1), out, x)
+        forward(addresses, table, np.int64(-1), out, x)
     assert np.all(out == 7)
 
 

@@ -54,16 +54,29 @@ def _reachable(roots):
     return seen
 
 
+def _table_kernels():
+    """Every kernel the loops can call through the tables of _loop.TABLES (by address): a dict entry
+    holds one kernel per loss or optimizer code, a field of ``BY_CODE`` a factory of one kernel per
+    activation code."""
+    for name, table in _loop.TABLES.items():
+        for field, entry in zip(table._fields, table):
+            if entry is None:
+                continue
+            if (name, field) in _loop.CODE_ROWS:
+                yield from (entry(code) for code in ACTIVATIONS.values())
+            elif isinstance(entry, dict):
+                yield from entry.values()
+            else:
+                yield entry
+
+
 def test_the_compiled_loops_start_no_parallel_region():
-    # The loops call their kernels through the tables of _loop.TABLES (by address); a dict entry
-    # holds one kernel per loss or optimizer code.
-    entries = [entry for table in _loop.TABLES.values() for entry in table]
-    kernels = [k for entry in entries for k in (entry.values() if isinstance(entry, dict) else [entry])]
-    reachable = _reachable([_loop.train_batches, _loop.predict_batches, _loop.evaluate_batches, *kernels])
+    reachable = _reachable([_loop.train_batches, _loop.predict_batches, _loop.evaluate_batches, *_table_kernels()])
     names = {d.py_func.__name__ for d in reachable}
     # The walk does find the kernels (else the test proves nothing) ...
     assert {"dense_act_forward", "sgd_code_update", "adam_code_update", "rmsprop_code_update", "dropout_forward_from",
-            "activation_backward_serial", "sce_code_forward", "mse_code_backward"} <= names
+            "activation_forward_elu", "activation_backward_gelu", "sce_code_forward", "mse_code_backward",
+            "batchnorm_act_forward_body", "_layernorm_act_backward_loop"} <= names
     # ... and none of them is compiled with parallel=True.
     parallel = sorted(d.py_func.__name__ for d in reachable if d.targetoptions.get("parallel"))
     assert parallel == []

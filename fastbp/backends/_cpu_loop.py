@@ -31,17 +31,21 @@ The loop's levels (``train_batches``, ``batch_gradient``, ``forward``, ``backwar
 ...) call the kernels through their addresses, not directly: numba links every function a
 compiled function calls directly into its own module and optimizes and emits the whole again,
 so each level would compile every kernel under it once more. ``with_kernels`` puts the kernel
-tables of ``TABLES`` into the ``Network``: ``kernels`` (dense layers, loss, optimizer, metrics),
-the activation and dropout ops' tables always (zero addresses where the network has no such op:
-one compiled loop serves both), and a norm kind's table where the network has that kind (None
-otherwise: their branches are the loop's largest). A table holds int64 addresses
-(``kernel_table``: each kernel compiled, or loaded from the cache, for the signature the loop
-calls it with, once per process), so numba's dispatcher types the loop's arguments as quickly
-as any; ``_kcall(table, "name", (args))`` calls one with numba's calling convention, and refuses
-at compile time any argument types other than the signature the table was made for. The calls
-cost what a direct call costs. A table holds the kernels of the model's own loss and optimizer
-(a dict entry of ``TABLES``, one kernel per code), so a new loss or optimizer compiles its own
-kernels and nothing else (docs/performance-log.md, 2026-11-30, d67e485).
+tables of ``TABLES`` into the ``Network``: ``kernels`` (dense layers, loss, optimizer, metrics)
+and the tables of the activation, dropout and norm ops, every one whatever the network (zero
+addresses for an op kind it lacks: one compiled loop per dtype serves every network). A table
+holds int64 addresses (``kernel_table``: each kernel compiled, or loaded from the cache, for the
+signature the loop calls it with, once per process), so numba's dispatcher types the loop's
+arguments as quickly as any; ``_kcall(table, "name", (args))`` calls one with numba's calling
+convention, and refuses at compile time any argument types other than the signature the table
+was made for. The calls cost what a direct call costs. A table holds the kernels of the model's
+own loss and optimizer (a dict entry of ``TABLES``, one kernel per code), so a new loss or
+optimizer compiles its own kernels and nothing else (docs/performance-log.md, 2026-11-30,
+d67e485). The activation and norm ops' kernels are compiled for one activation code each
+(``BY_CODE``), their addresses in ``Network.code_kernels``, picked by the op's code at run time
+(``_kcall_code``): a network compiles the codes it has. The norm ops' kernels
+(``_norm_ops``) cut the views of their statistics themselves, so that the loop's norm branches
+are one call each.
 
 The kernels and the levels are therefore separate compile units, and on a cold cache they
 compile in parallel: ``with_kernels(..., ahead=...)`` has worker processes compile the heaviest
@@ -72,10 +76,9 @@ from ..kernels.cpu import activations as A
 from ..kernels.cpu import dense as D
 from ..kernels.cpu import dropout as DR
 from ..kernels.cpu import losses as L
-from ..kernels.cpu import norm as NM
 from ..kernels.cpu import optim as O
 from ..kernels.cpu._finite import all_finite
-from . import _warm
+from . import _norm_ops, _warm
 from ._views import borrowed, kernel_call_by_code_intrinsic, kernel_call_intrinsic, matrix, prefetch
 
 
@@ -96,91 +99,23 @@ def _bias(flat, params, p):
     return flat[at:at + params[p, 3]]
 
 
-@jit(inline="always")
-def _part(flat, at, size):
-    """flat[at:at + size], or an empty view where at is -1 (a norm op without gamma and beta)."""
-    return flat[at:at + size] if at >= 0 else flat[:0]
-
-
 @jit(refcounts=False)
-def _norm_forward(net, ws, theta, i, x, out, training, batchnorm_ops, layernorm_ops):
-    """Op i, a BatchNorm or LayerNorm and its fused activation, on x into out; statistics to the
-    op's row of ws.saved. The kernel tables as ``forward``'s: a kind's branch is dropped where its
-    table is None."""
-    n_rows, width = x.shape
-    gamma = _part(theta, net.norms[i, R.NORM_GAMMA], width)
-    beta = _part(theta, net.norms[i, R.NORM_BETA], width)
-    saved = ws.saved[net.norms[i, R.NORM_SAVED]]
-    eps, code, alpha = net.norm_consts[i, 0], net.codes[i], net.alphas[i]
-    if net.kinds[i] == R.OP_LAYERNORM:
-        if layernorm_ops is not None:
-            _kcall(layernorm_ops, "forward", (out, saved[:n_rows], saved[ws.cap:ws.cap + n_rows], x, gamma, beta, eps,
-                                              code, alpha))
-    elif batchnorm_ops is None:
-        pass
-    elif training:
-        _kcall(batchnorm_ops, "forward", (out, saved[:width], saved[width:2 * width], saved[2 * width:3 * width], x,
-                                          gamma, beta, eps, code, alpha))
-    else:
-        at = net.norms[i, R.NORM_RUNNING]
-        _kcall(batchnorm_ops, "inference", (out, x, ws.running[at:at + width], ws.running[at + width:at + 2 * width],
-                                            gamma, beta, eps, code, alpha))
-
-
-@jit(refcounts=False)
-def _norm_backward(net, ws, theta, grad, i, nb, batchnorm_ops, layernorm_ops):
-    """Backward of norm op i and its fused activation into grad (dgamma, dbeta; scratch without affine)
-    and its input gradient; the tables as ``_norm_forward``'s."""
-    layout, cap = net.layout, ws.cap
-    dout = _rows(ws.dacts, layout, cap, i + 1, nb)
-    out = _rows(ws.acts, layout, cap, i + 1, nb)
-    x = _rows(ws.acts, layout, cap, i, nb)
-    width = x.shape[1]
-    # The first op needs no input gradient: a zero-size dx skips it.
-    dx = _rows(ws.dacts, layout, cap, i, nb if i > 0 else 0)
-    g, b = net.norms[i, R.NORM_GAMMA], net.norms[i, R.NORM_BETA]
-    gamma = _part(theta, g, width)
-    beta = _part(theta, b, width)
-    dgamma = grad[g:g + width] if g >= 0 else ws.normgrad[:width]
-    dbeta = grad[b:b + width] if b >= 0 else ws.normgrad[width:2 * width]
-    saved = ws.saved[net.norms[i, R.NORM_SAVED]]
-    code, alpha = net.codes[i], net.alphas[i]
-    if net.kinds[i] == R.OP_LAYERNORM:
-        if layernorm_ops is not None:
-            _kcall(layernorm_ops, "backward", (dx, dgamma, dbeta, dout, out, x, saved[:nb], saved[cap:cap + nb], gamma,
-                                               beta, code, alpha))
-    elif batchnorm_ops is not None:
-        _kcall(batchnorm_ops, "backward", (dx, dgamma, dbeta, dout, out, x, saved[:width], saved[2 * width:3 * width],
-                                           gamma, beta, code, alpha))
-
-
-@jit(refcounts=False)
-def update_running(net, ws, nb, batchnorm_ops):
-    """Move every BatchNorm op's running statistics toward the batch's, after a step that happened.
-
-    batchnorm_ops is ``net.batchnorm_ops``: None, no BatchNorm op, and nothing to compile
-    (``forward``); else the BatchNorm kernels' table.
-    """
+def update_running(net, ws, nb):
+    """Move every BatchNorm op's running statistics toward the batch's, after a step that happened
+    (``_norm_ops.batchnorm_update_running``)."""
     for i in range(net.kinds.size):
-        if batchnorm_ops is not None and net.kinds[i] == R.OP_BATCHNORM:
-            width = net.layout[i + 1] - net.layout[i]
-            at = net.norms[i, R.NORM_RUNNING]
-            saved = ws.saved[net.norms[i, R.NORM_SAVED]]
-            _kcall(batchnorm_ops, "update_running", (ws.running[at:at + width], ws.running[at + width:at + 2 * width],
-                                                     saved[:width], saved[width:2 * width], net.norm_consts[i, 1], nb))
+        if net.kinds[i] == R.OP_BATCHNORM:
+            _kcall(net.batchnorm_ops, "update_running",
+                   (ws.running, ws.saved, net.norms, net.norm_consts, net.layout, i, nb))
 
 
 @jit(refcounts=False)
-def forward(net, ws, theta, nb, training, seed, row0, activation_ops, batchnorm_ops, layernorm_ops, dropout_ops):
+def forward(net, ws, theta, nb, training, seed, row0):
     """Run the network on the first nb rows of activation 0; activation i + 1 is op i's output.
 
     row0 is the first row's place in the whole batch: dropout draws row r's mask
     from the counters of row row0 + r, so a rank's share of a batch (MPI) gets
     the mask one process gives those rows.
-
-    activation_ops, batchnorm_ops, layernorm_ops and dropout_ops are ``net``'s kernel tables of those
-    op kinds (``with_kernels``), passed as arguments of their own: where one is
-    None, numba drops the branch of that kind of op before typing.
     """
     layout, cap = net.layout, ws.cap
     for i in range(net.kinds.size):
@@ -192,29 +127,26 @@ def forward(net, ws, theta, nb, training, seed, row0, activation_ops, batchnorm_
             _kcall(net.kernels, "dense_forward", (out, x, _weight(theta, net.params, p), _bias(theta, net.params, p),
                                                   net.codes[i], net.alphas[i]))
         elif kind == R.OP_ACTIVATION:
-            if activation_ops is not None:
-                _kcall_code(activation_ops, "forward", net.codes[i], (out, x, net.codes[i], net.alphas[i]))
-        elif kind == R.OP_BATCHNORM:
-            if batchnorm_ops is not None:
-                _norm_forward(net, ws, theta, i, x, out, training, batchnorm_ops, layernorm_ops)
-        elif kind == R.OP_LAYERNORM:
-            if layernorm_ops is not None:
-                _norm_forward(net, ws, theta, i, x, out, training, batchnorm_ops, layernorm_ops)
-        elif dropout_ops is None:
-            pass
+            _kcall_code(net.code_kernels, net.activation_ops, "forward", net.codes[i],
+                        (out, x, net.codes[i], net.alphas[i]))
+        elif kind == R.OP_BATCHNORM or kind == R.OP_LAYERNORM:
+            # One call site for both kinds (their tables are of one type): every call site is
+            # compiled into each of the loop's levels.
+            norm_ops = net.batchnorm_ops if kind == R.OP_BATCHNORM else net.layernorm_ops
+            _kcall_code(net.code_kernels, norm_ops, "forward", net.codes[i],
+                        (out, x, ws.saved, ws.running, theta, net.norms, net.norm_consts, i, cap, net.alphas[i],
+                         training))
         elif training:
             # A distinct stream per step and per layer.
-            _kcall(dropout_ops, "forward", (out, _rows(ws.masks, layout, cap, i + 1, nb), x, net.rates[i], seed + i,
-                                            row0 * x.shape[1]))
+            _kcall(net.dropout_ops, "forward",
+                   (out, _rows(ws.masks, layout, cap, i + 1, nb), x, net.rates[i], seed + i, row0 * x.shape[1]))
         else:
-            _kcall(dropout_ops, "inference", (out, x))
+            _kcall(net.dropout_ops, "inference", (out, x))
 
 
 @jit(refcounts=False)
-def backward(net, ws, theta, grad, nb, activation_ops, batchnorm_ops, layernorm_ops, dropout_ops):
+def backward(net, ws, theta, grad, nb):
     """Backpropagate the gradient of the last activation through every op into grad.
-
-    activation_ops, batchnorm_ops, layernorm_ops, dropout_ops: as ``forward``'s.
 
     A dense layer's dz = dout * f'(z) goes to ``ws.scratch`` (at least nb times
     the widest layer), not over dout: LLVM cannot vectorize the pass when its
@@ -236,21 +168,19 @@ def backward(net, ws, theta, grad, nb, activation_ops, batchnorm_ops, layernorm_
                                                    dout, out, x, _weight(theta, net.params, p), net.codes[i],
                                                    net.alphas[i]))
         # Before the i == 0 exit: a norm op first in the network still has dgamma and dbeta.
-        elif kind == R.OP_BATCHNORM:
-            if batchnorm_ops is not None:
-                _norm_backward(net, ws, theta, grad, i, nb, batchnorm_ops, layernorm_ops)
-        elif kind == R.OP_LAYERNORM:
-            if layernorm_ops is not None:
-                _norm_backward(net, ws, theta, grad, i, nb, batchnorm_ops, layernorm_ops)
+        elif kind == R.OP_BATCHNORM or kind == R.OP_LAYERNORM:
+            norm_ops = net.batchnorm_ops if kind == R.OP_BATCHNORM else net.layernorm_ops
+            _kcall_code(net.code_kernels, norm_ops, "backward", net.codes[i],
+                        (ws.acts, ws.dacts, ws.saved, theta, grad, ws.normgrad, net.norms, layout, i, nb, cap,
+                         net.alphas[i]))
         elif i == 0:
             break
         elif kind == R.OP_ACTIVATION:
-            if activation_ops is not None:
-                _kcall_code(activation_ops, "backward", net.codes[i], (_rows(ws.dacts, layout, cap, i, nb), dout, out,
-                                                                       x, net.codes[i], net.alphas[i]))
-        elif dropout_ops is not None:
+            _kcall_code(net.code_kernels, net.activation_ops, "backward", net.codes[i],
+                        (_rows(ws.dacts, layout, cap, i, nb), dout, out, x, net.codes[i], net.alphas[i]))
+        else:
             masks = _rows(ws.masks, layout, cap, i + 1, nb)
-            _kcall(dropout_ops, "backward", (_rows(ws.dacts, layout, cap, i, nb), dout, masks))
+            _kcall(net.dropout_ops, "backward", (_rows(ws.dacts, layout, cap, i, nb), dout, masks))
 
 
 @jit(inline="always")
@@ -428,8 +358,7 @@ def batch_gradient(net, ws, batch, opt, nb, loss, seed, row0):
     """
     n_ops = net.kinds.size
     labels, target, weight = _prefix(batch, nb)
-    forward(net, ws, opt.theta, nb, np.bool_(True), seed + opt.counters[0] * (n_ops + 1), row0, net.activation_ops,
-            net.batchnorm_ops, net.layernorm_ops, net.dropout_ops)
+    forward(net, ws, opt.theta, nb, np.bool_(True), seed + opt.counters[0] * (n_ops + 1), row0)
     out = _rows(ws.acts, net.layout, ws.cap, n_ops, nb)
     probs = ws.probs[:nb]
     _kcall(net.kernels, "loss_forward", (ws.loss, probs, out, labels, target, weight, loss.code, loss.param))
@@ -437,8 +366,7 @@ def batch_gradient(net, ws, batch, opt, nb, loss, seed, row0):
         return R.NONFINITE_LOSS
     _kcall(net.kernels, "loss_backward", (_rows(ws.dacts, net.layout, ws.cap, n_ops, nb), probs, out, labels, target,
                                           weight, loss.code, loss.param))
-    backward(net, ws, opt.theta, opt.grad, nb, net.activation_ops, net.batchnorm_ops, net.layernorm_ops,
-             net.dropout_ops)
+    backward(net, ws, opt.theta, opt.grad, nb)
     return R.OK
 
 
@@ -464,7 +392,7 @@ def _apply_update(net, ws, batch, opt, nb, loss, stats):
     _kcall(net.kernels, "update", (opt.theta, opt.grad, opt.state1, opt.state2, net.n_weights, opt.code, opt.hyper,
                                    opt.counters[0]))
     # Running statistics move only with a step that happened (fit refuses batches of one row).
-    update_running(net, ws, nb, net.batchnorm_ops)
+    update_running(net, ws, nb)
     labels, target, weight = _prefix(batch, nb)
     out = _rows(ws.acts, net.layout, ws.cap, net.kinds.size, nb)
     _kcall(net.kernels, "stats", (stats, ws.loss[0], out, labels, target, weight, loss.code))
@@ -544,8 +472,7 @@ def _infer_rows(X, net, ws, theta, start, nb):
     forward pass under it were optimized and emitted once more (2.7 s of a cold start).
     """
     _copy_rows(_rows(ws.acts, net.layout, ws.cap, 0, nb), X, start, nb)
-    forward(net, ws, theta, nb, np.bool_(False), np.int64(0), np.int64(0), net.activation_ops, net.batchnorm_ops,
-            net.layernorm_ops, net.dropout_ops)
+    forward(net, ws, theta, nb, np.bool_(False), np.int64(0), np.int64(0))
     return _rows(ws.acts, net.layout, ws.cap, net.kinds.size, nb)
 
 
@@ -599,27 +526,35 @@ def _stats_not_in_table(a0, a1, a2, a3, a4, a5, a6):
 Kernels = namedtuple("Kernels", "dense_forward dense_backward loss_forward loss_backward update stats")
 ActivationKernels = namedtuple("ActivationKernels", "forward backward")
 DropoutKernels = namedtuple("DropoutKernels", "forward backward inference")
-BatchNormKernels = namedtuple("BatchNormKernels", "forward inference backward update_running")
-LayerNormKernels = namedtuple("LayerNormKernels", "forward backward")
+# BatchNorm's and LayerNorm's tables are of one type, so that the loop calls either at one site;
+# LayerNorm has no running statistics (None: no kernel, a zero address).
+NormKernels = namedtuple("NormKernels", "forward backward update_running")
 TABLES = {
     "kernels": Kernels(D.dense_act_forward, D.dense_act_backward, L.CODE_FORWARD, L.CODE_BACKWARD, O.CODE_UPDATES,
                        STATS),
     "activation_ops": ActivationKernels(A.activation_forward_for, A.activation_backward_for),
     "dropout_ops": DropoutKernels(DR.dropout_forward_from, DR.dropout_backward_serial, DR.dropout_inference),
-    "batchnorm_ops": BatchNormKernels(NM.batchnorm_act_forward, NM.batchnorm_act_inference, NM.batchnorm_act_backward,
-                                      NM.batchnorm_update_running),
-    "layernorm_ops": LayerNormKernels(NM.layernorm_act_forward, NM.layernorm_act_backward),
+    "batchnorm_ops": NormKernels(_norm_ops.batchnorm_forward_for, _norm_ops.batchnorm_backward_for,
+                                 _norm_ops.batchnorm_update_running),
+    "layernorm_ops": NormKernels(_norm_ops.layernorm_forward_for, _norm_ops.layernorm_backward_for, None),
 }
 # Which code picks the kernel of a dict entry of ``Kernels``.
 _CHOSEN_BY = Kernels(None, None, "loss", "loss", "optimizer", "loss")
-# Tables of kernels compiled for one activation code each: a field holds a kernel factory
-# (``activations.activation_forward_for``) and, in a table of addresses, one address per code
-# (zero for the codes the network does not have), which ``_kcall_code`` picks by the op's code
-# at run time. A kernel of every code took 3x as long to compile as one code's.
-BY_CODE = frozenset({"activation_ops"})
+# The (table, field)s of kernels compiled for one activation code each. The field of ``TABLES``
+# holds a kernel factory (``activations.activation_forward_for``, ``_norm_ops.batchnorm_forward_for``);
+# in a table of addresses it holds its row (``CODE_ROWS``) of ``Network.code_kernels``, a
+# (len(BY_CODE), N_CODES) array of addresses, one column per code (zero for the codes the network
+# does not have), which ``_kcall_code`` picks by the op's code at run time. A kernel of every code
+# took 3x as long to compile as one code's. One array for all of them, not a tuple of addresses
+# per field: numba's front end spends time on every member of the structs the loop passes along,
+# and 72 more members in ``Network`` cost 1.5-2 s of every cold start.
+BY_CODE = (("activation_ops", "forward"), ("activation_ops", "backward"), ("batchnorm_ops", "forward"),
+           ("batchnorm_ops", "backward"), ("layernorm_ops", "forward"), ("layernorm_ops", "backward"))
+CODE_ROWS = {entry: row for row, entry in enumerate(BY_CODE)}
 N_CODES = max(R.ACTIVATIONS.values()) + 1
-# The op kind whose codes a table of ``BY_CODE`` is made for.
-_KIND_OF = {"activation_ops": R.OP_ACTIVATION}
+# The op kind of each table other than ``kernels``: the codes of its ops pick its kernels of ``BY_CODE``.
+_KIND_OF = {"activation_ops": R.OP_ACTIVATION, "dropout_ops": R.OP_DROPOUT, "batchnorm_ops": R.OP_BATCHNORM,
+            "layernorm_ops": R.OP_LAYERNORM}
 
 
 @functools.lru_cache(maxsize=None)
@@ -629,7 +564,10 @@ def _signatures(dtype):
     m, v = types.Array(dt, 2, "C"), types.Array(dt, 1, "C")
     labels, f64s = types.Array(types.int64, 1, "C"), types.Array(types.float64, 1, "C")
     i64, f64, void = types.int64, types.float64, types.void
-    norm_backward = void(m, v, v, m, m, m, v, v, v, v, i64, f64)
+    saved, norms, consts = m, types.Array(types.int64, 2, "C"), types.Array(types.float64, 2, "C")
+    layout = types.Array(types.int64, 1, "C")
+    norm_forward = void(m, m, saved, v, v, norms, consts, i64, i64, f64, types.boolean)
+    norm_backward = void(v, v, saved, v, v, v, norms, layout, i64, i64, i64, f64)
     return {
         "kernels": Kernels(dense_forward=void(m, m, m, v, i64, f64),
                            dense_backward=void(m, m, v, m, m, m, m, m, i64, f64),
@@ -640,10 +578,10 @@ def _signatures(dtype):
         "activation_ops": ActivationKernels(forward=void(m, m, i64, f64), backward=void(m, m, m, m, i64, f64)),
         "dropout_ops": DropoutKernels(forward=void(m, m, m, f64, i64, i64), backward=void(m, m, m),
                                       inference=void(m, m)),
-        "batchnorm_ops": BatchNormKernels(forward=void(m, v, v, v, m, v, v, f64, i64, f64),
-                                          inference=void(m, m, v, v, v, v, f64, i64, f64), backward=norm_backward,
-                                          update_running=void(v, v, v, v, f64, i64)),
-        "layernorm_ops": LayerNormKernels(forward=void(m, v, v, m, v, v, f64, i64, f64), backward=norm_backward),
+        "batchnorm_ops": NormKernels(forward=norm_forward, backward=norm_backward,
+                                     update_running=void(v, saved, norms, consts, layout, i64, i64)),
+        "layernorm_ops": NormKernels(forward=norm_forward, backward=norm_backward,
+                                     update_running=void(v, saved, norms, consts, layout, i64, i64)),
     }
 
 
@@ -680,11 +618,11 @@ def _chosen(name, codes):
 
 def _entry(name, field, dtype, loss, optimizer, code=None):
     """The kernel and signature of TABLES[name].<field> for ``dtype`` and the codes (``code``: the
-    activation code of a table of ``BY_CODE``)."""
+    activation code of a field of ``BY_CODE``)."""
     codes = {"loss": loss, "optimizer": optimizer}
     index = type(TABLES[name])._fields.index(field)
     kernel = _chosen(name, codes)[index]
-    if name in BY_CODE:
+    if (name, field) in CODE_ROWS:
         kernel = kernel(code)
     return kernel, _signatures(np.dtype(dtype))[name][index]
 
@@ -696,33 +634,53 @@ def compile_entry(name, field, dtype, loss=None, optimizer=None, code=None):
     return result.library.get_pointer_to_function(result.fndesc.llvm_func_name)
 
 
+def fields(name):
+    """The fields of TABLES[name] that hold a kernel (not None)."""
+    return [field for field, kernel in zip(type(TABLES[name])._fields, TABLES[name]) if kernel is not None]
+
+
 def table_codes(net, name):
-    """The activation codes that a table of ``BY_CODE`` needs kernels of for ``net`` (sorted);
-    () for the other tables."""
-    if name not in BY_CODE:
+    """The activation codes of ``net``'s ops of table ``name``'s kind (sorted): those its fields of
+    ``BY_CODE`` need kernels of. () for ``kernels``."""
+    if name not in _KIND_OF:
         return ()
     return tuple(sorted({int(c) for c in net.codes[net.kinds == _KIND_OF[name]]}))
 
 
-def kernel_table(name, dtype, loss=None, optimizer=None, codes=()):
+def field_codes(name, field, codes):
+    """The codes TABLES[name].<field> compiles a kernel for: ``codes`` for a field of ``BY_CODE``,
+    else (None,), its one kernel."""
+    return tuple(codes) if (name, field) in CODE_ROWS else (None,)
+
+
+def kernel_table(name, dtype, loss=None, optimizer=None):
     """TABLES[name] as the addresses of its kernels compiled (or loaded from the cache) for
     ``dtype``'s signatures; once per process. ``loss`` and ``optimizer`` (registry codes) pick
     the loss and update kernels of ``kernels``; where one is None, its entries raise when called
-    (a table for ``predict`` of a model with no loss). A table of ``BY_CODE`` holds the kernels
-    of the activation ``codes``, and zero for every other code."""
+    (a table for ``predict`` of a model with no loss). A field of ``BY_CODE`` holds its row of
+    ``code_kernels`` instead, and a field without a kernel (None) zero."""
     if name != "kernels":
         loss = optimizer = None
-    codes = tuple(sorted(codes)) if name in BY_CODE else ()
-    key = (name, np.dtype(dtype), loss, optimizer, codes)
+    key = (name, np.dtype(dtype), loss, optimizer)
     if key not in _TABLES_BY_DTYPE:
-        table = type(TABLES[name])
-        if name in BY_CODE:
-            fields = [tuple(compile_entry(name, field, dtype, code=code) if code in codes else 0
-                            for code in range(N_CODES)) for field in table._fields]
-        else:
-            fields = [compile_entry(name, field, dtype, loss, optimizer) for field in table._fields]
-        _TABLES_BY_DTYPE[key] = table(*fields)
+        addresses = []
+        for field, kernel in zip(type(TABLES[name])._fields, TABLES[name]):
+            if (name, field) in CODE_ROWS:
+                addresses.append(CODE_ROWS[name, field])
+            else:
+                addresses.append(0 if kernel is None else compile_entry(name, field, dtype, loss, optimizer))
+        _TABLES_BY_DTYPE[key] = type(TABLES[name])(*addresses)
     return _TABLES_BY_DTYPE[key]
+
+
+def code_kernels(dtype, codes):
+    """``Network.code_kernels`` for ``dtype``: the addresses of the kernels of ``BY_CODE``, compiled
+    (or loaded from the cache) for the codes ``codes[table]`` of each table named there."""
+    addresses = np.zeros((len(BY_CODE), N_CODES), dtype=np.int64)
+    for row, (name, field) in enumerate(BY_CODE):
+        for code in codes.get(name, ()):
+            addresses[row, code] = compile_entry(name, field, dtype, code=code)
+    return addresses
 
 
 # What each compile unit costs, in seconds of one core of the 2-core development machine (AMD
@@ -731,15 +689,14 @@ def kernel_table(name, dtype, loss=None, optimizer=None, codes=()):
 COMPILE_SECONDS = {
     "kernels": Kernels(dense_forward=2.2, dense_backward=2.8, loss_forward=0.8, loss_backward=0.3, update=0.8,
                        stats=0.25),
-    # One code's kernels (``BY_CODE``).
+    # One code's kernels, in the fields of ``BY_CODE``.
     "activation_ops": ActivationKernels(forward=0.6, backward=0.4),
     "dropout_ops": DropoutKernels(forward=0.2, backward=0.1, inference=0.1),
-    "batchnorm_ops": BatchNormKernels(forward=1.9, inference=1.6, backward=2.1, update_running=0.1),
-    "layernorm_ops": LayerNormKernels(forward=0.7, backward=1.6),
+    "batchnorm_ops": NormKernels(forward=1.0, backward=0.8, update_running=0.2),
+    "layernorm_ops": NormKernels(forward=0.5, backward=0.8, update_running=0.0),
 }
-# The loop's levels (train_batches and evaluate_batches), and what norm layers add to them.
+# The loop's levels (train_batches and evaluate_batches).
 LOOP_SECONDS = 3.3
-LOOP_NORM_SECONDS = 1.5
 # What the first run's note calls each table's kernels.
 TABLE_NAMES = {"activation_ops": "activation layers", "dropout_ops": "dropout", "batchnorm_ops": "BatchNorm",
                "layernorm_ops": "LayerNorm"}
@@ -749,11 +706,9 @@ def pending(net, dtype, loss=None, optimizer=None):
     """The kernels of ``net``'s tables not compiled yet in this process nor in the cache, as
     ((table, field), single-core seconds) pairs."""
     found = []
-    for name in TABLES:
-        if name != "kernels" and getattr(net, name) is None:
-            continue
-        for field in type(TABLES[name])._fields:
-            for code in table_codes(net, name) or (None,):
+    for name in _present(net):
+        for field in fields(name):
+            for code in field_codes(name, field, table_codes(net, name)):
                 kernel, sig = _entry(name, field, dtype, loss, optimizer, code)
                 if not _warm.cached(kernel, sig):
                     found.append(((name, field), getattr(COMPILE_SECONDS[name], field)))
@@ -764,7 +719,8 @@ def pending(net, dtype, loss=None, optimizer=None):
 # heaviest, those of the dense and the norm layers (where the network has norm layers), dealt
 # round-robin to as many workers as there are cores beside this process's. On two cores the one
 # worker's share and this process's (the loop's levels, ``evaluate_batches`` and the other
-# kernels) then take about as long (benchmarks/bench_compile.py --first-result).
+# kernels) then take about as long (benchmarks/bench_compile.py --first-result). On a warm cache
+# with a new norm layer, the worker compiles its backward while this process compiles its forward.
 _AHEAD = (("kernels", "dense_backward"), ("kernels", "dense_forward"), ("batchnorm_ops", "backward"),
           ("layernorm_ops", "backward"), ("batchnorm_ops", "forward"), ("layernorm_ops", "forward"))
 
@@ -773,27 +729,30 @@ def _placeholder(name):
     """A table of TABLES[name]'s type holding zero addresses: what the loop is compiled against
     while the kernels compile elsewhere, and what it holds for an op kind the network lacks
     (never called: no op of that kind)."""
-    zero = (0,) * N_CODES if name in BY_CODE else 0
-    return type(TABLES[name])(*[zero] * len(TABLES[name]))
+    return type(TABLES[name])(*[CODE_ROWS.get((name, field), 0) for field in type(TABLES[name])._fields])
 
 
 def placeholder_net(net):
-    """``net`` with a table of zero addresses for each op kind the loop holds for it: the types
-    ``with_kernels`` gives it, for compiling the loop while its kernels are compiled elsewhere."""
-    present = [name for name in TABLES if name == "kernels" or getattr(net, name) is not None]
-    return net._replace(**{name: _placeholder(name) if name in present else _absent(name) for name in TABLES})
+    """``net`` with a table of zero addresses for each op kind: the types ``with_kernels`` gives it,
+    for compiling the loop while its kernels are compiled elsewhere."""
+    return net._replace(code_kernels=np.zeros((len(BY_CODE), N_CODES), dtype=np.int64),
+                        **{name: _placeholder(name) for name in TABLES})
+
+
+def _present(net):
+    """The tables ``net`` calls kernels of: ``kernels``, and those of the op kinds it has."""
+    return [name for name in TABLES if name == "kernels" or getattr(net, name) is not None]
 
 
 def _compile_ahead(net, dtype, loss, optimizer, ahead):
-    """On a cold cache: the kernels of ``_AHEAD`` in worker processes, meanwhile ``ahead(placeholder)``
-    (the caller compiles its loop against tables of zero addresses, which have the same types) and
-    the other kernels here; then wait for the workers."""
-    kernel, sig = _entry("kernels", "dense_backward", dtype, loss, optimizer)
-    if _warm.cached(kernel, sig):
+    """On a cold cache: the kernels of ``_AHEAD`` not in the cache yet in worker processes,
+    meanwhile ``ahead(placeholder)`` (the caller compiles its loop against tables of zero
+    addresses, which have the same types) and the other kernels here; then wait for the workers."""
+    entries = [(name, field, loss, optimizer, code) for name, field in _AHEAD if name in _present(net)
+               for code in field_codes(name, field, table_codes(net, name))
+               if not _warm.cached(*_entry(name, field, dtype, loss, optimizer, code))]
+    if not entries:
         return
-    names = [name for name in TABLES if name == "kernels" or getattr(net, name) is not None]
-    entries = [(name, field, loss, optimizer, code) for name, field in _AHEAD if name in names
-               for code in table_codes(net, name) or (None,)]
     n_workers = min(len(entries), _warm.usable_cpus() - 1)
     procs = _warm.start(compile_worker, [[np.dtype(dtype).name] + [":".join(map(str, entry)) for entry in
                                                                     entries[k::n_workers]] for k in range(n_workers)])
@@ -801,10 +760,10 @@ def _compile_ahead(net, dtype, loss, optimizer, ahead):
         return
     try:
         ahead(placeholder_net(net))
-        for name in names:
-            for field in type(TABLES[name])._fields:
+        for name in _present(net):
+            for field in fields(name):
                 if (name, field) not in _AHEAD:
-                    for code in table_codes(net, name) or (None,):
+                    for code in field_codes(name, field, table_codes(net, name)):
                         compile_entry(name, field, dtype, loss, optimizer, code)
     except BaseException:
         # An interrupt or an error here: the workers' kernels are no longer wanted.
@@ -827,30 +786,20 @@ def compile_worker(argv):
 def with_kernels(net, dtype, loss=None, optimizer=None, ahead=None):
     """``net`` (``lowering.Network``) with the CPU kernel tables for ``dtype``: ``kernels`` always,
     with the kernels of the ``loss`` and ``optimizer`` codes (``kernel_table``), and for each other
-    op kind the table of its kernels where the network has that kind (its flag True), else a
-    table of zero addresses (``_placeholder``).
+    op kind the table of its kernels where the network has that kind (its flag True), for the
+    codes of its ops of that kind, else a table of zero addresses (``_placeholder``).
 
     Every table is there, whatever the network: the tables' types do not depend on their
     addresses, so the loop's levels compile once per dtype, and a network with a new loss,
-    optimizer, activation or norm layer compiles only that thing's kernels, not the loop again.
+    optimizer, activation or norm layer compiles only that thing's kernels, for its codes, not
+    the loop again.
 
     ``ahead(placeholder_net)``, where given, compiles the caller's loop: on a cold cache it runs
     while worker processes compile the heaviest kernels (``_compile_ahead``).
     """
     if ahead is not None:
         _compile_ahead(net, dtype, loss, optimizer, ahead)
-    return net._replace(**{name: kernel_table(name, dtype, loss, optimizer, table_codes(net, name))
-                           if name == "kernels" or getattr(net, name) is not None else _absent(name)
+    present = _present(net)
+    return net._replace(code_kernels=code_kernels(dtype, {name: table_codes(net, name) for name in present}),
+                        **{name: kernel_table(name, dtype, loss, optimizer) if name in present else _placeholder(name)
                            for name in TABLES})
-
-
-# Op kinds whose branches the loop always holds, present in the network or not (a table of zero
-# addresses where absent): their code in the loop is one kernel call, cheap to compile. The norm
-# kinds' branches cut views of statistics and weigh more (1.7 s of a cold `fastbp train` on the
-# 2-core development machine): the loop has them only where the network has norm layers.
-ALWAYS_IN_LOOP = ("kernels", "activation_ops", "dropout_ops")
-
-
-def _absent(name):
-    """What an op kind's table is where the network has no op of that kind."""
-    return _placeholder(name) if name in ALWAYS_IN_LOOP else None

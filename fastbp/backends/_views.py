@@ -151,36 +151,41 @@ def kernel_call_intrinsic(signatures):
 
 
 def kernel_call_by_code_intrinsic(signatures):
-    """An intrinsic ``call(table, name, code, args)``: as ``kernel_call_intrinsic``'s, for a table
-    field that holds one address per code (a tuple indexed by the run-time ``code``: a kernel
-    compiled for that code alone). A code out of the tuple's range, or one whose address is zero
-    (not compiled for this table), raises RuntimeError instead of calling anything."""
+    """An intrinsic ``call(addresses, table, name, code, args)``: as ``kernel_call_intrinsic``'s, for
+    a kernel compiled for one activation code. ``table.<name>`` holds a row of ``addresses`` (a 2-d
+    int64 array, one column per code) and the kernel is the one at column ``code`` (the op's code
+    at run time). A row or code out of the array, or a zero address (no kernel compiled for that
+    code), raises RuntimeError instead of calling anything."""
 
     @intrinsic
-    def call(typingctx, table, name, code, args):
-        if not (isinstance(table, types.BaseNamedTuple) and isinstance(name, types.StringLiteral)
-                and isinstance(code, types.Integer) and isinstance(args, types.BaseTuple)):
+    def call(typingctx, addresses, table, name, code, args):
+        if not (isinstance(addresses, types.Array) and addresses.ndim == 2 and addresses.layout == "C"
+                and addresses.dtype == types.int64 and isinstance(table, types.BaseNamedTuple)
+                and isinstance(name, types.StringLiteral) and isinstance(code, types.Integer)
+                and isinstance(args, types.BaseTuple)):
             return None
         field = name.literal_value
         index = table.fields.index(field)
-        addresses_ty = table.types[index]
-        if not (isinstance(addresses_ty, types.UniTuple) and isinstance(addresses_ty.dtype, types.Integer)):
+        if not isinstance(table.types[index], types.Integer):
             return None
         arg_tys = _check_call(table, field, args, signatures)
 
         def codegen(context, builder, sig, llargs):
-            at = context.cast(builder, llargs[2], sig.args[2], types.intp)
-            slots = cgutils.alloca_once_value(builder, builder.extract_value(llargs[0], index))
-            in_range = builder.icmp_unsigned("<", at, at.type(addresses_ty.count))
-            with cgutils.if_unlikely(builder, builder.not_(in_range)):
-                context.call_conv.return_user_exc(builder, RuntimeError, (f"fastbp: no {field!r} kernel for this code",))
-            address = builder.load(builder.gep(slots, [ir.IntType(32)(0), at]))
+            array = context.make_array(addresses)(context, builder, llargs[0])
+            n_rows, n_codes = cgutils.unpack_tuple(builder, array.shape, 2)
+            row = context.cast(builder, builder.extract_value(llargs[1], index), table.types[index], types.intp)
+            at = context.cast(builder, llargs[3], sig.args[3], types.intp)
+            inside = builder.and_(builder.icmp_unsigned("<", row, n_rows), builder.icmp_unsigned("<", at, n_codes))
+            with cgutils.if_unlikely(builder, builder.not_(inside)):
+                context.call_conv.return_user_exc(builder, RuntimeError,
+                                                  (f"fastbp: no {field!r} kernel for this code",))
+            address = builder.load(builder.gep(array.data, [builder.add(builder.mul(row, n_codes), at)]))
             with cgutils.if_unlikely(builder, cgutils.is_null(builder, address)):
                 context.call_conv.return_user_exc(
                     builder, RuntimeError, (f"fastbp: the {field!r} kernel of this code is not in the table",))
-            values = cgutils.unpack_tuple(builder, llargs[3], len(arg_tys))
+            values = cgutils.unpack_tuple(builder, llargs[4], len(arg_tys))
             return _kernel_call(context, builder, address, arg_tys, values)
 
-        return types.none(table, name, code, args), codegen
+        return types.none(addresses, table, name, code, args), codegen
 
     return call

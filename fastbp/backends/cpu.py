@@ -90,8 +90,7 @@ class Trainer:
                 self.opt, self.model.loss.spec(), self.seed, self.stats)
         loop = _cpu_loop.train_batches
         if not _warm.cached(loop, tuple(loop.typeof_pyval(a) for a in args)):
-            norms = sum(getattr(self.net, name) is not None for name in ("batchnorm_ops", "layernorm_ops"))
-            found.append(("loop", _cpu_loop.LOOP_SECONDS + norms * _cpu_loop.LOOP_NORM_SECONDS))
+            found.append(("loop", _cpu_loop.LOOP_SECONDS))
         return found
 
     def running_loss(self):

@@ -118,6 +118,13 @@ def batchnorm_act_forward(out, mean, var, invstd, x, gamma, beta, eps, activatio
         Called from Python with an argument that breaks these rules (shape, dtype,
         contiguity, range), naming it. Inside ``@njit`` code nothing is checked.
     """
+    _batch_statistics(mean, var, invstd, x, eps)
+    _columns_act(out, x, mean, invstd, gamma, beta, activation, alpha)
+
+
+@jit(inline="always")
+def _batch_statistics(mean, var, invstd, x, eps):
+    """Each column's mean, biased variance and 1 / sqrt(var + eps) (``batchnorm_act_forward``)."""
     n_rows, n_out = x.shape
     for j in range(n_out):
         mean[j] = 0.0
@@ -134,7 +141,19 @@ def batchnorm_act_forward(out, mean, var, invstd, x, gamma, beta, eps, activatio
     for j in range(n_out):
         var[j] /= n_rows
         invstd[j] = 1.0 / math.sqrt(var[j] + eps)
-    _columns_act(out, x, mean, invstd, gamma, beta, activation, alpha)
+
+
+@jit(inline="always")
+def batchnorm_act_forward_body(out, mean, var, invstd, x, gamma, beta, eps, activation, alpha):
+    """``batchnorm_act_forward``'s work inlined into a compiled caller, for one activation code.
+
+    The ``*_body`` functions of this module are the act kernels' loops, inlined into the numba IR
+    of a caller that passes a constant ``activation`` (the training loop's norm ops,
+    ``fastbp/backends/_norm_ops.py``): one loop, that code's, compiled instead of the kernel's
+    copies for every code. The same arithmetic in the same order as the kernel, so the same bits.
+    """
+    _batch_statistics(mean, var, invstd, x, eps)
+    _columns_act_loop(out, x, mean, invstd, gamma, beta, activation, alpha)
 
 
 @jit(inline="always")
@@ -735,3 +754,11 @@ def layernorm_backward(dx, dgamma, dbeta, dout, x, mean, invstd, gamma):
     """
     # With the identity, neither out nor beta is read: dout and gamma stand in.
     layernorm_act_backward(dx, dgamma, dbeta, dout, dout, x, mean, invstd, gamma, gamma, np.int64(IDENTITY), 0.0)
+
+
+# The other act kernels' bodies, for compiled callers with a constant activation code (as
+# ``batchnorm_act_forward_body``).
+batchnorm_act_inference_body = _inference_loop
+batchnorm_act_backward_body = _batchnorm_act_backward_loop
+layernorm_act_forward_body = _layernorm_act_forward_loop
+layernorm_act_backward_body = _layernorm_act_backward_loop
