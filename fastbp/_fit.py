@@ -16,7 +16,7 @@ import numpy as np
 from . import _first_run, _interrupt, _mpi, _progress, backends
 from ._validation import check_features, check_same_length, check_sample_weight, check_seed, first_nonfinite
 from .callbacks import History
-from .kernels import registry as R
+from .kernels import registry
 from .lowering import Targets, check_norm_batches, lower, named_views
 
 
@@ -63,9 +63,9 @@ def prepare(model, X, y, sample_weight, names, part=(0, 1)):
 def _class_indices(model, data):
     """(per-sample class index, number of classes) for class_weight; ValueError for other losses."""
     kind, n_out = model.loss.kind, model.n_outputs
-    if kind == R.LOSS_SCE:
+    if kind == registry.LOSS_SCE:
         return data.labels, n_out
-    if kind == R.LOSS_BCE and n_out == 1:
+    if kind == registry.LOSS_BCE and n_out == 1:
         t = data.target[:, 0]
         if np.any((t != 0) & (t != 1)):
             raise ValueError("class_weight needs 0/1 targets for binary_cross_entropy; y holds other "
@@ -136,16 +136,16 @@ def split_validation(X, data, fraction):
 
 def logs_from_stats(loss_code, stats):
     """Loss and metrics from the registry's S_* sums: means weighted by the sample weights, as the loss."""
-    logs = {"loss": stats[R.S_LOSS] / stats[R.S_WEIGHT]}
-    if loss_code == R.LOSS_SCE:
-        logs["accuracy"] = stats[R.S_CORRECT] / stats[R.S_WEIGHT]
-    elif loss_code == R.LOSS_BCE:
-        logs["accuracy"] = stats[R.S_CORRECT] / stats[R.S_ELEMENTS]
-    elif loss_code == R.LOSS_POISSON:
-        logs["mae"] = stats[R.S_ABSOLUTE] / stats[R.S_ELEMENTS]  # of the predicted mean exp(eta)
+    logs = {"loss": stats[registry.S_LOSS] / stats[registry.S_WEIGHT]}
+    if loss_code == registry.LOSS_SCE:
+        logs["accuracy"] = stats[registry.S_CORRECT] / stats[registry.S_WEIGHT]
+    elif loss_code == registry.LOSS_BCE:
+        logs["accuracy"] = stats[registry.S_CORRECT] / stats[registry.S_ELEMENTS]
+    elif loss_code == registry.LOSS_POISSON:
+        logs["mae"] = stats[registry.S_ABSOLUTE] / stats[registry.S_ELEMENTS]  # of the predicted mean exp(eta)
     else:
-        logs["mse"] = stats[R.S_SQUARED] / stats[R.S_ELEMENTS]
-        logs["mae"] = stats[R.S_ABSOLUTE] / stats[R.S_ELEMENTS]
+        logs["mse"] = stats[registry.S_SQUARED] / stats[registry.S_ELEMENTS]
+        logs["mae"] = stats[registry.S_ABSOLUTE] / stats[registry.S_ELEMENTS]
     return logs
 
 
@@ -160,7 +160,7 @@ def _run_epoch(trainer, order, hyper, progress, chunks, batch_size, stats, inter
         with interrupts.deferring():
             status, stopped = chunks.timed(trainer.run, batch, last)
         interrupts.check()
-        if status != R.OK:
+        if status != registry.OK:
             return status, stopped
         if last < n_batches:
             progress.update(last, last * batch_size, trainer.running_loss())
@@ -170,7 +170,7 @@ def _run_epoch(trainer, order, hyper, progress, chunks, batch_size, stats, inter
 
 def _diverged(model, status, stopped, epoch, n_batches, lr, history, callbacks):
     """End training after a non-finite step: callbacks see the end, then DivergenceError."""
-    what = "loss" if status == R.NONFINITE_LOSS else "gradient"
+    what = "loss" if status == registry.NONFINITE_LOSS else "gradient"
     # Training ends here too: History and the callbacks (EarlyStopping's restore, a
     # user's clean-up) see it before the error propagates.
     before = model.theta.copy()
@@ -256,7 +256,7 @@ def fit_loop(model, train, val, epochs, batch_size, shuffle, rng, callbacks, ver
     backend = backends.get(model.device)
     trainer = _trainer(backend, model, lowered, train, batch_size, rng, comm)
     order = np.arange(n, dtype=np.int64)
-    stats = np.zeros(R.N_STATS)
+    stats = np.zeros(registry.N_STATS)
     n_batches = trainer.n_batches
     with _interrupt.Interrupts() as interrupts:
         # Compile or load the loop before the first timed epoch, saying so first if it compiles.
@@ -282,7 +282,7 @@ def fit_loop(model, train, val, epochs, batch_size, shuffle, rng, callbacks, ver
             start = time.perf_counter()
             status, stopped = _run_epoch(trainer, order, opt.hyper(lr), progress, chunks, batch_size, stats,
                                          interrupts)
-            if status != R.OK:
+            if status != registry.OK:
                 raise _diverged(model, status, stopped, epoch, n_batches, lr, history, callbacks)
             seconds = time.perf_counter() - start
             if comm is not None:

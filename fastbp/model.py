@@ -20,7 +20,7 @@ from ._persist import check_save_path, load_model, save_model
 from ._validation import (check_dtype, check_features, check_fraction, check_int, check_weight_values,
                           reject_sparse)
 from .callbacks import Callback
-from .kernels import registry as R
+from .kernels import registry
 from .layers import NORM_LAYERS, BatchNorm, Dense, Layer
 from .lowering import lower, norm_layout, norm_views, param_views
 
@@ -448,7 +448,7 @@ class Sequential:
         """
         self.loss = losses.get(loss)
         self.optimizer = optimizers.get(optimizer)
-        if self.loss.kind == R.LOSS_SCE and self.n_outputs < 2:
+        if self.loss.kind == registry.LOSS_SCE and self.n_outputs < 2:
             raise ValueError("softmax_cross_entropy needs a final layer with at least 2 outputs; "
                              "use binary_cross_entropy for a single output")
         return self
@@ -846,11 +846,11 @@ class Sequential:
         ndarray of shape (N,) or (N, O)
             The predictions.
         """
-        if self.loss is not None and self.loss.kind == R.LOSS_SCE:
+        if self.loss is not None and self.loss.kind == registry.LOSS_SCE:
             return np.argmax(self.decision_function(X, batch_size), axis=1)
-        if self.loss is not None and self.loss.kind == R.LOSS_BCE:
+        if self.loss is not None and self.loss.kind == registry.LOSS_BCE:
             return (self.decision_function(X, batch_size) > 0).astype(np.int64)
-        if self.loss is not None and self.loss.kind == R.LOSS_POISSON:
+        if self.loss is not None and self.loss.kind == registry.LOSS_POISSON:
             return np.exp(self.decision_function(X, batch_size))
         return self.decision_function(X, batch_size)
 
