@@ -174,8 +174,7 @@ def _diverged(model, status, stopped, epoch, n_batches, lr, history, callbacks):
     # Training ends here too: History and the callbacks (EarlyStopping's restore, a
     # user's clean-up) see it before the error propagates.
     before = model.theta.copy()
-    for cb in [history] + callbacks:
-        cb.on_train_end({})
+    _end_training(history, callbacks)
     # equal_nan: weights that are NaN already are no callback's doing.
     if not np.array_equal(before, model.theta, equal_nan=True):
         weights = ("the weights from before that step were then replaced by a callback's "
@@ -239,38 +238,74 @@ def _trainer(backend, model, lowered, train, batch_size, rng, comm):
     return backend.DistributedTrainer(model, lowered, X, data, batch_size, _mask_seed(rng, lowered), comm)
 
 
+def _set_up(model, train, batch_size, rng, comm):
+    """(lowered network, backend, its Trainer) for fit, after the checks that need the lowered network;
+    the optimizer's state is made for the model's parameters."""
+    lowered = lower(model.layers, model.loss.link, model.n_features)
+    check_norm_batches(lowered, len(train[0]), batch_size, "fit")
+    check_parameters(model)
+    model.optimizer.init_state(model.theta.size, model.dtype)
+    backend = backends.get(model.device)
+    return lowered, backend, _trainer(backend, model, lowered, train, batch_size, rng, comm)
+
+
+def _compile_first(trainer, order, opt, verbose, interrupts, comm):
+    """Compile or load the loop before the first timed epoch, saying so first if it compiles;
+    returns the compile's seconds (None when nothing compiled) and the epochs' chunks of batches."""
+    compile_seconds = _first_run.compile_loop(trainer, order, opt.hyper(0.0), verbose)
+    interrupts.check()  # one that a compile callback swallowed
+    n_batches = trainer.n_batches
+    chunks = _interrupt.BatchChunks(n_batches if verbose != 1 else max(1, n_batches // 40))
+    if comm is not None:
+        compile_seconds = _mpi.agreed_seconds(comm, compile_seconds)
+    return compile_seconds, chunks
+
+
+def _begin_training(model, callbacks):
+    """A new History on the model; it and the callbacks are told that training begins."""
+    history = model.history = History()
+    model.stop_training = False
+    for cb in [history] + callbacks:
+        cb.set_model(model)
+        cb.on_train_begin({})
+    return history
+
+
+def _end_training(history, callbacks):
+    """The History and the callbacks are told that training ends."""
+    for cb in [history] + callbacks:
+        cb.on_train_end({})
+
+
+def _seconds_since(start, comm):
+    """Seconds since ``start`` (``time.perf_counter``); over ``comm``, the slowest rank's."""
+    seconds = time.perf_counter() - start
+    return seconds if comm is None else _mpi.agreed_seconds(comm, seconds)
+
+
+def _validation_logs(model, lowered, backend, val, comm):
+    """The val_* logs of the model on val = (X, Targets); over ``comm``, each rank evaluates a block of rows."""
+    val_stats = (backend.evaluate(model, lowered, *val, min(1024, len(val[0]))) if comm is None
+                 else _mpi.evaluate(backend, model, lowered, *val, comm))
+    return {"val_" + k: v for k, v in logs_from_stats(model.loss.kind, val_stats).items()}
+
+
 def fit_loop(model, train, val, epochs, batch_size, shuffle, rng, callbacks, verbose, comm=None):
     """Run ``epochs`` epochs of ``model`` on train = (X, Targets); returns the History.
 
     With an MPI ``comm`` (``fastbp._mpi``), data-parallel: every rank runs this with the
     same arguments, trains on its share of each global batch, and gets the same logs.
     """
-    X, data = train
-    lowered = lower(model.layers, model.loss.link, model.n_features)
-    n = len(X)
+    n = len(train[0])
     batch_size = min(batch_size, n)
-    check_norm_batches(lowered, n, batch_size, "fit")
-    check_parameters(model)
+    lowered, backend, trainer = _set_up(model, train, batch_size, rng, comm)
     opt = model.optimizer
-    opt.init_state(model.theta.size, model.dtype)
-    backend = backends.get(model.device)
-    trainer = _trainer(backend, model, lowered, train, batch_size, rng, comm)
     order = np.arange(n, dtype=np.int64)
     stats = np.zeros(registry.N_STATS)
     n_batches = trainer.n_batches
     with _interrupt.Interrupts() as interrupts:
-        # Compile or load the loop before the first timed epoch, saying so first if it compiles.
-        compile_seconds = _first_run.compile_loop(trainer, order, opt.hyper(0.0), verbose)
-        interrupts.check()  # one that a compile callback swallowed
-        chunks = _interrupt.BatchChunks(n_batches if verbose != 1 else max(1, n_batches // 40))
-        if comm is not None:
-            compile_seconds = _mpi.agreed_seconds(comm, compile_seconds)
-
-        history = model.history = History()
-        model.stop_training = False
-        for cb in [history] + callbacks:
-            cb.set_model(model)
-            cb.on_train_begin({})
+        compile_seconds, chunks = _compile_first(trainer, order, opt, verbose, interrupts, comm)
+        history = _begin_training(model, callbacks)
         first_epoch = model.epochs_trained
         for epoch in range(first_epoch, first_epoch + epochs):
             lr = opt.schedule.checked_lr_at(epoch)
@@ -284,14 +319,10 @@ def fit_loop(model, train, val, epochs, batch_size, shuffle, rng, callbacks, ver
                                          interrupts)
             if status != registry.OK:
                 raise _diverged(model, status, stopped, epoch, n_batches, lr, history, callbacks)
-            seconds = time.perf_counter() - start
-            if comm is not None:
-                seconds = _mpi.agreed_seconds(comm, seconds)
+            seconds = _seconds_since(start, comm)
             logs = logs_from_stats(model.loss.kind, stats)
             if val is not None:
-                val_stats = (backend.evaluate(model, lowered, *val, min(1024, len(val[0]))) if comm is None
-                             else _mpi.evaluate(backend, model, lowered, *val, comm))
-                logs.update({"val_" + k: v for k, v in logs_from_stats(model.loss.kind, val_stats).items()})
+                logs.update(_validation_logs(model, lowered, backend, val, comm))
             logs.update(lr=lr, seconds=seconds, samples_per_second=n / seconds if seconds > 0 else math.inf)
             if compile_seconds is not None and epoch == first_epoch:
                 logs["compile_seconds"] = compile_seconds
@@ -302,6 +333,5 @@ def fit_loop(model, train, val, epochs, batch_size, shuffle, rng, callbacks, ver
                 cb.on_epoch_end(epoch, logs)
             if model.stop_training:
                 break
-        for cb in [history] + callbacks:
-            cb.on_train_end({})
+        _end_training(history, callbacks)
         return history
