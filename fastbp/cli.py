@@ -228,12 +228,30 @@ def _output_path(path, argument, extensions=None):
 
 
 def _parser():
+    """The command line's parser: a subcommand each for train, evaluate, predict, export, compile and info."""
     parser = argparse.ArgumentParser(prog="fastbp", description="Train dense networks with hand-derived, "
                                      "numba-compiled backpropagation.")
     sub = parser.add_subparsers(dest="command", required=True)
-
     train = sub.add_parser("train", help="train a network (default: the bundled 8x8 digits)",
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _train_data_options(train)
+    _train_network_options(train)
+    _train_fit_options(train)
+    _evaluate_options(sub.add_parser("evaluate", help="loss and metrics of a saved model on data"))
+    _predict_options(sub.add_parser("predict", help="predictions of a saved model, one per line"))
+    _export_options(sub.add_parser("export", help="write a saved model as an ONNX graph (needs onnx)"))
+    _compile_options(sub.add_parser(
+        "compile", help="compile the kernels ahead into the cache (for container images and CI caches)",
+        description="Compile what fits can reach into fastbp's compiled-kernel cache, so that the first fit "
+                    "starts warm: in a Dockerfile, RUN fastbp compile; in CI, before caching the folder "
+                    "(fastbp info names it)."))
+    _info_options(sub.add_parser("info", help="versions, BLAS and threads, the compiled-kernel cache, "
+                                              "and whether a CUDA GPU is usable"))
+    return parser
+
+
+def _train_data_options(train):
+    """fastbp train's options for its data: where, which column is the target, standardizing."""
     train.add_argument("--data", help="a .npz (X, y), a .csv (a header row optional; the target column by "
                        "--target) or an MNIST IDX folder; default: the bundled UCI digits")
     train.add_argument("--target", help="the CSV's target column, by header name or index (negative from "
@@ -242,6 +260,10 @@ def _parser():
                        "default each feature of a .npz or .csv is standardized with the training part's mean "
                        "and standard deviation, saved with the model and applied by evaluate, predict and "
                        "export (the bundled digits and MNIST folders, pixels already in [0, 1], are not)")
+
+
+def _train_network_options(train):
+    """fastbp train's options for the network's layers."""
     train.add_argument("--hidden", type=_sizes, default=[256], help="hidden layer sizes, e.g. 256,128")
     train.add_argument("--activation", default="relu", help="hidden activation")
     train.add_argument("--dropout", type=_number(0.0, 1.0), default=0.2,
@@ -249,6 +271,10 @@ def _parser():
     train.add_argument("--norm", choices=["none", "batch", "layer"], default="none",
                        help="normalize each hidden layer before its activation: Dense -> BatchNorm or "
                        "LayerNorm -> activation")
+
+
+def _train_fit_options(train):
+    """fastbp train's options for the training run: loss, optimizer, epochs, split, seed, where, output."""
     train.add_argument("--loss", default=None, help="softmax_cross_entropy (default for class labels: whole "
                        "numbers or text), binary_cross_entropy, mse (default for real targets), mae, huber or "
                        "poisson")
@@ -275,14 +301,18 @@ def _parser():
                        "mpiexec -n N fastbp train --distributed ...; --batch-size is the global batch "
                        "(needs fastbp[mpi])")
 
-    evaluate = sub.add_parser("evaluate", help="loss and metrics of a saved model on data")
+
+def _evaluate_options(evaluate):
+    """fastbp evaluate's arguments."""
     evaluate.add_argument("model")
     evaluate.add_argument("data", help="a .npz (X, y) or a .csv with the target column the model was "
                           "trained with (by name when both have a header row)")
     evaluate.add_argument("--target", help="the CSV's target column, by header name or index "
                           "(default: the one the model was trained with)")
 
-    predict = sub.add_parser("predict", help="predictions of a saved model, one per line")
+
+def _predict_options(predict):
+    """fastbp predict's arguments."""
     predict.add_argument("model")
     predict.add_argument("data", help="a .npz (X) or a .csv: with exactly the model's number of columns "
                          "it is features only; with one more, that column is the target and is left out")
@@ -292,18 +322,18 @@ def _parser():
     predict.add_argument("--proba", action="store_true", help="print class probabilities (one column per "
                          "class, in the order of the model's classes)")
 
-    export = sub.add_parser("export", help="write a saved model as an ONNX graph (needs onnx)")
+
+def _export_options(export):
+    """fastbp export's arguments."""
     export.add_argument("model")
     export.add_argument("--output", "-o", help="the .onnx path (default: the model's path with .onnx)")
     export.add_argument("--dtype", choices=["float32", "float64"], default=None,
                         help="the graph's float type (default: the model's)")
     export.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
 
-    compile_ = sub.add_parser(
-        "compile", help="compile the kernels ahead into the cache (for container images and CI caches)",
-        description="Compile what fits can reach into fastbp's compiled-kernel cache, so that the first fit "
-                    "starts warm: in a Dockerfile, RUN fastbp compile; in CI, before caching the folder "
-                    "(fastbp info names it).")
+
+def _compile_options(compile_):
+    """fastbp compile's options: what to compile, for which CPU, with how many workers."""
     compile_.add_argument("--dtype", type=_choices(_precompile_names("DTYPES")), default="float32",
                           help="comma-separated dtypes of the parameters: float32, float64 (default: float32)")
     compile_.add_argument("--losses", type=_choices(_precompile_names("LOSSES")), default="all",
@@ -321,11 +351,11 @@ def _parser():
                           help="worker processes (default: the CPUs this process may use)")
     compile_.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    info = sub.add_parser("info", help="versions, BLAS and threads, the compiled-kernel cache, "
-                                       "and whether a CUDA GPU is usable")
+
+def _info_options(info):
+    """fastbp info's options."""
     info.add_argument("--clear-cache", action="store_true",
                       help="remove fastbp's cached compiled kernels (every version's) first")
-    return parser
 
 
 def _precompile_names(table):
