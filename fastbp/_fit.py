@@ -16,7 +16,7 @@ import numpy as np
 from . import _first_run, _interrupt, _mpi, _progress, backends
 from ._validation import check_features, check_same_length, check_sample_weight, check_seed, first_nonfinite
 from .callbacks import History
-from .kernels import registry as R
+from .kernels import registry
 from .lowering import Targets, check_norm_batches, lower, named_views
 
 
@@ -63,9 +63,9 @@ def prepare(model, X, y, sample_weight, names, part=(0, 1)):
 def _class_indices(model, data):
     """(per-sample class index, number of classes) for class_weight; ValueError for other losses."""
     kind, n_out = model.loss.kind, model.n_outputs
-    if kind == R.LOSS_SCE:
+    if kind == registry.LOSS_SCE:
         return data.labels, n_out
-    if kind == R.LOSS_BCE and n_out == 1:
+    if kind == registry.LOSS_BCE and n_out == 1:
         t = data.target[:, 0]
         if np.any((t != 0) & (t != 1)):
             raise ValueError("class_weight needs 0/1 targets for binary_cross_entropy; y holds other "
@@ -136,16 +136,16 @@ def split_validation(X, data, fraction):
 
 def logs_from_stats(loss_code, stats):
     """Loss and metrics from the registry's S_* sums: means weighted by the sample weights, as the loss."""
-    logs = {"loss": stats[R.S_LOSS] / stats[R.S_WEIGHT]}
-    if loss_code == R.LOSS_SCE:
-        logs["accuracy"] = stats[R.S_CORRECT] / stats[R.S_WEIGHT]
-    elif loss_code == R.LOSS_BCE:
-        logs["accuracy"] = stats[R.S_CORRECT] / stats[R.S_ELEMENTS]
-    elif loss_code == R.LOSS_POISSON:
-        logs["mae"] = stats[R.S_ABSOLUTE] / stats[R.S_ELEMENTS]  # of the predicted mean exp(eta)
+    logs = {"loss": stats[registry.S_LOSS] / stats[registry.S_WEIGHT]}
+    if loss_code == registry.LOSS_SCE:
+        logs["accuracy"] = stats[registry.S_CORRECT] / stats[registry.S_WEIGHT]
+    elif loss_code == registry.LOSS_BCE:
+        logs["accuracy"] = stats[registry.S_CORRECT] / stats[registry.S_ELEMENTS]
+    elif loss_code == registry.LOSS_POISSON:
+        logs["mae"] = stats[registry.S_ABSOLUTE] / stats[registry.S_ELEMENTS]  # of the predicted mean exp(eta)
     else:
-        logs["mse"] = stats[R.S_SQUARED] / stats[R.S_ELEMENTS]
-        logs["mae"] = stats[R.S_ABSOLUTE] / stats[R.S_ELEMENTS]
+        logs["mse"] = stats[registry.S_SQUARED] / stats[registry.S_ELEMENTS]
+        logs["mae"] = stats[registry.S_ABSOLUTE] / stats[registry.S_ELEMENTS]
     return logs
 
 
@@ -160,7 +160,7 @@ def _run_epoch(trainer, order, hyper, progress, chunks, batch_size, stats, inter
         with interrupts.deferring():
             status, stopped = chunks.timed(trainer.run, batch, last)
         interrupts.check()
-        if status != R.OK:
+        if status != registry.OK:
             return status, stopped
         if last < n_batches:
             progress.update(last, last * batch_size, trainer.running_loss())
@@ -170,12 +170,11 @@ def _run_epoch(trainer, order, hyper, progress, chunks, batch_size, stats, inter
 
 def _diverged(model, status, stopped, epoch, n_batches, lr, history, callbacks):
     """End training after a non-finite step: callbacks see the end, then DivergenceError."""
-    what = "loss" if status == R.NONFINITE_LOSS else "gradient"
+    what = "loss" if status == registry.NONFINITE_LOSS else "gradient"
     # Training ends here too: History and the callbacks (EarlyStopping's restore, a
     # user's clean-up) see it before the error propagates.
     before = model.theta.copy()
-    for cb in [history] + callbacks:
-        cb.on_train_end({})
+    _end_training(history, callbacks)
     # equal_nan: weights that are NaN already are no callback's doing.
     if not np.array_equal(before, model.theta, equal_nan=True):
         weights = ("the weights from before that step were then replaced by a callback's "
@@ -246,38 +245,74 @@ def _trainer(backend, model, lowered, train, batch_size, rng, comm):
     return backend.DistributedTrainer(model, lowered, X, data, batch_size, _mask_seed(rng, lowered), comm)
 
 
+def _set_up(model, train, batch_size, rng, comm):
+    """(lowered network, backend, its Trainer) for fit, after the checks that need the lowered network;
+    the optimizer's state is made for the model's parameters."""
+    lowered = lower(model.layers, model.loss.link, model.n_features)
+    check_norm_batches(lowered, len(train[0]), batch_size, "fit")
+    check_parameters(model)
+    model.optimizer.init_state(model.theta.size, model.dtype)
+    backend = backends.get(model.device)
+    return lowered, backend, _trainer(backend, model, lowered, train, batch_size, rng, comm)
+
+
+def _compile_first(trainer, order, opt, verbose, interrupts, comm):
+    """Compile or load the loop before the first timed epoch, saying so first if it compiles;
+    returns the compile's seconds (None when nothing compiled) and the epochs' chunks of batches."""
+    compile_seconds = _first_run.compile_loop(trainer, order, opt.hyper(0.0), verbose)
+    interrupts.check()  # one that a compile callback swallowed
+    n_batches = trainer.n_batches
+    chunks = _interrupt.BatchChunks(n_batches if verbose != 1 else max(1, n_batches // 40))
+    if comm is not None:
+        compile_seconds = _mpi.agreed_seconds(comm, compile_seconds)
+    return compile_seconds, chunks
+
+
+def _begin_training(model, callbacks):
+    """A new History on the model; it and the callbacks are told that training begins."""
+    history = model.history = History()
+    model.stop_training = False
+    for cb in [history] + callbacks:
+        cb.set_model(model)
+        cb.on_train_begin({})
+    return history
+
+
+def _end_training(history, callbacks):
+    """The History and the callbacks are told that training ends."""
+    for cb in [history] + callbacks:
+        cb.on_train_end({})
+
+
+def _seconds_since(start, comm):
+    """Seconds since ``start`` (``time.perf_counter``); over ``comm``, the slowest rank's."""
+    seconds = time.perf_counter() - start
+    return seconds if comm is None else _mpi.agreed_seconds(comm, seconds)
+
+
+def _validation_logs(model, lowered, backend, val, comm):
+    """The val_* logs of the model on val = (X, Targets); over ``comm``, each rank evaluates a block of rows."""
+    val_stats = (backend.evaluate(model, lowered, *val, min(1024, len(val[0]))) if comm is None
+                 else _mpi.evaluate(backend, model, lowered, *val, comm))
+    return {"val_" + k: v for k, v in logs_from_stats(model.loss.kind, val_stats).items()}
+
+
 def fit_loop(model, train, val, epochs, batch_size, shuffle, rng, callbacks, verbose, comm=None):
     """Run ``epochs`` epochs of ``model`` on train = (X, Targets); returns the History.
 
     With an MPI ``comm`` (``fastbp._mpi``), data-parallel: every rank runs this with the
     same arguments, trains on its share of each global batch, and gets the same logs.
     """
-    X, data = train
-    lowered = lower(model.layers, model.loss.link, model.n_features)
-    n = len(X)
+    n = len(train[0])
     batch_size = min(batch_size, n)
-    check_norm_batches(lowered, n, batch_size, "fit")
-    check_parameters(model)
+    lowered, backend, trainer = _set_up(model, train, batch_size, rng, comm)
     opt = model.optimizer
-    opt.init_state(model.theta.size, model.dtype)
-    backend = backends.get(model.device)
-    trainer = _trainer(backend, model, lowered, train, batch_size, rng, comm)
     order = np.arange(n, dtype=np.int64)
-    stats = np.zeros(R.N_STATS)
+    stats = np.zeros(registry.N_STATS)
     n_batches = trainer.n_batches
     with _interrupt.Interrupts() as interrupts:
-        # Compile or load the loop before the first timed epoch, saying so first if it compiles.
-        compile_seconds = _first_run.compile_loop(trainer, order, opt.hyper(0.0), verbose)
-        interrupts.check()  # one that a compile callback swallowed
-        chunks = _interrupt.BatchChunks(n_batches if verbose != 1 else max(1, n_batches // 40))
-        if comm is not None:
-            compile_seconds = _mpi.agreed_seconds(comm, compile_seconds)
-
-        history = model.history = History()
-        model.stop_training = False
-        for cb in [history] + callbacks:
-            cb.set_model(model)
-            cb.on_train_begin({})
+        compile_seconds, chunks = _compile_first(trainer, order, opt, verbose, interrupts, comm)
+        history = _begin_training(model, callbacks)
         first_epoch = model.epochs_trained
         for epoch in range(first_epoch, first_epoch + epochs):
             lr = opt.schedule.checked_lr_at(epoch)
@@ -289,16 +324,12 @@ def fit_loop(model, train, val, epochs, batch_size, shuffle, rng, callbacks, ver
             start = time.perf_counter()
             status, stopped = _run_epoch(trainer, order, opt.hyper(lr), progress, chunks, batch_size, stats,
                                          interrupts)
-            if status != R.OK:
+            if status != registry.OK:
                 raise _diverged(model, status, stopped, epoch, n_batches, lr, history, callbacks)
-            seconds = time.perf_counter() - start
-            if comm is not None:
-                seconds = _mpi.agreed_seconds(comm, seconds)
+            seconds = _seconds_since(start, comm)
             logs = logs_from_stats(model.loss.kind, stats)
             if val is not None:
-                val_stats = (backend.evaluate(model, lowered, *val, min(1024, len(val[0]))) if comm is None
-                             else _mpi.evaluate(backend, model, lowered, *val, comm))
-                logs.update({"val_" + k: v for k, v in logs_from_stats(model.loss.kind, val_stats).items()})
+                logs.update(_validation_logs(model, lowered, backend, val, comm))
             logs.update(lr=lr, seconds=seconds, samples_per_second=n / seconds if seconds > 0 else math.inf)
             if compile_seconds is not None and epoch == first_epoch:
                 logs["compile_seconds"] = compile_seconds
@@ -309,6 +340,5 @@ def fit_loop(model, train, val, epochs, batch_size, shuffle, rng, callbacks, ver
                 cb.on_epoch_end(epoch, logs)
             if model.stop_training:
                 break
-        for cb in [history] + callbacks:
-            cb.on_train_end({})
+        _end_training(history, callbacks)
         return history

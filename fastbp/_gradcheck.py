@@ -76,6 +76,20 @@ def _entries(size, max_entries, rng):
     return np.sort(rng.choice(size, max_entries, replace=False))
 
 
+def _central_differences(value, flat, entries, eps):
+    """(value() at flat[k] + eps - value() at flat[k] - eps) / (2 eps) for each k of entries;
+    flat is perturbed in place, one entry at a time, and left as it was."""
+    numeric = np.empty(len(entries))
+    for j, k in enumerate(entries):
+        keep = flat[k]
+        flat[k] = keep + eps
+        up = value()
+        flat[k] = keep - eps
+        numeric[j] = (up - value()) / (2 * eps)
+        flat[k] = keep
+    return numeric
+
+
 def _check_eps(eps):
     return check_in_range(eps, "eps", 0, 1, low_open=True, high_open=True)
 
@@ -155,7 +169,6 @@ def gradcheck(model, X, y, loss=None, eps=1e-6, sample_weight=None, atol=1e-5, r
     TypeError
         ``model`` is not a ``fastbp.Sequential``, or atol or rtol is not a number.
     """
-    from .layers import layer_from_config
     from .lowering import named_views
     from .model import Sequential
 
@@ -163,18 +176,7 @@ def gradcheck(model, X, y, loss=None, eps=1e-6, sample_weight=None, atol=1e-5, r
         raise TypeError(f"model must be a fastbp.Sequential; got {type(model).__name__}")
     eps = _check_eps(eps)
     atol, rtol = _check_tolerances(atol, rtol)
-    if loss is None:
-        if model.loss is None:
-            raise ValueError("gradcheck needs a loss: pass loss=... or compile the model first")
-        loss = model.loss
-    if model.dtype != np.float64:
-        warnings.warn(f"gradcheck: the {model.dtype} model is checked in a float64 copy (float32 central "
-                      f"differences measure rounding, not the gradient); the model itself is unchanged",
-                      UserWarning, stacklevel=2)
-    layers = [layer_from_config(type(layer).__name__, layer.get_config()) for layer in model.layers]
-    copy = Sequential(layers, dtype="float64", seed=0)
-    copy.set_flat_weights(model.theta.astype(np.float64))
-    copy.compile(loss)
+    copy = _float64_copy(model, loss)
     f = copy.objective(X, y, sample_weight)
     theta = copy.get_flat_weights()
     loss0, grad = f(theta)
@@ -189,17 +191,33 @@ def gradcheck(model, X, y, loss=None, eps=1e-6, sample_weight=None, atol=1e-5, r
             continue
         idx = idx.ravel()
         chosen = idx[_entries(idx.size, max_entries, rng)]
-        numeric = np.empty(chosen.size)
-        for j, k in enumerate(chosen):
-            t = theta.copy()
-            t[k] += eps
-            up = f(t)[0]
-            t[k] = theta[k] - eps
-            numeric[j] = (up - f(t)[0]) / (2 * eps)
+        t = theta.copy()
+        numeric = _central_differences(lambda: f(t)[0], t, chosen, eps)
         errors[block] = _block_error(grad[chosen], numeric, atol, rtol)
         layer = block.rsplit(".", 1)[0]
         per_layer[layer] = max(per_layer.get(layer, 0.0), errors[block])
     return _finish(errors, per_layer, atol, rtol, raise_on_failure)
+
+
+def _float64_copy(model, loss):
+    """A float64 Sequential of model's layers and parameters, compiled with loss (default the
+    model's); a UserWarning, at gradcheck's caller, where the model is not float64."""
+    from .layers import layer_from_config
+    from .model import Sequential
+
+    if loss is None:
+        if model.loss is None:
+            raise ValueError("gradcheck needs a loss: pass loss=... or compile the model first")
+        loss = model.loss
+    if model.dtype != np.float64:
+        warnings.warn(f"gradcheck: the {model.dtype} model is checked in a float64 copy (float32 central "
+                      f"differences measure rounding, not the gradient); the model itself is unchanged",
+                      UserWarning, stacklevel=3)
+    layers = [layer_from_config(type(layer).__name__, layer.get_config()) for layer in model.layers]
+    copy = Sequential(layers, dtype="float64", seed=0)
+    copy.set_flat_weights(model.theta.astype(np.float64))
+    copy.compile(loss)
+    return copy
 
 
 def gradcheck_pair(forward, backward, inputs, wrt=None, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0,
@@ -262,21 +280,7 @@ def gradcheck_pair(forward, backward, inputs, wrt=None, eps=1e-6, atol=1e-5, rto
     """
     eps = _check_eps(eps)
     atol, rtol = _check_tolerances(atol, rtol)
-    names = list(inputs) if isinstance(inputs, dict) else [f"inputs[{i}]" for i in range(len(inputs))]
-    args = list(inputs.values()) if isinstance(inputs, dict) else list(inputs)
-    if wrt is None:
-        wrt = [i for i, a in enumerate(args) if isinstance(a, np.ndarray) and a.dtype == np.float64]
-    else:
-        wrt = [names.index(w) if isinstance(w, str) else int(w) for w in wrt]
-    if not wrt:
-        raise ValueError("gradcheck_pair found no float64 array among the inputs to check; pass wrt=...")
-    for i in wrt:
-        a = args[i]
-        if not isinstance(a, np.ndarray) or a.dtype != np.float64 or not a.flags.c_contiguous:
-            got = (f"{a.dtype}{'' if a.flags.c_contiguous else ', not C-contiguous'}" if isinstance(a, np.ndarray)
-                   else type(a).__name__)
-            raise ValueError(f"gradcheck_pair checks C-contiguous float64 arrays only: {names[i]} is {got}; "
-                             f"pass np.ascontiguousarray(..., dtype=np.float64)")
+    names, args, wrt = _inputs_to_check(inputs, wrt)
     out = np.asarray(forward(*args), dtype=np.float64)
     rng = np.random.default_rng(check_seed(seed))
     dout = np.ones(()) if out.size == 1 and out.ndim == 0 else rng.standard_normal(out.shape)
@@ -299,13 +303,27 @@ def gradcheck_pair(forward, backward, inputs, wrt=None, eps=1e-6, atol=1e-5, rto
         if g.shape != a.shape:
             raise ValueError(f"backward's gradient for {names[i]} has shape {g.shape}; expected {a.shape}")
         flat = a.reshape(-1)  # a view: perturbing it perturbs the input in place
-        numeric = np.empty(flat.size)
-        for k in range(flat.size):
-            keep = flat[k]
-            flat[k] = keep + eps
-            up = value()
-            flat[k] = keep - eps
-            numeric[k] = (up - value()) / (2 * eps)
-            flat[k] = keep
+        numeric = _central_differences(value, flat, range(flat.size), eps)
         errors[names[i]] = _block_error(g.reshape(-1), numeric, atol, rtol)
     return _finish(errors, dict(errors), atol, rtol, raise_on_failure)
+
+
+def _inputs_to_check(inputs, wrt):
+    """(names, args, indices to check) of gradcheck_pair's inputs; ValueError where there is
+    none, or one checked is not a C-contiguous float64 array."""
+    names = list(inputs) if isinstance(inputs, dict) else [f"inputs[{i}]" for i in range(len(inputs))]
+    args = list(inputs.values()) if isinstance(inputs, dict) else list(inputs)
+    if wrt is None:
+        wrt = [i for i, a in enumerate(args) if isinstance(a, np.ndarray) and a.dtype == np.float64]
+    else:
+        wrt = [names.index(w) if isinstance(w, str) else int(w) for w in wrt]
+    if not wrt:
+        raise ValueError("gradcheck_pair found no float64 array among the inputs to check; pass wrt=...")
+    for i in wrt:
+        a = args[i]
+        if not isinstance(a, np.ndarray) or a.dtype != np.float64 or not a.flags.c_contiguous:
+            got = (f"{a.dtype}{'' if a.flags.c_contiguous else ', not C-contiguous'}" if isinstance(a, np.ndarray)
+                   else type(a).__name__)
+            raise ValueError(f"gradcheck_pair checks C-contiguous float64 arrays only: {names[i]} is {got}; "
+                             f"pass np.ascontiguousarray(..., dtype=np.float64)")
+    return names, args, wrt

@@ -33,7 +33,7 @@ import traceback
 
 import numpy as np
 
-from .kernels import registry as R
+from .kernels import registry
 
 _DRAIN_SECONDS = 0.5  # abort_on_error: time for mpiexec to forward the report before MPI_Abort
 
@@ -97,7 +97,7 @@ def evaluate(backend, model, lowered, X, data, comm):
     from mpi4py import MPI
 
     rows = shard(len(X), comm)
-    stats = np.zeros(R.N_STATS)
+    stats = np.zeros(registry.N_STATS)
     if rows.stop > rows.start:
         part = type(data)(*(a[rows] if a.size else a for a in data))
         stats = backend.evaluate(model, lowered, X[rows], part, min(1024, rows.stop - rows.start))

@@ -9,6 +9,7 @@ it load, and a reader from before it reads files with it.
 ``Sequential.save`` and ``fastbp.load`` are these functions.
 """
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -320,6 +321,38 @@ def load_model(path, model_class):
 
 
 def _load(path, data, headers, model_class):
+    """The model in an opened file, in stages: its format marks, its architecture record, the
+    arrays' headers against what that record declares, then the model built from it and
+    filled with the arrays' checked values."""
+    _check_format(path, data, headers)
+    declared = _read_architecture(path, data, headers)
+    state_keys = _check_declared_sizes(path, headers, declared)
+    rng_state = (_json(path, _record(path, data, headers, "rng_state"), "random-state")
+                 if "rng_state" in headers else None)
+    model = _build(path, declared, model_class)
+    states = _fill(path, data, headers, model, state_keys, declared.optimizer)
+    model.batches_tracked = declared.batches_tracked
+    if "rng_state" in headers:
+        try:
+            model._rng.bit_generator.state = rng_state
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as err:
+            raise ValueError(f"{path!r} has a corrupt random-state record: {err!r}") from err
+    # A file written before the record existed leaves the generator the constructor made:
+    # fresh from the saved seed (past the draws of the initial weights), not where the
+    # saved model's was, so training after such a load takes other shuffles and masks.
+    model.epochs_trained = declared.epochs_trained
+    model.loss = declared.loss
+    if declared.optimizer is not None:
+        model.optimizer = declared.optimizer
+        if states:
+            declared.optimizer.state = states
+            declared.optimizer.steps = declared.optimizer_steps
+    return model
+
+
+def _check_format(path, data, headers):
+    """ValueError unless the file carries fastbp's marker, the arrays every model has, and a
+    format version this fastbp reads."""
     if "format" not in headers or headers["format"][1].kind != "U" or \
             _record(path, data, headers, "format") != FORMAT:
         raise ValueError(f"{path!r} is not a fastbp model file (no '{FORMAT}' marker; keys: {sorted(headers)})")
@@ -336,6 +369,24 @@ def _load(path, data, headers, model_class):
                          f"{FORMAT_VERSION}: upgrade fastbp")
     if version < 1:
         raise ValueError(f"{path!r} is corrupt: its 'format_version' is {version}; versions start at 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Declared:
+    """What a file's architecture record declares, each part checked, before anything is built."""
+
+    config: dict
+    dtype: np.dtype
+    layers: list
+    loss: object  # a Loss, or None for a model saved before compile
+    optimizer: object  # an Optimizer, or None
+    epochs_trained: int
+    batches_tracked: int
+    optimizer_steps: int
+
+
+def _read_architecture(path, data, headers):
+    """The file's architecture record as a _Declared; ValueError naming the file where it is corrupt."""
     config = _json(path, _record(path, data, headers, "architecture"), "architecture")
     try:
         if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
@@ -350,41 +401,52 @@ def _load(path, data, headers, model_class):
                      if config.get("optimizer") else None)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError) as err:
         raise ValueError(f"{path!r} has a corrupt architecture record: {err!r}") from err
-    epochs_trained = _count(path, config, "epochs_trained")
-    batches_tracked = _count(path, config, "batches_tracked")
-    steps = _count(path, config, "optimizer_steps")
+    return _Declared(config, dtype, layers, loss, optimizer, _count(path, config, "epochs_trained"),
+                     _count(path, config, "batches_tracked"), _count(path, config, "optimizer_steps"))
 
-    # The sizes the architecture declares, against the arrays' headers, before the model (the
-    # size of the network) is built.
-    dense = [(layer.in_features, layer.out_features) for layer in layers if isinstance(layer, Dense)]
-    layout = norm_layout(layers, dense)
-    _expect(path, headers, "theta", (layout.n_parameters,), dtype, "its parameters")
+
+def _check_declared_sizes(path, headers, declared):
+    """ValueError unless the arrays' headers hold the sizes the architecture declares (checked
+    before the model, the size of the network, is built); returns the optimizer state's keys."""
+    dense = [(layer.in_features, layer.out_features) for layer in declared.layers if isinstance(layer, Dense)]
+    layout = norm_layout(declared.layers, dense)
+    _expect(path, headers, "theta", (layout.n_parameters,), declared.dtype, "its parameters")
     if "buffers" in headers:
-        _expect(path, headers, "buffers", (layout.n_buffers,), dtype, "its running statistics")
+        _expect(path, headers, "buffers", (layout.n_buffers,), declared.dtype, "its running statistics")
     elif layout.n_buffers:
         raise ValueError(f"{path!r} is corrupt: it lacks the arrays ['buffers'] (BatchNorm's running "
                          f"statistics)")
+    optimizer = declared.optimizer
     state_keys = sorted((k for k in headers if k.startswith("optimizer_state_")),
                         key=lambda k: (len(k), k))
     lengths = optimizer.state_lengths(layout.n_parameters) if optimizer is not None else []
     expected_keys = [f"optimizer_state_{i}" for i in range(len(lengths))]
     if state_keys and state_keys != expected_keys:
-        declared = (f"{type(optimizer).__name__} keeps {expected_keys}" if optimizer is not None
-                    else "it declares no optimizer")
+        declared_state = (f"{type(optimizer).__name__} keeps {expected_keys}" if optimizer is not None
+                          else "it declares no optimizer")
         raise ValueError(f"{path!r} is corrupt: it holds the optimizer state arrays {state_keys}; "
-                         f"{declared}")
+                         f"{declared_state}")
     for key, length in zip(state_keys, lengths):
-        _expect(path, headers, key, (length,), dtype, "its optimizer state")
-    if "rng_state" in headers:
-        rng_state = _json(path, _record(path, data, headers, "rng_state"), "random-state")
+        _expect(path, headers, key, (length,), declared.dtype, "its optimizer state")
+    return state_keys
 
+
+def _build(path, declared, model_class):
+    """A new model_class of the declared layers, dtype and seed, its preprocessing restored."""
+    config = declared.config
     try:
-        model = model_class(layers, dtype=config["dtype"], seed=config.get("seed"))
+        model = model_class(declared.layers, dtype=config["dtype"], seed=config.get("seed"))
         # The inputs' standardization and the class labels, saved since the command line
         # standardizes its features: absent from older files, which load without them.
         model._restore_preprocessing(config)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{path!r} has a corrupt architecture record: {err!r}") from err
+    return model
+
+
+def _fill(path, data, headers, model, state_keys, optimizer):
+    """Read theta and the buffers into the model; returns the optimizer's state arrays. ValueError
+    where a value is not finite, or a variance or second moment is negative."""
     model.theta[...] = data["theta"]
     if "buffers" in headers:
         model.buffers[...] = data["buffers"]
@@ -403,20 +465,4 @@ def _load(path, data, headers, model_class):
             at = int(np.argmax(array < 0))
             raise ValueError(f"{path!r} is corrupt: {name} holds {array[at].item()!r} at index {at}; it "
                              f"must be >= 0 (a variance)")
-    model.batches_tracked = batches_tracked
-    if "rng_state" in headers:
-        try:
-            model._rng.bit_generator.state = rng_state
-        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as err:
-            raise ValueError(f"{path!r} has a corrupt random-state record: {err!r}") from err
-    # A file written before the record existed leaves the generator the constructor made:
-    # fresh from the saved seed (past the draws of the initial weights), not where the
-    # saved model's was, so training after such a load takes other shuffles and masks.
-    model.epochs_trained = epochs_trained
-    model.loss = loss
-    if optimizer is not None:
-        model.optimizer = optimizer
-        if states:
-            optimizer.state = states
-            optimizer.steps = steps
-    return model
+    return states

@@ -44,7 +44,6 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 
 from .callbacks import Callback
-from .kernels import registry as R
 from .optimizers import SGD, Adam
 from .schedules import Schedule
 

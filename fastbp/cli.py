@@ -228,12 +228,30 @@ def _output_path(path, argument, extensions=None):
 
 
 def _parser():
+    """The command line's parser: a subcommand each for train, evaluate, predict, export, compile and info."""
     parser = argparse.ArgumentParser(prog="fastbp", description="Train dense networks with hand-derived, "
                                      "numba-compiled backpropagation.")
     sub = parser.add_subparsers(dest="command", required=True)
-
     train = sub.add_parser("train", help="train a network (default: the bundled 8x8 digits)",
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _train_data_options(train)
+    _train_network_options(train)
+    _train_fit_options(train)
+    _evaluate_options(sub.add_parser("evaluate", help="loss and metrics of a saved model on data"))
+    _predict_options(sub.add_parser("predict", help="predictions of a saved model, one per line"))
+    _export_options(sub.add_parser("export", help="write a saved model as an ONNX graph (needs onnx)"))
+    _compile_options(sub.add_parser(
+        "compile", help="compile the kernels ahead into the cache (for container images and CI caches)",
+        description="Compile what fits can reach into fastbp's compiled-kernel cache, so that the first fit "
+                    "starts warm: in a Dockerfile, RUN fastbp compile; in CI, before caching the folder "
+                    "(fastbp info names it)."))
+    _info_options(sub.add_parser("info", help="versions, BLAS and threads, the compiled-kernel cache, "
+                                              "and whether a CUDA GPU is usable"))
+    return parser
+
+
+def _train_data_options(train):
+    """fastbp train's options for its data: where, which column is the target, standardizing."""
     train.add_argument("--data", help="a .npz (X, y), a .csv (a header row optional; the target column by "
                        "--target) or an MNIST IDX folder; default: the bundled UCI digits")
     train.add_argument("--target", help="the CSV's target column, by header name or index (negative from "
@@ -242,6 +260,10 @@ def _parser():
                        "default each feature of a .npz or .csv is standardized with the training part's mean "
                        "and standard deviation, saved with the model and applied by evaluate, predict and "
                        "export (the bundled digits and MNIST folders, pixels already in [0, 1], are not)")
+
+
+def _train_network_options(train):
+    """fastbp train's options for the network's layers."""
     train.add_argument("--hidden", type=_sizes, default=[256], help="hidden layer sizes, e.g. 256,128")
     train.add_argument("--activation", default="relu", help="hidden activation")
     train.add_argument("--dropout", type=_number(0.0, 1.0), default=0.2,
@@ -249,6 +271,10 @@ def _parser():
     train.add_argument("--norm", choices=["none", "batch", "layer"], default="none",
                        help="normalize each hidden layer before its activation: Dense -> BatchNorm or "
                        "LayerNorm -> activation")
+
+
+def _train_fit_options(train):
+    """fastbp train's options for the training run: loss, optimizer, epochs, split, seed, where, output."""
     train.add_argument("--loss", default=None, help="softmax_cross_entropy (default for class labels: whole "
                        "numbers or text), binary_cross_entropy, mse (default for real targets), mae, huber or "
                        "poisson")
@@ -275,14 +301,18 @@ def _parser():
                        "mpiexec -n N fastbp train --distributed ...; --batch-size is the global batch "
                        "(needs fastbp[mpi])")
 
-    evaluate = sub.add_parser("evaluate", help="loss and metrics of a saved model on data")
+
+def _evaluate_options(evaluate):
+    """fastbp evaluate's arguments."""
     evaluate.add_argument("model")
     evaluate.add_argument("data", help="a .npz (X, y) or a .csv with the target column the model was "
                           "trained with (by name when both have a header row)")
     evaluate.add_argument("--target", help="the CSV's target column, by header name or index "
                           "(default: the one the model was trained with)")
 
-    predict = sub.add_parser("predict", help="predictions of a saved model, one per line")
+
+def _predict_options(predict):
+    """fastbp predict's arguments."""
     predict.add_argument("model")
     predict.add_argument("data", help="a .npz (X) or a .csv: with exactly the model's number of columns "
                          "it is features only; with one more, that column is the target and is left out")
@@ -292,18 +322,18 @@ def _parser():
     predict.add_argument("--proba", action="store_true", help="print class probabilities (one column per "
                          "class, in the order of the model's classes)")
 
-    export = sub.add_parser("export", help="write a saved model as an ONNX graph (needs onnx)")
+
+def _export_options(export):
+    """fastbp export's arguments."""
     export.add_argument("model")
     export.add_argument("--output", "-o", help="the .onnx path (default: the model's path with .onnx)")
     export.add_argument("--dtype", choices=["float32", "float64"], default=None,
                         help="the graph's float type (default: the model's)")
     export.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
 
-    compile_ = sub.add_parser(
-        "compile", help="compile the kernels ahead into the cache (for container images and CI caches)",
-        description="Compile what fits can reach into fastbp's compiled-kernel cache, so that the first fit "
-                    "starts warm: in a Dockerfile, RUN fastbp compile; in CI, before caching the folder "
-                    "(fastbp info names it).")
+
+def _compile_options(compile_):
+    """fastbp compile's options: what to compile, for which CPU, with how many workers."""
     compile_.add_argument("--dtype", type=_choices(_precompile_names("DTYPES")), default="float32",
                           help="comma-separated dtypes of the parameters: float32, float64 (default: float32)")
     compile_.add_argument("--losses", type=_choices(_precompile_names("LOSSES")), default="all",
@@ -321,11 +351,11 @@ def _parser():
                           help="worker processes (default: the CPUs this process may use)")
     compile_.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    info = sub.add_parser("info", help="versions, BLAS and threads, the compiled-kernel cache, "
-                                       "and whether a CUDA GPU is usable")
+
+def _info_options(info):
+    """fastbp info's options."""
     info.add_argument("--clear-cache", action="store_true",
                       help="remove fastbp's cached compiled kernels (every version's) first")
-    return parser
 
 
 def _precompile_names(table):
@@ -378,60 +408,112 @@ def _cache_folder():
 
 
 def _train(args):
+    """fastbp train: read the data, build the model, fit it, report the result, save it."""
     import fastbp
-    from fastbp import _first_run, datasets
 
     if args.threads is not None:
         fastbp.set_num_threads(args.threads)
-    comm, say = None, print
-    if args.distributed:
-        try:
-            from mpi4py import MPI
-        except ImportError:
-            raise SystemExit("fastbp train --distributed needs mpi4py: pip install 'fastbp[mpi]'") from None
-        comm = MPI.COMM_WORLD
-        if comm.Get_rank() != 0:
-            say = _silent  # every rank trains and evaluates; rank 0 alone reports and saves
+    comm, say = _communicator(args)
     if comm is None or comm.Get_rank() == 0:
         _output_path(args.output, "--output", "model")
+    data = _training_data(args)
+    sizes = [data.n_features] + args.hidden + [data.n_outputs]
+    model = _training_model(args, data, sizes)
+    optimizer = _training_optimizer(args)
+    say(_training_line(args, data, sizes, comm))
+    history, wall = _fit_model(args, model, data, optimizer, comm)
+    _report(say, model, data, history, wall)
+    if args.output and (comm is None or comm.Get_rank() == 0):
+        model.save(args.output)
+        say(f"saved model to {args.output}")
+    return 0
+
+
+def _communicator(args):
+    """(MPI communicator or None, the function that reports): with --distributed, every rank
+    trains and evaluates, and rank 0 alone reports and saves."""
+    if not args.distributed:
+        return None, print
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise SystemExit("fastbp train --distributed needs mpi4py: pip install 'fastbp[mpi]'") from None
+    comm = MPI.COMM_WORLD
+    return comm, (print if comm.Get_rank() == 0 else _silent)
+
+
+class _TrainingData:
+    """What fastbp train trains and tests on: the table read, the loss it implies, the classes
+    (None for regression), and the train and test parts as the model takes them."""
+
+    def __init__(self, table, loss, classes, train, test, n_outputs):
+        self.table, self.loss, self.classes, self.n_outputs = table, loss, classes, n_outputs
+        (self.X_train, self.y_train), (self.X_test, self.y_test) = train, test
+        self.n_features = table.X.shape[1]
+
+
+def _training_data(args):
+    """The _TrainingData of --data: the MNIST folder's own test part, else a --test-size split
+    (stratified for class labels)."""
+    import fastbp
+    from fastbp import datasets
+
     dtype = np.dtype(args.dtype)
     table = _load_data(args.data, dtype, target=args.target)
     X, y = table.X, np.asarray(table.y)
     test = _mnist_test(args.data, dtype) if args.data and os.path.isdir(args.data) else None
-    text = y.dtype.kind in "USO"
     integral = y.dtype.kind in "iu" or (y.dtype.kind == "f" and y.ndim == 1 and np.all(y == np.round(y)))
     loss = fastbp.losses.get(args.loss).name if args.loss else (
-        "softmax_cross_entropy" if text or integral else "mse")
-    classification = loss in ("softmax_cross_entropy", "binary_cross_entropy")
-    classes = None
-    if classification:
-        # Any labels, as the estimators take them: the sorted distinct values are the classes,
-        # trained as their indices 0..K-1 and written back as themselves.
-        labels = y if test is None else np.concatenate([y, test[1]])
-        classes = np.unique(labels)
-        if len(classes) < 2:
-            raise ValueError(f"the target column holds one class only ({classes[0]!r}): nothing to classify")
-        if loss == "binary_cross_entropy" and len(classes) != 2:
-            raise ValueError(f"binary_cross_entropy takes two classes; the target holds {len(classes)}: use "
-                             f"softmax_cross_entropy")
-        y = np.searchsorted(classes, y)
-        if test is not None:
-            test = (test[0], np.searchsorted(classes, test[1]))
-    elif text:
-        raise ValueError(f"--loss {loss} needs numeric targets; the target column holds text such as "
-                         f"{y[0]!r}")
-    if test is not None:
-        X_train, y_train = X, y
-        X_test, y_test = test
-    else:
-        stratify = y if classification and y.ndim == 1 else None
+        "softmax_cross_entropy" if y.dtype.kind in "USO" or integral else "mse")
+    classes, y, test = _class_indices_of(loss, y, test)
+    if test is None:
+        stratify = y if classes is not None and y.ndim == 1 else None
         X_train, X_test, y_train, y_test = datasets.train_test_split(
             X, y, test_size=args.test_size, seed=args.seed, stratify=stratify)
-    if loss == "softmax_cross_entropy":
-        n_out = len(classes)
+        train, test = (X_train, y_train), (X_test, y_test)
     else:
-        n_out = 1 if y.ndim == 1 else y.shape[1]
-    sizes = [X.shape[1]] + args.hidden + [n_out]
+        train = (X, y)
+    n_outputs = len(classes) if loss == "softmax_cross_entropy" else (1 if y.ndim == 1 else y.shape[1])
+    return _TrainingData(table, loss, classes, train, test, n_outputs)
+
+
+def _class_indices_of(loss, y, test):
+    """(classes, y, test) for a classification loss, the labels as class indices; (None, y, test)
+    otherwise, where text labels are a ValueError."""
+    if loss not in ("softmax_cross_entropy", "binary_cross_entropy"):
+        if y.dtype.kind in "USO":
+            raise ValueError(f"--loss {loss} needs numeric targets; the target column holds text such as "
+                             f"{y[0]!r}")
+        return None, y, test
+    # Any labels, as the estimators take them: the sorted distinct values are the classes,
+    # trained as their indices 0..K-1 and written back as themselves.
+    labels = y if test is None else np.concatenate([y, test[1]])
+    classes = np.unique(labels)
+    if len(classes) < 2:
+        raise ValueError(f"the target column holds one class only ({classes[0]!r}): nothing to classify")
+    if loss == "binary_cross_entropy" and len(classes) != 2:
+        raise ValueError(f"binary_cross_entropy takes two classes; the target holds {len(classes)}: use "
+                         f"softmax_cross_entropy")
+    if test is not None:
+        test = (test[0], np.searchsorted(classes, test[1]))
+    return classes, np.searchsorted(classes, y), test
+
+
+def _standardizes(args):
+    """Whether fastbp train standardizes the features."""
+    # Pixels (the bundled digits, an MNIST folder) come scaled to [0, 1] by their loaders, and
+    # standardizing them divides a pixel lit in a few training images by a tiny deviation: the
+    # digits' test images then feed the network values up to about 90, and SGD swings (96.9%
+    # test accuracy instead of 98.9%). Tabular data (.npz, .csv), whose features come in any
+    # units, is standardized.
+    return not args.no_scale and args.data is not None and not os.path.isdir(args.data)
+
+
+def _training_model(args, data, sizes):
+    """The Sequential of the options' layers, with what it needs to read its data again: the
+    inputs' standardization, the classes, where the target column was."""
+    import fastbp
+
     layers = []
     norm = {"batch": fastbp.BatchNorm, "layer": fastbp.LayerNorm}.get(args.norm)
     for i, o in zip(sizes[:-2], sizes[1:-1]):
@@ -444,56 +526,69 @@ def _train(args):
             layers.append(fastbp.Dropout(args.dropout))
     layers.append(fastbp.Dense(sizes[-2], sizes[-1]))
     model = fastbp.Sequential(layers, dtype=args.dtype, seed=args.seed, device=args.device)
-    # Pixels (the bundled digits, an MNIST folder) come scaled to [0, 1] by their loaders, and
-    # standardizing them divides a pixel lit in a few training images by a tiny deviation: the
-    # digits' test images then feed the network values up to about 90, and SGD swings (96.9%
-    # test accuracy instead of 98.9%). Tabular data (.npz, .csv), whose features come in any
-    # units, is standardized.
-    scaled = not args.no_scale and args.data is not None and not os.path.isdir(args.data)
-    if scaled:
+    if _standardizes(args):
         # Standardized with the training part's statistics only; a constant feature keeps scale 1.
-        std = X_train.std(axis=0, dtype=np.float64)
-        model.set_input_scaling(X_train.mean(axis=0, dtype=np.float64), np.where(std > 0, std, 1.0))
-    if classes is not None:
-        model.classes = classes
-    if table.target is not None:
-        model.data_format = {"target_index": int(table.target[0]), "target_name": table.target[1],
-                             "n_columns": int(X.shape[1] + 1)}
+        std = data.X_train.std(axis=0, dtype=np.float64)
+        model.set_input_scaling(data.X_train.mean(axis=0, dtype=np.float64), np.where(std > 0, std, 1.0))
+    if data.classes is not None:
+        model.classes = data.classes
+    if data.table.target is not None:
+        model.data_format = {"target_index": int(data.table.target[0]), "target_name": data.table.target[1],
+                             "n_columns": int(data.n_features + 1)}
+    return model
+
+
+def _training_optimizer(args):
+    """The optimizer of --optimizer, --lr, --momentum and --weight-decay."""
+    import fastbp
+
     lr = {"sgd": 0.1, "adam": 0.001, "adamw": 0.001}.get(args.optimizer, 0.01) if args.lr is None else args.lr
     if args.optimizer == "sgd":
         momentum = 0.9 if args.momentum is None else args.momentum
-        optimizer = fastbp.SGD(lr=lr, momentum=momentum, weight_decay=args.weight_decay)
-    elif args.optimizer == "rmsprop":
-        optimizer = fastbp.RMSprop(lr=lr, momentum=args.momentum or 0.0, weight_decay=args.weight_decay)
-    elif args.optimizer == "adagrad":
-        optimizer = fastbp.Adagrad(lr=lr, weight_decay=args.weight_decay)
-    else:
-        optimizer = fastbp.Adam(lr=lr, weight_decay=args.weight_decay, decoupled=args.optimizer == "adamw")
+        return fastbp.SGD(lr=lr, momentum=momentum, weight_decay=args.weight_decay)
+    if args.optimizer == "rmsprop":
+        return fastbp.RMSprop(lr=lr, momentum=args.momentum or 0.0, weight_decay=args.weight_decay)
+    if args.optimizer == "adagrad":
+        return fastbp.Adagrad(lr=lr, weight_decay=args.weight_decay)
+    return fastbp.Adam(lr=lr, weight_decay=args.weight_decay, decoupled=args.optimizer == "adamw")
+
+
+def _training_line(args, data, sizes, comm):
+    """The line that starts training: the network, the data, the threads and the device."""
+    import fastbp
+
     where = args.data or "bundled UCI digits"
     ranks = f", {comm.Get_size()} ranks (MPI)" if comm is not None else ""
-    normed = f", {args.norm}norm" if norm is not None else ""
-    say(f"fastbp {fastbp.__version__}: training {'-'.join(map(str, sizes))} ({args.activation}{normed}, {loss}, "
-          f"{args.optimizer}) on {where}: {len(X_train)} train / {len(X_test)} test samples, "
-          f"{fastbp.get_num_threads()} threads, {args.device}{ranks}{table.where()}"
-          f"{', features standardized' if scaled else ''}")
+    normed = f", {args.norm}norm" if args.norm != "none" else ""
+    return (f"fastbp {fastbp.__version__}: training {'-'.join(map(str, sizes))} ({args.activation}{normed}, "
+            f"{data.loss}, {args.optimizer}) on {where}: {len(data.X_train)} train / {len(data.X_test)} test "
+            f"samples, {fastbp.get_num_threads()} threads, {args.device}{ranks}{data.table.where()}"
+            f"{', features standardized' if _standardizes(args) else ''}")
+
+
+def _fit_model(args, model, data, optimizer, comm):
+    """(History, wall seconds) of the model's fit on the training part, validated on the test part."""
+    from fastbp import _first_run
+
     start = time.perf_counter()
     with _first_run.announce_always():
-        history = model.fit(X_train, y_train, epochs=args.epochs, batch_size=args.batch_size, loss=loss,
-                            optimizer=optimizer, seed=args.seed, validation_data=(X_test, y_test),
-                            verbose=0 if args.quiet else 2, **({"comm": comm} if comm is not None else {}))
-    wall = time.perf_counter() - start
+        history = model.fit(data.X_train, data.y_train, epochs=args.epochs, batch_size=args.batch_size,
+                            loss=data.loss, optimizer=optimizer, seed=args.seed,
+                            validation_data=(data.X_test, data.y_test), verbose=0 if args.quiet else 2,
+                            **({"comm": comm} if comm is not None else {}))
+    return history, time.perf_counter() - start
+
+
+def _report(say, model, data, history, wall):
+    """The trained model's train and test metric, its test loss and the training's throughput."""
     rates = history.history["samples_per_second"]
-    train_metrics = model.evaluate(X_train, y_train)
-    test_metrics = model.evaluate(X_test, y_test)
+    train_metrics = model.evaluate(data.X_train, data.y_train)
+    test_metrics = model.evaluate(data.X_test, data.y_test)
     metric = next(m for m in ("accuracy", "mse", "mae") if m in test_metrics)
     say(f"train {metric}: {train_metrics[metric]:.4f}   test {metric}: {test_metrics[metric]:.4f}   "
-          f"test loss: {test_metrics['loss']:.4f}")
+        f"test loss: {test_metrics['loss']:.4f}")
     say(f"throughput: {np.median(rates[1:] if len(rates) > 1 else rates):,.0f} samples/s (median epoch), "
-          f"{wall:.2f} s for {len(rates)} epochs including compilation")
-    if args.output and (comm is None or comm.Get_rank() == 0):
-        model.save(args.output)
-        say(f"saved model to {args.output}")
-    return 0
+        f"{wall:.2f} s for {len(rates)} epochs including compilation")
 
 
 def _silent(*args, **kwargs):

@@ -726,6 +726,17 @@ def load_csv(path, label_column=-1, delimiter=",", skip_header="auto"):
         int64 when every label is a whole number, float64 otherwise.
     """
     name = _check_path(path, "path")
+    auto = _check_csv_arguments(label_column, delimiter, skip_header)
+    data, header_line = _read_csv_numbers(name, delimiter, skip_header, auto)
+    if data.size == 0:
+        raise ValueError(f"{name!r} has no data rows after its header on line {header_line}")
+    if label_column is None:
+        return data
+    return _split_label_column(data, label_column, name)
+
+
+def _check_csv_arguments(label_column, delimiter, skip_header):
+    """load_csv's argument checks; returns whether skip_header is "auto"."""
     if label_column is not None and (isinstance(label_column, (bool, np.bool_))
                                      or not isinstance(label_column, numbers.Integral)):
         raise TypeError(f"label_column must be an int or None; got {describe(label_column)}")
@@ -736,7 +747,12 @@ def load_csv(path, label_column=-1, delimiter=",", skip_header="auto"):
     auto = isinstance(skip_header, str) and skip_header == "auto"
     if not (auto or isinstance(skip_header, (bool, np.bool_))):
         raise ValueError(f"skip_header must be 'auto', True or False; got {skip_header!r}")
+    return auto
 
+
+def _read_csv_numbers(name, delimiter, skip_header, auto):
+    """(the CSV's non-blank rows after any header as a 2-D float64 array, the header's line
+    number or 0); ValueError naming the first line that is not numbers."""
     with open_text(name) as f:
         numbered = enumerate(f, 1)
         first_number, first = next(((i, line) for i, line in numbered if not line.isspace()),
@@ -757,11 +773,12 @@ def load_csv(path, label_column=-1, delimiter=",", skip_header="auto"):
         except ValueError as exc:
             problem = _csv_problem(name, delimiter, header_line)
             raise ValueError(problem or f"{name!r} cannot be read as numbers: {exc}") from exc
-    if data.size == 0:
-        raise ValueError(f"{name!r} has no data rows after its header on line {header_line}")
-    if label_column is None:
-        return data
+    return data, header_line
 
+
+def _split_label_column(data, label_column, name):
+    """(X, y): the CSV's data without and with only its label column; y int64 where every
+    label is a whole number."""
     n_columns = data.shape[1]
     if n_columns < 2:
         raise ValueError(f"{name!r} has a single column: expected feature columns besides "

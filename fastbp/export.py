@@ -41,7 +41,7 @@ import numpy as np
 
 from ._validation import check_dtype
 from ._version import __version__
-from .kernels import registry as R
+from .kernels import registry
 
 DEFAULT_OPSET = 17  # from 2022, which runtimes have long supported
 MIN_OPSET = 13  # Softmax over the last axis
@@ -247,7 +247,7 @@ _ACTIVATIONS = {
 
 
 def _activation(g, code, x, alpha):
-    name = R.ACTIVATION_NAMES[int(code)]
+    name = registry.ACTIVATION_NAMES[int(code)]
     if name not in _ACTIVATIONS:
         raise NotImplementedError(f"the {name!r} activation has no ONNX export yet: add it to "
                                   f"fastbp.export._ACTIVATIONS")
@@ -308,20 +308,20 @@ def _norm(g, net, i, x, theta, buffers):
     def part(flat, at, default):
         return flat[at:at + width] if at >= 0 else np.full(width, default)
 
-    gamma = g.initializer(part(theta, row[R.NORM_GAMMA], 1.0).astype(g.dtype), f"norm{i}.gamma")
-    beta = g.initializer(part(theta, row[R.NORM_BETA], 0.0).astype(g.dtype), f"norm{i}.beta")
+    gamma = g.initializer(part(theta, row[registry.NORM_GAMMA], 1.0).astype(g.dtype), f"norm{i}.gamma")
+    beta = g.initializer(part(theta, row[registry.NORM_BETA], 0.0).astype(g.dtype), f"norm{i}.beta")
     # ONNX stores epsilon as a float32 attribute. Where that rounds a float64 graph's eps,
     # BatchNorm moves the difference into its variance initializer (var + eps is what counts);
     # LayerNorm spells the normalization out in float64 operators.
     eps32 = float(np.float32(eps))
-    if net.kinds[i] == R.OP_LAYERNORM:
+    if net.kinds[i] == registry.OP_LAYERNORM:
         if g.opset < LAYERNORM_OPSET:
             raise ValueError(f"LayerNorm exports as ONNX LayerNormalization, which needs opset "
                              f"{LAYERNORM_OPSET} or later; got opset={g.opset}")
         if not _exact_attribute(g, eps):
             return _layernorm_float64(g, x, gamma, beta, eps)
         return g.node("LayerNormalization", [x, gamma, beta], axis=-1, epsilon=eps32)
-    at = row[R.NORM_RUNNING]
+    at = row[registry.NORM_RUNNING]
     mean = g.initializer(buffers[at:at + width].astype(g.dtype), f"norm{i}.running_mean")
     var = buffers[at + width:at + 2 * width].astype(g.dtype)
     if g.dtype == np.float64:
@@ -352,17 +352,17 @@ def _network(g, lowered, weights, x, state=None):
     """
     net = lowered.net
     for i, (kind, code, alpha, owner) in enumerate(zip(net.kinds, net.codes, net.alphas, net.params_of)):
-        if kind in (R.OP_BATCHNORM, R.OP_LAYERNORM):
+        if kind in (registry.OP_BATCHNORM, registry.OP_LAYERNORM):
             x = _norm(g, net, i, x, *state)
-            if code != R.IDENTITY:  # the activation layer fused into the norm op
+            if code != registry.IDENTITY:  # the activation layer fused into the norm op
                 x = _activation(g, code, x, alpha)
-        elif kind == R.OP_DENSE:
+        elif kind == registry.OP_DENSE:
             w, b = weights[owner]
             x = g.node("Gemm", [x, g.initializer(w.astype(g.dtype), f"dense{owner}.W"),
                                 g.initializer(b.astype(g.dtype), f"dense{owner}.b")])
-            if code != R.IDENTITY:
+            if code != registry.IDENTITY:
                 x = _activation(g, code, x, alpha)
-        elif kind == R.OP_ACTIVATION:
+        elif kind == registry.OP_ACTIVATION:
             x = _activation(g, code, x, alpha)
         # OP_DROPOUT: the identity at inference.
     return x
@@ -416,7 +416,7 @@ def sequential_to_onnx(model, path=None, dtype=None, opset=None):
     outputs = [g.tensor("output", ["N", model.n_outputs])]
     link = model.loss.link if model.loss is not None else None
     if link is not None:
-        g.node("Identity", [_activation(g, R.ACTIVATIONS[link], "output", 0.0)], out="probabilities")
+        g.node("Identity", [_activation(g, registry.ACTIVATIONS[link], "output", 0.0)], out="probabilities")
         outputs.append(g.tensor("probabilities", ["N", model.n_outputs]))
     doc = f"fastbp Sequential: {len(model.layers)} layers, loss {model.loss.name if model.loss else None}"
     return _finish(g.model([g.tensor("X", ["N", model.n_features])], outputs, doc), path)

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from .kernels import registry as R
+from .kernels import registry
 from .lowering import LossSpec
 
 
@@ -41,8 +41,8 @@ class Loss:
 class SoftmaxCrossEntropy(Loss):
     """Softmax cross-entropy from logits with integer class labels in [0, O)."""
 
-    kind = R.LOSS_SCE
-    name, link = R.LOSS_TABLE[kind].name, R.LOSS_TABLE[kind].link
+    kind = registry.LOSS_SCE
+    name, link = registry.LOSS_TABLE[kind].name, registry.LOSS_TABLE[kind].link
     metrics = ("accuracy",)
     classification = True
 
@@ -79,8 +79,8 @@ def _one_hot(y):
 class BinaryCrossEntropy(Loss):
     """Binary cross-entropy from logits with 0/1 targets of shape (N, O) (or (N,) when O = 1)."""
 
-    kind = R.LOSS_BCE
-    name, link = R.LOSS_TABLE[kind].name, R.LOSS_TABLE[kind].link
+    kind = registry.LOSS_BCE
+    name, link = registry.LOSS_TABLE[kind].name, registry.LOSS_TABLE[kind].link
     metrics = ("accuracy",)
     classification = True
 
@@ -95,8 +95,8 @@ class BinaryCrossEntropy(Loss):
 class MeanSquaredError(Loss):
     """Mean squared error over all outputs; targets (N, O) (or (N,) when O = 1)."""
 
-    kind = R.LOSS_MSE
-    name = R.LOSS_TABLE[kind].name
+    kind = registry.LOSS_MSE
+    name = registry.LOSS_TABLE[kind].name
     metrics = ("mse", "mae")
 
     def prepare_targets(self, y, n_outputs, argument="y"):
@@ -112,8 +112,8 @@ class Poisson(Loss):
     ``predict`` returns the mean exp(eta); the metric is ``mae`` of that mean.
     """
 
-    kind = R.LOSS_POISSON
-    name = R.LOSS_TABLE[kind].name
+    kind = registry.LOSS_POISSON
+    name = registry.LOSS_TABLE[kind].name
     metrics = ("mae",)
 
     def prepare_targets(self, y, n_outputs, argument="y"):
@@ -142,11 +142,11 @@ class Huber(Loss):
         A delta that is not a finite number > 0.
     """
 
-    kind = R.LOSS_HUBER
-    name = R.LOSS_TABLE[kind].name
+    kind = registry.LOSS_HUBER
+    name = registry.LOSS_TABLE[kind].name
     metrics = ("mse", "mae")
 
-    def __init__(self, delta=R.LOSS_TABLE[R.LOSS_HUBER].param):
+    def __init__(self, delta=registry.LOSS_TABLE[registry.LOSS_HUBER].param):
         if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not (
                 delta > 0 and math.isfinite(delta)):
             raise ValueError(f"delta must be a finite number > 0; got {delta!r}")
@@ -173,8 +173,8 @@ class MeanAbsoluteError(Loss):
     exactly (a subgradient, as PyTorch's). Targets (N, O) (or (N,) when O = 1).
     """
 
-    kind = R.LOSS_MAE
-    name = R.LOSS_TABLE[kind].name
+    kind = registry.LOSS_MAE
+    name = registry.LOSS_TABLE[kind].name
     metrics = ("mse", "mae")
 
     def prepare_targets(self, y, n_outputs, argument="y"):

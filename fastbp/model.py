@@ -11,6 +11,7 @@ runs them on a backend of ``fastbp.backends``.
 """
 import contextlib
 import copy
+import dataclasses
 
 import numpy as np
 
@@ -20,7 +21,7 @@ from ._persist import check_save_path, load_model, save_model
 from ._validation import (check_dtype, check_features, check_fraction, check_int, check_weight_values,
                           reject_sparse)
 from .callbacks import Callback
-from .kernels import registry as R
+from .kernels import registry
 from .layers import NORM_LAYERS, BatchNorm, Dense, Layer
 from .lowering import lower, norm_layout, norm_views, param_views
 
@@ -61,8 +62,28 @@ def _check_widths(layers, n_features):
                              f"{layer.num_features} features but {source} {width}")
 
 
+@dataclasses.dataclass(frozen=True)
+class _FitArguments:
+    """fit's arguments that need no data, checked before fit changes the model or reads X."""
 
+    epochs: int
+    batch_size: int
+    validation_split: float
+    verbose: int
+    callbacks: tuple
 
+    @classmethod
+    def checked(cls, epochs, batch_size, validation_split, verbose, callbacks):
+        """The checked values; TypeError or ValueError naming the first argument fit cannot use."""
+        epochs = check_int(epochs, "epochs", minimum=1)
+        batch_size = check_int(batch_size, "batch_size", minimum=1)
+        validation_split = check_fraction(validation_split, "validation_split")
+        verbose = _progress.mode(verbose)
+        callbacks = tuple(callbacks)
+        for cb in callbacks:
+            if not isinstance(cb, Callback):
+                raise TypeError(f"callbacks must be fastbp.callbacks.Callback instances; got {type(cb).__name__}")
+        return cls(epochs, batch_size, validation_split, verbose, callbacks)
 
 
 class Sequential:
@@ -448,7 +469,7 @@ class Sequential:
         """
         self.loss = losses.get(loss)
         self.optimizer = optimizers.get(optimizer)
-        if self.loss.kind == R.LOSS_SCE and self.n_outputs < 2:
+        if self.loss.kind == registry.LOSS_SCE and self.n_outputs < 2:
             raise ValueError("softmax_cross_entropy needs a final layer with at least 2 outputs; "
                              "use binary_cross_entropy for a single output")
         return self
@@ -633,67 +654,78 @@ class Sequential:
             self.compile(loss if loss is not None else (self.loss or _missing("loss")),
                          optimizer if optimizer is not None else (self.optimizer or "sgd"))
         if comm is not None:
-            _mpi.check_comm(comm)
-            if self.device != "cpu":
-                raise ValueError(f"comm= (data-parallel training over MPI) runs CPU models; this model "
-                                 f"is on {self.device!r}: call model.to('cpu') first")
-            batchnorms = [i for i, layer in enumerate(self.layers) if isinstance(layer, BatchNorm)]
-            if batchnorms:
-                raise ValueError(f"comm= (data-parallel training over MPI) does not train BatchNorm layers "
-                                 f"(layers {batchnorms}): each rank would normalize its share of a batch "
-                                 f"with that share's statistics, not the global batch's. LayerNorm works.")
-        epochs = check_int(epochs, "epochs", minimum=1)
-        batch_size = check_int(batch_size, "batch_size", minimum=1)
+            self._check_distributable(comm)
+        checked = _FitArguments.checked(epochs, batch_size, validation_split, verbose, callbacks)
         self._build_from(X)
-        validation_split = check_fraction(validation_split, "validation_split")
-        verbose = _progress.mode(verbose)
-        callbacks = list(callbacks)
-        for cb in callbacks:
-            if not isinstance(cb, Callback):
-                raise TypeError(f"callbacks must be fastbp.callbacks.Callback instances; got {type(cb).__name__}")
-
         # Over MPI, from here on an error on one rank (its data, a callback) aborts every rank:
         # the others would wait in a collective for good.
         guard = (contextlib.nullcontext() if comm is None
                  else _mpi.abort_on_error(comm, agreed=(_fit.DivergenceError, _mpi.DataMismatchError)))
         with guard:
             part = (0, 1) if comm is None else (comm.Get_rank(), comm.Get_size())
-            train = self._prepare(X, y, sample_weight, "X", "y", "sample_weight", part)
-            val = None
-            if validation_data is not None:
-                if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
-                    raise ValueError("validation_data must be (X_val, y_val) or (X_val, y_val, sample_weight_val)")
-                val = self._prepare(*validation_data, *([None] if len(validation_data) == 2 else []),
-                                    "validation_data[0]", "validation_data[1]", "validation_data[2]", part)
-            elif validation_split > 0:
-                train, val = _fit.split_validation(*train, validation_split)
-            train = _fit.weigh_classes(self, train, class_weight)
-
+            train, val = self._fit_data(X, y, sample_weight, validation_data, checked.validation_split,
+                                        class_weight, part)
             if comm is not None:
-                # Before any collective that assumes them equal: the ranks' shares and buffers.
-                def targets(data):
-                    return data.labels.shape if data.labels.size else data.target.shape
-
-                described = {"X": train[0].shape, "y": targets(train[1]), "sample_weight": train[1].weight.shape,
-                             "parameters": self.theta.size, "batch_size": batch_size}
-                if val is not None:
-                    described.update({"validation X": val[0].shape, "validation y": targets(val[1])})
-                _mpi.agree_on_data(comm, described)
+                self._agree_on_fit(comm, train, val, checked.batch_size)
             # A schedule or callback that watches val_* needs validation data: say so before any epoch.
-            for watcher in [self.optimizer.schedule] + callbacks:
+            for watcher in [self.optimizer.schedule, *checked.callbacks]:
                 watcher.check_logs(val is not None)
             rng = self._rng if seed is None else _fit.shuffling_rng(seed)
-            if comm is None:
-                return _fit.fit_loop(self, train, val, epochs, batch_size, shuffle, rng, callbacks, verbose)
-            with _mpi.rank_zero_output(comm) as writes_files:
-                # A callback's save (ModelCheckpoint) writes on rank 0 only: every rank holds the
-                # same weights, and the ranks may share one folder.
-                self._saves = writes_files
-                try:
-                    return _fit.fit_loop(self, train, val, epochs, batch_size, shuffle, rng, callbacks,
-                                         verbose if comm.Get_rank() == 0 else 0, comm)
-                finally:
-                    self._saves = True
+            return self._run_epochs(train, val, checked, shuffle, rng, comm)
+
+    def _check_distributable(self, comm):
+        """ValueError where data-parallel training over ``comm`` cannot train this model."""
+        _mpi.check_comm(comm)
+        if self.device != "cpu":
+            raise ValueError(f"comm= (data-parallel training over MPI) runs CPU models; this model "
+                             f"is on {self.device!r}: call model.to('cpu') first")
+        batchnorms = [i for i, layer in enumerate(self.layers) if isinstance(layer, BatchNorm)]
+        if batchnorms:
+            raise ValueError(f"comm= (data-parallel training over MPI) does not train BatchNorm layers "
+                             f"(layers {batchnorms}): each rank would normalize its share of a batch "
+                             f"with that share's statistics, not the global batch's. LayerNorm works.")
+
+    def _fit_data(self, X, y, sample_weight, validation_data, validation_split, class_weight, part):
+        """fit's (train, val), each (X, Targets) checked and converted once (val None without
+        validation), the training samples weighed by class_weight."""
+        train = self._prepare(X, y, sample_weight, "X", "y", "sample_weight", part)
+        val = None
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+                raise ValueError("validation_data must be (X_val, y_val) or (X_val, y_val, sample_weight_val)")
+            val = self._prepare(*validation_data, *([None] if len(validation_data) == 2 else []),
+                                "validation_data[0]", "validation_data[1]", "validation_data[2]", part)
+        elif validation_split > 0:
+            train, val = _fit.split_validation(*train, validation_split)
+        return _fit.weigh_classes(self, train, class_weight), val
+
+    def _agree_on_fit(self, comm, train, val, batch_size):
+        """DataMismatchError on every rank unless all were given the same shapes, model and batch size."""
+        # Before any collective that assumes them equal: the ranks' shares and buffers.
+        def targets(data):
+            return data.labels.shape if data.labels.size else data.target.shape
+
+        described = {"X": train[0].shape, "y": targets(train[1]), "sample_weight": train[1].weight.shape,
+                     "parameters": self.theta.size, "batch_size": batch_size}
+        if val is not None:
+            described.update({"validation X": val[0].shape, "validation y": targets(val[1])})
+        _mpi.agree_on_data(comm, described)
+
+    def _run_epochs(self, train, val, checked, shuffle, rng, comm):
+        """fit's epochs (``_fit.fit_loop``); over ``comm``, rank 0 alone prints and writes files."""
+        callbacks = list(checked.callbacks)
+        if comm is None:
+            return _fit.fit_loop(self, train, val, checked.epochs, checked.batch_size, shuffle, rng, callbacks,
+                                 checked.verbose)
+        with _mpi.rank_zero_output(comm) as writes_files:
+            # A callback's save (ModelCheckpoint) writes on rank 0 only: every rank holds the
+            # same weights, and the ranks may share one folder.
+            self._saves = writes_files
+            try:
+                return _fit.fit_loop(self, train, val, checked.epochs, checked.batch_size, shuffle, rng, callbacks,
+                                     checked.verbose if comm.Get_rank() == 0 else 0, comm)
+            finally:
+                self._saves = True
 
     def _prepare(self, X, y, sample_weight, x_name, y_name, w_name, part=(0, 1)):
         return _fit.prepare(self, X, y, sample_weight, (x_name, y_name, w_name), part)
@@ -846,11 +878,11 @@ class Sequential:
         ndarray of shape (N,) or (N, O)
             The predictions.
         """
-        if self.loss is not None and self.loss.kind == R.LOSS_SCE:
+        if self.loss is not None and self.loss.kind == registry.LOSS_SCE:
             return np.argmax(self.decision_function(X, batch_size), axis=1)
-        if self.loss is not None and self.loss.kind == R.LOSS_BCE:
+        if self.loss is not None and self.loss.kind == registry.LOSS_BCE:
             return (self.decision_function(X, batch_size) > 0).astype(np.int64)
-        if self.loss is not None and self.loss.kind == R.LOSS_POISSON:
+        if self.loss is not None and self.loss.kind == registry.LOSS_POISSON:
             return np.exp(self.decision_function(X, batch_size))
         return self.decision_function(X, batch_size)
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from . import schedules
 from ._validation import check_fraction, check_nonnegative, check_positive, check_real
-from .kernels import registry as R
+from .kernels import registry
 
 
 def _betas(betas):
@@ -116,7 +116,7 @@ class SGD(Optimizer):
         A hyperparameter that is not a number, named in the message.
     """
 
-    kind = R.OPT_SGD
+    kind = registry.OPT_SGD
     n_states = 1
 
     def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
@@ -130,11 +130,11 @@ class SGD(Optimizer):
         self.weight_decay = check_nonnegative(weight_decay, "weight_decay")
 
     def hyper(self, lr):
-        h = np.zeros(R.N_HYPER)
-        h[R.H_LR] = lr
-        h[R.H_MOMENTUM] = self.momentum
-        h[R.H_NESTEROV] = self.nesterov
-        h[R.H_WEIGHT_DECAY] = self.weight_decay
+        h = np.zeros(registry.N_HYPER)
+        h[registry.H_LR] = lr
+        h[registry.H_MOMENTUM] = self.momentum
+        h[registry.H_NESTEROV] = self.nesterov
+        h[registry.H_WEIGHT_DECAY] = self.weight_decay
         return h
 
     def get_config(self):
@@ -174,7 +174,7 @@ class Adam(Optimizer):
         A hyperparameter that is not a number, named in the message.
     """
 
-    kind = R.OPT_ADAM
+    kind = registry.OPT_ADAM
     n_states = 2
     nonnegative_states = (1,)  # v
 
@@ -189,13 +189,13 @@ class Adam(Optimizer):
         self.eps_hat = bool(eps_hat)
 
     def hyper(self, lr):
-        h = np.zeros(R.N_HYPER)
-        h[R.H_LR] = lr
-        h[R.H_WEIGHT_DECAY] = self.weight_decay
-        h[R.H_BETA1], h[R.H_BETA2] = self.betas
-        h[R.H_EPS] = self.eps
-        h[R.H_DECOUPLED] = self.decoupled
-        h[R.H_EPS_HAT] = self.eps_hat
+        h = np.zeros(registry.N_HYPER)
+        h[registry.H_LR] = lr
+        h[registry.H_WEIGHT_DECAY] = self.weight_decay
+        h[registry.H_BETA1], h[registry.H_BETA2] = self.betas
+        h[registry.H_EPS] = self.eps
+        h[registry.H_DECOUPLED] = self.decoupled
+        h[registry.H_EPS_HAT] = self.eps_hat
         return h
 
     def get_config(self):
@@ -236,7 +236,7 @@ class RMSprop(Optimizer):
         A hyperparameter that is not a number, named in the message.
     """
 
-    kind = R.OPT_RMSPROP
+    kind = registry.OPT_RMSPROP
     n_states = 2
     state_sizes = (1, 2)
     nonnegative_states = (0,)  # the square average
@@ -250,13 +250,13 @@ class RMSprop(Optimizer):
         self.weight_decay = check_nonnegative(weight_decay, "weight_decay")
 
     def hyper(self, lr):
-        h = np.zeros(R.N_HYPER)
-        h[R.H_LR] = lr
-        h[R.H_ALPHA] = self.alpha
-        h[R.H_EPS] = self.eps
-        h[R.H_MOMENTUM] = self.momentum
-        h[R.H_CENTERED] = self.centered
-        h[R.H_WEIGHT_DECAY] = self.weight_decay
+        h = np.zeros(registry.N_HYPER)
+        h[registry.H_LR] = lr
+        h[registry.H_ALPHA] = self.alpha
+        h[registry.H_EPS] = self.eps
+        h[registry.H_MOMENTUM] = self.momentum
+        h[registry.H_CENTERED] = self.centered
+        h[registry.H_WEIGHT_DECAY] = self.weight_decay
         return h
 
     def get_config(self):
@@ -293,7 +293,7 @@ class Adagrad(Optimizer):
         A hyperparameter that is not a number, named in the message.
     """
 
-    kind = R.OPT_ADAGRAD
+    kind = registry.OPT_ADAGRAD
     n_states = 1
     nonnegative_states = (0,)  # the sum of squares
 
@@ -309,11 +309,11 @@ class Adagrad(Optimizer):
         return self.initial_accumulator_value
 
     def hyper(self, lr):
-        h = np.zeros(R.N_HYPER)
-        h[R.H_LR] = lr
-        h[R.H_LR_DECAY] = self.lr_decay
-        h[R.H_EPS] = self.eps
-        h[R.H_WEIGHT_DECAY] = self.weight_decay
+        h = np.zeros(registry.N_HYPER)
+        h[registry.H_LR] = lr
+        h[registry.H_LR_DECAY] = self.lr_decay
+        h[registry.H_EPS] = self.eps
+        h[registry.H_WEIGHT_DECAY] = self.weight_decay
         return h
 
     def get_config(self):

@@ -16,7 +16,7 @@ and leave parameters and optimizer state as they were before that step.
 """
 import numpy as np
 
-from ..kernels import registry as R
+from ..kernels import registry
 from ..lowering import Optimizer, Targets, check_norm_batches
 from . import _cpu_loop, _warm
 
@@ -40,8 +40,8 @@ class Trainer:
         self.batch = _batch_targets(data, batch_size, model.dtype)
         opt = model.optimizer
         self.opt = Optimizer(model.theta, np.zeros_like(model.theta), opt.state[0], opt.state[-1], opt.kind,
-                             np.zeros(R.N_HYPER), np.zeros(1, dtype=np.int64))
-        self.stats = np.zeros(R.N_STATS)
+                             np.zeros(registry.N_HYPER), np.zeros(1, dtype=np.int64))
+        self.stats = np.zeros(registry.N_STATS)
         self.order = np.arange(len(X), dtype=np.int64)
 
     def begin_epoch(self, order, hyper):
@@ -94,11 +94,11 @@ class Trainer:
         return found
 
     def running_loss(self):
-        return self.stats[R.S_LOSS] / max(self.stats[R.S_WEIGHT], 1e-300)
+        return self.stats[registry.S_LOSS] / max(self.stats[registry.S_WEIGHT], 1e-300)
 
     def end_epoch(self, stats):
         stats[:] = self.stats
-        return R.OK, self.n_batches
+        return registry.OK, self.n_batches
 
 
 def _compiled(dispatcher, args):
@@ -164,14 +164,14 @@ class DistributedTrainer(Trainer):
             nb = min(cap, n - start)
             self._set_share(nb)
             status = self._share_fn(*self._share_args(start, nb))
-            self.reduced[flag] = status != R.OK
+            self.reduced[flag] = status != registry.OK
             self.comm.Allreduce(MPI.IN_PLACE, self.reduced, op=MPI.SUM)
-            status = R.NONFINITE_LOSS if self.reduced[flag] != 0 else self._update()
-            if status != R.OK:
+            status = registry.NONFINITE_LOSS if self.reduced[flag] != 0 else self._update()
+            if status != registry.OK:
                 optimizer.steps = int(self.opt.counters[0])
                 return status, b
         optimizer.steps = int(self.opt.counters[0])
-        return R.OK, last
+        return registry.OK, last
 
     def _update(self):
         """The update with the summed gradient, and this rank's rows' loss and metrics."""
@@ -182,7 +182,7 @@ class DistributedTrainer(Trainer):
 
         stats[:] = self.stats
         self.comm.Allreduce(MPI.IN_PLACE, stats, op=MPI.SUM)
-        return R.OK, self.n_batches
+        return registry.OK, self.n_batches
 
 
 def _codes(model):
@@ -219,7 +219,7 @@ def compile_outputs(model, lowered, net, X, batch_size):
 def evaluate(model, lowered, X, data, batch_size):
     """The S_* sums of loss and metrics (inference mode) on (X, data)."""
     ws = lowered.workspace(batch_size, model.dtype, False, model.loss.kind, _writable(model.buffers))
-    stats = np.zeros(R.N_STATS)
+    stats = np.zeros(registry.N_STATS)
     net = _cpu_loop.with_kernels(lowered.net, model.dtype, *_codes(model))
     _cpu_loop.evaluate_batches(X, data, net, ws, _writable(model.theta), model.loss.spec(), stats)
     return stats
@@ -240,11 +240,11 @@ def objective(model, lowered, X, data):
     ws = lowered.workspace(n, model.dtype, True, model.loss.kind, model.buffers.copy())
     batch = _batch_targets(data, n, model.dtype)
     velocity = np.zeros_like(model.theta)
-    opt = Optimizer(model.theta, np.zeros_like(model.theta), velocity, velocity, R.OPT_SGD,
-                    np.zeros(R.N_HYPER), np.zeros(1, dtype=np.int64))
+    opt = Optimizer(model.theta, np.zeros_like(model.theta), velocity, velocity, registry.OPT_SGD,
+                    np.zeros(registry.N_HYPER), np.zeros(1, dtype=np.int64))
     order = np.arange(n, dtype=np.int64)
-    stats = np.zeros(R.N_STATS)
-    net = _cpu_loop.with_kernels(lowered.net, model.dtype, model.loss.kind, R.OPT_SGD)
+    stats = np.zeros(registry.N_STATS)
+    net = _cpu_loop.with_kernels(lowered.net, model.dtype, model.loss.kind, registry.OPT_SGD)
 
     def f(theta):
         model.theta[...] = theta
@@ -253,7 +253,7 @@ def objective(model, lowered, X, data):
         opt.counters[0] = 0
         status, _ = _cpu_loop.train_batches(X, data, order, 0, 1, net, ws, batch, opt, model.loss.spec(), 0,
                                             stats)
-        if status != R.OK:
+        if status != registry.OK:
             return np.inf, np.zeros(opt.grad.size)
         return float(ws.loss[0]), opt.grad.astype(np.float64)
 
