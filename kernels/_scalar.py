@@ -36,6 +36,14 @@ dispatched on the loss code; ``param`` is Huber's delta (unused by the others):
              else delta (|d| - delta / 2), d = z - t   else delta sign(d)
     mae      |z - t|                                   sign(z - t), 0 at z = t
                                                        (a subgradient, as PyTorch's)
+
+An optimizer's update of one parameter is a ``*_step`` function: the parameter,
+its gradient and its state in, the new parameter and state out (a tuple). The
+kernels on both targets loop over the elements, cast the hyperparameters to the
+parameters' dtype once per call and pass them in, so a float32 update runs in
+float32 arithmetic (the formulas hold no float literal that would promote it).
+Flags (``use_momentum``, ``centered``) also tell the caller which state to
+write back: state an update does not use is returned as it came and not stored.
 """
 import math
 
@@ -288,3 +296,75 @@ def adam_eps_hat(eps, beta2, step):
     eps / sqrt(1 - beta2^t) in eps's place.
     """
     return eps / math.sqrt(1.0 - beta2**step)
+
+
+# ----- optimizer steps: one parameter each ----------------------------------------------------
+
+
+@scalar
+def sgd_step(p, g, v, lr, momentum, nesterov, weight_decay, use_momentum):
+    """SGD (PyTorch's): (p, v) after one step; v comes back as it came without momentum.
+
+    g += weight_decay p; with momentum, v = momentum v + g and g = g + momentum v
+    (Nesterov) or g = v; then p -= lr g.
+    """
+    g = g + weight_decay * p
+    if use_momentum:
+        v = momentum * v + g
+        g = g + momentum * v if nesterov else v
+    return p - lr * g, v
+
+
+@scalar
+def adam_step(p, g, m, v, lr, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, c1, c2, weight_decay, decay,
+              decoupled):
+    """Adam / AdamW: (p, m, v) after one step.
+
+    L2: g += weight_decay p; decoupled (AdamW): p *= decay = 1 - lr weight_decay first.
+    m = beta1 m + (1 - beta1) g, v = beta2 v + (1 - beta2) g^2,
+    p -= lr (m c1) / (sqrt(v c2) + eps), with the bias corrections
+    c1 = 1 / (1 - beta1^t) and c2 = 1 / (1 - beta2^t) of step t.
+    """
+    if decoupled:
+        p = p * decay
+    else:
+        g = g + weight_decay * p
+    m = beta1 * m + one_minus_beta1 * g
+    v = beta2 * v + one_minus_beta2 * g * g
+    return p - lr * (m * c1) / (math.sqrt(v * c2) + eps), m, v
+
+
+@scalar
+def rmsprop_step(p, g, v, b, gbar, lr, alpha, one_minus_alpha, eps, momentum, centered, use_momentum,
+                 weight_decay):
+    """RMSprop (PyTorch's): (p, v, b, gbar) after one step; b and gbar come back as they came
+    when unused (no momentum, not centered).
+
+    g += weight_decay p; v = alpha v + (1 - alpha) g^2; centered: gbar += (1 - alpha) (g - gbar)
+    and a = sqrt(v - gbar^2) + eps, else a = sqrt(v) + eps; with momentum b = momentum b + g / a
+    and p -= lr b, else p -= lr g / a.
+    """
+    g = g + weight_decay * p
+    v = alpha * v + one_minus_alpha * g * g
+    if centered:
+        # torch's lerp(gbar, g, 1 - alpha) with weight 1 - alpha < 0.5: gbar + w (g - gbar).
+        gbar = gbar + one_minus_alpha * (g - gbar)
+        avg = math.sqrt(v - gbar * gbar) + eps
+    else:
+        avg = math.sqrt(v) + eps
+    if use_momentum:
+        b = momentum * b + g / avg
+        return p - lr * b, v, b, gbar
+    return p - lr * (g / avg), v, b, gbar
+
+
+@scalar
+def adagrad_step(p, g, s, clr, eps, weight_decay):
+    """Adagrad (PyTorch's): (p, s) after one step at the step's rate clr = lr / (1 + (t - 1) lr_decay).
+
+    g += weight_decay p; s += g^2; p -= clr g / (sqrt(s) + eps).
+    """
+    g = g + weight_decay * p
+    s = s + g * g
+    return p - clr * (g / (math.sqrt(s) + eps)), s
+
