@@ -44,6 +44,10 @@ parameters' dtype once per call and pass them in, so a float32 update runs in
 float32 arithmetic (the formulas hold no float literal that would promote it).
 Flags (``use_momentum``, ``centered``) also tell the caller which state to
 write back: state an update does not use is returned as it came and not stored.
+
+LayerNorm's statistics (``row_mean_invstd``) reduce a row of a 2-D array and
+take the array and the row index. They sum features 0..O-1 in order, so the
+result is the same on both targets.
 """
 import math
 
@@ -367,4 +371,24 @@ def adagrad_step(p, g, s, clr, eps, weight_decay):
     g = g + weight_decay * p
     s = s + g * g
     return p - clr * (g / (math.sqrt(s) + eps)), s
+
+
+# ----- row formulas: a row of a 2-D array --------------------------------------------------
+
+
+@scalar
+def row_mean_invstd(x, n, eps):
+    """LayerNorm's statistics of row n of x (N, O): its mean and 1 / sqrt(var + eps), var the
+    biased variance (divided by O). Two passes (the mean, then the squared deviations), each
+    summing features 0..O-1 in order in float64, whatever x's dtype."""
+    n_out = x.shape[1]
+    s = 0.0
+    for j in range(n_out):
+        s += x[n, j]
+    m = s / n_out
+    v = 0.0
+    for j in range(n_out):
+        d = x[n, j] - m
+        v += d * d
+    return m, 1.0 / math.sqrt(v / n_out + eps)
 
