@@ -45,9 +45,10 @@ float32 arithmetic (the formulas hold no float literal that would promote it).
 Flags (``use_momentum``, ``centered``) also tell the caller which state to
 write back: state an update does not use is returned as it came and not stored.
 
-LayerNorm's statistics (``row_mean_invstd``) reduce a row of a 2-D array and
-take the array and the row index. They sum features 0..O-1 in order, so the
-result is the same on both targets.
+Two formulas reduce a row of a 2-D array and take the array and the row
+index: LayerNorm's statistics (``row_mean_invstd``) and the row maximum that
+softmax subtracts (``row_max``). Both sum or scan features 0..O-1 in order, so
+the result is the same on both targets.
 """
 import math
 
@@ -392,3 +393,23 @@ def row_mean_invstd(x, n, eps):
         v += d * d
     return m, 1.0 / math.sqrt(v / n_out + eps)
 
+
+@scalar
+def row_max(a, n):
+    """The largest entry of row n of a (N, O), which softmax subtracts before exponentiating.
+
+    A scan of features 0..O-1 by ``>``: a NaN is kept only as the first entry (it loses every
+    comparison elsewhere), and softmax's sum carries it to the loss either way."""
+    m = a[n, 0]
+    for j in range(1, a.shape[1]):
+        if a[n, j] > m:
+            m = a[n, j]
+    return m
+
+
+@scalar
+def softmax_nll(m, z_label, s):
+    """A row's softmax cross-entropy -log softmax(z)_y = (max - z_y) + log(sum_j e^(z_j - max)),
+    from its maximum m, its label's logit and s the sum: the shift first, exact where the label
+    holds the maximum, so that a row fitted well loses no digits of log(s) to m."""
+    return (m - z_label) + math.log(s)
