@@ -36,6 +36,19 @@ dispatched on the loss code; ``param`` is Huber's delta (unused by the others):
              else delta (|d| - delta / 2), d = z - t   else delta sign(d)
     mae      |z - t|                                   sign(z - t), 0 at z = t
                                                        (a subgradient, as PyTorch's)
+
+An optimizer's update of one parameter is a ``*_step`` function: the parameter,
+its gradient and its state in, the new parameter and state out (a tuple). The
+kernels on both targets loop over the elements, cast the hyperparameters to the
+parameters' dtype once per call and pass them in, so a float32 update runs in
+float32 arithmetic (the formulas hold no float literal that would promote it).
+Flags (``use_momentum``, ``centered``) also tell the caller which state to
+write back: state an update does not use is returned as it came and not stored.
+
+Two formulas reduce a row of a 2-D array and take the array and the row
+index: LayerNorm's statistics (``row_mean_invstd``) and the row maximum that
+softmax subtracts (``row_max``). Both sum or scan features 0..O-1 in order, so
+the result is the same on both targets.
 """
 import math
 
@@ -288,3 +301,115 @@ def adam_eps_hat(eps, beta2, step):
     eps / sqrt(1 - beta2^t) in eps's place.
     """
     return eps / math.sqrt(1.0 - beta2**step)
+
+
+# ----- optimizer steps: one parameter each ----------------------------------------------------
+
+
+@scalar
+def sgd_step(p, g, v, lr, momentum, nesterov, weight_decay, use_momentum):
+    """SGD (PyTorch's): (p, v) after one step; v comes back as it came without momentum.
+
+    g += weight_decay p; with momentum, v = momentum v + g and g = g + momentum v
+    (Nesterov) or g = v; then p -= lr g.
+    """
+    g = g + weight_decay * p
+    if use_momentum:
+        v = momentum * v + g
+        g = g + momentum * v if nesterov else v
+    return p - lr * g, v
+
+
+@scalar
+def adam_step(p, g, m, v, lr, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, c1, c2, weight_decay, decay,
+              decoupled):
+    """Adam / AdamW: (p, m, v) after one step.
+
+    L2: g += weight_decay p; decoupled (AdamW): p *= decay = 1 - lr weight_decay first.
+    m = beta1 m + (1 - beta1) g, v = beta2 v + (1 - beta2) g^2,
+    p -= lr (m c1) / (sqrt(v c2) + eps), with the bias corrections
+    c1 = 1 / (1 - beta1^t) and c2 = 1 / (1 - beta2^t) of step t.
+    """
+    if decoupled:
+        p = p * decay
+    else:
+        g = g + weight_decay * p
+    m = beta1 * m + one_minus_beta1 * g
+    v = beta2 * v + one_minus_beta2 * g * g
+    return p - lr * (m * c1) / (math.sqrt(v * c2) + eps), m, v
+
+
+@scalar
+def rmsprop_step(p, g, v, b, gbar, lr, alpha, one_minus_alpha, eps, momentum, centered, use_momentum,
+                 weight_decay):
+    """RMSprop (PyTorch's): (p, v, b, gbar) after one step; b and gbar come back as they came
+    when unused (no momentum, not centered).
+
+    g += weight_decay p; v = alpha v + (1 - alpha) g^2; centered: gbar += (1 - alpha) (g - gbar)
+    and a = sqrt(v - gbar^2) + eps, else a = sqrt(v) + eps; with momentum b = momentum b + g / a
+    and p -= lr b, else p -= lr g / a.
+    """
+    g = g + weight_decay * p
+    v = alpha * v + one_minus_alpha * g * g
+    if centered:
+        # torch's lerp(gbar, g, 1 - alpha) with weight 1 - alpha < 0.5: gbar + w (g - gbar).
+        gbar = gbar + one_minus_alpha * (g - gbar)
+        avg = math.sqrt(v - gbar * gbar) + eps
+    else:
+        avg = math.sqrt(v) + eps
+    if use_momentum:
+        b = momentum * b + g / avg
+        return p - lr * b, v, b, gbar
+    return p - lr * (g / avg), v, b, gbar
+
+
+@scalar
+def adagrad_step(p, g, s, clr, eps, weight_decay):
+    """Adagrad (PyTorch's): (p, s) after one step at the step's rate clr = lr / (1 + (t - 1) lr_decay).
+
+    g += weight_decay p; s += g^2; p -= clr g / (sqrt(s) + eps).
+    """
+    g = g + weight_decay * p
+    s = s + g * g
+    return p - clr * (g / (math.sqrt(s) + eps)), s
+
+
+# ----- row formulas: a row of a 2-D array --------------------------------------------------
+
+
+@scalar
+def row_mean_invstd(x, n, eps):
+    """LayerNorm's statistics of row n of x (N, O): its mean and 1 / sqrt(var + eps), var the
+    biased variance (divided by O). Two passes (the mean, then the squared deviations), each
+    summing features 0..O-1 in order in float64, whatever x's dtype."""
+    n_out = x.shape[1]
+    s = 0.0
+    for j in range(n_out):
+        s += x[n, j]
+    m = s / n_out
+    v = 0.0
+    for j in range(n_out):
+        d = x[n, j] - m
+        v += d * d
+    return m, 1.0 / math.sqrt(v / n_out + eps)
+
+
+@scalar
+def row_max(a, n):
+    """The largest entry of row n of a (N, O), which softmax subtracts before exponentiating.
+
+    A scan of features 0..O-1 by ``>``: a NaN is kept only as the first entry (it loses every
+    comparison elsewhere), and softmax's sum carries it to the loss either way."""
+    m = a[n, 0]
+    for j in range(1, a.shape[1]):
+        if a[n, j] > m:
+            m = a[n, j]
+    return m
+
+
+@scalar
+def softmax_nll(m, z_label, s):
+    """A row's softmax cross-entropy -log softmax(z)_y = (max - z_y) + log(sum_j e^(z_j - max)),
+    from its maximum m, its label's logit and s the sum: the shift first, exact where the label
+    holds the maximum, so that a row fitted well loses no digits of log(s) to m."""
+    return (m - z_label) + math.log(s)

@@ -16,6 +16,7 @@ small and the large shape is used once.
 """
 import importlib
 import importlib.util
+import inspect
 import os
 import subprocess
 import sys
@@ -407,6 +408,39 @@ def test_optimizers_match_cpu(dtype):
     got = run_gpu("adagrad_update", *args)
     for g, c, what in zip(got, want, ("param", "grad", "state_sum")):
         close(g.ravel(), c, dtype, f"adagrad {what}")
+
+
+def _python_function(compiled):
+    """The Python function behind a CPU dispatcher, a CUDA kernel or a simulated kernel."""
+    return getattr(compiled, "py_func", None) or compiled.fn
+
+
+# (CPU loop, CUDA kernel, the scalar formulas both must call): each formula written once.
+SHARED_FORMULAS = [
+    ("optim", "_sgd_loop", "_sgd_kernel", ["sgd_step"]),
+    ("optim", "_adam_loop", "_adam_kernel", ["adam_step"]),
+    ("optim", "_rmsprop_loop", "_rmsprop_kernel", ["rmsprop_step"]),
+    ("optim", "_adagrad_loop", "_adagrad_kernel", ["adagrad_step"]),
+    ("norm", "_layernorm_act_forward_loop", "_layernorm_forward_kernel", ["row_mean_invstd"]),
+    ("losses", "_sce_forward", "_softmax_cross_entropy_forward_kernel", ["row_max", "softmax_nll"]),
+]
+
+
+@pytest.mark.parametrize("module, cpu_name, cuda_name, formulas", SHARED_FORMULAS, ids=lambda v: str(v))
+def test_cpu_and_cuda_kernels_call_the_same_scalar_formulas(module, cpu_name, cuda_name, formulas):
+    from fastbp.kernels import _jit, _scalar
+
+    cpu_module = importlib.import_module(f"fastbp.kernels.cpu.{module}")
+    cuda_module = importlib.import_module(f"fastbp.kernels.cuda.{module}")
+    for compiled in (getattr(cpu_module, cpu_name), getattr(cuda_module, cuda_name)):
+        used = inspect.getclosurevars(_python_function(compiled)).globals
+        for name in formulas:
+            formula = getattr(_scalar, name)
+            assert formula in _jit.SCALAR_FUNCTIONS, name
+            assert used.get(name) is formula, f"{compiled} does not call _scalar.{name}"
+        if module != "losses":
+            # The optimizer and LayerNorm formulas take their square roots in _scalar.py.
+            assert "math" not in used, f"{compiled} computes math of its own"
 
 
 # ----------------------------------------------------------------------------

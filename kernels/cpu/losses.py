@@ -24,7 +24,7 @@ import numpy as np
 
 from .._checks import ArgSpec
 from .._jit import jit
-from .._scalar import loss_grad, loss_term
+from .._scalar import loss_grad, loss_term, row_max, softmax_nll
 from ..registry import LOSS_BCE, LOSS_HUBER, LOSS_MAE, LOSS_MSE, LOSS_POISSON, LOSS_SCE
 from ._exp import exp_in_place
 
@@ -163,15 +163,6 @@ def mse_backward(dpred, pred, target, weight):
     elementwise_loss_backward(dpred, pred, target, weight, np.int64(LOSS_MSE), 0.0)
 
 
-@jit(inline="always")
-def _row_max(a, n):
-    m = a[n, 0]
-    for j in range(1, a.shape[1]):
-        if a[n, j] > m:
-            m = a[n, j]
-    return m
-
-
 SOFTMAX_CROSS_ENTROPY_FORWARD_SPEC = ArgSpec(
     [("loss", "L"), ("probs", "NO"), ("logits", "NO"), ("labels", "labels"), ("weight", "N?")],
     writes=("loss", "probs"))
@@ -213,18 +204,17 @@ def softmax_cross_entropy_forward(loss, probs, logits, labels, weight):
 def _sce_forward(loss, probs, logits, labels, weight):
     n_rows, n_out = logits.shape
     for n in range(n_rows):
-        m = _row_max(logits, n)
+        m = row_max(logits, n)
         for j in range(n_out):
             probs[n, j] = logits[n, j] - m
     # The exponentials in one loop over the whole batch, which vectorizes: rows of 10 logits
     # made ten short loops of it, each with its own set-up.
     exp_in_place(probs)
-    # nll_n = (max_n - logits[n, y_n]) + log(s_n): the shift first, exact where the label holds
-    # the maximum, so that a row fitted well loses no digits of log(s_n). Unweighted, the logs
-    # are summed as the log of a product, one log for many rows (a libm log per row was 3-4% of
-    # the small networks' step): every s_n lies in [1, O], the row's largest term being exp(0),
-    # so the product is logged and restarted before it could overflow. NaN from non-finite
-    # logits propagates either way.
+    # nll_n = (max_n - logits[n, y_n]) + log(s_n), ``softmax_nll``. Unweighted, the shifts and
+    # the logs are summed apart, the logs as the log of a product, one log for many rows (a libm
+    # log per row was 3-4% of the small networks' step): every s_n lies in [1, O], the row's
+    # largest term being exp(0), so the product is logged and restarted before it could
+    # overflow. NaN from non-finite logits propagates either way.
     weighted = weight.size > 0
     total = 0.0
     product = 1.0
@@ -235,11 +225,11 @@ def _sce_forward(loss, probs, logits, labels, weight):
         inv = 1.0 / s
         for j in range(n_out):
             probs[n, j] *= inv
-        shift = _row_max(logits, n) - logits[n, labels[n]]
+        m = row_max(logits, n)
         if weighted:
-            total += (shift + math.log(s)) * weight[n]
+            total += softmax_nll(m, logits[n, labels[n]], s) * weight[n]
         else:
-            total += shift
+            total += m - logits[n, labels[n]]
             product *= s
             if product > 1e280:
                 total += math.log(product)

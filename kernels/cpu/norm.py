@@ -27,10 +27,11 @@ holds the activation dispatchers, inlined), so the other codes share one.
 Every kernel runs on the calling thread. The reductions run in one fixed
 order, row 0 to N-1 for a feature and feature 0 to O-1 for a row, the order of
 the CUDA kernels' loops (one thread per feature column for BatchNorm, per row
-for LayerNorm), so the statistics do not depend on a thread count. These
-passes are memory-bound and cheap beside the dense products, which is why
-they have no parallel twin (``_jit.py`` on why the training loop calls only
-serial kernels).
+for LayerNorm), so the statistics do not depend on a thread count. A row's
+LayerNorm statistics are ``row_mean_invstd`` of ``kernels/_scalar.py``, which
+the CUDA kernel calls too. These passes are memory-bound and cheap beside the
+dense products, which is why they have no parallel twin (``_jit.py`` on why the
+training loop calls only serial kernels).
 
 Each public kernel has its argument spec (``*_SPEC``) just above it.
 """
@@ -42,7 +43,7 @@ from numba.np.numpy_support import as_dtype
 
 from .._checks import ArgSpec
 from .._jit import jit
-from .._scalar import IDENTITY, RELU, activate, activate_dz, relu_grad
+from .._scalar import IDENTITY, RELU, activate, activate_dz, relu_grad, row_mean_invstd
 
 
 def _dz(code, dout, y, z, alpha):
@@ -509,17 +510,7 @@ def _layernorm_act_forward_loop(out, mean, invstd, x, gamma, beta, eps, activati
     n_rows, n_out = x.shape
     affine = gamma.size > 0
     for n in range(n_rows):
-        s = 0.0
-        for j in range(n_out):
-            s += x[n, j]
-        m = s / n_out
-        v = 0.0
-        for j in range(n_out):
-            d = x[n, j] - m
-            v += d * d
-        r = 1.0 / math.sqrt(v / n_out + eps)
-        mean[n] = m
-        invstd[n] = r
+        mean[n], invstd[n] = row_mean_invstd(x, n, eps)
         # From the stored (rounded) values, exactly as backward will read them.
         m, r = mean[n], invstd[n]
         for j in range(n_out):

@@ -3,7 +3,8 @@
 Parameters, gradients and state are arrays of one shape (usually the flat
 vector holding every parameter of a model, so one call updates a whole
 network). Each element is independent, so the loops run in parallel with no
-shared writes.
+shared writes. The update of one element is the optimizer's ``*_step`` formula
+of ``kernels/_scalar.py``, which the CUDA kernels call too.
 
 Each public kernel has its argument spec (``*_SPEC``, an ``ArgSpec``) just
 above it: what ``fastbp.kernels`` and ``fastbp.kernels.cuda`` check before
@@ -20,15 +21,13 @@ Each update has a ``*_serial`` twin that runs the same loop on the calling threa
 alone, for compiled loops that call BLAS between kernels (see ``_jit.py``); the
 parallel kernel calls it below the size where the thread pool pays off.
 """
-import math
-
 from numba import prange
 from numba.extending import overload
 from numba.np.numpy_support import as_dtype
 
 from .._checks import ArgSpec
 from .._jit import PARALLEL_MIN_ELEMENTS, jit
-from .._scalar import adam_eps_hat
+from .._scalar import adagrad_step, adam_eps_hat, adam_step, rmsprop_step, sgd_step
 from ..registry import (H_ALPHA, H_BETA1, H_BETA2, H_CENTERED, H_DECOUPLED, H_EPS, H_EPS_HAT, H_LR, H_LR_DECAY,
                         H_MOMENTUM, H_NESTEROV, H_WEIGHT_DECAY, OPT_ADAGRAD, OPT_ADAM, OPT_RMSPROP, OPT_SGD)
 
@@ -99,18 +98,11 @@ def _sgd_loop(param, grad, velocity, lr, momentum, nesterov, weight_decay):
     gr = grad.ravel()
     v = velocity.ravel()
     rate, mu, decay = _like(p, lr), _like(p, momentum), _like(p, weight_decay)
+    use_momentum = mu != 0.0
     for i in prange(p.size):
-        _sgd_one(p, gr, v, i, rate, mu, nesterov, decay)
-
-
-@jit(inline="always")
-def _sgd_one(p, gr, v, i, lr, momentum, nesterov, weight_decay):
-    g = gr[i] + weight_decay * p[i]
-    if momentum != 0.0:
-        vi = momentum * v[i] + g
-        v[i] = vi
-        g = g + momentum * vi if nesterov else vi
-    p[i] -= lr * g
+        p[i], vi = sgd_step(p[i], gr[i], v[i], rate, mu, nesterov, decay, use_momentum)
+        if use_momentum:
+            v[i] = vi
 
 
 ADAM_UPDATE_SPEC = ArgSpec(
@@ -181,25 +173,11 @@ def _adam_loop(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay, dec
     vv = v.ravel()
     c1 = _like(p, 1.0 / (1.0 - beta1**step))
     c2 = _like(p, 1.0 / (1.0 - beta2**step))
-    b1, b2 = (_like(p, beta1), _like(p, 1.0 - beta1)), (_like(p, beta2), _like(p, 1.0 - beta2))
+    b1, rest1, b2, rest2 = _like(p, beta1), _like(p, 1.0 - beta1), _like(p, beta2), _like(p, 1.0 - beta2)
     rate, e, wd, decay = _like(p, lr), _like(p, eps), _like(p, weight_decay), _like(p, 1.0 - lr * weight_decay)
     for i in prange(p.size):
-        _adam_one(p, gr, mm, vv, i, rate, b1, b2, e, c1, c2, wd, decay, decoupled)
-
-
-@jit(inline="always")
-def _adam_one(p, gr, mm, vv, i, lr, b1, b2, eps, c1, c2, weight_decay, decay, decoupled):
-    """b1, b2: (beta, 1 - beta); decay: 1 - lr weight_decay (AdamW)."""
-    g = gr[i]
-    if decoupled:
-        p[i] *= decay
-    else:
-        g += weight_decay * p[i]
-    mi = b1[0] * mm[i] + b1[1] * g
-    vi = b2[0] * vv[i] + b2[1] * g * g
-    mm[i] = mi
-    vv[i] = vi
-    p[i] -= lr * (mi * c1) / (math.sqrt(vi * c2) + eps)
+        p[i], mm[i], vv[i] = adam_step(p[i], gr[i], mm[i], vv[i], rate, b1, rest1, b2, rest2, e, c1, c2, wd, decay,
+                                       decoupled)
 
 
 RMSPROP_UPDATE_SPEC = ArgSpec(
@@ -274,23 +252,14 @@ def _rmsprop_loop(param, grad, square_avg, momentum_buffer, grad_avg, lr, alpha,
     b, ga = momentum_buffer.ravel(), grad_avg.ravel()
     rate, a, rest, e = _like(p, lr), _like(p, alpha), _like(p, 1.0 - alpha), _like(p, eps)
     mu, decay = _like(p, momentum), _like(p, weight_decay)
+    use_momentum = momentum > 0.0
     for i in prange(p.size):
-        g = gr[i] + decay * p[i]
-        vi = a * v[i] + rest * g * g
-        v[i] = vi
-        if centered:
-            # torch's lerp(gbar, g, 1 - alpha) with weight 1 - alpha < 0.5: gbar + w (g - gbar).
-            gi = ga[i] + rest * (g - ga[i])
-            ga[i] = gi
-            avg = math.sqrt(vi - gi * gi) + e
-        else:
-            avg = math.sqrt(vi) + e
-        if momentum > 0.0:
-            bi = mu * b[i] + g / avg
+        p[i], v[i], bi, gi = rmsprop_step(p[i], gr[i], v[i], b[i], ga[i], rate, a, rest, e, mu, centered,
+                                          use_momentum, decay)
+        if use_momentum:
             b[i] = bi
-            p[i] -= rate * bi
-        else:
-            p[i] -= rate * (g / avg)
+        if centered:
+            ga[i] = gi
 
 
 ADAGRAD_UPDATE_SPEC = ArgSpec(
@@ -350,10 +319,7 @@ def _adagrad_loop(param, grad, state_sum, lr, lr_decay, eps, step, weight_decay)
     clr = _like(p, lr / (1.0 + (step - 1) * lr_decay))
     e, decay = _like(p, eps), _like(p, weight_decay)
     for i in prange(p.size):
-        g = gr[i] + decay * p[i]
-        si = ss[i] + g * g
-        ss[i] = si
-        p[i] -= clr * (g / (math.sqrt(si) + e))
+        p[i], ss[i] = adagrad_step(p[i], gr[i], ss[i], clr, e, decay)
 
 
 # ----- one update per optimizer code (what the compiled training loop calls) ---------------

@@ -31,7 +31,7 @@ import math
 
 import numpy as np
 
-from .._scalar import loss_grad, loss_term
+from .._scalar import loss_grad, loss_term, row_max, softmax_nll
 from ..registry import LOSS_BCE, LOSS_HUBER, LOSS_MAE, LOSS_MSE, LOSS_POISSON, LOSS_SCE
 from ._launch import MAX_BLOCKS, cdiv, dev, fixed, pow2_threads
 from ._numba_cuda import cuda, device, kernel
@@ -97,18 +97,16 @@ def _elementwise_backward_kernel(dpred, pred, target, weight, code, param):
 def _softmax_cross_entropy_forward_kernel(loss, probs, logits, labels, weight):
     """One block, one thread per row: probs = softmax(logits), loss[0] = weighted mean NLL.
 
-    Each thread owns whole rows (n = t, t + blockDim.x, ...) and follows the
-    CPU kernel's row loop, so probs has a single writer per row.
+    Each thread owns whole rows (n = t, t + blockDim.x, ...), so probs has a single
+    writer per row; a row's maximum and NLL are ``row_max`` and ``softmax_nll``, as on
+    the CPU.
     """
     buf = cuda.shared.array(LOSS_THREADS, np.float64)
     n_rows, n_cols = logits.shape
     weighted = weight.size > 0
     total = 0.0
     for n in range(cuda.threadIdx.x, n_rows, cuda.blockDim.x):
-        m = logits[n, 0]
-        for j in range(1, n_cols):
-            if logits[n, j] > m:
-                m = logits[n, j]
+        m = row_max(logits, n)
         s = 0.0
         for j in range(n_cols):
             e = math.exp(logits[n, j] - m)
@@ -119,9 +117,7 @@ def _softmax_cross_entropy_forward_kernel(loss, probs, logits, labels, weight):
             probs[n, j] *= inv
         label = labels[n]
         if 0 <= label < n_cols:
-            # As the CPU kernel: the shift first, exact where the label holds the maximum, so
-            # that a row fitted well loses no digits of log(s) to m.
-            nll = (m - logits[n, label]) + math.log(s)
+            nll = softmax_nll(m, logits[n, label], s)
         else:
             nll = math.nan
         total += nll * weight[n] if weighted else nll
@@ -190,25 +186,16 @@ def mse_backward(dpred, pred, target, weight):
 
 
 def softmax_cross_entropy_forward(loss, probs, logits, labels, weight):
-    """Softmax cross-entropy from logits with integer labels, fused and stable.
-
-    logits (N, O), labels (N,) integers in [0, O), weight (N,) or empty ->
-    probs (N, O) = softmax(logits) (kept for the backward pass) and
-    loss[0] = sum_n s_n (logsumexp(logits_n) - logits_n[labels_n]) / sum_n s_n.
-    The log-sum-exp subtracts the row maximum, so logits of +-1e4 give a
-    finite loss.
-    """
+    """``fastbp.kernels.softmax_cross_entropy_forward`` on device arrays: probs (N, O) =
+    softmax(logits) and loss[0] the weighted mean of ``softmax_nll`` over the rows."""
     loss, probs, logits, labels, weight = (dev(a) for a in (loss, probs, logits, labels, weight))
     launch = _single_block(_softmax_cross_entropy_forward_kernel, logits.shape[0])
     launch(loss, probs, logits, labels, weight)
 
 
 def softmax_cross_entropy_backward(dlogits, probs, labels, weight):
-    """dlogits (N, O) = s_n (probs - onehot(labels)) / sum_n s_n, overwritten.
-
-    d/dz_k [logsumexp(z) - z_y] = softmax(z)_k - [k == y]: the softmax Jacobian
-    and the log cancel, which is why the two are fused. dlogits may alias probs.
-    """
+    """``fastbp.kernels.softmax_cross_entropy_backward`` on device arrays: dlogits (N, O) =
+    s_n (probs - onehot(labels)) / sum_n s_n, overwritten; dlogits may alias probs."""
     dlogits, probs, labels, weight = dev(dlogits), dev(probs), dev(labels), dev(weight)
     launch = _gradient(_softmax_cross_entropy_backward_kernel, probs.shape, weight)
     launch(dlogits, probs, labels, weight)

@@ -3,7 +3,8 @@
 BatchNorm runs one thread per feature column: the thread sums its column over
 rows 0..N-1 in order (adjacent threads read adjacent columns of a row, so the
 reads coalesce), then normalizes that column. LayerNorm runs one thread per
-row, summing features 0..O-1 in order. Every reduction is a plain loop in one
+row, whose statistics are ``row_mean_invstd`` of ``kernels/_scalar.py``, the
+CPU kernel's formula (features 0..O-1 in order). Every reduction is a plain loop in one
 thread, in the CPU kernels' order, with the CPU's accumulator types: no
 atomics and no tree whose shape depends on the launch, so the statistics are
 the same on every launch and, in float64, those of the CPU. The grids are
@@ -19,7 +20,7 @@ need it. The plain kernels are these with the identity.
 """
 import math
 
-from .._scalar import IDENTITY, activate, activate_dz
+from .._scalar import IDENTITY, activate, activate_dz, row_mean_invstd
 from ._launch import dev, elementwise
 from ._numba_cuda import cuda, device, kernel
 
@@ -106,16 +107,7 @@ def _layernorm_forward_kernel(out, mean, invstd, x, gamma, beta, eps, activation
     """Thread n owns row n: its mean, inverse std and output."""
     n_rows, n_out = x.shape
     for n in range(cuda.grid(1), n_rows, cuda.gridsize(1)):
-        s = 0.0
-        for j in range(n_out):
-            s += x[n, j]
-        m = s / n_out
-        v = 0.0
-        for j in range(n_out):
-            d = x[n, j] - m
-            v += d * d
-        mean[n] = m
-        invstd[n] = 1.0 / math.sqrt(v / n_out + eps)
+        mean[n], invstd[n] = row_mean_invstd(x, n, eps)
         m, r = mean[n], invstd[n]
         for j in range(n_out):
             xhat = (x[n, j] - m) * r

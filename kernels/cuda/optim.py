@@ -1,20 +1,20 @@
-"""Optimizer updates on the GPU, in place on a parameter array and its state.
+"""Optimizer updates on the GPU: ``fastbp.kernels.cpu.optim``'s names and arguments, for device arrays.
 
-Same names, arguments and formulas as ``fastbp.kernels.cpu.optim``.
 Parameters, gradients and state are device arrays of one shape (usually the
 flat vector of all of a model's parameters). Each element is independent: one
-thread per element with a grid-stride loop, no shared writes.
+thread per element with a grid-stride loop, no shared writes. Each element's
+update is the optimizer's ``*_step`` formula of ``kernels/_scalar.py``, the one
+the CPU kernels call; the formulas are written out there and in the CPU
+kernels' docstrings.
 
 The hyperparameters, and the bias corrections and factors derived from them,
 are computed once per call on the host in float64 and passed as the arrays'
 dtype, so a float32 update runs in float32 arithmetic throughout (no float64
 literal in the kernel promotes it).
 """
-import math
-
 from ..registry import (H_ALPHA, H_BETA1, H_BETA2, H_CENTERED, H_DECOUPLED, H_EPS, H_EPS_HAT, H_LR, H_LR_DECAY,
                         H_MOMENTUM, H_NESTEROV, H_WEIGHT_DECAY, OPT_ADAGRAD, OPT_RMSPROP, OPT_SGD)
-from .._scalar import adam_eps_hat
+from .._scalar import adagrad_step, adam_eps_hat, adam_step, rmsprop_step, sgd_step
 from ._launch import dev, elementwise, flat
 from ._numba_cuda import cuda, kernel
 
@@ -22,66 +22,39 @@ from ._numba_cuda import cuda, kernel
 @kernel
 def _sgd_kernel(p, gr, v, lr, momentum, nesterov, weight_decay, use_momentum):
     for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
-        g = gr[i] + weight_decay * p[i]
+        p[i], vi = sgd_step(p[i], gr[i], v[i], lr, momentum, nesterov, weight_decay, use_momentum)
         if use_momentum:
-            vi = momentum * v[i] + g
             v[i] = vi
-            g = g + momentum * vi if nesterov else vi
-        p[i] -= lr * g
 
 
 @kernel
 def _adam_kernel(p, gr, m, v, lr, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, c1, c2,
                  weight_decay, decay, decoupled):
     for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
-        g = gr[i]
-        if decoupled:
-            p[i] *= decay
-        else:
-            g += weight_decay * p[i]
-        mi = beta1 * m[i] + one_minus_beta1 * g
-        vi = beta2 * v[i] + one_minus_beta2 * g * g
-        m[i] = mi
-        v[i] = vi
-        p[i] -= lr * (mi * c1) / (math.sqrt(vi * c2) + eps)
+        p[i], m[i], v[i] = adam_step(p[i], gr[i], m[i], v[i], lr, beta1, one_minus_beta1, beta2, one_minus_beta2,
+                                     eps, c1, c2, weight_decay, decay, decoupled)
 
 
 @kernel
-def _rmsprop_kernel(p, gr, v, b, ga, lr, alpha, one_minus_alpha, eps, momentum, centered, weight_decay):
+def _rmsprop_kernel(p, gr, v, b, ga, lr, alpha, one_minus_alpha, eps, momentum, centered, use_momentum,
+                    weight_decay):
     for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
-        g = gr[i] + weight_decay * p[i]
-        vi = alpha * v[i] + one_minus_alpha * g * g
-        v[i] = vi
-        if centered:
-            gi = ga[i] + one_minus_alpha * (g - ga[i])
-            ga[i] = gi
-            avg = math.sqrt(vi - gi * gi) + eps
-        else:
-            avg = math.sqrt(vi) + eps
-        if momentum > 0:
-            bi = momentum * b[i] + g / avg
+        p[i], v[i], bi, gi = rmsprop_step(p[i], gr[i], v[i], b[i], ga[i], lr, alpha, one_minus_alpha, eps,
+                                          momentum, centered, use_momentum, weight_decay)
+        if use_momentum:
             b[i] = bi
-            p[i] -= lr * bi
-        else:
-            p[i] -= lr * (g / avg)
+        if centered:
+            ga[i] = gi
 
 
 @kernel
 def _adagrad_kernel(p, gr, ss, clr, eps, weight_decay):
     for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
-        g = gr[i] + weight_decay * p[i]
-        si = ss[i] + g * g
-        ss[i] = si
-        p[i] -= clr * (g / (math.sqrt(si) + eps))
+        p[i], ss[i] = adagrad_step(p[i], gr[i], ss[i], clr, eps, weight_decay)
 
 
 def sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay):
-    """SGD with momentum, Nesterov and L2 weight decay (PyTorch's formulation).
-
-    g = grad + weight_decay * param; if momentum: v = momentum * v + g and
-    g = g + momentum * v (nesterov) or g = v; then param -= lr * g.
-    Updates param and velocity in place (velocity is untouched when momentum is 0).
-    """
+    """``fastbp.kernels.sgd_update`` on device arrays; the velocity is untouched when momentum is 0."""
     p, gr, v = flat(dev(param)), flat(dev(grad)), flat(dev(velocity))
     t = p.dtype.type
     elementwise(_sgd_kernel, p.size)(p, gr, v, t(lr), t(momentum), bool(nesterov), t(weight_decay),
@@ -89,14 +62,8 @@ def sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay):
 
 
 def adam_update(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay, decoupled):
-    """Adam / AdamW update for step number ``step`` (1 for the first update).
-
-    L2 (decoupled=False): g = grad + weight_decay * param.
-    AdamW (decoupled=True): param *= 1 - lr * weight_decay before the step.
-    m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2;
-    param -= lr * (m / (1 - beta1^step)) / (sqrt(v / (1 - beta2^step)) + eps).
-    Updates param, m and v in place.
-    """
+    """``fastbp.kernels.adam_update`` (Adam, or AdamW when ``decoupled``) on device arrays, for
+    step number ``step`` (1 for the first update)."""
     p, gr, mm, vv = flat(dev(param)), flat(dev(grad)), flat(dev(m)), flat(dev(v))
     t = p.dtype.type
     lr, beta1, beta2, weight_decay = float(lr), float(beta1), float(beta2), float(weight_decay)
@@ -109,29 +76,19 @@ def adam_update(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay, de
 
 def rmsprop_update(param, grad, square_avg, momentum_buffer, grad_avg, lr, alpha, eps, momentum, centered,
                    weight_decay):
-    """RMSprop, PyTorch's formulation (``torch.optim.RMSprop``).
-
-    g = grad + weight_decay * param; v = alpha v + (1 - alpha) g^2;
-    centered: gbar = gbar + (1 - alpha) (g - gbar), a = sqrt(v - gbar^2) + eps;
-    else a = sqrt(v) + eps. With momentum: b = momentum b + g / a, param -= lr b;
-    without: param -= lr g / a. Updates param, square_avg and, when used,
-    momentum_buffer (momentum > 0) and grad_avg (centered) in place.
-    """
+    """``fastbp.kernels.rmsprop_update`` on device arrays; momentum_buffer is used only when
+    momentum > 0, grad_avg only when ``centered``."""
     p, gr, v = flat(dev(param)), flat(dev(grad)), flat(dev(square_avg))
     b, ga = flat(dev(momentum_buffer)), flat(dev(grad_avg))
     t = p.dtype.type
-    alpha = float(alpha)
-    elementwise(_rmsprop_kernel, p.size)(p, gr, v, b, ga, t(lr), t(alpha), t(1.0 - alpha), t(eps), t(momentum),
-                                         bool(centered), t(weight_decay))
+    alpha, mu = float(alpha), t(momentum)
+    elementwise(_rmsprop_kernel, p.size)(p, gr, v, b, ga, t(lr), t(alpha), t(1.0 - alpha), t(eps), mu,
+                                         bool(centered), bool(mu > 0), t(weight_decay))
 
 
 def adagrad_update(param, grad, state_sum, lr, lr_decay, eps, step, weight_decay):
-    """Adagrad for step number ``step`` (1 for the first update), PyTorch's formulation.
-
-    g = grad + weight_decay * param; clr = lr / (1 + (step - 1) lr_decay);
-    state_sum += g^2; param -= clr g / (sqrt(state_sum) + eps).
-    Updates param and state_sum in place.
-    """
+    """``fastbp.kernels.adagrad_update`` on device arrays, for step number ``step`` (1 for the
+    first update): the rate lr / (1 + (step - 1) lr_decay) is computed here, on the host."""
     p, gr, ss = flat(dev(param)), flat(dev(grad)), flat(dev(state_sum))
     t = p.dtype.type
     clr = float(lr) / (1.0 + (step - 1) * float(lr_decay))
