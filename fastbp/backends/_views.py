@@ -113,14 +113,22 @@ def _kernel_call(context, builder, address, arg_tys, args):
     return context.get_dummy_value()
 
 
-def _check_call(table, field, args, signatures):
-    """The argument types of a call of ``table.<field>`` with the tuple type ``args``; TypingError
-    unless they are one of ``signatures(table_class, field)``."""
+def _table_call(table, name, args, signatures):
+    """(the index of field ``name`` in the namedtuple type ``table``, the argument types of a call
+    of it with the tuple type ``args``), or None where these types are no such call; TypingError
+    unless the argument types are one of ``signatures(table_class, name)``."""
+    if not (isinstance(table, types.BaseNamedTuple) and isinstance(name, types.StringLiteral)
+            and isinstance(args, types.BaseTuple)):
+        return None
+    field = name.literal_value
+    index = table.fields.index(field)
+    if not isinstance(table.types[index], types.Integer):
+        return None
     arg_tys = tuple(args.types)
     allowed = [tuple(s.args) for s in signatures(table.instance_class, field)]
     if arg_tys not in allowed:
         raise errors.TypingError(f"kernel {field!r} called with {arg_tys}; its table holds it for {allowed}")
-    return arg_tys
+    return index, arg_tys
 
 
 def kernel_call_intrinsic(signatures):
@@ -131,14 +139,10 @@ def kernel_call_intrinsic(signatures):
 
     @intrinsic
     def call(typingctx, table, name, args):
-        if not (isinstance(table, types.BaseNamedTuple) and isinstance(name, types.StringLiteral)
-                and isinstance(args, types.BaseTuple)):
+        typed = _table_call(table, name, args, signatures)
+        if typed is None:
             return None
-        field = name.literal_value
-        index = table.fields.index(field)
-        if not isinstance(table.types[index], types.Integer):
-            return None
-        arg_tys = _check_call(table, field, args, signatures)
+        index, arg_tys = typed
 
         def codegen(context, builder, sig, llargs):
             values = cgutils.unpack_tuple(builder, llargs[2], len(arg_tys))
@@ -160,15 +164,13 @@ def kernel_call_by_code_intrinsic(signatures):
     @intrinsic
     def call(typingctx, addresses, table, name, code, args):
         if not (isinstance(addresses, types.Array) and addresses.ndim == 2 and addresses.layout == "C"
-                and addresses.dtype == types.int64 and isinstance(table, types.BaseNamedTuple)
-                and isinstance(name, types.StringLiteral) and isinstance(code, types.Integer)
-                and isinstance(args, types.BaseTuple)):
+                and addresses.dtype == types.int64 and isinstance(code, types.Integer)):
             return None
+        typed = _table_call(table, name, args, signatures)
+        if typed is None:
+            return None
+        index, arg_tys = typed
         field = name.literal_value
-        index = table.fields.index(field)
-        if not isinstance(table.types[index], types.Integer):
-            return None
-        arg_tys = _check_call(table, field, args, signatures)
 
         def codegen(context, builder, sig, llargs):
             array = context.make_array(addresses)(context, builder, llargs[0])
