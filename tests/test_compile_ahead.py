@@ -134,7 +134,8 @@ _KINDS = textwrap.dedent("""
     import fastbp
     X = np.random.default_rng(0).standard_normal((64, 6)).astype(np.float32)
     y = np.arange(64) % 3
-    middle = {"plain": [], "gelu": [fastbp.GELU()], "dropout": [fastbp.Dropout(0.3)]}[sys.argv[1]]
+    middle = {"plain": [], "gelu": [fastbp.GELU()], "dropout": [fastbp.Dropout(0.3)],
+              "batchnorm": [fastbp.BatchNorm(16), fastbp.ELU()]}[sys.argv[1]]
     model = fastbp.Sequential([fastbp.Dense(6, 16, activation="relu"), *middle, fastbp.Dense(16, 3)], seed=0)
     model.fit(X, y, epochs=1, batch_size=16, loss="softmax_cross_entropy", verbose=0)
     print(json.dumps(compiled))
@@ -142,7 +143,7 @@ _KINDS = textwrap.dedent("""
 
 
 @pytest.mark.slow
-def test_a_new_activation_or_dropout_layer_compiles_its_kernels_not_the_loop_again(tmp_path):
+def test_a_new_activation_dropout_or_norm_layer_compiles_its_kernels_once_not_the_loop_again(tmp_path):
     def fit(kind):
         env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "FASTBP_NO_CACHE")}
         done = subprocess.run([sys.executable, "-c", _KINDS, kind], env=dict(env, FASTBP_CACHE_DIR=str(tmp_path / "c")),
@@ -157,6 +158,12 @@ def test_a_new_activation_or_dropout_layer_compiles_its_kernels_not_the_loop_aga
     assert not [name for name in gelu if name.startswith("activation_") and not name.endswith("_gelu")], gelu
     dropout = fit("dropout")
     assert "dropout_forward_from" in dropout and "train_batches" not in dropout
+    # BatchNorm's ops for ELU (here or in a compile worker), not the loop again; and then, in the
+    # next process, nothing: every kernel loads from the cache.
+    batchnorm = fit("batchnorm")
+    assert "train_batches" not in batchnorm and not [name for name in batchnorm if "_op_" in name
+                                                     and not name.endswith("_elu")], batchnorm
+    assert fit("batchnorm") == []
 
 
 # A cold fit with validation, recording what numba compiles in each phase.

@@ -92,46 +92,49 @@ def layernorm_forward_for(code):
 
 
 @jit(inline="always")
-def _batchnorm_mean_invstd(stats, width, nb, cap):
-    """A BatchNorm op's mean and inverse standard deviation per feature, from its row of ``saved``."""
-    return stats[:width], stats[2 * width:3 * width]
+def _backward_views(acts, dacts, theta, grad, normgrad, norms, layout, i, nb, cap):
+    """A norm op's views for its act kernel's backward body: dx, dgamma, dbeta, dout, y, x, gamma,
+    beta. The first op needs no input gradient: a zero-size dx skips it."""
+    width = layout[i + 1] - layout[i]
+    g, b = norms[i, registry.NORM_GAMMA], norms[i, registry.NORM_BETA]
+    return (_rows(dacts, layout, cap, i, nb if i > 0 else 0), _grad_part(grad, normgrad, g, 0, width),
+            _grad_part(grad, normgrad, b, 1, width), _rows(dacts, layout, cap, i + 1, nb),
+            _rows(acts, layout, cap, i + 1, nb), _rows(acts, layout, cap, i, nb), _part(theta, g, width),
+            _part(theta, b, width))
 
 
-@jit(inline="always")
-def _layernorm_mean_invstd(stats, width, nb, cap):
-    """A LayerNorm op's mean and inverse standard deviation per row, from its row of ``saved``."""
-    return stats[:nb], stats[cap:cap + nb]
-
-
-def _backward_for(kind, body, mean_invstd, code):
-    """The backward unit of a norm ``kind`` for one activation ``code``: ``body`` (the act kernel's
-    backward body) on the op's views, its statistics cut by ``mean_invstd``."""
-
-    def backward(acts, dacts, saved, theta, grad, normgrad, norms, layout, i, nb, cap, alpha):
-        width = layout[i + 1] - layout[i]
-        mean, invstd = mean_invstd(saved[norms[i, registry.NORM_SAVED]], width, nb, cap)
-        g, b = norms[i, registry.NORM_GAMMA], norms[i, registry.NORM_BETA]
-        # The first op needs no input gradient: a zero-size dx skips it.
-        body(_rows(dacts, layout, cap, i, nb if i > 0 else 0), _grad_part(grad, normgrad, g, 0, width),
-             _grad_part(grad, normgrad, b, 1, width), _rows(dacts, layout, cap, i + 1, nb),
-             _rows(acts, layout, cap, i + 1, nb), _rows(acts, layout, cap, i, nb), mean, invstd,
-             _part(theta, g, width), _part(theta, b, width), code, alpha)
-
-    return _named(backward, kind, "backward", code)
-
-
+# The factories' closures hold the code alone: numba keys a closure's cache entry by its cells'
+# pickles, and a dispatcher's pickle differs from process to process (a closure holding one
+# compiled again in every process).
 @functools.lru_cache(maxsize=None)
 def batchnorm_backward_for(code):
     """Backward of BatchNorm op i and its activation ``code`` on the first nb rows of the activations
     ``acts`` and their gradients ``dacts``: dgamma and dbeta into grad (into the ``normgrad``
     scratch without affine parameters), the input gradient into its rows of ``dacts``."""
-    return _backward_for("batchnorm", norm_kernels.batchnorm_act_backward_body, _batchnorm_mean_invstd, code)
+
+    def backward(acts, dacts, saved, theta, grad, normgrad, norms, layout, i, nb, cap, alpha):
+        width = layout[i + 1] - layout[i]
+        stats = saved[norms[i, registry.NORM_SAVED]]
+        dx, dgamma, dbeta, dout, y, x, gamma, beta = _backward_views(acts, dacts, theta, grad, normgrad, norms,
+                                                                     layout, i, nb, cap)
+        norm_kernels.batchnorm_act_backward_body(dx, dgamma, dbeta, dout, y, x, stats[:width],
+                                                 stats[2 * width:3 * width], gamma, beta, code, alpha)
+
+    return _named(backward, "batchnorm", "backward", code)
 
 
 @functools.lru_cache(maxsize=None)
 def layernorm_backward_for(code):
     """Backward of LayerNorm op i and its activation ``code`` (as ``batchnorm_backward_for``)."""
-    return _backward_for("layernorm", norm_kernels.layernorm_act_backward_body, _layernorm_mean_invstd, code)
+
+    def backward(acts, dacts, saved, theta, grad, normgrad, norms, layout, i, nb, cap, alpha):
+        stats = saved[norms[i, registry.NORM_SAVED]]
+        dx, dgamma, dbeta, dout, y, x, gamma, beta = _backward_views(acts, dacts, theta, grad, normgrad, norms,
+                                                                     layout, i, nb, cap)
+        norm_kernels.layernorm_act_backward_body(dx, dgamma, dbeta, dout, y, x, stats[:nb], stats[cap:cap + nb],
+                                                 gamma, beta, code, alpha)
+
+    return _named(backward, "layernorm", "backward", code)
 
 
 @jit(refcounts=False)
