@@ -7,11 +7,14 @@ fastmath is off by default. A kernel that earns it asks for ``fastmath=True``
 and gets the safe flag set below: no ``nnan``/``ninf``, so NaN and inf still
 propagate and training divergence stays detectable.
 """
+import functools
+import inspect
 import os
+import textwrap
 
 import numba
-from numba import njit
-from numba.extending import register_jitable
+from numba import njit, types
+from numba.extending import overload, register_jitable
 
 from . import _cache
 
@@ -83,6 +86,25 @@ def jit(func=None, *, parallel=False, fastmath=False, inline="never", refcounts=
     return decorate if func is None else decorate(func)
 
 
+@functools.lru_cache(maxsize=None)
+def _with_constant_code(f, code):
+    """The dispatcher ``f`` (first parameter ``code``) made again from its source with ``code`` a
+    constant of its closure, for a caller whose code is a constant: numba's dead-branch pruning
+    drops every branch on a closure constant but the one taken, so that only that code's formula
+    is typed and lowered. For an argument (even a literal one) it prunes nothing, and every
+    formula of ``f`` was compiled into each kernel made for one code."""
+    source = textwrap.dedent(inspect.getsource(f))
+    source = source[source.index("def "):]  # without the decorator
+    head, body = source.split("\n", 1)
+    if not head.startswith(f"def {f.__name__}(code, "):
+        raise TypeError(f"a dispatcher's first parameter is its code: {head}")
+    head = head.replace("(code, ", "(_code, ", 1)
+    factory = f"def _factory(code):\n{textwrap.indent(head + chr(10) + body, '    ')}\n    return {f.__name__}\n"
+    namespace = dict(f.__globals__)
+    exec(compile(factory, inspect.getsourcefile(f), "exec"), namespace)
+    return namespace["_factory"](code)
+
+
 def scalar(func=None, *, dispatch=False):
     """Register a scalar function for CPU jit code; callable from Python too.
 
@@ -109,6 +131,13 @@ def scalar(func=None, *, dispatch=False):
     and emitted as a function of its own before its caller optimizes it again
     (``kernels/cpu/dense.py``).
 
+    A call of a dispatcher whose code is a constant (a literal: a global or a closure's cell, as in
+    the kernels made for one activation code) compiles the dispatcher again with the code a
+    constant of its closure (``_with_constant_code``), so that numba drops the other codes'
+    branches before typing them: a BatchNorm op's forward for ReLU compiled in 1.0 s instead of
+    2.6 s, typing ReLU's formula alone instead of all of them. The arithmetic is the one formula's,
+    as LLVM's folding of the branches gave before.
+
     The floating-point flags are fixed here, not inherited: numba compiles a
     shared function with the options of whichever kernel calls it first, so
     a fastmath kernel (``_small_forward``) compiling ``activate`` first would
@@ -120,7 +149,15 @@ def scalar(func=None, *, dispatch=False):
 
     def register(f):
         SCALAR_FUNCTIONS.append(f)
-        return register_jitable(forceinline=dispatch, **options)(f)
+        if not dispatch:
+            return register_jitable(**options)(f)
+
+        @overload(f, jit_options=dict(forceinline=True, **options), strict=False, prefer_literal=True)
+        def typed(code, *args):
+            if isinstance(code, types.IntegerLiteral):
+                return _with_constant_code(f, code.literal_value)
+            return f
+        return f
 
     return register if func is None else register(func)
 

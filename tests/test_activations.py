@@ -1,4 +1,10 @@
 """Activation kernels: elementwise and row-wise (softmax, log-softmax) forward/backward pairs."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 
@@ -242,3 +248,55 @@ def test_argument_errors_name_the_argument():
         call("cpu", "softmax_forward", np.empty((1, 4)), np.ones(4))
     with pytest.raises(KernelArgumentError, match=r"argument 'dout' must be C-contiguous"):
         call("cpu", "tanh_backward", np.empty((4, 3)), x.T, np.ones((4, 3)))
+
+
+
+# In a fresh process, where no formula is compiled yet: for each code in turn, the scalar functions
+# numba compiles for a kernel that calls ``activate_dz`` with that code as a constant.
+_CONSTANT_CODES = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    from numba import njit
+    from numba.core import event
+    from fastbp.kernels import ACTIVATIONS, _scalar
+
+    compiled = []
+
+    class Listen(event.Listener):
+        def on_start(self, ev):
+            compiled.append(ev.data["dispatcher"].py_func.__name__)
+
+        def on_end(self, ev):
+            pass
+
+    def run(constant):
+        @njit
+        def kernel(dout, y, z, alpha):
+            out = np.empty_like(dout)
+            for i in range(dout.size):
+                out[i] = _scalar.activate_dz(constant, dout[i], y[i], z[i], alpha)
+            return out
+
+        z = np.linspace(-2.0, 2.0, 9)
+        y = np.array([_scalar.activate(constant, v, 0.3) for v in z])
+        del compiled[:]
+        with event.install_listener("numba:compile", Listen()):
+            got = kernel(np.ones_like(z), y, z, 0.3)
+        expected = [_scalar.activate_dz(constant, 1.0, a, b, 0.3) for a, b in zip(y, z)]
+        return {"compiled": sorted(set(compiled)), "same": bool(np.array_equal(got, expected))}
+
+    print(json.dumps({code: run(ACTIVATIONS[code]) for code in sys.argv[1:]}))
+""")
+
+
+def test_a_kernel_with_a_constant_code_compiles_that_codes_formula_alone():
+    codes = ["relu", "elu", "gelu", "selu"]
+    done = subprocess.run([sys.executable, "-c", _CONSTANT_CODES, *codes], capture_output=True, text=True,
+                          timeout=300, env={k: v for k, v in os.environ.items() if k != "NUMBA_DISABLE_JIT"})
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    for code in codes:
+        assert found[code]["same"], code
+        formulas = {name for name in found[code]["compiled"] if name.endswith("_grad")
+                    and not name.startswith("activate")}
+        assert formulas == {f"{code}_grad"}, (code, found[code]["compiled"])

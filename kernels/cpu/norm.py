@@ -59,7 +59,7 @@ def _dz(code, dout, y, z, alpha):
     return type(dout)(activate_dz(code, dout, y, z, alpha))
 
 
-@overload(_dz, inline="always")
+@overload(_dz, inline="always", prefer_literal=True)
 def _dz_typed(code, dout, y, z, alpha):
     cast = as_dtype(dout).type
 
