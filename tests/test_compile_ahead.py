@@ -73,13 +73,27 @@ def test_a_cold_fit_compiles_the_dense_kernels_in_a_worker_with_the_same_result(
         assert report["workers"] == []
         pytest.skip("one CPU: no worker starts (checked); nothing more to see")
     # One worker ran and succeeded; this process compiled the loop once (against placeholder tables,
-    # not again for the real ones) and loaded the dense kernels the worker left in the cache.
+    # not again for the real ones), and each dense kernel at most once: those the worker had not
+    # begun when the loop was done (``_warm.Claims``); it loaded the others from the cache.
     assert report["workers"] == [0]
     assert report["compiled"].count("train_batches") == 1
     assert {"train_batches", "forward", "backward", "sce_code_forward", "sgd_code_update"} <= set(report["compiled"])
-    assert not {"dense_act_forward", "dense_act_backward"} & set(report["compiled"]), report["compiled"]
+    assert all(report["compiled"].count(name) <= 1 for name in ("dense_act_forward", "dense_act_backward"))
     # The kernels are the same wherever they were compiled: the same parameters to the bit.
     np.testing.assert_array_equal(np.load(tmp_path / "theta.npy"), _fit_here())
+
+
+def test_each_claimed_unit_goes_to_one_process_and_the_folder_goes_at_the_end():
+    ours = _warm.Claims()
+    theirs = _warm.Claims(ours.folder)  # a worker's view of the same folder
+    assert ours.claim("kernels:dense_forward:None:None:None")
+    assert not theirs.claim("kernels:dense_forward:None:None:None")
+    assert theirs.claim("kernels:dense_backward:None:None:None") and not ours.claim("kernels:dense_backward:None:None:None")
+    assert oct(os.stat(ours.folder).st_mode & 0o777) == "0o700"
+    ours.close()
+    assert not os.path.exists(ours.folder)
+    # Without its folder a claim succeeds: the work is done twice, never left undone.
+    assert theirs.claim("kernels:update:None:0:None")
 
 
 def test_a_failed_worker_leaves_its_kernels_to_this_process(monkeypatch):

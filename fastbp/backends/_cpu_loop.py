@@ -747,40 +747,56 @@ def _present(net):
 def _compile_ahead(net, dtype, loss, optimizer, ahead):
     """On a cold cache: the kernels of ``_AHEAD`` not in the cache yet in worker processes,
     meanwhile ``ahead(placeholder)`` (the caller compiles its loop against tables of zero
-    addresses, which have the same types) and the other kernels here; then wait for the workers."""
-    entries = [(name, field, loss, optimizer, code) for name, field in _AHEAD if name in _present(net)
+    addresses, which have the same types) and the other kernels here, then the workers' kernels
+    that none has begun yet (``_warm.Claims``, from the end of the list); then wait for the workers."""
+    entries = [":".join(map(str, (name, field, loss, optimizer, code)))
+               for name, field in _AHEAD if name in _present(net)
                for code in field_codes(name, field, table_codes(net, name))
                if not _warm.cached(*_entry(name, field, dtype, loss, optimizer, code))]
     if not entries:
         return
     n_workers = min(len(entries), _warm.usable_cpus() - 1)
-    procs = _warm.start(compile_worker, [[np.dtype(dtype).name] + [":".join(map(str, entry)) for entry in
-                                                                    entries[k::n_workers]] for k in range(n_workers)])
-    if not procs:
-        return
+    claims = _warm.Claims()
+    procs = _warm.start(compile_worker, [[claims.folder, np.dtype(dtype).name] + entries[k::n_workers]
+                                         for k in range(n_workers)])
     try:
+        if not procs:
+            return
         ahead(placeholder_net(net))
         for name in _present(net):
             for field in fields(name):
                 if (name, field) not in _AHEAD:
                     for code in field_codes(name, field, table_codes(net, name)):
                         compile_entry(name, field, dtype, loss, optimizer, code)
+        for entry in reversed(entries):
+            if claims.claim(entry):
+                _compile_named(entry, dtype)
+        _warm.wait(procs)
     except BaseException:
         # An interrupt or an error here: the workers' kernels are no longer wanted.
         _warm.stop(procs)
         raise
-    _warm.wait(procs)
+    finally:
+        claims.close()
+
+
+def _compile_named(entry, dtype):
+    """``compile_entry`` for an entry written ``table:field:loss:optimizer:code``."""
+    name, field, *codes = entry.split(":")
+    loss, optimizer, code = (None if code == "None" else int(code) for code in codes)
+    compile_entry(name, field, dtype, loss, optimizer, code)
 
 
 def compile_worker(argv):
-    """A worker process of ``_compile_ahead`` (``_warm.start``): compile the entries
-    ``table:field:loss:optimizer:code`` of ``argv[1:]`` for dtype ``argv[0]`` into the cache."""
+    """A worker process of ``_compile_ahead`` (``_warm.start``): compile those of the entries
+    ``table:field:loss:optimizer:code`` of ``argv[2:]`` that it claims first in the folder
+    ``argv[0]`` (``_warm.Claims``), for dtype ``argv[1]``, into the cache."""
     _warm.die_with_parent()
-    dtype = np.dtype(argv[0])
-    for entry in argv[1:]:
-        name, field, *codes = entry.split(":")
-        loss, optimizer, code = (None if code == "None" else int(code) for code in codes)
-        compile_entry(name, field, dtype, loss, optimizer, code)
+    claims = _warm.Claims(argv[0])
+    dtype = np.dtype(argv[1])
+    for entry in argv[2:]:
+        if claims.claim(entry):
+            _compile_named(entry, dtype)
 
 
 def with_kernels(net, dtype, loss=None, optimizer=None, ahead=None):

@@ -7,7 +7,8 @@ compile units: the loop compiles against kernel tables of placeholder addresses 
 is all it needs), and the kernels go into the on-disk cache, wherever they are compiled.
 ``with_kernels(..., ahead=...)`` therefore starts worker processes that compile the heaviest
 kernels into the cache (``python -c``, running ``_cpu_loop.compile_worker``), compiles the loop and
-the other kernels here meanwhile, waits for the workers, and then loads their kernels from the cache.
+the other kernels here meanwhile, then those of the workers' kernels that no worker has begun
+(``Claims``), waits for the workers, and then loads their kernels from the cache.
 This module only starts, watches and ends worker processes; what a worker runs is its caller's
 (``start`` takes the function), so it imports nothing of the loop it serves.
 
@@ -19,10 +20,12 @@ its ranks share the cores already). Processes that fit at once on a cold cache e
 own workers; they compile the same kernels, and the last to finish writes the cache entry.
 """
 import os
+import shutil
 import signal
 import site
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -68,6 +71,31 @@ def cached(dispatcher, sig):
         return True
     cache = getattr(dispatcher, "_cache", None)
     return cache is not None and cache.load_overload(sig, dispatcher.targetctx) is not None
+
+
+class Claims:
+    """Units of work that this process and its workers share, each done by whoever claims it first:
+    a claim is a file created exclusively in a private folder (``folder``, passed to the workers).
+    A worker works through its list in order; this process, once its own work is done, through
+    the whole list from the end, so that it and the workers meet in the middle instead of this
+    process waiting idle for a worker's second unit. ``close()`` removes the folder."""
+
+    def __init__(self, folder=None):
+        self.folder = folder if folder is not None else tempfile.mkdtemp(prefix="fastbp-claims-")
+
+    def claim(self, name):
+        """True for the first process to claim ``name`` (a file name), False after that; True as
+        well where the folder is gone or unusable (the work is then done twice, not left undone)."""
+        try:
+            os.close(os.open(os.path.join(self.folder, name), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            return False
+        except OSError:
+            return True
+        return True
+
+    def close(self):
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def child_env():
