@@ -343,6 +343,10 @@ def _compile_options(compile_):
                                "(default: all)")
     compile_.add_argument("--norms", type=_choices(_precompile_names("NORMS"), allow_none=True), default="all",
                           help="norm layers: batchnorm, layernorm, all or none (default: all)")
+    compile_.add_argument("--activations", type=_choices(_precompile_names("ACTIVATIONS")), default="all",
+                          help="activations of the Activation layers and of the norm layers' fused activation, "
+                               "each compiled on its own: comma-separated names (identity for a norm layer "
+                               "without one), or all (default: all). Dense layers' activations need none")
     compile_.add_argument("--cpu", default=None,
                           help="compile for this CPU instead of this machine's, an LLVM CPU name such as "
                                "x86-64-v3; processes load it with NUMBA_CPU_NAME set to it and NUMBA_CPU_FEATURES "
@@ -386,13 +390,13 @@ def _compile(args):
     from . import _precompile
     from ._progress import counter
 
-    found = _precompile.units(args.dtype, args.losses, args.optimizers, args.norms)
+    found = _precompile.units(args.dtype, args.losses, args.optimizers, args.norms, args.activations)
     target = f" for CPU {args.cpu}" if args.cpu else ""
     print(f"fastbp compile: {len(found)} compile units{target} into {_cache_folder()}", flush=True)
     start = time.perf_counter()
     with counter(len(found), "compiling", enabled=not args.quiet) as step:
         _precompile.precompile(args.dtype, args.losses, args.optimizers, args.norms, jobs=args.jobs, cpu=args.cpu,
-                               progress=lambda unit: step(_precompile.describe(unit)))
+                               progress=lambda unit: step(_precompile.describe(unit)), activations=args.activations)
     print(f"fastbp compile: done in {time.perf_counter() - start:.1f} s", flush=True)
     if args.cpu:
         print(f"fastbp compile: processes load these kernels when their environment has "

@@ -54,8 +54,10 @@ def _fit(cache, cwd, *argv, **extra):
 
 
 def _compile(cache, cwd, *options, **extra):
+    # The network of _FIT has no Activation or norm layer: one activation's kernels stand for the option.
     done = subprocess.run([sys.executable, "-m", "fastbp", "compile", "--losses", "softmax_cross_entropy",
-                           "--optimizers", "adam", "--norms", "none", *options], env=_env(cache, **extra), cwd=cwd,
+                           "--optimizers", "adam", "--norms", "none", "--activations", "relu", *options],
+                          env=_env(cache, **extra), cwd=cwd,
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr
     return done
@@ -135,4 +137,21 @@ def test_compile_refuses_unknown_names_and_names_the_argument(tmp_path):
                           env=_env(tmp_path / "c"), capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
     assert "--optimizers" in done.stderr and "lbfgs" in done.stderr and "Traceback" not in done.stderr
+    done = subprocess.run([sys.executable, "-m", "fastbp", "compile", "--activations", "relu,swish"], cwd=tmp_path,
+                          env=_env(tmp_path / "c"), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert "--activations" in done.stderr and "swish" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_chosen_activations_are_the_codes_the_activation_and_norm_kernels_compile_for():
+    from fastbp.kernels import registry
+
+    found = _precompile.units(("float32",), activations=("identity", "gelu"))
+    codes = {(u[1], u[2]): set() for u in found if u[0] == "kernel" and u[6] is not None}
+    for unit in found:
+        if unit[0] == "kernel" and unit[6] is not None:
+            codes[unit[1], unit[2]].add(unit[6])
+    assert codes[("activation_ops", "forward")] == {registry.IDENTITY, registry.GELU}
+    assert codes[("batchnorm_ops", "backward")] == {registry.IDENTITY, registry.GELU}
+    assert codes[("layernorm_ops", "forward")] == {registry.IDENTITY, registry.GELU}
 
