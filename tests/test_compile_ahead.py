@@ -7,6 +7,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from compile_events import RECORD
 
 import fastbp
 from fastbp.backends import _cpu_loop, _warm
@@ -29,22 +30,8 @@ def fit():
     return model.theta
 """
 
-_COLD = _FIT + """
+_COLD = _FIT + RECORD + """
 import json
-from numba.core import event
-
-compiled = []
-
-
-class Listen(event.Listener):
-    def on_start(self, ev):
-        compiled.append(ev.data["dispatcher"].py_func.__name__)
-
-    def on_end(self, ev):
-        pass
-
-
-event.register("numba:compile", Listen())
 from fastbp.backends import _warm
 
 started = []
@@ -131,19 +118,8 @@ def test_no_worker_starts_where_it_cannot_help(monkeypatch, why):
 
 
 # A fit whose network has the layers named in argv, on a cache another network filled.
-_KINDS = textwrap.dedent("""
+_KINDS = RECORD + textwrap.dedent("""
     import json, sys
-    from numba.core import event
-    compiled = []
-
-    class Listen(event.Listener):
-        def on_start(self, ev):
-            compiled.append(ev.data["dispatcher"].py_func.__qualname__)
-
-        def on_end(self, ev):
-            pass
-
-    event.register("numba:compile", Listen())
     import numpy as np
     import fastbp
     X = np.random.default_rng(0).standard_normal((64, 6)).astype(np.float32)
@@ -181,32 +157,23 @@ def test_a_new_activation_dropout_or_norm_layer_compiles_its_kernels_once_not_th
 
 
 # A cold fit with validation, recording what numba compiles in each phase.
-_PHASES = textwrap.dedent("""
+_PHASES = RECORD + textwrap.dedent("""
     import json
-    from numba.core import event
     import numpy as np
     import fastbp
-    events, phase = [], ["before the epochs"]
-
-    class Listen(event.Listener):
-        def on_start(self, ev):
-            events.append((phase[0], ev.data["dispatcher"].py_func.__qualname__))
-
-        def on_end(self, ev):
-            pass
+    phase[0] = "before the epochs"
 
     class Phase(fastbp.Callback):
         def on_epoch_begin(self, epoch, logs=None):
             phase[0] = f"epoch {epoch}"
 
-    event.register("numba:compile", Listen())
     X = np.random.default_rng(0).standard_normal((256, 8)).astype(np.float32)
     y = np.arange(256) % 3
     model = fastbp.Sequential([fastbp.Dense(8, 16, activation="relu"), fastbp.Dropout(0.2), fastbp.Dense(16, 3)],
                               seed=0)
     model.fit(X, y, epochs=2, batch_size=16, loss="softmax_cross_entropy", verbose=0,
               validation_data=(X[:50], y[:50]), callbacks=[Phase()])
-    print(json.dumps(events))
+    print(json.dumps(compiled_in))
 """)
 
 

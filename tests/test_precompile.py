@@ -6,26 +6,16 @@ import sys
 import textwrap
 
 import pytest
+from compile_events import RECORD
 
 from fastbp import _precompile
 
 # A fit of the network `fastbp train` trains, counting what numba compiles (not loads).
-_FIT = textwrap.dedent("""
+_FIT = RECORD + textwrap.dedent("""
     import hashlib, json, sys
-    from numba.core import event
-    compiled = []
-
-    class Listen(event.Listener):
-        def on_start(self, ev):
-            compiled.append(ev.data["dispatcher"].py_func.__qualname__)
-
-        def on_end(self, ev):
-            pass
-
     if len(sys.argv) > 1:  # pretend to be another CPU: what numba would see on another machine
         import llvmlite.binding as llb
         llb.get_host_cpu_name = lambda: sys.argv[1]
-    event.register("numba:compile", Listen())
     import numpy as np
     import fastbp
     rng = np.random.default_rng(0)
