@@ -256,6 +256,8 @@ class _LocatorMixin:
     """Caches a function under FOLDER/<its module>, stamped with the kernel tree's hash."""
 
     def __init__(self, py_func, py_file):
+        # numba's own locators' attributes, which its warnings read (a function it cannot cache).
+        self._py_file = py_file
         self._lineno = py_func.__code__.co_firstlineno
         self._cache_path = os.path.join(FOLDER, py_func.__module__)
         inside = os.path.realpath(py_file).startswith(_PACKAGE_DIR + os.sep)

@@ -72,6 +72,13 @@ def test_numba_cache_dir_is_honoured_and_no_cache_turns_it_off(tmp_path):
     assert not (tmp_path / "off").exists()
 
 
+def test_a_kernel_numba_will_not_cache_runs_with_its_warning(tmp_path):
+    # Unoptimized (NUMBA_OPT=0), numba's code refers to addresses it will not save, and its
+    # warning that says so read attributes of the cache's locator that fastbp's lacked.
+    info = _probe({"FASTBP_CACHE_DIR": str(tmp_path / "cache"), "NUMBA_OPT": "0"}, tmp_path)
+    assert info["misses"] == 1
+
+
 def _copy_tree(dst):
     shutil.copytree(KERNELS_DIR, dst, ignore=shutil.ignore_patterns("__pycache__"))
     return dst
