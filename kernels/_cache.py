@@ -36,13 +36,14 @@ fastbp therefore gives its functions a cache locator of its own:
   and ``FASTBP_SIMD_WIDTH`` where set. Any edit to any kernel module,
   ``_scalar.py`` and ``_jit.py`` included, or another fastbp release,
   selects a fresh subfolder, so a stale cache is never loaded. Compiled code outside this package (the training
-  loop) takes the tree hash plus its own file's hash as its source stamp, and a folder per
-  version of its file; its compile-time constants come from this package, so they are covered
-  too.
+  loop) takes the tree hash plus a hash of every source file of its own package (fastbp's
+  model layer: the loop inlines the views of ``lowering.py`` and ``backends/_views.py``) as its
+  source stamp, and a folder per version of those sources.
 
 Old subfolders are left in place (another environment may still use them);
 ``clear()`` removes the whole folder.
 """
+import functools
 import hashlib
 import os
 import shutil
@@ -160,6 +161,33 @@ def _file_hash(path):
         return hashlib.sha256(fh.read()).hexdigest()
 
 
+@functools.lru_cache(maxsize=None)
+def _package_hash(root):
+    """sha256 over every source file of the package folder ``root``, the kernel tree aside."""
+    h = hashlib.sha256()
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = sorted(d for d in subfolders if d != "__pycache__"
+                               and os.path.realpath(os.path.join(folder, d)) != _PACKAGE_DIR)
+        for name in sorted(files):
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                h.update(os.path.relpath(path, root).replace(os.sep, "/").encode())
+                with open(path, "rb") as fh:
+                    h.update(hashlib.sha256(fh.read()).digest())
+    return h.hexdigest()
+
+
+def source_hash(py_file):
+    """What stamps compiled code outside the kernel tree: a hash of every source file of the
+    top-level package that holds ``py_file``, or of the file alone outside a package. The
+    training loop inlines functions of other modules (``backends/_views.py``, ``lowering.py``):
+    stamped with its own file only, its cached code outlived an edit of theirs."""
+    folder, root = os.path.dirname(os.path.abspath(py_file)), None
+    while os.path.isfile(os.path.join(folder, "__init__.py")):
+        root, folder = folder, os.path.dirname(folder)
+    return _package_hash(root) if root is not None else _file_hash(py_file)
+
+
 # Why nothing is cached, for ``fastbp info``; None where caching is on.
 OFF_REASON = None if _enabled() else "FASTBP_NO_CACHE is set"
 
@@ -263,12 +291,12 @@ class _LocatorMixin:
         inside = os.path.realpath(py_file).startswith(_PACKAGE_DIR + os.sep)
         self._stamp = TREE_HASH
         if not inside:
-            # A folder per version of the file too: numba unpickles a function's whole index
+            # A folder per version of the sources too: numba unpickles a function's whole index
             # before it compares stamps, and an index written by another version of the file
             # names its classes (a namedtuple of the loop's, renamed since: AttributeError).
-            file_hash = _file_hash(py_file)
-            self._stamp += file_hash
-            self._cache_path = os.path.join(self._cache_path, file_hash[:_TREE_NAME_LENGTH])
+            sources = source_hash(py_file)
+            self._stamp += sources
+            self._cache_path = os.path.join(self._cache_path, sources[:_TREE_NAME_LENGTH])
 
     def get_cache_path(self):
         return self._cache_path

@@ -101,7 +101,7 @@ def test_tree_hash_follows_content_of_every_kernel_module(tmp_path):
         assert _cache.tree_hash(tree) != before, name
 
 
-def test_code_outside_the_kernels_is_stamped_with_its_own_file_too(tmp_path):
+def test_code_outside_the_kernels_is_stamped_with_its_package_too(tmp_path):
     import numba
 
     from fastbp.backends import _cpu_loop
@@ -115,9 +115,37 @@ def test_code_outside_the_kernels_is_stamped_with_its_own_file_too(tmp_path):
     loop_stamp = loop_cache._impl.locator.get_source_stamp()
     assert kernel_stamp == _cache.TREE_HASH
     assert loop_stamp.startswith(_cache.TREE_HASH) and loop_stamp != kernel_stamp
-    folder = os.path.join(_cache.FOLDER, "fastbp.backends._cpu_loop", _cache._file_hash(_cpu_loop.__file__)[:20])
+    folder = os.path.join(_cache.FOLDER, "fastbp.backends._cpu_loop", _cache.source_hash(_cpu_loop.__file__)[:20])
     assert loop_cache.cache_path == folder
     assert isinstance(loop_cache, numba.core.caching.Cache)
+
+
+def test_an_edit_of_any_module_of_the_package_outside_the_kernels_restamps_its_compiled_code(tmp_path):
+    # The loop inlines lowering's views (compiled by backends/_views.py): an edit to lowering.py
+    # must not leave the loop's cached code, built with the old offsets, in use.
+    import importlib.util
+
+    import numba
+
+    if _cache.FOLDER is None:
+        pytest.skip("caching is off in this process")
+    package = tmp_path / "pkg"
+    (package / "backends").mkdir(parents=True)
+    for name in ("__init__.py", "lowering.py", "backends/__init__.py"):
+        (package / name).write_text("X = 1\n")
+    (package / "backends" / "loop.py").write_text("def f():\n    return 1\n")
+
+    def stamp():
+        _cache._package_hash.cache_clear()  # hashes are kept per process: sources do not change under it
+        spec = importlib.util.spec_from_file_location("pkg.backends.loop", package / "backends" / "loop.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return _cache.enable_cpu(numba.njit(cache=False)(module.f))._cache._impl.locator.get_source_stamp()
+
+    before = stamp()
+    assert stamp() == before
+    (package / "lowering.py").write_text("X = 2\n")
+    assert stamp() != before
 
 
 def test_each_version_of_a_file_outside_the_kernels_has_a_cache_folder_of_its_own(tmp_path, monkeypatch):
