@@ -42,6 +42,7 @@ import numpy as np
 from ._validation import check_dtype
 from ._version import __version__
 from .kernels import registry
+from .lowering import norm_affine, norm_running
 
 DEFAULT_OPSET = 17  # from 2022, which runtimes have long supported
 MIN_OPSET = 13  # Softmax over the last axis
@@ -302,14 +303,10 @@ def _norm(g, net, i, x, theta, buffers):
     """Norm op i at inference: ``BatchNormalization`` with the running statistics, or
     ``LayerNormalization`` over the last axis; gamma 1 and beta 0 without affine parameters."""
     width = int(net.layout[i + 1] - net.layout[i])
-    row = net.norms[i]
     eps = float(net.norm_consts[i, 0])
-
-    def part(flat, at, default):
-        return flat[at:at + width] if at >= 0 else np.full(width, default)
-
-    gamma = g.initializer(part(theta, row[registry.NORM_GAMMA], 1.0).astype(g.dtype), f"norm{i}.gamma")
-    beta = g.initializer(part(theta, row[registry.NORM_BETA], 0.0).astype(g.dtype), f"norm{i}.beta")
+    gamma, beta = norm_affine(theta, net.norms, i, width)
+    gamma = g.initializer((gamma if gamma.size else np.ones(width)).astype(g.dtype), f"norm{i}.gamma")
+    beta = g.initializer((beta if beta.size else np.zeros(width)).astype(g.dtype), f"norm{i}.beta")
     # ONNX stores epsilon as a float32 attribute. Where that rounds a float64 graph's eps,
     # BatchNorm moves the difference into its variance initializer (var + eps is what counts);
     # LayerNorm spells the normalization out in float64 operators.
@@ -321,9 +318,9 @@ def _norm(g, net, i, x, theta, buffers):
         if not _exact_attribute(g, eps):
             return _layernorm_float64(g, x, gamma, beta, eps)
         return g.node("LayerNormalization", [x, gamma, beta], axis=-1, epsilon=eps32)
-    at = row[registry.NORM_RUNNING]
-    mean = g.initializer(buffers[at:at + width].astype(g.dtype), f"norm{i}.running_mean")
-    var = buffers[at + width:at + 2 * width].astype(g.dtype)
+    mean, var = norm_running(buffers, net.norms, i, width)
+    mean = g.initializer(mean.astype(g.dtype), f"norm{i}.running_mean")
+    var = var.astype(g.dtype)
     if g.dtype == np.float64:
         var = var + (eps - eps32)
     var = g.initializer(var, f"norm{i}.running_var")

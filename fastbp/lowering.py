@@ -38,21 +38,26 @@ as it leaves the biases), one row of ``Network.norms`` per op says where
 and momentum. BatchNorm's running statistics are no parameters: they live in
 the model's ``buffers`` vector (running mean, then running variance, per
 BatchNorm layer in order), which ``Workspace.running`` views, so the compiled
-loop updates the model's own array. Each norm op has a row of
-``Workspace.saved`` for the statistics its backward needs (BatchNorm: mean,
-variance and inverse std per feature; LayerNorm: mean at 0 and inverse std at
-``cap``, per row) and ``Workspace.normgrad`` is scratch for dgamma and dbeta
-of an op without affine parameters.
+loop updates the model's own array. Each norm op has a slab of ``Workspace.saved``
+(a row per statistic its backward needs, registry ``SAVED_*``: BatchNorm's mean,
+variance and inverse std per feature; LayerNorm's mean and inverse std per row) and
+``Workspace.normgrad`` is scratch for dgamma and dbeta of an op without affine parameters.
+
+Every offset into theta, the buffers and the workspace is computed here and nowhere else:
+``buffer_shapes`` sizes the buffers, and ``activation_extent``, ``dense_extent``, ``dense_bias``,
+``norm_affine``, ``norm_affine_grads``, ``norm_statistics`` and ``norm_running`` cut an op's
+named views: called as they are by the CUDA backend (on device arrays) and ONNX export, and
+compiled into the CPU loop by ``backends/_views.py``.
 """
 from collections import namedtuple
 
 import numpy as np
 
-from .kernels import registry as R
+from .kernels import registry
 from .layers import NORM_LAYERS, Activation, BatchNorm, Dense
 
-NORM_OPS = (R.OP_BATCHNORM, R.OP_LAYERNORM)
-ELEMENTWISE = frozenset(R.ELEMENTWISE_CODES.values())
+NORM_OPS = (registry.OP_BATCHNORM, registry.OP_LAYERNORM)
+ELEMENTWISE = frozenset(registry.ELEMENTWISE_CODES.values())
 
 Network = namedtuple("Network", "kinds codes alphas rates params_of layout params n_weights norms "
                                 "norm_consts activation_ops batchnorm_ops layernorm_ops dropout_ops kernels code_kernels")
@@ -78,72 +83,151 @@ class Lowered:
         self.net = Network(np.array(kinds, dtype=np.int64), np.array(codes, dtype=np.int64),
                            np.array(alphas, dtype=np.float64), np.array(rates, dtype=np.float64),
                            np.array(params_of, dtype=np.int64), layout, param_table(shapes),
-                           self.n_weights, np.array(norms, dtype=np.int64).reshape(len(kinds), R.N_NORM_COLUMNS),
+                           self.n_weights, np.array(norms, dtype=np.int64).reshape(len(kinds), registry.N_NORM_COLUMNS),
                            np.array(norm_consts, dtype=np.float64).reshape(len(kinds), 2),
                            *(np.bool_(True) if any(k in group for k in kinds) else None
-                             for group in ((R.OP_ACTIVATION,), (R.OP_BATCHNORM,), (R.OP_LAYERNORM,), (R.OP_DROPOUT,))),
+                             for group in ((registry.OP_ACTIVATION,), (registry.OP_BATCHNORM,),
+                                           (registry.OP_LAYERNORM,), (registry.OP_DROPOUT,))),
                            None, None)
-        is_norm = (self.net.kinds == R.OP_BATCHNORM) | (self.net.kinds == R.OP_LAYERNORM)
+        is_norm = (self.net.kinds == registry.OP_BATCHNORM) | (self.net.kinds == registry.OP_LAYERNORM)
         self.n_norm_ops = int(np.count_nonzero(is_norm))
         self.norm_width = max([w for w, norm in zip(widths, is_norm) if norm], default=0)
 
     @property
     def has_batchnorm(self):
-        return bool(np.any(self.net.kinds == R.OP_BATCHNORM))
+        return bool(np.any(self.net.kinds == registry.OP_BATCHNORM))
 
     @property
     def has_dropout(self):
-        return bool(np.any(self.net.kinds == R.OP_DROPOUT))
+        return bool(np.any(self.net.kinds == registry.OP_DROPOUT))
 
     @property
     def activation_size(self):
         """Elements of one row of every activation, the input's included."""
         return int(self.net.layout[-1])
 
+    def buffer_shapes(self, cap, training, loss_code):
+        """The shape of each buffer of a ``Workspace`` (``running`` aside, which is the model's)
+        for batches of up to ``cap`` rows; those the pass does not need are empty. Both backends
+        allocate from here, the CUDA backend on the device."""
+        size = cap * self.activation_size
+        return dict(
+            acts=(size,),
+            dacts=(size if training else 0,),
+            masks=(size if training and self.has_dropout else 0,),
+            scratch=(cap * max(self.widths) if training else 0,),
+            probs=(cap, self.n_outputs) if loss_code == registry.LOSS_SCE else (0, 0),
+            loss=(1,),
+            # A slab per norm op, a row per statistic (registry.SAVED_*): one entry per feature
+            # (BatchNorm) or per row of the batch (LayerNorm).
+            saved=(self.n_norm_ops, registry.N_SAVED_STATS, max(self.norm_width, cap) if self.n_norm_ops else 0),
+            normgrad=(2 * self.norm_width if training else 0,),
+        )
+
     def workspace(self, cap, dtype, training, loss_code, running):
-        """Buffers for batches of up to ``cap`` rows; those inference does not need are empty.
+        """Buffers for batches of up to ``cap`` rows (``buffer_shapes``).
 
         ``running``: the model's running statistics (``Sequential.buffers``), used in place.
         """
-        size = cap * self.activation_size
-        return Workspace(
-            acts=np.zeros(size, dtype=dtype),
-            dacts=np.zeros(size if training else 0, dtype=dtype),
-            masks=np.zeros(size if training and self.has_dropout else 0, dtype=dtype),
-            scratch=np.zeros(cap * max(self.widths) if training else 0, dtype=dtype),
-            probs=np.zeros((cap, self.n_outputs) if loss_code == R.LOSS_SCE else (0, 0), dtype=dtype),
-            loss=np.zeros(1, dtype=dtype),
-            cap=cap,
-            saved=np.zeros((self.n_norm_ops, max(3 * self.norm_width, 2 * cap) if self.n_norm_ops else 0),
-                           dtype=dtype),
-            normgrad=np.zeros(2 * self.norm_width if training else 0, dtype=dtype),
-            running=running,
-        )
+        buffers = {name: np.zeros(shape, dtype=dtype)
+                   for name, shape in self.buffer_shapes(cap, training, loss_code).items()}
+        return Workspace(cap=cap, running=running, **buffers)
 
 
 def param_table(shapes):
-    """One row (weight offset, bias offset, fan-in, fan-out) per Dense layer, into theta."""
+    """One row per Dense layer, into theta: where its weight and its bias start, its fan-in and its
+    fan-out (registry ``PARAM_*`` columns)."""
     rows = []
     w_at, b_at = 0, sum(i * o for i, o in shapes)
     for i, o in shapes:
-        rows.append((w_at, b_at, i, o))
+        row = [0] * registry.N_PARAM_COLUMNS
+        row[registry.PARAM_WEIGHT], row[registry.PARAM_BIAS] = w_at, b_at
+        row[registry.PARAM_FAN_IN], row[registry.PARAM_FAN_OUT] = i, o
+        rows.append(row)
         w_at += i * o
         b_at += o
-    return np.array(rows, dtype=np.int64).reshape(len(rows), 4)
+    return np.array(rows, dtype=np.int64).reshape(len(rows), registry.N_PARAM_COLUMNS)
 
 
 def param_views(flat, shapes):
     """(weight, bias) views of a flat vector laid out like theta, one pair per Dense layer."""
     table = param_table(shapes)
-    return [(flat[w:w + i * o].reshape(i, o), flat[b:b + o]) for w, b, i, o in table]
+    return [dense_weight_and_bias(flat, table, p) for p in range(len(table))]
 
 
-NormSlot = namedtuple("NormSlot", "gamma beta running")
+def activation_extent(layout, cap, i):
+    """(start, width) of activation i (0: the input, i + 1: op i's output) in a buffer laid out as
+    ``Workspace.acts``: room for ``cap`` rows of every activation, one after the other."""
+    return cap * layout[i], layout[i + 1] - layout[i]
+
+
+def dense_extent(params, p):
+    """(weight start, bias start, fan-in, fan-out) of Dense layer p in theta or its gradient."""
+    return (params[p, registry.PARAM_WEIGHT], params[p, registry.PARAM_BIAS], params[p, registry.PARAM_FAN_IN],
+            params[p, registry.PARAM_FAN_OUT])
+
+
+def dense_weight_and_bias(flat, params, p):
+    """(weight (fan_in, fan_out), bias (fan_out,)) views of Dense layer p in ``flat`` (theta or its
+    gradient); the compiled loop cuts the weight with ``_views.matrix`` instead of a reshape."""
+    w, b, n_in, n_out = dense_extent(params, p)
+    return flat[w:w + n_in * n_out].reshape(n_in, n_out), flat[b:b + n_out]
+
+
+def dense_bias(flat, params, p):
+    """The bias of Dense layer p in ``flat`` (theta or its gradient)."""
+    b, n_out = params[p, registry.PARAM_BIAS], params[p, registry.PARAM_FAN_OUT]
+    return flat[b:b + n_out]
+
+
+def norm_affine(flat, norms, i, width):
+    """(gamma, beta) of norm op i in ``flat`` (theta), zero-size views where it has no affine
+    parameters."""
+    g, b = norms[i, registry.NORM_GAMMA], norms[i, registry.NORM_BETA]
+    if g < 0:
+        return flat[:0], flat[:0]
+    return flat[g:g + width], flat[b:b + width]
+
+
+def norm_affine_grads(grad, normgrad, norms, i, width):
+    """(dgamma, dbeta) of norm op i: its part of the gradient, or the two halves of the
+    ``normgrad`` scratch where it has no affine parameters (its backward forms both sums anyway)."""
+    g, b = norms[i, registry.NORM_GAMMA], norms[i, registry.NORM_BETA]
+    if g < 0:
+        return normgrad[:width], normgrad[width:2 * width]
+    return grad[g:g + width], grad[b:b + width]
+
+
+def norm_statistics(saved, norms, i, length):
+    """(mean, var, invstd) of norm op i in ``saved``, as its forward leaves them for its backward:
+    the first ``length`` entries of each row of its slab, ``length`` its width for BatchNorm (one
+    per feature) or the batch's rows for LayerNorm (one per row; the variance row unused)."""
+    slab = saved[norms[i, registry.NORM_SAVED]]
+    return slab[registry.SAVED_MEAN, :length], slab[registry.SAVED_VAR, :length], slab[registry.SAVED_INVSTD, :length]
+
+
+def norm_running(running, norms, i, width):
+    """(running_mean, running_var) of BatchNorm op i in the model's ``buffers``."""
+    m, v = norms[i, registry.NORM_RUNNING_MEAN], norms[i, registry.NORM_RUNNING_VAR]
+    return running[m:m + width], running[v:v + width]
+
+
+NormSlot = namedtuple("NormSlot", "gamma beta running_mean running_var")
+
+
+def _norm_row(slot, saved):
+    """A norm op's row of ``Network.norms`` (registry ``NORM_*`` columns)."""
+    row = [-1] * registry.N_NORM_COLUMNS
+    row[registry.NORM_GAMMA], row[registry.NORM_BETA] = slot.gamma, slot.beta
+    row[registry.NORM_RUNNING_MEAN], row[registry.NORM_RUNNING_VAR] = slot.running_mean, slot.running_var
+    row[registry.NORM_SAVED] = saved
+    return tuple(row)
 NormLayout = namedtuple("NormLayout", "slots n_parameters n_buffers")
 
 
 def norm_layout(layers, shapes):
-    """Where each norm layer's gamma and beta (in theta) and running statistics (in the buffers) start.
+    """Where each norm layer's gamma and beta (in theta) and running mean and variance (in the
+    buffers) start.
 
     ``slots``: one ``NormSlot`` per layer of ``layers`` (None for the others), -1
     where a layer has no such part; gamma and beta follow every weight and bias,
@@ -157,14 +241,14 @@ def norm_layout(layers, shapes):
             slots.append(None)
             continue
         n = layer.num_features
-        gamma = beta = running = -1
+        gamma = beta = running_mean = running_var = -1
         if layer.affine:
             gamma, beta = at, at + n
             at += 2 * n
         if isinstance(layer, BatchNorm):
-            running = buffers
+            running_mean, running_var = buffers, buffers + n
             buffers += 2 * n
-        slots.append(NormSlot(gamma, beta, running))
+        slots.append(NormSlot(gamma, beta, running_mean, running_var))
     return NormLayout(slots, at, buffers)
 
 
@@ -179,8 +263,8 @@ def norm_views(flat, buffers, layers, shapes):
         n = layer.num_features
         gamma = flat[slot.gamma:slot.gamma + n] if slot.gamma >= 0 else None
         beta = flat[slot.beta:slot.beta + n] if slot.beta >= 0 else None
-        mean = buffers[slot.running:slot.running + n] if slot.running >= 0 else None
-        var = buffers[slot.running + n:slot.running + 2 * n] if slot.running >= 0 else None
+        mean = buffers[slot.running_mean:slot.running_mean + n] if slot.running_mean >= 0 else None
+        var = buffers[slot.running_var:slot.running_var + n] if slot.running_var >= 0 else None
         views.append((gamma, beta, mean, var))
     return views
 
@@ -221,7 +305,8 @@ def lower(layers, loss_link, n_features):
     layout = norm_layout(layers, [(l.in_features, l.out_features) for l in layers if isinstance(l, Dense)])
     width = n_features
 
-    def add(kind, code=R.IDENTITY, alpha=0.0, rate=0.0, owner=-1, norm=(-1, -1, -1, -1), consts=(0.0, 0.0)):
+    def add(kind, code=registry.IDENTITY, alpha=0.0, rate=0.0, owner=-1, norm=(-1,) * registry.N_NORM_COLUMNS,
+            consts=(0.0, 0.0)):
         kinds.append(kind)
         codes.append(code)
         alphas.append(alpha)
@@ -234,36 +319,36 @@ def lower(layers, loss_link, n_features):
     n_norms = 0
     for layer, slot in zip(layers, layout.slots):
         if isinstance(layer, NORM_LAYERS):
-            kind = R.OP_BATCHNORM if isinstance(layer, BatchNorm) else R.OP_LAYERNORM
-            add(kind, norm=(slot.gamma, slot.beta, slot.running, n_norms),
+            kind = registry.OP_BATCHNORM if isinstance(layer, BatchNorm) else registry.OP_LAYERNORM
+            add(kind, norm=_norm_row(slot, n_norms),
                 consts=(layer.eps, getattr(layer, "momentum", 0.0)))
             n_norms += 1
         elif isinstance(layer, Dense):
             width = layer.out_features
-            code = R.ACTIVATIONS[layer.activation]
-            fused = code in R.OUTPUT_DERIVABLE
-            add(R.OP_DENSE, code if fused else R.IDENTITY, layer.alpha, owner=len(shapes))
+            code = registry.ACTIVATIONS[layer.activation]
+            fused = code in registry.OUTPUT_DERIVABLE
+            add(registry.OP_DENSE, code if fused else registry.IDENTITY, layer.alpha, owner=len(shapes))
             shapes.append((layer.in_features, layer.out_features))
             if not fused:
-                add(R.OP_ACTIVATION, code, layer.alpha)
+                add(registry.OP_ACTIVATION, code, layer.alpha)
         elif isinstance(layer, Activation):
-            code = R.ACTIVATIONS[layer.activation]
-            if kinds and kinds[-1] in NORM_OPS and codes[-1] == R.IDENTITY and code in ELEMENTWISE:
+            code = registry.ACTIVATIONS[layer.activation]
+            if kinds and kinds[-1] in NORM_OPS and codes[-1] == registry.IDENTITY and code in ELEMENTWISE:
                 # Fused into the norm op before it, as Dense fuses its own.
                 codes[-1], alphas[-1] = code, layer.alpha
             else:
-                add(R.OP_ACTIVATION, code, layer.alpha)
+                add(registry.OP_ACTIVATION, code, layer.alpha)
         elif layer.rate > 0.0:
-            add(R.OP_DROPOUT, rate=layer.rate)
+            add(registry.OP_DROPOUT, rate=layer.rate)
     stripped = False
     if loss_link is not None and kinds:
-        link = R.ACTIVATIONS[loss_link]
-        if kinds[-1] == R.OP_ACTIVATION and codes[-1] == link:
+        link = registry.ACTIVATIONS[loss_link]
+        if kinds[-1] == registry.OP_ACTIVATION and codes[-1] == link:
             for seq in (*ops, widths):
                 seq.pop()
             stripped = True
-        elif (kinds[-1] == R.OP_DENSE or kinds[-1] in NORM_OPS) and codes[-1] == link:
-            codes[-1] = R.IDENTITY
+        elif (kinds[-1] == registry.OP_DENSE or kinds[-1] in NORM_OPS) and codes[-1] == link:
+            codes[-1] = registry.IDENTITY
             stripped = True
     return Lowered(ops, widths, shapes, layout, n_features, stripped)
 

@@ -78,13 +78,27 @@ OP_DROPOUT = 2
 OP_BATCHNORM = 3
 OP_LAYERNORM = 4
 # Columns of ``Network.norms``, one row per op (-1 where unused): where the op's gamma and beta
-# start in theta (-1 without affine), where its running mean starts in the buffers (its running
-# variance follows), and where its saved statistics start in the workspace.
+# start in theta (-1 without affine), where its running mean and running variance start in the
+# buffers (BatchNorm), and which slab of the workspace's ``saved`` holds its statistics.
 NORM_GAMMA = 0
 NORM_BETA = 1
-NORM_RUNNING = 2
-NORM_SAVED = 3
-N_NORM_COLUMNS = 4
+NORM_RUNNING_MEAN = 2
+NORM_RUNNING_VAR = 3
+NORM_SAVED = 4
+N_NORM_COLUMNS = 5
+# Rows of a norm op's slab of ``saved``: the statistics its backward reads, per feature
+# (BatchNorm) or per row of the batch (LayerNorm, which keeps no variance).
+SAVED_MEAN = 0
+SAVED_VAR = 1
+SAVED_INVSTD = 2
+N_SAVED_STATS = 3
+# Columns of ``Network.params``, one row per Dense op: where its weight (fan_in, fan_out) and
+# bias (fan_out) start in theta.
+PARAM_WEIGHT = 0
+PARAM_BIAS = 1
+PARAM_FAN_IN = 2
+PARAM_FAN_OUT = 3
+N_PARAM_COLUMNS = 4
 
 # ----- losses ---------------------------------------------------------------------------
 

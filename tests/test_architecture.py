@@ -119,7 +119,7 @@ def test_no_internal_function_of_the_model_layer_takes_more_than_12_parameters()
 
 # Modules that still import a module under a one-letter name; each leaves this list when it is
 # converted (the test says so), and no other module may take one up.
-_ONE_LETTER_ALIASES_LEFT = {"lowering.py", "_precompile.py", "backends/_cpu_loop.py", "backends/cuda.py"}
+_ONE_LETTER_ALIASES_LEFT = {"_precompile.py", "backends/_cpu_loop.py"}
 
 
 def _one_letter_imports(source):
@@ -454,3 +454,38 @@ def test_no_module_imports_a_private_name_of_another(tmp_path):
                      "def f():\n    from .probe import _own\n    return model._dtype, _validation.check_int\n")
     assert _private_uses("fastbp.probe", probe, False, modules) == [
         "fastbp.probe:2 from fastbp.backends._warm import _die_with", "fastbp.probe:5 fastbp.model._dtype"]
+
+
+# The registry's layout columns, which only lowering reads: where a Dense layer's weight and bias,
+# a norm op's gamma, beta, running and saved statistics sit.
+_LAYOUT_COLUMNS = {name for name in dir(R) if name.startswith(("NORM_", "SAVED_", "PARAM_"))}
+
+
+def _offset_arithmetic(source):
+    """(line, code) of each read of a layout column, and of each subscript of a buffer that
+    lowering's views cut (``saved``, ``running``, ``norms``, ``params``), in ``source``."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and node.attr in _LAYOUT_COLUMNS:
+            found.append((node.lineno, ast.unparse(node)))
+        elif isinstance(node, ast.Subscript):
+            target = node.value
+            name = target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", None)
+            if name in ("saved", "running", "norms", "params"):
+                found.append((node.lineno, ast.unparse(node)))
+    return found
+
+
+def test_only_lowering_computes_an_offset_into_theta_the_buffers_or_the_workspace():
+    assert {"NORM_GAMMA", "NORM_RUNNING_VAR", "SAVED_INVSTD", "PARAM_FAN_OUT"} <= _LAYOUT_COLUMNS
+    assert sorted(line for line, _ in _offset_arithmetic(
+        "a = net.norms[i, registry.NORM_GAMMA]\nb = self.saved[k]\nc = lowering.norm_running(running, norms, i, w)\n"
+        "d = params[p, 2]\n")) == [1, 1, 2, 4]
+    found = {}
+    for path in sorted(FASTBP_DIR.rglob("*.py")):
+        relative = path.relative_to(FASTBP_DIR).as_posix()
+        if relative != "lowering.py" and not relative.startswith("kernels/"):
+            uses = _offset_arithmetic(path.read_text())
+            if uses:
+                found[relative] = uses
+    assert found == {}, "cut an op's views with lowering's functions (norm_statistics, dense_extent, ...)"

@@ -441,6 +441,8 @@ ALLOCATIONS = textwrap.dedent("""
         array_args.append(n_arrays(args))
         return compiled(*args)
 
+    # On a cold cache the loop is compiled ahead through the dispatcher's own methods.
+    counted.compile, counted.typeof_pyval = compiled.compile, compiled.typeof_pyval
     _cpu_loop.train_batches = counted
 
     rng = np.random.default_rng(0)

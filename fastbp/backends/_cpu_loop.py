@@ -79,24 +79,8 @@ from ..kernels.cpu import losses as L
 from ..kernels.cpu import optim as O
 from ..kernels.cpu._finite import all_finite
 from . import _norm_ops, _warm
-from ._views import borrowed, kernel_call_by_code_intrinsic, kernel_call_intrinsic, matrix, prefetch
-
-
-@jit(inline="always")
-def _rows(buf, layout, cap, i, nb):
-    """The first nb rows of activation i in a buffer with room for cap rows of each."""
-    return matrix(buf, cap * layout[i], nb, layout[i + 1] - layout[i])
-
-
-@jit(inline="always")
-def _weight(flat, params, p):
-    return matrix(flat, params[p, 0], params[p, 2], params[p, 3])
-
-
-@jit(inline="always")
-def _bias(flat, params, p):
-    at = params[p, 1]
-    return flat[at:at + params[p, 3]]
+from ._views import (borrowed, dense_bias, dense_weight, kernel_call_by_code_intrinsic, kernel_call_intrinsic, matrix,
+                     prefetch, rows)
 
 
 @jit(refcounts=False)
@@ -119,13 +103,13 @@ def forward(net, ws, theta, nb, training, seed, row0):
     """
     layout, cap = net.layout, ws.cap
     for i in range(net.kinds.size):
-        x = _rows(ws.acts, layout, cap, i, nb)
-        out = _rows(ws.acts, layout, cap, i + 1, nb)
+        x = rows(ws.acts, layout, cap, i, nb)
+        out = rows(ws.acts, layout, cap, i + 1, nb)
         kind = net.kinds[i]
         if kind == R.OP_DENSE:
             p = net.params_of[i]
-            _kcall(net.kernels, "dense_forward", (out, x, _weight(theta, net.params, p), _bias(theta, net.params, p),
-                                                  net.codes[i], net.alphas[i]))
+            _kcall(net.kernels, "dense_forward", (out, x, dense_weight(theta, net.params, p),
+                                                  dense_bias(theta, net.params, p), net.codes[i], net.alphas[i]))
         elif kind == R.OP_ACTIVATION:
             _kcall_code(net.code_kernels, net.activation_ops, "forward", net.codes[i],
                         (out, x, net.codes[i], net.alphas[i]))
@@ -139,7 +123,7 @@ def forward(net, ws, theta, nb, training, seed, row0):
         elif training:
             # A distinct stream per step and per layer.
             _kcall(net.dropout_ops, "forward",
-                   (out, _rows(ws.masks, layout, cap, i + 1, nb), x, net.rates[i], seed + i, row0 * x.shape[1]))
+                   (out, rows(ws.masks, layout, cap, i + 1, nb), x, net.rates[i], seed + i, row0 * x.shape[1]))
         else:
             _kcall(net.dropout_ops, "inference", (out, x))
 
@@ -155,18 +139,18 @@ def backward(net, ws, theta, grad, nb):
     """
     layout, cap = net.layout, ws.cap
     for i in range(net.kinds.size - 1, -1, -1):
-        dout = _rows(ws.dacts, layout, cap, i + 1, nb)
-        out = _rows(ws.acts, layout, cap, i + 1, nb)
-        x = _rows(ws.acts, layout, cap, i, nb)
+        dout = rows(ws.dacts, layout, cap, i + 1, nb)
+        out = rows(ws.acts, layout, cap, i + 1, nb)
+        x = rows(ws.acts, layout, cap, i, nb)
         kind = net.kinds[i]
         if kind == R.OP_DENSE:
             p = net.params_of[i]
             # The first layer needs no input gradient: a zero-size dx skips it.
-            dx = _rows(ws.dacts, layout, cap, i, nb if i > 0 else 0)
+            dx = rows(ws.dacts, layout, cap, i, nb if i > 0 else 0)
             dz = matrix(ws.scratch, 0, nb, dout.shape[1])
-            _kcall(net.kernels, "dense_backward", (dx, _weight(grad, net.params, p), _bias(grad, net.params, p), dz,
-                                                   dout, out, x, _weight(theta, net.params, p), net.codes[i],
-                                                   net.alphas[i]))
+            _kcall(net.kernels, "dense_backward", (dx, dense_weight(grad, net.params, p),
+                                                   dense_bias(grad, net.params, p), dz, dout, out, x,
+                                                   dense_weight(theta, net.params, p), net.codes[i], net.alphas[i]))
         # Before the i == 0 exit: a norm op first in the network still has dgamma and dbeta.
         elif kind == R.OP_BATCHNORM or kind == R.OP_LAYERNORM:
             norm_ops = net.batchnorm_ops if kind == R.OP_BATCHNORM else net.layernorm_ops
@@ -177,10 +161,10 @@ def backward(net, ws, theta, grad, nb):
             break
         elif kind == R.OP_ACTIVATION:
             _kcall_code(net.code_kernels, net.activation_ops, "backward", net.codes[i],
-                        (_rows(ws.dacts, layout, cap, i, nb), dout, out, x, net.codes[i], net.alphas[i]))
+                        (rows(ws.dacts, layout, cap, i, nb), dout, out, x, net.codes[i], net.alphas[i]))
         else:
-            masks = _rows(ws.masks, layout, cap, i + 1, nb)
-            _kcall(net.dropout_ops, "backward", (_rows(ws.dacts, layout, cap, i, nb), dout, masks))
+            masks = rows(ws.masks, layout, cap, i + 1, nb)
+            _kcall(net.dropout_ops, "backward", (rows(ws.dacts, layout, cap, i, nb), dout, masks))
 
 
 @jit(inline="always")
@@ -299,7 +283,7 @@ def _prefix(tg, nb):
 @jit(inline="always")
 def _gather_batch(ws, net, X, data, batch, order, start, nb):
     """Rows order[start:start + nb] of X into activation 0, of the targets into batch."""
-    _gather_rows(_rows(ws.acts, net.layout, ws.cap, 0, nb), X, order, start, nb)
+    _gather_rows(rows(ws.acts, net.layout, ws.cap, 0, nb), X, order, start, nb)
     if data.labels.size:
         _gather(batch.labels, data.labels, order, start, nb)
     else:
@@ -359,12 +343,12 @@ def batch_gradient(net, ws, batch, opt, nb, loss, seed, row0):
     n_ops = net.kinds.size
     labels, target, weight = _prefix(batch, nb)
     forward(net, ws, opt.theta, nb, np.bool_(True), seed + opt.counters[0] * (n_ops + 1), row0)
-    out = _rows(ws.acts, net.layout, ws.cap, n_ops, nb)
+    out = rows(ws.acts, net.layout, ws.cap, n_ops, nb)
     probs = ws.probs[:nb]
     _kcall(net.kernels, "loss_forward", (ws.loss, probs, out, labels, target, weight, loss.code, loss.param))
     if not np.isfinite(ws.loss[0]):
         return R.NONFINITE_LOSS
-    _kcall(net.kernels, "loss_backward", (_rows(ws.dacts, net.layout, ws.cap, n_ops, nb), probs, out, labels, target,
+    _kcall(net.kernels, "loss_backward", (rows(ws.dacts, net.layout, ws.cap, n_ops, nb), probs, out, labels, target,
                                           weight, loss.code, loss.param))
     backward(net, ws, opt.theta, opt.grad, nb)
     return R.OK
@@ -394,7 +378,7 @@ def _apply_update(net, ws, batch, opt, nb, loss, stats):
     # Running statistics move only with a step that happened (fit refuses batches of one row).
     update_running(net, ws, nb)
     labels, target, weight = _prefix(batch, nb)
-    out = _rows(ws.acts, net.layout, ws.cap, net.kinds.size, nb)
+    out = rows(ws.acts, net.layout, ws.cap, net.kinds.size, nb)
     _kcall(net.kernels, "stats", (stats, ws.loss[0], out, labels, target, weight, loss.code))
     return R.OK
 
@@ -471,9 +455,9 @@ def _infer_rows(X, net, ws, theta, start, nb):
     Inlined into numba's IR of its two callers: compiled on its own, it and the whole
     forward pass under it were optimized and emitted once more (2.7 s of a cold start).
     """
-    _copy_rows(_rows(ws.acts, net.layout, ws.cap, 0, nb), X, start, nb)
+    _copy_rows(rows(ws.acts, net.layout, ws.cap, 0, nb), X, start, nb)
     forward(net, ws, theta, nb, np.bool_(False), np.int64(0), np.int64(0))
-    return _rows(ws.acts, net.layout, ws.cap, net.kinds.size, nb)
+    return rows(ws.acts, net.layout, ws.cap, net.kinds.size, nb)
 
 
 @jit(refcounts=False)
@@ -564,7 +548,7 @@ def _signatures(dtype):
     m, v = types.Array(dt, 2, "C"), types.Array(dt, 1, "C")
     labels, f64s = types.Array(types.int64, 1, "C"), types.Array(types.float64, 1, "C")
     i64, f64, void = types.int64, types.float64, types.void
-    saved, norms, consts = m, types.Array(types.int64, 2, "C"), types.Array(types.float64, 2, "C")
+    saved, norms, consts = types.Array(dt, 3, "C"), types.Array(types.int64, 2, "C"), types.Array(types.float64, 2, "C")
     layout = types.Array(types.int64, 1, "C")
     norm_forward = void(m, m, saved, v, v, norms, consts, i64, i64, f64, types.boolean)
     norm_backward = void(v, v, saved, v, v, v, norms, layout, i64, i64, i64, f64)

@@ -17,6 +17,9 @@ for every reshape, 1.4% more.
 - ``matrix(buf, start, n_rows, n_cols)``: the C-contiguous (n_rows, n_cols) view of
   ``buf[start:start + n_rows * n_cols]``, made in place: no bounds check (as the loop's
   slices, compiled with boundscheck off), no reshape helper.
+- ``activation_extent``, ``dense_bias``, ``norm_statistics``, ...: ``lowering``'s functions that
+  say where an op's views are, compiled for the loop; ``rows`` and ``dense_weight``, an
+  activation's rows and a Dense layer's weight as ``matrix`` views.
 - ``prefetch(arr, index, offset, locality)``: a hint to bring one cache line of ``arr[index]``
   into the caches ahead of its use (``llvm.prefetch``; never faults, whatever the address).
 - ``kernel_call_intrinsic(signatures)``: the intrinsic by which the loop calls a kernel through
@@ -29,6 +32,18 @@ from numba import types
 from numba.core import cgutils, errors
 from numba.core.imputils import impl_ret_borrowed
 from numba.extending import intrinsic
+
+from .. import lowering
+from ..kernels._jit import jit
+
+# lowering's view functions, compiled for the loop: inlined into the numba IR of each caller
+# (numba's untyped inlining, as every helper of the loop). Made overloads inlined after typing
+# (``overload(inline="always")``), they mixed up variables of one name across the loop's nested
+# inlined functions, and an MPI rank's share of a batch came out with the whole batch's gradient.
+activation_extent, dense_extent, dense_bias, norm_affine, norm_affine_grads, norm_statistics, norm_running = (
+    jit(inline="always")(view) for view in (lowering.activation_extent, lowering.dense_extent, lowering.dense_bias,
+                                             lowering.norm_affine, lowering.norm_affine_grads,
+                                             lowering.norm_statistics, lowering.norm_running))
 
 
 def _borrow(context, builder, ty, value):
@@ -73,6 +88,21 @@ def matrix(typingctx, buf, start, n_rows, n_cols):
         return impl_ret_borrowed(context, builder, result, out._getvalue())
 
     return result(buf, start, n_rows, n_cols), codegen
+
+
+@jit(inline="always")
+def rows(buf, layout, cap, i, nb):
+    """The first nb rows of activation i (or of its gradient, or dropout mask) in a flat buffer
+    laid out as ``Workspace.acts`` (``lowering.activation_extent``)."""
+    first, width = activation_extent(layout, cap, i)
+    return matrix(buf, first, nb, width)
+
+
+@jit(inline="always")
+def dense_weight(flat, params, p):
+    """Dense layer p's weight (fan_in, fan_out) in ``flat`` (theta or its gradient)."""
+    start, _, n_in, n_out = dense_extent(params, p)
+    return matrix(flat, start, n_in, n_out)
 
 
 @intrinsic

@@ -19,8 +19,9 @@ failing step.
 """
 import numpy as np
 
-from ..kernels import registry as R
-from ..lowering import param_views
+from ..kernels import registry
+from ..lowering import (activation_extent, dense_weight_and_bias, norm_affine, norm_affine_grads, norm_running,
+                        norm_statistics)
 
 
 def require_gpu():
@@ -36,134 +37,121 @@ def require_gpu():
 
 
 class _Network:
-    """Device copies of a model's parameters, and activation buffers for one batch size."""
+    """Device copies of a model's parameters, and the workspace for batches of up to ``cap`` rows:
+    the CPU loop's buffers (``Lowered.buffer_shapes``), on the device, cut where ``lowering`` says."""
 
     def __init__(self, model, lowered, cap, training):
         self.cuda = cuda = require_gpu()
         from ..kernels.cuda import activations, dense, dropout, losses, norm, optim, training as steps
 
-        self.A, self.D, self.DR, self.L, self.O, self.T = activations, dense, dropout, losses, optim, steps
-        self.NM = norm
+        self.activations, self.dense, self.dropout, self.loss_kernels = activations, dense, dropout, losses
+        self.norm, self.optim, self.steps = norm, optim, steps
         self.lowered, self.net = lowered, lowered.net
         dtype = model.dtype
         self.theta = cuda.to_device(model.theta)
-        self.params = param_views(self.theta, lowered.shapes)
         # BatchNorm's running statistics (one element where there are none: no zero-size copy).
         self.running = cuda.to_device(model.buffers if model.buffers.size else np.zeros(1, dtype))
         self.cap = cap
-        self.saved = [cuda.device_array(max(3 * w, 2 * cap), dtype=dtype)
-                      for kind, w in zip(self.net.kinds, lowered.widths)
-                      if kind in (R.OP_BATCHNORM, R.OP_LAYERNORM)]
-        self.no_param = cuda.device_array(0, dtype=dtype)
-        widths = [lowered.n_features] + lowered.widths
-        self.acts = [cuda.device_array((cap, w), dtype=dtype) for w in widths]
+        # Every loss's kernels take the softmax probabilities, which only softmax cross-entropy fills.
+        shapes = lowered.buffer_shapes(cap, training, registry.LOSS_SCE)
+        for name, shape in shapes.items():
+            setattr(self, name, cuda.device_array(shape, dtype=dtype))
         if training:
-            self.masks = [cuda.device_array((cap, w), dtype=dtype) if kind == R.OP_DROPOUT else None
-                          for kind, w in zip(self.net.kinds, lowered.widths)]
             self.grad = cuda.device_array(model.theta.size, dtype=dtype)
-            self.grads = param_views(self.grad, lowered.shapes)
-            self.dacts = [cuda.device_array((cap, w), dtype=dtype) for w in widths]
-            self.scratch = cuda.device_array(cap * max(lowered.widths), dtype=dtype)
-            self.normgrad = cuda.device_array(max(2 * lowered.norm_width, 1), dtype=dtype)
-        self.probs = cuda.device_array((cap, lowered.n_outputs), dtype=dtype)
         self.no_dx = cuda.device_array((0, 0), dtype=dtype)
 
+    def rows(self, flat, i, nb):
+        """The first nb rows of activation i (of its gradient, of its dropout mask) in ``flat``."""
+        start, width = activation_extent(self.net.layout, self.cap, i)
+        return flat[start:start + nb * width].reshape(nb, width)
+
+    def weight_and_bias(self, flat, i):
+        """Dense op i's weight and bias in ``flat`` (theta or grad)."""
+        return dense_weight_and_bias(flat, self.net.params, self.net.params_of[i])
+
     def forward(self, nb, training, seed):
-        """Run every op on the first nb rows of acts[0]; returns the output view."""
+        """Run every op on the first nb rows of activation 0; returns the output view."""
         net = self.net
         for i, kind in enumerate(net.kinds):
-            x, out = self.acts[i][:nb], self.acts[i + 1][:nb]
+            x, out = self.rows(self.acts, i, nb), self.rows(self.acts, i + 1, nb)
             code, alpha = int(net.codes[i]), float(net.alphas[i])
-            if kind == R.OP_DENSE:
-                w, b = self.params[net.params_of[i]]
-                self.D.dense_act_forward(out, x, w, b, code, alpha)
-            elif kind == R.OP_ACTIVATION:
-                self.A.activation_code_forward(out, x, code, alpha)
-            elif kind in (R.OP_BATCHNORM, R.OP_LAYERNORM):
+            if kind == registry.OP_DENSE:
+                self.dense.dense_act_forward(out, x, *self.weight_and_bias(self.theta, i), code, alpha)
+            elif kind == registry.OP_ACTIVATION:
+                self.activations.activation_code_forward(out, x, code, alpha)
+            elif kind in (registry.OP_BATCHNORM, registry.OP_LAYERNORM):
                 self._norm_forward(i, x, out, training)
             elif training:
                 # Same per-step, per-layer seed as the CPU loop: the same masks.
-                self.DR.dropout_forward(out, self.masks[i][:nb], x, float(net.rates[i]), seed + i)
+                self.dropout.dropout_forward(out, self.rows(self.masks, i + 1, nb), x, float(net.rates[i]), seed + i)
             else:
-                self.A.identity_forward(out, x)
-        return self.acts[-1][:nb]
-
-    def _part(self, flat, at, width):
-        return flat[at:at + width] if at >= 0 else self.no_param
+                self.activations.identity_forward(out, x)
+        return self.rows(self.acts, len(net.kinds), nb)
 
     def _norm_forward(self, i, x, out, training):
-        """Norm op i and its fused activation, as ``_cpu_loop._norm_forward``: statistics to the op's
-        saved buffer."""
+        """Norm op i and its fused activation, as ``_norm_ops``: statistics to the op's slab of saved."""
         nb, width = x.shape
-        row = self.net.norms[i]
-        gamma = self._part(self.theta, row[R.NORM_GAMMA], width)
-        beta = self._part(self.theta, row[R.NORM_BETA], width)
-        saved, eps = self.saved[row[R.NORM_SAVED]], float(self.net.norm_consts[i, 0])
-        code, alpha = int(self.net.codes[i]), float(self.net.alphas[i])
-        if self.net.kinds[i] == R.OP_LAYERNORM:
-            self.NM.layernorm_act_forward(out, saved[:nb], saved[self.cap:self.cap + nb], x, gamma, beta, eps,
-                                          code, alpha)
+        net = self.net
+        gamma, beta = norm_affine(self.theta, net.norms, i, width)
+        eps, code, alpha = float(net.norm_consts[i, 0]), int(net.codes[i]), float(net.alphas[i])
+        if net.kinds[i] == registry.OP_LAYERNORM:
+            mean, _, invstd = norm_statistics(self.saved, net.norms, i, nb)
+            self.norm.layernorm_act_forward(out, mean, invstd, x, gamma, beta, eps, code, alpha)
         elif training:
-            self.NM.batchnorm_act_forward(out, saved[:width], saved[width:2 * width],
-                                          saved[2 * width:3 * width], x, gamma, beta, eps, code, alpha)
+            mean, var, invstd = norm_statistics(self.saved, net.norms, i, width)
+            self.norm.batchnorm_act_forward(out, mean, var, invstd, x, gamma, beta, eps, code, alpha)
         else:
-            at = row[R.NORM_RUNNING]
-            self.NM.batchnorm_act_inference(out, x, self.running[at:at + width],
-                                            self.running[at + width:at + 2 * width], gamma, beta, eps, code,
-                                            alpha)
+            running_mean, running_var = norm_running(self.running, net.norms, i, width)
+            self.norm.batchnorm_act_inference(out, x, running_mean, running_var, gamma, beta, eps, code, alpha)
 
     def _norm_backward(self, i, nb):
         """Backward of norm op i and its fused activation into grad (scratch without affine) and its
         input gradient."""
-        x, out, dout = self.acts[i][:nb], self.acts[i + 1][:nb], self.dacts[i + 1][:nb]
+        net = self.net
+        x, out, dout = self.rows(self.acts, i, nb), self.rows(self.acts, i + 1, nb), self.rows(self.dacts, i + 1, nb)
         width = x.shape[1]
-        dx = self.dacts[i][:nb] if i > 0 else self.no_dx
-        row = self.net.norms[i]
-        g, b = row[R.NORM_GAMMA], row[R.NORM_BETA]
-        dgamma = self.grad[g:g + width] if g >= 0 else self.normgrad[:width]
-        dbeta = self.grad[b:b + width] if b >= 0 else self.normgrad[width:2 * width]
-        gamma, beta = self._part(self.theta, g, width), self._part(self.theta, b, width)
-        saved = self.saved[row[R.NORM_SAVED]]
-        code, alpha = int(self.net.codes[i]), float(self.net.alphas[i])
-        if self.net.kinds[i] == R.OP_LAYERNORM:
-            self.NM.layernorm_act_backward(dx, dgamma, dbeta, dout, out, x, saved[:nb],
-                                           saved[self.cap:self.cap + nb], gamma, beta, code, alpha)
-        else:
-            self.NM.batchnorm_act_backward(dx, dgamma, dbeta, dout, out, x, saved[:width],
-                                           saved[2 * width:3 * width], gamma, beta, code, alpha)
+        dx = self.rows(self.dacts, i, nb) if i > 0 else self.no_dx
+        dgamma, dbeta = norm_affine_grads(self.grad, self.normgrad, net.norms, i, width)
+        gamma, beta = norm_affine(self.theta, net.norms, i, width)
+        is_layernorm = net.kinds[i] == registry.OP_LAYERNORM
+        mean, _, invstd = norm_statistics(self.saved, net.norms, i, nb if is_layernorm else width)
+        code, alpha = int(net.codes[i]), float(net.alphas[i])
+        backward = self.norm.layernorm_act_backward if is_layernorm else self.norm.batchnorm_act_backward
+        backward(dx, dgamma, dbeta, dout, out, x, mean, invstd, gamma, beta, code, alpha)
 
     def update_running(self, nb):
-        """BatchNorm's running statistics after a training step, as ``_cpu_loop.update_running``."""
+        """BatchNorm's running statistics after a training step, as ``_norm_ops.batchnorm_update_running``."""
         net = self.net
         for i, kind in enumerate(net.kinds):
-            if kind == R.OP_BATCHNORM:
+            if kind == registry.OP_BATCHNORM:
                 width = int(net.layout[i + 1] - net.layout[i])
-                at = net.norms[i, R.NORM_RUNNING]
-                saved = self.saved[net.norms[i, R.NORM_SAVED]]
-                self.NM.batchnorm_update_running(self.running[at:at + width],
-                                                 self.running[at + width:at + 2 * width], saved[:width],
-                                                 saved[width:2 * width], float(net.norm_consts[i, 1]), nb)
+                running_mean, running_var = norm_running(self.running, net.norms, i, width)
+                mean, var, _ = norm_statistics(self.saved, net.norms, i, width)
+                self.norm.batchnorm_update_running(running_mean, running_var, mean, var,
+                                                   float(net.norm_consts[i, 1]), nb)
 
     def backward(self, nb):
-        """Backpropagate dacts[-1][:nb] through every op into grad, dz through scratch."""
+        """Backpropagate the gradient of the last activation through every op into grad, dz through
+        scratch."""
         net = self.net
         for i in range(len(net.kinds) - 1, -1, -1):
-            dout, out, x = self.dacts[i + 1][:nb], self.acts[i + 1][:nb], self.acts[i][:nb]
+            dout, out = self.rows(self.dacts, i + 1, nb), self.rows(self.acts, i + 1, nb)
+            x = self.rows(self.acts, i, nb)
             kind, code, alpha = net.kinds[i], int(net.codes[i]), float(net.alphas[i])
-            if kind == R.OP_DENSE:
-                p = net.params_of[i]
-                dw, db = self.grads[p]
-                dx = self.dacts[i][:nb] if i > 0 else self.no_dx
+            if kind == registry.OP_DENSE:
+                dw, db = self.weight_and_bias(self.grad, i)
+                dx = self.rows(self.dacts, i, nb) if i > 0 else self.no_dx
                 dz = self.scratch[:dout.size].reshape(dout.shape)
-                self.D.dense_act_backward(dx, dw, db, dz, dout, out, x, self.params[p][0], code, alpha)
-            elif kind in (R.OP_BATCHNORM, R.OP_LAYERNORM):
+                w, _ = self.weight_and_bias(self.theta, i)
+                self.dense.dense_act_backward(dx, dw, db, dz, dout, out, x, w, code, alpha)
+            elif kind in (registry.OP_BATCHNORM, registry.OP_LAYERNORM):
                 self._norm_backward(i, nb)  # before the i == 0 exit: dgamma and dbeta still count
             elif i == 0:
                 break  # nothing upstream needs the input gradient
-            elif kind == R.OP_ACTIVATION:
-                self.A.activation_code_backward(self.dacts[i][:nb], dout, out, x, code, alpha)
+            elif kind == registry.OP_ACTIVATION:
+                self.activations.activation_code_backward(self.rows(self.dacts, i, nb), dout, out, x, code, alpha)
             else:
-                self.DR.dropout_backward(self.dacts[i][:nb], dout, self.masks[i][:nb])
+                self.dropout.dropout_backward(self.rows(self.dacts, i, nb), dout, self.rows(self.masks, i + 1, nb))
 
 
 class _DeviceData:
@@ -215,8 +203,8 @@ class Trainer:
         return [self.net.theta] + self.states + [self.net.running]
 
     def _gather(self, start, nb):
-        T, data = self.net.T, self.data
-        T.gather_rows(self.net.acts[0][:nb], data.X, self.order, start)
+        T, data = self.net.steps, self.data
+        T.gather_rows(self.net.rows(self.net.acts, 0, nb), data.X, self.order, start)
         labels = self.labels[:nb] if data.has_labels else self.labels[:0]
         target = self.target[:nb] if not data.has_labels else self.target[:0]
         weight = self.weight[:nb] if data.has_weight else self.weight[:0]
@@ -238,19 +226,21 @@ class Trainer:
             labels, target, weight = self._gather(start, nb)
             out = net.forward(nb, True, self.seed + opt.steps * (n_ops + 1))
             probs = net.probs[:nb]
-            net.L.loss_code_forward(self.losses[batch:batch + 1], probs, out, labels, target, weight, code, param)
-            net.L.loss_code_backward(net.dacts[-1][:nb], probs, out, labels, target, weight, code, param)
+            net.loss_kernels.loss_code_forward(self.losses[batch:batch + 1], probs, out, labels, target, weight, code,
+                                               param)
+            net.loss_kernels.loss_code_backward(net.rows(net.dacts, n_ops, nb), probs, out, labels, target, weight,
+                                                code, param)
             net.backward(nb)
-            net.T.mark_nonfinite(self.nonfinite, batch, net.grad)
+            net.steps.mark_nonfinite(self.nonfinite, batch, net.grad)
             opt.steps += 1
-            net.O.optimizer_code_update(net.theta, net.grad, self.states[0], state2, net.net.n_weights,
-                                        opt.kind, self.hyper, opt.steps)
+            net.optim.optimizer_code_update(net.theta, net.grad, self.states[0], state2, net.net.n_weights,
+                                            opt.kind, self.hyper, opt.steps)
             # fit refuses training batches of one row where there is BatchNorm.
             net.update_running(nb)
-            net.T.batch_metrics(self.metrics, batch, out, labels, target, weight, code)
+            net.steps.batch_metrics(self.metrics, batch, out, labels, target, weight, code)
         self.model.batches_tracked += last - first
         self.done = last
-        return R.OK, last
+        return registry.OK, last
 
     def running_loss(self):
         losses = self.losses[:self.done].copy_to_host().astype(np.float64)
@@ -263,14 +253,14 @@ class Trainer:
         bad_loss = ~np.isfinite(losses)
         bad = np.flatnonzero(bad_loss | (flags != 0))
         if not bad.size:
-            return R.OK, None, losses.astype(np.float64)
+            return registry.OK, None, losses.astype(np.float64)
         b = int(bad[0])
-        return (R.NONFINITE_LOSS if bad_loss[b] else R.NONFINITE_GRADIENT), b, None
+        return (registry.NONFINITE_LOSS if bad_loss[b] else registry.NONFINITE_GRADIENT), b, None
 
     def end_epoch(self, stats):
         """Read the epoch's losses, flags and metrics; on divergence restore and replay, then report."""
         status, stopped, losses = self._first_bad_step()
-        if status != R.OK:
+        if status != registry.OK:
             self._restore_and_replay(stopped)
             return status, stopped
         metrics = self.metrics.copy_to_host()
@@ -280,13 +270,13 @@ class Trainer:
             totals = np.add.reduceat(self.data.weight_host[self.order_host].astype(np.float64), starts)
         else:
             totals = np.minimum(bs, n - starts).astype(np.float64)
-        stats[R.S_LOSS] = float(np.dot(losses, totals))
-        stats[R.S_WEIGHT] = float(totals.sum())
-        stats[R.S_COUNT] = float(n)
-        stats[R.S_CORRECT], stats[R.S_SQUARED], stats[R.S_ABSOLUTE] = metrics.sum(axis=0)
-        stats[R.S_ELEMENTS] = stats[R.S_WEIGHT] * self.model.n_outputs
+        stats[registry.S_LOSS] = float(np.dot(losses, totals))
+        stats[registry.S_WEIGHT] = float(totals.sum())
+        stats[registry.S_COUNT] = float(n)
+        stats[registry.S_CORRECT], stats[registry.S_SQUARED], stats[registry.S_ABSOLUTE] = metrics.sum(axis=0)
+        stats[registry.S_ELEMENTS] = stats[registry.S_WEIGHT] * self.model.n_outputs
         self.sync_parameters()
-        return R.OK, self.n_batches
+        return registry.OK, self.n_batches
 
     def _restore_and_replay(self, stopped):
         for dst, src in zip(self._model_arrays(), self.snapshot):
@@ -311,7 +301,7 @@ def outputs(model, lowered, X, batch_size):
     out = np.empty((len(X), lowered.n_outputs), dtype=model.dtype)
     for start in range(0, len(X), batch_size):
         nb = min(batch_size, len(X) - start)
-        net.acts[0][:nb].copy_to_device(d_x[start:start + nb])
+        net.rows(net.acts, 0, nb).copy_to_device(d_x[start:start + nb])
         out[start:start + nb] = net.forward(nb, False, 0).copy_to_host()
     return out
 
@@ -322,9 +312,9 @@ def evaluate(model, lowered, X, data, batch_size):
     from ..kernels.cpu.losses import loss_code_forward
 
     out = outputs(model, lowered, X, batch_size)
-    probs = np.zeros(out.shape if model.loss.kind == R.LOSS_SCE else (0, 0), dtype=model.dtype)
+    probs = np.zeros(out.shape if model.loss.kind == registry.LOSS_SCE else (0, 0), dtype=model.dtype)
     loss = np.zeros(1, dtype=model.dtype)
-    stats = np.zeros(R.N_STATS)
+    stats = np.zeros(registry.N_STATS)
     spec = model.loss.spec()
     loss_code_forward(loss, probs, out, data.labels, data.target, data.weight, spec.code, spec.param)
     STATS[model.loss.kind](stats, loss[0], out, data.labels, data.target, data.weight, model.loss.kind)
