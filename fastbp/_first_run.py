@@ -28,7 +28,7 @@ class CompileWarning(UserWarning):
 
 
 # The wall time of a compile against the single-core seconds of its units
-# (``_cpu_loop.COMPILE_SECONDS``): what the processes' start, the wait for workers and imports add.
+# (``_kernel_tables.COMPILE_SECONDS``): what the processes' start, the wait for workers and imports add.
 _OVERHEAD = 1.3
 
 _always = threading.local()
@@ -90,7 +90,7 @@ def _unit_name(unit, model):
         return "the training loop"
     table, field = unit
     if table != "kernels":
-        return _cpu_loop_names()[table]
+        return _table_names()[table]
     if field.startswith("dense"):
         return "dense layers"
     if field == "update":
@@ -98,10 +98,10 @@ def _unit_name(unit, model):
     return f"the {model.loss.name} loss"
 
 
-def _cpu_loop_names():
-    from .backends import _cpu_loop
+def _table_names():
+    from .backends import _kernel_tables
 
-    return _cpu_loop.TABLE_NAMES
+    return _kernel_tables.TABLE_NAMES
 
 
 def expected_seconds(units):

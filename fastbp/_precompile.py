@@ -1,7 +1,7 @@
 """Compile ahead, into the on-disk cache, what a user's fits can reach: ``fastbp compile``.
 
 A container image or a CI cache built with ``RUN fastbp compile`` starts its first fit warm.
-What a fit compiles is a set of separate units (``backends/_cpu_loop.py``): the loop's levels
+What a fit compiles is a set of separate units (``backends/_kernel_tables.py``): the loop's levels
 (``train_batches``, ``evaluate_batches``, ``predict_batches``), one set per dtype, and the
 kernels of its tables: the dense layers' and dropout's for every network, each loss's and each
 optimizer's, and the activation and norm layers', one per activation code. ``units`` lists
@@ -36,8 +36,8 @@ def units(dtypes=DTYPES, losses=tuple(LOSSES), optimizers=tuple(OPTIMIZERS), nor
     """The compile units for these choices: ``("kernel", table, field, dtype, loss, optimizer, code)``
     and ``("loop", dtype)`` tuples (codes of ``kernels.registry``), each compiled once.
     ``activations`` (names) are those the activation and norm layers' kernels are compiled for,
-    one kernel per code (``_cpu_loop.BY_CODE``)."""
-    from .backends import _cpu_loop
+    one kernel per code (``_kernel_tables.BY_CODE``)."""
+    from .backends import _kernel_tables
 
     found = []
     for dtype in dtypes:
@@ -51,7 +51,8 @@ def units(dtypes=DTYPES, losses=tuple(LOSSES), optimizers=tuple(OPTIMIZERS), nor
         for table in tables:
             codes = [R.ACTIVATIONS[name] for name in activations]
             found += [("kernel", table, field, dtype, None, None, code)
-                      for field in _cpu_loop.fields(table) for code in _cpu_loop.field_codes(table, field, codes)]
+                      for field in _kernel_tables.fields(table)
+                      for code in _kernel_tables.field_codes(table, field, codes)]
         found.append(("loop", dtype))
     return found
 
@@ -71,13 +72,13 @@ def describe(unit):
 
 
 def _cost(unit):
-    """A unit's single-core seconds (``_cpu_loop.COMPILE_SECONDS``): the loop's levels with
+    """A unit's single-core seconds (``_kernel_tables.COMPILE_SECONDS``): the loop's levels with
     ``predict_batches``, or one kernel."""
-    from .backends import _cpu_loop
+    from .backends import _kernel_tables
 
     if unit[0] == "loop":
-        return _cpu_loop.LOOP_SECONDS
-    return getattr(_cpu_loop.COMPILE_SECONDS[unit[1]], unit[2])
+        return _kernel_tables.LOOP_SECONDS
+    return getattr(_kernel_tables.COMPILE_SECONDS[unit[1]], unit[2])
 
 
 def deal(found, n_workers):
@@ -163,10 +164,10 @@ def worker(share):
     _warm.die_with_parent()
     for unit in json.loads(share):
         if unit[0] == "kernel":
-            from .backends import _cpu_loop
+            from .backends import _kernel_tables
 
             _, table, field, dtype, loss, optimizer, code = unit
-            _cpu_loop.compile_entry(table, field, np.dtype(dtype), loss, optimizer, code)
+            _kernel_tables.compile_entry(table, field, np.dtype(dtype), loss, optimizer, code)
         else:
             compile_loops(np.dtype(unit[1]))
         print("done " + json.dumps(unit), flush=True)
@@ -176,7 +177,7 @@ def compile_loops(dtype):
     """Compile (or load) the loop's levels for ``dtype``, against kernel tables of zero addresses
     (the tables' types are all the loop needs, and one loop serves every network)."""
     from . import _fit, layers
-    from .backends import _cpu_loop, cpu
+    from .backends import _kernel_tables, cpu
     from .model import Sequential
 
     model = Sequential([layers.Dense(4, 4), layers.Dense(4, 2)], dtype=dtype, seed=0)
@@ -186,6 +187,6 @@ def compile_loops(dtype):
     lowered = model.lowered()
     model.optimizer.init_state(model.theta.size, model.dtype)
     trainer = cpu.Trainer(model, lowered, X, data, 4, 0)
-    net = _cpu_loop.placeholder_net(lowered.net)
+    net = _kernel_tables.placeholder_net(lowered.net)
     trainer._compile_loop(net)
     cpu.compile_outputs(model, lowered, net, X, 4)

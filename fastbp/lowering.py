@@ -17,7 +17,7 @@ never trade places unnoticed:
   ``batchnorm_ops``, ``layernorm_ops`` and ``dropout_ops`` are each None where the network has
   no op of that kind, True where it has. ``kernels`` and ``code_kernels`` are None here; the
   CPU backend puts its kernel tables there and in place of the flags
-  (``_cpu_loop.with_kernels``): the table of a kind the network has, and for an absent kind a
+  (``_kernel_tables.with_kernels``): the table of a kind the network has, and for an absent kind a
   table of zero addresses, which the loop holds but never calls, so that one compiled loop
   serves every network.
 - ``Workspace``: buffers with room for ``cap`` rows of every activation

@@ -119,7 +119,7 @@ def test_no_internal_function_of_the_model_layer_takes_more_than_12_parameters()
 
 # Modules that still import a module under a one-letter name; each leaves this list when it is
 # converted (the test says so), and no other module may take one up.
-_ONE_LETTER_ALIASES_LEFT = {"_precompile.py", "backends/_cpu_loop.py"}
+_ONE_LETTER_ALIASES_LEFT = {"_precompile.py"}
 
 
 def _one_letter_imports(source):
@@ -149,14 +149,14 @@ _LOOP_COMPILES = RECORD + """
 import json
 import numpy as np
 import fastbp
-from fastbp.backends import _cpu_loop
+from fastbp.backends import _cpu_loop, _kernel_tables
 
 model = fastbp.Sequential([fastbp.Dense(3, 4, activation="relu"), fastbp.Dropout(0.5), fastbp.Dense(4, 2)], seed=0)
 model.compile("softmax_cross_entropy", fastbp.SGD())
 lowered = model.lowered()
 flags = [lowered.net.activation_ops, lowered.net.batchnorm_ops, lowered.net.layernorm_ops,
          bool(lowered.net.dropout_ops)]
-net = _cpu_loop.with_kernels(lowered.net, model.dtype, model.loss.kind, model.optimizer.kind)
+net = _kernel_tables.with_kernels(lowered.net, model.dtype, model.loss.kind, model.optimizer.kind)
 ws = lowered.workspace(2, model.dtype, True, model.loss.kind, model.buffers)
 _cpu_loop.forward(net, ws, model.theta, 2, np.bool_(True), np.int64(0), np.int64(0))
 _cpu_loop.update_running(net, ws, 2)
@@ -201,13 +201,13 @@ def test_a_kernel_table_calls_its_kernels_and_refuses_other_argument_types():
     from numba import njit
     from numba.core.errors import TypingError
 
-    from fastbp.backends import _cpu_loop
+    from fastbp.backends import _kernel_tables
 
-    table = _cpu_loop.kernel_table("dropout_ops", np.float32)
+    table = _kernel_tables.kernel_table("dropout_ops", np.float32)
 
     @njit
     def inference(table, out, x):
-        _cpu_loop._kcall(table, "inference", (out, x))
+        _kernel_tables.kcall(table, "inference", (out, x))
 
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
     out = np.zeros_like(x)
@@ -216,7 +216,7 @@ def test_a_kernel_table_calls_its_kernels_and_refuses_other_argument_types():
 
     @njit
     def wrong(table, a):
-        _cpu_loop._kcall(table, "backward", (a, a, a))
+        _kernel_tables.kcall(table, "backward", (a, a, a))
 
     # 1-d arrays where the kernel was compiled for matrices: refused when the caller compiles,
     # never called through the address.
@@ -227,14 +227,14 @@ def test_a_kernel_table_calls_its_kernels_and_refuses_other_argument_types():
 def test_a_table_by_code_calls_the_kernel_of_the_op_code_and_refuses_a_code_it_lacks():
     from numba import njit
 
-    from fastbp.backends import _cpu_loop
+    from fastbp.backends import _kernel_tables
 
-    table = _cpu_loop.kernel_table("activation_ops", np.float32)
-    addresses = _cpu_loop.code_kernels(np.float32, {"activation_ops": (R.RELU, R.TANH)})
+    table = _kernel_tables.kernel_table("activation_ops", np.float32)
+    addresses = _kernel_tables.code_kernels(np.float32, {"activation_ops": (R.RELU, R.TANH)})
 
     @njit
     def forward(addresses, table, code, out, x):
-        _cpu_loop._kcall_code(addresses, table, "forward", code, (out, x, code, 0.0))
+        _kernel_tables.kcall_code(addresses, table, "forward", code, (out, x, code, 0.0))
 
     x = np.linspace(-2, 2, 6, dtype=np.float32).reshape(2, 3)
     out = np.zeros_like(x)
@@ -247,7 +247,7 @@ def test_a_table_by_code_calls_the_kernel_of_the_op_code_and_refuses_a_code_it_l
     with pytest.raises(RuntimeError, match="not in the table"):
         forward(addresses, table, np.int64(R.GELU), out, x)
     with pytest.raises(RuntimeError, match="no 'forward' kernel for this code"):
-        forward(addresses, table, np.int64(_cpu_loop.N_CODES), out, x)
+        forward(addresses, table, np.int64(_kernel_tables.N_CODES), out, x)
     with pytest.raises(RuntimeError, match="no 'forward' kernel for this code"):
         forward(addresses, table, np.int64(-1), out, x)
     assert np.all(out == 7)
@@ -258,24 +258,24 @@ def test_a_table_made_without_loss_and_optimizer_refuses_their_kernels_when_call
     # they must never be reached; a code with no kernel is refused when the table is made.
     from numba import njit
 
-    from fastbp.backends import _cpu_loop
+    from fastbp.backends import _kernel_tables
 
-    table = _cpu_loop.kernel_table("kernels", np.float64)
+    table = _kernel_tables.kernel_table("kernels", np.float64)
 
     @njit
     def update(table, theta, hyper):
-        _cpu_loop._kcall(table, "update", (theta, theta, theta, theta, np.int64(1), np.int64(R.OPT_SGD), hyper,
+        _kernel_tables.kcall(table, "update", (theta, theta, theta, theta, np.int64(1), np.int64(R.OPT_SGD), hyper,
                                            np.int64(1)))
 
     theta = np.ones(3)
     with pytest.raises(RuntimeError, match="made without a loss or an optimizer"):
         update(table, theta, np.full(R.N_HYPER, 0.5))
     assert np.array_equal(theta, np.ones(3))
-    sgd = _cpu_loop.kernel_table("kernels", np.float64, R.LOSS_SCE, R.OPT_SGD)
+    sgd = _kernel_tables.kernel_table("kernels", np.float64, R.LOSS_SCE, R.OPT_SGD)
     update(sgd, theta, np.full(R.N_HYPER, 0.5))  # this one updates
     assert not np.array_equal(theta, np.ones(3))
     with pytest.raises(ValueError, match="no update kernel for optimizer code 99"):
-        _cpu_loop.kernel_table("kernels", np.float64, R.LOSS_SCE, 99)
+        _kernel_tables.kernel_table("kernels", np.float64, R.LOSS_SCE, 99)
 
 
 # ----- The import graph: no cycle, imports only downward, no private name of another module ----------

@@ -258,17 +258,17 @@ def test_the_first_run_note_names_what_compiles_and_adds_up_its_wait(monkeypatch
     from types import SimpleNamespace
 
     from fastbp import _first_run
-    from fastbp.backends import _cpu_loop, _warm
+    from fastbp.backends import _kernel_tables, _warm
 
     monkeypatch.setattr(_warm, "usable_cpus", lambda: 2)
     model = fastbp.Sequential([fastbp.Dense(4, 8), fastbp.BatchNorm(8), fastbp.Dense(8, 2)])
     model.compile("mse", fastbp.RMSprop())
-    seconds = _cpu_loop.COMPILE_SECONDS
+    seconds = _kernel_tables.COMPILE_SECONDS
     pending = [(("kernels", "dense_backward"), seconds["kernels"].dense_backward),
                (("kernels", "loss_forward"), seconds["kernels"].loss_forward),
                (("kernels", "update"), seconds["kernels"].update),
                (("batchnorm_ops", "forward"), seconds["batchnorm_ops"].forward),
-               ("loop", _cpu_loop.LOOP_SECONDS)]
+               ("loop", _kernel_tables.LOOP_SECONDS)]
     note = _first_run.note(SimpleNamespace(model=model, pending=lambda: pending))
     assert note.startswith("compiling for this machine")
     for name in ("dense layers", "the mse loss", "RMSprop updates", "BatchNorm", "the training loop"):

@@ -10,7 +10,7 @@ import pytest
 from compile_events import RECORD
 
 import fastbp
-from fastbp.backends import _cpu_loop, _warm
+from fastbp.backends import _kernel_tables, _warm
 from fastbp.kernels import _cache
 
 # The same model, data and seed in a cold subprocess and in this process.
@@ -91,7 +91,7 @@ def test_a_failed_worker_leaves_its_kernels_to_this_process(monkeypatch):
     monkeypatch.setattr(_warm, "cached", lambda dispatcher, sig: False)  # as if the cache were cold
     monkeypatch.setattr(_warm, "usable_cpus", lambda: 2)
     monkeypatch.setattr(_warm, "start", lambda main, arg_lists: started.extend(start(main, arg_lists)) or started)
-    monkeypatch.setattr(_cpu_loop, "_TABLES_BY_DTYPE", {})
+    monkeypatch.setattr(_kernel_tables, "_TABLES_BY_DTYPE", {})
     np.testing.assert_array_equal(_fit_here(), want)
     assert [p.returncode for p in started] == [3]
 
@@ -109,9 +109,9 @@ def test_no_worker_starts_where_it_cannot_help(monkeypatch, why):
     model = fastbp.Sequential([fastbp.Dense(4, 8, activation="relu"), fastbp.Dense(8, 2)], seed=0)
     model.compile("softmax_cross_entropy", fastbp.SGD(0.1))
     if why == "kernels cached":
-        _cpu_loop.kernel_table("kernels", model.dtype, model.loss.kind, model.optimizer.kind)
+        _kernel_tables.kernel_table("kernels", model.dtype, model.loss.kind, model.optimizer.kind)
     calls = []
-    net = _cpu_loop.with_kernels(model.lowered().net, model.dtype, model.loss.kind, model.optimizer.kind,
+    net = _kernel_tables.with_kernels(model.lowered().net, model.dtype, model.loss.kind, model.optimizer.kind,
                                  ahead=calls.append)
     assert popen == [] and calls == []  # neither a worker nor the early compile of the loop
     assert all(address != 0 for address in net.kernels)

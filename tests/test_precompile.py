@@ -59,8 +59,8 @@ def test_units_cover_every_table_entry_and_loop_once():
     loops = [u for u in found if u[0] == "loop"]
     assert len(loops) == len(_precompile.DTYPES)  # one loop per dtype serves every network
     kernels = {u[1:3] for u in found if u[0] == "kernel"}
-    from fastbp.backends import _cpu_loop
-    assert kernels == {(t, f) for t in _cpu_loop.TABLES for f in _cpu_loop.fields(t)}
+    from fastbp.backends import _kernel_tables
+    assert kernels == {(t, f) for t in _kernel_tables.TABLES for f in _kernel_tables.fields(t)}
     # The activation layers' kernels once per code.
     from fastbp.kernels import registry as R
     assert sorted(u[6] for u in found if u[1:4] == ("activation_ops", "forward", "float32")) == \

@@ -19,7 +19,7 @@ from threadpoolctl import threadpool_limits
 
 import fastbp
 from fastbp import Dense, Dropout, Sequential
-from fastbp.backends import _cpu_loop as _loop
+from fastbp.backends import _cpu_loop, _kernel_tables
 from fastbp.kernels import ACTIVATIONS
 from fastbp.kernels._jit import PARALLEL_MIN_ELEMENTS
 from fastbp.kernels.cpu import activations as A
@@ -55,14 +55,14 @@ def _reachable(roots):
 
 
 def _table_kernels():
-    """Every kernel the loops can call through the tables of _loop.TABLES (by address): a dict entry
+    """Every kernel the loops can call through the tables of _kernel_tables.TABLES (by address): a dict entry
     holds one kernel per loss or optimizer code, a field of ``BY_CODE`` a factory of one kernel per
     activation code."""
-    for name, table in _loop.TABLES.items():
+    for name, table in _kernel_tables.TABLES.items():
         for field, entry in zip(table._fields, table):
             if entry is None:
                 continue
-            if (name, field) in _loop.CODE_ROWS:
+            if (name, field) in _kernel_tables.CODE_ROWS:
                 yield from (entry(code) for code in ACTIVATIONS.values())
             elif isinstance(entry, dict):
                 yield from entry.values()
@@ -71,7 +71,8 @@ def _table_kernels():
 
 
 def test_the_compiled_loops_start_no_parallel_region():
-    reachable = _reachable([_loop.train_batches, _loop.predict_batches, _loop.evaluate_batches, *_table_kernels()])
+    reachable = _reachable([_cpu_loop.train_batches, _cpu_loop.predict_batches, _cpu_loop.evaluate_batches,
+                            *_table_kernels()])
     names = {d.py_func.__name__ for d in reachable}
     # The walk does find the kernels (else the test proves nothing) ...
     assert {"dense_act_forward", "sgd_code_update", "adam_code_update", "rmsprop_code_update", "dropout_forward_from",

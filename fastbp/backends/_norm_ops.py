@@ -1,7 +1,7 @@
 """The norm ops (BatchNorm, LayerNorm and their fused activation) as the compiled loop calls them.
 
 Each is a compile unit of its own, made for one activation code, which the loop calls through
-the address its kernel table holds for the op's code (``_cpu_loop``: ``BY_CODE``). A unit takes
+the address its kernel table holds for the op's code (``_kernel_tables``: ``BY_CODE``). A unit takes
 the whole of ``Workspace.saved``, the running statistics, theta, ``Network.norms`` and
 ``Network.norm_consts`` with the op's index, and cuts the views of its statistics and of
 gamma and beta itself; the loop holds one call per kind, which costs what an activation op's

@@ -23,8 +23,8 @@ for every reshape, 1.4% more.
 - ``prefetch(arr, index, offset, locality)``: a hint to bring one cache line of ``arr[index]``
   into the caches ahead of its use (``llvm.prefetch``; never faults, whatever the address).
 - ``kernel_call_intrinsic(signatures)``: the intrinsic by which the loop calls a kernel through
-  its address in a table of ``_cpu_loop.TABLES``, so that the loop does not link the kernel's
-  code (``_cpu_loop``'s docstring says why); ``kernel_call_by_code_intrinsic``, one through the
+  its address in a table of ``_kernel_tables.TABLES``, so that the loop does not link the kernel's
+  code (``_kernel_tables``' docstring says why); ``kernel_call_by_code_intrinsic``, one through the
   address a table holds for a run-time code (kernels compiled for one activation code each).
 """
 from llvmlite import ir
@@ -163,7 +163,7 @@ def _table_call(table, name, args, signatures):
 
 def kernel_call_intrinsic(signatures):
     """An intrinsic ``call(table, name, args)``: the kernel at ``table.<name>`` (an address, see
-    ``_cpu_loop.kernel_table``) called with the tuple ``args``, whose types must be one of
+    ``_kernel_tables.kernel_table``) called with the tuple ``args``, whose types must be one of
     ``signatures(table_class, name)`` (numba signatures): checked when the caller compiles,
     since a call through an address with other types would be undefined."""
 

@@ -2,11 +2,11 @@
 
 numba compiles one function at a time per process (a global lock; most of the work is Python),
 so on a cold cache ``fit`` used one core for the whole compile. Since the loop calls its
-kernels by address (``_cpu_loop.with_kernels``), the kernels and the loop's levels are separate
+kernels by address (``_kernel_tables.with_kernels``), the kernels and the loop's levels are separate
 compile units: the loop compiles against kernel tables of placeholder addresses (their type
 is all it needs), and the kernels go into the on-disk cache, wherever they are compiled.
 ``with_kernels(..., ahead=...)`` therefore starts worker processes that compile the heaviest
-kernels into the cache (``python -c``, running ``_cpu_loop.compile_worker``), compiles the loop and
+kernels into the cache (``python -c``, running ``_kernel_tables.compile_worker``), compiles the loop and
 the other kernels here meanwhile, then those of the workers' kernels that no worker has begun
 (``Claims``), waits for the workers, and then loads their kernels from the cache.
 This module only starts, watches and ends worker processes; what a worker runs is its caller's

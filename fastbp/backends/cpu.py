@@ -18,7 +18,7 @@ import numpy as np
 
 from ..kernels import registry
 from ..lowering import Optimizer, Targets, check_norm_batches
-from . import _cpu_loop, _warm
+from . import _cpu_loop, _kernel_tables, _warm
 
 
 def _batch_targets(data, cap, dtype):
@@ -61,15 +61,15 @@ class Trainer:
         return status, stopped
 
     def loop_net(self):
-        """The network with its kernel tables (``_cpu_loop.with_kernels``): made at the first run,
+        """The network with its kernel tables (``_kernel_tables.with_kernels``): made at the first run,
         so that compiling the kernels happens under ``_first_run``'s note."""
         if self._loop_net is None:
-            self._loop_net = _cpu_loop.with_kernels(self.net, self.model.dtype, *_codes(self.model),
+            self._loop_net = _kernel_tables.with_kernels(self.net, self.model.dtype, *_codes(self.model),
                                                     ahead=self._compile_loop if self.compile_ahead else None)
         return self._loop_net
 
     # On a cold cache, the loop compiles here while worker processes compile the dense kernels
-    # (``_cpu_loop.with_kernels``, ``_warm``). Not under MPI, whose ranks share the cores already.
+    # (``_kernel_tables.with_kernels``, ``_warm``). Not under MPI, whose ranks share the cores already.
     compile_ahead = True
 
     def _compile_loop(self, net):
@@ -85,12 +85,12 @@ class Trainer:
         """What the first run compiles: ((table, field) or "loop", single-core seconds) of each
         unit neither compiled in this process nor in the cache (``_first_run``)."""
         loss, optimizer = _codes(self.model)
-        found = _cpu_loop.pending(self.net, self.model.dtype, loss, optimizer)
-        args = (self.X, self.data, self.order, 0, 0, _cpu_loop.placeholder_net(self.net), self.ws, self.batch,
+        found = _kernel_tables.pending(self.net, self.model.dtype, loss, optimizer)
+        args = (self.X, self.data, self.order, 0, 0, _kernel_tables.placeholder_net(self.net), self.ws, self.batch,
                 self.opt, self.model.loss.spec(), self.seed, self.stats)
         loop = _cpu_loop.train_batches
         if not _warm.cached(loop, tuple(loop.typeof_pyval(a) for a in args)):
-            found.append(("loop", _cpu_loop.LOOP_SECONDS))
+            found.append(("loop", _kernel_tables.LOOP_SECONDS))
         return found
 
     def running_loss(self):
@@ -203,7 +203,7 @@ def outputs(model, lowered, X, batch_size):
     """The network's outputs (inference mode) on X, (n_samples, O)."""
     ws = lowered.workspace(batch_size, model.dtype, False, -1, _writable(model.buffers))
     out = np.empty((len(X), lowered.n_outputs), dtype=model.dtype)
-    net = _cpu_loop.with_kernels(lowered.net, model.dtype, *_codes(model))
+    net = _kernel_tables.with_kernels(lowered.net, model.dtype, *_codes(model))
     _cpu_loop.predict_batches(out, X, net, ws, _writable(model.theta))
     return out
 
@@ -220,7 +220,7 @@ def evaluate(model, lowered, X, data, batch_size):
     """The S_* sums of loss and metrics (inference mode) on (X, data)."""
     ws = lowered.workspace(batch_size, model.dtype, False, model.loss.kind, _writable(model.buffers))
     stats = np.zeros(registry.N_STATS)
-    net = _cpu_loop.with_kernels(lowered.net, model.dtype, *_codes(model))
+    net = _kernel_tables.with_kernels(lowered.net, model.dtype, *_codes(model))
     _cpu_loop.evaluate_batches(X, data, net, ws, _writable(model.theta), model.loss.spec(), stats)
     return stats
 
@@ -244,7 +244,7 @@ def objective(model, lowered, X, data):
                     np.zeros(registry.N_HYPER), np.zeros(1, dtype=np.int64))
     order = np.arange(n, dtype=np.int64)
     stats = np.zeros(registry.N_STATS)
-    net = _cpu_loop.with_kernels(lowered.net, model.dtype, model.loss.kind, registry.OPT_SGD)
+    net = _kernel_tables.with_kernels(lowered.net, model.dtype, model.loss.kind, registry.OPT_SGD)
 
     def f(theta):
         model.theta[...] = theta

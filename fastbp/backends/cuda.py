@@ -308,7 +308,7 @@ def outputs(model, lowered, X, batch_size):
 
 def evaluate(model, lowered, X, data, batch_size):
     """The S_* sums on (X, data): outputs from the device, loss and metrics by the CPU's code."""
-    from ._cpu_loop import STATS
+    from ._metrics import STATS
     from ..kernels.cpu.losses import loss_code_forward
 
     out = outputs(model, lowered, X, batch_size)

@@ -832,7 +832,7 @@ def activation_code_backward(dx, dout, out, x, code, alpha):
 # activation_code_forward and activation_code_backward hold every code's loop, and compile in
 # 1.6 and 1.5 s; a kernel with its code fixed holds one loop and compiles in 0.2-0.8 s. The
 # training loop calls these through a table of addresses indexed by the code
-# (``fastbp/backends/_cpu_loop.py``), so that a network compiles the codes it has and no other.
+# (``fastbp/backends/_kernel_tables.py``), so that a network compiles the codes it has and no other.
 # Each is the serial twin's loop with the code a constant of the closure (numba freezes a free
 # variable into the code it compiles, and its cache keys the entry on the variable's value): the
 # same formula as the generic kernel's, element by element, and the same bits.

@@ -1,0 +1,359 @@
+"""The kernel tables the CPU loop calls by address, and their compile ahead of the loop.
+
+The loop's levels (``train_batches``, ``batch_gradient``, ``forward``, ``backward``,
+...) call the kernels through their addresses, not directly: numba links every function a
+compiled function calls directly into its own module and optimizes and emits the whole again,
+so each level would compile every kernel under it once more. ``with_kernels`` puts the kernel
+tables of ``TABLES`` into the ``Network``: ``kernels`` (dense layers, loss, optimizer, metrics)
+and the tables of the activation, dropout and norm ops, every one whatever the network (zero
+addresses for an op kind it lacks: one compiled loop per dtype serves every network). A table
+holds int64 addresses (``kernel_table``: each kernel compiled, or loaded from the cache, for the
+signature the loop calls it with, once per process), so numba's dispatcher types the loop's
+arguments as quickly as any; ``kcall(table, "name", (args))`` calls one with numba's calling
+convention, and refuses at compile time any argument types other than the signature the table
+was made for. The calls cost what a direct call costs. A table holds the kernels of the model's
+own loss and optimizer (a dict entry of ``TABLES``, one kernel per code), so a new loss or
+optimizer compiles its own kernels and nothing else (docs/performance-log.md, 2026-11-30,
+d67e485). The activation and norm ops' kernels are compiled for one activation code each
+(``BY_CODE``), their addresses in ``Network.code_kernels``, picked by the op's code at run time
+(``kcall_code``): a network compiles the codes it has. The norm ops' kernels
+(``_norm_ops``) cut the views of their statistics themselves, so that the loop's norm branches
+are one call each.
+
+The kernels and the levels are therefore separate compile units, and on a cold cache they
+compile in parallel: ``with_kernels(..., ahead=...)`` has worker processes compile the heaviest
+kernels into the on-disk cache (``_warm``) while this process compiles the loop against tables of
+placeholder addresses (a table's type does not depend on its values) and the other kernels, then
+loads the workers' kernels from the cache (docs/performance-log.md, 2026-11-30, 5473674).
+``fastbp compile`` (``fastbp/_precompile.py``) compiles the same units ahead.
+"""
+import functools
+from collections import namedtuple
+
+import numba
+import numpy as np
+from numba import types
+
+from ..kernels import registry
+from ..kernels._jit import jit
+from ..kernels.cpu import activations, dense, dropout, losses, optim
+from . import _norm_ops, _warm
+from ._metrics import STATS
+from ._views import kernel_call_by_code_intrinsic, kernel_call_intrinsic
+
+
+@jit(refcounts=False)
+def _not_in_table(a0, a1, a2, a3, a4, a5, a6, a7):
+    """The entry for a loss or update kernel of a table made without that code (the loss's and the
+    update's signatures have eight arguments, the stats' seven)."""
+    raise RuntimeError("fastbp: this kernel table was made without a loss or an optimizer (with_kernels), "
+                       "and the loop called that kernel")
+
+
+@jit(refcounts=False)
+def _stats_not_in_table(a0, a1, a2, a3, a4, a5, a6):
+    _not_in_table(a0, a1, a2, a3, a4, a5, a6, a6)
+
+
+# The kernels the loop's levels call through their addresses: ``Network.kernels`` always, the
+# tables of the other op kinds where the network has such ops (``with_kernels``). A dict holds one
+# kernel per code: the table gets the model's loss's (``loss_forward``, ``loss_backward``,
+# ``stats``) and its optimizer's (``update``), so that a cold start compiles those alone.
+Kernels = namedtuple("Kernels", "dense_forward dense_backward loss_forward loss_backward update stats")
+ActivationKernels = namedtuple("ActivationKernels", "forward backward")
+DropoutKernels = namedtuple("DropoutKernels", "forward backward inference")
+# BatchNorm's and LayerNorm's tables are of one type, so that the loop calls either at one site;
+# LayerNorm has no running statistics (None: no kernel, a zero address).
+NormKernels = namedtuple("NormKernels", "forward backward update_running")
+TABLES = {
+    "kernels": Kernels(dense.dense_act_forward, dense.dense_act_backward, losses.CODE_FORWARD, losses.CODE_BACKWARD,
+                       optim.CODE_UPDATES, STATS),
+    "activation_ops": ActivationKernels(activations.activation_forward_for, activations.activation_backward_for),
+    "dropout_ops": DropoutKernels(dropout.dropout_forward_from, dropout.dropout_backward_serial,
+                                  dropout.dropout_inference),
+    "batchnorm_ops": NormKernels(_norm_ops.batchnorm_forward_for, _norm_ops.batchnorm_backward_for,
+                                 _norm_ops.batchnorm_update_running),
+    "layernorm_ops": NormKernels(_norm_ops.layernorm_forward_for, _norm_ops.layernorm_backward_for, None),
+}
+# Which code picks the kernel of a dict entry of ``Kernels``.
+_CHOSEN_BY = Kernels(None, None, "loss", "loss", "optimizer", "loss")
+# The (table, field)s of kernels compiled for one activation code each. The field of ``TABLES``
+# holds a kernel factory (``activations.activation_forward_for``, ``_norm_ops.batchnorm_forward_for``);
+# in a table of addresses it holds its row (``CODE_ROWS``) of ``Network.code_kernels``, a
+# (len(BY_CODE), N_CODES) array of addresses, one column per code (zero for the codes the network
+# does not have), which ``kcall_code`` picks by the op's code at run time. A kernel of every code
+# took 3x as long to compile as one code's. One array for all of them, not a tuple of addresses
+# per field: numba's front end spends time on every member of the structs the loop passes along,
+# and 72 more members in ``Network`` cost 1.5-2 s of every cold start.
+BY_CODE = (("activation_ops", "forward"), ("activation_ops", "backward"), ("batchnorm_ops", "forward"),
+           ("batchnorm_ops", "backward"), ("layernorm_ops", "forward"), ("layernorm_ops", "backward"))
+CODE_ROWS = {entry: row for row, entry in enumerate(BY_CODE)}
+N_CODES = max(registry.ACTIVATIONS.values()) + 1
+# The op kind of each table other than ``kernels``: the codes of its ops pick its kernels of ``BY_CODE``.
+_KIND_OF = {"activation_ops": registry.OP_ACTIVATION, "dropout_ops": registry.OP_DROPOUT,
+            "batchnorm_ops": registry.OP_BATCHNORM, "layernorm_ops": registry.OP_LAYERNORM}
+
+
+@functools.lru_cache(maxsize=None)
+def _signatures(dtype):
+    """Each table's kernel signatures for parameters of ``dtype``, as the loop calls them."""
+    dt = numba.from_dtype(np.dtype(dtype))
+    m, v = types.Array(dt, 2, "C"), types.Array(dt, 1, "C")
+    labels, f64s = types.Array(types.int64, 1, "C"), types.Array(types.float64, 1, "C")
+    i64, f64, void = types.int64, types.float64, types.void
+    saved, norms, consts = types.Array(dt, 3, "C"), types.Array(types.int64, 2, "C"), types.Array(types.float64, 2, "C")
+    layout = types.Array(types.int64, 1, "C")
+    norm_forward = void(m, m, saved, v, v, norms, consts, i64, i64, f64, types.boolean)
+    norm_backward = void(v, v, saved, v, v, v, norms, layout, i64, i64, i64, f64)
+    return {
+        "kernels": Kernels(dense_forward=void(m, m, m, v, i64, f64),
+                           dense_backward=void(m, m, v, m, m, m, m, m, i64, f64),
+                           loss_forward=void(v, m, m, labels, m, v, i64, f64),
+                           loss_backward=void(m, m, m, labels, m, v, i64, f64),
+                           update=void(v, v, v, v, i64, i64, f64s, i64),
+                           stats=void(f64s, dt, m, labels, m, v, i64)),
+        "activation_ops": ActivationKernels(forward=void(m, m, i64, f64), backward=void(m, m, m, m, i64, f64)),
+        "dropout_ops": DropoutKernels(forward=void(m, m, m, f64, i64, i64), backward=void(m, m, m),
+                                      inference=void(m, m)),
+        "batchnorm_ops": NormKernels(forward=norm_forward, backward=norm_backward,
+                                     update_running=void(v, saved, norms, consts, layout, i64, i64)),
+        "layernorm_ops": NormKernels(forward=norm_forward, backward=norm_backward,
+                                     update_running=void(v, saved, norms, consts, layout, i64, i64)),
+    }
+
+
+def _allowed(table_class, field):
+    """The signatures a table's kernel is held for: one per float dtype."""
+    name = next(n for n, t in TABLES.items() if type(t) is table_class)
+    return [getattr(_signatures(np.dtype(dtype))[name], field) for dtype in ("float32", "float64")]
+
+
+# How the loop's levels call a table's kernel: by its address, typed against its signatures.
+kcall = kernel_call_intrinsic(_allowed)
+kcall_code = kernel_call_by_code_intrinsic(_allowed)
+_TABLES_BY_DTYPE = {}
+
+
+def _chosen(name, codes):
+    """TABLES[name]'s kernels, a dict entry resolved by its code in ``codes``; ``_not_in_table``
+    where that code is None."""
+    kernels = TABLES[name]
+    if name != "kernels":
+        return kernels
+    chosen = []
+    for field, kernel, by in zip(Kernels._fields, kernels, _CHOSEN_BY):
+        if by is not None:
+            code = codes[by]
+            if code is None:
+                kernel = _stats_not_in_table if field == "stats" else _not_in_table
+            elif code not in kernel:
+                raise ValueError(f"no {field} kernel for {by} code {code}; known: {sorted(kernel)}")
+            else:
+                kernel = kernel[code]
+        chosen.append(kernel)
+    return chosen
+
+
+def _entry(name, field, dtype, loss, optimizer, code=None):
+    """The kernel and signature of TABLES[name].<field> for ``dtype`` and the codes (``code``: the
+    activation code of a field of ``BY_CODE``)."""
+    codes = {"loss": loss, "optimizer": optimizer}
+    index = type(TABLES[name])._fields.index(field)
+    kernel = _chosen(name, codes)[index]
+    if (name, field) in CODE_ROWS:
+        kernel = kernel(code)
+    return kernel, _signatures(np.dtype(dtype))[name][index]
+
+
+def compile_entry(name, field, dtype, loss=None, optimizer=None, code=None):
+    """The address of TABLES[name].<field>'s kernel, compiled or loaded from the cache if needed."""
+    kernel, sig = _entry(name, field, dtype, loss, optimizer, code)
+    result = kernel.get_compile_result(sig)
+    return result.library.get_pointer_to_function(result.fndesc.llvm_func_name)
+
+
+def fields(name):
+    """The fields of TABLES[name] that hold a kernel (not None)."""
+    return [field for field, kernel in zip(type(TABLES[name])._fields, TABLES[name]) if kernel is not None]
+
+
+def table_codes(net, name):
+    """The activation codes of ``net``'s ops of table ``name``'s kind (sorted): those its fields of
+    ``BY_CODE`` need kernels of. () for ``kernels``."""
+    if name not in _KIND_OF:
+        return ()
+    return tuple(sorted({int(c) for c in net.codes[net.kinds == _KIND_OF[name]]}))
+
+
+def field_codes(name, field, codes):
+    """The codes TABLES[name].<field> compiles a kernel for: ``codes`` for a field of ``BY_CODE``,
+    else (None,), its one kernel."""
+    return tuple(codes) if (name, field) in CODE_ROWS else (None,)
+
+
+def kernel_table(name, dtype, loss=None, optimizer=None):
+    """TABLES[name] as the addresses of its kernels compiled (or loaded from the cache) for
+    ``dtype``'s signatures; once per process. ``loss`` and ``optimizer`` (registry codes) pick
+    the loss and update kernels of ``kernels``; where one is None, its entries raise when called
+    (a table for ``predict`` of a model with no loss). A field of ``BY_CODE`` holds its row of
+    ``code_kernels`` instead, and a field without a kernel (None) zero."""
+    if name != "kernels":
+        loss = optimizer = None
+    key = (name, np.dtype(dtype), loss, optimizer)
+    if key not in _TABLES_BY_DTYPE:
+        addresses = []
+        for field, kernel in zip(type(TABLES[name])._fields, TABLES[name]):
+            if (name, field) in CODE_ROWS:
+                addresses.append(CODE_ROWS[name, field])
+            else:
+                addresses.append(0 if kernel is None else compile_entry(name, field, dtype, loss, optimizer))
+        _TABLES_BY_DTYPE[key] = type(TABLES[name])(*addresses)
+    return _TABLES_BY_DTYPE[key]
+
+
+def code_kernels(dtype, codes):
+    """``Network.code_kernels`` for ``dtype``: the addresses of the kernels of ``BY_CODE``, compiled
+    (or loaded from the cache) for the codes ``codes[table]`` of each table named there."""
+    addresses = np.zeros((len(BY_CODE), N_CODES), dtype=np.int64)
+    for row, (name, field) in enumerate(BY_CODE):
+        for code in codes.get(name, ()):
+            addresses[row, code] = compile_entry(name, field, dtype, code=code)
+    return addresses
+
+
+# What each compile unit costs, in seconds of one core of the 2-core development machine (AMD
+# EPYC, AVX-512; each unit alone in a fresh process, benchmarks/bench_compile.py): what the first
+# run's note adds up (``pending``), and how ``fastbp compile`` deals units to its workers.
+COMPILE_SECONDS = {
+    "kernels": Kernels(dense_forward=2.2, dense_backward=2.8, loss_forward=0.8, loss_backward=0.3, update=0.8,
+                       stats=0.25),
+    # One code's kernels, in the fields of ``BY_CODE``.
+    "activation_ops": ActivationKernels(forward=0.6, backward=0.4),
+    "dropout_ops": DropoutKernels(forward=0.2, backward=0.1, inference=0.1),
+    "batchnorm_ops": NormKernels(forward=1.0, backward=0.8, update_running=0.2),
+    "layernorm_ops": NormKernels(forward=0.5, backward=0.8, update_running=0.0),
+}
+# The loop's levels (train_batches and evaluate_batches).
+LOOP_SECONDS = 3.3
+# What the first run's note calls each table's kernels.
+TABLE_NAMES = {"activation_ops": "activation layers", "dropout_ops": "dropout", "batchnorm_ops": "BatchNorm",
+               "layernorm_ops": "LayerNorm"}
+
+
+def pending(net, dtype, loss=None, optimizer=None):
+    """The kernels of ``net``'s tables not compiled yet in this process nor in the cache, as
+    ((table, field), single-core seconds) pairs."""
+    found = []
+    for name in _present(net):
+        for field in fields(name):
+            for code in field_codes(name, field, table_codes(net, name)):
+                kernel, sig = _entry(name, field, dtype, loss, optimizer, code)
+                if not _warm.cached(kernel, sig):
+                    found.append(((name, field), getattr(COMPILE_SECONDS[name], field)))
+    return found
+
+
+# The kernels worker processes compile while this one compiles the loop (``_warm``): the
+# heaviest, those of the dense and the norm layers (where the network has norm layers), dealt
+# round-robin to as many workers as there are cores beside this process's. On two cores the one
+# worker's share and this process's (the loop's levels, ``evaluate_batches`` and the other
+# kernels) then take about as long (benchmarks/bench_compile.py --first-result). On a warm cache
+# with a new norm layer, the worker compiles its backward while this process compiles its forward.
+_AHEAD = (("kernels", "dense_backward"), ("kernels", "dense_forward"), ("batchnorm_ops", "backward"),
+          ("layernorm_ops", "backward"), ("batchnorm_ops", "forward"), ("layernorm_ops", "forward"))
+
+
+def _placeholder(name):
+    """A table of TABLES[name]'s type holding zero addresses: what the loop is compiled against
+    while the kernels compile elsewhere, and what it holds for an op kind the network lacks
+    (never called: no op of that kind)."""
+    return type(TABLES[name])(*[CODE_ROWS.get((name, field), 0) for field in type(TABLES[name])._fields])
+
+
+def placeholder_net(net):
+    """``net`` with a table of zero addresses for each op kind: the types ``with_kernels`` gives it,
+    for compiling the loop while its kernels are compiled elsewhere."""
+    return net._replace(code_kernels=np.zeros((len(BY_CODE), N_CODES), dtype=np.int64),
+                        **{name: _placeholder(name) for name in TABLES})
+
+
+def _present(net):
+    """The tables ``net`` calls kernels of: ``kernels``, and those of the op kinds it has."""
+    return [name for name in TABLES if name == "kernels" or getattr(net, name) is not None]
+
+
+def _compile_ahead(net, dtype, loss, optimizer, ahead):
+    """On a cold cache: the kernels of ``_AHEAD`` not in the cache yet in worker processes,
+    meanwhile ``ahead(placeholder)`` (the caller compiles its loop against tables of zero
+    addresses, which have the same types) and the other kernels here, then the workers' kernels
+    that none has begun yet (``_warm.Claims``, from the end of the list); then wait for the workers."""
+    entries = [":".join(map(str, (name, field, loss, optimizer, code)))
+               for name, field in _AHEAD if name in _present(net)
+               for code in field_codes(name, field, table_codes(net, name))
+               if not _warm.cached(*_entry(name, field, dtype, loss, optimizer, code))]
+    if not entries:
+        return
+    n_workers = min(len(entries), _warm.usable_cpus() - 1)
+    claims = _warm.Claims()
+    procs = _warm.start(compile_worker, [[claims.folder, np.dtype(dtype).name] + entries[k::n_workers]
+                                         for k in range(n_workers)])
+    try:
+        if not procs:
+            return
+        ahead(placeholder_net(net))
+        for name in _present(net):
+            for field in fields(name):
+                if (name, field) not in _AHEAD:
+                    for code in field_codes(name, field, table_codes(net, name)):
+                        compile_entry(name, field, dtype, loss, optimizer, code)
+        for entry in reversed(entries):
+            if claims.claim(entry):
+                _compile_named(entry, dtype)
+        _warm.wait(procs)
+    except BaseException:
+        # An interrupt or an error here: the workers' kernels are no longer wanted.
+        _warm.stop(procs)
+        raise
+    finally:
+        claims.close()
+
+
+def _compile_named(entry, dtype):
+    """``compile_entry`` for an entry written ``table:field:loss:optimizer:code``."""
+    name, field, *codes = entry.split(":")
+    loss, optimizer, code = (None if code == "None" else int(code) for code in codes)
+    compile_entry(name, field, dtype, loss, optimizer, code)
+
+
+def compile_worker(argv):
+    """A worker process of ``_compile_ahead`` (``_warm.start``): compile those of the entries
+    ``table:field:loss:optimizer:code`` of ``argv[2:]`` that it claims first in the folder
+    ``argv[0]`` (``_warm.Claims``), for dtype ``argv[1]``, into the cache."""
+    _warm.die_with_parent()
+    claims = _warm.Claims(argv[0])
+    dtype = np.dtype(argv[1])
+    for entry in argv[2:]:
+        if claims.claim(entry):
+            _compile_named(entry, dtype)
+
+
+def with_kernels(net, dtype, loss=None, optimizer=None, ahead=None):
+    """``net`` (``lowering.Network``) with the CPU kernel tables for ``dtype``: ``kernels`` always,
+    with the kernels of the ``loss`` and ``optimizer`` codes (``kernel_table``), and for each other
+    op kind the table of its kernels where the network has that kind (its flag True), for the
+    codes of its ops of that kind, else a table of zero addresses (``_placeholder``).
+
+    Every table is there, whatever the network: the tables' types do not depend on their
+    addresses, so the loop's levels compile once per dtype, and a network with a new loss,
+    optimizer, activation or norm layer compiles only that thing's kernels, for its codes, not
+    the loop again.
+
+    ``ahead(placeholder_net)``, where given, compiles the caller's loop: on a cold cache it runs
+    while worker processes compile the heaviest kernels (``_compile_ahead``).
+    """
+    if ahead is not None:
+        _compile_ahead(net, dtype, loss, optimizer, ahead)
+    present = _present(net)
+    return net._replace(code_kernels=code_kernels(dtype, {name: table_codes(net, name) for name in present}),
+                        **{name: kernel_table(name, dtype, loss, optimizer) if name in present else _placeholder(name)
+                           for name in TABLES})
