@@ -145,15 +145,22 @@ def tree_hash(package_dir=_PACKAGE_DIR):
     h.update(f"numba {numba.__version__} python {sys.version_info[:3]}".encode())
     # A forced SIMD width (cpu/_simd.py) is frozen into the code; the host CPU's own is in numba's key.
     h.update(f"simd {os.environ.get('FASTBP_SIMD_WIDTH', '').strip()}".encode())
-    for folder, subfolders, files in os.walk(package_dir):
-        subfolders[:] = sorted(d for d in subfolders if d != "__pycache__")
+    _hash_sources(h, package_dir)
+    return h.hexdigest()
+
+
+def _hash_sources(h, root):
+    """Feed ``h`` the relative path and content of every .py file under ``root``, in a fixed
+    order, the kernel tree aside where ``root`` holds it."""
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = sorted(d for d in subfolders if d != "__pycache__"
+                               and os.path.realpath(os.path.join(folder, d)) != _PACKAGE_DIR)
         for name in sorted(files):
             if name.endswith(".py"):
                 path = os.path.join(folder, name)
-                h.update(os.path.relpath(path, package_dir).replace(os.sep, "/").encode())
+                h.update(os.path.relpath(path, root).replace(os.sep, "/").encode())
                 with open(path, "rb") as fh:
                     h.update(hashlib.sha256(fh.read()).digest())
-    return h.hexdigest()
 
 
 def _file_hash(path):
@@ -165,15 +172,7 @@ def _file_hash(path):
 def _package_hash(root):
     """sha256 over every source file of the package folder ``root``, the kernel tree aside."""
     h = hashlib.sha256()
-    for folder, subfolders, files in os.walk(root):
-        subfolders[:] = sorted(d for d in subfolders if d != "__pycache__"
-                               and os.path.realpath(os.path.join(folder, d)) != _PACKAGE_DIR)
-        for name in sorted(files):
-            if name.endswith(".py"):
-                path = os.path.join(folder, name)
-                h.update(os.path.relpath(path, root).replace(os.sep, "/").encode())
-                with open(path, "rb") as fh:
-                    h.update(hashlib.sha256(fh.read()).digest())
+    _hash_sources(h, root)
     return h.hexdigest()
 
 
