@@ -23,13 +23,14 @@ import sys
 import numpy as np
 
 from .kernels import _cache
-from .kernels import registry as R
+from .kernels import registry
 
 DTYPES = ("float32", "float64")
-LOSSES = {loss.name: loss.code for loss in R.LOSS_TABLE}
-OPTIMIZERS = {"sgd": R.OPT_SGD, "adam": R.OPT_ADAM, "rmsprop": R.OPT_RMSPROP, "adagrad": R.OPT_ADAGRAD}
+LOSSES = {loss.name: loss.code for loss in registry.LOSS_TABLE}
+OPTIMIZERS = {"sgd": registry.OPT_SGD, "adam": registry.OPT_ADAM, "rmsprop": registry.OPT_RMSPROP,
+              "adagrad": registry.OPT_ADAGRAD}
 NORMS = ("batchnorm", "layernorm")
-ACTIVATIONS = tuple(R.ACTIVATIONS)
+ACTIVATIONS = tuple(registry.ACTIVATIONS)
 _NORM_TABLES = {"batchnorm": "batchnorm_ops", "layernorm": "layernorm_ops"}
 
 def units(dtypes=DTYPES, losses=tuple(LOSSES), optimizers=tuple(OPTIMIZERS), norms=NORMS, activations=ACTIVATIONS):
@@ -49,7 +50,7 @@ def units(dtypes=DTYPES, losses=tuple(LOSSES), optimizers=tuple(OPTIMIZERS), nor
         found += [("kernel", "kernels", "update", dtype, None, OPTIMIZERS[name], None) for name in optimizers]
         tables = ["activation_ops", "dropout_ops"] + [_NORM_TABLES[norm] for norm in norms]
         for table in tables:
-            codes = [R.ACTIVATIONS[name] for name in activations]
+            codes = [registry.ACTIVATIONS[name] for name in activations]
             found += [("kernel", table, field, dtype, None, None, code)
                       for field in _kernel_tables.fields(table)
                       for code in _kernel_tables.field_codes(table, field, codes)]
@@ -63,7 +64,7 @@ def describe(unit):
         return f"training loop ({unit[1]})"
     _, table, field, dtype, loss, optimizer, code = unit
     if code is not None:
-        name = R.ACTIVATION_NAMES[code]
+        name = registry.ACTIVATION_NAMES[code]
     else:
         names = {code: name for name, code in LOSSES.items()} if loss is not None else \
             {code: name for name, code in OPTIMIZERS.items()}

@@ -117,11 +117,6 @@ def test_no_internal_function_of_the_model_layer_takes_more_than_12_parameters()
 
 
 
-# Modules that still import a module under a one-letter name; each leaves this list when it is
-# converted (the test says so), and no other module may take one up.
-_ONE_LETTER_ALIASES_LEFT = {"_precompile.py"}
-
-
 def _one_letter_imports(source):
     """(line, import statement) of each import in source that binds a one-letter name."""
     return [(node.lineno, ast.unparse(node)) for node in ast.walk(ast.parse(source))
@@ -136,10 +131,7 @@ def test_the_model_layer_imports_no_module_under_a_one_letter_name():
         imports = _one_letter_imports(path.read_text()) if relative.parts[0] != "kernels" else []
         if imports:
             found[relative.as_posix()] = imports
-    added = {name: imports for name, imports in found.items() if name not in _ONE_LETTER_ALIASES_LEFT}
-    assert added == {}, "import the module by its name (from .kernels import registry; registry.LOSS_SCE)"
-    converted = sorted(_ONE_LETTER_ALIASES_LEFT - set(found))
-    assert converted == [], f"no one-letter import left in {converted}: remove them from _ONE_LETTER_ALIASES_LEFT"
+    assert found == {}, "import the module by its name (from .kernels import registry; registry.LOSS_SCE)"
     # The check sees both forms of import, and passes two-letter names and plain imports.
     assert _one_letter_imports("import numpy as np\nfrom . import losses\nfrom .kernels import registry as R\n"
                                "def f():\n    import fastbp.kernels as k\n") == [
