@@ -59,15 +59,23 @@ class _Network:
         if training:
             self.grad = cuda.device_array(model.theta.size, dtype=dtype)
         self.no_dx = cuda.device_array((0, 0), dtype=dtype)
+        # Each device view costs a Python object or two; a step of full batches asks for the same ones.
+        self._views = {}
 
     def rows(self, flat, i, nb):
         """The first nb rows of activation i (of its gradient, of its dropout mask) in ``flat``."""
-        start, width = activation_extent(self.net.layout, self.cap, i)
-        return flat[start:start + nb * width].reshape(nb, width)
+        key = (id(flat), i, nb)
+        if key not in self._views:
+            start, width = activation_extent(self.net.layout, self.cap, i)
+            self._views[key] = flat[start:start + nb * width].reshape(nb, width)
+        return self._views[key]
 
     def weight_and_bias(self, flat, i):
         """Dense op i's weight and bias in ``flat`` (theta or grad)."""
-        return dense_weight_and_bias(flat, self.net.params, self.net.params_of[i])
+        key = (id(flat), i)
+        if key not in self._views:
+            self._views[key] = dense_weight_and_bias(flat, self.net.params, self.net.params_of[i])
+        return self._views[key]
 
     def forward(self, nb, training, seed):
         """Run every op on the first nb rows of activation 0; returns the output view."""
