@@ -150,17 +150,22 @@ def tree_hash(package_dir=_PACKAGE_DIR):
 
 
 def _hash_sources(h, root):
-    """Feed ``h`` the relative path and content of every .py file under ``root``, in a fixed
-    order, the kernel tree aside where ``root`` holds it."""
+    """Feed ``h`` the relative path and content of every module file under ``root``, in a fixed
+    order, the kernel tree aside where ``root`` holds it. A name no import can reach (an editor's
+    lock file ``.#model.py``, often a dangling link) is passed over, and a file that cannot be
+    read counts by its name: Python could not import it either."""
     for folder, subfolders, files in os.walk(root):
         subfolders[:] = sorted(d for d in subfolders if d != "__pycache__"
                                and os.path.realpath(os.path.join(folder, d)) != _PACKAGE_DIR)
         for name in sorted(files):
-            if name.endswith(".py"):
+            if name.endswith(".py") and name[:-3].isidentifier():
                 path = os.path.join(folder, name)
                 h.update(os.path.relpath(path, root).replace(os.sep, "/").encode())
-                with open(path, "rb") as fh:
-                    h.update(hashlib.sha256(fh.read()).digest())
+                try:
+                    with open(path, "rb") as fh:
+                        h.update(hashlib.sha256(fh.read()).digest())
+                except OSError:
+                    h.update(b"unreadable")
 
 
 def _file_hash(path):
@@ -176,15 +181,19 @@ def _package_hash(root):
     return h.hexdigest()
 
 
-def source_hash(py_file):
+def source_hash(py_file, module):
     """What stamps compiled code outside the kernel tree: a hash of every source file of the
-    top-level package that holds ``py_file``, or of the file alone outside a package. The
+    top-level package of ``module`` (``fastbp`` for ``fastbp.backends._cpu_loop``), found from
+    ``py_file`` by the module's dotted name, or of the file alone for a module in no package. The
     training loop inlines functions of other modules (``backends/_views.py``, ``lowering.py``):
     stamped with its own file only, its cached code outlived an edit of theirs."""
-    folder, root = os.path.dirname(os.path.abspath(py_file)), None
-    while os.path.isfile(os.path.join(folder, "__init__.py")):
-        root, folder = folder, os.path.dirname(folder)
-    return _package_hash(root) if root is not None else _file_hash(py_file)
+    depth = module.count(".") + (os.path.basename(py_file) == "__init__.py")
+    if depth == 0:
+        return _file_hash(py_file)
+    root = os.path.dirname(os.path.abspath(py_file))
+    for _ in range(depth - 1):
+        root = os.path.dirname(root)
+    return _package_hash(root)
 
 
 # Why nothing is cached, for ``fastbp info``; None where caching is on.
@@ -293,7 +302,7 @@ class _LocatorMixin:
             # A folder per version of the sources too: numba unpickles a function's whole index
             # before it compares stamps, and an index written by another version of the file
             # names its classes (a namedtuple of the loop's, renamed since: AttributeError).
-            sources = source_hash(py_file)
+            sources = source_hash(py_file, py_func.__module__)
             self._stamp += sources
             self._cache_path = os.path.join(self._cache_path, sources[:_TREE_NAME_LENGTH])
 

@@ -257,7 +257,7 @@ def test_a_table_made_without_loss_and_optimizer_refuses_their_kernels_when_call
     @njit
     def update(table, theta, hyper):
         _kernel_tables.kcall(table, "update", (theta, theta, theta, theta, np.int64(1), np.int64(R.OPT_SGD), hyper,
-                                           np.int64(1)))
+                                               np.int64(1)))
 
     theta = np.ones(3)
     with pytest.raises(RuntimeError, match="made without a loss or an optimizer"):

@@ -115,7 +115,7 @@ def test_code_outside_the_kernels_is_stamped_with_its_package_too(tmp_path):
     loop_stamp = loop_cache._impl.locator.get_source_stamp()
     assert kernel_stamp == _cache.TREE_HASH
     assert loop_stamp.startswith(_cache.TREE_HASH) and loop_stamp != kernel_stamp
-    folder = os.path.join(_cache.FOLDER, "fastbp.backends._cpu_loop", _cache.source_hash(_cpu_loop.__file__)[:20])
+    folder = os.path.join(_cache.FOLDER, "fastbp.backends._cpu_loop", _cache.source_hash(_cpu_loop.__file__, _cpu_loop.__name__)[:20])
     assert loop_cache.cache_path == folder
     assert isinstance(loop_cache, numba.core.caching.Cache)
 
@@ -143,6 +143,12 @@ def test_an_edit_of_any_module_of_the_package_outside_the_kernels_restamps_its_c
         return _cache.enable_cpu(numba.njit(cache=False)(module.f))._cache._impl.locator.get_source_stamp()
 
     before = stamp()
+    assert stamp() == before
+    # The package is the module's own, found by its dotted name, even where the folders above it
+    # are packages too (a vendored copy); an editor's lock file, a dangling link, is passed over.
+    (tmp_path / "__init__.py").write_text("")
+    (tmp_path / "other.py").write_text("Y = 1\n")
+    os.symlink(tmp_path / "nowhere", package / ".#lowering.py")
     assert stamp() == before
     (package / "lowering.py").write_text("X = 2\n")
     assert stamp() != before

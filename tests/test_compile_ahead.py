@@ -112,7 +112,7 @@ def test_no_worker_starts_where_it_cannot_help(monkeypatch, why):
         _kernel_tables.kernel_table("kernels", model.dtype, model.loss.kind, model.optimizer.kind)
     calls = []
     net = _kernel_tables.with_kernels(model.lowered().net, model.dtype, model.loss.kind, model.optimizer.kind,
-                                 ahead=calls.append)
+                                      ahead=calls.append)
     assert popen == [] and calls == []  # neither a worker nor the early compile of the loop
     assert all(address != 0 for address in net.kernels)
 

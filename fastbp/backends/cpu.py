@@ -65,7 +65,7 @@ class Trainer:
         so that compiling the kernels happens under ``_first_run``'s note."""
         if self._loop_net is None:
             self._loop_net = _kernel_tables.with_kernels(self.net, self.model.dtype, *_codes(self.model),
-                                                    ahead=self._compile_loop if self.compile_ahead else None)
+                                                         ahead=self._compile_loop if self.compile_ahead else None)
         return self._loop_net
 
     # On a cold cache, the loop compiles here while worker processes compile the dense kernels
