@@ -115,7 +115,8 @@ def test_code_outside_the_kernels_is_stamped_with_its_package_too(tmp_path):
     loop_stamp = loop_cache._impl.locator.get_source_stamp()
     assert kernel_stamp == _cache.TREE_HASH
     assert loop_stamp.startswith(_cache.TREE_HASH) and loop_stamp != kernel_stamp
-    folder = os.path.join(_cache.FOLDER, "fastbp.backends._cpu_loop", _cache.source_hash(_cpu_loop.__file__, _cpu_loop.__name__)[:20])
+    sources = _cache.source_hash(_cpu_loop.__file__, _cpu_loop.__name__)
+    folder = os.path.join(_cache.FOLDER, "fastbp.backends._cpu_loop", sources[:20])
     assert loop_cache.cache_path == folder
     assert isinstance(loop_cache, numba.core.caching.Cache)
 
