@@ -1,7 +1,7 @@
 """A model's layers lowered to what both backends run: one op per layer, and the parameter layout.
 
-``lower(layers, loss_link, n_features)`` turns a list of layers into a
-``Lowered`` network: the op arrays of ``Network`` (kinds, activation codes and
+``lower(layers, loss_link, n_features)`` turns a list of layers into ``Op`` records, one per
+op, and packs them into a ``Lowered`` network: the op arrays of ``Network`` (kinds, activation codes and
 parameters, dropout rates, which dense layer owns which parameters), the
 running sum of the activation widths, and the layout of the flat parameter
 vector ``theta``: all weights, then all biases, one row (weight offset, bias
@@ -70,8 +70,10 @@ LossSpec = namedtuple("LossSpec", "code param")
 class Lowered:
     """A network lowered for the backends: its ``Network``, widths and parameter layout."""
 
-    def __init__(self, ops, widths, shapes, norm_layout, n_features, stripped_link):
-        kinds, codes, alphas, rates, params_of, norms, norm_consts = ops
+    def __init__(self, ops, shapes, norm_layout, n_features, stripped_link):
+        widths = [op.width for op in ops]
+        kinds = [op.kind for op in ops]
+        self.ops = ops
         self.widths = widths
         self.shapes = shapes
         self.n_features = n_features
@@ -80,11 +82,13 @@ class Lowered:
         self.n_weights = sum(i * o for i, o in shapes)
         self.n_parameters, self.n_buffers = norm_layout.n_parameters, norm_layout.n_buffers
         layout = np.cumsum([0, n_features] + widths, dtype=np.int64)
-        self.net = Network(np.array(kinds, dtype=np.int64), np.array(codes, dtype=np.int64),
-                           np.array(alphas, dtype=np.float64), np.array(rates, dtype=np.float64),
-                           np.array(params_of, dtype=np.int64), layout, param_table(shapes),
-                           self.n_weights, np.array(norms, dtype=np.int64).reshape(len(kinds), registry.N_NORM_COLUMNS),
-                           np.array(norm_consts, dtype=np.float64).reshape(len(kinds), 2),
+        self.net = Network(np.array(kinds, dtype=np.int64), np.array([op.code for op in ops], dtype=np.int64),
+                           np.array([op.alpha for op in ops], dtype=np.float64),
+                           np.array([op.rate for op in ops], dtype=np.float64),
+                           np.array([op.owner for op in ops], dtype=np.int64), layout, param_table(shapes),
+                           self.n_weights,
+                           np.array([op.norm for op in ops], dtype=np.int64).reshape(len(ops), registry.N_NORM_COLUMNS),
+                           np.array([op.consts for op in ops], dtype=np.float64).reshape(len(ops), 2),
                            *(np.bool_(True) if any(k in group for k in kinds) else None
                              for group in ((registry.OP_ACTIVATION,), (registry.OP_BATCHNORM,),
                                            (registry.OP_LAYERNORM,), (registry.OP_DROPOUT,))),
@@ -289,6 +293,13 @@ def named_views(flat, buffers, layers, shapes):
     return out
 
 
+# One op of a lowered network, before ``Lowered`` packs the ops into the arrays of ``Network``:
+# its kind, activation code and parameter, dropout rate, the Dense layer whose parameters it uses
+# (-1: none), its row of ``Network.norms`` and of ``Network.norm_consts``, its output's width.
+Op = namedtuple("Op", "kind code alpha rate owner norm consts width",
+                defaults=(registry.IDENTITY, 0.0, 0.0, -1, (-1,) * registry.N_NORM_COLUMNS, (0.0, 0.0), 0))
+
+
 def lower(layers, loss_link, n_features):
     """Lower ``layers`` (a valid Sequential's) for a loss whose own link is ``loss_link``.
 
@@ -300,57 +311,57 @@ def lower(layers, loss_link, n_features):
     The loss applies its link (softmax, sigmoid) to the logits itself, fused
     and stable, so a final layer that applies the same link is dropped.
     """
-    kinds, codes, alphas, rates, params_of, norms, norm_consts = ops = [], [], [], [], [], [], []
-    widths, shapes = [], []
     layout = norm_layout(layers, [(l.in_features, l.out_features) for l in layers if isinstance(l, Dense)])
-    width = n_features
-
-    def add(kind, code=registry.IDENTITY, alpha=0.0, rate=0.0, owner=-1, norm=(-1,) * registry.N_NORM_COLUMNS,
-            consts=(0.0, 0.0)):
-        kinds.append(kind)
-        codes.append(code)
-        alphas.append(alpha)
-        rates.append(rate)
-        params_of.append(owner)
-        norms.append(norm)
-        norm_consts.append(consts)
-        widths.append(width)
-
-    n_norms = 0
+    ops, shapes, width = [], [], n_features
     for layer, slot in zip(layers, layout.slots):
-        if isinstance(layer, NORM_LAYERS):
-            kind = registry.OP_BATCHNORM if isinstance(layer, BatchNorm) else registry.OP_LAYERNORM
-            add(kind, norm=_norm_row(slot, n_norms),
-                consts=(layer.eps, getattr(layer, "momentum", 0.0)))
-            n_norms += 1
-        elif isinstance(layer, Dense):
-            width = layer.out_features
-            code = registry.ACTIVATIONS[layer.activation]
-            fused = code in registry.OUTPUT_DERIVABLE
-            add(registry.OP_DENSE, code if fused else registry.IDENTITY, layer.alpha, owner=len(shapes))
-            shapes.append((layer.in_features, layer.out_features))
-            if not fused:
-                add(registry.OP_ACTIVATION, code, layer.alpha)
-        elif isinstance(layer, Activation):
-            code = registry.ACTIVATIONS[layer.activation]
-            if kinds and kinds[-1] in NORM_OPS and codes[-1] == registry.IDENTITY and code in ELEMENTWISE:
-                # Fused into the norm op before it, as Dense fuses its own.
-                codes[-1], alphas[-1] = code, layer.alpha
-            else:
-                add(registry.OP_ACTIVATION, code, layer.alpha)
-        elif layer.rate > 0.0:
-            add(registry.OP_DROPOUT, rate=layer.rate)
-    stripped = False
-    if loss_link is not None and kinds:
-        link = registry.ACTIVATIONS[loss_link]
-        if kinds[-1] == registry.OP_ACTIVATION and codes[-1] == link:
-            for seq in (*ops, widths):
-                seq.pop()
-            stripped = True
-        elif (kinds[-1] == registry.OP_DENSE or kinds[-1] in NORM_OPS) and codes[-1] == link:
-            codes[-1] = registry.IDENTITY
-            stripped = True
-    return Lowered(ops, widths, shapes, layout, n_features, stripped)
+        width = layer.out_features if isinstance(layer, Dense) else width
+        _lower_layer(ops, shapes, layer, slot, width)
+    stripped = _strip_link(ops, loss_link)
+    return Lowered(ops, shapes, layout, n_features, stripped)
+
+
+def _lower_layer(ops, shapes, layer, slot, width):
+    """Append ``layer``'s ops to ``ops`` (a Dense layer's shape to ``shapes``), or fuse it into the
+    op before it."""
+    if isinstance(layer, NORM_LAYERS):
+        kind = registry.OP_BATCHNORM if isinstance(layer, BatchNorm) else registry.OP_LAYERNORM
+        n_norms = sum(op.kind in NORM_OPS for op in ops)
+        ops.append(Op(kind, norm=_norm_row(slot, n_norms), consts=(layer.eps, getattr(layer, "momentum", 0.0)),
+                      width=width))
+    elif isinstance(layer, Dense):
+        code = registry.ACTIVATIONS[layer.activation]
+        fused = code in registry.OUTPUT_DERIVABLE
+        ops.append(Op(registry.OP_DENSE, code if fused else registry.IDENTITY, layer.alpha, owner=len(shapes),
+                      width=width))
+        shapes.append((layer.in_features, layer.out_features))
+        if not fused:
+            ops.append(Op(registry.OP_ACTIVATION, code, layer.alpha, width=width))
+    elif isinstance(layer, Activation):
+        code = registry.ACTIVATIONS[layer.activation]
+        if ops and ops[-1].kind in NORM_OPS and ops[-1].code == registry.IDENTITY and code in ELEMENTWISE:
+            # Fused into the norm op before it, as Dense fuses its own.
+            ops[-1] = ops[-1]._replace(code=code, alpha=layer.alpha)
+        else:
+            ops.append(Op(registry.OP_ACTIVATION, code, layer.alpha, width=width))
+    elif layer.rate > 0.0:
+        ops.append(Op(registry.OP_DROPOUT, rate=layer.rate, width=width))
+
+
+def _strip_link(ops, loss_link):
+    """Drop the loss's link (``loss_link``) from the end of ``ops``, where the network applies it:
+    an activation op of its own goes, a fused one becomes the identity. True where it did."""
+    if loss_link is None or not ops:
+        return False
+    link = registry.ACTIVATIONS[loss_link]
+    if ops[-1].code != link:
+        return False
+    if ops[-1].kind == registry.OP_ACTIVATION:
+        ops.pop()
+        return True
+    if ops[-1].kind == registry.OP_DENSE or ops[-1].kind in NORM_OPS:
+        ops[-1] = ops[-1]._replace(code=registry.IDENTITY)
+        return True
+    return False
 
 
 def check_norm_batches(lowered, n, batch_size, what):
