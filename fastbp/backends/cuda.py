@@ -60,22 +60,22 @@ class _Network:
             self.grad = cuda.device_array(model.theta.size, dtype=dtype)
         self.no_dx = cuda.device_array((0, 0), dtype=dtype)
         # Each device view costs a Python object or two; a step of full batches asks for the same ones.
-        self._views = {}
+        self._cut_views = {}
 
     def rows(self, flat, i, nb):
         """The first nb rows of activation i (of its gradient, of its dropout mask) in ``flat``."""
         key = (id(flat), i, nb)
-        if key not in self._views:
+        if key not in self._cut_views:
             start, width = activation_extent(self.net.layout, self.cap, i)
-            self._views[key] = flat[start:start + nb * width].reshape(nb, width)
-        return self._views[key]
+            self._cut_views[key] = flat[start:start + nb * width].reshape(nb, width)
+        return self._cut_views[key]
 
     def weight_and_bias(self, flat, i):
         """Dense op i's weight and bias in ``flat`` (theta or grad)."""
         key = (id(flat), i)
-        if key not in self._views:
-            self._views[key] = dense_weight_and_bias(flat, self.net.params, self.net.params_of[i])
-        return self._views[key]
+        if key not in self._cut_views:
+            self._cut_views[key] = dense_weight_and_bias(flat, self.net.params, self.net.params_of[i])
+        return self._cut_views[key]
 
     def forward(self, nb, training, seed):
         """Run every op on the first nb rows of activation 0; returns the output view."""
