@@ -13,7 +13,7 @@ The grouped values that the compiled loop takes are namedtuples of arrays,
 which numba compiles (and caches) as structs, so two arrays of one type can
 never trade places unnoticed:
 
-- ``Network``: the lowered ops and the parameter table, read-only. Its ``activation_ops``,
+- ``Network``: the lowered ops, the backward pass's schedule and the parameter table, read-only. Its ``activation_ops``,
   ``batchnorm_ops``, ``layernorm_ops`` and ``dropout_ops`` are each None where the network has
   no op of that kind, True where it has. ``kernels`` and ``code_kernels`` are None here; the
   CPU backend puts its kernel tables there and in place of the flags
@@ -60,7 +60,7 @@ NORM_OPS = (registry.OP_BATCHNORM, registry.OP_LAYERNORM)
 ELEMENTWISE = frozenset(registry.ELEMENTWISE_CODES.values())
 
 Network = namedtuple("Network", "kinds codes alphas rates params_of layout params n_weights norms "
-                                "norm_consts activation_ops batchnorm_ops layernorm_ops dropout_ops kernels code_kernels")
+                                "norm_consts backward_order input_grads activation_ops batchnorm_ops layernorm_ops dropout_ops kernels code_kernels")
 Workspace = namedtuple("Workspace", "acts dacts masks scratch probs loss cap saved normgrad running")
 Targets = namedtuple("Targets", "labels target weight")
 Optimizer = namedtuple("Optimizer", "theta grad state1 state2 code hyper counters")
@@ -89,6 +89,7 @@ class Lowered:
                            self.n_weights,
                            np.array([op.norm for op in ops], dtype=np.int64).reshape(len(ops), registry.N_NORM_COLUMNS),
                            np.array([op.consts for op in ops], dtype=np.float64).reshape(len(ops), 2),
+                           *(np.array(part, dtype=np.int64) for part in backward_schedule(ops)),
                            *(np.bool_(True) if any(k in group for k in kinds) else None
                              for group in ((registry.OP_ACTIVATION,), (registry.OP_BATCHNORM,),
                                            (registry.OP_LAYERNORM,), (registry.OP_DROPOUT,))),
@@ -136,6 +137,22 @@ class Lowered:
         buffers = {name: np.zeros(shape, dtype=dtype)
                    for name, shape in self.buffer_shapes(cap, training, loss_code).items()}
         return Workspace(cap=cap, running=running, **buffers)
+
+
+def backward_schedule(ops):
+    """The backward pass's plan for ``ops``: the ops whose backward runs, last to first, and for
+    each op whether it computes its input gradient (1) or not (0).
+
+    The forward pass runs every op in order. An op's backward runs where it or an op before it
+    has parameters (a Dense op, a norm op with gamma and beta), and computes its input gradient
+    where an op before it has: ops in front of the first parameters (a dropout of the inputs, a
+    norm layer without affine parameters) pass no gradient to anything that learns.
+    """
+    learns = [op.kind == registry.OP_DENSE or (op.kind in NORM_OPS and op.norm[registry.NORM_GAMMA] >= 0)
+              for op in ops]
+    learns_before = [any(learns[:i]) for i in range(len(ops))]
+    order = [i for i in range(len(ops) - 1, -1, -1) if learns_before[i] or learns[i]]
+    return order, [int(flag) for flag in learns_before]
 
 
 def param_table(shapes):

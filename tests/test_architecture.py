@@ -481,3 +481,50 @@ def test_only_lowering_computes_an_offset_into_theta_the_buffers_or_the_workspac
             if uses:
                 found[relative] = uses
     assert found == {}, "cut an op's views with lowering's functions (norm_statistics, dense_extent, ...)"
+
+
+@pytest.mark.parametrize("layers,order,input_grads", [
+    # Dense, ReLU, Dense: every op backward; the first computes no input gradient.
+    (lambda: [fastbp.Dense(3, 4), fastbp.ReLU(), fastbp.Dense(4, 2)], [2, 1, 0], [0, 1, 1]),
+    # A dropout of the inputs and a norm layer without gamma and beta pass no gradient on to a
+    # parameter: their backward does not run, and the first Dense computes no input gradient.
+    (lambda: [fastbp.Dropout(0.5), fastbp.BatchNorm(3, affine=False), fastbp.Dense(3, 4), fastbp.Dense(4, 2)],
+     [3, 2], [0, 0, 0, 1]),
+    # A norm layer with gamma and beta learns: its backward runs, with no input gradient.
+    (lambda: [fastbp.Activation("tanh"), fastbp.LayerNorm(3), fastbp.Dense(3, 2)], [2, 1], [0, 0, 1]),
+])
+def test_lowering_plans_the_backward_pass(layers, order, input_grads):
+    net = fastbp.Sequential(layers()).lowered().net
+    assert list(net.backward_order) == order
+    assert list(net.input_grads) == input_grads
+
+
+@pytest.mark.parametrize("device", BACKENDS)
+def test_both_walkers_follow_the_backward_plan(device):
+    # Both backends leave the gradient of every activation in front of the first parameters
+    # untouched (NaN here), and still train those parameters.
+    from fastbp.backends import cpu, cuda
+    from fastbp.lowering import Targets
+    model = fastbp.Sequential([fastbp.Dropout(0.5), fastbp.BatchNorm(3, affine=False), fastbp.Dense(3, 4),
+                               fastbp.Dense(4, 2)], seed=0, device=device)
+    model.compile("softmax_cross_entropy", fastbp.SGD(0.1))
+    model.optimizer.init_state(model.theta.size, model.dtype)
+    X = np.random.default_rng(0).normal(size=(8, 3)).astype(np.float32)
+    data = Targets(np.arange(8, dtype=np.int64) % 2, np.zeros((0, 0), np.float32), np.zeros(0, np.float32))
+    lowered = model.lowered()
+    trainer = (cpu if device == "cpu" else cuda).Trainer(model, lowered, X, data, 8, 0)
+    before = model.theta.copy()
+    if device == "cpu":
+        trainer.ws.dacts[:] = np.nan
+    else:
+        trainer.net.dacts.copy_to_device(np.full(trainer.net.dacts.shape, np.nan, np.float32))
+    trainer.begin_epoch(np.arange(8, dtype=np.int64), model.optimizer.hyper(0.1))
+    status, _ = trainer.run(0, 1)
+    trainer.end_epoch(np.zeros(R.N_STATS))
+    dacts = trainer.ws.dacts if device == "cpu" else trainer.net.dacts.copy_to_host()
+    layout = lowered.net.layout
+    assert status == R.OK
+    assert not np.array_equal(np.asarray(model.theta), before)
+    upto = 8 * layout[3]  # activations 0, 1, 2: the inputs and the outputs of dropout and BatchNorm
+    assert np.isnan(dacts[:upto]).all()
+    assert np.isfinite(dacts[upto:upto + 8 * (layout[-1] - layout[3])]).all()  # the Dense layers' output gradients

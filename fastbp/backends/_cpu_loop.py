@@ -84,8 +84,7 @@ def forward(net, ws, theta, nb, training, seed, row0):
             # compiled into each of the loop's levels.
             norm_ops = net.batchnorm_ops if kind == registry.OP_BATCHNORM else net.layernorm_ops
             kcall_code(net.code_kernels, norm_ops, "forward", net.codes[i],
-                        (out, x, ws.saved, ws.running, theta, net.norms, net.norm_consts, i, cap, net.alphas[i],
-                         training))
+                        (out, x, ws.saved, ws.running, theta, net.norms, net.norm_consts, i, net.alphas[i], training))
         elif training:
             # A distinct stream per step and per layer.
             kcall(net.dropout_ops, "forward",
@@ -96,7 +95,8 @@ def forward(net, ws, theta, nb, training, seed, row0):
 
 @jit(refcounts=False)
 def backward(net, ws, theta, grad, nb):
-    """Backpropagate the gradient of the last activation through every op into grad.
+    """Backpropagate the gradient of the last activation into grad, through the ops of the
+    network's backward schedule (``lowering.backward_schedule``).
 
     A dense layer's dz = dout * f'(z) goes to ``ws.scratch`` (at least nb times
     the widest layer), not over dout: LLVM cannot vectorize the pass when its
@@ -104,27 +104,27 @@ def backward(net, ws, theta, grad, nb):
     was 20% slower for it.
     """
     layout, cap = net.layout, ws.cap
-    for i in range(net.kinds.size - 1, -1, -1):
+    for step in range(net.backward_order.size):
+        i = net.backward_order[step]
         dout = rows(ws.dacts, layout, cap, i + 1, nb)
         out = rows(ws.acts, layout, cap, i + 1, nb)
         x = rows(ws.acts, layout, cap, i, nb)
+        # No input gradient where nothing before the op learns: a zero-size dx skips it.
+        dx_rows = nb if net.input_grads[i] else 0
         kind = net.kinds[i]
         if kind == registry.OP_DENSE:
             p = net.params_of[i]
-            # The first layer needs no input gradient: a zero-size dx skips it.
-            dx = rows(ws.dacts, layout, cap, i, nb if i > 0 else 0)
+            dx = rows(ws.dacts, layout, cap, i, dx_rows)
             dz = matrix(ws.scratch, 0, nb, dout.shape[1])
             kcall(net.kernels, "dense_backward", (dx, dense_weight(grad, net.params, p),
                                                    dense_bias(grad, net.params, p), dz, dout, out, x,
                                                    dense_weight(theta, net.params, p), net.codes[i], net.alphas[i]))
-        # Before the i == 0 exit: a norm op first in the network still has dgamma and dbeta.
         elif kind == registry.OP_BATCHNORM or kind == registry.OP_LAYERNORM:
             norm_ops = net.batchnorm_ops if kind == registry.OP_BATCHNORM else net.layernorm_ops
             kcall_code(net.code_kernels, norm_ops, "backward", net.codes[i],
-                        (ws.acts, ws.dacts, ws.saved, theta, grad, ws.normgrad, net.norms, layout, i, nb, cap,
-                         net.alphas[i]))
-        elif i == 0:
-            break
+                        (rows(ws.dacts, layout, cap, i, dx_rows), dout, out, x, ws.saved, theta, grad, ws.normgrad,
+                         net.norms, i, net.alphas[i]))
+        # An op without parameters is in the schedule only where an op before it learns.
         elif kind == registry.OP_ACTIVATION:
             kcall_code(net.code_kernels, net.activation_ops, "backward", net.codes[i],
                         (rows(ws.dacts, layout, cap, i, nb), dout, out, x, net.codes[i], net.alphas[i]))

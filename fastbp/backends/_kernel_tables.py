@@ -103,8 +103,8 @@ def _signatures(dtype):
     i64, f64, void = types.int64, types.float64, types.void
     saved, norms, consts = types.Array(dt, 3, "C"), types.Array(types.int64, 2, "C"), types.Array(types.float64, 2, "C")
     layout = types.Array(types.int64, 1, "C")
-    norm_forward = void(m, m, saved, v, v, norms, consts, i64, i64, f64, types.boolean)
-    norm_backward = void(v, v, saved, v, v, v, norms, layout, i64, i64, i64, f64)
+    norm_forward = void(m, m, saved, v, v, norms, consts, i64, f64, types.boolean)
+    norm_backward = void(m, m, m, m, saved, v, v, v, norms, i64, f64)
     return {
         "kernels": Kernels(dense_forward=void(m, m, m, v, i64, f64),
                            dense_backward=void(m, m, v, m, m, m, m, m, i64, f64),

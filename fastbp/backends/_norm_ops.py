@@ -2,9 +2,9 @@
 
 Each is a compile unit of its own, made for one activation code, which the loop calls through
 the address its kernel table holds for the op's code (``_kernel_tables``: ``BY_CODE``). A unit takes
-the whole of ``Workspace.saved``, the running statistics, theta, ``Network.norms`` and
-``Network.norm_consts`` with the op's index, and cuts the views of its statistics and of
-gamma and beta itself; the loop holds one call per kind, which costs what an activation op's
+the op's rows of the activations (as an activation op's kernel does), the whole of
+``Workspace.saved``, the running statistics, theta, ``Network.norms`` and ``Network.norm_consts``
+with the op's index, and cuts the views of its statistics and of gamma and beta itself; the loop holds one call per kind, which costs what an activation op's
 costs to compile, so that one compiled loop serves networks with and without norm layers. A
 first fit with a BatchNorm layer on a warm cache compiles that kind's units for its code and
 nothing else: with the views cut in the loop, the loop had its norm branches only where the
@@ -21,7 +21,7 @@ import functools
 from ..kernels import registry
 from ..kernels._jit import jit
 from ..kernels.cpu import norm as norm_kernels
-from ._views import norm_affine, norm_affine_grads, norm_running, norm_statistics, rows
+from ._views import norm_affine, norm_affine_grads, norm_running, norm_statistics
 
 
 def _named(unit, kind, field, code):
@@ -36,7 +36,7 @@ def batchnorm_forward_for(code):
     """Forward of BatchNorm op i and its activation ``code``, x into out: with the batch's statistics,
     which go to the op's row of ``saved`` (training), or with the running ones (inference)."""
 
-    def forward(out, x, saved, running, theta, norms, consts, i, cap, alpha, training):
+    def forward(out, x, saved, running, theta, norms, consts, i, alpha, training):
         width = x.shape[1]
         gamma, beta = norm_affine(theta, norms, i, width)
         if training:
@@ -55,7 +55,7 @@ def layernorm_forward_for(code):
     """Forward of LayerNorm op i and its activation ``code``, x into out, each row's statistics into
     the op's row of ``saved`` (training and inference alike)."""
 
-    def forward(out, x, saved, running, theta, norms, consts, i, cap, alpha, training):
+    def forward(out, x, saved, running, theta, norms, consts, i, alpha, training):
         n_rows, width = x.shape
         mean, _, invstd = norm_statistics(saved, norms, i, n_rows)
         gamma, beta = norm_affine(theta, norms, i, width)
@@ -65,14 +65,11 @@ def layernorm_forward_for(code):
 
 
 @jit(inline="always")
-def _backward_views(acts, dacts, theta, grad, normgrad, norms, layout, i, nb, cap):
-    """A norm op's views for its act kernel's backward body: dx, dgamma, dbeta, dout, y, x, gamma,
-    beta. The first op needs no input gradient: a zero-size dx skips it."""
-    width = layout[i + 1] - layout[i]
+def _affine_views(theta, grad, normgrad, norms, i, width):
+    """Norm op i's dgamma, dbeta, gamma and beta for its act kernel's backward body."""
     dgamma, dbeta = norm_affine_grads(grad, normgrad, norms, i, width)
     gamma, beta = norm_affine(theta, norms, i, width)
-    return (rows(dacts, layout, cap, i, nb if i > 0 else 0), dgamma, dbeta, rows(dacts, layout, cap, i + 1, nb),
-            rows(acts, layout, cap, i + 1, nb), rows(acts, layout, cap, i, nb), gamma, beta)
+    return dgamma, dbeta, gamma, beta
 
 
 # The factories' closures hold the code alone: numba keys a closure's cache entry by its cells'
@@ -80,14 +77,15 @@ def _backward_views(acts, dacts, theta, grad, normgrad, norms, layout, i, nb, ca
 # compiled again in every process).
 @functools.lru_cache(maxsize=None)
 def batchnorm_backward_for(code):
-    """Backward of BatchNorm op i and its activation ``code`` on the first nb rows of the activations
-    ``acts`` and their gradients ``dacts``: dgamma and dbeta into grad (into the ``normgrad``
-    scratch without affine parameters), the input gradient into its rows of ``dacts``."""
+    """Backward of BatchNorm op i and its activation ``code``, the loop's views of its rows as an
+    activation op's: dgamma and dbeta into grad (into the ``normgrad`` scratch without affine
+    parameters), the input gradient into dx (zero rows where the backward schedule asks for none:
+    skipped)."""
 
-    def backward(acts, dacts, saved, theta, grad, normgrad, norms, layout, i, nb, cap, alpha):
-        mean, _, invstd = norm_statistics(saved, norms, i, layout[i + 1] - layout[i])
-        dx, dgamma, dbeta, dout, y, x, gamma, beta = _backward_views(acts, dacts, theta, grad, normgrad, norms,
-                                                                     layout, i, nb, cap)
+    def backward(dx, dout, y, x, saved, theta, grad, normgrad, norms, i, alpha):
+        width = x.shape[1]
+        mean, _, invstd = norm_statistics(saved, norms, i, width)
+        dgamma, dbeta, gamma, beta = _affine_views(theta, grad, normgrad, norms, i, width)
         norm_kernels.batchnorm_act_backward_body(dx, dgamma, dbeta, dout, y, x, mean, invstd, gamma, beta, code,
                                                  alpha)
 
@@ -98,10 +96,9 @@ def batchnorm_backward_for(code):
 def layernorm_backward_for(code):
     """Backward of LayerNorm op i and its activation ``code`` (as ``batchnorm_backward_for``)."""
 
-    def backward(acts, dacts, saved, theta, grad, normgrad, norms, layout, i, nb, cap, alpha):
-        mean, _, invstd = norm_statistics(saved, norms, i, nb)
-        dx, dgamma, dbeta, dout, y, x, gamma, beta = _backward_views(acts, dacts, theta, grad, normgrad, norms,
-                                                                     layout, i, nb, cap)
+    def backward(dx, dout, y, x, saved, theta, grad, normgrad, norms, i, alpha):
+        mean, _, invstd = norm_statistics(saved, norms, i, x.shape[0])
+        dgamma, dbeta, gamma, beta = _affine_views(theta, grad, normgrad, norms, i, x.shape[1])
         norm_kernels.layernorm_act_backward_body(dx, dgamma, dbeta, dout, y, x, mean, invstd, gamma, beta, code,
                                                  alpha)
 

@@ -118,7 +118,7 @@ class _Network:
         net = self.net
         x, out, dout = self.rows(self.acts, i, nb), self.rows(self.acts, i + 1, nb), self.rows(self.dacts, i + 1, nb)
         width = x.shape[1]
-        dx = self.rows(self.dacts, i, nb) if i > 0 else self.no_dx
+        dx = self.rows(self.dacts, i, nb) if net.input_grads[i] else self.no_dx
         dgamma, dbeta = norm_affine_grads(self.grad, self.normgrad, net.norms, i, width)
         gamma, beta = norm_affine(self.theta, net.norms, i, width)
         is_layernorm = net.kinds[i] == registry.OP_LAYERNORM
@@ -139,23 +139,21 @@ class _Network:
                                                    float(net.norm_consts[i, 1]), nb)
 
     def backward(self, nb):
-        """Backpropagate the gradient of the last activation through every op into grad, dz through
-        scratch."""
+        """Backpropagate the gradient of the last activation into grad through the ops of the
+        backward schedule (``lowering.backward_schedule``), dz through scratch."""
         net = self.net
-        for i in range(len(net.kinds) - 1, -1, -1):
+        for i in net.backward_order:
             dout, out = self.rows(self.dacts, i + 1, nb), self.rows(self.acts, i + 1, nb)
             x = self.rows(self.acts, i, nb)
             kind, code, alpha = net.kinds[i], int(net.codes[i]), float(net.alphas[i])
             if kind == registry.OP_DENSE:
                 dw, db = self.weight_and_bias(self.grad, i)
-                dx = self.rows(self.dacts, i, nb) if i > 0 else self.no_dx
+                dx = self.rows(self.dacts, i, nb) if net.input_grads[i] else self.no_dx
                 dz = self.scratch[:dout.size].reshape(dout.shape)
                 w, _ = self.weight_and_bias(self.theta, i)
                 self.dense.dense_act_backward(dx, dw, db, dz, dout, out, x, w, code, alpha)
             elif kind in (registry.OP_BATCHNORM, registry.OP_LAYERNORM):
-                self._norm_backward(i, nb)  # before the i == 0 exit: dgamma and dbeta still count
-            elif i == 0:
-                break  # nothing upstream needs the input gradient
+                self._norm_backward(i, nb)
             elif kind == registry.OP_ACTIVATION:
                 self.activations.activation_code_backward(self.rows(self.dacts, i, nb), dout, out, x, code, alpha)
             else:
