@@ -13,10 +13,13 @@ import functools
 import inspect
 import numbers
 import operator
+import re
 
 import numpy as np
+from numba import from_dtype, types
 from numba.extending import overload
 
+from . import registry
 from ._scalar import ACTIVATION_CODES, OUTPUT_DERIVABLE
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -53,8 +56,20 @@ DIMENSION_LETTERS = frozenset("NIO")
 
 def _known_kind(kind):
     letters = kind[:-1] if kind.endswith("?") else kind
-    return (kind in SCALAR_CHECKS or kind in ARRAY_CHECKS
+    return (kind in SCALAR_CHECKS or kind in ARRAY_CHECKS or _typed_array(kind) is not None
             or (letters != "" and set(letters) <= DIMENSION_LETTERS))
+
+
+# Arrays of one element type and rank, spelled as numba spells them: "int64[:, :]" (the compiled
+# loop's tables), "float64[:]" (hyperparameters, sums), "float[:, :, :]" (of the call's float
+# dtype, as every lettered array is).
+_TYPED_ARRAY = re.compile(r"^(float|float64|int64)\[:(?:, :)*\]$")
+
+
+def _typed_array(kind):
+    """(element type, rank) of a typed-array kind ("float" for the call's float dtype), or None."""
+    match = _TYPED_ARRAY.match(kind)
+    return None if match is None else (match.group(1), kind.count(":"))
 
 
 class ArgSpec(tuple):
@@ -63,8 +78,9 @@ class ArgSpec(tuple):
     Kinds: dimension letters for a float array ("NO" is (N, O)), with a
     trailing "?" where a zero-size array means "absent" (no sample weights, no
     input gradient); "L" the (1,) array that receives a loss; "*" float arrays
-    of one shape, whatever it is; "labels" integer class labels (N,); and the
-    scalar kinds of ``SCALAR_CHECKS``. ``writes`` names the outputs: the first
+    of one shape, whatever it is; "labels" integer class labels (N,); arrays of
+    one element type and rank in numba's spelling ("int64[:, :]", "float[:]": the
+    call's float dtype); and the scalar kinds of ``SCALAR_CHECKS``. ``writes`` names the outputs: the first
     arguments, except in the optimizer updates, which read ``grad`` between
     ``param`` and their state.
 
@@ -232,13 +248,27 @@ def _check_same_shape(walk, name, kind, d, a):
         walk.fail(name, f"of shape {walk.shape} like the first array", a)
 
 
-# Array kinds by name; any other array kind is dimension letters, "?" if optional.
+def _check_typed(walk, name, kind, d, a):
+    """"int64[:, :]", "float[:]", ...: the element type and the rank."""
+    element, rank = _typed_array(kind)
+    if element == "float":
+        _check_float(walk, name, d, a)
+    elif d.dtype != np.dtype(element):
+        walk.fail(name, f"an array of {element}", a)
+    if len(d.shape) != rank:
+        walk.fail(name, f"{rank}-D", a)
+
+
+# Array kinds by name; any other array kind is typed ("int64[:]") or dimension letters, "?" if
+# optional.
 ARRAY_CHECKS = {"labels": _check_labels, "L": _check_loss, "*": _check_same_shape}
 
 
 def _array_check(kind):
     if kind in ARRAY_CHECKS:
         return ARRAY_CHECKS[kind]
+    if _typed_array(kind) is not None:
+        return _check_typed
     return _check_optional if kind.endswith("?") else _check_lettered
 
 
@@ -326,8 +356,32 @@ def _check_act_fused(kernel, name, a):
               "(GELU needs its input: use dense_backward and gelu_backward; so does SiLU)", _CODE_NAMES[a])
 
 
+def _check_index(kernel, name, a):
+    a = _integer(kernel, name, a)
+    if a < 0:
+        reject(kernel, name, ">= 0", a)
+
+
+def _check_loss_code(kernel, name, a):
+    a = _integer(kernel, name, a)
+    codes = [loss.code for loss in registry.LOSS_TABLE]
+    if a not in codes:
+        reject(kernel, name, f"a loss code of registry.LOSS_TABLE {codes}", a)
+
+
+def _check_optimizer_code(kernel, name, a):
+    a = _integer(kernel, name, a)
+    codes = (registry.OPT_SGD, registry.OPT_ADAM, registry.OPT_RMSPROP, registry.OPT_ADAGRAD)
+    if a not in codes:
+        reject(kernel, name, f"an optimizer code of the registry {codes}", a)
+
+
 SCALAR_CHECKS = {
     "bool": _check_bool,
+    "value": _check_real,  # a float of the arrays' dtype in compiled code (``numba_signature``)
+    "index": _check_index,
+    "loss": _check_loss_code,
+    "optimizer": _check_optimizer_code,
     "float": _check_real,
     "rate": _check_rate,
     "positive": _check_positive,
@@ -395,3 +449,35 @@ def public(kernel, spec):
         return impl
 
     return wrapper
+
+
+# The numba type of each scalar kind in a compiled caller's signature; "value" is a float of the
+# arrays' dtype.
+_SCALAR_TYPES = {"bool": types.boolean, "value": None, "float": types.float64, "rate": types.float64,
+                 "positive": types.float64, "nonneg": types.float64, "momentum": types.float64,
+                 "count": types.int64, "seed": types.int64, "step": types.int64, "act": types.int64,
+                 "act_fused": types.int64, "index": types.int64, "loss": types.int64, "optimizer": types.int64}
+assert _SCALAR_TYPES.keys() == SCALAR_CHECKS.keys()
+
+
+def numba_signature(spec, dtype, star_rank=2):
+    """The signature with which compiled code calls a kernel of ``spec`` on arrays of ``dtype``:
+    C-contiguous arrays of ``dtype`` for the lettered, "L", "*" and "float[...]" kinds ("*" of
+    rank ``star_rank``), int64 labels, the typed arrays' own element types, and each scalar
+    kind's type (``_SCALAR_TYPES``). The compiled loop's kernel tables hold their kernels for
+    these (``fastbp/backends/_kernel_tables.py``)."""
+    floats = from_dtype(np.dtype(dtype))
+
+    def one(kind):
+        if kind in _SCALAR_TYPES:
+            return floats if _SCALAR_TYPES[kind] is None else _SCALAR_TYPES[kind]
+        if kind == "labels":
+            return types.Array(types.int64, 1, "C")
+        typed = _typed_array(kind)
+        if typed is not None:
+            element, rank = typed
+            return types.Array(floats if element == "float" else getattr(types, element), rank, "C")
+        rank = star_rank if kind == "*" else 1 if kind == "L" else len(kind.rstrip("?"))
+        return types.Array(floats, rank, "C")
+
+    return types.void(*(one(kind) for _, kind in spec))

@@ -528,3 +528,61 @@ def test_both_walkers_follow_the_backward_plan(device):
     upto = 8 * layout[3]  # activations 0, 1, 2: the inputs and the outputs of dropout and BatchNorm
     assert np.isnan(dacts[:upto]).all()
     assert np.isfinite(dacts[upto:upto + 8 * (layout[-1] - layout[3])]).all()  # the Dense layers' output gradients
+
+
+def test_every_table_kernel_takes_the_arguments_of_the_spec_its_signature_comes_from():
+    from fastbp.backends import _kernel_tables
+
+    mismatched = []
+    for name, table in _kernel_tables.TABLES.items():
+        for field, entry in zip(table._fields, table):
+            spec = getattr(_kernel_tables.SPECS[name], field)
+            if entry is None:
+                continue
+            if isinstance(entry, dict):
+                kernels = list(entry.values())
+            elif (name, field) in _kernel_tables.CODE_ROWS:  # a factory of one kernel per code
+                codes = R.ACTIVATIONS.values() if name == "activation_ops" else R.ELEMENTWISE_CODES.values()
+                kernels = [entry(code) for code in codes]
+            else:
+                kernels = [entry]
+            for kernel in kernels:
+                # A per-code kernel ignores its code argument, named "_code".
+                params = tuple(p.lstrip("_") for p in inspect.signature(kernel.py_func).parameters)
+                if params != spec.names:
+                    mismatched.append((name, field, kernel.py_func.__qualname__, params, spec.names))
+    assert mismatched == []
+    from numba import types
+
+    # The stats kernels' loss is a float of the parameters' dtype; their sums are float64.
+    stats = _kernel_tables._signatures(np.dtype("float32"))["kernels"].stats
+    assert stats.args[:2] == (types.Array(types.float64, 1, "C"), types.float32)
+
+
+def test_a_spec_gives_the_compiled_signature_and_checks_its_typed_arrays():
+    from numba import types
+
+    from fastbp.kernels._checks import ArgSpec, KernelArgumentError, check_arrays, numba_signature
+
+    spec = ArgSpec([("out", "NO"), ("b", "O?"), ("loss", "L"), ("same", "*"), ("labels", "labels"),
+                    ("table", "int64[:, :]"), ("sums", "float64[:]"), ("slab", "float[:, :, :]"), ("value", "value"),
+                    ("i", "index"), ("rate", "rate"), ("flag", "bool")], writes=("out",))
+    f4, f8, i8 = types.float32, types.float64, types.int64
+    assert numba_signature(spec, "float32", star_rank=1).args == (
+        types.Array(f4, 2, "C"), types.Array(f4, 1, "C"), types.Array(f4, 1, "C"), types.Array(f4, 1, "C"),
+        types.Array(i8, 1, "C"), types.Array(i8, 2, "C"), types.Array(f8, 1, "C"), types.Array(f4, 3, "C"), f4, i8, f8,
+        types.boolean)
+    with pytest.raises(ValueError, match="unknown argument kinds"):
+        ArgSpec([("table", "int32[:]")], writes=())
+    typed = ArgSpec([("x", "NO"), ("table", "int64[:, :]"), ("slab", "float[:, :, :]")], writes=())
+
+    def as_array(kernel, name, a, output):
+        return a
+    x = np.zeros((2, 3), np.float32)
+    check_arrays("k", typed, (x, np.zeros((1, 5), np.int64), np.zeros((1, 3, 4), np.float32)), as_array, repr)
+    table, slab = np.zeros((1, 5), np.int64), np.zeros((1, 3, 4), np.float32)
+    for args, message in (((x, table.astype(np.int32), slab), "'table' must be an array of int64"),
+                          ((x, table[0], slab), "'table' must be 2-D"),
+                          ((x, table, slab.astype(np.float64)), "'slab' must be float32")):
+        with pytest.raises(KernelArgumentError, match=message):
+            check_arrays("k", typed, args, as_array, repr)

@@ -8,7 +8,8 @@ tables of ``TABLES`` into the ``Network``: ``kernels`` (dense layers, loss, opti
 and the tables of the activation, dropout and norm ops, every one whatever the network (zero
 addresses for an op kind it lacks: one compiled loop per dtype serves every network). A table
 holds int64 addresses (``kernel_table``: each kernel compiled, or loaded from the cache, for the
-signature the loop calls it with, once per process), so numba's dispatcher types the loop's
+signature the loop calls it with, once per process; the signature follows from the ``ArgSpec``
+written beside the kernel, ``SPECS``), so numba's dispatcher types the loop's
 arguments as quickly as any; ``kcall(table, "name", (args))`` calls one with numba's calling
 convention, and refuses at compile time any argument types other than the signature the table
 was made for. The calls cost what a direct call costs. A table holds the kernels of the model's
@@ -30,15 +31,14 @@ loads the workers' kernels from the cache (docs/performance-log.md, 2026-11-30, 
 import functools
 from collections import namedtuple
 
-import numba
 import numpy as np
-from numba import types
 
 from ..kernels import registry
+from ..kernels._checks import numba_signature
 from ..kernels._jit import jit
 from ..kernels.cpu import activations, dense, dropout, losses, optim
 from . import _norm_ops, _warm
-from ._metrics import STATS
+from ._metrics import STATS, STATS_SPEC
 from ._views import kernel_call_by_code_intrinsic, kernel_call_intrinsic
 
 
@@ -94,32 +94,29 @@ _KIND_OF = {"activation_ops": registry.OP_ACTIVATION, "dropout_ops": registry.OP
             "batchnorm_ops": registry.OP_BATCHNORM, "layernorm_ops": registry.OP_LAYERNORM}
 
 
+# Each table kernel's arguments (``ArgSpec``, written beside its kernel), from which its compiled
+# signature follows for each dtype (``_checks.numba_signature``): one spec for all the kernels of
+# a field, whatever their code.
+SPECS = {
+    "kernels": Kernels(dense.DENSE_ACT_FORWARD_SPEC, dense.DENSE_ACT_BACKWARD_SPEC, losses.LOSS_CODE_FORWARD_SPEC,
+                       losses.LOSS_CODE_BACKWARD_SPEC, optim.OPTIMIZER_CODE_UPDATE_SPEC, STATS_SPEC),
+    "activation_ops": ActivationKernels(activations.ACTIVATION_CODE_FORWARD_SPEC,
+                                        activations.ACTIVATION_CODE_BACKWARD_SPEC),
+    "dropout_ops": DropoutKernels(dropout.DROPOUT_FORWARD_FROM_SPEC, dropout.DROPOUT_BACKWARD_SPEC,
+                                  dropout.DROPOUT_INFERENCE_SPEC),
+    "batchnorm_ops": NormKernels(_norm_ops.NORM_FORWARD_SPEC, _norm_ops.NORM_BACKWARD_SPEC,
+                                 _norm_ops.NORM_UPDATE_RUNNING_SPEC),
+    "layernorm_ops": NormKernels(_norm_ops.NORM_FORWARD_SPEC, _norm_ops.NORM_BACKWARD_SPEC,
+                                 _norm_ops.NORM_UPDATE_RUNNING_SPEC),
+}
+
+
 @functools.lru_cache(maxsize=None)
 def _signatures(dtype):
-    """Each table's kernel signatures for parameters of ``dtype``, as the loop calls them."""
-    dt = numba.from_dtype(np.dtype(dtype))
-    m, v = types.Array(dt, 2, "C"), types.Array(dt, 1, "C")
-    labels, f64s = types.Array(types.int64, 1, "C"), types.Array(types.float64, 1, "C")
-    i64, f64, void = types.int64, types.float64, types.void
-    saved, norms, consts = types.Array(dt, 3, "C"), types.Array(types.int64, 2, "C"), types.Array(types.float64, 2, "C")
-    layout = types.Array(types.int64, 1, "C")
-    norm_forward = void(m, m, saved, v, v, norms, consts, i64, f64, types.boolean)
-    norm_backward = void(m, m, m, m, saved, v, v, v, norms, i64, f64)
-    return {
-        "kernels": Kernels(dense_forward=void(m, m, m, v, i64, f64),
-                           dense_backward=void(m, m, v, m, m, m, m, m, i64, f64),
-                           loss_forward=void(v, m, m, labels, m, v, i64, f64),
-                           loss_backward=void(m, m, m, labels, m, v, i64, f64),
-                           update=void(v, v, v, v, i64, i64, f64s, i64),
-                           stats=void(f64s, dt, m, labels, m, v, i64)),
-        "activation_ops": ActivationKernels(forward=void(m, m, i64, f64), backward=void(m, m, m, m, i64, f64)),
-        "dropout_ops": DropoutKernels(forward=void(m, m, m, f64, i64, i64), backward=void(m, m, m),
-                                      inference=void(m, m)),
-        "batchnorm_ops": NormKernels(forward=norm_forward, backward=norm_backward,
-                                     update_running=void(v, saved, norms, consts, layout, i64, i64)),
-        "layernorm_ops": NormKernels(forward=norm_forward, backward=norm_backward,
-                                     update_running=void(v, saved, norms, consts, layout, i64, i64)),
-    }
+    """Each table's kernel signatures for parameters of ``dtype``, as the loop calls them (its
+    "*" arrays are (rows, width) views)."""
+    return {name: type(specs)(*(numba_signature(spec, dtype, star_rank=2) for spec in specs))
+            for name, specs in SPECS.items()}
 
 
 def _allowed(table_class, field):

@@ -5,7 +5,13 @@ kind (``STATS``). The CUDA backend's ``evaluate`` sums with the same functions.
 import math
 
 from ..kernels import registry
+from ..kernels._checks import ArgSpec
 from ..kernels._jit import jit
+
+# Every loss kind's ``stats`` kernel: the batch's mean loss (``loss``, a float of the arrays'
+# dtype) and outputs into the run's sums.
+STATS_SPEC = ArgSpec([("stats", "float64[:]"), ("loss", "value"), ("out", "NO"), ("labels", "int64[:]"),
+                      ("target", "NO?"), ("weight", "N?"), ("loss_code", "loss")], writes=("stats",))
 
 
 @jit(inline="always")

@@ -4,8 +4,9 @@ Each is a compile unit of its own, made for one activation code, which the loop 
 the address its kernel table holds for the op's code (``_kernel_tables``: ``BY_CODE``). A unit takes
 the op's rows of the activations (as an activation op's kernel does), the whole of
 ``Workspace.saved``, the running statistics, theta, ``Network.norms`` and ``Network.norm_consts``
-with the op's index, and cuts the views of its statistics and of gamma and beta itself; the loop holds one call per kind, which costs what an activation op's
-costs to compile, so that one compiled loop serves networks with and without norm layers. A
+with the op's index (``NORM_*_SPEC``), and cuts the views of its statistics and of gamma and
+beta itself; the loop holds one call per kind, which costs what an activation op's costs to
+compile, so that one compiled loop serves networks with and without norm layers. A
 first fit with a BatchNorm layer on a warm cache compiles that kind's units for its code and
 nothing else: with the views cut in the loop, the loop had its norm branches only where the
 network had norm layers, and a first BatchNorm fit compiled the loop again (4.8 s on one core)
@@ -19,9 +20,26 @@ arithmetic, that code's loop alone.
 import functools
 
 from ..kernels import registry
+from ..kernels._checks import ArgSpec
 from ..kernels._jit import jit
 from ..kernels.cpu import norm as norm_kernels
 from ._views import norm_affine, norm_affine_grads, norm_running, norm_statistics
+
+
+# The units' arguments, BatchNorm's and LayerNorm's alike: the op's rows of the activations, the
+# workspace's ``saved`` (a slab per norm op), the running statistics, theta (its gradient, and the
+# ``normgrad`` scratch), ``Network.norms`` and ``Network.norm_consts``, and the op's index.
+NORM_FORWARD_SPEC = ArgSpec(
+    [("out", "NO"), ("x", "NO"), ("saved", "float[:, :, :]"), ("running", "float[:]"), ("theta", "float[:]"),
+     ("norms", "int64[:, :]"), ("consts", "float64[:, :]"), ("i", "index"), ("alpha", "float"),
+     ("training", "bool")], writes=("out", "saved"))
+NORM_BACKWARD_SPEC = ArgSpec(
+    [("dx", "NO?"), ("dout", "NO"), ("y", "NO"), ("x", "NO"), ("saved", "float[:, :, :]"), ("theta", "float[:]"),
+     ("grad", "float[:]"), ("normgrad", "float[:]"), ("norms", "int64[:, :]"), ("i", "index"), ("alpha", "float")],
+    writes=("dx", "grad", "normgrad"))
+NORM_UPDATE_RUNNING_SPEC = ArgSpec(
+    [("running", "float[:]"), ("saved", "float[:, :, :]"), ("norms", "int64[:, :]"), ("consts", "float64[:, :]"),
+     ("layout", "int64[:]"), ("i", "index"), ("nb", "count")], writes=("running",))
 
 
 def _named(unit, kind, field, code):

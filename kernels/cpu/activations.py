@@ -799,6 +799,11 @@ def log_softmax_backward_serial(dx, dout, out):
 
 # ----- dispatch by activation code (what the compiled loops call) ------------------------------
 
+# Also the arguments of the per-code kernels (``activation_forward_for``), which ignore ``code``;
+# the softmax codes are codes here too.
+ACTIVATION_CODE_FORWARD_SPEC = ArgSpec([("out", "NO"), ("x", "NO"), ("code", "act"), ("alpha", "float")],
+                                       writes=("out",))
+
 
 @jit
 def activation_code_forward(out, x, code, alpha):
@@ -812,6 +817,10 @@ def activation_code_forward(out, x, code, alpha):
         log_softmax_forward_serial(out, x)
     else:
         activation_forward_serial(out, x, code, alpha)
+
+
+ACTIVATION_CODE_BACKWARD_SPEC = ArgSpec(
+    [("dx", "NO"), ("dout", "NO"), ("out", "NO"), ("x", "NO"), ("code", "act"), ("alpha", "float")], writes=("dx",))
 
 
 @jit

@@ -65,6 +65,11 @@ def dropout_forward_serial(out, mask, x, rate, seed):
     _dropout_forward_loop(out, mask, x, rate, seed, 0)
 
 
+DROPOUT_FORWARD_FROM_SPEC = ArgSpec(
+    [("out", "*"), ("mask", "*"), ("x", "*"), ("rate", "rate"), ("seed", "seed"), ("first", "index")],
+    writes=("out", "mask"))
+
+
 @jit
 def dropout_forward_from(out, mask, x, rate, seed, first):
     """``dropout_forward_serial`` drawing element i's mask from counter first + i.
@@ -127,6 +132,9 @@ def _dropout_backward_loop(dx, dout, mask):
     m = mask.ravel()
     for i in prange(d.size):
         d[i] = g[i] * m[i]
+
+
+DROPOUT_INFERENCE_SPEC = ArgSpec([("out", "NO"), ("x", "NO")], writes=("out",))
 
 
 @jit

@@ -536,6 +536,16 @@ def mae_backward(dpred, pred, target, weight):
 # ----- dispatch by loss code (what the compiled training loop calls) ------------------------
 
 
+# The loop's loss kernels take both kinds of targets; the one the loss does not use is empty, as
+# ``probs`` is for every loss but softmax cross-entropy.
+LOSS_CODE_FORWARD_SPEC = ArgSpec(
+    [("loss", "L"), ("probs", "NO?"), ("out", "NO"), ("labels", "int64[:]"), ("target", "NO?"), ("weight", "N?"),
+     ("code", "loss"), ("param", "float")], writes=("loss", "probs"))
+LOSS_CODE_BACKWARD_SPEC = ArgSpec(
+    [("dout", "NO"), ("probs", "NO?"), ("out", "NO"), ("labels", "int64[:]"), ("target", "NO?"), ("weight", "N?"),
+     ("code", "loss"), ("param", "float")], writes=("dout",))
+
+
 @jit
 def loss_code_forward(loss, probs, out, labels, target, weight, code, param):
     """Mean loss of the batch into loss[0] for the loss ``code`` of ``kernels.registry``.

@@ -332,6 +332,10 @@ def _adagrad_loop(param, grad, state_sum, lr, lr_decay, eps, step, weight_decay)
 # then the table's; ``optimizer_code_update`` dispatches on it). Each calls the ``*_serial`` twin
 # twice: with the loops inlined here instead, Adam ran 2x and RMSprop 40x slower on 536k
 # parameters (float32, 226 -> 451 us and 199 -> 9,375 us, measured against the twins).
+OPTIMIZER_CODE_UPDATE_SPEC = ArgSpec(
+    [("theta", "float[:]"), ("grad", "float[:]"), ("state1", "float[:]"), ("state2", "float[:]"),
+     ("n_weights", "index"), ("code", "optimizer"), ("hyper", "float64[:]"), ("step", "step")],
+    writes=("theta", "state1", "state2"))
 
 
 @jit
