@@ -362,26 +362,22 @@ def _check_index(kernel, name, a):
         reject(kernel, name, ">= 0", a)
 
 
-def _check_loss_code(kernel, name, a):
-    a = _integer(kernel, name, a)
-    codes = [loss.code for loss in registry.LOSS_TABLE]
-    if a not in codes:
-        reject(kernel, name, f"a loss code of registry.LOSS_TABLE {codes}", a)
-
-
-def _check_optimizer_code(kernel, name, a):
-    a = _integer(kernel, name, a)
-    codes = (registry.OPT_SGD, registry.OPT_ADAM, registry.OPT_RMSPROP, registry.OPT_ADAGRAD)
-    if a not in codes:
-        reject(kernel, name, f"an optimizer code of the registry {codes}", a)
+def _check_code_among(codes, what):
+    """A checker of an integer code that must be one of ``codes`` (``what`` names them)."""
+    def check(kernel, name, a):
+        a = _integer(kernel, name, a)
+        if a not in codes:
+            reject(kernel, name, f"{what} {codes}", a)
+    return check
 
 
 SCALAR_CHECKS = {
     "bool": _check_bool,
     "value": _check_real,  # a float of the arrays' dtype in compiled code (``numba_signature``)
     "index": _check_index,
-    "loss": _check_loss_code,
-    "optimizer": _check_optimizer_code,
+    "loss": _check_code_among(tuple(loss.code for loss in registry.LOSS_TABLE), "a loss code of registry.LOSS_TABLE"),
+    "optimizer": _check_code_among((registry.OPT_SGD, registry.OPT_ADAM, registry.OPT_RMSPROP, registry.OPT_ADAGRAD),
+                                   "an optimizer code of the registry (OPT_*)"),
     "float": _check_real,
     "rate": _check_rate,
     "positive": _check_positive,

@@ -586,3 +586,9 @@ def test_a_spec_gives_the_compiled_signature_and_checks_its_typed_arrays():
                           ((x, table, slab.astype(np.float64)), "'slab' must be float32")):
         with pytest.raises(KernelArgumentError, match=message):
             check_arrays("k", typed, args, as_array, repr)
+    codes = ArgSpec([("i", "index"), ("loss", "loss"), ("optimizer", "optimizer")], writes=())
+    check_arrays("k", codes, (0, R.LOSS_HUBER, R.OPT_ADAGRAD), as_array, repr)
+    for args, message in (((-1, 0, 0), "'i' must be >= 0"), ((0, 99, 0), "'loss' must be a loss code"),
+                          ((0, 0, 99), "'optimizer' must be an optimizer code")):
+        with pytest.raises(KernelArgumentError, match=message):
+            check_arrays("k", codes, args, as_array, repr)
