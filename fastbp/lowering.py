@@ -13,13 +13,13 @@ The grouped values that the compiled loop takes are namedtuples of arrays,
 which numba compiles (and caches) as structs, so two arrays of one type can
 never trade places unnoticed:
 
-- ``Network``: the lowered ops, the backward pass's schedule and the parameter table, read-only. Its ``activation_ops``,
-  ``batchnorm_ops``, ``layernorm_ops`` and ``dropout_ops`` are each None where the network has
-  no op of that kind, True where it has. ``kernels`` and ``code_kernels`` are None here; the
-  CPU backend puts its kernel tables there and in place of the flags
-  (``_kernel_tables.with_kernels``): the table of a kind the network has, and for an absent kind a
-  table of zero addresses, which the loop holds but never calls, so that one compiled loop
-  serves every network.
+- ``Network``: the lowered ops, the backward pass's schedule (``backward_schedule``) and the
+  parameter table, read-only. Its ``activation_ops``, ``batchnorm_ops``, ``layernorm_ops`` and
+  ``dropout_ops`` are each None where the network has no op of that kind, True where it has.
+  ``kernels`` and ``code_kernels`` are None here; the CPU backend puts its kernel tables there
+  and in place of the flags (``_kernel_tables.with_kernels``): the table of a kind the network
+  has, and for an absent kind a table of zero addresses, which the loop holds but never calls,
+  so that one compiled loop serves every network.
 - ``Workspace``: buffers with room for ``cap`` rows of every activation
   (activations, their gradients, dropout masks), the scratch for a dense
   layer's dz, the softmax probabilities and the one-element loss.
@@ -59,8 +59,9 @@ from .layers import NORM_LAYERS, Activation, BatchNorm, Dense
 NORM_OPS = (registry.OP_BATCHNORM, registry.OP_LAYERNORM)
 ELEMENTWISE = frozenset(registry.ELEMENTWISE_CODES.values())
 
-Network = namedtuple("Network", "kinds codes alphas rates params_of layout params n_weights norms "
-                                "norm_consts backward_order input_grads activation_ops batchnorm_ops layernorm_ops dropout_ops kernels code_kernels")
+Network = namedtuple("Network", "kinds codes alphas rates params_of layout params n_weights norms norm_consts "
+                                "backward_order input_grads activation_ops batchnorm_ops layernorm_ops dropout_ops "
+                                "kernels code_kernels")
 Workspace = namedtuple("Workspace", "acts dacts masks scratch probs loss cap saved normgrad running")
 Targets = namedtuple("Targets", "labels target weight")
 Optimizer = namedtuple("Optimizer", "theta grad state1 state2 code hyper counters")

@@ -38,7 +38,8 @@ def pytest_configure(config):
 # processes that compile): run first, so that the two workers (pytest-xdist,
 # --dist worksteal) end together instead of one finishing them alone at the end.
 SLOW_FIRST = ("test_cuda_training.py", "test_cache.py", "test_compile_ahead.py", "test_a_cold_first_run", "test_mpi.py",
-              "test_gemm_small.py::test_each_vector_width", "test_gpu_check.py", "test_golden_fits.py::test_golden_fits[")
+              "test_gemm_small.py::test_each_vector_width", "test_gpu_check.py",
+              "test_golden_fits.py::test_golden_fits[")
 
 
 def pytest_collection_modifyitems(config, items):
