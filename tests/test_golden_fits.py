@@ -105,12 +105,24 @@ def environment(device):
     """What a fit's bits depend on besides fastbp, as one string."""
     import llvmlite.binding
     import numba
-    import threadpoolctl
-    blas = sorted((info.get("internal_api"), info.get("version"), info.get("architecture"))
-                  for info in threadpoolctl.threadpool_info() if info.get("user_api") == "blas")
-    return json.dumps({"device": device, "machine": platform.machine(), "cpu": llvmlite.binding.get_host_cpu_name(),
-                       "numpy": np.__version__, "numba": numba.__version__, "python": sys.version.split()[0],
-                       "blas": [list(map(str, b)) for b in blas]}, sort_keys=True)
+    import scipy
+    # The BLAS is the one bundled with SciPy's wheel (and NumPy's own with NumPy's): their versions
+    # name it, whatever this process has loaded so far.
+    facts = {"device": device, "machine": platform.machine(), "cpu": llvmlite.binding.get_host_cpu_name(),
+             "numpy": np.__version__, "scipy": scipy.__version__, "numba": numba.__version__,
+             "python": sys.version.split()[0]}
+    if device == "cuda":
+        # The simulator computes with NumPy and libm, a GPU with libdevice: their bits differ.
+        facts["gpu"] = "simulator" if numba.config.ENABLE_CUDASIM else _gpu_name()
+    return json.dumps(facts, sort_keys=True)
+
+
+def _gpu_name():
+    from numba import cuda
+
+    device = cuda.get_current_device()
+    name = device.name.decode() if isinstance(device.name, bytes) else str(device.name)
+    return f"{name}, compute capability {device.compute_capability}, CUDA runtime {cuda.runtime.get_version()}"
 
 
 def _cases():
