@@ -11,7 +11,16 @@ import numbers
 
 import numpy as np
 
-from .kernels.cpu._finite import all_finite
+# Elements per block of the finiteness check of the input (256 KiB of float32).
+_FINITE_BLOCK = 1 << 16
+
+
+def _all_finite(flat):
+    """No NaN or inf in ``flat``: NumPy over blocks, no temporary the size of X. Not the loop's
+    compiled ``all_finite`` (the same test): a process's first compiled call sets up numba's
+    target context (0.4-0.5 s), which a cold fit's compile workers need not wait for
+    (``backends/_kernel_tables.py``, ``_compile_ahead``)."""
+    return all(np.isfinite(flat[i:i + _FINITE_BLOCK]).all() for i in range(0, flat.size, _FINITE_BLOCK))
 
 
 def reject_sparse(X, argument="X"):
@@ -49,10 +58,9 @@ def check_features(X, n_features, dtype, argument="X", part=(0, 1)):
         raise ValueError(f"{argument} must have {n_features} features (columns) for this model; "
                          f"got shape {arr.shape}")
     arr = np.ascontiguousarray(arr, dtype=dtype)
-    # The compiled check of the training loop: one pass, no temporary array.
     first = len(arr) * part[0] // part[1]
     block = arr[first:len(arr) * (part[0] + 1) // part[1]]
-    if not all_finite(block.ravel()):
+    if not _all_finite(block.ravel()):
         bad = np.argwhere(~np.isfinite(block))[0]
         raise ValueError(f"{argument} contains NaN or inf (first at row {first + bad[0]}, column {bad[1]})")
     return arr

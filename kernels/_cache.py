@@ -356,6 +356,12 @@ class _Guarded:
             self._drop_entries()
             return None
 
+    def may_hold(self):
+        """False when nothing of this function was ever cached (its index file is missing): known
+        without numba's target context, whose set-up a ``load_overload`` needs (0.4-0.5 s, once
+        per process)."""
+        return os.path.exists(self._cache_file._index_path)
+
     def _drop_entries(self):
         """Remove this function's index and data files (all signatures: the index names them)."""
         index = self._cache_file._index_path

@@ -78,6 +78,20 @@ def test_non_finite_x(data, bad):
         fit(classifier(), X, y)
 
 
+@pytest.mark.parametrize("flat", [0, 65535, 65536, 3000 * 30 - 1])
+def test_non_finite_x_found_in_every_block_of_a_large_array(flat):
+    # The check reads X in blocks of 65,536 elements: the first and last of each are seen.
+    from fastbp._validation import check_features
+
+    X = np.zeros((3000, 30), np.float32)
+    X.flat[flat] = np.nan
+    row, column = divmod(flat, 30)
+    with pytest.raises(ValueError, match=rf"X contains NaN or inf \(first at row {row}, column {column}\)"):
+        check_features(X, 30, np.float32)
+    X.flat[flat] = 0.0
+    assert check_features(X, 30, np.float32) is not None
+
+
 def test_non_finite_validation_features_name_validation_data(data):
     X, y = data
     Xv = X.copy()

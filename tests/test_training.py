@@ -513,12 +513,12 @@ def test_no_allocation_per_training_step(tmp_path):
     assert proc.returncode == 0, proc.stderr
     results = json.loads(proc.stdout.splitlines()[-1])
     for kind in ("sgd", "adam", "norm"):
-        # Fitting a model again allocates nothing but the unboxing of X for the compiled
-        # finiteness check (and frees it). The loop is compiled without numba's runtime
-        # (jit(refcounts=False)): the arrays passed to it, once per epoch, get no MemInfo.
+        # Fitting a model again allocates nothing in numba's runtime: the finiteness check of X
+        # is NumPy's, and the loop is compiled without numba's runtime (jit(refcounts=False)):
+        # the arrays passed to it, once per epoch, get no MemInfo.
         r = results.pop(kind + " again")
         assert r["array_args"] > 0
-        assert r["alloc"] == r["free"] == 1, (kind, r)
+        assert r["alloc"] == r["free"] == 0, (kind, r)
     for kind, runs in results.items():
         for name, r in runs.items():
             epochs, batch_size = map(int, name.split("x"))

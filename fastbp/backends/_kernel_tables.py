@@ -284,17 +284,21 @@ def _compile_ahead(net, dtype, loss, optimizer, ahead):
     meanwhile ``ahead(placeholder)`` (the caller compiles its loop against tables of zero
     addresses, which have the same types) and the other kernels here, then the workers' kernels
     that none has begun yet (``_warm.Claims``, from the end of the list); then wait for the workers."""
-    entries = [":".join(map(str, (name, field, loss, optimizer, code)))
-               for name, field in _AHEAD if name in _present(net)
-               for code in field_codes(name, field, table_codes(net, name))
-               if not _warm.cached(*_entry(name, field, dtype, loss, optimizer, code))]
-    if not entries:
-        return
-    n_workers = min(len(entries), _warm.usable_cpus() - 1)
-    claims = _warm.Claims()
-    procs = _warm.start(compile_worker, [[claims.folder, np.dtype(dtype).name] + entries[k::n_workers]
-                                         for k in range(n_workers)])
+    candidates = {":".join(map(str, (name, field, loss, optimizer, code))): _entry(name, field, dtype, loss,
+                                                                                  optimizer, code)
+                  for name, field in _AHEAD if name in _present(net)
+                  for code in field_codes(name, field, table_codes(net, name))}
+    # Those surely not in the cache go to the workers at once; finding out about the others loads
+    # them, which first sets up numba's target context here (0.4-0.5 s), meanwhile.
+    entries = [entry for entry, (kernel, _) in candidates.items() if _warm.surely_uncached(kernel)]
+    claims = _warm.Claims() if entries else None
+    procs = _start_workers(claims, dtype, entries)
     try:
+        entries += [entry for entry, (kernel, sig) in candidates.items()
+                    if entry not in entries and not _warm.cached(kernel, sig)]
+        if entries and claims is None:
+            claims = _warm.Claims()
+            procs = _start_workers(claims, dtype, entries)
         if not procs:
             return
         ahead(placeholder_net(net))
@@ -312,7 +316,16 @@ def _compile_ahead(net, dtype, loss, optimizer, ahead):
         _warm.stop(procs)
         raise
     finally:
-        claims.close()
+        if claims is not None:
+            claims.close()
+
+
+def _start_workers(claims, dtype, entries):
+    """Worker processes (one per core beside this process's, at most one per entry) sharing
+    ``entries`` round-robin; none where there are none."""
+    n_workers = min(len(entries), _warm.usable_cpus() - 1) if claims is not None else 0
+    return _warm.start(compile_worker, [[claims.folder, np.dtype(dtype).name] + entries[k::n_workers]
+                                        for k in range(n_workers)]) if n_workers > 0 else []
 
 
 def _compile_named(entry, dtype):

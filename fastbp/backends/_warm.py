@@ -70,7 +70,20 @@ def cached(dispatcher, sig):
     if (tuple(sig.args) if hasattr(sig, "args") else tuple(sig)) in dispatcher.overloads:
         return True
     cache = getattr(dispatcher, "_cache", None)
-    return cache is not None and cache.load_overload(sig, dispatcher.targetctx) is not None
+    return _may_hold(cache) and cache.load_overload(sig, dispatcher.targetctx) is not None
+
+
+def surely_uncached(dispatcher):
+    """True where nothing of ``dispatcher`` is in this process or in the on-disk cache, known without
+    loading anything (``cached`` is the full answer): a cold start's workers begin before this
+    process first sets up numba's target context."""
+    return not dispatcher.overloads and not _may_hold(getattr(dispatcher, "_cache", None))
+
+
+def _may_hold(cache):
+    """Whether ``cache`` may hold an entry (fastbp's cache says no without loading, numba's
+    ``NullCache`` of a disabled cache never holds one)."""
+    return cache is not None and getattr(cache, "may_hold", lambda: True)()
 
 
 class Claims:

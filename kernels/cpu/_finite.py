@@ -1,8 +1,8 @@
-"""The finiteness check of a whole array, for the training loop's gradient and the model layer's inputs.
+"""The finiteness check of a whole array, for the training loop's gradient.
 
-One definition, so that ``fit``'s check of X (``fastbp/_validation.py``) and the compiled loop's
-check of each step's gradient (``fastbp/backends/_cpu_loop.py``, inlined there) agree on what
-counts as finite.
+The compiled loop checks each step's gradient with it (``fastbp/backends/_cpu_loop.py``,
+inlined there). ``fit``'s check of X (``fastbp/_validation.py``) is the same test in NumPy, so
+that a fit reaches its compile workers before it first calls compiled code.
 """
 import math
 
