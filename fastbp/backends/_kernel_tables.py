@@ -291,14 +291,12 @@ def _compile_ahead(net, dtype, loss, optimizer, ahead):
     # Those surely not in the cache go to the workers at once; finding out about the others loads
     # them, which first sets up numba's target context here (0.4-0.5 s), meanwhile.
     entries = [entry for entry, (kernel, _) in candidates.items() if _warm.surely_uncached(kernel)]
-    claims = _warm.Claims() if entries else None
+    claims = _warm.Claims()
     procs = _start_workers(claims, dtype, entries)
     try:
         entries += [entry for entry, (kernel, sig) in candidates.items()
                     if entry not in entries and not _warm.cached(kernel, sig)]
-        if entries and claims is None:
-            claims = _warm.Claims()
-            procs = _start_workers(claims, dtype, entries)
+        procs = procs or _start_workers(claims, dtype, entries)
         if not procs:
             return
         ahead(placeholder_net(net))
@@ -316,14 +314,13 @@ def _compile_ahead(net, dtype, loss, optimizer, ahead):
         _warm.stop(procs)
         raise
     finally:
-        if claims is not None:
-            claims.close()
+        claims.close()
 
 
 def _start_workers(claims, dtype, entries):
     """Worker processes (one per core beside this process's, at most one per entry) sharing
     ``entries`` round-robin; none where there are none."""
-    n_workers = min(len(entries), _warm.usable_cpus() - 1) if claims is not None else 0
+    n_workers = min(len(entries), _warm.usable_cpus() - 1)
     return _warm.start(compile_worker, [[claims.folder, np.dtype(dtype).name] + entries[k::n_workers]
                                         for k in range(n_workers)]) if n_workers > 0 else []
 

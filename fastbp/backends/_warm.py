@@ -91,10 +91,17 @@ class Claims:
     a claim is a file created exclusively in a private folder (``folder``, passed to the workers).
     A worker works through its list in order; this process, once its own work is done, through
     the whole list from the end, so that it and the workers meet in the middle instead of this
-    process waiting idle for a worker's second unit. ``close()`` removes the folder."""
+    process waiting idle for a worker's second unit. The folder is made when first asked for (a
+    fit on a warm cache starts no worker and makes none); ``close()`` removes it."""
 
     def __init__(self, folder=None):
-        self.folder = folder if folder is not None else tempfile.mkdtemp(prefix="fastbp-claims-")
+        self._folder = folder
+
+    @property
+    def folder(self):
+        if self._folder is None:
+            self._folder = tempfile.mkdtemp(prefix="fastbp-claims-")
+        return self._folder
 
     def claim(self, name):
         """True for the first process to claim ``name`` (a file name), False after that; True as
@@ -108,7 +115,8 @@ class Claims:
         return True
 
     def close(self):
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
 
 
 def child_env():
