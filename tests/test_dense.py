@@ -276,3 +276,36 @@ def test_gelu_is_rejected_by_dense_act_backward():
         call("cpu", "dense_act_backward", dx, dw, db, dz, out, out, x, w, ACTIVATIONS["gelu"], 0.0)
     with pytest.raises(KernelArgumentError, match=r"argument 'activation' must be an activation code"):
         call("cpu", "dense_act_forward", out, x, w, b, 99, 0.0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_backward_pass_stays_in_the_arrays_dtype(dtype):
+    # dz = dout * [y > 0] and db = sum(dz), in float32 arithmetic for float32 arrays: the float64
+    # 1.0 and 0.0 of the shared formula widened each element to float64 and back. The bits are
+    # those of the formula's, NaN, inf and the sign of zero included.
+    from numba import njit
+
+    from fastbp.kernels._scalar import activate_grad
+    from fastbp.kernels.cpu import dense
+    from fastbp.kernels.registry import RELU
+
+    @njit
+    def relu_pass(dz, db, dout, y):
+        dense._act_grad_and_bias(dz, db, dout, y, RELU, 0.0)
+
+    rng = np.random.default_rng(11)
+    y = np.maximum(rng.standard_normal((9, 21)), 0).astype(dtype)
+    y[0, :4] = [0.0, -0.0, 1.0, np.nan]
+    dout = rng.standard_normal((9, 21)).astype(dtype)
+    dout[0, 0], dout[1, 1], dout[0, 1], dout[2, 2] = np.nan, np.inf, -2.0, -np.inf
+    dz, db = np.empty_like(dout), np.empty(21, dtype)
+    relu_pass(dz, db, dout, y)
+    with np.errstate(invalid="ignore"):  # inf * 0 is NaN, as in the kernel
+        want = (dout.astype(np.float64) * np.vectorize(lambda v: activate_grad(RELU, v, 0.0))(y)).astype(dtype)
+    want_db = np.zeros(21, dtype)
+    for row in want:
+        want_db = (want_db.astype(np.float64) + row.astype(np.float64)).astype(dtype)
+    assert dz.tobytes() == want.tobytes() and db.tobytes() == want_db.tobytes()
+    if dtype == np.float32:
+        ir = relu_pass.inspect_llvm(relu_pass.signatures[0])
+        assert "fpext" not in ir and "fptrunc" not in ir

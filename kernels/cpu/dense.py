@@ -182,6 +182,27 @@ def _act_grad_and_bias_loop(dz, db, dout, y, activation, alpha):
             db[j] += g
 
 
+# ReLU's derivative as float32 constants: a float32 gradient times them stays in float32, where
+# ``activate_grad``'s float64 literals widened every element to float64 and back (two conversions
+# per element each way, the loop's largest cost; a float32 sum rounds to the same bits as the
+# float64 sum of the same two float32 values rounded back, and a product by 1 or 0 is exact).
+# A float64 gradient widens them exactly.
+_ONE = np.float32(1.0)
+_ZERO = np.float32(0.0)
+
+
+@jit(inline="always")
+def _relu_grad_and_bias_loop(dz, db, dout, y):
+    n_rows, n_out = dz.shape
+    for j in range(n_out):
+        db[j] = 0.0
+    for n in range(n_rows):
+        for j in range(n_out):
+            g = dout[n, j] * (_ONE if y[n, j] > 0.0 else _ZERO)
+            dz[n, j] = g
+            db[j] += g
+
+
 @jit(inline="always")
 def _act_grad_and_bias(dz, db, dout, y, activation, alpha):
     """dz = dout * f'(z) from the output y, and db = dz.sum(0), in one pass; dz may be dout.
@@ -194,7 +215,7 @@ def _act_grad_and_bias(dz, db, dout, y, activation, alpha):
     if activation == IDENTITY:
         _act_grad_and_bias_loop(dz, db, dout, y, IDENTITY, alpha)
     elif activation == RELU:
-        _act_grad_and_bias_loop(dz, db, dout, y, RELU, alpha)
+        _relu_grad_and_bias_loop(dz, db, dout, y)
     elif activation == LEAKY_RELU:
         _act_grad_and_bias_loop(dz, db, dout, y, LEAKY_RELU, alpha)
     elif activation == ELU:
