@@ -7,7 +7,7 @@ from numba import njit
 
 from fastbp.kernels import softmax_cross_entropy_forward
 from fastbp.kernels.cpu import losses
-from fastbp.kernels.cpu._exp import vexp
+from fastbp.kernels.cpu._exp import exp_in_place, vexp
 
 # Largest error allowed, in units in the last place of the exact result: float32's polynomial is
 # within 1 (like glibc's expf), float64's rational function within 2 (Cephes: 2.2e-16 relative).
@@ -67,3 +67,18 @@ def test_softmax_cross_entropy_gives_the_same_bits_into_a_strided_probs(dtype):
     assert wide[:, ::2].tobytes() == probs.tobytes()
     assert np.all(wide[:, 1::2] == 7)  # the columns in between untouched
     assert np.isfinite(loss[0]) and probs[0, 1] == 0.0 and probs[0, 0] == probs[0, 5] == 0.5
+
+
+@pytest.mark.parametrize("shape", [(16, 2), (3, 5), (0, 4), (1, 1)])
+def test_exponentials_in_place_of_a_contiguous_array_take_no_reshape_helper(shape):
+    # The flat loop over a C-contiguous array views it in place: numba's reshape calls a C helper
+    # on every call, a cost the tiny networks' steps paid for their softmax.
+    @njit
+    def exp_all(a):
+        exp_in_place(a)
+
+    a = np.random.default_rng(5).standard_normal(shape).astype(np.float32)
+    got = a.copy()
+    exp_all(got)
+    np.testing.assert_allclose(got, np.exp(a), rtol=1e-6)
+    assert "numba_attempt_nocopy_reshape" not in exp_all.inspect_llvm(exp_all.signatures[0])
