@@ -105,7 +105,7 @@ def config_named(name):
 
 # Networks beyond CONFIGS that the speed targets cover (2 to 5 dense layers, widths 16 to 1024,
 # batches 16 to 512): compare.py --configs sweep. Chosen to span the range: every layer at most 64
-# wide (the first three, where the target is 2x JAX), mixed widths, deep and narrow, wide and shallow.
+# wide (the first three: compare.py's narrow targets), mixed widths, deep and narrow, wide and shallow.
 # The last three came out slowest against JAX of twelve more networks (docs/performance-log.md,
 # 2026-11-30, 6a2f092): a thin wide layer at batch 512, a wide first layer at batch 16 (whose weight gradient
 # copies dz's panels), and a BLAS-bound network at batch 64.

@@ -200,3 +200,36 @@ def test_compare_quick_run_measures_both_peaks_and_reports_the_new_columns(tmp_p
     assert 0 < numpy_run["real_gflops"] < numpy_run["gflops"]
     text = (tmp_path / "compare.md").read_text()
     assert "| real GFLOP/s | % SGEMM peak | % FMA peak |" in text and "- FMA peak (one core" in text
+
+
+def test_compare_holds_each_kind_of_network_to_its_speed_targets(tmp_path):
+    from benchmarks.compare import pooled, write_report
+
+    def run(config, samples_per_second):
+        r = pooled([{"seconds": 1.0, "all_seconds": [1.0], "n_samples": 1000, "loss": 0.5, "dtype": "float32",
+                     "peak_mb": 100.0, "fit_mb": 10.0}], config)
+        r["samples_per_second"] = samples_per_second
+        return r
+
+    small, mnist = run("small", 3e6), run("mnist", 5e4)
+    small["real_gflops"], mnist["real_gflops"] = 30.0, 90.0
+    results = {"small": {"fastbp": small, "jax": run("small", 1e6), "numpy": run("small", 4e6)},
+               "mnist": {"fastbp": mnist, "jax": run("mnist", 4e4), "torch": run("mnist", 6e4)}}
+    text = write_report(tmp_path, _report_meta(fma_peak_gflops=50.0, sgemm_gflops=100.0, threads=2), results, {},
+                        None, [])
+    targets = {}
+    for line in text.split("Targets:")[1].splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 3 and cells[0] not in ("target", "---"):
+            targets[cells[0]] = (cells[1], cells[2])
+    # A narrow network: half of one core's FMA peak, whatever the threads, and 3x JAX.
+    assert targets["small: fastbp.Sequential >= 50% of one core's FMA peak (real flops)"] == (
+        "60% (30.0 of 50.0 GFLOP/s)", "yes")
+    assert targets["small: fastbp.Sequential >= 3x JAX (CPU, jit + scan)"] == ("3x", "yes")
+    assert targets["small: fastbp.Sequential >= 1x NumPy (hand-written)"][1] == "no"
+    # A BLAS-bound one: 85% of the SGEMM peak in real flops, and no slower than each peer.
+    assert targets["mnist: fastbp.Sequential >= 85% of the SGEMM peak (real flops)"] == (
+        "90% (90.0 of 100.0 GFLOP/s)", "yes")
+    assert targets["mnist: fastbp.Sequential >= 1x JAX (CPU, jit + scan)"][1] == "yes"
+    assert targets["mnist: fastbp.Sequential >= 1x PyTorch (CPU)"][1] == "no"
+    assert not any("mnist" in t and "FMA peak" in t for t in targets)
