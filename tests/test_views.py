@@ -98,3 +98,23 @@ def test_prefetch_wants_a_literal_locality():
 
     with pytest.raises(numba.core.errors.TypingError):
         out_of_range(np.zeros((2, 2)))
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86 prefetch instructions")
+def test_the_loop_prefetches_a_batch_too_large_for_l1_into_l2():
+    # The next batch's rows go to every level (prefetcht0) up to PREFETCH_BYTES, and into L2 only
+    # (prefetcht1) up to PREFETCH_L2_BYTES: 128 rows of 64 float32 features (32 KiB) are the latter.
+    from fastbp.backends import _cpu_loop
+    from fastbp.lowering import Targets
+
+    assert _cpu_loop.PREFETCH_BYTES < 128 * 64 * 4 <= _cpu_loop.PREFETCH_L2_BYTES
+
+    @numba.njit
+    def prefetch_batch(X, data, order, nb):
+        _cpu_loop._prefetch_batch(X, data, order, 0, nb)
+
+    X = np.zeros((600, 64), dtype=np.float32)
+    data = Targets(np.zeros(600, dtype=np.int64), np.zeros((600, 0), dtype=np.float32), np.zeros(0, np.float32))
+    prefetch_batch(X, data, np.arange(600), 128)
+    asm = prefetch_batch.inspect_asm(prefetch_batch.signatures[0])
+    assert "prefetcht0" in asm and "prefetcht1" in asm
