@@ -36,21 +36,22 @@ from .._scalar import activate, activate_grad, activate_input_grad
 from ..registry import (ACTIVATION_NAMES, ELU, GELU, IDENTITY, INPUT_DERIVED, LEAKY_RELU, LOG_SOFTMAX, RELU, SELU,
                         SIGMOID, SILU, SOFTMAX, SOFTPLUS, TANH)
 from ._exp import vexp
+from ._flat import flat
 
 
 @jit(inline="always")
 def _map_forward(out, x, code, alpha):
-    o = out.ravel()
-    v = x.ravel()
+    o = flat(out)
+    v = flat(x)
     for i in prange(v.size):
         o[i] = activate(code, v[i], alpha)
 
 
 @jit(inline="always")
 def _map_backward(dx, dout, y, code, alpha):
-    d = dx.ravel()
-    g = dout.ravel()
-    v = y.ravel()
+    d = flat(dx)
+    g = flat(dout)
+    v = flat(y)
     for i in prange(v.size):
         d[i] = g[i] * activate_grad(code, v[i], alpha)
 
@@ -594,9 +595,9 @@ def activation_input_backward_serial(dx, dout, x, code):
 
 @jit(inline="always")
 def _input_backward_loop(dx, dout, x, code):
-    d = dx.ravel()
-    g = dout.ravel()
-    v = x.ravel()
+    d = flat(dx)
+    g = flat(dout)
+    v = flat(x)
     for i in prange(v.size):
         d[i] = g[i] * activate_input_grad(code, v[i])
 

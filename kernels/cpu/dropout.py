@@ -20,6 +20,7 @@ from numba import prange
 from .._checks import ArgSpec
 from .._jit import PARALLEL_MIN_ELEMENTS, jit
 from .._scalar import hash_uniform
+from ._flat import flat
 
 
 DROPOUT_FORWARD_SPEC = ArgSpec(
@@ -82,9 +83,9 @@ def dropout_forward_from(out, mask, x, rate, seed, first):
 
 @jit(inline="always")
 def _dropout_forward_loop(out, mask, x, rate, seed, first):
-    o = out.ravel()
-    m = mask.ravel()
-    v = x.ravel()
+    o = flat(out)
+    m = flat(mask)
+    v = flat(x)
     keep = 1.0 / (1.0 - rate)
     for i in prange(v.size):
         m[i] = keep if hash_uniform(seed, first + i) >= rate else 0.0
@@ -127,9 +128,9 @@ def dropout_backward_serial(dx, dout, mask):
 
 @jit(inline="always")
 def _dropout_backward_loop(dx, dout, mask):
-    d = dx.ravel()
-    g = dout.ravel()
-    m = mask.ravel()
+    d = flat(dx)
+    g = flat(dout)
+    m = flat(mask)
     for i in prange(d.size):
         d[i] = g[i] * m[i]
 

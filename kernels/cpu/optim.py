@@ -30,6 +30,7 @@ from .._jit import PARALLEL_MIN_ELEMENTS, jit
 from .._scalar import adagrad_step, adam_eps_hat, adam_step, rmsprop_step, sgd_step
 from ..registry import (H_ALPHA, H_BETA1, H_BETA2, H_CENTERED, H_DECOUPLED, H_EPS, H_EPS_HAT, H_LR, H_LR_DECAY,
                         H_MOMENTUM, H_NESTEROV, H_WEIGHT_DECAY, OPT_ADAGRAD, OPT_ADAM, OPT_RMSPROP, OPT_SGD)
+from ._flat import flat
 
 
 def _like(a, x):
@@ -94,9 +95,9 @@ def sgd_update_serial(param, grad, velocity, lr, momentum, nesterov, weight_deca
 
 @jit(inline="always")
 def _sgd_loop(param, grad, velocity, lr, momentum, nesterov, weight_decay):
-    p = param.ravel()
-    gr = grad.ravel()
-    v = velocity.ravel()
+    p = flat(param)
+    gr = flat(grad)
+    v = flat(velocity)
     rate, mu, decay = _like(p, lr), _like(p, momentum), _like(p, weight_decay)
     use_momentum = mu != 0.0
     for i in prange(p.size):
@@ -167,10 +168,10 @@ def adam_update_serial(param, grad, m, v, lr, beta1, beta2, eps, step, weight_de
 
 @jit(inline="always")
 def _adam_loop(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay, decoupled):
-    p = param.ravel()
-    gr = grad.ravel()
-    mm = m.ravel()
-    vv = v.ravel()
+    p = flat(param)
+    gr = flat(grad)
+    mm = flat(m)
+    vv = flat(v)
     c1 = _like(p, 1.0 / (1.0 - beta1**step))
     c2 = _like(p, 1.0 / (1.0 - beta2**step))
     b1, rest1, b2, rest2 = _like(p, beta1), _like(p, 1.0 - beta1), _like(p, beta2), _like(p, 1.0 - beta2)
@@ -248,8 +249,8 @@ def rmsprop_update_serial(param, grad, square_avg, momentum_buffer, grad_avg, lr
 @jit(inline="always")
 def _rmsprop_loop(param, grad, square_avg, momentum_buffer, grad_avg, lr, alpha, eps, momentum, centered,
                   weight_decay):
-    p, gr, v = param.ravel(), grad.ravel(), square_avg.ravel()
-    b, ga = momentum_buffer.ravel(), grad_avg.ravel()
+    p, gr, v = flat(param), flat(grad), flat(square_avg)
+    b, ga = flat(momentum_buffer), flat(grad_avg)
     rate, a, rest, e = _like(p, lr), _like(p, alpha), _like(p, 1.0 - alpha), _like(p, eps)
     mu, decay = _like(p, momentum), _like(p, weight_decay)
     use_momentum = momentum > 0.0
@@ -315,7 +316,7 @@ def adagrad_update_serial(param, grad, state_sum, lr, lr_decay, eps, step, weigh
 
 @jit(inline="always")
 def _adagrad_loop(param, grad, state_sum, lr, lr_decay, eps, step, weight_decay):
-    p, gr, ss = param.ravel(), grad.ravel(), state_sum.ravel()
+    p, gr, ss = flat(param), flat(grad), flat(state_sum)
     clr = _like(p, lr / (1.0 + (step - 1) * lr_decay))
     e, decay = _like(p, eps), _like(p, weight_decay)
     for i in prange(p.size):
