@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import numpy as np
@@ -94,6 +95,39 @@ def test_each_claimed_unit_goes_to_one_process_and_the_folder_goes_at_the_end():
     assert not os.path.exists(ours.folder)
     # Without its folder a claim succeeds: the work is done twice, never left undone.
     assert theirs.claim("kernels:update:None:0:None")
+
+
+@pytest.mark.skipif(os.name != "posix", reason="the sweep tells a dead process by signal 0")
+def test_a_killed_fits_claims_folder_is_swept_by_the_next_and_nothing_else_is(tmp_path, monkeypatch):
+    # A fit killed during a cold compile cannot remove its claims folder; the next cold fit of
+    # this user removes the folders whose process is gone, and leaves every other thing alone.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    dead = int(gone.stdout)
+    stale = tmp_path / f"{_warm.CLAIMS_PREFIX}{dead}-abc123"
+    stale.mkdir()
+    (stale / "kernels:dense_forward:None:None:None").write_text("")
+    alive = tmp_path / f"{_warm.CLAIMS_PREFIX}{os.getppid()}-def456"  # a running process's
+    alive.mkdir()
+    older = tmp_path / f"{_warm.CLAIMS_PREFIX}q1w2e3r4"  # not named after a process
+    older.mkdir()
+    holding = tmp_path / f"{_warm.CLAIMS_PREFIX}{dead}-ghi789"  # holds a folder: not a claims folder
+    (holding / "inner").mkdir(parents=True)
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (target / "keep").write_text("data")
+    link = tmp_path / f"{_warm.CLAIMS_PREFIX}{dead}-link00"
+    link.symlink_to(target, target_is_directory=True)
+
+    claims = _warm.Claims()
+    folder = claims.folder
+    assert os.path.basename(folder).startswith(f"{_warm.CLAIMS_PREFIX}{os.getpid()}-")
+    assert not stale.exists()
+    assert alive.is_dir() and older.is_dir() and (holding / "inner").is_dir()
+    assert link.is_symlink() and (target / "keep").read_text() == "data"
+    claims.close()
+    assert not os.path.exists(folder)
 
 
 def test_a_failed_worker_leaves_its_kernels_to_this_process(monkeypatch):

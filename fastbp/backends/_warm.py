@@ -23,6 +23,7 @@ import os
 import shutil
 import signal
 import site
+import stat
 import subprocess
 import sys
 import tempfile
@@ -86,13 +87,62 @@ def _may_hold(cache):
     return cache is not None and getattr(cache, "may_hold", lambda: True)()
 
 
+# A claims folder is named CLAIMS_PREFIX, the process id of the fit that made it, "-", and
+# mkdtemp's random part.
+CLAIMS_PREFIX = "fastbp-claims-"
+
+
+def _process_gone(pid):
+    """True where no process has id ``pid`` (POSIX: signal 0 tests for it and sends nothing)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # someone else's process, or no way to tell
+    return False
+
+
+def sweep_stale_claims(root=None):
+    """Remove the claims folders in ``root`` (the temporary folder) that this user's fits made and
+    could not remove because they were killed (SIGKILL, a crash): a folder whose process is gone.
+    Only a real folder (not a link) of this user is touched, and only if it holds nothing but
+    files (claims); POSIX only (elsewhere ``os.kill`` with signal 0 would end the process)."""
+    if os.name != "posix":
+        return
+    root = root or tempfile.gettempdir()
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return
+    for name in names:
+        pid, dash, _ = name[len(CLAIMS_PREFIX):].partition("-")
+        if not (name.startswith(CLAIMS_PREFIX) and dash and pid.isdigit()) or not _process_gone(int(pid)):
+            continue
+        path = os.path.join(root, name)
+        try:
+            info = os.lstat(path)
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+                continue
+            entries = list(os.scandir(path))
+            if any(entry.is_dir(follow_symlinks=False) for entry in entries):
+                continue
+            for entry in entries:
+                os.unlink(entry.path)
+            os.rmdir(path)
+        except OSError:
+            continue  # raced with another sweep, or not ours to remove
+
+
 class Claims:
     """Units of work that this process and its workers share, each done by whoever claims it first:
     a claim is a file created exclusively in a private folder (``folder``, passed to the workers).
     A worker works through its list in order; this process, once its own work is done, through
     the whole list from the end, so that it and the workers meet in the middle instead of this
     process waiting idle for a worker's second unit. The folder is made when first asked for (a
-    fit on a warm cache starts no worker and makes none); ``close()`` removes it."""
+    fit on a warm cache starts no worker and makes none), named after this process; ``close()``
+    removes it, and a fit killed before it could is swept by the next cold fit
+    (``sweep_stale_claims``)."""
 
     def __init__(self, folder=None):
         self._folder = folder
@@ -100,7 +150,8 @@ class Claims:
     @property
     def folder(self):
         if self._folder is None:
-            self._folder = tempfile.mkdtemp(prefix="fastbp-claims-")
+            sweep_stale_claims()
+            self._folder = tempfile.mkdtemp(prefix=f"{CLAIMS_PREFIX}{os.getpid()}-")
         return self._folder
 
     def claim(self, name):
