@@ -196,30 +196,18 @@ PREFETCH_L2_BYTES = 128 * 1024
 
 
 @jit(inline="always")
-def _prefetch_rows(src, order, start, nb):
-    """Prefetch every cache line of rows order[start:start + nb] of the 2-d src into every level."""
+def _prefetch_rows(src, order, start, nb, locality):
+    """Prefetch every cache line of rows order[start:start + nb] of the 2-d src; ``locality`` a
+    literal, ``prefetch``'s (3: every level, 2: L2 and below)."""
     row_bytes = src.shape[1] * src.itemsize
     if row_bytes == 0:
         return
     for r in range(nb):
         k = order[start + r]
         for offset in range(0, row_bytes, 64):
-            prefetch(src, k, offset, 3)
+            prefetch(src, k, offset, locality)
         # A row that starts inside a cache line ends in the line after its last 64-byte step.
-        prefetch(src, k, row_bytes - 1, 3)
-
-
-@jit(inline="always")
-def _prefetch_rows_l2(src, order, start, nb):
-    """``_prefetch_rows`` into L2 and below (``prefetcht1``), for batches too large for L1."""
-    row_bytes = src.shape[1] * src.itemsize
-    if row_bytes == 0:
-        return
-    for r in range(nb):
-        k = order[start + r]
-        for offset in range(0, row_bytes, 64):
-            prefetch(src, k, offset, 2)
-        prefetch(src, k, row_bytes - 1, 2)
+        prefetch(src, k, row_bytes - 1, locality)
 
 
 @jit(inline="always")
@@ -230,11 +218,11 @@ def _prefetch_batch(X, data, order, start, nb):
     the 16-16-2 network's step (batch 16) in a perf profile, the loop's largest single cost."""
     batch_bytes = nb * (X.shape[1] + data.target.shape[1]) * X.itemsize
     if batch_bytes <= PREFETCH_BYTES:
-        _prefetch_rows(X, order, start, nb)
-        _prefetch_rows(data.target, order, start, nb)
+        _prefetch_rows(X, order, start, nb, 3)
+        _prefetch_rows(data.target, order, start, nb, 3)
     elif batch_bytes <= PREFETCH_L2_BYTES:
-        _prefetch_rows_l2(X, order, start, nb)
-        _prefetch_rows_l2(data.target, order, start, nb)
+        _prefetch_rows(X, order, start, nb, 2)
+        _prefetch_rows(data.target, order, start, nb, 2)
     for r in range(nb):
         k = order[start + r]
         if data.labels.size:
