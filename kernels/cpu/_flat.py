@@ -22,7 +22,9 @@ def flat(typingctx, a):
     """All of ``a``'s elements, 1-d: a view when ``a`` is typed C-contiguous, else ``a.ravel()``."""
     if not isinstance(a, types.Array):
         return None
-    result = types.Array(a.dtype, 1, "C")
+    # a's type, 1-d and C-contiguous: read-only stays read-only, so that numba refuses to compile
+    # a write through the view, as it refuses one through a.ravel().
+    result = a.copy(ndim=1, layout="C")
 
     def codegen(context, builder, sig, args):
         if a.layout != "C":
