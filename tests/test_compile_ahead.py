@@ -5,6 +5,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -98,22 +99,31 @@ def test_each_claimed_unit_goes_to_one_process_and_the_folder_goes_at_the_end():
 
 
 @pytest.mark.skipif(os.name != "posix", reason="the sweep tells a dead process by signal 0")
-def test_a_killed_fits_claims_folder_is_swept_by_the_next_and_nothing_else_is(tmp_path, monkeypatch):
-    # A fit killed during a cold compile cannot remove its claims folder; the next cold fit of
-    # this user removes the folders whose process is gone, and leaves every other thing alone.
+def test_a_killed_fits_claims_folder_is_swept_later_and_nothing_else_is(tmp_path, monkeypatch):
+    # A fit killed during a cold compile cannot remove its claims folder; a later cold fit of this
+    # user removes the folders whose process is gone and that nothing touched for STALE_SECONDS,
+    # and leaves every other thing alone, whatever another user named it.
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True, check=True)
     dead = int(gone.stdout)
-    stale = tmp_path / f"{_warm.CLAIMS_PREFIX}{dead}-abc123"
-    stale.mkdir()
-    (stale / "kernels:dense_forward:None:None:None").write_text("")
-    alive = tmp_path / f"{_warm.CLAIMS_PREFIX}{os.getppid()}-def456"  # a running process's
-    alive.mkdir()
-    older = tmp_path / f"{_warm.CLAIMS_PREFIX}q1w2e3r4"  # not named after a process
-    older.mkdir()
+    old = time.time() - _warm.STALE_SECONDS - 60
+
+    def folder(name, age=old):
+        path = tmp_path / name
+        path.mkdir()
+        (path / "kernels:dense_forward:None:None:None").write_text("")
+        os.utime(path, (age, age))
+        return path
+
+    stale = folder(f"{_warm.CLAIMS_PREFIX}{dead}-abc123")
+    recent = folder(f"{_warm.CLAIMS_PREFIX}{dead}-new000", age=time.time())  # another PID namespace's, perhaps
+    alive = folder(f"{_warm.CLAIMS_PREFIX}{os.getppid()}-def456")  # a running process's
+    others = [folder(f"{_warm.CLAIMS_PREFIX}{name}") for name in
+              ("q1w2e3r4", "\u00b2-x", "99999999999999999999999-x", "-x", "12a-x")]  # no process id
     holding = tmp_path / f"{_warm.CLAIMS_PREFIX}{dead}-ghi789"  # holds a folder: not a claims folder
     (holding / "inner").mkdir(parents=True)
+    os.utime(holding, (old, old))
     target = tmp_path / "elsewhere"
     target.mkdir()
     (target / "keep").write_text("data")
@@ -121,13 +131,14 @@ def test_a_killed_fits_claims_folder_is_swept_by_the_next_and_nothing_else_is(tm
     link.symlink_to(target, target_is_directory=True)
 
     claims = _warm.Claims()
-    folder = claims.folder
-    assert os.path.basename(folder).startswith(f"{_warm.CLAIMS_PREFIX}{os.getpid()}-")
+    folder_made = claims.folder
+    assert os.path.basename(folder_made).startswith(f"{_warm.CLAIMS_PREFIX}{os.getpid()}-")
     assert not stale.exists()
-    assert alive.is_dir() and older.is_dir() and (holding / "inner").is_dir()
+    assert recent.is_dir() and alive.is_dir() and all(path.is_dir() for path in others)
+    assert (holding / "inner").is_dir()
     assert link.is_symlink() and (target / "keep").read_text() == "data"
     claims.close()
-    assert not os.path.exists(folder)
+    assert not os.path.exists(folder_made)
 
 
 def test_a_failed_worker_leaves_its_kernels_to_this_process(monkeypatch):

@@ -90,39 +90,55 @@ def _may_hold(cache):
 # A claims folder is named CLAIMS_PREFIX, the process id of the fit that made it, "-", and
 # mkdtemp's random part.
 CLAIMS_PREFIX = "fastbp-claims-"
+# A claims folder untouched for this long is past any fit's cold compile (a worker is waited for
+# WAIT_SECONDS at most): with its process gone, it is stale. The age matters where the folder's
+# process cannot be seen: a fit in another PID namespace (a container) sharing the temporary folder.
+STALE_SECONDS = 6 * WAIT_SECONDS
 
 
 def _process_gone(pid):
-    """True where no process has id ``pid`` (POSIX: signal 0 tests for it and sends nothing)."""
+    """True where no process has id ``pid`` here (POSIX: signal 0 tests for it and sends nothing)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
-    except OSError:
+    except (OSError, OverflowError):
         return False  # someone else's process, or no way to tell
     return False
 
 
-def sweep_stale_claims(root=None):
+def _claims_pid(name):
+    """The process id in a claims folder's name, or None for any other name."""
+    pid, dash, _ = name[len(CLAIMS_PREFIX):].partition("-")
+    if not (name.startswith(CLAIMS_PREFIX) and dash and pid.isascii() and pid.isdigit() and len(pid) <= 10):
+        return None
+    return int(pid)
+
+
+def sweep_stale_claims(root=None, now=None):
     """Remove the claims folders in ``root`` (the temporary folder) that this user's fits made and
-    could not remove because they were killed (SIGKILL, a crash): a folder whose process is gone.
-    Only a real folder (not a link) of this user is touched, and only if it holds nothing but
-    files (claims); POSIX only (elsewhere ``os.kill`` with signal 0 would end the process)."""
+    could not remove because they were killed (SIGKILL, a crash): a folder whose process is gone
+    and that nothing has touched for STALE_SECONDS. Only a real folder (not a link) of this user
+    is touched, and only if it holds nothing but files (claims); any other name in the folder,
+    whoever made it, is passed over. POSIX only (elsewhere ``os.kill`` with signal 0 would end
+    the process)."""
     if os.name != "posix":
         return
     root = root or tempfile.gettempdir()
+    now = time.time() if now is None else now
     try:
         names = os.listdir(root)
     except OSError:
         return
     for name in names:
-        pid, dash, _ = name[len(CLAIMS_PREFIX):].partition("-")
-        if not (name.startswith(CLAIMS_PREFIX) and dash and pid.isdigit()) or not _process_gone(int(pid)):
+        pid = _claims_pid(name)
+        if pid is None or not _process_gone(pid):
             continue
         path = os.path.join(root, name)
         try:
             info = os.lstat(path)
-            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+            if (not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid()
+                    or now - info.st_mtime < STALE_SECONDS):
                 continue
             entries = list(os.scandir(path))
             if any(entry.is_dir(follow_symlinks=False) for entry in entries):
@@ -141,7 +157,7 @@ class Claims:
     the whole list from the end, so that it and the workers meet in the middle instead of this
     process waiting idle for a worker's second unit. The folder is made when first asked for (a
     fit on a warm cache starts no worker and makes none), named after this process; ``close()``
-    removes it, and a fit killed before it could is swept by the next cold fit
+    removes it, and a fit killed before it could is swept by a later cold fit
     (``sweep_stale_claims``)."""
 
     def __init__(self, folder=None):
