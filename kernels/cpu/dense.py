@@ -186,7 +186,9 @@ def _act_grad_and_bias_loop(dz, db, dout, y, activation, alpha):
 # ``activate_grad``'s float64 literals widened every element to float64 and back (two conversions
 # per element each way, the loop's largest cost; a float32 sum rounds to the same bits as the
 # float64 sum of the same two float32 values rounded back, and a product by 1 or 0 is exact).
-# A float64 gradient widens them exactly.
+# A float64 gradient widens them exactly. One difference: a signalling NaN in dout passes into dz
+# unquieted (LLVM folds the product by 1), where the widening quieted it; NaN either way, and a
+# fit's gradients, made by arithmetic, never hold one.
 _ONE = np.float32(1.0)
 _ZERO = np.float32(0.0)
 
