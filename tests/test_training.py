@@ -441,16 +441,8 @@ ALLOCATIONS = textwrap.dedent("""
         array_args.append(n_arrays(args))
         return compiled(*args)
 
-    def compile_counted(sig):
-        # The Trainer calls the function that compile returns (no type dispatch per call).
-        entry = compiled.compile(sig)
-
-        def call(*args):
-            array_args.append(n_arrays(args))
-            return entry(*args)
-        return call
-
-    counted.compile, counted.typeof_pyval = compile_counted, compiled.typeof_pyval
+    # On a cold cache the loop is compiled ahead through the dispatcher's own methods.
+    counted.compile, counted.typeof_pyval = compiled.compile, compiled.typeof_pyval
     _cpu_loop.train_batches = counted
 
     rng = np.random.default_rng(0)
@@ -629,37 +621,3 @@ def test_poisson_loss_fits_counts_and_predicts_the_mean():
         model.predict_proba(X)
     with pytest.raises(ValueError, match=r"y must hold targets >= 0 for poisson"):
         model.fit(X, -y, loss="poisson", verbose=0)
-
-
-def test_an_epoch_calls_the_compiled_loop_without_numbas_type_dispatch(monkeypatch):
-    # A fit's Trainer calls train_batches several times an epoch with arguments of the same types;
-    # through numba's dispatcher each call typed every array of its namedtuples again (9-13 us
-    # against 0.9 us on the small network), so the Trainer calls the compiled function directly.
-    from fastbp.backends import _cpu_loop, cpu
-
-    dispatcher, dispatched, runs = _cpu_loop.train_batches, [], []
-
-    class Counting:
-        def __call__(self, *args):
-            dispatched.append(len(args))
-            return dispatcher(*args)
-
-        def __getattr__(self, name):
-            return getattr(dispatcher, name)
-
-    rng = np.random.default_rng(0)
-    X, y = rng.standard_normal((640, 8)).astype(np.float32), rng.integers(0, 3, 640)
-    model = Sequential([Dense(8, 16, activation="relu"), Dense(16, 3)], seed=0)
-    model.compile(loss="softmax_cross_entropy", optimizer="sgd")
-    model.fit(X, y, epochs=3, batch_size=8, verbose=0)
-    want = [w.copy() for w in model.get_weights()]
-
-    again = Sequential([Dense(8, 16, activation="relu"), Dense(16, 3)], seed=0)
-    again.compile(loss="softmax_cross_entropy", optimizer="sgd")
-    monkeypatch.setattr(_cpu_loop, "train_batches", Counting())
-    run = cpu.Trainer.run
-    monkeypatch.setattr(cpu.Trainer, "run", lambda self, a, b: runs.append((a, b)) or run(self, a, b))
-    again.fit(X, y, epochs=3, batch_size=8, verbose=0)
-    assert len(runs) > 3 and dispatched == []
-    for got, expected in zip(again.get_weights(), want):
-        assert got.tobytes() == expected.tobytes()

@@ -35,7 +35,6 @@ class Trainer:
         self.model, self.X, self.data, self.seed = model, X, data, seed
         self.net = lowered.net
         self._loop_net = None
-        self._train = None
         self.n_batches = -(-len(X) // batch_size)
         self.ws = lowered.workspace(batch_size, model.dtype, True, model.loss.kind, model.buffers)
         self.batch = _batch_targets(data, batch_size, model.dtype)
@@ -53,14 +52,9 @@ class Trainer:
     def run(self, first, last):
         optimizer = self.model.optimizer
         self.opt.counters[0] = optimizer.steps
-        args = (self.X, self.data, self.order, first, last, self.loop_net(), self.ws, self.batch, self.opt,
-                self.model.loss.spec(), self.seed, self.stats)
-        if self._train is None:
-            # The arguments' types are this fit's from the first call on (begin_epoch's order is
-            # fit's int64 permutation): the compiled function is called directly from then on,
-            # without numba's type dispatch (``_compiled``), five to seven calls an epoch.
-            self._train = _compiled(_cpu_loop.train_batches, args)
-        status, stopped = self._train(*args)
+        status, stopped = _cpu_loop.train_batches(self.X, self.data, self.order, first, last, self.loop_net(),
+                                                  self.ws, self.batch, self.opt, self.model.loss.spec(),
+                                                  self.seed, self.stats)
         # PyTorch's num_batches_tracked: the training steps that happened.
         self.model.batches_tracked += int(self.opt.counters[0]) - optimizer.steps
         optimizer.steps = int(self.opt.counters[0])
