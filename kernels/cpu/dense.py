@@ -42,6 +42,7 @@ from .._checks import ArgSpec
 from .._jit import jit
 from .._scalar import ELU, IDENTITY, LEAKY_RELU, RELU, SIGMOID, TANH, activate, activate_grad
 from . import gemm_small as G
+from ._dz import dz as typed_dz
 
 # Products of fewer multiply-adds (N I O) than this use the loop nests.
 BLAS_MIN_FLOPS = 2048
@@ -182,25 +183,18 @@ def _act_grad_and_bias_loop(dz, db, dout, y, activation, alpha):
             db[j] += g
 
 
-# ReLU's derivative as float32 constants: a float32 gradient times them stays in float32, where
-# ``activate_grad``'s float64 literals widened every element to float64 and back (two conversions
-# per element each way, the loop's largest cost; a float32 sum rounds to the same bits as the
-# float64 sum of the same two float32 values rounded back, and a product by 1 or 0 is exact).
-# A float64 gradient widens them exactly. One difference: a signalling NaN in dout passes into dz
-# unquieted (LLVM folds the product by 1), where the widening quieted it; NaN either way, and a
-# fit's gradients, made by arithmetic, never hold one.
-_ONE = np.float32(1.0)
-_ZERO = np.float32(0.0)
-
-
 @jit(inline="always")
-def _relu_grad_and_bias_loop(dz, db, dout, y):
+def _typed_grad_and_bias_loop(dz, db, dout, y, activation, alpha):
+    """``_act_grad_and_bias_loop`` for the identity and ReLU, in dout's dtype (``_dz.py``): the
+    shared formula's float64 1.0 and 0.0 widened every float32 element to float64 and back, the
+    loop's largest cost. The same bits (``_dz.py``); the other codes keep the widening loop, whose
+    db sums the unrounded float64 products."""
     n_rows, n_out = dz.shape
     for j in range(n_out):
         db[j] = 0.0
     for n in range(n_rows):
         for j in range(n_out):
-            g = dout[n, j] * (_ONE if y[n, j] > 0.0 else _ZERO)
+            g = typed_dz(activation, dout[n, j], y[n, j], y[n, j], alpha)
             dz[n, j] = g
             db[j] += g
 
@@ -215,9 +209,9 @@ def _act_grad_and_bias(dz, db, dout, y, activation, alpha):
     library call.
     """
     if activation == IDENTITY:
-        _act_grad_and_bias_loop(dz, db, dout, y, IDENTITY, alpha)
+        _typed_grad_and_bias_loop(dz, db, dout, y, IDENTITY, alpha)
     elif activation == RELU:
-        _relu_grad_and_bias_loop(dz, db, dout, y)
+        _typed_grad_and_bias_loop(dz, db, dout, y, RELU, alpha)
     elif activation == LEAKY_RELU:
         _act_grad_and_bias_loop(dz, db, dout, y, LEAKY_RELU, alpha)
     elif activation == ELU:

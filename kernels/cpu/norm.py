@@ -38,38 +38,11 @@ Each public kernel has its argument spec (``*_SPEC``) just above it.
 import math
 
 import numpy as np
-from numba.extending import overload
-from numba.np.numpy_support import as_dtype
 
 from .._checks import ArgSpec
 from .._jit import jit
-from .._scalar import IDENTITY, RELU, activate, activate_dz, relu_grad, row_mean_invstd
-
-
-def _dz(code, dout, y, z, alpha):
-    """``activate_dz`` in dout's dtype: the shared scalar formulas compute in float64
-    (float literals), and a float32 loop that carried that on ran in half-width vectors.
-
-    The identity and ReLU, the codes the kernels below copy their loops for, skip the
-    dispatcher, with the same bits (dout * 1.0 and dout * 0.0 are exact in either
-    dtype). Through the always-inlined dispatcher LLVM made slower loops of them:
-    BatchNorm's backward on (128, 512) took 93-113 us against 65-73 us before the
-    dispatchers were compiled on their own, and now 65 us (LayerNorm's with ReLU:
-    322 -> 125 us)."""
-    return type(dout)(activate_dz(code, dout, y, z, alpha))
-
-
-@overload(_dz, inline="always", prefer_literal=True)
-def _dz_typed(code, dout, y, z, alpha):
-    cast = as_dtype(dout).type
-
-    def impl(code, dout, y, z, alpha):
-        if code == IDENTITY:
-            return dout
-        if code == RELU:
-            return dout * cast(relu_grad(y))
-        return cast(activate_dz(code, dout, y, z, alpha))
-    return impl
+from .._scalar import IDENTITY, RELU, activate, row_mean_invstd
+from ._dz import dz as _dz
 
 
 BATCHNORM_ACT_FORWARD_SPEC = ArgSpec(
