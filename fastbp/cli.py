@@ -793,5 +793,34 @@ def main(argv=None):
         return 2
 
 
+def run():
+    """The ``fastbp`` command (its console script, and ``python -m fastbp``): ``main``, then the end
+    of the process.
+
+    The interpreter's teardown after a run is skipped (``os._exit``, once output is flushed and the
+    ``atexit`` handlers have run): it collects numba's and LLVM's objects and clears every module,
+    0.3 s of a 1.15 s ``fastbp train`` on a warm cache (2026-12-07). Everything the command writes
+    is closed by the time ``main`` returns. Where a thread of another library is still running,
+    the process ends the usual way, which waits for it.
+    """
+    import atexit
+    import threading
+
+    code = main()
+    if any(not thread.daemon for thread in threading.enumerate() if thread is not threading.current_thread()):
+        sys.exit(code)
+    # CPython's own call at exit (private, so looked up with a fallback: the usual exit instead).
+    run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)
+    if run_exit_handlers is None:
+        sys.exit(code)
+    run_exit_handlers()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass  # closed, or gone (pythonw): nothing more to write
+    os._exit(code or 0)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
