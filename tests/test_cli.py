@@ -457,8 +457,18 @@ class _Teardown:
 
 kept = _Teardown()
 atexit.register(_mark, "atexit")
+
+
+def _outlive_main():
+    # Running until the main thread is done, however long the command takes: the usual exit
+    # stops the main thread, then waits for this one.
+    while threading.main_thread().is_alive():
+        time.sleep(0.01)
+    _mark("thread")
+
+
 if os.environ.get("FASTBP_TEST_THREAD"):
-    threading.Thread(target=lambda: (time.sleep(2.0), _mark("thread"))).start()
+    threading.Thread(target=_outlive_main).start()
 """
 
 
