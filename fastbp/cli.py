@@ -793,32 +793,53 @@ def main(argv=None):
         return 2
 
 
-def run():
+def _flushed():
+    """Whether stdout and stderr took all their buffered output (a stream that is gone, pythonw's,
+    has nothing to take)."""
+    for stream in (sys.stdout, sys.stderr):
+        if stream is None:
+            continue
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            return False
+    return True
+
+
+def _may_end_at_once():
+    """Whether nothing but the interpreter's teardown is left to happen at exit: no thread of another
+    library still running (the usual exit waits for it), no tracer or profiler (coverage, cProfile
+    write their data at exit), no MPI (mpi4py finalizes it in the interpreter's own exit hook, which
+    ``os._exit`` skips: Open MPI then fails the job), no interactive prompt to come (``python -i``),
+    and CPython's call of the ``atexit`` handlers at hand."""
+    import atexit
+    import threading
+
+    return (not any(not thread.daemon for thread in threading.enumerate() if thread is not threading.current_thread())
+            and sys.gettrace() is None and sys.getprofile() is None and "mpi4py.MPI" not in sys.modules
+            and not sys.flags.inspect and hasattr(atexit, "_run_exitfuncs"))
+
+
+def run(own_process=True):
     """The ``fastbp`` command (its console script, and ``python -m fastbp``): ``main``, then the end
     of the process.
 
     The interpreter's teardown after a run is skipped (``os._exit``, once output is flushed and the
     ``atexit`` handlers have run): it collects numba's and LLVM's objects and clears every module,
     0.3 s of a 1.15 s ``fastbp train`` on a warm cache (2026-12-07). Everything the command writes
-    is closed by the time ``main`` returns. Where a thread of another library is still running,
-    the process ends the usual way, which waits for it.
+    is closed by the time ``main`` returns. The process ends the usual way (``sys.exit``) where
+    anything else may still need the teardown (``_may_end_at_once``), where the output cannot be
+    flushed (the usual exit then reports it, status 120), and where ``own_process`` is False: the
+    module run by another program's ``runpy`` call.
     """
     import atexit
-    import threading
 
     code = main()
-    if any(not thread.daemon for thread in threading.enumerate() if thread is not threading.current_thread()):
+    if not (own_process and _may_end_at_once() and _flushed()):
         sys.exit(code)
-    # CPython's own call at exit (private, so looked up with a fallback: the usual exit instead).
-    run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)
-    if run_exit_handlers is None:
+    atexit._run_exitfuncs()  # CPython's own call at exit; it clears the handlers it ran
+    if not _flushed():  # what the handlers wrote
         sys.exit(code)
-    run_exit_handlers()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError, AttributeError):
-            pass  # closed, or gone (pythonw): nothing more to write
     os._exit(code or 0)
 
 

@@ -438,10 +438,11 @@ def test_info_shows_numbas_and_blass_thread_counts_apart():
 
 
 # A site hook for the command's process (a sitecustomize module): marks in FASTBP_TEST_MARKS for
-# the interpreter's teardown (a global's finalizer) and for the atexit handlers, and where
-# FASTBP_TEST_THREAD is set, a thread of another library still running when the command is done.
+# the interpreter's teardown (a global's finalizer) and for the atexit handlers; with
+# FASTBP_TEST_THREAD, a thread of another library that outlives the command; with FASTBP_TEST_MPI,
+# mpi4py's MPI module as imported (a stand-in: the command only looks for it).
 _SITE_HOOK = """
-import atexit, os, threading, time
+import atexit, os, sys, threading, time, types
 
 _marks = os.environ["FASTBP_TEST_MARKS"]
 
@@ -469,27 +470,70 @@ def _outlive_main():
 
 if os.environ.get("FASTBP_TEST_THREAD"):
     threading.Thread(target=_outlive_main).start()
+if os.environ.get("FASTBP_TEST_MPI"):
+    sys.modules["mpi4py.MPI"] = types.ModuleType("mpi4py.MPI")
 """
 
 
-@pytest.mark.parametrize("command", ["python -m fastbp", "fastbp"])
-@pytest.mark.parametrize("thread", [False, True])
-def test_the_command_ends_without_the_interpreters_teardown(tmp_path, command, thread):
-    """The teardown (collecting numba's objects, clearing every module) was 0.3 s of a warm
-    ``fastbp train``; the atexit handlers still run, and a thread still running is waited for."""
+def _hooked(tmp_path, **extra):
+    """An environment whose Python processes run ``_SITE_HOOK``, their marks in tmp_path/marks."""
     (tmp_path / "hook").mkdir()
     (tmp_path / "hook" / "sitecustomize.py").write_text(_SITE_HOOK)
     (tmp_path / "marks").mkdir()
-    env = dict(os.environ, FASTBP_TEST_MARKS=str(tmp_path / "marks"),
-               PYTHONPATH=os.pathsep.join([str(tmp_path / "hook")] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
-    if thread:
-        env["FASTBP_TEST_THREAD"] = "1"
+    return dict(os.environ, FASTBP_TEST_MARKS=str(tmp_path / "marks"), **extra,
+                PYTHONPATH=os.pathsep.join([str(tmp_path / "hook")] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+
+
+@pytest.mark.parametrize("command", ["python -m fastbp", "fastbp"])
+def test_the_command_ends_without_the_interpreters_teardown(tmp_path, command):
+    """The teardown (collecting numba's objects, clearing every module) was 0.3 s of a warm
+    ``fastbp train``; the atexit handlers still run."""
     argv = [sys.executable, "-m", "fastbp"] if command == "python -m fastbp" else [FASTBP]
-    run = subprocess.run([*argv, "info"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    run = subprocess.run([*argv, "info"], capture_output=True, text=True, env=_hooked(tmp_path), cwd=tmp_path,
+                         timeout=600)
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("fastbp ") and run.stderr == ""
+    assert os.listdir(tmp_path / "marks") == ["atexit"]
+
+
+@pytest.mark.parametrize("why", ["a thread still running", "MPI", "a profiler"])
+def test_the_command_ends_the_usual_way_where_the_teardown_may_matter(tmp_path, why):
+    """A thread is waited for; mpi4py finalizes MPI, and a profiler or coverage writes its data, in the
+    interpreter's exit."""
+    extra = {"a thread still running": {"FASTBP_TEST_THREAD": "1"}, "MPI": {"FASTBP_TEST_MPI": "1"}}.get(why, {})
+    profile = ["-m", "cProfile", "-o", str(tmp_path / "info.prof")] if why == "a profiler" else []
+    run = subprocess.run([sys.executable, *profile, "-m", "fastbp", "info"], capture_output=True, text=True,
+                         env=_hooked(tmp_path, **extra), cwd=tmp_path, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("fastbp ")
     marks = sorted(os.listdir(tmp_path / "marks"))
-    assert marks == (["atexit", "teardown", "thread"] if thread else ["atexit"])
+    assert marks == (["atexit", "teardown", "thread"] if why == "a thread still running" else ["atexit", "teardown"])
+    if why == "a profiler":
+        assert (tmp_path / "info.prof").stat().st_size > 0
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_output_that_cannot_be_written_fails_the_command(tmp_path):
+    # Block-buffered output (no PYTHONUNBUFFERED): the command's lines are still in the buffer at its end.
+    env = dict(os.environ)
+    env.pop("PYTHONUNBUFFERED", None)
+    with open("/dev/full", "w") as full:
+        run = subprocess.run([sys.executable, "-m", "fastbp", "info"], stdout=full, stderr=subprocess.PIPE,
+                             text=True, env=env, cwd=tmp_path, timeout=600)
+    assert run.returncode == 120 and "No space left on device" in run.stderr
+
+
+def test_the_command_run_by_another_programs_runpy_hands_its_exit_back(tmp_path):
+    script = ("import runpy, sys\n"
+              "sys.argv = ['fastbp', 'info']\n"
+              "try:\n"
+              "    runpy.run_module('fastbp', run_name='__main__')\n"
+              "except SystemExit as end:\n"
+              "    print('exit status', end.code)\n"
+              "print('the program goes on')\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[-2:] == ["exit status 0", "the program goes on"]
 
 
 # ----- real tabular CSV files, through the installed fastbp command ---------------------------

@@ -154,28 +154,35 @@ def test_a_failed_worker_leaves_its_kernels_to_this_process(monkeypatch):
     assert [p.returncode for p in started] == [3]
 
 
-# A statement whose process, torn down the usual way, creates ``marker`` (a global's finalizer).
+# A statement whose process, torn down the usual way, creates ``marker`` (a global's finalizer); its
+# atexit handler creates ``handled``.
 _TEARDOWN_MARKER = """
+import atexit
+
+
 class _Teardown:
     def __del__(self, open=open):  # the builtin bound early: teardown may have cleared the name
         open({marker!r}, "w").close()
 
 
 kept = _Teardown()
+atexit.register(lambda: open({handled!r}, "w").close())
 print("done", flush=True)
 """
 
 
 def test_a_worker_ends_without_the_interpreters_teardown(tmp_path):
     """Its kernels are in the cache when its work returns: the teardown (0.3-0.4 s after a compile)
-    would only keep a waiting fit waiting."""
-    statement = _TEARDOWN_MARKER.format(marker=str(tmp_path / "torn down"))
+    would only keep a waiting fit waiting. Its atexit handlers still run."""
+    statement = _TEARDOWN_MARKER.format(marker=str(tmp_path / "torn down"), handled=str(tmp_path / "handled"))
     plain = subprocess.run([sys.executable, "-c", statement], capture_output=True, text=True)
-    assert (plain.returncode, plain.stdout) == (0, "done\n") and (tmp_path / "torn down").exists()
-    os.remove(tmp_path / "torn down")
+    assert (plain.returncode, plain.stdout) == (0, "done\n")
+    assert sorted(os.listdir(tmp_path)) == ["handled", "torn down"]
+    for name in os.listdir(tmp_path):
+        os.remove(tmp_path / name)
     worker = subprocess.run(_warm.worker_command(statement), capture_output=True, text=True)
     assert (worker.returncode, worker.stdout, worker.stderr) == (0, "done\n", "")
-    assert not (tmp_path / "torn down").exists()
+    assert os.listdir(tmp_path) == ["handled"]
     failing = subprocess.run(_warm.worker_command("raise ValueError('no kernel')"), capture_output=True, text=True)
     assert failing.returncode == 1 and "ValueError: no kernel" in failing.stderr
 

@@ -54,9 +54,12 @@ _GUARD = ("import ctypes, os, sys\n"
 # teardown. Its work is in the cache folder by then (numba writes each entry to a temporary file
 # and renames it), and tearing down a process that has compiled (numba's and LLVM's objects
 # collected, every module's globals cleared) took 0.3-0.4 s, which a fit waiting for its worker
-# waited too: a first BatchNorm fit on a warm cache, 0.4 s of its 2.0-2.2 s (2026-12-07). A
+# waited too: a first BatchNorm fit on a warm cache, 0.4 s of its 2.0-2.2 s (2026-12-07). The
+# atexit handlers still run (a coverage measurement of the workers writes its data there). A
 # statement that raises still ends the usual way, with its traceback and status 1.
-_END = ("\nsys.stdout.flush()\n"
+_END = ("\nimport atexit\n"
+        "getattr(atexit, '_run_exitfuncs', lambda: None)()\n"
+        "sys.stdout.flush()\n"
         "sys.stderr.flush()\n"
         "os._exit(0)\n")
 
