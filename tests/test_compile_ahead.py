@@ -187,6 +187,31 @@ def test_a_worker_ends_without_the_interpreters_teardown(tmp_path):
     assert failing.returncode == 1 and "ValueError: no kernel" in failing.stderr
 
 
+def test_the_heaviest_unit_goes_to_the_process_ready_first(monkeypatch):
+    """A first LayerNorm fit on a warm cache: this process, whose numba set-up (0.4 s) is done before a
+    worker has started (0.7-1.0 s), claims the backward (the heavier unit) first, as a worker would.
+    The other way round, this process compiled the forward and then waited for the worker's
+    backward."""
+    def layernorm(kernel):
+        return getattr(kernel, "py_func", kernel).__name__.startswith("layernorm")
+
+    lists, here = [], []
+    monkeypatch.setattr(_warm, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(_warm, "surely_uncached", layernorm)
+    monkeypatch.setattr(_warm, "cached", lambda kernel, sig: not layernorm(kernel))
+    monkeypatch.setattr(_warm, "start", lambda main, arg_lists: lists.extend(arg_lists) or ["a worker"])
+    monkeypatch.setattr(_warm, "wait", lambda procs: None)
+    monkeypatch.setattr(_kernel_tables, "compile_entry", lambda name, field, *rest: None)
+    monkeypatch.setattr(_kernel_tables, "_compile_named", lambda entry, dtype: here.append(entry.split(":")[:2]))
+    model = fastbp.Sequential([fastbp.Dense(4, 8), fastbp.LayerNorm(8), fastbp.ReLU(), fastbp.Dense(8, 2)], seed=0)
+    model.compile("softmax_cross_entropy", fastbp.SGD(0.1))
+    _kernel_tables._compile_ahead(model.lowered().net, model.dtype, model.loss.kind, model.optimizer.kind,
+                                  lambda net: None)
+    assert [entry.split(":")[:2] for entry in lists[0][2:]] == [["layernorm_ops", "backward"],
+                                                                 ["layernorm_ops", "forward"]]
+    assert here == [["layernorm_ops", "backward"], ["layernorm_ops", "forward"]]
+
+
 @pytest.mark.parametrize("why", ["cache off", "one cpu", "kernels cached"])
 def test_no_worker_starts_where_it_cannot_help(monkeypatch, why):
     popen = []

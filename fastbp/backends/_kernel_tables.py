@@ -254,8 +254,9 @@ def pending(net, dtype, loss=None, optimizer=None):
 # heaviest, those of the dense and the norm layers (where the network has norm layers), dealt
 # round-robin to as many workers as there are cores beside this process's. On two cores the one
 # worker's share and this process's (the loop's levels, ``evaluate_batches`` and the other
-# kernels) then take about as long (benchmarks/bench_compile.py --first-result). On a warm cache
-# with a new norm layer, the worker compiles its backward while this process compiles its forward.
+# kernels) then take about as long (benchmarks/bench_compile.py --first-result). Every process
+# claims them heaviest first (``_heaviest_first``): on a warm cache with a new norm layer, this
+# process, ready first, compiles the heavier of its two units.
 _AHEAD = (("kernels", "dense_backward"), ("kernels", "dense_forward"), ("batchnorm_ops", "backward"),
           ("layernorm_ops", "backward"), ("batchnorm_ops", "forward"), ("layernorm_ops", "forward"))
 
@@ -283,19 +284,19 @@ def _compile_ahead(net, dtype, loss, optimizer, ahead):
     """On a cold cache: the kernels of ``_AHEAD`` not in the cache yet in worker processes,
     meanwhile ``ahead(placeholder)`` (the caller compiles its loop against tables of zero
     addresses, which have the same types) and the other kernels here, then the workers' kernels
-    that none has begun yet (``_warm.Claims``, from the end of the list); then wait for the workers."""
+    that none has begun yet (``_warm.Claims``, the heaviest first); then wait for the workers."""
     candidates = {":".join(map(str, (name, field, loss, optimizer, code))): _entry(name, field, dtype, loss,
                                                                                   optimizer, code)
                   for name, field in _AHEAD if name in _present(net)
                   for code in field_codes(name, field, table_codes(net, name))}
     # Those surely not in the cache go to the workers at once; finding out about the others loads
     # them, which first sets up numba's target context here (0.4-0.5 s), meanwhile.
-    entries = [entry for entry, (kernel, _) in candidates.items() if _warm.surely_uncached(kernel)]
+    entries = _heaviest_first([entry for entry, (kernel, _) in candidates.items() if _warm.surely_uncached(kernel)])
     claims = _warm.Claims()
     procs = _start_workers(claims, dtype, entries)
     try:
-        entries += [entry for entry, (kernel, sig) in candidates.items()
-                    if entry not in entries and not _warm.cached(kernel, sig)]
+        entries = _heaviest_first(entries + [entry for entry, (kernel, sig) in candidates.items()
+                                             if entry not in entries and not _warm.cached(kernel, sig)])
         procs = procs or _start_workers(claims, dtype, entries)
         if not procs:
             return
@@ -305,7 +306,7 @@ def _compile_ahead(net, dtype, loss, optimizer, ahead):
                 if (name, field) not in _AHEAD:
                     for code in field_codes(name, field, table_codes(net, name)):
                         compile_entry(name, field, dtype, loss, optimizer, code)
-        for entry in reversed(entries):
+        for entry in entries:
             if claims.claim(entry):
                 _compile_named(entry, dtype)
         _warm.wait(procs)
@@ -315,6 +316,16 @@ def _compile_ahead(net, dtype, loss, optimizer, ahead):
         raise
     finally:
         claims.close()
+
+
+def _heaviest_first(entries):
+    """``entries`` (``table:field:...``) by their compile time (``COMPILE_SECONDS``), the longest first.
+    The workers and this process each claim the first unit nobody has begun, so that the heaviest
+    goes to whichever process is ready for it first and the lighter ones fill the end. On a warm
+    cache this process is ready first (its numba set-up 0.4 s, a worker's start 0.7-1.0 s): a first
+    LayerNorm fit, where this process took the last unit of the list, compiled the forward (0.5 s)
+    here and then waited 0.8 s for the worker's backward (1.0 s)."""
+    return sorted(entries, key=lambda entry: -getattr(COMPILE_SECONDS[entry.split(":")[0]], entry.split(":")[1]))
 
 
 def _start_workers(claims, dtype, entries):
