@@ -151,8 +151,9 @@ from fastbp import datasets
 X, y = datasets.load_digits()
 X = (X / 16.0).astype(np.float32)
 what = sys.argv[1]
-if what == "norm":
-    hidden = [fastbp.Dense(64, 256), fastbp.BatchNorm(256), fastbp.ReLU()]
+if what in ("norm", "layernorm"):
+    norm = fastbp.BatchNorm(256) if what == "norm" else fastbp.LayerNorm(256)
+    hidden = [fastbp.Dense(64, 256), norm, fastbp.ReLU()]
 else:
     hidden = [fastbp.Dense(64, 256, activation="gelu" if what == "activation" else "relu")]
 model = fastbp.Sequential(hidden + [fastbp.Dropout(0.2), fastbp.Dense(256, 10)], seed=0)
@@ -209,8 +210,8 @@ def first_result_figures(rounds=3, cpus=None):
 
     - ``train_cold``: `fastbp train` (the bundled digits, 30 epochs), a fresh cache folder.
     - ``first_fit_<what>``: on a copy of the cache that `fastbp train` filled, a fit that brings
-      one new loss (mse), optimizer (RMSprop), activation (GELU) or norm layer (BatchNorm); the
-      fit's own seconds.
+      one new loss (mse), optimizer (RMSprop), activation (GELU) or norm layer (BatchNorm, and
+      ``first_fit_layernorm`` LayerNorm); the fit's own seconds.
     - ``classifier_cold``, ``regressor_cold``: MLPClassifier / MLPRegressor with their defaults on
       the digits, import to end of fit, a fresh cache folder.
     - ``*_cpu``: the CPU seconds of the cold runs (``_CPU_SECONDS``).
@@ -221,7 +222,7 @@ def first_result_figures(rounds=3, cpus=None):
         try:
             runs.setdefault("train_cold", []).append(_timed(_TRAIN, cache, cpus)[0])
             runs.setdefault("train_cold_cpu", []).append(_CPU_SECONDS[-1])
-            for what in ("loss", "optimizer", "activation", "norm"):
+            for what in ("loss", "optimizer", "activation", "norm", "layernorm"):
                 copy = tempfile.mkdtemp(prefix="fastbp-warm-")
                 try:
                     shutil.copytree(cache, copy, dirs_exist_ok=True)
