@@ -325,7 +325,11 @@ def _heaviest_first(entries):
     cache this process is ready first (its numba set-up 0.4 s, a worker's start 0.7-1.0 s): a first
     LayerNorm fit, where this process took the last unit of the list, compiled the forward (0.5 s)
     here and then waited 0.8 s for the worker's backward (1.0 s)."""
-    return sorted(entries, key=lambda entry: -getattr(COMPILE_SECONDS[entry.split(":")[0]], entry.split(":")[1]))
+    def seconds(entry):
+        name, field = entry.split(":")[:2]
+        return getattr(COMPILE_SECONDS[name], field)
+
+    return sorted(entries, key=seconds, reverse=True)
 
 
 def _start_workers(claims, dtype, entries):

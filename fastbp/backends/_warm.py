@@ -170,10 +170,10 @@ class Claims:
     a claim is a file created exclusively in a private folder (``folder``, passed to the workers).
     A worker works through its list in order; this process, once its own work is done, through
     the whole list in order, taking what no worker has begun instead of waiting idle for a
-    worker's second unit (the lists go heaviest first: ``_kernel_tables._heaviest_first``). The folder is made when first asked for (a
-    fit on a warm cache starts no worker and makes none), named after this process; ``close()``
-    removes it, and a fit killed before it could is swept by a later cold fit
-    (``sweep_stale_claims``)."""
+    worker's second unit (the lists go heaviest first: ``_kernel_tables._heaviest_first``). The
+    folder is made when first asked for (a fit on a warm cache starts no worker and makes none),
+    named after this process; ``close()`` removes it, and a fit killed before it could is swept
+    by a later cold fit (``sweep_stale_claims``)."""
 
     def __init__(self, folder=None):
         self._folder = folder
