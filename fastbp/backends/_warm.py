@@ -40,8 +40,12 @@ WAIT_SECONDS = 600
 _PROGRAM = "import sys; from {module} import {name} as main; main(sys.argv[1:])"
 
 # A worker's first act, before importing fastbp (seconds under load): end with the parent
-# (``die_with_parent``, here as it can be without fastbp); PR_SET_PDEATHSIG is 1, SIGKILL 9.
-_GUARD = ("import ctypes, os, sys\n"
+# (``die_with_parent``, here as it can be without fastbp); PR_SET_PDEATHSIG is 1, SIGKILL 9. Then
+# Python's cyclic garbage collector off for good: a worker only compiles, and the collections
+# numba's objects set off are work for nothing in a process this short
+# (``_first_run.gc_paused`` has the figures).
+_GUARD = ("import ctypes, gc, os, sys\n"
+          "gc.disable()\n"
           "try:\n"
           "    ctypes.CDLL(None).prctl(1, 9, 0, 0, 0)\n"
           "except (OSError, AttributeError):\n"
