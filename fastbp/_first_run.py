@@ -135,8 +135,9 @@ def gc_paused():
     """Python's cyclic garbage collector off for the block, as it was after it.
 
     numba's compiles make millions of objects, and the collections they set off were 5.5% of a
-    cold ``fastbp train``'s CPU samples (``perf``); without them it took 7.13 s against 7.89 s
-    (medians of four alternated runs, 2026-12-07) and its process peaked at 294 MB against
+    cold ``fastbp train``'s CPU samples (``perf``). Paused here and off in the compile workers
+    (``_warm._GUARD``), a cold ``fastbp train`` took 7.02 s against 7.77 s (medians of five
+    alternated runs, 2026-12-07, 0a1ac2e) and its fitting process peaked at 294 MB against
     236 MB. The garbage is collected after the block, by the collector's next pass.
     """
     was_enabled = gc.isenabled()
