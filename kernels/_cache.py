@@ -295,6 +295,8 @@ class _LocatorMixin:
         # numba's own locators' attributes, which its warnings read (a function it cannot cache).
         self._py_file = py_file
         self._lineno = py_func.__code__.co_firstlineno
+        # A twin compiled without numba's wrappers (``_jit.compiled_only``) has entries of its own.
+        self._tag = getattr(py_func, "_fastbp_cache_tag", "")
         self._cache_path = os.path.join(FOLDER, py_func.__module__)
         inside = os.path.realpath(py_file).startswith(_PACKAGE_DIR + os.sep)
         self._stamp = TREE_HASH
@@ -313,7 +315,7 @@ class _LocatorMixin:
         return self._stamp
 
     def get_disambiguator(self):
-        return str(self._lineno)
+        return f"{self._lineno}{self._tag}"
 
     def ensure_cache_path(self):
         """Check the folders down to this function's (numba calls it before a save); writing is

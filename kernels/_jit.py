@@ -11,9 +11,11 @@ import functools
 import inspect
 import os
 import textwrap
+import types as types_module
 
 import numba
 from numba import njit, types
+from numba.core.registry import CPUDispatcher
 from numba.extending import overload, register_jitable
 
 from . import _cache
@@ -50,10 +52,40 @@ PARALLEL_MIN_ELEMENTS = 1 << 15
 SCALAR_FUNCTIONS = []
 
 
-def jit(func=None, *, parallel=False, fastmath=False, inline="never", refcounts=True):
+# Who calls a function (``jit(callers=...)``), and the numba wrappers each kind of caller needs.
+# numba builds two wrappers around every function it compiles, whoever calls it: a CPython one
+# (unboxing each argument from a Python object: a Python call) and a C one (a first-class
+# function or cfunc address). Each is lowered, optimized and emitted with the function, and
+# again inside every caller that links it. A function only compiled code calls needs neither:
+# without them a cold `fastbp train` compiled about 2 CPU seconds less (docs/performance-log.md,
+# 2026-12-08).
+CALLERS = {
+    "any": {},
+    "python": {"no_cfunc_wrapper": True},
+    "compiled": {"no_cpython_wrapper": True, "no_cfunc_wrapper": True},
+}
+
+
+class CompiledOnly(CPUDispatcher):
+    """A dispatcher compiled without numba's wrappers (``callers="compiled"``): compiled code
+    calls it, and its address is taken (``get_compile_result``); a call from Python, which would
+    reach the missing CPython wrapper, raises TypeError instead."""
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(f"fastbp: {self.py_func.__module__}.{self.py_func.__qualname__} is compiled for "
+                        f"calls from compiled code only (no Python wrapper); call it from an @njit function")
+
+
+def jit(func=None, *, parallel=False, fastmath=False, inline="never", refcounts=True, callers="any"):
     """Compile a CPU kernel with the project's policy.
 
     Usable bare (``@jit``) or with options (``@jit(parallel=True)``).
+
+    ``callers`` says who calls the function, and so which of numba's wrappers it gets
+    (``CALLERS``): "any" (Python, compiled code and first-class function use: the public kernels),
+    "python" (Python and compiled code: the loop's levels that the backend calls), "compiled"
+    (compiled code only, directly or by address: private helpers and the loop's kernel units;
+    a ``CompiledOnly`` dispatcher, which refuses a Python call).
 
     ``refcounts=False`` compiles without numba's runtime (its ``_nrt=False``, which numba's own
     string functions use): no reference counting of arrays at all, and no allocation (numba
@@ -79,11 +111,40 @@ def jit(func=None, *, parallel=False, fastmath=False, inline="never", refcounts=
     )
     if not refcounts:
         options["_nrt"] = False
+    if callers not in CALLERS:
+        raise ValueError(f"callers must be one of {sorted(CALLERS)}, got {callers!r}")
+    options.update(CALLERS[callers])
 
     def decorate(f):
+        if callers == "compiled":
+            # What numba's njit hands its dispatcher: the options less ``cache``, in nopython mode.
+            targetoptions = {k: v for k, v in options.items() if k != "cache"}
+            return _cache.enable_cpu(CompiledOnly(f, targetoptions=dict(targetoptions, nopython=True)))
         return _cache.enable_cpu(njit(**options)(f))
 
     return decorate if func is None else decorate(func)
+
+
+@functools.lru_cache(maxsize=None)
+def compiled_only(dispatcher):
+    """``dispatcher`` (made by ``jit``) for compiled callers only: itself if it is one, else a
+    twin made from the same Python function and options without numba's wrappers. For a public
+    kernel that the training loop calls by address (``dense_act_forward``): Python calls keep
+    the public dispatcher and its wrappers, the loop's tables take the twin. The twin caches
+    under names of its own (``_cache``): numba keys cache entries by function and signature, not
+    by options, and the public dispatcher must never load a compiled entry without the wrapper
+    a Python call runs."""
+    if isinstance(dispatcher, CompiledOnly):
+        return dispatcher
+    f = dispatcher.py_func
+    twin = types_module.FunctionType(f.__code__, f.__globals__, f.__name__, f.__defaults__, f.__closure__)
+    twin.__qualname__, twin.__module__, twin.__doc__ = f.__qualname__, f.__module__, f.__doc__
+    twin.__kwdefaults__ = f.__kwdefaults__
+    twin._fastbp_cache_tag = "compiled"
+    options = dict(dispatcher.targetoptions, **CALLERS["compiled"])
+    if isinstance(options.get("fastmath"), set):
+        options["fastmath"] = set(options["fastmath"])
+    return _cache.enable_cpu(CompiledOnly(twin, targetoptions=options))
 
 
 @functools.lru_cache(maxsize=None)

@@ -150,8 +150,10 @@ flags = [lowered.net.activation_ops, lowered.net.batchnorm_ops, lowered.net.laye
          bool(lowered.net.dropout_ops)]
 net = _kernel_tables.with_kernels(lowered.net, model.dtype, model.loss.kind, model.optimizer.kind)
 ws = lowered.workspace(2, model.dtype, True, model.loss.kind, model.buffers)
-_cpu_loop.forward(net, ws, model.theta, 2, np.bool_(True), np.int64(0), np.int64(0))
-_cpu_loop.update_running(net, ws, 2)
+# Compiled, not called: the loop's inner levels are for compiled callers only (no Python wrapper).
+for level, args in ((_cpu_loop.forward, (net, ws, model.theta, 2, np.bool_(True), np.int64(0), np.int64(0))),
+                    (_cpu_loop.update_running, (net, ws, 2))):
+    level.compile(tuple(level.typeof_pyval(a) for a in args))
 print(json.dumps([flags, sorted(set(compiled))]))
 """
 

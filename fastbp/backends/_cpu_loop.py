@@ -49,7 +49,7 @@ from ._kernel_tables import kcall, kcall_code
 from ._views import borrowed, dense_bias, dense_weight, matrix, prefetch, rows
 
 
-@jit(refcounts=False)
+@jit(refcounts=False, callers="compiled")
 def update_running(net, ws, nb):
     """Move every BatchNorm op's running statistics toward the batch's, after a step that happened
     (``_norm_ops.batchnorm_update_running``)."""
@@ -59,7 +59,7 @@ def update_running(net, ws, nb):
                    (ws.running, ws.saved, net.norms, net.norm_consts, net.layout, i, nb))
 
 
-@jit(refcounts=False)
+@jit(refcounts=False, callers="compiled")
 def forward(net, ws, theta, nb, training, seed, row0):
     """Run the network on the first nb rows of activation 0; activation i + 1 is op i's output.
 
@@ -93,7 +93,7 @@ def forward(net, ws, theta, nb, training, seed, row0):
             kcall(net.dropout_ops, "inference", (out, x))
 
 
-@jit(refcounts=False)
+@jit(refcounts=False, callers="compiled")
 def backward(net, ws, theta, grad, nb):
     """Backpropagate the gradient of the last activation into grad, through the ops of the
     network's backward schedule (``lowering.backward_schedule``).
@@ -257,7 +257,7 @@ def batch_gradient(net, ws, batch, opt, nb, loss, seed, row0):
     return registry.OK
 
 
-@jit(refcounts=False)
+@jit(refcounts=False, callers="python")
 def apply_update(net, ws, batch, opt, nb, loss, stats):
     """The optimizer step with opt.grad, unless it is not finite, and the nb rows' loss and metrics.
 
@@ -286,7 +286,7 @@ def _apply_update(net, ws, batch, opt, nb, loss, stats):
     return registry.OK
 
 
-@jit(refcounts=False)
+@jit(refcounts=False, callers="python")
 def train_batches(X, data, order, first, last, net, ws, batch, opt, loss, seed, stats):
     """Train on batches first..last-1 (of ws.cap rows) of the permutation ``order``.
 
@@ -313,7 +313,7 @@ def train_batches(X, data, order, first, last, net, ws, batch, opt, loss, seed, 
     return registry.OK, last
 
 
-@jit(refcounts=False)
+@jit(refcounts=False, callers="compiled")
 def _weight_total(weight, order, start, nb):
     """sum of weight[order[start:start + nb]], or nb when there are no sample weights."""
     if weight.size == 0:
@@ -324,7 +324,7 @@ def _weight_total(weight, order, start, nb):
     return total
 
 
-@jit(refcounts=False)
+@jit(refcounts=False, callers="python")
 def share_gradient(X, data, order, start, nb, share, net, ws, batch, opt, loss, seed):
     """One rank's part of a data-parallel step: the gradient of rows share[0]..share[1]-1 of the batch.
 
@@ -363,7 +363,7 @@ def _infer_rows(X, net, ws, theta, start, nb):
     return rows(ws.acts, net.layout, ws.cap, net.kinds.size, nb)
 
 
-@jit(refcounts=False)
+@jit(refcounts=False, callers="python")
 def predict_batches(out_all, X, net, ws, theta):
     """Forward pass (inference mode) over X in batches of ws.cap rows into out_all (n, O)."""
     out_all, X, net, ws, theta = borrowed((out_all, X, net, ws, theta))
@@ -374,7 +374,7 @@ def predict_batches(out_all, X, net, ws, theta):
         _copy_rows(out_all[start:start + nb], out, 0, nb)
 
 
-@jit(refcounts=False)
+@jit(refcounts=False, callers="python")
 def evaluate_batches(X, data, net, ws, theta, loss, stats):
     """Accumulate loss and metrics of the model (inference mode) over X into stats."""
     X, data, net, ws, theta, stats = borrowed((X, data, net, ws, theta, stats))

@@ -35,14 +35,14 @@ import numpy as np
 
 from ..kernels import registry
 from ..kernels._checks import numba_signature
-from ..kernels._jit import jit
+from ..kernels._jit import compiled_only, jit
 from ..kernels.cpu import activations, dense, dropout, losses, optim
 from . import _norm_ops, _warm
 from ._metrics import STATS, STATS_SPEC
 from ._views import kernel_call_by_code_intrinsic, kernel_call_intrinsic
 
 
-@jit(refcounts=False)
+@jit(refcounts=False, callers="compiled")
 def _not_in_table(a0, a1, a2, a3, a4, a5, a6, a7):
     """The entry for a loss or update kernel of a table made without that code (the loss's and the
     update's signatures have eight arguments, the stats' seven)."""
@@ -50,7 +50,7 @@ def _not_in_table(a0, a1, a2, a3, a4, a5, a6, a7):
                        "and the loop called that kernel")
 
 
-@jit(refcounts=False)
+@jit(refcounts=False, callers="compiled")
 def _stats_not_in_table(a0, a1, a2, a3, a4, a5, a6):
     _not_in_table(a0, a1, a2, a3, a4, a5, a6, a6)
 
@@ -159,7 +159,8 @@ def _entry(name, field, dtype, loss, optimizer, code=None):
     kernel = _chosen(name, codes)[index]
     if (name, field) in CODE_ROWS:
         kernel = kernel(code)
-    return kernel, _signatures(np.dtype(dtype))[name][index]
+    # The loop calls it by address: the kernel without numba's Python and C wrappers (``compiled_only``).
+    return compiled_only(kernel), _signatures(np.dtype(dtype))[name][index]
 
 
 def compile_entry(name, field, dtype, loss=None, optimizer=None, code=None):

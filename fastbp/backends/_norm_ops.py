@@ -46,7 +46,7 @@ def _named(unit, kind, field, code):
     """``unit`` compiled without numba's runtime (it only cuts views of its caller's arrays), under a
     name of its own per code, which names its cache entries and what a compile listener sees."""
     unit.__qualname__ = unit.__name__ = f"{kind}_op_{field}_{registry.ACTIVATION_NAMES[code]}"
-    return jit(unit, refcounts=False)
+    return jit(unit, refcounts=False, callers="compiled")
 
 
 @functools.lru_cache(maxsize=None)
@@ -123,7 +123,7 @@ def layernorm_backward_for(code):
     return _named(backward, "layernorm", "backward", code)
 
 
-@jit(refcounts=False)
+@jit(refcounts=False, callers="compiled")
 def batchnorm_update_running(running, saved, norms, consts, layout, i, nb):
     """Move BatchNorm op i's running statistics toward those of the batch of nb rows (momentum
     ``consts[i, 1]``), after a step that happened."""

@@ -76,7 +76,7 @@ def _bias_act_rows(out, b, activation, alpha):
         _bias_act_loop(out, b, activation, alpha)
 
 
-@jit(fastmath=True)
+@jit(fastmath=True, callers="compiled")
 def _small_forward(out, x, w, b, activation, alpha):
     """Loop-nest forward for tiny layers, bias and activation fused per row."""
     n_rows, n_in = x.shape
@@ -224,7 +224,7 @@ def _act_grad_and_bias(dz, db, dout, y, activation, alpha):
         _act_grad_and_bias_loop(dz, db, dout, y, activation, alpha)
 
 
-@jit(fastmath=True)
+@jit(fastmath=True, callers="compiled")
 def _small_input_grad(dx, dz, w):
     """dx = dz @ w.T as loop nests: each (n, i) is a dot of two contiguous rows.
 
@@ -241,7 +241,7 @@ def _small_input_grad(dx, dz, w):
             dx[n, i] = acc
 
 
-@jit(fastmath=True)
+@jit(fastmath=True, callers="compiled")
 def _small_weight_grad(dw, x, dz):
     """dw = x.T @ dz as loop nests: a rank-1 update of dw per sample, rows contiguous."""
     n_rows, n_in = x.shape

@@ -75,7 +75,7 @@ PANEL = KC * NR
 _F4 = 4  # bytes per float32
 
 
-@jit
+@jit(callers="compiled")
 def _gemm(c, a, b, bias, strides, m, n, k, mode):
     """C (m, n) from A (m, k) and B (k, n) at addresses c, a, b (strides in elements, see
     ``_simd.tile_wide``); bias: the address of n floats when mode starts from the bias.

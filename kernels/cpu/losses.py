@@ -29,7 +29,7 @@ from ..registry import LOSS_BCE, LOSS_HUBER, LOSS_MAE, LOSS_MSE, LOSS_POISSON, L
 from ._exp import exp_in_place
 
 
-@jit
+@jit(callers="compiled")
 def _inverse_total(weight, n_rows):
     """1 / sum_n s_n, or 0 when every weight is 0: such a batch contributes no loss and no gradient."""
     if weight.size == 0:
