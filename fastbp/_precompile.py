@@ -24,6 +24,7 @@ import numpy as np
 
 from .kernels import _cache
 from .kernels import registry
+from .kernels.cpu import dense
 
 DTYPES = ("float32", "float64")
 LOSSES = {loss.name: loss.code for loss in registry.LOSS_TABLE}
@@ -44,6 +45,11 @@ def units(dtypes=DTYPES, losses=tuple(LOSSES), optimizers=tuple(OPTIMIZERS), nor
     for dtype in dtypes:
         found += [("kernel", "kernels", field, dtype, None, None, None)
                   for field in ("dense_forward", "dense_backward")]
+        # A dense layer's per-code kernels, for the activations the dense kernels do not apply.
+        dense_codes = [registry.ACTIVATIONS[name] for name in activations
+                       if registry.ACTIVATIONS[name] in registry.OUTPUT_DERIVABLE - set(dense.TABLE_FUSED)]
+        found += [("kernel", "kernels", field, dtype, None, None, code)
+                  for field in ("dense_act_apply", "dense_act_grad") for code in dense_codes]
         for loss in losses:
             found += [("kernel", "kernels", field, dtype, LOSSES[loss], None, None)
                       for field in ("loss_forward", "loss_backward", "stats")]

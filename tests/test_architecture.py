@@ -176,12 +176,16 @@ def test_the_loop_compiles_no_kernel_of_an_op_kind_the_network_lacks(tmp_path):
         net = fastbp.Sequential([fastbp.Dense(3, 4), layer, fastbp.Dense(4, 2)]).lowered().net
         assert [None if f is None else bool(f) for f in (net.batchnorm_ops, net.layernorm_ops)] == want
     # The kinds it has compile (the walk sees them) ...
-    assert {"forward", "dense_act_forward", "dropout_forward_from", "update_running"} <= set(compiled)
+    assert {"forward", "dense_table_forward", "dropout_forward_from", "update_running"} <= set(compiled)
     # ... those it lacks do not: no norm kernel, no activation-op kernel.
     absent = {"batchnorm_act_forward", "layernorm_act_forward", "batchnorm_update_running", "activation_code_forward"}
     assert not absent & set(compiled), sorted(absent & set(compiled))
     assert not [name for name in compiled if name.startswith(("activation_forward_", "activation_backward_",
                                                               "batchnorm_op_", "layernorm_op_"))]
+    # ReLU and identity dense layers: the table's dense kernels apply them; neither a per-code dense
+    # kernel nor the public kernels' passes of every other code compile.
+    assert not [name for name in compiled if name.startswith(("dense_act_apply_", "dense_act_grad_"))]
+    assert not {"dense_act_forward", "dense_act_backward"} & set(compiled)
     # The kernel table holds the model's loss and optimizer (softmax cross-entropy, SGD) alone: the
     # other losses and optimizers, and the dispatchers over all of them, do not compile.
     assert {"sce_code_forward", "sce_code_backward", "softmax_stats", "sgd_code_update"} <= set(compiled)
@@ -544,7 +548,8 @@ def test_every_table_kernel_takes_the_arguments_of_the_spec_its_signature_comes_
             if isinstance(entry, dict):
                 kernels = list(entry.values())
             elif (name, field) in _kernel_tables.CODE_ROWS:  # a factory of one kernel per code
-                codes = R.ACTIVATIONS.values() if name == "activation_ops" else R.ELEMENTWISE_CODES.values()
+                codes = (R.ACTIVATIONS.values() if name == "activation_ops" else R.OUTPUT_DERIVABLE
+                         if name == "kernels" else R.ELEMENTWISE_CODES.values())
                 kernels = [entry(code) for code in codes]
             else:
                 kernels = [entry]

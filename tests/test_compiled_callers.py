@@ -41,11 +41,13 @@ def test_the_kernels_the_loop_calls_by_address_have_no_wrappers():
     checked = 0
     for name in ("kernels", "dropout_ops"):
         for field in _kernel_tables.fields(name):
-            kernel, sig = _kernel_tables._entry(name, field, np.float32, loss, optimizer)
-            assert isinstance(kernel, CompiledOnly), (name, field)
-            assert _wrappers(kernel.get_compile_result(sig)) == (False, False), (name, field)
-            checked += 1
-    assert checked == 9
+            # A per-code field (a dense layer's tanh) for one code.
+            for code in _kernel_tables.field_codes(name, field, (R.ACTIVATIONS["tanh"],)):
+                kernel, sig = _kernel_tables._entry(name, field, np.float32, loss, optimizer, code)
+                assert isinstance(kernel, CompiledOnly), (name, field)
+                assert _wrappers(kernel.get_compile_result(sig)) == (False, False), (name, field)
+                checked += 1
+    assert checked == 11
     # The levels the backend calls from Python keep the Python wrapper alone; the loop's inner
     # levels (loaded with their caller, so compiled or loaded here) have neither.
     for level in (_cpu_loop.train_batches, _cpu_loop.evaluate_batches):

@@ -309,3 +309,63 @@ def test_relu_backward_pass_stays_in_the_arrays_dtype(dtype):
     if dtype == np.float32:
         ir = relu_pass.inspect_llvm(relu_pass.signatures[0])
         assert "fpext" not in ir and "fptrunc" not in ir
+
+
+# (rows, inputs, outputs) that take each product path of the dense kernels: the loop nests (fewer
+# multiply-adds than BLAS_MIN_FLOPS), fastbp's SIMD products (float32, ReLU and identity) and BLAS.
+_PATHS = [(4, 3, 5), (32, 24, 40), (64, 72, 96)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", FUSABLE)
+def test_the_loops_dense_units_give_the_fused_kernels_bits(activation, dtype):
+    # The training loop calls dense_table_forward / _backward and, for an activation they do not
+    # apply, the code's own kernels beside them: bit for bit what dense_act_forward and
+    # dense_act_backward give, the products, the bias added first and db summed from the unrounded dz.
+    # Both compiled for the argument types the loop calls them with (its views: the table's
+    # signatures), where LLVM vectorizes as it does in the loop.
+    from numba import njit, types
+
+    from fastbp.backends import _kernel_tables
+    from fastbp.kernels.cpu import dense as D
+
+    assert D.TABLE_FUSED == (ACTIVATIONS["identity"], ACTIVATIONS["relu"])
+    code, alpha = ACTIVATIONS[activation], ALPHA.get(activation, 0.0)
+    table_forward, table_backward = D.dense_table_forward, D.dense_table_backward
+    apply = grad = None
+    if code not in D.TABLE_FUSED:
+        apply, grad = D.dense_act_apply_for(code), D.dense_act_grad_for(code)
+    signatures = _kernel_tables._signatures(np.dtype(dtype))["kernels"]
+
+    @njit(types.void(*signatures.dense_forward.args))
+    def loop_forward(out, x, w, b, code, alpha):
+        table_forward(out, x, w, b, code, alpha)
+        if apply is not None:
+            apply(out, code, alpha)
+
+    @njit(types.void(*signatures.dense_backward.args))
+    def loop_backward(dx, dw, db, dz, dout, out, x, w, code, alpha):
+        if grad is not None:
+            grad(dz, db, dout, out, code, alpha)
+        table_backward(dx, dw, db, dz, dout, out, x, w, code, alpha)
+
+    public = []
+    for kernel, sig in ((D.dense_act_forward, signatures.dense_forward), (D.dense_act_backward,
+                                                                          signatures.dense_backward)):
+        kernel.compile(sig.args)
+        public.append(kernel.overloads[sig.args].entry_point)
+    public_forward, public_backward = public
+    rng = np.random.default_rng(code)
+    for n, i, o in _PATHS:
+        x, w, b = _layer(rng, (n, i, o), dtype)
+        want, got = np.empty((n, o), dtype), np.full((n, o), np.nan, dtype)
+        public_forward(want, x, w, b, code, alpha)
+        loop_forward(got, x, w, b, code, alpha)
+        np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8), err_msg=f"forward {(n, i, o)}")
+        out, dout = want, rng.standard_normal((n, o)).astype(dtype)
+        want = [np.empty((n, i), dtype), np.empty((i, o), dtype), np.empty(o, dtype), np.empty((n, o), dtype)]
+        got = [np.full_like(a, np.nan) for a in want]
+        public_backward(*want, dout, out, x, w, code, alpha)
+        loop_backward(*got, dout, out, x, w, code, alpha)
+        for name, g, wnt in zip(("dx", "dw", "db", "dz"), got, want):
+            np.testing.assert_array_equal(g.view(np.uint8), wnt.view(np.uint8), err_msg=f"{name} {(n, i, o)}")

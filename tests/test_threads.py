@@ -75,7 +75,8 @@ def test_the_compiled_loops_start_no_parallel_region():
                             *_table_kernels()])
     names = {d.py_func.__name__ for d in reachable}
     # The walk does find the kernels (else the test proves nothing) ...
-    assert {"dense_act_forward", "sgd_code_update", "adam_code_update", "rmsprop_code_update", "dropout_forward_from",
+    assert {"dense_table_forward", "dense_table_backward", "dense_act_grad_tanh", "dense_act_apply_softplus",
+            "sgd_code_update", "adam_code_update", "rmsprop_code_update", "dropout_forward_from",
             "activation_forward_elu", "activation_backward_gelu", "sce_code_forward", "mse_code_backward",
             "batchnorm_act_forward_body", "_layernorm_act_backward_loop"} <= names
     # ... and none of them is compiled with parallel=True.

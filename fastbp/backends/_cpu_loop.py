@@ -44,9 +44,14 @@ import numpy as np
 
 from ..kernels import registry
 from ..kernels._jit import jit
+from ..kernels.cpu import dense
 from ..kernels.cpu._finite import all_finite
 from ._kernel_tables import kcall, kcall_code
 from ._views import borrowed, dense_bias, dense_weight, matrix, prefetch, rows
+
+# The activations the table's dense kernels apply themselves (``dense.TABLE_FUSED``): a dense layer
+# of any other code calls its code's kernels beside them (``_kernel_tables.Kernels``).
+_FUSED = dense.TABLE_FUSED
 
 
 @jit(refcounts=False, callers="compiled")
@@ -74,8 +79,12 @@ def forward(net, ws, theta, nb, training, seed, row0):
         kind = net.kinds[i]
         if kind == registry.OP_DENSE:
             p = net.params_of[i]
+            code = net.codes[i]
             kcall(net.kernels, "dense_forward", (out, x, dense_weight(theta, net.params, p),
-                                                  dense_bias(theta, net.params, p), net.codes[i], net.alphas[i]))
+                                                  dense_bias(theta, net.params, p), code, net.alphas[i]))
+            if code not in _FUSED:
+                # The dense kernel left out = x @ w + b; the activation, in place, by its code's kernel.
+                kcall_code(net.code_kernels, net.kernels, "dense_act_apply", code, (out, code, net.alphas[i]))
         elif kind == registry.OP_ACTIVATION:
             kcall_code(net.code_kernels, net.activation_ops, "forward", net.codes[i],
                         (out, x, net.codes[i], net.alphas[i]))
@@ -116,9 +125,14 @@ def backward(net, ws, theta, grad, nb):
             p = net.params_of[i]
             dx = rows(ws.dacts, layout, cap, i, dx_rows)
             dz = matrix(ws.scratch, 0, nb, dout.shape[1])
-            kcall(net.kernels, "dense_backward", (dx, dense_weight(grad, net.params, p),
-                                                   dense_bias(grad, net.params, p), dz, dout, out, x,
-                                                   dense_weight(theta, net.params, p), net.codes[i], net.alphas[i]))
+            db = dense_bias(grad, net.params, p)
+            code = net.codes[i]
+            if code not in _FUSED:
+                # dz and db by the code's kernel; the dense kernel then computes dx and dw from dz.
+                kcall_code(net.code_kernels, net.kernels, "dense_act_grad", code, (dz, db, dout, out, code,
+                                                                                   net.alphas[i]))
+            kcall(net.kernels, "dense_backward", (dx, dense_weight(grad, net.params, p), db, dz, dout, out, x,
+                                                   dense_weight(theta, net.params, p), code, net.alphas[i]))
         elif kind == registry.OP_BATCHNORM or kind == registry.OP_LAYERNORM:
             norm_ops = net.batchnorm_ops if kind == registry.OP_BATCHNORM else net.layernorm_ops
             kcall_code(net.code_kernels, norm_ops, "backward", net.codes[i],

@@ -21,6 +21,14 @@ d67e485). The activation and norm ops' kernels are compiled for one activation c
 (``_norm_ops``) cut the views of their statistics themselves, so that the loop's norm branches
 are one call each.
 
+A dense layer is two kernels of ``kernels`` (``dense.dense_table_forward`` and
+``dense_table_backward``: the products with the ReLU and identity passes, which every network
+has) and, for a layer of another activation, that code's kernels beside them (``dense_act_apply``
+and ``dense_act_grad``, fields of ``BY_CODE``): the fused kernels of every code compiled five
+activation passes a ReLU network never runs, 1.6 s of the backward's 4.5 s on one core. The
+tables hold each kernel compiled without numba's Python and C wrappers (``_jit.compiled_only``):
+the loop calls it by address, never from Python.
+
 The kernels and the levels are therefore separate compile units, and on a cold cache they
 compile in parallel: ``with_kernels(..., ahead=...)`` has worker processes compile the heaviest
 kernels into the on-disk cache (``_warm``) while this process compiles the loop against tables of
@@ -59,15 +67,19 @@ def _stats_not_in_table(a0, a1, a2, a3, a4, a5, a6):
 # tables of the other op kinds where the network has such ops (``with_kernels``). A dict holds one
 # kernel per code: the table gets the model's loss's (``loss_forward``, ``loss_backward``,
 # ``stats``) and its optimizer's (``update``), so that a cold start compiles those alone.
-Kernels = namedtuple("Kernels", "dense_forward dense_backward loss_forward loss_backward update stats")
+# ``dense_act_apply`` and ``dense_act_grad`` are the per-code kernels of a dense layer whose
+# activation the dense kernels do not apply themselves (``dense.TABLE_FUSED``): fields of ``BY_CODE``.
+Kernels = namedtuple("Kernels", "dense_forward dense_backward loss_forward loss_backward update stats "
+                                "dense_act_apply dense_act_grad")
 ActivationKernels = namedtuple("ActivationKernels", "forward backward")
 DropoutKernels = namedtuple("DropoutKernels", "forward backward inference")
 # BatchNorm's and LayerNorm's tables are of one type, so that the loop calls either at one site;
 # LayerNorm has no running statistics (None: no kernel, a zero address).
 NormKernels = namedtuple("NormKernels", "forward backward update_running")
 TABLES = {
-    "kernels": Kernels(dense.dense_act_forward, dense.dense_act_backward, losses.CODE_FORWARD, losses.CODE_BACKWARD,
-                       optim.CODE_UPDATES, STATS),
+    "kernels": Kernels(dense.dense_table_forward, dense.dense_table_backward, losses.CODE_FORWARD,
+                       losses.CODE_BACKWARD, optim.CODE_UPDATES, STATS, dense.dense_act_apply_for,
+                       dense.dense_act_grad_for),
     "activation_ops": ActivationKernels(activations.activation_forward_for, activations.activation_backward_for),
     "dropout_ops": DropoutKernels(dropout.dropout_forward_from, dropout.dropout_backward_serial,
                                   dropout.dropout_inference),
@@ -76,7 +88,7 @@ TABLES = {
     "layernorm_ops": NormKernels(_norm_ops.layernorm_forward_for, _norm_ops.layernorm_backward_for, None),
 }
 # Which code picks the kernel of a dict entry of ``Kernels``.
-_CHOSEN_BY = Kernels(None, None, "loss", "loss", "optimizer", "loss")
+_CHOSEN_BY = Kernels(None, None, "loss", "loss", "optimizer", "loss", None, None)
 # The (table, field)s of kernels compiled for one activation code each. The field of ``TABLES``
 # holds a kernel factory (``activations.activation_forward_for``, ``_norm_ops.batchnorm_forward_for``);
 # in a table of addresses it holds its row (``CODE_ROWS``) of ``Network.code_kernels``, a
@@ -86,7 +98,8 @@ _CHOSEN_BY = Kernels(None, None, "loss", "loss", "optimizer", "loss")
 # per field: numba's front end spends time on every member of the structs the loop passes along,
 # and 72 more members in ``Network`` cost 1.5-2 s of every cold start.
 BY_CODE = (("activation_ops", "forward"), ("activation_ops", "backward"), ("batchnorm_ops", "forward"),
-           ("batchnorm_ops", "backward"), ("layernorm_ops", "forward"), ("layernorm_ops", "backward"))
+           ("batchnorm_ops", "backward"), ("layernorm_ops", "forward"), ("layernorm_ops", "backward"),
+           ("kernels", "dense_act_apply"), ("kernels", "dense_act_grad"))
 CODE_ROWS = {entry: row for row, entry in enumerate(BY_CODE)}
 N_CODES = max(registry.ACTIVATIONS.values()) + 1
 # The op kind of each table other than ``kernels``: the codes of its ops pick its kernels of ``BY_CODE``.
@@ -99,7 +112,8 @@ _KIND_OF = {"activation_ops": registry.OP_ACTIVATION, "dropout_ops": registry.OP
 # a field, whatever their code.
 SPECS = {
     "kernels": Kernels(dense.DENSE_ACT_FORWARD_SPEC, dense.DENSE_ACT_BACKWARD_SPEC, losses.LOSS_CODE_FORWARD_SPEC,
-                       losses.LOSS_CODE_BACKWARD_SPEC, optim.OPTIMIZER_CODE_UPDATE_SPEC, STATS_SPEC),
+                       losses.LOSS_CODE_BACKWARD_SPEC, optim.OPTIMIZER_CODE_UPDATE_SPEC, STATS_SPEC,
+                       dense.DENSE_ACT_APPLY_SPEC, dense.DENSE_ACT_GRAD_SPEC),
     "activation_ops": ActivationKernels(activations.ACTIVATION_CODE_FORWARD_SPEC,
                                         activations.ACTIVATION_CODE_BACKWARD_SPEC),
     "dropout_ops": DropoutKernels(dropout.DROPOUT_FORWARD_FROM_SPEC, dropout.DROPOUT_BACKWARD_SPEC,
@@ -177,9 +191,12 @@ def fields(name):
 
 def table_codes(net, name):
     """The activation codes of ``net``'s ops of table ``name``'s kind (sorted): those its fields of
-    ``BY_CODE`` need kernels of. () for ``kernels``."""
-    if name not in _KIND_OF:
-        return ()
+    ``BY_CODE`` need kernels of. For ``kernels``, the dense layers' codes other than those the
+    dense kernels apply themselves (``dense.TABLE_FUSED``)."""
+    if name == "kernels":
+        # A dense layer's per-code kernels: for the activations the dense kernels do not apply.
+        dense_codes = {int(c) for c in net.codes[net.kinds == registry.OP_DENSE]}
+        return tuple(sorted(dense_codes - set(dense.TABLE_FUSED)))
     return tuple(sorted({int(c) for c in net.codes[net.kinds == _KIND_OF[name]]}))
 
 
@@ -223,8 +240,8 @@ def code_kernels(dtype, codes):
 # EPYC, AVX-512; each unit alone in a fresh process, benchmarks/bench_compile.py): what the first
 # run's note adds up (``pending``), and how ``fastbp compile`` deals units to its workers.
 COMPILE_SECONDS = {
-    "kernels": Kernels(dense_forward=2.2, dense_backward=2.8, loss_forward=0.8, loss_backward=0.3, update=0.8,
-                       stats=0.25),
+    "kernels": Kernels(dense_forward=1.9, dense_backward=1.8, loss_forward=0.8, loss_backward=0.3, update=0.8,
+                       stats=0.25, dense_act_apply=0.4, dense_act_grad=0.4),
     # One code's kernels, in the fields of ``BY_CODE``.
     "activation_ops": ActivationKernels(forward=0.6, backward=0.4),
     "dropout_ops": DropoutKernels(forward=0.2, backward=0.1, inference=0.1),
