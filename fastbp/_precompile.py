@@ -45,11 +45,12 @@ def units(dtypes=DTYPES, losses=tuple(LOSSES), optimizers=tuple(OPTIMIZERS), nor
     for dtype in dtypes:
         found += [("kernel", "kernels", field, dtype, None, None, None)
                   for field in ("dense_forward", "dense_backward")]
-        # A dense layer's per-code kernels, for the activations the dense kernels do not apply.
-        dense_codes = [registry.ACTIVATIONS[name] for name in activations
-                       if registry.ACTIVATIONS[name] in registry.OUTPUT_DERIVABLE - set(dense.TABLE_FUSED)]
+        # A dense layer's per-code kernels, for every activation the dense kernels do not apply
+        # (``activations`` chooses the activation and norm layers' codes: a Dense layer's
+        # activation needs no choosing, its kernels are small).
         found += [("kernel", "kernels", field, dtype, None, None, code)
-                  for field in ("dense_act_apply", "dense_act_grad") for code in dense_codes]
+                  for field in ("dense_act_apply", "dense_act_grad")
+                  for code in sorted(registry.OUTPUT_DERIVABLE - set(dense.TABLE_FUSED))]
         for loss in losses:
             found += [("kernel", "kernels", field, dtype, LOSSES[loss], None, None)
                       for field in ("loss_forward", "loss_backward", "stats")]

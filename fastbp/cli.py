@@ -346,7 +346,7 @@ def _compile_options(compile_):
     compile_.add_argument("--activations", type=_choices(_precompile_names("ACTIVATIONS")), default="all",
                           help="activations of the Activation layers and of the norm layers' fused activation, "
                                "each compiled on its own: comma-separated names (identity for a norm layer "
-                               "without one), or all (default: all). Dense layers' activations need none")
+                               "without one), or all (default: all). Dense layers' activations need none: all are built")
     compile_.add_argument("--cpu", default=None,
                           help="compile for this CPU instead of this machine's, an LLVM CPU name such as "
                                "x86-64-v3; processes load it with NUMBA_CPU_NAME set to it and NUMBA_CPU_FEATURES "

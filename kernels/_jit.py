@@ -57,8 +57,8 @@ SCALAR_FUNCTIONS = []
 # (unboxing each argument from a Python object: a Python call) and a C one (a first-class
 # function or cfunc address). Each is lowered, optimized and emitted with the function, and
 # again inside every caller that links it. A function only compiled code calls needs neither:
-# without them a cold `fastbp train` compiled about 2 CPU seconds less (docs/performance-log.md,
-# 2026-12-08).
+# without them a cold `fastbp train` on one core took 12.43 s instead of 13.12 s (medians of
+# sixteen alternated rounds, docs/performance-log.md, 2026-12-08, 21a6940).
 CALLERS = {
     "any": {},
     "python": {"no_cfunc_wrapper": True},
@@ -69,11 +69,21 @@ CALLERS = {
 class CompiledOnly(CPUDispatcher):
     """A dispatcher compiled without numba's wrappers (``callers="compiled"``): compiled code
     calls it, and its address is taken (``get_compile_result``); a call from Python, which would
-    reach the missing CPython wrapper, raises TypeError instead."""
+    reach the missing CPython wrapper (address 0), raises TypeError instead, through the
+    dispatcher and through what ``compile`` returns. (numba's ``overloads[sig].entry_point`` is
+    that missing wrapper still.)"""
 
     def __call__(self, *args, **kwargs):
-        raise TypeError(f"fastbp: {self.py_func.__module__}.{self.py_func.__qualname__} is compiled for "
-                        f"calls from compiled code only (no Python wrapper); call it from an @njit function")
+        name = f"{self.py_func.__module__}.{self.py_func.__qualname__}"
+        if getattr(self.py_func, "_fastbp_cache_tag", ""):
+            raise TypeError(f"fastbp: this copy of {name} is the training loop's, compiled for calls from "
+                            f"compiled code only (no Python wrapper); call {name} itself")
+        raise TypeError(f"fastbp: {name} is compiled for calls from compiled code only (no Python wrapper); "
+                        f"call it from an @njit function")
+
+    def compile(self, sig):
+        super().compile(sig)
+        return self
 
 
 def jit(func=None, *, parallel=False, fastmath=False, inline="never", refcounts=True, callers="any"):
@@ -128,8 +138,9 @@ def jit(func=None, *, parallel=False, fastmath=False, inline="never", refcounts=
 @functools.lru_cache(maxsize=None)
 def compiled_only(dispatcher):
     """``dispatcher`` (made by ``jit``) for compiled callers only: itself if it is one, else a
-    twin made from the same Python function and options without numba's wrappers. For a public
-    kernel that the training loop calls by address (``dense_act_forward``): Python calls keep
+    twin made from the same Python function and options without numba's wrappers. For a kernel
+    that the training loop calls by address and Python calls too (``dropout_forward_from``, a
+    loss's or an optimizer's kernel of ``CODE_FORWARD`` or ``CODE_UPDATES``): Python calls keep
     the public dispatcher and its wrappers, the loop's tables take the twin. The twin caches
     under names of its own (``_cache``): numba keys cache entries by function and signature, not
     by options, and the public dispatcher must never load a compiled entry without the wrapper

@@ -14,6 +14,7 @@ from fastbp.backends import _cpu_loop, _kernel_tables
 from fastbp.kernels import registry as R
 from fastbp.kernels._jit import CompiledOnly, compiled_only, jit
 from fastbp.kernels.cpu import dense, gemm_small
+from fastbp.kernels.cpu import losses as _losses
 
 
 def _wrappers(cres):
@@ -76,8 +77,22 @@ def test_a_python_call_of_a_compiled_only_function_raises_and_names_it():
     twin = compiled_only(dense.dense_act_forward)
     assert twin is not dense.dense_act_forward and compiled_only(twin) is twin
     assert compiled_only(dense.dense_act_forward) is twin  # one per process
-    with pytest.raises(TypeError, match="dense_act_forward is compiled for calls from compiled code only"):
+    with pytest.raises(TypeError, match=r"this copy of fastbp\.kernels\.cpu\.dense\.dense_act_forward is the "
+                                        r"training loop's, .* call fastbp\.kernels\.cpu\.dense\.dense_act_forward itself"):
         twin(out, x, w, b, R.ACTIVATIONS["relu"], 0.0)
+
+
+def test_what_compile_returns_for_a_compiled_only_function_refuses_a_python_call_too():
+    # numba's compile returns the compiled function's CPython wrapper, which a compiled-only
+    # function lacks: called, it would jump to address 0.
+    from numba import typeof
+
+    x = np.ones(4, np.float32)
+    sig = (typeof(x), typeof(np.int64(4)))
+    compiled = _losses._inverse_total.compile(sig)
+    assert sig in _losses._inverse_total.overloads
+    with pytest.raises(TypeError, match=r"losses\._inverse_total is compiled for calls from compiled code only"):
+        compiled(x, np.int64(4))
 
 
 def test_callers_must_be_a_known_kind():

@@ -144,4 +144,7 @@ def test_chosen_activations_are_the_codes_the_activation_and_norm_kernels_compil
     assert codes[("activation_ops", "forward")] == {registry.IDENTITY, registry.GELU}
     assert codes[("batchnorm_ops", "backward")] == {registry.IDENTITY, registry.GELU}
     assert codes[("layernorm_ops", "forward")] == {registry.IDENTITY, registry.GELU}
+    # A Dense layer of any activation: its per-code kernels are built whatever the choice.
+    others = set(registry.OUTPUT_DERIVABLE) - {registry.IDENTITY, registry.RELU}
+    assert codes[("kernels", "dense_act_apply")] == codes[("kernels", "dense_act_grad")] == others
 
