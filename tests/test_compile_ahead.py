@@ -243,6 +243,35 @@ def test_the_heaviest_unit_goes_to_the_process_ready_first(monkeypatch):
     assert here == [["layernorm_ops", "backward"], ["layernorm_ops", "forward"]]
 
 
+@pytest.mark.parametrize("cold", [True, False])
+def test_the_losss_forward_is_shared_only_where_a_worker_starts_anyway(monkeypatch, cold):
+    """Cold (the dense kernels uncached): the loss's forward is shareable with the worker, and this
+    process leaves it to the claims. A new loss on a warm cache: no worker starts for it alone."""
+    def uncached(kernel):
+        name = getattr(kernel, "py_func", kernel).__name__
+        return name.startswith("mse_code") or (cold and name.startswith("dense_table"))
+
+    lists, here, compiled = [], [], []
+    monkeypatch.setattr(_warm, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(_warm, "surely_uncached", uncached)
+    monkeypatch.setattr(_warm, "cached", lambda kernel, sig: not uncached(kernel))
+    monkeypatch.setattr(_warm, "start", lambda main, arg_lists: lists.extend(arg_lists) or ["a worker"])
+    monkeypatch.setattr(_warm, "wait", lambda procs: None)
+    monkeypatch.setattr(_kernel_tables, "compile_entry", lambda name, field, *rest: compiled.append(field))
+    monkeypatch.setattr(_kernel_tables, "_compile_named", lambda entry, dtype: here.append(entry.split(":")[1]))
+    model = fastbp.Sequential([fastbp.Dense(4, 8, activation="relu"), fastbp.Dense(8, 2)], seed=0)
+    model.compile("mse", fastbp.SGD(0.1))
+    _kernel_tables._compile_ahead(model.lowered().net, model.dtype, model.loss.kind, model.optimizer.kind,
+                                  lambda net: None)
+    if cold:
+        assert [entry.split(":")[1] for entry in lists[0][2:]] == ["dense_forward", "dense_backward",
+                                                                   "loss_forward"]
+        assert "loss_forward" not in compiled and "loss_backward" in compiled
+        assert here == ["dense_forward", "dense_backward", "loss_forward"]  # the stand-in worker claims nothing
+    else:
+        assert lists == [] and here == [] and compiled == []
+
+
 @pytest.mark.parametrize("why", ["cache off", "one cpu", "kernels cached"])
 def test_no_worker_starts_where_it_cannot_help(monkeypatch, why):
     popen = []
