@@ -280,8 +280,9 @@ _AHEAD = (("kernels", "dense_backward"), ("kernels", "dense_forward"), ("batchno
 # Lighter kernels shared the same way where a worker starts for those of ``_AHEAD`` anyway, never a
 # reason to start one: the loss's forward. Since the dense kernels lost their passes of every
 # activation (f9b2c47), the worker of a cold `fastbp train` ended 1.4 s before this process; with
-# the loss's forward shareable, cold `fastbp train` 6.63 -> 6.22 s (five alternated rounds). Started
-# for it alone, a worker made a first fit with a new loss slower (0.96 -> 1.18 s).
+# the loss's forward shareable, cold `fastbp train` 6.78 -> 6.38 s (medians of ten alternated rounds,
+# docs/performance-log.md, 2026-12-08, a5435e0). Started for it alone, a worker made a first fit
+# with a new loss slower (0.96 -> 1.18 s).
 _RIDERS = (("kernels", "loss_forward"),)
 
 
