@@ -79,8 +79,10 @@ def test_a_cold_fit_compiles_the_dense_kernels_in_a_worker_with_the_same_result(
     # The worker started before this process set up numba (0.4-0.5 s it would otherwise wait).
     assert report["set_up"] == [False]
     assert report["compiled"].count("train_batches") == 1
-    assert {"train_batches", "forward", "backward", "sce_code_forward", "sgd_code_update"} <= set(report["compiled"])
-    assert all(report["compiled"].count(name) <= 1 for name in ("dense_act_forward", "dense_act_backward"))
+    assert {"train_batches", "forward", "backward", "sgd_code_update"} <= set(report["compiled"])
+    # The dense kernels and the loss's forward (shared with the worker: ``_RIDERS``) at most once here.
+    assert all(report["compiled"].count(name) <= 1
+               for name in ("dense_table_forward", "dense_table_backward", "sce_code_forward"))
     # The kernels are the same wherever they were compiled: the same parameters to the bit.
     np.testing.assert_array_equal(np.load(tmp_path / "theta.npy"), _fit_here())
 
