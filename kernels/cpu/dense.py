@@ -68,6 +68,9 @@ def _bias_act_rows(out, b, activation, alpha):
     one that switches on the code per element does not (ReLU on (32, 32)
     float32: 2.45 -> 0.15 us). Activations with a transcendental function are
     scalar library calls either way and share the generic loop.
+    ``dense_act_apply_for`` gives each code the loop it has here (its own for
+    leaky ReLU, the generic one for the others), for the same bits: change both
+    together.
     """
     if activation == IDENTITY:
         _bias_act_loop(out, b, IDENTITY, alpha)
@@ -209,7 +212,9 @@ def _act_grad_and_bias(dz, db, dout, y, activation, alpha):
     Rows are accumulated into db in order, so the sum is deterministic. As in
     ``_bias_act_rows``, one branch per code with the code a constant in its
     loop, so that the loop vectorizes; only softplus's derivative needs a
-    library call.
+    library call. ``dense_act_grad_for`` gives each code the loop it has here
+    (``_OWN_LOOP``: the codes of a branch of their own, besides identity and
+    ReLU), for the same bits: change both together.
     """
     if activation == IDENTITY:
         _typed_grad_and_bias_loop(dz, db, dout, y, IDENTITY, alpha)
